@@ -1,0 +1,201 @@
+"""Pooled hidden states of every layer in one forward pass.
+
+``make_batches`` tokenizes once and groups texts into length-sorted, padded
+batches; ``extract_states`` runs one forward pass per batch with
+``output_hidden_states=True`` and pools every layer on the device, keeping
+only the pooled vectors: an array of shape (L+1, N, d), index 0 being the
+embedding output. This is the only loop over batches in Variscope's analysis;
+the benchmarks reuse it for the bare-forward floor.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import VariscopeError
+
+POOLINGS = ("mean", "mean_all", "first", "last")
+
+
+@dataclass
+class Batch:
+    """Indices of its texts in the input order, and padded tensors (on CPU)."""
+
+    index: np.ndarray
+    tensors: dict
+
+
+def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> dict:
+    """Tokenize without padding; returns lists per text incl. special_tokens_mask."""
+    if max_length is None or max_length < 1:
+        raise VariscopeError(f"max length must be at least 1 token, got {max_length}")
+    limit = _model_limit(tokenizer)
+    if limit and max_length > limit:
+        raise VariscopeError(f"max length {max_length} is above this model's limit of {limit} tokens")
+    kw = dict(truncation=True, max_length=max_length, return_special_tokens_mask=True,
+              return_attention_mask=True)
+    texts = list(texts)
+    if pairs is not None:
+        return tokenizer(texts, list(pairs), **kw)
+    return tokenizer(texts, **kw)
+
+
+def _model_limit(tokenizer) -> int | None:
+    m = getattr(tokenizer, "model_max_length", None)
+    return int(m) if m and m < 1_000_000 else None
+
+
+def make_batches(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                 max_length: int = 128, batch_size: int = 32, sort: bool = True) -> list[Batch]:
+    """Length-sorted (longest first), right-padded batches of at most ``batch_size`` texts."""
+    if batch_size < 1:
+        raise VariscopeError(f"batch size must be at least 1, got {batch_size}")
+    enc = tokenize(tokenizer, texts, pairs, max_length)
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    order = np.argsort(-lengths, kind="stable") if sort else np.arange(len(lengths))
+    return [_pad(enc, order[s:s + batch_size], tokenizer.pad_token_id)
+            for s in range(0, len(order), batch_size)]
+
+
+def _pad(enc, idx: np.ndarray, pad_id: int) -> Batch:
+    import torch
+
+    T = max(len(enc["input_ids"][i]) for i in idx)
+    B = len(idx)
+    t = {"input_ids": torch.full((B, T), pad_id, dtype=torch.long),
+         "attention_mask": torch.zeros((B, T), dtype=torch.long),
+         "special_tokens_mask": torch.ones((B, T), dtype=torch.long)}
+    if "token_type_ids" in enc:
+        t["token_type_ids"] = torch.zeros((B, T), dtype=torch.long)
+    for r, i in enumerate(idx):
+        n = len(enc["input_ids"][i])
+        for k in t:
+            t[k][r, :n] = torch.as_tensor(enc[k][i])
+    return Batch(np.asarray(idx), t)
+
+
+def pool(hidden_states, attention_mask, special_tokens_mask, pooling: str):
+    """Pool a tuple of L+1 tensors (B, T, d) into one tensor (L+1, B, d) in float32.
+
+    mean     : mean over tokens that are neither padding nor special (the paper);
+               falls back to all non-padding tokens for a text with none.
+    mean_all : mean over all non-padding tokens.
+    first    : the first token (CLS/BOS).
+    last     : the last non-padding token (for decoders).
+    """
+    import torch
+
+    if pooling not in POOLINGS:
+        raise VariscopeError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+    am = attention_mask.to(torch.float32)
+    if pooling in ("mean", "mean_all"):
+        w = am
+        if pooling == "mean":
+            real = am * (1 - special_tokens_mask.to(torch.float32))
+            none = real.sum(1, keepdim=True) == 0
+            w = torch.where(none, am, real)
+        w = w / w.sum(1, keepdim=True).clamp_min(1)
+        return torch.stack([torch.einsum("btd,bt->bd", h.float(), w) for h in hidden_states])
+    if pooling == "first":
+        return torch.stack([h[:, 0].float() for h in hidden_states])
+    last = attention_mask.sum(1) - 1
+    rows = torch.arange(len(last), device=last.device)
+    return torch.stack([h[rows, last].float() for h in hidden_states])
+
+
+def forward_batches(model, batches: Sequence[Batch], *, device: str,
+                    progress: Callable[[int, int], None] | None = None,
+                    on_output: Callable[[Batch, object], None] | None = None,
+                    hidden_states: bool = True) -> None:
+    """Run the model on every batch under ``torch.inference_mode``.
+
+    ``on_output(batch, outputs)`` receives each batch's model output. On CUDA
+    out-of-memory, a batch is split in half and retried (down to one text).
+    ``progress(done_texts, total_texts)`` is called after every batch.
+    """
+    import torch
+
+    total = sum(len(b.index) for b in batches)
+    done = 0
+    queue = list(batches)[::-1]
+    with torch.inference_mode():
+        while queue:
+            b = queue.pop()
+            inputs = {k: v.to(device, non_blocking=True) for k, v in b.tensors.items()
+                      if k != "special_tokens_mask"}
+            try:
+                out = model(**inputs, output_hidden_states=hidden_states, return_dict=True)
+                if on_output is not None:
+                    on_output(b, out)
+            except torch.cuda.OutOfMemoryError:
+                del inputs
+                torch.cuda.empty_cache()
+                if len(b.index) == 1:
+                    raise VariscopeError("out of GPU memory even with a batch of one text; "
+                                         "lower --max-length or use --device cpu") from None
+                half = len(b.index) // 2
+                warnings.warn(f"out of GPU memory with a batch of {len(b.index)}; retrying with {half}")
+                queue.append(_slice(b, half, None))
+                queue.append(_slice(b, 0, half))
+                continue
+            done += len(b.index)
+            if progress is not None:
+                progress(done, total)
+
+
+def _slice(b: Batch, start, stop) -> Batch:
+    return Batch(b.index[start:stop], {k: v[start:stop] for k, v in b.tensors.items()})
+
+
+def extract_states(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                   pooling: str = "mean", max_length: int = 128, batch_size: int = 32,
+                   device: str | None = None, sort: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Pooled states of every layer.
+
+    Parameters
+    ----------
+    texts : N strings; pairs : N second sentences or None.
+
+    Returns
+    -------
+    states : float32 array of shape (L+1, N, d); states[0] is the embedding
+        output, states[l] the output of transformer layer l.
+    """
+    import torch
+
+    if pooling not in POOLINGS:
+        raise VariscopeError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+    if len(texts) == 0:
+        raise VariscopeError("no texts to encode")
+    device = device or str(next(model.parameters()).device)
+    batches = make_batches(tokenizer, texts, pairs, max_length=max_length, batch_size=batch_size, sort=sort)
+    out: dict = {}
+
+    def keep(b: Batch, o):
+        hs = o.hidden_states
+        p = pool(hs, b.tensors["attention_mask"].to(hs[0].device),
+                 b.tensors["special_tokens_mask"].to(hs[0].device), pooling)
+        if "states" not in out:
+            out["states"] = np.empty((p.shape[0], len(texts), p.shape[2]), np.float32)
+        out["states"][:, b.index] = p.cpu().numpy()
+
+    forward_batches(model, batches, device=device, progress=progress, on_output=keep)
+    return out["states"]
+
+
+class Throughput:
+    """Progress helper: texts/s and ETA from (done, total) calls."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> dict:
+        el = time.perf_counter() - self.t0
+        rate = done / el if el > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        return {"done": done, "total": total, "rate": rate, "eta": eta, "elapsed": el}

@@ -1,0 +1,263 @@
+"""The hidden-state variability ratio ν of Xie et al. (2022), eq. 3.
+
+For vectors ``h`` grouped by label ``y`` (C classes, class means ``m_y``,
+``m`` the mean of the class means)::
+
+    Σ_w = 1/C Σ_y 1/|G_y| Σ_{h∈G_y} (h−m_y)(h−m_y)ᵀ
+    Σ_b = 1/C Σ_y (m_y−m)(m_y−m)ᵀ
+    ν   = 1/C · trace(Σ_w Σ_b⁺)
+
+Σ_b has rank r ≤ C−1. With the thin SVD of the (weighted) centred class means
+``Mᵀ = U S Vᵀ`` we have ``Σ_b⁺ = U S⁻² Uᵀ`` and therefore::
+
+    trace(Σ_w Σ_b⁺) = Σ_k (u_kᵀ Σ_w u_k) / s_k²
+
+which needs only the projections of the centred vectors on the r columns of U:
+O(N·d·r) work, no d×d matrix and no d×d pseudo-inverse. Everything runs in
+float64. :func:`variability` is the only implementation of ν in Variscope;
+the app, the CLI, the benchmarks and the tests all call it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Sequence
+
+import numpy as np
+
+from .errors import VariscopeError
+
+WEIGHTINGS = ("equal", "size")
+
+
+def _class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
+    """Return (classes, inverse, counts) and check that ν is defined."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise VariscopeError(f"labels must be a 1-D array, got shape {labels.shape}")
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        only = _name(classes[0], label_names) if len(classes) else "none"
+        raise VariscopeError(
+            f"the variability ratio needs at least 2 classes, but the data has "
+            f"{len(classes)} (class: {only})"
+        )
+    small = [(_name(c, label_names), int(k)) for c, k in zip(classes, counts) if k < 2]
+    if small:
+        c, k = small[0]
+        raise VariscopeError(
+            f"class '{c}' has only {k} example; every class needs at least 2 "
+            f"to estimate its spread"
+        )
+    return classes, inverse, counts
+
+
+def _name(c, label_names):
+    if label_names is not None:
+        try:
+            return label_names[int(c)]
+        except (ValueError, IndexError, TypeError):
+            pass
+    return str(c)
+
+
+def variability(
+    h: np.ndarray,
+    labels: np.ndarray,
+    *,
+    weighting: str = "equal",
+    label_names: Sequence[str] | None = None,
+) -> float:
+    """Variability ratio ν of one layer.
+
+    Parameters
+    ----------
+    h : array of shape (n_samples, n_features)
+        One pooled vector per input.
+    labels : array of shape (n_samples,)
+        Class of each input (ints or strings).
+    weighting : {"equal", "size"}
+        ``"equal"`` (default) is the paper's eq. 3: every class counts 1/C in
+        both Σ_w and Σ_b and ``m`` is the mean of the class means. ``"size"``
+        weights class y by n_y/N (``m`` is then the global mean), the variant
+        the reference code explores.
+    label_names : optional sequence, used only in error messages.
+
+    Returns
+    -------
+    float
+        ν = 1/C · trace(Σ_w Σ_b⁺) ≥ 0. Lower means better-separated classes.
+    """
+    h = np.asarray(h)
+    if h.dtype.kind != "f":
+        h = h.astype(np.float64)
+    if h.ndim != 2:
+        raise VariscopeError(f"h must have shape (n_samples, n_features), got {h.shape}")
+    if len(h) != len(labels):
+        raise VariscopeError(f"h has {len(h)} rows but labels has {len(labels)}")
+    if not np.all(np.isfinite(h)):
+        raise VariscopeError("the hidden states contain NaN or infinite values")
+    classes, inverse, counts = _class_index(labels, label_names)
+    return _nu(h, inverse, counts, weighting)
+
+
+def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) -> float:
+    """ν from states (any float dtype) and a precomputed class index (no checks).
+
+    Works in float64 on row blocks of ``h`` converted into one reused buffer,
+    so a float32 layer is never copied whole: two passes, one for the class
+    means, one for the projections on the span of the centred means.
+    """
+    C, (N, d) = len(counts), h.shape
+    if weighting == "equal":
+        pi = np.full(C, 1.0 / C)
+    elif weighting == "size":
+        pi = counts / counts.sum()
+    else:
+        raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
+    sums = np.zeros((C, d))
+    for rows, block in _blocks64(h):
+        sums += _onehot(inverse[rows], C) @ block
+    means = sums / counts[:, None]                        # (C, d) class means m_y
+    m = pi @ means                                        # (d,) weighted mean of the means
+    Mw = np.sqrt(pi)[:, None] * (means - m)               # (C, d); Σ_b = Mwᵀ Mw
+    U, s, _ = np.linalg.svd(Mw.T, full_matrices=False)    # U (d, C), s (C,)
+    ev = s**2                                             # eigenvalues of Σ_b
+    if ev.size == 0 or ev[0] == 0.0:
+        return float("inf")                               # all class means coincide
+    keep = ev > _rank_tol(d, C) * ev[0]
+    U, ev = U[:, keep], ev[keep]
+    mU = means @ U                                        # (C, r)
+    sq = np.zeros((C, U.shape[1]))
+    for rows, block in _blocks64(h):
+        P = block @ U - mU[inverse[rows]]                 # (rows, r) centred, projected
+        sq += _onehot(inverse[rows], C) @ (P * P)
+    w = pi @ (sq / counts[:, None])                       # (r,) u_kᵀ Σ_w u_k
+    return float(np.sum(w / ev) / C)
+
+
+_BLOCK = 128
+
+
+def _blocks64(h: np.ndarray):
+    """Yield (slice, float64 block) over row blocks of h, reusing one buffer."""
+    buf = np.empty((min(_BLOCK, len(h)), h.shape[1]))
+    for s in range(0, len(h), _BLOCK):
+        k = min(_BLOCK, len(h) - s)
+        b = buf[:k]
+        b[...] = h[s:s + k]
+        yield slice(s, s + k), b
+
+
+def _onehot(idx: np.ndarray, C: int) -> np.ndarray:
+    out = np.zeros((C, len(idx)))
+    out[idx, np.arange(len(idx))] = 1.0
+    return out
+
+
+def _rank_tol(d: int, C: int) -> float:
+    """Relative tolerance on Σ_b's eigenvalues: max(d, C)·eps (numpy's pinv rule)."""
+    return max(d, C) * np.finfo(np.float64).eps
+
+
+def variability_pinv(h: np.ndarray, labels: np.ndarray, *, weighting: str = "equal") -> float:
+    """Reference: the plain d×d formula with a pseudo-inverse (slow; tests and bench).
+
+    Builds Σ_w and Σ_b as d×d matrices and calls ``np.linalg.pinv`` with the
+    tolerance max(d, C)·eps·σ_max, the same rank rule as :func:`variability`.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    classes, inverse, counts = _class_index(labels)
+    C, d = len(classes), h.shape[1]
+    pi = np.full(C, 1.0 / C) if weighting == "equal" else counts / counts.sum()
+    means = np.stack([h[inverse == c].mean(axis=0) for c in range(C)])
+    m = pi @ means
+    Sw = np.zeros((d, d))
+    Sb = np.zeros((d, d))
+    for c in range(C):
+        X = h[inverse == c] - means[c]
+        Sw += pi[c] * (X.T @ X) / counts[c]
+        mu = (means[c] - m)[:, None]
+        Sb += pi[c] * (mu @ mu.T)
+    Sb_pinv = np.linalg.pinv(Sb, rtol=_rank_tol(d, C), hermitian=True)
+    return float(np.trace(Sw @ Sb_pinv) / C)
+
+
+@dataclass
+class CurveResult:
+    """ν for every layer of a model on one labelled sample.
+
+    layers : list of int, 0 = embedding output, 1..L = transformer layers.
+    variability : list of float, ν per layer (same order).
+    band : optional (low, high) lists, bootstrap percentiles per layer.
+    counts : examples per class name.
+    settings : how it was computed (weighting, bootstrap, percentiles, seed).
+    """
+
+    layers: list[int]
+    variability: list[float]
+    counts: dict[str, int]
+    band: tuple[list[float], list[float]] | None = None
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["band"] = None if self.band is None else {"low": self.band[0], "high": self.band[1]}
+        return d
+
+
+def variability_curve(
+    states: np.ndarray,
+    labels: np.ndarray,
+    *,
+    weighting: str = "equal",
+    bootstrap: int = 0,
+    percentiles: tuple[float, float] = (5.0, 95.0),
+    seed: int = 0,
+    label_names: Sequence[str] | None = None,
+) -> CurveResult:
+    """ν for every layer.
+
+    Parameters
+    ----------
+    states : array of shape (n_layers, n_samples, n_features)
+        Pooled hidden states; index 0 is the embedding output.
+    labels : array of shape (n_samples,)
+    bootstrap : int
+        Number B of resamples (with replacement, within each class, so class
+        sizes stay fixed) for a percentile band; 0 for none.
+    """
+    states = np.asarray(states)
+    if states.ndim != 3:
+        raise VariscopeError(f"states must have shape (layers, n, d), got {states.shape}")
+    if states.shape[1] != len(labels):
+        raise VariscopeError(f"states have {states.shape[1]} rows but labels has {len(labels)}")
+    classes, inverse, counts = _class_index(labels, label_names)
+    if weighting not in WEIGHTINGS:
+        raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
+    names = [_name(c, label_names) for c in classes]
+    resamples = []
+    if bootstrap and bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+        resamples = [np.concatenate([rng.choice(g, size=len(g), replace=True) for g in members])
+                     for _ in range(int(bootstrap))]
+    nus, boot = [], np.empty((len(resamples), len(states)))
+    for l in range(len(states)):
+        hl = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
+        if not np.all(np.isfinite(hl)):
+            raise VariscopeError(f"the hidden states of layer {l} contain NaN or infinite values")
+        nus.append(_nu(hl, inverse, counts, weighting))
+        for b, idx in enumerate(resamples):
+            boot[b, l] = _nu(hl[idx], inverse[idx], counts, weighting)
+    band = None
+    if resamples:
+        lo, hi = np.percentile(boot, percentiles, axis=0)
+        band = (lo.tolist(), hi.tolist())
+    return CurveResult(
+        layers=list(range(len(states))),
+        variability=[float(v) for v in nus],
+        counts={n: int(k) for n, k in zip(names, counts)},
+        band=band,
+        settings={"weighting": weighting, "bootstrap": int(bootstrap),
+                  "percentiles": list(percentiles), "seed": seed},
+    )

@@ -1,0 +1,157 @@
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from analysis.cache import DiskCache, make_key
+from analysis.pipeline import AnalysisConfig, compute_curve, get_states
+from analysis.tasks import SampleConfig
+
+CFG = AnalysisConfig(sampling=SampleConfig(n=60, seed=1), max_length=32, device="cpu")
+
+
+def test_round_trip_and_checks(cache):
+    key = make_key({"a": 1})
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.save("states", key, {"x": arr}, blobs={"t": ["é", "中文"]}, meta={"describe": "d"}, version=3)
+    arrays, blobs, man = cache.load("states", key, version=3)
+    np.testing.assert_array_equal(arrays["x"], arr)
+    assert blobs["t"] == ["é", "中文"]
+    assert [r["key"] for r in cache.entries()] == [key]
+    with pytest.warns(UserWarning, match="stale"):
+        assert cache.load("states", key, version=4) is None
+    assert cache.entries() == []
+
+
+def test_object_arrays_refused(cache):
+    with pytest.raises(ValueError):
+        cache.save("states", make_key({}), {"x": np.array([{"a": 1}], dtype=object)})
+    assert cache.entries() == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest_shape", "missing", "bad_json", "pickle"])
+def test_damaged_entries_are_discarded(cache, damage):
+    key = make_key({"damage": damage})
+    d = cache.save("states", key, {"x": np.ones((50, 8), np.float32)})
+    f = d / "x.npy"
+    if damage == "truncate":
+        f.write_bytes(f.read_bytes()[:100])
+    elif damage == "flip":
+        b = bytearray(f.read_bytes()); b[-1] ^= 0xFF; f.write_bytes(bytes(b))
+    elif damage == "manifest_shape":
+        m = (d / "manifest.json").read_text().replace("[\n    50,", "[\n    51,").replace("50, 8", "51, 8")
+        import json
+        mj = json.loads((d / "manifest.json").read_text()); mj["files"]["x.npy"]["shape"] = [51, 8]
+        (d / "manifest.json").write_text(json.dumps(mj))
+    elif damage == "missing":
+        f.unlink()
+    elif damage == "bad_json":
+        (d / "manifest.json").write_text("{not json")
+    elif damage == "pickle":  # an object array smuggled in, checksum updated: still refused
+        import hashlib, json
+        np.save(f, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+        mj = json.loads((d / "manifest.json").read_text())
+        mj["files"]["x.npy"]["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+        (d / "manifest.json").write_text(json.dumps(mj))
+    with pytest.warns(UserWarning, match="discarding"):
+        assert cache.load("states", key) is None
+    assert not d.exists()
+
+
+def test_hit_on_second_call_with_identical_numbers(cache):
+    c1, s1 = compute_curve(CFG, cache=cache)
+    c2, s2 = compute_curve(CFG, cache=cache)
+    assert not s1.cache_hit and s2.cache_hit
+    assert c1.variability == c2.variability
+    assert s1.texts == s2.texts
+    # every setting that changes the states changes the key
+    other = [AnalysisConfig(**{**CFG.__dict__, "pooling": "first"}),
+             AnalysisConfig(**{**CFG.__dict__, "max_length": 31}),
+             AnalysisConfig(**{**CFG.__dict__, "sampling": SampleConfig(n=60, seed=2)})]
+    keys = {get_states(c, cache=cache).key for c in other} | {s1.key}
+    assert len(keys) == 4
+
+
+def test_corrupted_states_recomputed(cache):
+    _, s1 = compute_curve(CFG, cache=cache)
+    f = cache.root / "states" / s1.key / "states.npy"
+    f.write_bytes(f.read_bytes()[:-64])
+    with pytest.warns(UserWarning, match="discarding"):
+        _, s2 = compute_curve(CFG, cache=cache)
+    assert not s2.cache_hit
+    np.testing.assert_allclose(s1.states, s2.states, atol=1e-5)
+    _, s3 = compute_curve(CFG, cache=cache)
+    assert s3.cache_hit
+
+
+def test_failure_mid_write_leaves_nothing(cache, monkeypatch):
+    key = make_key({"crash": 1})
+    real = np.save
+
+    def boom(path, arr, **kw):
+        if str(path).endswith("b.npy"):
+            raise OSError("disk full")
+        return real(path, arr, **kw)
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(OSError):
+        cache.save("states", key, {"a": np.ones(3), "b": np.ones(3)})
+    assert not (cache.root / "states" / key).exists()
+    assert list((cache.root / ".tmp").iterdir()) == []
+
+
+WRITER = """
+import sys, time, numpy as np
+sys.path.insert(0, {root!r})
+from analysis.cache import DiskCache
+c = DiskCache({root_cache!r})
+big = np.random.default_rng(0).normal(size=(3000, 1000)).astype(np.float32)
+real = np.save
+def slow(path, arr, **kw):
+    real(path, arr, **kw); print('written', flush=True); time.sleep(30)
+np.save = slow
+c.save('states', 'a' * 32, {{'x': big}})
+"""
+
+
+def test_killed_mid_write_leaves_no_entry(cache, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root, root_cache=str(cache.root))],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "written"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (cache.root / "states" / ("a" * 32)).exists()
+    assert cache.load("states", "a" * 32) is None
+
+
+RACER = """
+import sys, json
+sys.path.insert(0, {root!r})
+from analysis.pipeline import AnalysisConfig, get_states
+from analysis.cache import DiskCache
+from analysis.tasks import SampleConfig
+st = get_states(AnalysisConfig(sampling=SampleConfig(n=40, seed=5), max_length=24, device='cpu'),
+                cache=DiskCache({root_cache!r}))
+print(json.dumps({{'hit': st.cache_hit, 'sum': float(st.states.sum())}}))
+"""
+
+
+def test_two_processes_same_key_one_valid_entry(cache):
+    import json
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = RACER.format(root=root, root_cache=str(cache.root))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(o["hit"] for o in outs) == [False, True]  # the lock made the second one wait and hit
+    assert abs(outs[0]["sum"] - outs[1]["sum"]) < 1e-3
+    entries = cache.entries()
+    assert len(entries) == 1
+    assert cache.load("states", entries[0]["key"]) is not None

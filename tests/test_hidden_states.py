@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from analysis.hidden_states import extract_states, make_batches, pool
+
+
+def test_alone_equals_in_padded_batch(minilm):
+    model, tok = minilm
+    texts = ["short one", "a considerably longer sentence that forces a lot of padding onto the short one " * 3,
+             "medium length text here"]
+    together = extract_states(model, tok, texts, batch_size=3, device="cpu")
+    for i, t in enumerate(texts):
+        alone = extract_states(model, tok, [t], device="cpu")
+        np.testing.assert_allclose(alone[:, 0], together[:, i], atol=1e-5)
+    assert together.shape == (7, 3, 384)
+
+
+def test_mean_pooling_excludes_special_and_padding(minilm):
+    model, tok = minilm
+    text = "the movie was great"
+    st = extract_states(model, tok, [text, "x " * 50], batch_size=2, device="cpu")
+    enc = tok([text], return_tensors="pt", return_special_tokens_mask=True)
+    with torch.inference_mode():
+        hs = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                   output_hidden_states=True).hidden_states
+    real = (enc["special_tokens_mask"][0] == 0)
+    for l in (0, 3, 6):
+        expect = hs[l][0, real].mean(0).numpy()
+        np.testing.assert_allclose(st[l, 0], expect, atol=1e-5)
+        with_special = hs[l][0].mean(0).numpy()
+        assert np.abs(st[l, 0] - with_special).max() > 1e-3  # CLS/SEP really excluded
+
+
+def test_pooling_modes_on_synthetic_tensors():
+    h = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    am = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    sm = torch.tensor([[1, 0, 1, 1], [1, 0, 0, 1]])
+    mean = pool((h,), am, sm, "mean")[0]
+    assert torch.allclose(mean[0], h[0, 1]) and torch.allclose(mean[1], h[1, 1:3].mean(0))
+    assert torch.allclose(pool((h,), am, sm, "mean_all")[0][0], h[0, :3].mean(0))
+    assert torch.allclose(pool((h,), am, sm, "first")[0][1], h[1, 0])
+    assert torch.allclose(pool((h,), am, sm, "last")[0][0], h[0, 2])
+
+
+def test_batches_sorted_by_length_and_pairs(minilm):
+    _, tok = minilm
+    texts = ["a", "a b c d e f g", "a b c"]
+    b = make_batches(tok, texts, ["x", "y", "z"], batch_size=2)
+    assert list(b[0].index) == [1, 2] and list(b[1].index) == [0]
+    assert "token_type_ids" in b[0].tensors and b[0].tensors["token_type_ids"].max() == 1
+
+
+def test_pairs_change_the_vector(minilm):
+    model, tok = minilm
+    a = extract_states(model, tok, ["the cat sat"], ["on the mat"], device="cpu")
+    b = extract_states(model, tok, ["the cat sat"], device="cpu")
+    assert np.abs(a - b).max() > 1e-3

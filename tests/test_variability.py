@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+from scipy.stats import special_ortho_group
+
+from analysis.errors import VariscopeError
+from analysis.variability import variability, variability_curve, variability_pinv
+
+
+def blobs(rng, sizes, d, sep=1.0):
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    centers = rng.normal(size=(len(sizes), d)) * sep
+    return rng.normal(size=(len(y), d)) + centers[y], y
+
+
+@pytest.mark.parametrize("sizes", [[30, 40], [5, 9, 40, 12, 7], list(range(3, 23)), [200, 4, 11]])
+@pytest.mark.parametrize("d", [8, 64, 300])
+def test_matches_dxd_pinv_formula(rng, sizes, d):
+    h, y = blobs(rng, sizes, d)
+    a, b = variability(h, y), variability_pinv(h, y)
+    assert a > 0
+    assert abs(a - b) / b < 1e-6
+
+
+def test_size_weighting_matches_reference(rng):
+    h, y = blobs(rng, [100, 10, 30], 20)
+    a = variability(h, y, weighting="size")
+    assert abs(a - variability_pinv(h, y, weighting="size")) / a < 1e-6
+    assert abs(a - variability(h, y)) / a > 1e-3  # really a different quantity
+
+
+def test_binary_closed_form(rng):
+    h, y = blobs(rng, [50, 80], 10)
+    m0, m1 = h[y == 0].mean(0), h[y == 1].mean(0)
+    delta = m1 - m0
+    Sw = 0.5 * (np.cov(h[y == 0].T, bias=True) + np.cov(h[y == 1].T, bias=True))
+    closed = 2 * delta @ Sw @ delta / (delta @ delta) ** 2
+    assert variability(h, y) == pytest.approx(closed, rel=1e-10)
+
+
+def test_rotation_scaling_permutation_relabelling(rng):
+    h, y = blobs(rng, [20, 30, 25], 12)
+    base = variability(h, y)
+    Q = special_ortho_group.rvs(12, random_state=1)
+    assert variability(h @ Q, y) == pytest.approx(base, rel=1e-9)
+    assert variability(7.5 * h, y) == pytest.approx(base, rel=1e-9)
+    p = rng.permutation(len(y))
+    assert variability(h[p], y[p]) == pytest.approx(base, rel=1e-9)
+    assert variability(h, np.array(["c", "a", "b"])[y]) == pytest.approx(base, rel=1e-9)
+
+
+def test_collapsed_classes_give_zero_and_separation_lowers_nu(rng):
+    y = np.repeat([0, 1, 2], 10)
+    centers = rng.normal(size=(3, 5))
+    assert variability(centers[y] + 1e-9 * rng.normal(size=(30, 5)), y) < 1e-12
+    near, _ = blobs(np.random.default_rng(1), [40, 40], 6, sep=0.5)
+    far, _ = blobs(np.random.default_rng(1), [40, 40], 6, sep=5.0)
+    assert variability(far, y := np.repeat([0, 1], 40)) < variability(near, y)
+
+
+def test_errors_name_the_problem(rng):
+    h = rng.normal(size=(10, 3))
+    with pytest.raises(VariscopeError, match="at least 2 classes"):
+        variability(h, np.zeros(10))
+    y = np.array([0] * 9 + [1])
+    with pytest.raises(VariscopeError, match="class 'spam' has only 1 example"):
+        variability(h, y, label_names=["ham", "spam"])
+    with pytest.raises(VariscopeError, match="NaN"):
+        variability(np.full((10, 3), np.nan), np.repeat([0, 1], 5))
+
+
+def test_curve_and_bootstrap_band(rng):
+    h, y = blobs(rng, [40, 60], 16)
+    states = np.stack([h * (l + 1) + rng.normal(size=h.shape) * l for l in range(4)]).astype(np.float32)
+    c = variability_curve(states, y, bootstrap=50, seed=3, label_names=["neg", "pos"])
+    assert c.layers == [0, 1, 2, 3]
+    assert c.counts == {"neg": 40, "pos": 60}
+    for l in range(4):
+        assert c.variability[l] == pytest.approx(variability(states[l], y), rel=1e-9)
+        assert c.band[0][l] <= c.band[1][l]
+    again = variability_curve(states, y, bootstrap=50, seed=3)
+    assert again.band == c.band  # seeded
