@@ -1,0 +1,130 @@
+"""2-D/3-D projections of pooled states: PCA (instant) and UMAP (cached).
+
+UMAP runs on PCA-reduced states (50 dimensions by default) for speed, with
+cuML's GPU UMAP when it is importable and a CUDA GPU is present, otherwise
+umap-learn. Results are cached on disk under a key made from the states' key
+and every projection setting.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from .cache import DiskCache, make_key
+from .errors import VariscopeError
+
+PROJECTION_VERSION = 1
+METHODS = ("umap", "pca")
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """Settings of a projection (all part of its cache key)."""
+
+    method: str = "umap"
+    dim: int = 2
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "cosine"
+    seed: int = 0
+    pca_dims: int = 50
+
+    def validate(self, n: int) -> None:
+        if self.method not in METHODS:
+            raise VariscopeError(f"unknown projection '{self.method}'; use umap or pca")
+        if self.dim not in (2, 3):
+            raise VariscopeError(f"projection dimension must be 2 or 3, got {self.dim}")
+        if self.method == "umap":
+            if n < 4:
+                raise VariscopeError(f"UMAP needs at least 4 points, got {n}")
+            if not 2 <= self.n_neighbors:
+                raise VariscopeError(f"UMAP neighbours must be at least 2, got {self.n_neighbors}")
+            if not 0 <= self.min_dist <= 1:
+                raise VariscopeError(f"UMAP min_dist must be in [0, 1], got {self.min_dist}")
+            if self.metric not in ("cosine", "euclidean", "manhattan", "correlation"):
+                raise VariscopeError(f"unknown UMAP metric '{self.metric}'")
+
+
+def pca(X: np.ndarray, dim: int = 2) -> np.ndarray:
+    """Principal components of X (n, d) → (n, dim), float32, deterministic signs."""
+    X = np.asarray(X, dtype=np.float64)
+    Xc = X - X.mean(0)
+    k = min(dim, *Xc.shape)
+    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    Y = U[:, :k] * s[:k]
+    signs = np.sign(Y[np.argmax(np.abs(Y), axis=0), range(k)])
+    Y = Y * np.where(signs == 0, 1, signs)
+    if k < dim:
+        Y = np.pad(Y, ((0, 0), (0, dim - k)))
+    return Y.astype(np.float32)
+
+
+def gpu_umap_available() -> bool:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        import cuml  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+def umap_project(X: np.ndarray, cfg: ProjectionConfig) -> np.ndarray:
+    """UMAP of X (n, d) → (n, cfg.dim) float32, on PCA-reduced input."""
+    n = len(X)
+    cfg.validate(n)
+    Z = pca(X, min(cfg.pca_dims, X.shape[1], n)) if cfg.pca_dims and X.shape[1] > cfg.pca_dims else np.asarray(X, np.float32)
+    k = min(cfg.n_neighbors, n - 1)
+    if gpu_umap_available():
+        from cuml.manifold import UMAP as cuUMAP
+
+        return np.asarray(cuUMAP(n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist,
+                                 metric=cfg.metric, random_state=cfg.seed).fit_transform(Z), np.float32)
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = umap.UMAP(n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist, metric=cfg.metric,
+                          random_state=cfg.seed, n_jobs=1, init="spectral" if n > cfg.dim + 1 else "random")
+        return model.fit_transform(Z).astype(np.float32)
+
+
+def project_layers(states: np.ndarray, layers, cfg: ProjectionConfig, *, states_key: str | None = None,
+                   cache: DiskCache | None = None, use_cache: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Project the given layers of ``states`` (L+1, n, d).
+
+    Returns {"coords": {layer: (n, dim) array}, "cache_hit": bool, "seconds": float}.
+    With ``states_key`` and a cache, each layer's projection is cached on disk.
+    """
+    t0 = time.perf_counter()
+    layers = [int(l) for l in layers]
+    for l in layers:
+        if not 0 <= l < len(states):
+            raise VariscopeError(f"layer {l} is out of range: this model has layers 0..{len(states) - 1}")
+    cfg.validate(states.shape[1])
+    cache = cache if (cache is not None and states_key and use_cache) else None
+    out, hits = {}, 0
+    for i, l in enumerate(layers):
+        key = make_key({"what": "projection", "version": PROJECTION_VERSION, "states": states_key,
+                        "layer": l, **asdict(cfg)}) if cache else None
+        got = cache.load("projections", key, version=PROJECTION_VERSION) if cache else None
+        if got is not None:
+            out[l] = got[0]["coords"]
+            hits += 1
+        else:
+            X = states[l]
+            out[l] = pca(X, cfg.dim) if cfg.method == "pca" else umap_project(X, cfg)
+            if cache:
+                cache.save("projections", key, {"coords": out[l]}, version=PROJECTION_VERSION,
+                           meta={"describe": f"{cfg.method} layer {l} of {states_key[:8]}"})
+        if progress:
+            progress(i + 1, len(layers))
+    return {"coords": out, "cache_hit": hits == len(layers), "seconds": time.perf_counter() - t0}

@@ -1,0 +1,31 @@
+"""Variscope — navigation and the shared sidebar. Page logic lives in pages/, numerics in analysis/."""
+import streamlit as st
+
+from pages._common import init_state, sync_url
+
+st.set_page_config(page_title="Variscope", page_icon="🔭", layout="wide")
+init_state()
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🔭", default=True),
+    st.Page("pages/setup.py", title="Setup", icon="⚙️", url_path="setup"),
+    st.Page("pages/variability.py", title="Variability", icon="📉", url_path="variability"),
+    st.Page("pages/projections.py", title="Projections", icon="🗺️", url_path="projections"),
+    st.Page("pages/training.py", title="Training", icon="🏋️", url_path="training"),
+    st.Page("pages/learn.py", title="Learn", icon="🎓", url_path="learn"),
+]
+page = st.navigation(PAGES)
+
+sync_url()
+page.run()
+ss = st.session_state
+with st.sidebar:
+    st.markdown("### 🔭 Variscope")
+    st.caption("Which layers already separate your classes — and which few to tune.")
+    task = ss["upload"]["name"] if ss.get("upload") else ss["task"]
+    layer = "recommended" if ss.get("layer") is None else ss["layer"]
+    st.markdown(f"**Model** `{ss['model']}`  \n**Task** `{task}`  \n**n** {ss['n'] or 'all'} · "
+                f"**seed** {ss['seed']}  \n**Pooling** {ss['pooling']} · **max length** {ss['max_length']}  \n"
+                f"**Selected layer** {layer}")
+
+sync_url()

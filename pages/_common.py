@@ -1,0 +1,157 @@
+"""Shared state and helpers for the Streamlit pages (UI only; numerics live in analysis/)."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from analysis.errors import VariscopeError
+
+# settings shared by all pages and mirrored in the URL
+URL_KEYS = {"model": str, "task": str, "n": int, "seed": int, "pooling": str, "max_length": int, "layer": int}
+DEFAULTS = {"model": "minilm", "task": "rotten_tomatoes", "n": 1000, "seed": 0, "pooling": "mean",
+            "max_length": 128, "layer": None, "per_class": None, "device": "auto", "dtype": "auto",
+            "bootstrap": 0, "text_col": "text", "text_pair_col": None, "label_col": "label",
+            "split": "train", "upload": None, "trust_remote_code": False, "hf_config": None, "bins": None,
+            "rule": "argmin", "tolerance": 10.0, "comparisons": []}
+
+
+def ensure_app() -> None:
+    """Make every page run through app.py's ``st.navigation``.
+
+    With a ``pages/`` folder beside app.py, Streamlit's first run in a fresh
+    server process uses the old folder-driven navigation: a page opened by URL
+    runs without app.py (no shared state) and the sidebar lists every file,
+    including a stray "app" entry. Each page calls this first; in that one
+    run it switches Streamlit to app.py's navigation and reruns the same URL.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def init_state() -> None:
+    """Defaults, then the URL's values (once per browser session)."""
+    ss = st.session_state
+    for k, v in DEFAULTS.items():
+        if k not in ss:
+            ss[k] = list(v) if isinstance(v, list) else v
+    if not ss.get("_url_read"):
+        ss["_url_read"] = True
+        for k, typ in URL_KEYS.items():
+            if k in st.query_params:
+                try:
+                    ss[k] = typ(st.query_params[k])
+                except ValueError:
+                    st.toast(f"ignored URL parameter {k}={st.query_params[k]!r}")
+                ss.pop("w_" + k, None)
+
+
+def sync_url() -> None:
+    """Write the shared settings into the URL so that a link reproduces the view."""
+    ss = st.session_state
+    want = {k: str(ss[k]) for k in URL_KEYS if ss.get(k) is not None}
+    if ss.get("upload"):
+        want.pop("task", None)
+    if dict(st.query_params) != want:
+        st.query_params.from_dict(want)
+
+
+def bound(widget, label, key, **kw):
+    """A widget whose value lives under ``key`` and survives page switches.
+
+    The widget's own key ("w_" + key) is refreshed from ``key`` before each
+    render, and an on_change callback copies user edits back, so the value is
+    shared by the same control on several pages and by the URL.
+    """
+    wkey = "w_" + key
+    st.session_state[wkey] = st.session_state.get(key)
+    return widget(label, key=wkey, on_change=_copy_back, args=(wkey, key), **kw)
+
+
+def _copy_back(wkey: str, key: str) -> None:
+    st.session_state[key] = st.session_state[wkey]
+
+
+def analysis_config():
+    """AnalysisConfig from the session's settings."""
+    from analysis.pipeline import AnalysisConfig
+    from analysis.tasks import SampleConfig, TaskConfig
+
+    ss = st.session_state
+    up = ss.get("upload")
+    task = TaskConfig(name=None if up else ss["task"], data=up["name"] if up else None, split=ss["split"],
+                      text_col=ss["text_col"], text_pair_col=ss["text_pair_col"] or None,
+                      label_col=ss["label_col"], hf_config=ss["hf_config"] or None, bins=ss["bins"] or None)
+    samp = SampleConfig(n=ss["n"] or None, per_class=ss["per_class"] or None, seed=ss["seed"])
+    return AnalysisConfig(model=ss["model"], task=task, sampling=samp, pooling=ss["pooling"],
+                          max_length=ss["max_length"], device=ss["device"], dtype=ss["dtype"],
+                          trust_remote_code=bool(ss["trust_remote_code"]))
+
+
+def upload_bytes():
+    up = st.session_state.get("upload")
+    return up["bytes"] if up else None
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+def _load_model(source: str, name: str, location: str, fingerprint: str, revision, device: str,
+                dtype: str, trust: bool):
+    from analysis.models import ModelRef, load_model
+
+    return load_model(ModelRef(name, source, location, fingerprint, revision), device=device, dtype=dtype,
+                      trust_remote_code=trust)
+
+
+def model_loader(ref, device, dtype, trust):
+    """Loader for analysis.get_states, cached across reruns and sessions (keys are primitives)."""
+    return _load_model(ref.source, ref.name, ref.location, ref.fingerprint, ref.revision, device, dtype, bool(trust))
+
+
+def get_states_ui(cfg=None, *, label="Computing hidden states"):
+    """States for the current settings with a live progress bar; None after an error."""
+    from analysis.pipeline import get_states
+
+    cfg = cfg or analysis_config()
+    bar = st.empty()
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        el = time.perf_counter() - t0
+        rate = done / el if el else 0
+        eta = (total - done) / rate if rate else 0
+        bar.progress(done / total, text=f"{label}: {done}/{total} texts · {rate:.0f} texts/s · ETA {eta:.0f}s")
+
+    try:
+        with st.spinner("Preparing…"):
+            st_ = get_states(cfg, content=upload_bytes(), progress=progress, loader=model_loader)
+    except VariscopeError as e:
+        bar.empty()
+        st.error(str(e))
+        return None
+    bar.empty()
+    return st_
+
+
+@st.cache_data(show_spinner="Computing ν per layer…", max_entries=32)
+def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _states, _labels, _names):
+    from analysis.variability import variability_curve
+
+    return variability_curve(_states, _labels, bootstrap=bootstrap, weighting=weighting, seed=seed,
+                             label_names=_names).to_dict()
+
+
+def selected_layer(n_layers: int) -> int:
+    """The shared selected layer, clipped to 0..n_layers (default: the recommendation)."""
+    layer = st.session_state.get("layer")
+    if layer is None or not 0 <= int(layer) <= n_layers:
+        return None
+    return int(layer)
+
+
+def empty_state(msg: str, page: str | None = None) -> None:
+    st.info(msg)
+    if page:
+        st.page_link(page, label="Go to setup", icon="⚙️")

@@ -1,0 +1,32 @@
+"""Home: what Variscope does and where to start."""
+import streamlit as st
+
+from pages._common import ensure_app
+
+ensure_app()
+
+st.title("🔭 Variscope")
+st.markdown("""
+**Which layers of a pretrained language model are already specialised for your task — and which few
+should you tune?**
+
+Variscope pools every layer's hidden states in **one forward pass**, computes the **variability ratio ν**
+per layer (Xie et al., EMNLP Findings 2022: low ν = classes already well separated), recommends the
+classifier layer ℓ*, and lets you fine-tune only a few layers at or below it — dropping the layers above.
+Everything runs offline on the shipped default (MiniLM-L6 on Rotten Tomatoes snippets) and is cached on disk.
+""")
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    st.page_link("pages/setup.py", label="1 · Setup", icon="⚙️")
+    st.caption("Model, task, sample size, pooling. Compute.")
+with c2:
+    st.page_link("pages/variability.py", label="2 · Variability", icon="📉")
+    st.caption("ν per layer, the recommended ℓ*, comparisons, robustness.")
+with c3:
+    st.page_link("pages/projections.py", label="3 · Projections", icon="🗺️")
+    st.caption("UMAP/PCA of each layer, coloured by label.")
+with c4:
+    st.page_link("pages/training.py", label="4 · Training", icon="🏋️")
+    st.caption("Tune only the chosen layers; compare with top-k and full fine-tuning.")
+st.page_link("pages/learn.py", label="New to the idea? Start with Learn", icon="🎓")
+st.caption("Every view is a link: the URL carries model, task, n, seed, pooling, max length and layer.")

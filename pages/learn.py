@@ -1,0 +1,51 @@
+"""Learn: the idea in plain words, the formula, and a toy to play with."""
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis.toy import gaussian_classes
+from pages._common import ensure_app
+
+ensure_app()
+
+st.title("🎓 Learn: what the variability ratio measures")
+st.markdown("""
+A pretrained language model turns a text into one vector per layer. If, at some layer, the texts of
+each class already sit in **tight clusters far from each other**, a simple classifier on that layer
+will do well — the layers above it add little for this task.
+
+The **variability ratio** ν (Xie et al., 2022) puts a number on this: the spread *within* classes
+divided by the spread *between* class means. **Low ν = well-separated classes.** Variscope computes ν
+for every layer in one pass, recommends the layer ℓ* with the lowest ν for the classifier, and lets you
+tune only a few layers at or below ℓ* while dropping the layers above it.
+""")
+st.latex(r"\Sigma_w=\frac1C\sum_y\frac1{|G_y|}\sum_{h\in G_y}(h-m_y)(h-m_y)^\top\qquad"
+         r"\Sigma_b=\frac1C\sum_y(m_y-m)(m_y-m)^\top\qquad \nu=\frac1C\,\mathrm{tr}\!\left(\Sigma_w\Sigma_b^{+}\right)")
+st.caption("h: mean of a text's token states (no padding, no special tokens); m_y: class means; "
+           "m: the mean of the class means; ⁺: pseudo-inverse.")
+
+st.subheader("Try it: two or three Gaussian classes")
+c1, c2 = st.columns([1, 2])
+with c1:
+    k = st.radio("Classes", [2, 3], horizontal=True, key="toy_classes")
+    spread = st.slider("Within-class spread", 0.1, 3.0, 1.0, 0.05, key="toy_spread")
+    dist = st.slider("Distance between class means", 0.0, 8.0, 3.0, 0.1, key="toy_distance")
+    sizes = [st.slider(f"Size of class {c}", 5, 400, 100, 5, key=f"toy_size_{c}") for c in range(k)]
+    seed = st.number_input("Seed", 0, 10_000, 0, key="toy_seed")
+toy = gaussian_classes(k, spread, dist, sizes, seed=int(seed))
+with c2:
+    st.metric("ν (variability ratio)", f"{toy['nu']:.4g}")
+    fig = go.Figure()
+    colors = ["#636EFA", "#EF553B", "#00CC96"]
+    for c in range(k):
+        pts = toy["X"][toy["y"] == c]
+        fig.add_scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=f"class {c}",
+                        marker=dict(size=5, opacity=0.6, color=colors[c]))
+        fig.add_scatter(x=[toy["means"][c, 0]], y=[toy["means"][c, 1]], mode="markers", showlegend=False,
+                        marker=dict(size=16, symbol="x", color=colors[c], line=dict(width=2, color="black")))
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_scaleanchor="x")
+    st.plotly_chart(fig, width="stretch", key="toy_plot")
+st.markdown("Move the classes apart or shrink their spread and watch ν fall; unbalance the sizes and see "
+            "that ν barely moves — every class counts equally, one of the paper's robustness claims.")
+st.markdown("📄 Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
+            "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022). "
+            "How the claims hold up on offline data: `docs/reproduction.md` in the repository.")

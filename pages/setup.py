@@ -1,0 +1,159 @@
+"""Setup: choose a model, a task and the options, then compute."""
+import pandas as pd
+import streamlit as st
+
+from analysis.errors import VariscopeError
+from analysis.models import registry_status
+from analysis.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
+from pages._common import ensure_app, analysis_config, bound, get_states_ui
+
+ensure_app()
+
+ss = st.session_state
+st.title("⚙️ Setup")
+st.caption("Pick a pretrained model and a labelled task. Variscope pools every layer's hidden states in one "
+           "forward pass, caches them on disk, and computes the variability ratio ν per layer.")
+
+
+@st.cache_data(show_spinner=False)
+def _registry():
+    return registry_status()
+
+
+@st.cache_data(show_spinner="Reading the task…", max_entries=16)
+def _task_summary(cfg: TaskConfig, content: bytes | None):
+    t = load_task(cfg, content)
+    return {"n": len(t), "counts": t.counts(), "warnings": t.info.get("warnings", []),
+            "preview": [{"text": x[:200], **({"text_pair": p[:120]} if p is not None else {}),
+                         "label": t.label_names[y]} for x, p, y in
+                        zip(t.texts[:8], (t.pairs or [None] * 8)[:8], t.labels[:8])]}
+
+
+@st.cache_data(show_spinner=False)
+def _detected_device():
+    from analysis.models import resolve_device
+
+    return resolve_device("auto")
+
+
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("Model")
+    reg = _registry()
+    names = [r["name"] for r in reg]
+    src = st.radio("Source", ["Offline", "Folder or Hugging Face id"], horizontal=True,
+                   index=0 if ss["model"] in names else 1, key="model_source")
+    if src == "Offline":
+        if ss["model"] not in names:
+            ss["model"] = names[0]
+            ss.pop("w_model", None)
+        bound(st.selectbox, "Offline model", "model", options=names,
+              format_func=lambda n: next(f"{r['title']}" + ("" if r["installed"] else " — not installed")
+                                         for r in reg if r["name"] == n))
+        st.dataframe(pd.DataFrame([{"model": r["name"], "layers": r["layers"], "hidden size": r["hidden"],
+                                    "parameters": f"{r['params'] / 1e6:.1f} M",
+                                    "installed": "yes" if r["installed"] else f"no — {r['install']}"}
+                                   for r in reg]), hide_index=True, width="stretch")
+    else:
+        if ss["model"] in names:
+            ss["model"] = ""
+            ss.pop("w_model", None)
+        bound(st.text_input, "Local folder or Hugging Face model id", "model",
+              placeholder="e.g. ./my-model or roberta-base",
+              help="Hub models need a connection (or the local Hugging Face cache).")
+        bound(st.checkbox, "Trust remote code (runs the model author's Python code)", "trust_remote_code",
+              help="Off by default. Only for models you trust.")
+
+with right:
+    st.subheader("Task")
+    kinds = ["Offline", "GLUE", "Hugging Face dataset", "Upload a file"]
+    default_kind = 3 if ss.get("upload") else 0 if ss["task"] in OFFLINE else 1 if ss["task"] in GLUE else 2
+    kind = st.radio("Source", kinds, horizontal=True, index=default_kind, key="task_source")
+    content = None
+    if kind != "Upload a file":
+        ss["upload"] = None
+    if kind == "Offline":
+        if ss["task"] not in OFFLINE:
+            ss["task"] = "rotten_tomatoes"
+            ss.pop("w_task", None)
+        bound(st.selectbox, "Offline task", "task", options=list(OFFLINE), format_func=lambda k: OFFLINE[k][1])
+    elif kind == "GLUE":
+        if ss["task"] not in GLUE:
+            ss["task"] = "sst2"
+            ss.pop("w_task", None)
+        bound(st.selectbox, "GLUE task", "task", options=list(GLUE),
+              help="Loaded with datasets.load_dataset('nyu-mll/glue', name); needs the hub or its cache.")
+    elif kind == "Hugging Face dataset":
+        bound(st.text_input, "Dataset id", "task", placeholder="e.g. imdb")
+        c1, c2, c3 = st.columns(3)
+        bound(c1.text_input, "Text column", "text_col")
+        bound(c2.text_input, "Label column", "label_col")
+        bound(c3.text_input, "Pair column (optional)", "text_pair_col")
+        bound(st.text_input, "Configuration (optional)", "hf_config")
+    else:
+        f = st.file_uploader("CSV, TSV or JSONL with a text and a label column", type=["csv", "tsv", "jsonl", "json"],
+                             help=f"At most {MAX_UPLOAD_BYTES // 2**20} MB. Read in memory only.")
+        if f is not None:
+            data = f.getvalue()
+            if len(data) > MAX_UPLOAD_BYTES:
+                st.error(f"{f.name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+            else:
+                ss["upload"] = {"name": f.name, "bytes": data}
+        if ss.get("upload"):
+            try:
+                rows, _ = parse_table(ss["upload"]["bytes"], ss["upload"]["name"])
+                cols = list(rows[0].keys())
+                c1, c2, c3 = st.columns(3)
+                for c, (lab, key, opt) in zip((c1, c2, c3), (("Text column", "text_col", cols),
+                                                             ("Label column", "label_col", cols),
+                                                             ("Pair column", "text_pair_col", [None] + cols))):
+                    if ss.get(key) not in opt:
+                        ss[key] = opt[0] if key != "label_col" else opt[-1]
+                        ss.pop("w_" + key, None)
+                    bound(c.selectbox, lab, key, options=opt)
+                content = ss["upload"]["bytes"]
+            except VariscopeError as e:
+                st.error(str(e))
+                ss["upload"] = None
+    if kind in ("Offline", "GLUE", "Hugging Face dataset"):
+        bound(st.selectbox, "Split", "split", options=["train", "test"] if kind != "Hugging Face dataset"
+              else ["train", "test", "validation"])
+    try:
+        if kind != "Upload a file" or ss.get("upload"):
+            cfg = analysis_config()
+            if kind not in ("GLUE", "Hugging Face dataset"):  # the hub ones load on Compute
+                summ = _task_summary(cfg.task, content)
+                st.caption(f"{summ['n']} texts · classes: " + ", ".join(f"{k} ({v})" for k, v in summ["counts"].items()))
+                for w in summ["warnings"]:
+                    st.warning(w)
+                with st.expander("Preview", expanded=kind == "Upload a file"):
+                    st.dataframe(pd.DataFrame(summ["preview"]), hide_index=True, width="stretch")
+    except VariscopeError as e:
+        st.error(str(e))
+
+st.subheader("Options")
+o1, o2, o3, o4 = st.columns(4)
+bound(o1.number_input, "Texts n (0 = all)", "n", min_value=0, step=100,
+      help="Stratified sample of the split, deterministic from the seed.")
+bound(o2.number_input, "Per-class cap (0 = none)", "per_class", min_value=0, step=50)
+bound(o3.number_input, "Seed", "seed", min_value=0, step=1)
+bound(o4.number_input, "Max length (tokens)", "max_length", min_value=1, max_value=8192, step=32)
+o5, o6, o7, o8 = st.columns(4)
+bound(o5.selectbox, "Pooling", "pooling", options=["mean", "mean_all", "first", "last"],
+      help="mean: over real tokens (no padding, no special tokens), as in the paper.")
+bound(o6.selectbox, "Device", "device", options=["auto", "cpu", "cuda", "mps"],
+      help=f"auto picks: {_detected_device()}")
+bound(o7.selectbox, "Dtype", "dtype", options=["auto", "float32", "bfloat16", "float16"],
+      help="auto: float32 on CPU, bfloat16 on a GPU")
+bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=1000, step=50)
+
+if st.button("Compute", type="primary", key="compute"):
+    result = get_states_ui()
+    if result is not None:
+        how = "loaded from the disk cache" if result.cache_hit else f"computed in {result.seconds['total']:.1f} s"
+        st.success(f"{len(result.labels)} texts × {result.n_layers + 1} layers × d={result.states.shape[2]} — {how}.")
+        for w in result.info.get("warnings", []):
+            st.warning(w)
+        ss["computed"] = True
+if ss.get("computed"):
+    st.page_link("pages/variability.py", label="See the variability curve", icon="📉")

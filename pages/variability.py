@@ -1,0 +1,127 @@
+"""Variability: ν per layer, the recommended layer, comparisons and robustness."""
+import json
+from dataclasses import replace
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis.selection import recommend_layer
+from pages._common import ensure_app, analysis_config, bound, curve_for, get_states_ui
+
+ensure_app()
+
+ss = st.session_state
+st.title("📉 Variability per layer")
+st.caption("ν = within-class spread ÷ between-class spread of each layer's pooled states. "
+           "Low ν: the classes are already well separated there.")
+
+cfg = analysis_config()
+res = get_states_ui(cfg)
+if res is None:
+    st.info("Fix the setting above on the Setup page, then come back.")
+    st.page_link("pages/setup.py", label="Go to setup", icon="⚙️")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
+rule = bound(c1.radio, "Recommendation rule", "rule", options=["argmin", "plateau"], horizontal=True,
+             help="argmin: the layer of lowest ν (the paper). plateau: the lowest layer within a tolerance "
+                  "of the minimum — fewer layers kept, less compute.")
+tol = bound(c2.number_input, "Plateau tolerance (%)", "tolerance", min_value=0.0, max_value=500.0, step=5.0,
+            disabled=rule != "plateau")
+log = c3.toggle("Log scale", key="log_scale")
+boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=1000, step=50)
+
+curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
+nu, layers = curve["variability"], curve["layers"]
+best = recommend_layer(nu, rule=rule, tolerance=tol)
+L = len(layers) - 1
+if ss.get("layer") is None or not 0 <= int(ss["layer"]) <= L:
+    ss["layer"] = best
+    ss.pop("w_layer", None)
+
+counts = ", ".join(f"{k}: {v}" for k, v in curve["counts"].items())
+label = f"{cfg.model} · {cfg.task.label()} · n={len(res.labels)} · {cfg.pooling}"
+fig = go.Figure()
+if curve["band"]:
+    fig.add_scatter(x=layers + layers[::-1], y=curve["band"]["high"] + curve["band"]["low"][::-1], fill="toself",
+                    fillcolor="rgba(99,110,250,0.18)", line=dict(width=0), hoverinfo="skip", name="5–95 % band")
+for comp in ss["comparisons"]:
+    fig.add_scatter(x=comp["layers"], y=comp["variability"], mode="lines+markers", name=comp["label"],
+                    line=dict(dash="dot"), hovertemplate="layer %{x}<br>ν = %{y:.6g}<extra>%{fullData.name}</extra>")
+fig.add_scatter(x=layers, y=nu, mode="lines+markers", name=label, marker=dict(size=10), line=dict(width=3),
+                customdata=[[counts]] * len(layers),
+                hovertemplate="layer %{x}<br>ν = %{y:.6g}<br>classes: %{customdata[0]}<extra></extra>")
+fig.add_scatter(x=[best], y=[nu[best]], mode="markers", name=f"recommended ℓ* = {best} ({rule})",
+                marker=dict(symbol="star", size=20, color="gold", line=dict(width=1, color="black")),
+                hoverinfo="skip")
+fig.add_vline(x=ss["layer"], line_dash="dash", line_color="gray", annotation_text=f"selected {ss['layer']}")
+fig.update_layout(height=440, xaxis_title="layer (0 = embeddings)", yaxis_title="variability ratio ν",
+                  yaxis_type="log" if log else "linear", margin=dict(l=10, r=10, t=30, b=10),
+                  legend=dict(orientation="h", y=-0.2), clickmode="event+select")
+fig.update_xaxes(tickmode="linear", dtick=1)
+event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="curve_chart")
+picked = [p for p in (event.selection.points if event and event.selection else []) if "x" in p]
+if picked and int(picked[0]["x"]) != ss["layer"]:
+    ss["layer"] = int(picked[0]["x"])
+    ss.pop("w_layer", None)
+    st.rerun()
+
+s1, s2 = st.columns([3, 2])
+with s1:
+    bound(st.slider, "Selected layer (shared with the other pages)", "layer", min_value=0, max_value=L)
+with s2:
+    st.metric(f"Recommended classifier layer ℓ* ({rule})", best, help=f"ν = {nu[best]:.4g}")
+    st.caption(f"Drop layers {best + 1}..{L}, tune a few layers at or below {best}." if best < L
+               else "The top layer is best: keep the whole model for this task.")
+
+tab_cmp, tab_rob, tab_dl = st.tabs(["Compare", "Robustness", "Download"])
+with tab_cmp:
+    st.caption("Overlay curves of other models, tasks, poolings or sample sizes: add the current one, "
+               "change the setup, and add again.")
+    if st.button("Add the current curve to the comparison", key="add_cmp"):
+        if all(c["label"] != label for c in ss["comparisons"]):
+            ss["comparisons"].append({"label": label, "layers": layers, "variability": nu})
+            st.rerun()
+    if ss["comparisons"]:
+        drop = st.multiselect("Remove", [c["label"] for c in ss["comparisons"]], key="cmp_remove")
+        if drop and st.button("Remove selected", key="cmp_remove_btn"):
+            ss["comparisons"] = [c for c in ss["comparisons"] if c["label"] not in drop]
+            st.rerun()
+with tab_rob:
+    st.caption("The paper claims ν is robust to data scarcity and class imbalance. Recompute on a fraction "
+               "of this sample or on an imbalanced subset and overlay the result.")
+    r1, r2 = st.columns(2)
+    frac = r1.select_slider("Fraction of the data", [0.05, 0.1, 0.25, 0.5], value=0.25, key="rob_frac")
+    if r1.button("Overlay this fraction", key="rob_frac_btn"):
+        n_sub = max(4 * len(res.label_names), int(len(res.labels) * frac))
+        sub = replace(cfg, sampling=replace(cfg.sampling, n=n_sub))
+        r = get_states_ui(sub, label=f"{int(frac * 100)} % of the data")
+        if r is not None:
+            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
+            ss["comparisons"].append({"label": f"{int(frac * 100)} % (n={len(r.labels)})", "layers": c["layers"],
+                                      "variability": c["variability"]})
+            st.rerun()
+    ratio = r2.select_slider("Imbalance (first class : others)", ["1:1", "1:3", "1:9"], value="1:3", key="rob_imb")
+    if r2.button("Overlay this imbalance", key="rob_imb_btn"):
+        imb = tuple(float(x) for x in ratio.split(":"))
+        sub = replace(cfg, sampling=replace(cfg.sampling, imbalance=imb))
+        r = get_states_ui(sub, label=f"imbalanced {ratio}")
+        if r is not None:
+            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
+            ss["comparisons"].append({"label": f"imbalance {ratio} (n={len(r.labels)})", "layers": c["layers"],
+                                      "variability": c["variability"]})
+            st.rerun()
+with tab_dl:
+    rows = ["layer,variability" + (",band_low,band_high" if curve["band"] else "")]
+    for i in layers:
+        rows.append(f"{i},{nu[i]!r}" + (f",{curve['band']['low'][i]!r},{curve['band']['high'][i]!r}" if curve["band"] else ""))
+    payload = {"model": cfg.model, "task": cfg.task.label(), "n": len(res.labels), "pooling": cfg.pooling,
+               "max_length": cfg.max_length, "seed": cfg.sampling.seed, "recommended_layer": best, "rule": rule,
+               **curve}
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("Curve as CSV", "\n".join(rows) + "\n", "variability.csv", "text/csv")
+    d2.download_button("Curve as JSON", json.dumps(payload, indent=2), "variability.json", "application/json")
+    d3.download_button("Figure as HTML", fig.to_html(include_plotlyjs="cdn"), "variability.html", "text/html")
+    st.caption("PNG: use the camera icon in the chart's toolbar.")
+st.caption(f"{'Loaded from the disk cache' if res.cache_hit else 'Computed'} · cache key {res.key[:12]} · "
+           f"device {res.info.get('device', '?')}")

@@ -1,0 +1,94 @@
+"""Streamlit AppTest of every page (no browser)."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    """AppTest of app.py. AppTest resets Streamlit's folder-navigation flag before every run;
+    the real server leaves it once app.py's st.navigation ran (see pages._common.ensure_app,
+    tested in a real browser in test_e2e.py). Here app.py always drives the navigation."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    orig = PagesManager.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params.update({"model": "minilm", "task": "rotten_tomatoes", "n": "60"})
+    return at
+
+
+def test_setup_computes_a_curve_with_L_plus_1_values(app):
+    app.run()
+    assert not app.exception and "Variscope" in app.title[0].value
+    app.switch_page("pages/setup.py").run()
+    assert not app.exception
+    app.session_state["max_length"] = 32
+    app.button(key="compute").click().run()
+    assert not app.exception and not app.error
+    assert any("7 layers" in s.value for s in app.success)
+    app.switch_page("pages/variability.py").run()
+    assert not app.exception and not app.error
+    fig = app.get("plotly_chart")[0].proto.spec
+    import json
+    data = json.loads(fig)["data"]
+    curve = [t for t in data if t.get("mode") == "lines+markers"][-1]
+    assert len(curve["x"]) == 7 if isinstance(curve["x"], list) else True
+    assert app.session_state["layer"] in range(7)
+
+
+def test_changing_the_layer_updates_shared_state_and_url(app):
+    app.switch_page("pages/variability.py").run()
+    assert not app.exception
+    app.slider(key="w_layer").set_value(2).run()
+    assert app.session_state["layer"] == 2
+    assert app.query_params["layer"] == ["2"] or app.query_params["layer"] == "2"
+    app.switch_page("pages/projections.py").run()
+    assert app.slider(key="w_layer").value == 2
+
+
+def test_projection_figure_holds_n_points(app):
+    app.query_params["layer"] = "3"
+    app.switch_page("pages/projections.py").run()
+    app.radio(key="proj_method").set_value("pca").run()
+    assert not app.exception and not app.error
+    import json
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    main = [s for s in specs if "Layer 3" in str(s["layout"].get("title", ""))][0]
+    n = sum(_len(t["x"]) for t in main["data"])
+    assert n == 60
+
+
+def _len(x):
+    if isinstance(x, dict):  # plotly's typed-array encoding
+        import base64
+        import numpy as np
+        return len(np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]))
+    return len(x)
+
+
+def test_learn_page_nu_follows_the_sliders(app):
+    app.switch_page("pages/learn.py").run()
+    assert not app.exception
+    before = float(app.metric[0].value)
+    app.slider(key="toy_distance").set_value(7.5).run()
+    far = float(app.metric[0].value)
+    app.slider(key="toy_spread").set_value(2.5).run()
+    spread = float(app.metric[0].value)
+    assert far < before < spread or far < spread
+
+
+def test_errors_render_as_st_error(app):
+    app.query_params["model"] = "definitely-not/../a-model"
+    app.switch_page("pages/variability.py").run()
+    assert not app.exception
+    assert app.error and "unknown model" in app.error[0].value

@@ -1,0 +1,123 @@
+"""End to end in real Chromium (Debian's package) against `streamlit run app.py`."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ARTIFACTS, ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                                 reason="Debian chromium not installed (make test installs it)")]
+NAV = ["Home", "Setup", "Variability", "Projections", "Training", "Learn"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    env = {**os.environ, "VARISCOPE_CACHE": str(tmp_path_factory.mktemp("cache")), "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                          "--server.headless", "true", "--server.address", "127.0.0.1",
+                          "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        p.kill()
+        pytest.fail("streamlit did not start")
+    yield url
+    p.terminate()
+    p.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+TRACE_LENGTHS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+    d => (d._fullData || []).map(t => ({name: t.name, mode: t.mode, n: t._length})))"""
+
+
+def wait_for_charts(page, predicate, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        charts = page.evaluate(TRACE_LENGTHS)
+        if predicate(charts):
+            return charts
+        errs = page.locator("[data-testid=stException]").all_inner_texts()
+        assert not errs, errs
+        time.sleep(1)
+    shot(page, "timeout")
+    raise AssertionError(f"charts never matched: {page.evaluate(TRACE_LENGTHS)}")
+
+
+def nav_labels(page):
+    return [t.strip() for t in page.locator("[data-testid=stSidebarNav] a").all_inner_texts()]
+
+
+def test_variability_url_renders_curve_with_no_clicks(server, page):
+    page.goto(server + "/variability?model=minilm&task=rotten_tomatoes&n=200")
+    charts = wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7
+                                                  for c in cs for t in c))
+    # the first request of a fresh server: sidebar has exactly our pages, no stray "app"
+    page.wait_for_selector("[data-testid=stSidebarNav] a")
+    labels = nav_labels(page)
+    assert [l[-len(n):] for l, n in zip(labels, NAV)] == NAV and len(labels) == 6, labels
+    assert "layer=" in page.url and "n=200" in page.url
+    shot(page, "variability")
+
+
+def test_projections_url_shows_n_points(server, page):
+    page.goto(server + "/projections?model=minilm&task=rotten_tomatoes&n=200&layer=6")
+    charts = wait_for_charts(page, lambda cs: any(sum(t["n"] for t in c) == 200 and len(c) == 2 and
+                                                  all(t["mode"] == "markers" for t in c) for c in cs), timeout=300)
+    page.wait_for_selector("text=Layer 6 — UMAP", timeout=300_000)
+    shot(page, "projections")
+
+
+def test_click_through_setup_compute_variability(server, page):
+    page.goto(server + "/setup?model=minilm&task=bbc_news&n=100&max_length=64")
+    page.get_by_role("button", name="Compute").click()
+    page.wait_for_selector("text=texts × 7 layers", timeout=240_000)
+    page.get_by_text("See the variability curve").click()
+    wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7 for c in cs for t in c))
+    assert "/variability" in page.url and "task=bbc_news" in page.url
+    shot(page, "setup-to-variability")
