@@ -92,3 +92,25 @@ def test_errors_render_as_st_error(app):
     app.switch_page("pages/variability.py").run()
     assert not app.exception
     assert app.error and "unknown model" in app.error[0].value
+
+
+def test_training_page_tiny_run(app):
+    import time
+
+    app.query_params.update({"n": "48", "max_length": "24", "layer": "2"})
+    app.switch_page("pages/training.py").run()
+    assert not app.exception and not app.error
+    app.number_input(key="train_steps").set_value(4)
+    app.number_input(key="train_eval_n").set_value(30)
+    app.button(key="train_start").click().run()
+    assert not app.exception
+    runs = app.session_state["runs"]
+    assert len(runs) == 1 and "ℓ*=2" in runs[0]["label"]
+    t0 = time.time()
+    while runs[0]["monitor"].running and time.time() - t0 < 180:
+        time.sleep(1)
+    app.run()
+    snap = runs[0]["monitor"].snapshot()
+    assert snap["status"] == "finished", snap["error"]
+    assert snap["result"]["steps"] == 4 and snap["result"]["layers_kept"] == 2
+    assert any(b.label == "Trainable weights (safetensors)" for b in app.get("download_button"))

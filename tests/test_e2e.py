@@ -121,3 +121,23 @@ def test_click_through_setup_compute_variability(server, page):
     wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7 for c in cs for t in c))
     assert "/variability" in page.url and "task=bbc_news" in page.url
     shot(page, "setup-to-variability")
+
+
+def test_training_live_chart_and_stop(server, page):
+    page.goto(server + "/training?model=minilm&task=rotten_tomatoes&n=200&max_length=48&layer=4")
+    page.get_by_role("button", name="Start").wait_for(timeout=240_000)
+    time.sleep(2)
+    page.get_by_role("button", name="Start").click()
+    seen = set()
+    t0 = time.time()
+    while len(seen) < 3 and time.time() - t0 < 240:
+        lengths = page.evaluate(TRACE_LENGTHS)
+        loss = [t["n"] for c in lengths for t in c if t["name"] == "train loss"]
+        if loss and loss[0] > 0:
+            seen.add(loss[0])
+        time.sleep(0.5)
+    assert len(seen) >= 3, seen  # the chart updated at least twice after the first point
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("text=— stopped", timeout=120_000)
+    page.wait_for_selector("button:has-text('Start'):not([disabled])", timeout=60_000)
+    shot(page, "training")
