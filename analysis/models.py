@@ -23,6 +23,8 @@ from pathlib import Path
 
 from .errors import VariscopeError
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "spm.model", "merges.txt", "tokenizer_config.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3",
                  "phi", "phi3", "gemma", "gemma2", "opt", "bloom", "falcon", "olmo", "smollm"}
@@ -296,12 +298,17 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
             or getattr(config, "model_type", "") in {"vit", "clip", "whisper", "wav2vec2", "resnet"}:
         raise VariscopeError(f"model '{ref.name}' ({config.model_type}) is not a text encoder or decoder; "
                              f"Variscope supports BERT-, RoBERTa-, MPNet-, DeBERTa-style encoders and GPT-style decoders")
+    if ref.source != "hub" and not any((Path(ref.location) / f).is_file() for f in TOKENIZER_FILES):
+        raise VariscopeError(f"model folder '{ref.name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])}, …); "
+                             f"save the tokenizer with tokenizer.save_pretrained(folder)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
     except (OSError, ValueError, TypeError) as e:
         if ref.source != "hub":
             raise VariscopeError(f"model folder '{ref.name}' has no usable tokenizer ({_first_line(e)})") from None
         raise _load_error(ref, e) from None
+    if len(tokenizer) < 100:  # transformers builds an empty tokenizer when files are missing
+        raise VariscopeError(f"model '{ref.name}' has no usable tokenizer (its vocabulary has {len(tokenizer)} tokens)")
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise VariscopeError(f"tokenizer of '{ref.name}' has neither a pad nor an EOS token")

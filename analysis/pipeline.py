@@ -104,10 +104,19 @@ def cached_model(ref: ModelRef, device: str, dtype: str, trust_remote_code: bool
 
 
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
+    """Load and sample the task; refuse samples on which ν is undefined (before any compute)."""
+    from .variability import _class_index
+
     task = load_task(cfg.task, content)
     sub = sample(task, cfg.sampling)
     if len(sub) == 0:
         raise VariscopeError("the sample is empty")
+    present = np.unique(sub.labels)
+    if len(present) < len(sub.label_names):  # drop declared classes that the sample lacks
+        remap = {c: i for i, c in enumerate(present)}
+        sub.labels = np.array([remap[c] for c in sub.labels], dtype=np.int64)
+        sub.label_names = [sub.label_names[c] for c in present]
+    _class_index(sub.labels, sub.label_names)
     return sub
 
 

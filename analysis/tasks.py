@@ -259,12 +259,10 @@ def parse_table(data: bytes, filename: str) -> tuple[list[dict], list[str]]:
     warnings = []
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="replace")
-        bad = text.count("\ufffd")
-        if bad > max(10, len(text) // 50):
-            raise VariscopeError(f"file '{filename}' is not UTF-8 text ({bad} undecodable bytes); save it as UTF-8")
-        warnings.append(f"file is not valid UTF-8: {bad} undecodable byte(s) replaced with '\ufffd'")
+    except UnicodeDecodeError as e:
+        text = data.decode("cp1252", errors="replace")
+        warnings.append(f"file is not valid UTF-8 (byte {e.start}); read it as Windows-1252/Latin-1 — "
+                        f"save it as UTF-8 if some characters look wrong")
     if name.endswith((".jsonl", ".ndjson", ".json")):
         rows = []
         stripped = text.strip()

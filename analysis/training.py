@@ -680,20 +680,28 @@ def cmd_train(a) -> int:
                      remeasure=a.remeasure, strategy=strategy)
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc="training", unit="step", file=sys.stderr, leave=False)
+    from .models import describe, resolve_model
+
+    n_layers = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
+    if n_layers:
+        sel.check(int(n_layers))  # fail before any work
+    bar = {}
 
     class _Watch(threading.Thread):
         def run(self):
             while monitor.running:
                 p = monitor.snapshot()["progress"]
-                bar.total = p["max_steps"] or None
-                bar.n = p["step"]
-                bar.refresh()
+                if p["max_steps"]:
+                    if "b" not in bar:
+                        bar["b"] = tqdm(total=p["max_steps"], desc="training", unit="step", file=sys.stderr, leave=False)
+                    bar["b"].n = p["step"]
+                    bar["b"].refresh()
                 time.sleep(0.5)
 
     _Watch(daemon=True).start()
     r = train(tc, monitor)
-    bar.close()
+    if "b" in bar:
+        bar["b"].close()
     if a.save:
         save_run(r, a.save)
     out = {k: v for k, v in r.items() if not k.startswith("_")}

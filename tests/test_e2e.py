@@ -141,3 +141,19 @@ def test_training_live_chart_and_stop(server, page):
     page.wait_for_selector("text=— stopped", timeout=120_000)
     page.wait_for_selector("button:has-text('Start'):not([disabled])", timeout=60_000)
     shot(page, "training")
+
+
+def test_other_sessions_are_served_while_one_computes(server, browser):
+    a = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    b = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    a.goto(server + "/variability?model=minilm&task=twenty_newsgroups&n=3000&max_length=128")
+    a.wait_for_selector("text=Computing hidden states", timeout=120_000)
+    t0 = time.time()
+    b.goto(server + "/learn")
+    b.wait_for_selector("text=ν (variability ratio)", timeout=60_000)
+    served_in = time.time() - t0
+    still_computing = a.locator("text=Computing hidden states").count() > 0
+    shot(b, "learn")
+    a.context.close()
+    b.context.close()
+    assert still_computing, f"the long computation ended before the second session was served ({served_in:.1f}s)"
