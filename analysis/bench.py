@@ -31,7 +31,8 @@ def add_args(p) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--only", default=None, help="comma-separated sections: " + ", ".join(
-        ["curve", "batching", "metric", "cache", "projection", "training", "memory"]))
+        ["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory"]))
+    p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--plots", default=None, help="folder for PNG plots")
@@ -73,11 +74,14 @@ def _swap_layers(model, keep):
     name, layers = layer_list(model)
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     attr = name.rsplit(".", 1)[-1]
+    n_before = model.config.num_hidden_layers
     setattr(parent, attr, nn.ModuleList(list(layers)[:keep]))
+    model.config.num_hidden_layers = keep
     try:
         yield model
     finally:
         setattr(parent, attr, layers)
+        model.config.num_hidden_layers = n_before
 
 
 def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
@@ -205,6 +209,139 @@ def bench_cache(a, res):
     _row("cache", f"full-curve hit {hit * 1e3:.0f} ms (goal <500 ms); {per / 2**20:.2f} MB per 1000 texts per layer")
 
 
+@section("depth")
+def bench_depth(a, res):
+    """Ours vs the paper's algorithm as the model gets deeper (the first l blocks of the model)."""
+    n = 96 if a.quick else 256
+    texts, labels = _texts(n, seed=2)
+    m, tok, dev = _model(a.model, a.device, a.dtype)
+    from .models import layer_list
+
+    L = len(layer_list(m)[1])
+    depths = sorted({max(1, L // 3), max(1, 2 * L // 3), L}) if a.quick else list(range(1, L + 1))
+    out = []
+    for depth in depths:
+        with _swap_layers(m, depth):
+            ours = _median_time(lambda: our_curve(m, tok, texts, labels, device=dev), a.reps or 2)
+            paper = _median_time(lambda: paper_algorithm(m, tok, texts, labels, device=dev), 1)
+        out.append({"depth": depth, "ours_s": ours, "paper_s": paper, "ratio": paper / ours,
+                    "ours_s_per_layer": ours / depth, "paper_s_per_layer": paper / depth})
+        _row(f"depth {depth}", f"ours {ours:.2f}s, paper {paper:.2f}s, paper/ours {paper / ours:.1f}x")
+    res["depth"] = out
+
+
+@section("projection")
+def bench_projection(a, res):
+    from .cache import DiskCache
+    from .projection import ProjectionConfig, pca, project_layers
+
+    m, tok, dev = _model(a.model, a.device, a.dtype)
+    sizes = (1000,) if a.quick else (1000, 2000)
+    out = {}
+    for n in sizes:
+        texts, _ = _texts(n, seed=3)
+        from .hidden_states import extract_states
+
+        st = extract_states(m, tok, texts, max_length=64, device=dev)
+        layers = range(st.shape[0])
+        r = {"n": n}
+        r["pca_layer_s"] = _median_time(lambda: pca(st[-1], 2), 3)
+        t = time.perf_counter()
+        project_layers(st, [len(st) - 1], ProjectionConfig())  # first call: numba JIT (if not yet compiled)
+        r["umap_layer_first_s"] = time.perf_counter() - t
+        r["umap_layer_warm_s"] = _median_time(lambda: project_layers(st, [len(st) - 1], ProjectionConfig()), a.reps or 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = DiskCache(tmp)
+            t = time.perf_counter()
+            project_layers(st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache)
+            r["umap_panel_warm_s"] = time.perf_counter() - t
+            r["umap_panel_cache_hit_s"] = _median_time(
+                lambda: project_layers(st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache), 3)
+        out[str(n)] = r
+        _row(f"projection n={n}", f"PCA {r['pca_layer_s'] * 1e3:.0f} ms/layer; UMAP first {r['umap_layer_first_s']:.1f}s, "
+                                  f"warm {r['umap_layer_warm_s']:.1f}s/layer, panel of {len(st)} layers "
+                                  f"{r['umap_panel_warm_s']:.1f}s (goal <15 s at n=1000), cached "
+                                  f"{r['umap_panel_cache_hit_s'] * 1e3:.0f} ms (goal <300 ms)")
+    res["projection"] = out
+    res["umap_panel_warm_seconds"] = out["1000"]["umap_panel_warm_s"]
+    res["umap_panel_cache_hit_seconds"] = out["1000"]["umap_panel_cache_hit_s"]
+
+
+@section("training")
+def bench_training(a, res):
+    """Steps/s of a selected-layers run vs full fine-tuning on the same batches, next to the FLOP ratio."""
+    from .models import layer_list
+    from .pipeline import AnalysisConfig
+    from .tasks import SampleConfig
+    from .training import Selection, TrainConfig, train
+
+    m, _, dev = _model(a.model, a.device, a.dtype)
+    L = len(layer_list(m)[1])
+    steps = 12 if a.quick else 40
+    cfg = AnalysisConfig(model=a.model, sampling=SampleConfig(n=steps * 16, seed=4), max_length=64, device=a.device,
+                         dtype=a.dtype)
+    sel = Selection(max(1, L - 2), tuple(range(max(1, L - 3), max(1, L - 2) + 1)))
+    full = Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)
+    runs = {}
+    for name, s in (("selected", sel), ("full", full), ("selected2", sel), ("full2", full)):  # alternate
+        r = train(TrainConfig(cfg, s, steps=steps, batch_size=16, eval_n=32, eval_every=10**6, seed=0))
+        r.pop("_model", None)
+        runs.setdefault(name.rstrip("2"), []).append(r)
+    st = statistics.median(x["train_seconds"] / x["steps"] for x in runs["selected"])
+    ft = statistics.median(x["train_seconds"] / x["steps"] for x in runs["full"])
+    flop = runs["full"][0]["flops_per_example"] / runs["selected"][0]["flops_per_example"]
+    res["training"] = {"selection": f"classifier {sel.classifier_layer}, tune {list(sel.tuned_layers)}",
+                       "selected_step_s": st, "full_step_s": ft, "steps": steps}
+    res["train_speedup_vs_full"] = ft / st
+    res["train_flop_speedup_vs_full"] = flop
+    res["train_speedup_over_flop_ratio"] = (ft / st) / flop
+    _row("training", f"{res['training']['selection']}: {st * 1e3:.0f} ms/step vs full {ft * 1e3:.0f} ms/step → "
+                     f"{ft / st:.2f}x; FLOP ratio {flop:.2f}x; measured/FLOP {(ft / st) / flop:.2f} (goal >=0.8)")
+
+
+MEM_SCRIPT = """
+import sys, threading, time, gc
+sys.path.insert(0, {root!r})
+import psutil
+from analysis.bench import _model, _texts
+from analysis.hidden_states import extract_states
+m, tok, dev = _model({model!r}, 'cpu', 'float32')
+texts, _ = _texts({n})
+extract_states(m, tok, texts[:64], max_length={length}, batch_size=32, device=dev)  # warm allocator
+gc.collect()
+proc = psutil.Process()
+base = proc.memory_info().rss
+peak = [base]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.005)
+t = threading.Thread(target=sample); t.start()
+st = extract_states(m, tok, texts, max_length={length}, batch_size=32, device=dev)
+done.set(); t.join()
+print((peak[0] - base) / 2**20, st.nbytes / 2**20)
+"""
+
+
+@section("memory")
+def bench_memory(a, res):
+    """Peak RSS growth of extraction in a fresh process: pooled states only, not tokens × N."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = []
+    for n, length in ((2000, 32), (2000, 128)) if a.quick else ((500, 128), (2000, 32), (2000, 128)):
+        p = subprocess.run([sys.executable, "-c", MEM_SCRIPT.format(root=root, model=a.model, n=n, length=length)],
+                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        grow, states_mb = map(float, p.stdout.split()[-2:])
+        out.append({"n": n, "max_length": length, "peak_rss_growth_mb": grow, "states_mb": states_mb})
+        _row(f"memory n={n} len={length}", f"peak RSS +{grow:.0f} MB while extracting (pooled states {states_mb:.0f} MB)")
+    res["memory"] = out
+
+
 def _row(name, text):
     print(f"{name:<34} {text}", flush=True)
 
@@ -214,8 +351,12 @@ def run(a) -> int:
 
     import torch
 
-    res = {"quick": bool(a.quick), "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                                               "torch": torch.__version__, "device": a.device}}
+    from .models import resolve_device
+
+    dev = resolve_device(a.device)
+    card = torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine()
+    res = {"quick": bool(a.quick), "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                                               "torch": torch.__version__, "device": dev, "card": card}}
     only = set(a.only.split(",")) if a.only else None
     for name, f in SECTIONS.items():
         if only and name not in only:
@@ -227,8 +368,8 @@ def run(a) -> int:
         from .cli import _write_atomic
 
         _write_atomic(a.json, json.dumps(res, indent=2, default=float))
-    if a.plots:
-        from . import bench_plots
+    if a.plots or a.doc:
+        from . import bench_report
 
-        bench_plots.make(res, a.plots)
+        bench_report.make(res, a.plots or "docs/img", a.doc, " ".join(sys.argv[1:]))
     return 0

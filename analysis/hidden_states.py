@@ -125,7 +125,8 @@ def forward_batches(model, batches: Sequence[Batch], *, device: str,
     with torch.inference_mode():
         while queue:
             b = queue.pop()
-            inputs = {k: v.to(device, non_blocking=True) for k, v in b.tensors.items()
+            cuda = str(device).startswith("cuda")
+            inputs = {k: (v.pin_memory() if cuda else v).to(device, non_blocking=cuda) for k, v in b.tensors.items()
                       if k != "special_tokens_mask"}
             try:
                 out = model(**inputs, output_hidden_states=hidden_states, return_dict=True)

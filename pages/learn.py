@@ -1,4 +1,7 @@
 """Learn: the idea in plain words, the formula, and a toy to play with."""
+import re
+from pathlib import Path
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -47,5 +50,16 @@ with c2:
 st.markdown("Move the classes apart or shrink their spread and watch ν fall; unbalance the sizes and see "
             "that ν barely moves — every class counts equally, one of the paper's robustness claims.")
 st.markdown("📄 Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
-            "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022). "
-            "How the claims hold up on offline data: `docs/reproduction.md` in the repository.")
+            "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022).")
+
+st.subheader("Do the paper's claims hold here?")
+doc = Path(__file__).resolve().parent.parent / "docs" / "reproduction.md"
+if doc.is_file():
+    text = doc.read_text()
+    verdicts = text.split("## Verdicts", 1)[1].split("\n## ", 1)[0] if "## Verdicts" in text else ""
+    st.markdown(verdicts)
+    with st.expander("The whole report (docs/reproduction.md)"):
+        st.markdown(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text))
+    st.caption("Regenerate with `python -m analysis reproduce` (or `--quick`).")
+else:
+    st.info("Run `python -m analysis reproduce --quick` to test the claims on the offline data.")
