@@ -151,7 +151,21 @@ def selected_layer(n_layers: int) -> int:
     return int(layer)
 
 
-def empty_state(msg: str, page: str | None = None) -> None:
-    st.info(msg)
-    if page:
-        st.page_link(page, label="Go to setup", icon="⚙️")
+def page_states(min_layer: int = 0):
+    """The states of the current settings, with the shared layer defaulting to the recommendation.
+
+    Stops the page (with a link to Setup) when they cannot be had. Returns (cfg, states, curve, best).
+    """
+    from analysis.selection import recommend_layer
+
+    cfg = analysis_config()
+    res = get_states_ui(cfg)
+    if res is None:
+        st.page_link("pages/setup.py", label="Fix the settings on the Setup page", icon="⚙️")
+        st.stop()
+    curve = curve_for(res.key, 0, "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
+    best = recommend_layer(curve["variability"])
+    layer = st.session_state.get("layer")
+    if layer is None or not min_layer <= int(layer) <= res.n_layers:
+        st.session_state["layer"] = best
+    return cfg, res, curve, best

@@ -9,8 +9,7 @@ from plotly.subplots import make_subplots
 
 from analysis.errors import VariscopeError
 from analysis.projection import ProjectionConfig, gpu_umap_available, project_layers
-from analysis.selection import recommend_layer
-from pages._common import ensure_app, analysis_config, bound, curve_for, get_states_ui
+from pages._common import bound, ensure_app, page_states
 
 ensure_app()
 
@@ -19,16 +18,8 @@ st.title("🗺️ Projections")
 st.caption("Each point is one text (its pooled hidden state at a layer), coloured by label. "
            "Separated colours = a layer that already tells the classes apart.")
 
-cfg = analysis_config()
-res = get_states_ui(cfg)
-if res is None:
-    st.page_link("pages/setup.py", label="Go to setup", icon="⚙️")
-    st.stop()
+cfg, res, _, _ = page_states()
 L = res.n_layers
-if ss.get("layer") is None or not 0 <= int(ss["layer"]) <= L:
-    c = curve_for(res.key, 0, "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
-    ss["layer"] = recommend_layer(c["variability"])
-    ss.pop("w_layer", None)
 
 with st.expander("Projection settings", expanded=False):
     p1, p2, p3, p4, p5 = st.columns(5)

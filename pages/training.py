@@ -6,9 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.selection import recommend_layer, top_layers, tuned_layers
+from analysis.selection import top_layers, tuned_layers
 from analysis.training import RunMonitor, Selection, TrainConfig, selection_cost, start_in_thread
-from pages._common import analysis_config, bound, curve_for, ensure_app, get_states_ui, model_loader
+from pages._common import bound, ensure_app, model_loader, page_states
 
 ensure_app()
 
@@ -18,16 +18,8 @@ st.title("🏋️ Partial fine-tuning")
 st.caption("Put the classifier on layer ℓ*, remove the layers above it, and train only a few layers at or "
            "below ℓ* — then compare with tuning the same number of top layers and with full fine-tuning.")
 
-cfg = analysis_config()
-res = get_states_ui(cfg)
-if res is None:
-    st.page_link("pages/setup.py", label="Go to setup", icon="⚙️")
-    st.stop()
+cfg, res, curve, best = page_states(min_layer=1)
 L = res.n_layers
-curve = curve_for(res.key, 0, "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
-best = recommend_layer(curve["variability"])
-if ss.get("layer") is None or not 1 <= int(ss["layer"]) <= L:
-    ss["layer"] = best
 
 c1, c2 = st.columns([2, 1])
 with c1:
@@ -74,6 +66,8 @@ if sel is not None:
         st.error(str(e))
         sel = None
 
+remeasure = st.checkbox("Re-measure ν on the held-out texts after training (before/after curves)",
+                        key="train_remeasure")
 cmp1, cmp2 = st.columns(2)
 with_top = cmp1.checkbox(f"Then compare with: the top {len(tuned) or 1} layer(s)", key="train_cmp_top")
 with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_full")
@@ -83,7 +77,7 @@ b1, b2 = st.columns([1, 4])
 if b1.button("Start", type="primary", key="train_start", disabled=sel is None or bool(running)):
     k = len(tuned)
     base_tc = TrainConfig(cfg, sel, steps=int(steps), lr=float(lr), batch_size=int(bs), eval_n=int(eval_n),
-                          seed=cfg.sampling.seed, strategy="selected")
+                          seed=cfg.sampling.seed, strategy="selected", remeasure=bool(remeasure))
     jobs = [base_tc]
     if with_top:
         jobs.append(replace(base_tc, selection=Selection(L, tuple(top_layers(L, k)), adapter=sel.adapter),
@@ -138,6 +132,13 @@ def live():
         for r in runs:
             r["monitor"].request_stop()
     st.plotly_chart(_history_chart(snap), width="stretch", key="train_live_chart")
+    ba = (snap["result"] or {}).get("variability_before_after")
+    if ba:
+        fig = go.Figure()
+        fig.add_scatter(x=ba["layers"], y=ba["before"], name="ν before training", mode="lines+markers")
+        fig.add_scatter(x=ba["layers"], y=ba["after"], name="ν after training", mode="lines+markers")
+        fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="layer", yaxis_title="ν")
+        st.plotly_chart(fig, width="stretch", key="train_nu_chart")
     rows = []
     for r in runs:
         s = r["monitor"].snapshot()

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.selection import recommend_layer
-from pages._common import ensure_app, analysis_config, bound, curve_for, get_states_ui
+from pages._common import bound, curve_for, ensure_app, get_states_ui, page_states
 
 ensure_app()
 
@@ -15,12 +15,7 @@ st.title("📉 Variability per layer")
 st.caption("ν = within-class spread ÷ between-class spread of each layer's pooled states. "
            "Low ν: the classes are already well separated there.")
 
-cfg = analysis_config()
-res = get_states_ui(cfg)
-if res is None:
-    st.info("Fix the setting above on the Setup page, then come back.")
-    st.page_link("pages/setup.py", label="Go to setup", icon="⚙️")
-    st.stop()
+cfg, res, _, _ = page_states()
 
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
 rule = bound(c1.radio, "Recommendation rule", "rule", options=["argmin", "plateau"], horizontal=True,
@@ -35,9 +30,10 @@ curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res.states, re
 nu, layers = curve["variability"], curve["layers"]
 best = recommend_layer(nu, rule=rule, tolerance=tol)
 L = len(layers) - 1
-if ss.get("layer") is None or not 0 <= int(ss["layer"]) <= L:
-    ss["layer"] = best
-    ss.pop("w_layer", None)
+if ss.get("_rule_seen") != (rule, tol):  # a new rule moves the selection to its recommendation
+    if ss.get("_rule_seen") is not None:
+        ss["layer"] = best
+    ss["_rule_seen"] = (rule, tol)
 
 counts = ", ".join(f"{k}: {v}" for k, v in curve["counts"].items())
 label = f"{cfg.model} · {cfg.task.label()} · n={len(res.labels)} · {cfg.pooling}"
@@ -90,27 +86,23 @@ with tab_cmp:
 with tab_rob:
     st.caption("The paper claims ν is robust to data scarcity and class imbalance. Recompute on a fraction "
                "of this sample or on an imbalanced subset and overlay the result.")
+    def overlay(sub, name):
+        r = get_states_ui(sub, label=name)
+        if r is not None:
+            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
+            ss["comparisons"].append({"label": f"{name} (n={len(r.labels)})", "layers": c["layers"],
+                                      "variability": c["variability"]})
+            st.rerun()
+
     r1, r2 = st.columns(2)
     frac = r1.select_slider("Fraction of the data", [0.05, 0.1, 0.25, 0.5], value=0.25, key="rob_frac")
     if r1.button("Overlay this fraction", key="rob_frac_btn"):
         n_sub = max(4 * len(res.label_names), int(len(res.labels) * frac))
-        sub = replace(cfg, sampling=replace(cfg.sampling, n=n_sub))
-        r = get_states_ui(sub, label=f"{int(frac * 100)} % of the data")
-        if r is not None:
-            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
-            ss["comparisons"].append({"label": f"{int(frac * 100)} % (n={len(r.labels)})", "layers": c["layers"],
-                                      "variability": c["variability"]})
-            st.rerun()
+        overlay(replace(cfg, sampling=replace(cfg.sampling, n=n_sub)), f"{int(frac * 100)} % of the data")
     ratio = r2.select_slider("Imbalance (first class : others)", ["1:1", "1:3", "1:9"], value="1:3", key="rob_imb")
     if r2.button("Overlay this imbalance", key="rob_imb_btn"):
         imb = tuple(float(x) for x in ratio.split(":"))
-        sub = replace(cfg, sampling=replace(cfg.sampling, imbalance=imb))
-        r = get_states_ui(sub, label=f"imbalanced {ratio}")
-        if r is not None:
-            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
-            ss["comparisons"].append({"label": f"imbalance {ratio} (n={len(r.labels)})", "layers": c["layers"],
-                                      "variability": c["variability"]})
-            st.rerun()
+        overlay(replace(cfg, sampling=replace(cfg.sampling, imbalance=imb)), f"imbalance {ratio}")
 with tab_dl:
     rows = ["layer,variability" + (",band_low,band_high" if curve["band"] else "")]
     for i in layers:
