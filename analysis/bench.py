@@ -115,6 +115,10 @@ def floor(model, tok, texts, *, device, max_length=128, batch_size=32, sort=True
 
     batches = make_batches(tok, texts, None, max_length=max_length, batch_size=batch_size, sort=sort)
     forward_batches(model, batches, device=device, hidden_states=False)
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()  # GPU work is asynchronous: time it to the end
 
 
 @section("curve")

@@ -42,6 +42,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    e.add_argument("--device-map", default=None, choices=["auto"],
+                   help="spread a model too large for one GPU over the available devices (accelerate)")
     e.add_argument("--cache-dir", default=None, help="default $VARISCOPE_CACHE or ./cache")
     e.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
@@ -66,7 +68,7 @@ def config_from_args(a):
     return AnalysisConfig(model=a.model, task=task, sampling=samp, pooling=a.pooling,
                           max_length=a.max_length, dtype=a.dtype, device=a.device,
                           batch_size=a.batch_size, revision=a.revision,
-                          trust_remote_code=a.trust_remote_code)
+                          trust_remote_code=a.trust_remote_code, device_map=a.device_map)
 
 
 def make_cache(a):

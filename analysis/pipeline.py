@@ -39,6 +39,7 @@ class AnalysisConfig:
     batch_size: int = 32
     revision: str | None = None
     trust_remote_code: bool = False
+    device_map: str | None = None  # "auto": spread a model too large for one GPU (accelerate)
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
@@ -98,9 +99,10 @@ def states_key(cfg: AnalysisConfig, cache: DiskCache | None = None, content: byt
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(ref: ModelRef, device: str, dtype: str, trust_remote_code: bool = False):
+def cached_model(ref: ModelRef, device: str, dtype: str, trust_remote_code: bool = False,
+                 device_map: str | None = None):
     """In-process cache of loaded models for the CLI, benchmarks and tests."""
-    return load_model(ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return load_model(ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
 
 
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
@@ -147,7 +149,11 @@ def get_states(cfg: AnalysisConfig, *, cache: DiskCache | None = None, use_cache
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
         t1 = time.perf_counter()
-        model, tok = (loader or cached_model)(ref, device, dtype, cfg.trust_remote_code)
+        if cfg.device_map and loader is None:
+            model, tok = cached_model(ref, device, dtype, cfg.trust_remote_code, cfg.device_map)
+            device = str(model.get_input_embeddings().weight.device)  # inputs go where the embeddings are
+        else:
+            model, tok = (loader or cached_model)(ref, device, dtype, cfg.trust_remote_code)
         t2 = time.perf_counter()
         states = extract_states(model, tok, sub.texts, sub.pairs, pooling=cfg.pooling,
                                 max_length=cfg.max_length, batch_size=cfg.batch_size,
