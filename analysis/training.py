@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -233,11 +234,13 @@ class RunMonitor:
     """Thread-safe store of a run's live metrics, status and stop flag.
 
     status: "pending" → "running" → "finished" | "stopped" | "failed".
-    ``heartbeat()`` from a viewer; a run whose viewer is silent for
-    ``abandon_after`` seconds stops itself (the browser tab was closed).
+    A run stops itself when ``alive()`` turns false (the app passes "is this
+    browser session still connected?") or when no ``heartbeat()`` came for
+    ``abandon_after`` seconds.
     """
 
-    def __init__(self, log_path: str | None = None, abandon_after: float | None = None):
+    def __init__(self, log_path: str | None = None, abandon_after: float | None = None,
+                 alive: Callable[[], bool] | None = None):
         self._lock = threading.Lock()
         self.events: list[dict] = []
         self.status = "pending"
@@ -246,6 +249,7 @@ class RunMonitor:
         self.stop_event = threading.Event()
         self.log_path = log_path
         self.abandon_after = abandon_after
+        self.alive = alive  # e.g. "is the browser session still connected?"
         self._seen = time.time()
         self.progress = {"step": 0, "max_steps": 0, "elapsed": 0.0, "eta": None}
         self.artifacts: dict | None = None
@@ -274,6 +278,12 @@ class RunMonitor:
         self._seen = time.time()
 
     def abandoned(self) -> bool:
+        if self.alive is not None:
+            try:
+                if not self.alive():
+                    return True
+            except Exception:
+                pass
         return self.abandon_after is not None and time.time() - self._seen > self.abandon_after
 
     @property
@@ -612,6 +622,9 @@ def start_in_thread(cfgs: list[TrainConfig], monitors: list[RunMonitor], **kw) -
                 pass  # status and error are in the monitor
             finally:
                 gc.collect()
+                snap = m.snapshot()
+                print(f"variscope: run '{c.label()}' {snap['status']} after {snap['progress']['step']} steps"
+                      + (" (browser session closed)" if m.abandoned() else ""), file=sys.stderr, flush=True)
 
     t = threading.Thread(target=work, daemon=True, name="variscope-train")
     t.start()

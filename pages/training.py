@@ -85,7 +85,13 @@ if b1.button("Start", type="primary", key="train_start", disabled=sel is None or
     if with_full:
         jobs.append(replace(base_tc, selection=Selection(L, tuple(range(1, L + 1)), tune_embeddings=True),
                             strategy="full"))
-    monitors = [RunMonitor(abandon_after=60) for _ in jobs]
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    sid = get_script_run_ctx().session_id
+    rt = Runtime.instance()
+    # the run stops (and frees its model) once this browser session disconnects
+    monitors = [RunMonitor(alive=lambda: rt.is_active_session(sid)) for _ in jobs]
     for j, m in zip(jobs, monitors):
         ss["runs"].append({"label": j.label(), "monitor": m})
     start_in_thread(jobs, monitors, loader=model_loader)

@@ -15,6 +15,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                                  reason="Debian chromium not installed (make test installs it)")]
+SERVER_LOG = None
 NAV = ["Home", "Setup", "Variability", "Projections", "Training", "Learn"]
 
 
@@ -28,7 +29,9 @@ def _free_port():
 def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "VARISCOPE_CACHE": str(tmp_path_factory.mktemp("cache")), "HF_HUB_OFFLINE": "1"}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    global SERVER_LOG
+    SERVER_LOG = tmp_path_factory.mktemp("log") / "streamlit.log"
+    log = open(SERVER_LOG, "w")
     p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                           "--server.headless", "true", "--server.address", "127.0.0.1",
                           "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=log)
@@ -157,3 +160,21 @@ def test_other_sessions_are_served_while_one_computes(server, browser):
     a.context.close()
     b.context.close()
     assert still_computing, f"the long computation ended before the second session was served ({served_in:.1f}s)"
+
+
+def test_closing_the_tab_stops_the_run(server, browser):
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = ctx.new_page()
+    page.goto(server + "/training?model=minilm&task=bbc_news&n=200&max_length=32&layer=3")
+    page.get_by_role("button", name="Start").wait_for(timeout=240_000)
+    time.sleep(2)
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_selector("text=— running", timeout=120_000)
+    ctx.close()  # the user closes the tab mid-run
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        text = SERVER_LOG.read_text()
+        if "ℓ*=3" in text and "(browser session closed)" in text:
+            break
+        time.sleep(1)
+    assert "stopped" in text and "(browser session closed)" in text, text[-2000:]
