@@ -77,10 +77,6 @@ def select(strategy: str, n_layers: int, k: int, curve: list[float] | None = Non
     raise VariscopeError(f"unknown strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
 
 
-class Classifier:
-    """Namespace for the torch module (built lazily so importing this file needs no torch)."""
-
-
 def _module_class():
     import torch
     from torch import nn
@@ -554,11 +550,12 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
 def _remeasure(base, model, tok, data, a, device) -> dict:
     """ν per layer (0..ℓ*) on the eval texts before and after training."""
     from .hidden_states import extract_states
+    from .models import layer_list
     from .variability import variability_curve
 
     enc = model.encoder
     enc.eval()
-    k = len(__import__("analysis.models", fromlist=["layer_list"]).layer_list(enc)[1])
+    k = len(layer_list(enc)[1])
     b = extract_states(base, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)[:k + 1]
     t = extract_states(enc, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)
     return {"layers": list(range(k + 1)),
