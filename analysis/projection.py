@@ -96,13 +96,36 @@ def umap_project(X: np.ndarray, cfg: ProjectionConfig) -> np.ndarray:
         return model.fit_transform(Z).astype(np.float32)
 
 
+def aligned_umap(states: np.ndarray, layers, cfg: ProjectionConfig) -> dict:
+    """AlignedUMAP of several layers at once (umap-learn), so that orientations are comparable
+    across the small multiples: each text is tied to itself in neighbouring layers.
+
+    Returns {layer: (n, dim) float32}.
+    """
+    import umap
+
+    layers = list(layers)
+    n = states.shape[1]
+    cfg.validate(n)
+    Zs = [pca(states[l], min(cfg.pca_dims, states.shape[2], n)) if states.shape[2] > cfg.pca_dims
+          else np.asarray(states[l], np.float32) for l in layers]
+    ident = {i: i for i in range(n)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = umap.AlignedUMAP(n_components=cfg.dim, n_neighbors=min(cfg.n_neighbors, n - 1), min_dist=cfg.min_dist,
+                                 metric=cfg.metric, random_state=cfg.seed)
+        model.fit(Zs, relations=[ident] * (len(layers) - 1))
+    return {l: np.asarray(e, np.float32) for l, e in zip(layers, model.embeddings_)}
+
+
 def project_layers(states: np.ndarray, layers, cfg: ProjectionConfig, *, states_key: str | None = None,
-                   cache: DiskCache | None = None, use_cache: bool = True,
+                   cache: DiskCache | None = None, use_cache: bool = True, aligned: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Project the given layers of ``states`` (L+1, n, d).
 
     Returns {"coords": {layer: (n, dim) array}, "cache_hit": bool, "seconds": float}.
     With ``states_key`` and a cache, each layer's projection is cached on disk.
+    ``aligned`` (UMAP, two or more layers): one AlignedUMAP fit over all the layers, cached as a whole.
     """
     t0 = time.perf_counter()
     layers = [int(l) for l in layers]
@@ -111,6 +134,20 @@ def project_layers(states: np.ndarray, layers, cfg: ProjectionConfig, *, states_
             raise VariscopeError(f"layer {l} is out of range: this model has layers 0..{len(states) - 1}")
     cfg.validate(states.shape[1])
     cache = cache if (cache is not None and states_key and use_cache) else None
+    if aligned and cfg.method == "umap" and len(layers) > 1:
+        key = make_key({"what": "aligned", "version": PROJECTION_VERSION, "states": states_key,
+                        "layers": layers, **asdict(cfg)}) if cache else None
+        got = cache.load("projections", key, version=PROJECTION_VERSION) if cache else None
+        if got is not None:
+            coords = {l: got[0][f"layer{l}"] for l in layers}
+        else:
+            coords = aligned_umap(states, layers, cfg)
+            if cache:
+                cache.save("projections", key, {f"layer{l}": c for l, c in coords.items()},
+                           version=PROJECTION_VERSION, meta={"describe": f"aligned umap of {states_key[:8]}"})
+        if progress:
+            progress(len(layers), len(layers))
+        return {"coords": coords, "cache_hit": got is not None, "seconds": time.perf_counter() - t0}
     out, hits = {}, 0
     for i, l in enumerate(layers):
         key = make_key({"what": "projection", "version": PROJECTION_VERSION, "states": states_key,

@@ -90,10 +90,14 @@ else:
     st.caption("Tip: draw a lasso or a box on the chart to read the selected texts.")
 
 st.subheader("All layers")
-if st.toggle("Show every layer side by side", key="proj_all", value=method == "pca"):
+a1, a2 = st.columns(2)
+show_all = a1.toggle("Show every layer side by side", key="proj_all", value=method == "pca")
+align = a2.checkbox("Align orientations across layers (AlignedUMAP, slower)", key="proj_align",
+                    disabled=method != "umap")
+if show_all:
     bar = st.progress(0.0, text="Projecting every layer…")
     allp = project_layers(res.states, range(L + 1), ProjectionConfig(**{**pcfg.__dict__, "dim": 2}),
-                          states_key=res.key, cache=DiskCache(),
+                          states_key=res.key, cache=DiskCache(), aligned=bool(align and method == "umap"),
                           progress=lambda d, t: bar.progress(d / t, text=f"Projected {d}/{t} layers"))
     bar.empty()
     cols = min(4, L + 1)

@@ -305,3 +305,19 @@ def test_nu_properties(data, seed, scale):
     Q, _ = np.linalg.qr(rng.normal(size=(h.shape[1], h.shape[1])))
     assert variability(h @ Q, y) == pytest.approx(nu, rel=1e-6, abs=1e-9)
     assert variability(h * scale, y) == pytest.approx(nu, rel=1e-6, abs=1e-9)
+
+
+def test_aligned_umap_panel_and_cache(tmp_path):
+    from analysis.cache import DiskCache
+    from analysis.projection import ProjectionConfig, project_layers
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    base = rng.normal(size=(60, 8)) + 3 * y[:, None]
+    states = np.stack([base + 0.1 * l * rng.normal(size=base.shape) for l in range(3)]).astype(np.float32)
+    cache = DiskCache(tmp_path)
+    cfg = ProjectionConfig(n_neighbors=10)
+    out = project_layers(states, range(3), cfg, states_key="c" * 32, cache=cache, aligned=True)
+    assert set(out["coords"]) == {0, 1, 2} and all(c.shape == (60, 2) for c in out["coords"].values())
+    again = project_layers(states, range(3), cfg, states_key="c" * 32, cache=cache, aligned=True)
+    assert again["cache_hit"] and np.array_equal(again["coords"][1], out["coords"][1])
