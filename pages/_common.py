@@ -131,6 +131,13 @@ def get_states_ui(cfg=None, *, label="Computing hidden states"):
         bar.empty()
         st.error(str(e))
         return None
+    except Exception as e:  # an unexpected failure: one line on the page, the details in the server log
+        import traceback
+
+        traceback.print_exc()
+        bar.empty()
+        st.error(f"unexpected error ({type(e).__name__}): {str(e).splitlines()[0][:300] if str(e) else ''}")
+        return None
     bar.empty()
     return st_
 
