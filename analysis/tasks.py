@@ -503,7 +503,21 @@ def sample(task: TaskData, cfg: SampleConfig) -> TaskData:
 
 
 def _allocate(want: np.ndarray, n: int) -> np.ndarray:
-    """Split n over classes proportionally to ``want`` (largest remainder), capped by want."""
+    """Split n over classes proportionally to ``want`` (largest remainder), capped by want.
+
+    If that leaves a class with fewer than the two examples ν needs, every class
+    first gets min(2, want) (when n allows) and the rest is split proportionally.
+    """
+    base = _largest_remainder(want, n)
+    if np.any((base < 2) & (want >= 2)) and n >= 2 * np.count_nonzero(want):
+        floor = np.minimum(want, 2)
+        base = floor + _largest_remainder(want - floor, n - int(floor.sum()))
+    return base
+
+
+def _largest_remainder(want: np.ndarray, n: int) -> np.ndarray:
+    if n <= 0 or want.sum() <= 0:
+        return np.zeros_like(want)
     share = want / want.sum() * n
     base = np.minimum(np.floor(share), want)
     rest = int(n - base.sum())

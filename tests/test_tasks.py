@@ -123,3 +123,12 @@ def test_csv_tsv_jsonl_files(tmp_path):
     assert t.pairs == ["there", "peace"] and t.label_names == ["neg", "pos"]
     j = load_task(TaskConfig(name=None, data=str(tmp_path / "a.jsonl")))
     assert len(j) == 2
+
+
+def test_small_stratified_sample_keeps_two_per_class():
+    t = load_task(TaskConfig(name="reuters_r8"))
+    s = sample(t, SampleConfig(n=100))
+    assert len(s) == 100 and min(s.counts().values()) >= 2
+    plain = sample(t, SampleConfig(n=2000))  # large samples stay purely proportional
+    share = np.bincount(t.labels) / len(t) * 2000
+    assert np.abs(np.bincount(plain.labels) - share).max() < 1
