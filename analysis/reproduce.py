@@ -45,13 +45,19 @@ class ReproConfig:
     fractions: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.05)
     imbalances: tuple[int, ...] = (1, 3, 9)
     device: str = "auto"
-    plan: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # (model, tasks) pairs; default models × tasks
+    plan: tuple[tuple, ...] | None = None  # (model, tasks[, ks]) entries; default models × tasks × ks
     skip_full: tuple[str, ...] = ()  # models without the (costly) full fine-tuning baseline
 
     def pairs(self):
         if self.plan:
-            return [(m, t) for m, ts in self.plan for t in ts]
+            return [(e[0], t) for e in self.plan for t in e[1]]
         return [(m, t) for m in self.models for t in self.tasks]
+
+    def ks_for(self, model: str) -> tuple[int, ...]:
+        for e in self.plan or ():
+            if e[0] == model and len(e) > 2 and e[2]:
+                return tuple(e[2])
+        return self.ks
 
 
 QUICK = ReproConfig(tasks=("rotten_tomatoes",), ks=(1, 2), seeds=(0,), steps=60, n_train=600, eval_n=300,
@@ -104,7 +110,7 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
             for seed in rc.seeds:
                 if model not in rc.skip_full:
                     plans.append(("full", None, seed, Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)))
-                for k in rc.ks:
+                for k in rc.ks_for(model):
                     plans.append(("variability", k, seed, Selection(best, tuple(tuned_layers(best, k)))))
                     plans.append(("top", k, seed, Selection(L, tuple(top_layers(L, k)))))
             for strategy, k, seed, sel in plans:
@@ -262,6 +268,8 @@ def write_doc(res: dict, doc_path: str, img_dir: str, command: str) -> None:
              f"Regenerate: `{command}`", "",
              "## Setting", "",
              f"- Models: {', '.join(s['models'])}. Tasks: {', '.join(s['tasks'])} (offline, see README).",
+             *([f"- Plan: " + "; ".join(f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}"
+                                         for e in s["plan"])] if s.get("plan") else []),
              f"- ν curves: {s['analysis_n']} stratified training texts, pooling `{s['pooling']}`, max length "
              f"{s['max_length']}, {s['bootstrap']} bootstrap resamples; ℓ* = argmin of ν over layers 1..L.",
              f"- Training: {s['steps']} steps, batch {s['batch_size']}, learning rate {s['lr']:g} (linear decay, 6 % "
@@ -375,7 +383,8 @@ def register_cli(sub, add_data_args) -> None:
     p.add_argument("--quick", action="store_true", help="one task, one seed, few steps (about 10 minutes)")
     p.add_argument("--models", default=None, help="comma-separated (default minilm, plus mpnet if installed)")
     p.add_argument("--tasks", default=None)
-    p.add_argument("--plan", default=None, help="model:task+task,model:task (overrides --models/--tasks)")
+    p.add_argument("--plan", default=None,
+                   help="model:task+task[@k+k],model:task (overrides --models/--tasks; @ sets that model's ks)")
     p.add_argument("--seeds", default=None)
     p.add_argument("--ks", default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -415,7 +424,12 @@ def cmd_reproduce(a) -> int:
             rc = replace(rc, **{name: getattr(a, name)})
     if a.plan:
         try:
-            rc = replace(rc, plan=tuple((m, tuple(ts.split("+"))) for m, ts in (x.split(":") for x in a.plan.split(","))))
+            entries = []
+            for x in a.plan.split(","):
+                m, rest = x.split(":")
+                ts, _, ks = rest.partition("@")
+                entries.append((m, tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
+            rc = replace(rc, plan=tuple(entries))
         except ValueError:
             raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes") from None
     elif not a.quick and not a.models and not a.tasks and "mpnet" in rc.models:
