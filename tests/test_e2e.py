@@ -140,7 +140,7 @@ def test_training_live_chart_and_stop(server, page):
             seen.add(loss[0])
         time.sleep(0.5)
     assert len(seen) >= 3, seen  # the chart updated at least twice after the first point
-    page.get_by_role("button", name="Stop").click()
+    page.locator(".st-key-train_stop button").click()  # not the status widget's own "Stop"
     page.wait_for_selector("text=— stopped", timeout=120_000)
     page.wait_for_selector("button:has-text('Start'):not([disabled])", timeout=60_000)
     shot(page, "training")
