@@ -86,40 +86,39 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
                         "tasks": list(dict.fromkeys(t for _, t in rc.pairs()))}, "curves": [], "runs": [], "robustness": [], "started": time.time()}
     for model, task in rc.pairs():
         L = describe(resolve_model(model))["layers"]
-        if True:
-            curve, st = compute_curve(_acfg(rc, model, task, rc.analysis_n, 0), cache=cache, bootstrap=rc.bootstrap)
-            best = recommend_layer(curve.variability)
-            out["curves"].append({"model": model, "task": task, "layers": curve.layers, "variability": curve.variability,
-                                  "band": curve.to_dict()["band"], "best_layer": best, "n": len(st.labels),
-                                  "counts": curve.counts})
-            log(f"[{model}/{task}] ν curve over {len(st.labels)} texts: ℓ* = {best} of {L}")
-            # claim 3: scarcity and imbalance
-            full_nu = curve.variability
-            for frac in rc.fractions:
-                n = max(4 * len(curve.counts), int(round(rc.analysis_n * frac)))
-                c2, s2 = compute_curve(_acfg(rc, model, task, n, 0), cache=cache, bootstrap=rc.bootstrap)
-                out["robustness"].append(_robust(model, task, "fraction", frac, c2, s2, full_nu, best, spearmanr))
-            if len(curve.counts) == 2:
-                for ratio in rc.imbalances:
-                    c2, s2 = compute_curve(_acfg(rc, model, task, rc.analysis_n, 0, imbalance=(1.0, float(ratio))),
-                                           cache=cache, bootstrap=rc.bootstrap)
-                    out["robustness"].append(_robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full_nu, best,
-                                                     spearmanr))
-            # claims 1, 2, 4: training
-            plans = []
-            for seed in rc.seeds:
-                if model not in rc.skip_full:
-                    plans.append(("full", None, seed, Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)))
-                for k in rc.ks_for(model):
-                    plans.append(("variability", k, seed, Selection(best, tuple(tuned_layers(best, k)))))
-                    plans.append(("top", k, seed, Selection(L, tuple(top_layers(L, k)))))
-            for strategy, k, seed, sel in plans:
-                tc = TrainConfig(_acfg(rc, model, task, rc.n_train, seed), sel, steps=rc.steps, lr=rc.lr,
-                                 batch_size=rc.batch_size, eval_n=rc.eval_n, seed=seed, strategy=strategy)
-                rec = _cached_train(tc, cache, log, train)
-                out["runs"].append({"task": task, "model": model, "strategy": strategy, "k": k, "seed": seed,
-                                    "identical_to_top": strategy == "variability" and sel == Selection(L, tuple(top_layers(L, k))),
-                                    **rec})
+        curve, st = compute_curve(_acfg(rc, model, task, rc.analysis_n, 0), cache=cache, bootstrap=rc.bootstrap)
+        best = recommend_layer(curve.variability)
+        out["curves"].append({"model": model, "task": task, "layers": curve.layers, "variability": curve.variability,
+                              "band": curve.to_dict()["band"], "best_layer": best, "n": len(st.labels),
+                              "counts": curve.counts})
+        log(f"[{model}/{task}] ν curve over {len(st.labels)} texts: ℓ* = {best} of {L}")
+        # claim 3: scarcity and imbalance
+        full_nu = curve.variability
+        for frac in rc.fractions:
+            n = max(4 * len(curve.counts), int(round(rc.analysis_n * frac)))
+            c2, s2 = compute_curve(_acfg(rc, model, task, n, 0), cache=cache, bootstrap=rc.bootstrap)
+            out["robustness"].append(_robust(model, task, "fraction", frac, c2, s2, full_nu, best, spearmanr))
+        if len(curve.counts) == 2:
+            for ratio in rc.imbalances:
+                c2, s2 = compute_curve(_acfg(rc, model, task, rc.analysis_n, 0, imbalance=(1.0, float(ratio))),
+                                       cache=cache, bootstrap=rc.bootstrap)
+                out["robustness"].append(_robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full_nu, best,
+                                                 spearmanr))
+        # claims 1, 2, 4: training
+        plans = []
+        for seed in rc.seeds:
+            if model not in rc.skip_full:
+                plans.append(("full", None, seed, Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)))
+            for k in rc.ks_for(model):
+                plans.append(("variability", k, seed, Selection(best, tuple(tuned_layers(best, k)))))
+                plans.append(("top", k, seed, Selection(L, tuple(top_layers(L, k)))))
+        for strategy, k, seed, sel in plans:
+            tc = TrainConfig(_acfg(rc, model, task, rc.n_train, seed), sel, steps=rc.steps, lr=rc.lr,
+                             batch_size=rc.batch_size, eval_n=rc.eval_n, seed=seed, strategy=strategy)
+            rec = _cached_train(tc, cache, log, train)
+            out["runs"].append({"task": task, "model": model, "strategy": strategy, "k": k, "seed": seed,
+                                "identical_to_top": strategy == "variability" and sel == Selection(L, tuple(top_layers(L, k))),
+                                **rec})
     out["seconds"] = time.time() - out.pop("started")
     out["verdicts"] = verdicts(out)
     return out
@@ -138,7 +137,6 @@ def _robust(model, task, kind, value, curve, st, full_nu, best, spearmanr):
 def _cached_train(tc, cache: DiskCache, log, train) -> dict:
     """A training record from the runs cache, or train and store it."""
     from .models import resolve_model
-    from .pipeline import EXTRACTION_VERSION
 
     a = tc.analysis
     key = make_key({"what": "run", "version": REPRO_VERSION, "model": resolve_model(a.model).fingerprint,

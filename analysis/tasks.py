@@ -114,9 +114,9 @@ def task_kind(cfg: TaskConfig) -> str:
 
 
 def _looks_like_hf_id(s: str) -> bool:
-    import re
+    from .models import HUB_ID  # one rule for model and dataset ids
 
-    return bool(re.match(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$", s)) and ".." not in s
+    return bool(HUB_ID.match(s)) and ".." not in s
 
 
 def task_fingerprint(cfg: TaskConfig, content: bytes | None = None) -> str:
