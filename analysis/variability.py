@@ -94,18 +94,19 @@ def variability(
         raise VariscopeError(f"h must have shape (n_samples, n_features), got {h.shape}")
     if len(h) != len(labels):
         raise VariscopeError(f"h has {len(h)} rows but labels has {len(labels)}")
-    if not np.all(np.isfinite(h)):
-        raise VariscopeError("the hidden states contain NaN or infinite values")
     classes, inverse, counts = _class_index(labels, label_names)
     return _nu(h, inverse, counts, weighting)
 
 
 def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) -> float:
-    """ν from states (any float dtype) and a precomputed class index (no checks).
+    """ν from states (any float dtype) and a precomputed class index.
 
-    Works in float64 on row blocks of ``h`` converted into one reused buffer,
-    so a float32 layer is never copied whole: two passes, one for the class
-    means, one for the projections on the span of the centred means.
+    Two passes over row blocks of ``h`` converted to float64 (at most
+    ``_BLOCK_ELEMS`` values each, so a large float32 layer is never copied
+    whole; a layer that fits in one block is converted once for both passes).
+    Pass 1 forms the class sums with a one-hot (C×rows) product, pass 2 the
+    projections on the r ≤ C−1 directions of Σ_b: two BLAS products of
+    O(N·d·C) each. Raises VariscopeError on NaN or infinite states.
     """
     C, (N, d) = len(counts), h.shape
     if weighting == "equal":
@@ -114,9 +115,13 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
         pi = counts / counts.sum()
     else:
         raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
+    blocks = _blocks64(h)
     sums = np.zeros((C, d))
-    for rows, block in _blocks64(h):
-        sums += _onehot(inverse[rows], C) @ block
+    with np.errstate(invalid="ignore", over="ignore"):   # non-finite input: reported below
+        for rows, block in blocks():
+            sums += _onehot(inverse[rows], C) @ block
+    if not np.all(np.isfinite(sums)):                     # float32 sums cannot overflow float64
+        raise VariscopeError("the hidden states contain NaN or infinite values")
     means = sums / counts[:, None]                        # (C, d) class means m_y
     m = pi @ means                                        # (d,) weighted mean of the means
     Mw = np.sqrt(pi)[:, None] * (means - m)               # (C, d); Σ_b = Mwᵀ Mw
@@ -126,29 +131,46 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
         return float("inf")                               # all class means coincide
     keep = ev > _rank_tol(d, C) * ev[0]
     U, ev = U[:, keep], ev[keep]
-    mU = means @ U                                        # (C, r)
-    sq = np.zeros((C, U.shape[1]))
-    for rows, block in _blocks64(h):
-        P = block @ U - mU[inverse[rows]]                 # (rows, r) centred, projected
-        sq += _onehot(inverse[rows], C) @ (P * P)
-    w = pi @ (sq / counts[:, None])                       # (r,) u_kᵀ Σ_w u_k
+    Ut = np.ascontiguousarray(U.T)                        # (r, d)
+    mUt = Ut @ means.T                                    # (r, C) projected class means
+    sq = np.zeros((U.shape[1], C))
+    for rows, block in blocks():
+        y = inverse[rows]
+        Pt = Ut @ block.T                                 # (r, rows) projections
+        Pt -= mUt[:, y]                                   # centred on their class means
+        Pt *= Pt
+        sq += Pt @ _onehot(y, C).T
+    w = (sq / counts) @ pi                                # (r,) u_kᵀ Σ_w u_k
     return float(np.sum(w / ev) / C)
 
 
-_BLOCK = 128
+_BLOCK_ELEMS = 1 << 22                                    # 32 MB of float64 per block
 
 
 def _blocks64(h: np.ndarray):
-    """Yield (slice, float64 block) over row blocks of h, reusing one buffer."""
-    buf = np.empty((min(_BLOCK, len(h)), h.shape[1]))
-    for s in range(0, len(h), _BLOCK):
-        k = min(_BLOCK, len(h) - s)
-        b = buf[:k]
-        b[...] = h[s:s + k]
-        yield slice(s, s + k), b
+    """Return a callable yielding ``(slice, float64 block)`` over row blocks of h.
+
+    Blocks hold at most ``_BLOCK_ELEMS`` values and reuse one buffer. If h
+    fits in one block it is converted once and every call reuses it.
+    """
+    N, d = h.shape
+    step = max(1, min(N, _BLOCK_ELEMS // max(d, 1)))
+    if step >= N:
+        whole = h if h.dtype == np.float64 else h.astype(np.float64)
+        return lambda: iter([(slice(0, N), whole)])
+    buf = np.empty((step, d))
+
+    def gen():
+        for s in range(0, N, step):
+            e = min(N, s + step)
+            b = buf[:e - s]
+            b[...] = h[s:e]
+            yield slice(s, e), b
+    return gen
 
 
 def _onehot(idx: np.ndarray, C: int) -> np.ndarray:
+    """(C, len(idx)) float64 indicator matrix of the class indices."""
     out = np.zeros((C, len(idx)))
     out[idx, np.arange(len(idx))] = 1.0
     return out
@@ -244,9 +266,10 @@ def variability_curve(
     nus, boot = [], np.empty((len(resamples), len(states)))
     for l in range(len(states)):
         hl = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
-        if not np.all(np.isfinite(hl)):
-            raise VariscopeError(f"the hidden states of layer {l} contain NaN or infinite values")
-        nus.append(_nu(hl, inverse, counts, weighting))
+        try:
+            nus.append(_nu(hl, inverse, counts, weighting))
+        except VariscopeError as e:
+            raise VariscopeError(f"layer {l}: {e}") from None
         for b, idx in enumerate(resamples):
             boot[b, l] = _nu(hl[idx], inverse[idx], counts, weighting)
     band = None

@@ -79,3 +79,29 @@ def test_curve_and_bootstrap_band(rng):
         assert c.band[0][l] <= c.band[1][l]
     again = variability_curve(states, y, bootstrap=50, seed=3)
     assert again.band == c.band  # seeded
+
+
+def test_blocked_float32_path_matches_whole(rng, monkeypatch):
+    """Large layers are read in float64 row blocks; the result must not depend on the block size."""
+    import sys
+
+    V = sys.modules[variability.__module__]
+
+    h, y = blobs(rng, [37, 51, 12, 30], 40)
+    h32 = h.astype(np.float32)
+    whole = variability(h32, y)
+    monkeypatch.setattr(V, "_BLOCK_ELEMS", 7 * 40 + 3)  # 7-row blocks, last one partial
+    assert variability(h32, y) == pytest.approx(whole, rel=1e-12)
+    assert variability(h32, y) == pytest.approx(variability_pinv(h32, y), rel=1e-6)
+    bad = h32.copy()
+    bad[100, 5] = np.inf
+    with pytest.raises(VariscopeError, match="infinite"):
+        variability(bad, y)
+
+
+def test_curve_names_the_layer_with_non_finite_states(rng):
+    h, y = blobs(rng, [20, 20], 8)
+    states = np.stack([h, h.copy()]).astype(np.float32)
+    states[1, 3, 2] = np.nan
+    with pytest.raises(VariscopeError, match="layer 1: .*NaN"):
+        variability_curve(states, y)
