@@ -17,7 +17,11 @@ import numpy as np
 from .cache import DiskCache, make_key
 from .errors import VariscopeError
 
-PROJECTION_VERSION = 1
+PROJECTION_VERSION = 2
+# umap-learn finds exact neighbours below this size, through a Python-level loop
+# over all pairs (~1 s at n = 1000); we hand it the distance matrix instead.
+EXACT_BELOW = 4096
+_CDIST = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "cityblock", "correlation": "correlation"}
 METHODS = ("umap", "pca")
 
 
@@ -89,11 +93,30 @@ def umap_project(X: np.ndarray, cfg: ProjectionConfig) -> np.ndarray:
                                  metric=cfg.metric, random_state=cfg.seed).fit_transform(Z), np.float32)
     import umap
 
+    metric, data = cfg.metric, Z
+    if n < EXACT_BELOW:
+        metric, data = "precomputed", pairwise_distances(Z, cfg.metric)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = umap.UMAP(n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist, metric=cfg.metric,
+        model = umap.UMAP(n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist, metric=metric,
                           random_state=cfg.seed, n_jobs=1, init="spectral" if n > cfg.dim + 1 else "random")
-        return model.fit_transform(Z).astype(np.float32)
+        return model.fit_transform(data).astype(np.float32)
+
+
+def pairwise_distances(Z: np.ndarray, metric: str) -> np.ndarray:
+    """Exact (n, n) float32 distances of the rows of Z (n, k), for UMAP's precomputed mode.
+
+    Same values as umap-learn's own exact path (cosine and correlation of a
+    zero row count as distance 1 to everything else and 0 to itself).
+    """
+    from scipy.spatial.distance import cdist
+
+    Z = np.asarray(Z, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        D = cdist(Z, Z, _CDIST[metric])
+    D = np.nan_to_num(D, nan=1.0)
+    np.fill_diagonal(D, 0.0)
+    return np.maximum(D, 0.0).astype(np.float32)
 
 
 def aligned_umap(states: np.ndarray, layers, cfg: ProjectionConfig) -> dict:

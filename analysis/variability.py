@@ -19,6 +19,7 @@ the app, the CLI, the benchmarks and the tests all call it.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, asdict
 from typing import Sequence
 
@@ -125,12 +126,9 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     means = sums / counts[:, None]                        # (C, d) class means m_y
     m = pi @ means                                        # (d,) weighted mean of the means
     Mw = np.sqrt(pi)[:, None] * (means - m)               # (C, d); Σ_b = Mwᵀ Mw
-    U, s, _ = np.linalg.svd(Mw.T, full_matrices=False)    # U (d, C), s (C,)
-    ev = s**2                                             # eigenvalues of Σ_b
-    if ev.size == 0 or ev[0] == 0.0:
+    U, ev = _between_eig(Mw, np.sqrt(pi))                 # (d, r) directions, (r,) eigenvalues of Σ_b
+    if ev is None:
         return float("inf")                               # all class means coincide
-    keep = ev > _rank_tol(d, C) * ev[0]
-    U, ev = U[:, keep], ev[keep]
     Ut = np.ascontiguousarray(U.T)                        # (r, d)
     mUt = Ut @ means.T                                    # (r, C) projected class means
     sq = np.zeros((U.shape[1], C))
@@ -144,21 +142,57 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     return float(np.sum(w / ev) / C)
 
 
+def _between_eig(Mw: np.ndarray, root_pi: np.ndarray):
+    """Eigenvectors U (d, r) and eigenvalues ev (r,) of Σ_b = Mwᵀ Mw above the rank tolerance.
+
+    Mw (C, d) holds the weighted centred class means, so ``root_pi @ Mw = 0``
+    exactly: rank(Σ_b) ≤ C−1. When d ≥ 4C we deflate that known null vector
+    (a Householder reflection) and diagonalise the (C−1)×(C−1) Gram matrix:
+    its rounding noise (~C·eps·ev₀) stays well below the tolerance
+    max(d, C)·eps·ev₀, and it is ~3× cheaper than an SVD of the d×C matrix.
+    Otherwise (few features, many classes) the SVD of Mwᵀ is used, whose
+    null singular values are at the eps² level. Returns (None, None) when
+    Σ_b = 0.
+    """
+    C, d = Mw.shape
+    if d >= 4 * C:
+        v = root_pi.copy()
+        v[0] += 1.0                                       # reflect root_pi onto -e₁ (v[0] ≥ 1: no cancellation)
+        M = (Mw - np.outer(v, (2.0 / (v @ v)) * (v @ Mw)))[1:]   # (C−1, d), drops the null direction
+        ev, V = np.linalg.eigh(M @ M.T)
+        ev, V = ev[::-1], V[:, ::-1]
+        if ev.size == 0 or ev[0] <= 0.0:
+            return None, None
+        keep = ev > _rank_tol(d, C) * ev[0]
+        ev, V = ev[keep], V[:, keep]
+        return (M.T @ V) / np.sqrt(ev), ev
+    U, s, _ = np.linalg.svd(Mw.T, full_matrices=False)    # U (d, C), s (C,)
+    ev = s**2
+    if ev.size == 0 or ev[0] == 0.0:
+        return None, None
+    keep = ev > _rank_tol(d, C) * ev[0]
+    return U[:, keep], ev[keep]
+
+
 _BLOCK_ELEMS = 1 << 22                                    # 32 MB of float64 per block
 
 
 def _blocks64(h: np.ndarray):
     """Return a callable yielding ``(slice, float64 block)`` over row blocks of h.
 
-    Blocks hold at most ``_BLOCK_ELEMS`` values and reuse one buffer. If h
-    fits in one block it is converted once and every call reuses it.
+    Blocks hold at most ``_BLOCK_ELEMS`` values, in a per-thread scratch
+    buffer that is reused between calls (a fresh 10 MB array costs more in
+    page faults than the conversion itself). If h fits in one block it is
+    converted once and every call reuses it.
     """
     N, d = h.shape
     step = max(1, min(N, _BLOCK_ELEMS // max(d, 1)))
+    if step >= N and h.dtype == np.float64:
+        return lambda: iter([(slice(0, N), h)])
+    buf = _scratch(step * d).reshape(step, d)
     if step >= N:
-        whole = h if h.dtype == np.float64 else h.astype(np.float64)
-        return lambda: iter([(slice(0, N), whole)])
-    buf = np.empty((step, d))
+        buf[...] = h
+        return lambda: iter([(slice(0, N), buf)])
 
     def gen():
         for s in range(0, N, step):
@@ -167,6 +201,17 @@ def _blocks64(h: np.ndarray):
             b[...] = h[s:e]
             yield slice(s, e), b
     return gen
+
+
+_local = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """A float64 scratch array of ``size`` values owned by the calling thread."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _local.buf = np.empty(size)
+    return buf[:size]
 
 
 def _onehot(idx: np.ndarray, C: int) -> np.ndarray:

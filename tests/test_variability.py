@@ -105,3 +105,16 @@ def test_curve_names_the_layer_with_non_finite_states(rng):
     states[1, 3, 2] = np.nan
     with pytest.raises(VariscopeError, match="layer 1: .*NaN"):
         variability_curve(states, y)
+
+
+@pytest.mark.parametrize("d", [6, 100])  # SVD path (d < 4C) and the Gram path (d ≥ 4C)
+def test_rank_deficient_between_class_scatter_matches_pinv(rng, d):
+    """Two of three classes share a mean: Σ_b has rank 1, and both paths must find that rank."""
+    y = np.repeat([0, 1, 2], [30, 40, 50])
+    centers = rng.normal(size=(3, d)) * 3
+    centers[1] = centers[0]
+    h = rng.normal(size=(len(y), d)) + centers[y]
+    h[y == 1] += h[y == 0].mean(0) - h[y == 1].mean(0)  # exactly equal sample means
+    a, b = variability(h, y), variability_pinv(h, y)
+    assert np.isfinite(a) and a > 0
+    assert abs(a - b) / b < 1e-6
