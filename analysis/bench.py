@@ -181,13 +181,19 @@ def bench_metric(a, res):
         for C in (2, 5, 20):
             y = rng.integers(0, C, N)
             h = (rng.normal(size=(N, d)) + rng.normal(size=(C, d))[y]).astype(np.float32)
+            h64, W = h.astype(np.float64), rng.normal(size=(d, C))
             variability(h, y)
-            ours = _median_time(lambda: variability(h, y), a.reps or (5 if a.quick else 15))
+            ours, gemm = [], []
+            for _ in range(a.reps or (31 if a.quick else 61)):  # alternate with a reference product
+                ours.append(_median_time(lambda: variability(h, y), 1))
+                gemm.append(_median_time(lambda: h64 @ W, 1))
+            ours, gemm = statistics.median(ours), statistics.median(gemm)
             pinv = _median_time(lambda: variability_pinv(h, y), 1 if a.quick else 3)
             diff = abs(variability(h, y) - variability_pinv(h, y)) / variability_pinv(h, y)
-            out.append({"d": d, "C": C, "ours_ms": ours * 1e3, "pinv_ms": pinv * 1e3, "rel_diff": diff})
-            _row(f"metric d={d} C={C}", f"ours {ours * 1e3:.2f} ms/layer, d×d pinv {pinv * 1e3:.0f} ms, "
-                                        f"{pinv / ours:.0f}x, rel diff {diff:.1e}")
+            out.append({"d": d, "C": C, "ours_ms": ours * 1e3, "pinv_ms": pinv * 1e3, "rel_diff": diff,
+                        "gemm_ms": gemm * 1e3, "ours_in_gemms": ours / gemm})
+            _row(f"metric d={d} C={C}", f"ours {ours * 1e3:.2f} ms/layer (= {ours / gemm:.1f} products N×d·d×C), "
+                                        f"d×d pinv {pinv * 1e3:.0f} ms, {pinv / ours:.0f}x, rel diff {diff:.1e}")
     res["metric"] = out
     res["metric_ms_per_layer_d768"] = max(r["ours_ms"] for r in out if r["d"] == 768)
     res["metric_max_rel_diff"] = max(r["rel_diff"] for r in out)

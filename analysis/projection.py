@@ -132,11 +132,14 @@ def aligned_umap(states: np.ndarray, layers, cfg: ProjectionConfig) -> dict:
     cfg.validate(n)
     Zs = [pca(states[l], min(cfg.pca_dims, states.shape[2], n)) if states.shape[2] > cfg.pca_dims
           else np.asarray(states[l], np.float32) for l in layers]
+    metric = cfg.metric
+    if n < EXACT_BELOW:
+        metric, Zs = "precomputed", [pairwise_distances(Z, cfg.metric) for Z in Zs]
     ident = {i: i for i in range(n)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = umap.AlignedUMAP(n_components=cfg.dim, n_neighbors=min(cfg.n_neighbors, n - 1), min_dist=cfg.min_dist,
-                                 metric=cfg.metric, random_state=cfg.seed)
+                                 metric=metric, random_state=cfg.seed)
         model.fit(Zs, relations=[ident] * (len(layers) - 1))
     return {l: np.asarray(e, np.float32) for l, e in zip(layers, model.embeddings_)}
 

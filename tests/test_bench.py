@@ -16,6 +16,11 @@ def test_bench_quick_sections_write_json_and_report(tmp_path, capsys):
     assert 0 < d["metric_ms_per_layer_d768"] < 1000 and 0 < d["cache_hit_seconds"] < 5
     text = doc.read_text()
     assert f"{d['cache_hit_seconds']:.3f}" in text and "Headline ratios" in text
+    cache_row = next(l for l in text.splitlines() if l.startswith("| full-curve cache hit"))
+    assert cache_row.endswith("| yes |" if d["cache_hit_seconds"] < 0.5 else "| **no** |")
+    nu_row = next(l for l in text.splitlines() if l.startswith("| ν per layer at d=768"))
+    assert nu_row.endswith("| yes |" if d["metric_ms_per_layer_d768"] <= 5 else "| **no** |")
+    assert all("ours_in_gemms" in r for r in d["metric"])
     assert "metric d=768 C=20" in capsys.readouterr().out
 
 
