@@ -36,6 +36,8 @@ def add_args(p) -> None:
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--plots", default=None, help="folder for PNG plots")
+    p.add_argument("--report-from", default=None, metavar="JSON",
+                   help="measure nothing: rebuild --doc and --plots from an earlier run's JSON")
 
 
 def _median_time(f, reps: int) -> float:
@@ -356,17 +358,39 @@ def _row(name, text):
     print(f"{name:<34} {text}", flush=True)
 
 
+def _command(a) -> str:
+    """The bench command line that reproduces this run (for the report)."""
+    parts = ["bench"] + (["--quick"] if a.quick else [])
+    for flag, default in (("model", "minilm"), ("device", "auto"), ("dtype", "auto"), ("only", None),
+                          ("reps", None), ("json", None), ("doc", None), ("plots", None)):
+        v = getattr(a, flag)
+        if v is not None and v != default:
+            parts += [f"--{flag}", str(v)]
+    return " ".join(parts)
+
+
 def run(a) -> int:
+    if a.report_from:
+        from . import bench_report
+        from .errors import VariscopeError
+
+        try:
+            res = json.loads(open(a.report_from, encoding="utf-8").read())
+        except (OSError, ValueError) as e:
+            raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
+        bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
+        return 0
     import platform
 
     import torch
 
-    from .models import resolve_device
+    from .models import resolve_device, resolve_dtype
 
     dev = resolve_device(a.device)
     card = torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine()
-    res = {"quick": bool(a.quick), "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                                               "torch": torch.__version__, "device": dev, "card": card}}
+    res = {"command": _command(a), "quick": bool(a.quick), "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                                               "torch": torch.__version__, "device": dev, "card": card,
+                                               "dtype": str(resolve_dtype(a.dtype, dev))}}
     only = set(a.only.split(",")) if a.only else None
     for name, f in SECTIONS.items():
         if only and name not in only:
@@ -381,5 +405,5 @@ def run(a) -> int:
     if a.plots or a.doc:
         from . import bench_report
 
-        bench_report.make(res, a.plots or "docs/img", a.doc, " ".join(sys.argv[1:]))
+        bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
     return 0

@@ -26,17 +26,19 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
         plt.close(fig)
     if res.get("projection"):
         p = res["projection"]
-        fig, ax = plt.subplots(figsize=(5, 3.3))
-        labels, vals = [], []
-        for n, r in p.items():
-            for k, lab in (("umap_layer_first_s", "first (JIT)"), ("umap_layer_warm_s", "warm"),
-                           ("umap_panel_warm_s", "panel warm"), ("umap_panel_cache_hit_s", "panel cached")):
-                labels.append(f"{lab}\nn={n}")
-                vals.append(r[k])
-        ax.bar(range(len(vals)), vals)
-        ax.set_xticks(range(len(vals)), labels, fontsize=7)
-        ax.set_ylabel("seconds")
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        kinds = (("umap_layer_first_s", "first call\n(JIT)"), ("umap_layer_warm_s", "warm,\none layer"),
+                 ("umap_panel_warm_s", "warm, panel\nof all layers"), ("umap_panel_cache_hit_s", "panel,\ncache hit"))
+        width = 0.8 / max(1, len(p))
+        for i, (n, r) in enumerate(p.items()):
+            xs = [j + (i - (len(p) - 1) / 2) * width for j in range(len(kinds))]
+            ax.bar(xs, [r[k] for k, _ in kinds], width, label=f"n = {n}")
+        ax.axhline(15, ls="--", c="grey", lw=1)
+        ax.text(1, 15, "panel goal (n=1000): 15 s", ha="center", va="bottom", fontsize=7, color="grey")
+        ax.set_xticks(range(len(kinds)), [lab for _, lab in kinds], fontsize=8)
+        ax.set_ylabel("seconds (log scale)")
         ax.set_yscale("log")
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(img / "bench_umap.png", dpi=110)
         plt.close(fig)
@@ -108,7 +110,7 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
         L += ["", f"Cache size: {res['cache_mb_per_1000_texts_per_layer']:.2f} MB per 1000 texts per layer."]
     if res.get("projection"):
         L += ["", "## Projections", "", f"![UMAP timings]({rel}/bench_umap.png)", "",
-              "| n | PCA ms/layer | UMAP first s | UMAP warm s/layer | panel warm s | panel cached s |", "|---|---|---|---|---|---|"]
+              "| n | PCA ms/layer | UMAP first call s (numba JIT on the first size only) | UMAP warm s/layer | panel warm s | panel cached s |", "|---|---|---|---|---|---|"]
         for n, r in res["projection"].items():
             L.append(f"| {n} | {r['pca_layer_s'] * 1e3:.0f} | {r['umap_layer_first_s']:.1f} | {r['umap_layer_warm_s']:.1f} | "
                      f"{r['umap_panel_warm_s']:.1f} | {r['umap_panel_cache_hit_s']:.3f} |")
@@ -121,6 +123,24 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
               "| n | max length | peak RSS growth MB | pooled states MB |", "|---|---|---|---|"]
         for r in res["memory"]:
             L.append(f"| {r['n']} | {r['max_length']} | {r['peak_rss_growth_mb']:.0f} | {r['states_mb']:.0f} |")
+    L += ["", "## How to run", "", "```bash",
+          ".venv/bin/python -m analysis bench --quick --json out.json   # about two minutes on 2 CPU cores",
+          "make mpnet   # optional: the 12-layer model, for the deep-model ratios of the full run",
+          ".venv/bin/python -m analysis bench --json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img",
+          ".venv/bin/python -m analysis bench --report-from docs/benchmarks.json --doc docs/benchmarks.md "
+          "--plots docs/img   # redraw only",
+          "```", "",
+          "`--only curve,metric,...` picks sections (curve, batching, metric, cache, depth, projection, training, "
+          "memory); `--reps` overrides the repetitions.", "", "## GPU", ""]
+    if str(m["device"]).startswith("cuda"):
+        L.append(f"This run used **{m['card']}**: extraction in {m.get('dtype', 'bfloat16')} under autocast with "
+                 "pinned-memory transfers, CUDA-synchronised timings, and cuML's UMAP when it was importable.")
+    else:
+        L += ["This run had no GPU. On a CUDA machine, `python -m analysis bench --quick --device cuda --json "
+              "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with bf16 "
+              "extraction (autocast), pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when it is "
+              "installed); ν stays float64. No GPU run is recorded yet: no CUDA machine was available to this project "
+              "so far."]
     if res.get("skipped"):
         L += ["", "Skipped: " + "; ".join(res["skipped"])]
     Path(doc).parent.mkdir(parents=True, exist_ok=True)
