@@ -21,8 +21,10 @@ divided by the spread *between* class means. **Low ν = well-separated classes.*
 for every layer in one pass, recommends the layer ℓ* with the lowest ν for the classifier, and lets you
 tune only a few layers at or below ℓ* while dropping the layers above it.
 """)
-st.latex(r"\Sigma_w=\frac1C\sum_y\frac1{|G_y|}\sum_{h\in G_y}(h-m_y)(h-m_y)^\top\qquad"
-         r"\Sigma_b=\frac1C\sum_y(m_y-m)(m_y-m)^\top\qquad \nu=\frac1C\,\mathrm{tr}\!\left(\Sigma_w\Sigma_b^{+}\right)")
+f1, f2 = st.columns(2)
+f1.latex(r"\Sigma_w=\frac1C\sum_y\frac1{|G_y|}\sum_{h\in G_y}(h-m_y)(h-m_y)^\top")
+f2.latex(r"\Sigma_b=\frac1C\sum_y(m_y-m)(m_y-m)^\top")
+st.latex(r"\nu=\frac1C\,\mathrm{tr}\!\left(\Sigma_w\Sigma_b^{+}\right)")
 st.caption("h: mean of a text's token states (no padding, no special tokens); m_y: class means; "
            "m: the mean of the class means; ⁺: pseudo-inverse.")
 

@@ -58,9 +58,9 @@ if sel is not None:
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Layers kept", f"{ell} of {L}")
         m2.metric("Trainable parameters", f"{cst['trainable_params'] / 1e6:.2f} M",
-                  f"{cst['params_vs_full']:.0%} of full", delta_color="off")
+                  f"{cst['params_vs_full']:.0%} of full", delta_color="off", delta_arrow="off")
         m3.metric("Training FLOPs / example", f"{cst['flops_per_example'] / 1e9:.2f} G",
-                  f"{cst['flops_vs_full']:.0%} of full", delta_color="off")
+                  f"{cst['flops_vs_full']:.0%} of full", delta_color="off", delta_arrow="off")
         m4.metric("Train / held-out texts", f"{len(res.labels)} / {eval_n}")
     except VariscopeError as e:
         st.error(str(e))
@@ -153,7 +153,11 @@ def live():
                      "metric": f"{res_.get('metric', '')} {res_['eval'][res_['metric']]:.4f}" if res_.get("eval") else "",
                      "trainable params": res_.get("trainable_params"), "FLOPs vs full": res_.get("flops_vs_full"),
                      "train time (s)": res_.get("train_seconds"), "steps/s": res_.get("steps_per_second")})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"train_table")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="train_table", column_config={
+        "trainable params": st.column_config.NumberColumn(format="compact"),
+        "FLOPs vs full": st.column_config.NumberColumn(format="percent"),
+        "train time (s)": st.column_config.NumberColumn(format="%.1f"),
+        "steps/s": st.column_config.NumberColumn(format="%.2f")})
     done = [r for r in runs if r["monitor"].snapshot()["result"]]
     if done:
         fig = go.Figure()
