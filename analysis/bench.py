@@ -183,7 +183,9 @@ def bench_metric(a, res):
         for C in (2, 5, 20):
             y = rng.integers(0, C, N)
             h = (rng.normal(size=(N, d)) + rng.normal(size=(C, d))[y]).astype(np.float32)
-            h64, W = h.astype(np.float64), rng.normal(size=(d, C))
+            import torch
+
+            h64, W = torch.from_numpy(h.astype(np.float64)), torch.from_numpy(rng.normal(size=(d, C)))
             variability(h, y)
             ours, gemm = [], []
             for _ in range(a.reps or (31 if a.quick else 61)):  # alternate with a reference product

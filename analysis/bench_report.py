@@ -98,7 +98,7 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
               f"{b['unsorted_texts_per_s']:.0f} texts/s: {b['speedup']:.2f}×."]
     if res.get("metric"):
         L += ["", "## ν: exact low-rank formula vs d×d pseudo-inverse (N = 2000)", "",
-              "`one product` is a float64 (N×d)·(d×C) matrix product timed alternately with ν: it shows what the "
+              "`one product` is a float64 (N×d)·(d×C) torch matrix product timed alternately with ν: it shows what the "
               "machine was doing at that moment (ν needs two such products plus a float64 conversion of the layer).", "",
               "| d | C | ours ms | one product ms | ours ÷ product | d×d pinv ms | speed-up | rel. diff |",
               "|---|---|---|---|---|---|---|---|"]

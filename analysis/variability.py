@@ -14,12 +14,14 @@ For vectors ``h`` grouped by label ``y`` (C classes, class means ``m_y``,
 
 which needs only the projections of the centred vectors on the r columns of U:
 O(N·d·r) work, no d×d matrix and no d×d pseudo-inverse. Everything runs in
-float64. :func:`variability` is the only implementation of ν in Variscope;
+float64 (the two passes over the states on torch's CPU kernels, the small
+C×d algebra in NumPy). :func:`variability` is the only implementation of ν in Variscope;
 the app, the CLI, the benchmarks and the tests all call it.
 """
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass, field, asdict
 from typing import Sequence
 
@@ -105,10 +107,14 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     Two passes over row blocks of ``h`` converted to float64 (at most
     ``_BLOCK_ELEMS`` values each, so a large float32 layer is never copied
     whole; a layer that fits in one block is converted once for both passes).
-    Pass 1 forms the class sums with a one-hot (C×rows) product, pass 2 the
-    projections on the r ≤ C−1 directions of Σ_b: two BLAS products of
-    O(N·d·C) each. Raises VariscopeError on NaN or infinite states.
+    Pass 1 forms the class sums (scatter-add, O(N·d)), pass 2 the projections
+    on the r ≤ C−1 directions of Σ_b (one matrix product, O(N·d·r)). The
+    passes run on torch's CPU kernels in float64: its conversion and
+    scatter-add are multi-threaded, and they share the thread pool the
+    forward pass just used. Raises VariscopeError on NaN or infinite states.
     """
+    import torch
+
     C, (N, d) = len(counts), h.shape
     if weighting == "equal":
         pi = np.full(C, 1.0 / C)
@@ -116,11 +122,12 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
         pi = counts / counts.sum()
     else:
         raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
+    idx = torch.from_numpy(np.ascontiguousarray(inverse, dtype=np.int64))
     blocks = _blocks64(h)
-    sums = np.zeros((C, d))
-    with np.errstate(invalid="ignore", over="ignore"):   # non-finite input: reported below
-        for rows, block in blocks():
-            sums += _onehot(inverse[rows], C) @ block
+    sums = torch.zeros((C, d), dtype=torch.float64)
+    for rows, block in blocks():
+        sums.index_add_(0, idx[rows], block)
+    sums = sums.numpy()
     if not np.all(np.isfinite(sums)):                     # float32 sums cannot overflow float64
         raise VariscopeError("the hidden states contain NaN or infinite values")
     means = sums / counts[:, None]                        # (C, d) class means m_y
@@ -129,16 +136,15 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     U, ev = _between_eig(Mw, np.sqrt(pi))                 # (d, r) directions, (r,) eigenvalues of Σ_b
     if ev is None:
         return float("inf")                               # all class means coincide
-    Ut = np.ascontiguousarray(U.T)                        # (r, d)
-    mUt = Ut @ means.T                                    # (r, C) projected class means
-    sq = np.zeros((U.shape[1], C))
+    Ud = torch.from_numpy(np.ascontiguousarray(U))        # (d, r)
+    mU = torch.from_numpy(means @ U)                      # (C, r) projected class means
+    sq = torch.zeros((C, U.shape[1]), dtype=torch.float64)
     for rows, block in blocks():
-        y = inverse[rows]
-        Pt = Ut @ block.T                                 # (r, rows) projections
-        Pt -= mUt[:, y]                                   # centred on their class means
-        Pt *= Pt
-        sq += Pt @ _onehot(y, C).T
-    w = (sq / counts) @ pi                                # (r,) u_kᵀ Σ_w u_k
+        y = idx[rows]
+        P = block @ Ud                                    # (rows, r) projections
+        P -= mU[y]                                        # centred on their class means
+        sq.index_add_(0, y, P.square_())
+    w = pi @ (sq.numpy() / counts[:, None])               # (r,) u_kᵀ Σ_w u_k
     return float(np.sum(w / ev) / C)
 
 
@@ -178,27 +184,36 @@ _BLOCK_ELEMS = 1 << 22                                    # 32 MB of float64 per
 
 
 def _blocks64(h: np.ndarray):
-    """Return a callable yielding ``(slice, float64 block)`` over row blocks of h.
+    """Return a callable yielding ``(slice, float64 torch block)`` over row blocks of h.
 
     Blocks hold at most ``_BLOCK_ELEMS`` values, in a per-thread scratch
     buffer that is reused between calls (a fresh 10 MB array costs more in
     page faults than the conversion itself). If h fits in one block it is
-    converted once and every call reuses it.
+    converted once and every call reuses it. The blocks share memory with
+    the buffer (or with h when it is already float64): read them, never
+    write them.
     """
+    import torch
+
     N, d = h.shape
+    if h.dtype not in (np.float16, np.float32, np.float64) or any(st < 0 for st in h.strides):
+        h = np.array(h, dtype=np.float64 if h.dtype.itemsize > 8 else h.dtype)   # torch cannot view these
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # read-only arrays: we only read them
+        src = torch.from_numpy(h)
     step = max(1, min(N, _BLOCK_ELEMS // max(d, 1)))
     if step >= N and h.dtype == np.float64:
-        return lambda: iter([(slice(0, N), h)])
-    buf = _scratch(step * d).reshape(step, d)
+        return lambda: iter([(slice(0, N), src)])
+    buf = torch.from_numpy(_scratch(step * d).reshape(step, d))
     if step >= N:
-        buf[...] = h
+        buf.copy_(src)
         return lambda: iter([(slice(0, N), buf)])
 
     def gen():
         for s in range(0, N, step):
             e = min(N, s + step)
             b = buf[:e - s]
-            b[...] = h[s:e]
+            b.copy_(src[s:e])
             yield slice(s, e), b
     return gen
 
@@ -212,13 +227,6 @@ def _scratch(size: int) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = _local.buf = np.empty(size)
     return buf[:size]
-
-
-def _onehot(idx: np.ndarray, C: int) -> np.ndarray:
-    """(C, len(idx)) float64 indicator matrix of the class indices."""
-    out = np.zeros((C, len(idx)))
-    out[idx, np.arange(len(idx))] = 1.0
-    return out
 
 
 def _rank_tol(d: int, C: int) -> float:

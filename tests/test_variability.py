@@ -118,3 +118,19 @@ def test_rank_deficient_between_class_scatter_matches_pinv(rng, d):
     a, b = variability(h, y), variability_pinv(h, y)
     assert np.isfinite(a) and a > 0
     assert abs(a - b) / b < 1e-6
+
+
+def test_any_float_layout_gives_the_same_nu(rng):
+    """float16/float32/float64, read-only, reversed and Fortran-ordered arrays are all read correctly."""
+    h, y = blobs(rng, [25, 35, 30], 96)
+    base = variability(h, y)
+    ro = h.copy()
+    ro.flags.writeable = False
+    assert variability(ro, y) == pytest.approx(base, rel=1e-12)
+    assert variability(h[::-1], y[::-1]) == pytest.approx(base, rel=1e-12)
+    assert variability(np.asfortranarray(h), y) == pytest.approx(base, rel=1e-12)
+    h32, h16 = h.astype(np.float32), h.astype(np.float16)
+    assert variability(h32, y) == pytest.approx(variability_pinv(h32, y), rel=1e-6)
+    assert variability(h16, y) == pytest.approx(variability_pinv(h16.astype(np.float64), y), rel=1e-6)
+    assert variability(np.rint(h * 100).astype(np.int32), y) == pytest.approx(
+        variability(np.rint(h * 100), y), rel=1e-12)
