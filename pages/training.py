@@ -110,7 +110,8 @@ def _history_chart(snap):
         fig.add_scatter(x=[e["step"] for e in evals], y=[e["eval"][name] for e in evals], name=f"held-out {name}",
                         mode="lines+markers", yaxis="y2")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="step",
-                      yaxis=dict(title="loss"), yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1]),
+                      yaxis=dict(title="loss"), yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1], tickmode="linear",
+                                  tick0=0, dtick=0.2, showgrid=False),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
