@@ -138,12 +138,15 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
           "`--only curve,metric,...` picks sections (curve, batching, metric, cache, depth, projection, training, "
           "memory); `--reps` overrides the repetitions.", "", "## GPU", ""]
     if str(m["device"]).startswith("cuda"):
-        L.append(f"This run used **{m['card']}**: extraction in {m.get('dtype', 'bfloat16')} under autocast with "
-                 "pinned-memory transfers, CUDA-synchronised timings, and cuML's UMAP when it was importable.")
+        dt = str(m.get("dtype", ""))
+        how = (f"float32 weights with the forward pass under {dt.split('-', 1)[1]} autocast" if dt.startswith("autocast-")
+               else f"weights in {dt}")
+        L.append(f"This run used **{m['card']}**: {how}, pinned-memory transfers, CUDA-synchronised timings, and "
+                 "cuML's UMAP when it was importable; ν in float64.")
     else:
         L += ["This run had no GPU. On a CUDA machine, `python -m analysis bench --quick --device cuda --json "
-              "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with bf16 "
-              "extraction (autocast), pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when it is "
+              "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with float32 "
+              "weights under bf16 autocast, pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when it is "
               "installed); ν stays float64. No GPU run is recorded yet: no CUDA machine was available to this project "
               "so far."]
     if res.get("skipped"):

@@ -9,6 +9,8 @@ the benchmarks reuse it for the bare-forward floor.
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 import warnings
 from dataclasses import dataclass
@@ -91,6 +93,13 @@ def pool(hidden_states, attention_mask, special_tokens_mask, pooling: str):
 
     if pooling not in POOLINGS:
         raise VariscopeError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+    with torch.autocast(hidden_states[0].device.type, enabled=False):  # float32 even inside an autocast forward
+        return _pool32(hidden_states, attention_mask, special_tokens_mask, pooling)
+
+
+def _pool32(hidden_states, attention_mask, special_tokens_mask, pooling: str):
+    import torch
+
     am = attention_mask.to(torch.float32)
     if pooling in ("mean", "mean_all"):
         w = am
@@ -113,6 +122,9 @@ def forward_batches(model, batches: Sequence[Batch], *, device: str,
                     hidden_states: bool = True) -> None:
     """Run the model on every batch under ``torch.inference_mode``.
 
+    A model loaded with an ``autocast-…`` dtype (the CUDA default) runs under
+    ``torch.autocast`` in that dtype; pooling is always done in float32.
+
     ``on_output(batch, outputs)`` receives each batch's model output. On CUDA
     out-of-memory, a batch is split in half and retried (down to one text).
     ``progress(done_texts, total_texts)`` is called after every batch.
@@ -122,7 +134,9 @@ def forward_batches(model, batches: Sequence[Batch], *, device: str,
     total = sum(len(b.index) for b in batches)
     done = 0
     queue = list(batches)[::-1]
-    with torch.inference_mode():
+    amp = getattr(model, "variscope_autocast", None)
+    amp = torch.autocast(str(device).split(":")[0], dtype=getattr(torch, amp)) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), amp:
         while queue:
             b = queue.pop()
             cuda = str(device).startswith("cuda")

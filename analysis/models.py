@@ -248,8 +248,17 @@ def resolve_device(device: str = "auto") -> str:
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+AUTOCAST = "autocast-"
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
-    """'auto' → float32 on CPU/MPS, bfloat16 on CUDA when supported."""
+    """The precision to load and run a model with.
+
+    'auto' → float32 on CPU/MPS; on CUDA, mixed precision: float32 weights
+    with the forward pass under ``torch.autocast`` in bfloat16 (float16 on
+    cards without bf16), returned as ``"autocast-bfloat16"``. An explicit
+    'bfloat16'/'float16' casts the weights themselves (half the memory).
+    """
     dtype = (dtype or "auto").lower()
     aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
     dtype = aliases.get(dtype, dtype)
@@ -259,7 +268,7 @@ def resolve_dtype(dtype: str, device: str) -> str:
         if device.startswith("cuda"):
             import torch
 
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            return AUTOCAST + ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
         return "float32"
     if device == "cpu" and dtype == "float16":
         raise VariscopeError("float16 is not supported on the CPU; use float32 or bfloat16")
@@ -271,7 +280,9 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
     """Load ``(model, tokenizer)`` for hidden-state extraction.
 
     The model is in eval mode on ``device`` (or spread by ``device_map="auto"``
-    through accelerate). Decoder tokenizers without a pad token get their EOS
+    through accelerate). ``dtype`` is a :func:`resolve_dtype` result; for
+    ``"autocast-…"`` the weights stay float32 and ``model.variscope_autocast``
+    names the dtype the forward passes autocast to. Decoder tokenizers without a pad token get their EOS
     token as pad, padding on the right.
     """
     import torch
@@ -314,7 +325,8 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
             raise VariscopeError(f"tokenizer of '{ref.name}' has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    torch_dtype = getattr(torch, dtype)
+    autocast = dtype[len(AUTOCAST):] if dtype.startswith(AUTOCAST) else None
+    torch_dtype = torch.float32 if autocast else getattr(torch, dtype)
     try:
         if device_map:
             model = AutoModel.from_pretrained(ref.location, dtype=torch_dtype, device_map=device_map, **kwargs)
@@ -324,6 +336,7 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
         raise _load_error(ref, e) from None
     model.eval()
     model.config.output_hidden_states = True
+    model.variscope_autocast = autocast  # read by hidden_states.forward_batches
     return model, tokenizer
 
 

@@ -486,8 +486,8 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
                 save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
                 use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
                 dataloader_num_workers=0, dataloader_pin_memory=device.startswith("cuda"),
-                bf16=device.startswith("cuda") and dtype == "bfloat16",
-                fp16=device.startswith("cuda") and dtype == "float16")
+                bf16=device.startswith("cuda") and dtype.endswith("bfloat16"),
+                fp16=device.startswith("cuda") and dtype.endswith("float16") and not dtype.endswith("bfloat16"))
             live = _callback_class()(monitor, cfg.batch_size)
             trainer = Trainer(model=model, args=args, train_dataset=_Encoded(enc_tr, train_data.labels),
                               eval_dataset=_Encoded(enc_ev, eval_data.labels), data_collator=_collate,

@@ -57,3 +57,37 @@ def test_report_from_json_redraws_without_measuring(tmp_path, capsys):
     assert capsys.readouterr().out == ""  # nothing was measured
     assert main(["bench", "--report-from", str(tmp_path / "missing.json"), "--doc", str(doc)]) == 2
     assert "cannot read benchmark results" in capsys.readouterr().err
+
+
+def test_auto_dtype_on_cuda_means_float32_weights_with_autocast(monkeypatch):
+    import torch
+
+    from analysis.models import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", "cuda") == "autocast-bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", "cuda:1") == "autocast-float16"
+    assert resolve_dtype("bf16", "cuda") == "bfloat16"  # explicit: the weights are cast
+
+
+def test_autocast_models_keep_float32_weights_and_run_under_autocast():
+    """The CUDA default path, exercised with CPU autocast: weights stay float32, the forward pass runs in
+    bfloat16 (states close to, but not equal to, float32 ones), pooled states come back float32."""
+    import numpy as np
+    import torch
+
+    from analysis.hidden_states import extract_states
+    from analysis.models import load_model, resolve_model
+
+    texts = ["a gripping, beautifully acted film", "dull and far too long", "not bad at all", "a mess"] * 2
+    ref = resolve_model("minilm")
+    m32, tok = load_model(ref, device="cpu", dtype="float32")
+    mix, _ = load_model(ref, device="cpu", dtype="autocast-bfloat16")
+    assert m32.variscope_autocast is None and mix.variscope_autocast == "bfloat16"
+    assert next(mix.parameters()).dtype == torch.float32
+    a = extract_states(m32, tok, texts, device="cpu")
+    b = extract_states(mix, tok, texts, device="cpu")
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    rel = np.abs(a - b).max() / np.abs(a).max()
+    assert 0 < rel < 0.1  # bf16 rounding shows, and nothing else changed
