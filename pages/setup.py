@@ -144,7 +144,8 @@ bound(o5.selectbox, "Pooling", "pooling", options=["mean", "mean_all", "first", 
 bound(o6.selectbox, "Device", "device", options=["auto", "cpu", "cuda", "mps"],
       help=f"auto picks: {_detected_device()}")
 bound(o7.selectbox, "Dtype", "dtype", options=["auto", "float32", "bfloat16", "float16"],
-      help="auto: float32 on CPU, bfloat16 on a GPU")
+      help="auto: float32 on CPU; on a CUDA GPU float32 weights with a bfloat16 autocast forward pass. "
+           "bfloat16 or float16 cast the weights themselves (half the memory).")
 bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=1000, step=50)
 
 if st.button("Compute", type="primary", key="compute"):
