@@ -174,6 +174,8 @@ def bench_batching(a, res):
 
 @section("metric")
 def bench_metric(a, res):
+    import torch
+
     from .variability import variability, variability_pinv
 
     rng = np.random.default_rng(0)
@@ -183,8 +185,6 @@ def bench_metric(a, res):
         for C in (2, 5, 20):
             y = rng.integers(0, C, N)
             h = (rng.normal(size=(N, d)) + rng.normal(size=(C, d))[y]).astype(np.float32)
-            import torch
-
             h64, W = torch.from_numpy(h.astype(np.float64)), torch.from_numpy(rng.normal(size=(d, C)))
             variability(h, y)
             ours, gemm = [], []
@@ -380,6 +380,9 @@ def run(a) -> int:
             res = json.loads(open(a.report_from, encoding="utf-8").read())
         except (OSError, ValueError) as e:
             raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
+        if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
+            raise VariscopeError(f"{a.report_from} is not the JSON of a `python -m analysis bench` run "
+                                 f"(no 'machine' entry)")
         bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
         return 0
     import platform
@@ -390,9 +393,9 @@ def run(a) -> int:
 
     dev = resolve_device(a.device)
     card = torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine()
-    res = {"command": _command(a), "quick": bool(a.quick), "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                                               "torch": torch.__version__, "device": dev, "card": card,
-                                               "dtype": str(resolve_dtype(a.dtype, dev))}}
+    machine = {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "device": dev, "card": card, "dtype": resolve_dtype(a.dtype, dev)}
+    res = {"command": _command(a), "quick": bool(a.quick), "machine": machine}
     only = set(a.only.split(",")) if a.only else None
     for name, f in SECTIONS.items():
         if only and name not in only:

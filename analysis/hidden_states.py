@@ -10,7 +10,6 @@ the benchmarks reuse it for the bare-forward floor.
 from __future__ import annotations
 
 import contextlib
-
 import time
 import warnings
 from dataclasses import dataclass

@@ -275,6 +275,13 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
+def split_dtype(dtype: str) -> tuple[str, str | None]:
+    """(weights dtype, autocast dtype or None) of a :func:`resolve_dtype` result."""
+    if dtype.startswith(AUTOCAST):
+        return "float32", dtype[len(AUTOCAST):]
+    return dtype, None
+
+
 def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
                trust_remote_code: bool = False, device_map: str | None = None):
     """Load ``(model, tokenizer)`` for hidden-state extraction.
@@ -325,8 +332,8 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
             raise VariscopeError(f"tokenizer of '{ref.name}' has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    autocast = dtype[len(AUTOCAST):] if dtype.startswith(AUTOCAST) else None
-    torch_dtype = torch.float32 if autocast else getattr(torch, dtype)
+    weights, autocast = split_dtype(dtype)
+    torch_dtype = getattr(torch, weights)
     try:
         if device_map:
             model = AutoModel.from_pretrained(ref.location, dtype=torch_dtype, device_map=device_map, **kwargs)

@@ -106,8 +106,9 @@ def umap_project(X: np.ndarray, cfg: ProjectionConfig) -> np.ndarray:
 def pairwise_distances(Z: np.ndarray, metric: str) -> np.ndarray:
     """Exact (n, n) float32 distances of the rows of Z (n, k), for UMAP's precomputed mode.
 
-    Same values as umap-learn's own exact path (cosine and correlation of a
-    zero row count as distance 1 to everything else and 0 to itself).
+    Same values as umap-learn's own exact path, including its rule for
+    degenerate rows under cosine (zero rows) and correlation (constant rows):
+    distance 0 between two of them, 1 to any other row.
     """
     from scipy.spatial.distance import cdist
 
@@ -115,6 +116,9 @@ def pairwise_distances(Z: np.ndarray, metric: str) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         D = cdist(Z, Z, _CDIST[metric])
     D = np.nan_to_num(D, nan=1.0)
+    if metric in ("cosine", "correlation"):
+        flat = ~np.any((Z - Z.mean(1, keepdims=True)) if metric == "correlation" else Z, axis=1)
+        D[np.ix_(flat, flat)] = 0.0
     np.fill_diagonal(D, 0.0)
     return np.maximum(D, 0.0).astype(np.float32)
 

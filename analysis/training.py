@@ -420,7 +420,7 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
     import transformers
     from transformers import Trainer, TrainingArguments
 
-    from .models import layer_list, resolve_device, resolve_dtype, resolve_model
+    from .models import layer_list, resolve_device, resolve_dtype, resolve_model, split_dtype
     from .pipeline import cached_model, prepare_sample
     from .tasks import SampleConfig
 
@@ -456,6 +456,8 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
         ref = resolve_model(a.model, revision=a.revision)
         device = resolve_device(a.device)
         dtype = resolve_dtype(a.dtype, device)
+        weights, amp = split_dtype(dtype)
+        compute = amp or weights  # the dtype the forward pass runs in (Trainer AMP on CUDA)
         base, tok = (loader or cached_model)(ref, device, "float32" if device == "cpu" else dtype, a.trust_remote_code)
         L = len(layer_list(base)[1])
         cfg.selection.check(L)
@@ -486,8 +488,8 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
                 save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
                 use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
                 dataloader_num_workers=0, dataloader_pin_memory=device.startswith("cuda"),
-                bf16=device.startswith("cuda") and dtype.endswith("bfloat16"),
-                fp16=device.startswith("cuda") and dtype.endswith("float16") and not dtype.endswith("bfloat16"))
+                bf16=device.startswith("cuda") and compute == "bfloat16",
+                fp16=device.startswith("cuda") and compute == "float16")
             live = _callback_class()(monitor, cfg.batch_size)
             trainer = Trainer(model=model, args=args, train_dataset=_Encoded(enc_tr, train_data.labels),
                               eval_dataset=_Encoded(enc_ev, eval_data.labels), data_collator=_collate,

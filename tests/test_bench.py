@@ -57,6 +57,14 @@ def test_report_from_json_redraws_without_measuring(tmp_path, capsys):
     assert capsys.readouterr().out == ""  # nothing was measured
     assert main(["bench", "--report-from", str(tmp_path / "missing.json"), "--doc", str(doc)]) == 2
     assert "cannot read benchmark results" in capsys.readouterr().err
+    for bad in ('{"a": 1}', "[1, 2]"):
+        other = tmp_path / "other.json"
+        other.write_text(bad)
+        fresh = tmp_path / "fresh"
+        assert main(["bench", "--report-from", str(other), "--doc", str(fresh / "b.md"),
+                     "--plots", str(fresh / "img")]) == 2
+        assert "is not the JSON of a `python -m analysis bench` run" in capsys.readouterr().err
+        assert not fresh.exists()  # nothing half-written
 
 
 def test_auto_dtype_on_cuda_means_float32_weights_with_autocast(monkeypatch):

@@ -18,11 +18,15 @@ def test_precomputed_distances_match_sklearn(rng, metric, sk):
     np.testing.assert_allclose(D, ref, atol=1e-5)
 
 
-def test_zero_rows_under_cosine_are_far_not_nan():
-    Z = np.array([[0, 0], [1, 0], [0, 1], [0, 0]], np.float32)
-    D = pairwise_distances(Z, "cosine")
-    assert np.all(np.isfinite(D))
-    assert D[0, 1] == 1 and D[0, 0] == 0
+def test_degenerate_rows_follow_umap_learn():
+    from umap.distances import correlation, cosine
+
+    Z = np.array([[0, 0, 0], [1, 0, 2], [0, 1, 0], [0, 0, 0], [3, 3, 3]], np.float64)
+    for name, ref in (("cosine", cosine), ("correlation", correlation)):
+        D = pairwise_distances(Z, name)
+        assert np.all(np.isfinite(D))
+        want = np.array([[ref(a, b) if i != j else 0.0 for j, b in enumerate(Z)] for i, a in enumerate(Z)])
+        np.testing.assert_allclose(D, want, atol=1e-6)
 
 
 def test_umap_separates_blobs_and_pca_is_deterministic(rng):
