@@ -404,9 +404,9 @@ def run(a) -> int:
         f(a, res)
         res.setdefault("section_seconds", {})[name] = time.perf_counter() - t
     if a.json:
-        from .cli import _write_atomic
+        from .atomic import write_atomic
 
-        _write_atomic(a.json, json.dumps(res, indent=2, default=float))
+        write_atomic(a.json, json.dumps(res, indent=2, default=float))
     if a.plots or a.doc:
         from . import bench_report
 

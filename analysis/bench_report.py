@@ -152,7 +152,7 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
     if res.get("skipped"):
         L += ["", "Skipped: " + "; ".join(res["skipped"])]
     Path(doc).parent.mkdir(parents=True, exist_ok=True)
-    from .cli import _write_atomic
+    from .atomic import write_atomic
 
     Path(doc).parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(doc, "\n".join(L) + "\n")
+    write_atomic(doc, "\n".join(L) + "\n")

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import publish_dir, staging_dir
 from .errors import VariscopeError
 
 KINDS = ("states", "projections", "runs")
@@ -71,10 +71,7 @@ class DiskCache:
              blobs: dict | None = None, version: int = 0, config: dict | None = None) -> Path:
         """Write an entry atomically; returns its folder. An existing entry wins."""
         final = self._dir(kind, key)
-        tmp_root = self.root / ".tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key[:8]}-", dir=tmp_root))
-        try:
+        with staging_dir(self.root / ".tmp", prefix=f"{kind}-{key[:8]}-") as tmp:
             files = {}
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr)
@@ -92,15 +89,7 @@ class DiskCache:
                         "created": time.time(), "files": files, "meta": meta or {},
                         "config": config or {}}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not final.exists():
-                    raise
-                # another process won the race: keep its entry
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            publish_dir(tmp, final)  # another process may have won the race: keep its entry
         return final
 
     def load(self, kind: str, key: str, *, version: int | None = None):

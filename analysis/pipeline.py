@@ -187,3 +187,14 @@ def compute_curve(cfg: AnalysisConfig, *, bootstrap: int = 0, weighting: str = "
     st.seconds["variability"] = time.perf_counter() - t
     st.seconds["total"] += st.seconds["variability"]
     return curve, st
+
+
+def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rule: str) -> dict:
+    """The JSON record of a curve (CLI ``--json`` and the app's download share these keys).
+
+    ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``.
+    """
+    return {"model": cfg.model, "task": cfg.task.label(), "split": cfg.task.split, "pooling": cfg.pooling,
+            "max_length": cfg.max_length, "n": int(n), "seed": cfg.sampling.seed, "layers": curve["layers"],
+            "variability": curve["variability"], "band": curve["band"], "counts": curve["counts"],
+            "recommended_layer": int(recommended), "rule": rule}

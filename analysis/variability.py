@@ -279,6 +279,21 @@ class CurveResult:
         d["band"] = None if self.band is None else {"low": self.band[0], "high": self.band[1]}
         return d
 
+    def to_csv(self) -> str:
+        return curve_csv(self.to_dict())
+
+
+def curve_csv(curve: dict) -> str:
+    """CSV text of a curve dict (``CurveResult.to_dict()``): layer, variability[, band_low, band_high]."""
+    band = curve.get("band")
+    lines = ["layer,variability" + (",band_low,band_high" if band else "")]
+    for i, layer in enumerate(curve["layers"]):
+        row = f"{layer},{curve['variability'][i]!r}"
+        if band:
+            row += f",{band['low'][i]!r},{band['high'][i]!r}"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
 
 def variability_curve(
     states: np.ndarray,

@@ -76,19 +76,14 @@ def _copy_back(wkey: str, key: str) -> None:
 
 
 def analysis_config():
-    """AnalysisConfig from the session's settings."""
-    from analysis.pipeline import AnalysisConfig
-    from analysis.tasks import SampleConfig, TaskConfig
+    """AnalysisConfig from the session's settings (the same settings layer as the CLI)."""
+    from analysis.settings import DEFAULTS, from_settings
 
     ss = st.session_state
     up = ss.get("upload")
-    task = TaskConfig(name=None if up else ss["task"], data=up["name"] if up else None, split=ss["split"],
-                      text_col=ss["text_col"], text_pair_col=ss["text_pair_col"] or None,
-                      label_col=ss["label_col"], hf_config=ss["hf_config"] or None, bins=ss["bins"] or None)
-    samp = SampleConfig(n=ss["n"] or None, per_class=ss["per_class"] or None, seed=ss["seed"])
-    return AnalysisConfig(model=ss["model"], task=task, sampling=samp, pooling=ss["pooling"],
-                          max_length=ss["max_length"], device=ss["device"], dtype=ss["dtype"],
-                          trust_remote_code=bool(ss["trust_remote_code"]))
+    settings = {k: ss[k] for k in DEFAULTS if k in ss}
+    settings.update(task=None if up else ss["task"], data=up["name"] if up else None)
+    return from_settings(settings)
 
 
 def upload_bytes():
@@ -165,8 +160,12 @@ def page_states(min_layer: int = 0):
     """
     from analysis.selection import recommend_layer
 
-    cfg = analysis_config()
-    res = get_states_ui(cfg)
+    try:
+        cfg = analysis_config()
+    except VariscopeError as e:
+        st.error(str(e))
+        cfg = None
+    res = get_states_ui(cfg) if cfg is not None else None
     if res is None:
         st.page_link("pages/setup.py", label="Fix the settings on the Setup page", icon="⚙️")
         st.stop()

@@ -1,0 +1,109 @@
+"""The analysis subcommands: curve, cache, models, tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..atomic import write_atomic
+from ..errors import VariscopeError
+from .common import add_data_args, config_from_args, make_cache, tqdm_progress
+
+
+def cmd_curve(a) -> int:
+    from ..pipeline import compute_curve, curve_record
+    from ..selection import recommend_layer
+
+    cfg = config_from_args(a)
+    cache = make_cache(a)
+    t0 = time.perf_counter()
+    curve, st = compute_curve(cfg, cache=cache, use_cache=not a.no_cache, bootstrap=a.bootstrap,
+                              weighting=a.weighting, progress=tqdm_progress("extracting"))
+    best = recommend_layer(curve.variability, rule=a.rule, tolerance=a.tolerance)
+    out = {
+        **curve_record(cfg, curve.to_dict(), len(st.labels), best, a.rule),
+        "weighting": a.weighting, "cache_hit": st.cache_hit,
+        "cache_key": st.key, "device": st.info.get("device"), "dtype": st.info.get("dtype"),
+        "warnings": st.info.get("warnings", []),
+        "seconds": {**{k: round(v, 4) for k, v in st.seconds.items()}, "total": round(time.perf_counter() - t0, 4)},
+    }
+    for w in out["warnings"]:
+        print(f"note: {w}", file=sys.stderr)
+    print(f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, pooling={cfg.pooling}, "
+          f"{'cache hit' if st.cache_hit else 'computed'} in {out['seconds']['total']:.2f}s")
+    print(f"{'layer':>5}  {'nu':>12}" + (f"  {'band':>25}" if curve.band else ""))
+    for i, l in enumerate(curve.layers):
+        row = f"{l:>5}  {curve.variability[i]:>12.5g}"
+        if curve.band:
+            row += f"  [{curve.band[0][i]:>11.5g}, {curve.band[1][i]:>11.5g}]"
+        print(row + ("   <- recommended" if l == best else ""))
+    if a.json:
+        write_atomic(a.json, json.dumps(out, indent=2))
+    if a.csv:
+        write_atomic(a.csv, curve.to_csv())
+    return 0
+
+
+def cmd_cache(a) -> int:
+    cache = make_cache(a)
+    if a.action == "list":
+        rows = cache.entries()
+        total = sum(r["bytes"] for r in rows)
+        for r in rows:
+            print(f"{r['kind']:<12} {r['key']}  {r['bytes'] / 2**20:8.2f} MB  {r['describe']}")
+        print(f"{len(rows)} entries, {total / 2**20:.2f} MB in {cache.root}")
+    else:
+        n = cache.clear(kind=a.kind, key=a.key)
+        print(f"deleted {n} entries from {cache.root}")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from ..models import registry_status
+
+    for r in registry_status():
+        state = "installed" if r["installed"] else f"not installed: {r['install']}"
+        print(f"{r['name']:<8} {r['title']:<45} {r['params'] / 1e6:6.1f}M params  {state}")
+    print("Also: any local model folder, or any Hugging Face model id (needs the hub or its local cache).")
+    return 0
+
+
+def cmd_tasks(a) -> int:
+    from ..tasks import GLUE, OFFLINE, TaskConfig, load_task
+
+    for name, (pkg, title) in OFFLINE.items():
+        try:
+            t = load_task(TaskConfig(name=name))
+            state = f"{len(t)} train texts, {len(t.label_names)} classes"
+        except VariscopeError as e:
+            state = str(e)
+        print(f"{name:<18} {title:<55} {state}")
+    print(f"GLUE (needs the hub or its cache): {', '.join(GLUE)}; any HF dataset id; --data FILE.")
+    return 0
+
+
+def register(sub) -> None:
+    c = sub.add_parser("curve", help="variability ratio per layer")
+    add_data_args(c)
+    c.add_argument("--bootstrap", type=int, default=0, help="B resamples for a 5-95%% band")
+    c.add_argument("--weighting", default="equal", choices=["equal", "size"])
+    c.add_argument("--rule", default="argmin", choices=["argmin", "plateau"])
+    c.add_argument("--tolerance", type=float, default=10.0, help="plateau rule: %% above the minimum")
+    c.add_argument("--json", default=None)
+    c.add_argument("--csv", default=None)
+    c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_curve)
+
+    k = sub.add_parser("cache", help="list or clear the disk cache")
+    k.add_argument("action", choices=["list", "clear"])
+    k.add_argument("--kind", default=None, choices=["states", "projections", "runs"])
+    k.add_argument("--key", default=None, help="key prefix")
+    k.add_argument("--cache-dir", default=None)
+    k.set_defaults(func=cmd_cache)
+
+    m = sub.add_parser("models", help="offline models")
+    m.set_defaults(func=cmd_models)
+    t = sub.add_parser("tasks", help="offline tasks")
+    t.set_defaults(func=cmd_tasks)

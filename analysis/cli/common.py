@@ -1,0 +1,73 @@
+"""Flags and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..settings import from_settings
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Model, task, sampling and extraction flags shared by curve, train and project."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="minilm", help="offline name (minilm, mpnet), folder or HF id")
+    g.add_argument("--revision", default=None, help="hub revision of the model (default main)")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code (off by default)")
+    g.add_argument("--task", default=None, help="offline task, GLUE task or HF dataset id (default rotten_tomatoes)")
+    g.add_argument("--data", default=None, help="CSV/TSV/JSONL file instead of --task")
+    g.add_argument("--text-col", default="text")
+    g.add_argument("--text-pair-col", default=None)
+    g.add_argument("--label-col", default="label")
+    g.add_argument("--hf-config", default=None, help="configuration (subset) of an HF dataset")
+    g.add_argument("--bins", type=int, default=None, help="bin a numeric label into K quantile classes")
+    g.add_argument("--split", default="train")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--n", type=int, default=1000, help="texts in total, stratified (default 1000; 0 = all)")
+    s.add_argument("--per-class", type=int, default=None, help="cap per class")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--imbalance", default=None, help="class ratios, e.g. 1:9")
+    s.add_argument("--fraction", type=float, default=None, help="keep this fraction of each class")
+    e = p.add_argument_group("extraction")
+    e.add_argument("--max-length", type=int, default=128)
+    e.add_argument("--pooling", default="mean", choices=["mean", "mean_all", "first", "last"])
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    e.add_argument("--device-map", default=None, choices=["auto"],
+                   help="spread a model too large for one GPU over the available devices (accelerate)")
+    e.add_argument("--cache-dir", default=None, help="default $VARISCOPE_CACHE or ./cache")
+    e.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
+
+def config_from_args(a):
+    """The AnalysisConfig of parsed data flags (through the shared settings layer)."""
+    return from_settings(vars(a))
+
+
+def make_cache(a):
+    from ..cache import DiskCache, check_cache_dir
+
+    root = a.cache_dir or os.environ.get("VARISCOPE_CACHE")
+    if root:
+        check_cache_dir(root)
+    return DiskCache(root)
+
+
+def tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = {}
+
+    def cb(done, total):
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
+        bar["b"].n = done
+        bar["b"].refresh()
+        if done >= total:
+            bar["b"].close()
+
+    return cb
+
+

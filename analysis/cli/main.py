@@ -1,0 +1,47 @@
+"""Command line: ``python -m analysis {curve,cache,models,tasks,bench,train,reproduce}``.
+
+Errors a user can cause print one line on stderr and exit with code 2
+(``--debug`` shows the traceback). Subcommands are imported explicitly: a
+broken module fails loudly instead of dropping its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from .. import bench
+from ..errors import VariscopeError
+from . import commands, reproduce, train
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis",
+                                description="Variscope: which layers of a language model already separate a task's classes.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    commands.register(sub)
+    b = sub.add_parser("bench", help="speed benchmarks (ratios measured side by side)")
+    bench.add_args(b)
+    b.set_defaults(func=bench.run)
+    train.register(sub)
+    reproduce.register(sub)
+
+    a = p.parse_args(argv)
+    debug = a.debug or os.environ.get("VARISCOPE_DEBUG") == "1"
+    if not debug:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    try:
+        return a.func(a)
+    except VariscopeError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,150 @@
+"""Settings → configs: one place where a flat dict of user settings becomes an AnalysisConfig.
+
+The CLI passes ``vars(args)``, the app passes its session state (values from
+the URL arrive as strings). Keys that are absent take the defaults below.
+Every value a user can type is checked here, once, with a one-line error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import VariscopeError
+
+#: The settings shared by the CLI's data flags and the app, with their defaults.
+DEFAULTS: dict[str, Any] = {
+    "model": "minilm",
+    "revision": None,
+    "trust_remote_code": False,
+    "task": None,
+    "data": None,
+    "split": "train",
+    "text_col": "text",
+    "text_pair_col": None,
+    "label_col": "label",
+    "hf_config": None,
+    "bins": None,
+    "n": 1000,
+    "per_class": None,
+    "seed": 0,
+    "imbalance": None,
+    "fraction": None,
+    "max_length": 128,
+    "pooling": "mean",
+    "batch_size": 32,
+    "device": "auto",
+    "dtype": "auto",
+    "device_map": None,
+}
+DEFAULT_TASK = "rotten_tomatoes"
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def _int(name: str, v, *, minimum: int | None = None, optional: bool = False) -> int | None:
+    if _blank(v):
+        if optional:
+            return None
+        raise VariscopeError(f"{name} needs a whole number")
+    if isinstance(v, bool):
+        raise VariscopeError(f"{name} must be a whole number, got {v!r}")
+    try:
+        f = float(v)
+        i = int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise VariscopeError(f"{name} must be a whole number, got {str(v)[:40]!r}") from None
+    if f != i:
+        raise VariscopeError(f"{name} must be a whole number, got {str(v)[:40]!r}")
+    if minimum is not None and i < minimum:
+        raise VariscopeError(f"{name} must be at least {minimum}, got {i}")
+    return i
+
+
+def _float(name: str, v, *, optional: bool = False) -> float | None:
+    import math
+
+    if _blank(v):
+        if optional:
+            return None
+        raise VariscopeError(f"{name} needs a number")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise VariscopeError(f"{name} must be a number, got {str(v)[:40]!r}") from None
+    if not math.isfinite(f):
+        raise VariscopeError(f"{name} must be a finite number, got {str(v)[:40]!r}")
+    return f
+
+
+def _str(v) -> str | None:
+    return None if _blank(v) else str(v).strip()
+
+
+def parse_imbalance(v) -> tuple[float, ...] | None:
+    """'1:9' (or a sequence of numbers) → (1.0, 9.0); finite and positive."""
+    import math
+
+    if _blank(v):
+        return None
+    parts = v.split(":") if isinstance(v, str) else list(v)
+    try:
+        ratio = tuple(float(x) for x in parts)
+    except (TypeError, ValueError):
+        raise VariscopeError(f"imbalance must look like 1:9, got {str(v)[:40]!r}") from None
+    if not ratio or not all(math.isfinite(r) and r > 0 for r in ratio):
+        raise VariscopeError(f"imbalance ratios must be positive finite numbers, got {str(v)[:40]!r}")
+    return ratio
+
+
+def from_settings(settings: Mapping[str, Any]):
+    """An :class:`~analysis.pipeline.AnalysisConfig` from a flat dict of settings.
+
+    ``n`` of 0 or None means all texts. ``task`` and ``data`` are exclusive;
+    neither means the default task.
+    """
+    from .pipeline import AnalysisConfig
+    from .tasks import SampleConfig, TaskConfig
+
+    s = {**DEFAULTS, **{k: v for k, v in settings.items() if k in DEFAULTS}}
+    data, task = _str(s["data"]), _str(s["task"])
+    if data and task:
+        raise VariscopeError("give either a task or a data file, not both")
+    tc = TaskConfig(
+        name=None if data else (task or DEFAULT_TASK),
+        data=data,
+        split=_str(s["split"]) or "train",
+        text_col=_str(s["text_col"]) or "text",
+        text_pair_col=_str(s["text_pair_col"]),
+        label_col=_str(s["label_col"]) or "label",
+        hf_config=_str(s["hf_config"]),
+        bins=_int("bins", s["bins"], minimum=2, optional=True),
+    )
+    n = _int("n", s["n"], minimum=0, optional=True)
+    fraction = _float("fraction", s["fraction"], optional=True)
+    if fraction is not None and not 0 < fraction <= 1:
+        raise VariscopeError(f"fraction must be in (0, 1], got {fraction}")
+    sc = SampleConfig(
+        n=n or None,
+        per_class=_int("per-class cap", s["per_class"], minimum=1, optional=True),
+        seed=_int("seed", s["seed"], minimum=0) or 0,
+        imbalance=parse_imbalance(s["imbalance"]),
+        fraction=fraction,
+    )
+    cfg = AnalysisConfig(
+        model=_str(s["model"]) or DEFAULTS["model"],
+        task=tc,
+        sampling=sc,
+        pooling=_str(s["pooling"]) or "mean",
+        max_length=_int("max length", s["max_length"], minimum=1) or 1,
+        dtype=_str(s["dtype"]) or "auto",
+        device=_str(s["device"]) or "auto",
+        batch_size=_int("batch size", s["batch_size"], minimum=1) or 1,
+        revision=_str(s["revision"]),
+        trust_remote_code=bool(s["trust_remote_code"]),
+        device_map=_str(s["device_map"]),
+    )
+    cfg.validate()
+    return cfg
