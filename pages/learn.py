@@ -2,10 +2,10 @@
 import re
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.toy import gaussian_classes
+from pages._charts import toy_figure
 from pages._common import ensure_app
 
 ensure_app()
@@ -39,15 +39,7 @@ with c1:
 toy = gaussian_classes(k, spread, dist, sizes, seed=int(seed))
 with c2:
     st.metric("ν (variability ratio)", f"{toy['nu']:.4g}")
-    fig = go.Figure()
-    colors = ["#636EFA", "#EF553B", "#00CC96"]
-    for c in range(k):
-        pts = toy["X"][toy["y"] == c]
-        fig.add_scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=f"class {c}",
-                        marker=dict(size=5, opacity=0.6, color=colors[c]))
-        fig.add_scatter(x=[toy["means"][c, 0]], y=[toy["means"][c, 1]], mode="markers", showlegend=False,
-                        marker=dict(size=16, symbol="x", color=colors[c], line=dict(width=2, color="black")))
-    fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_scaleanchor="x")
+    fig = toy_figure(toy)
     st.plotly_chart(fig, width="stretch", key="toy_plot")
 st.markdown("Move the classes apart or shrink their spread and watch ν fall; unbalance the sizes and see "
             "that ν barely moves — every class counts equally, one of the paper's robustness claims.")

@@ -1,14 +1,11 @@
 """Projections: UMAP (PCA preview) of one layer's pooled states, and all layers side by side."""
-import math
-
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from analysis.errors import VariscopeError
 from analysis.projection import ProjectionConfig, gpu_umap_available, project_layers
+from pages._charts import layers_grid, projection_scatter
 from pages._common import bound, ensure_app, page_states
 
 ensure_app()
@@ -37,25 +34,10 @@ layer = bound(st.slider, "Layer (shared with the other pages)", "layer", min_val
 
 names = res.label_names
 hover = np.array([t[:140].replace("\n", " ") + ("…" if len(t) > 140 else "") for t in res.texts])
-PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
-           "#FECB52"]
 
 
 def scatter(coords, *, title=""):
-    fig = go.Figure()
-    for c, name in enumerate(names):
-        m = res.labels == c
-        idx = np.flatnonzero(m)
-        kw = dict(mode="markers", name=name, customdata=np.stack([idx, hover[m]], 1),
-                  hovertemplate="%{customdata[1]}<extra>" + name + "</extra>",
-                  marker=dict(size=4 if dim == 3 else 6, opacity=0.75, color=PALETTE[c % len(PALETTE)]))
-        if coords.shape[1] == 3:
-            fig.add_scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], **kw)
-        else:
-            fig.add_scatter(x=coords[m, 0], y=coords[m, 1], **kw)
-    fig.update_layout(height=560, title=title, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
-                      legend=dict(itemsizing="constant"))
-    return fig
+    return projection_scatter(coords, res.labels, names, hover, title=title, dim=int(dim))
 
 
 main = st.empty()
@@ -100,18 +82,5 @@ if show_all:
                           states_key=res.key, cache=DiskCache(), aligned=bool(align and method == "umap"),
                           progress=lambda d, t: bar.progress(d / t, text=f"Projected {d}/{t} layers"))
     bar.empty()
-    cols = min(4, L + 1)
-    rows = math.ceil((L + 1) / cols)
-    grid = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {l}" for l in range(L + 1)],
-                         horizontal_spacing=0.03, vertical_spacing=0.08)
-    for l in range(L + 1):
-        xy = allp["coords"][l]
-        for c, name in enumerate(names):
-            m = res.labels == c
-            grid.add_scatter(x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, legendgroup=name,
-                             showlegend=l == 0, marker=dict(size=3, color=PALETTE[c % len(PALETTE)]),
-                             hoverinfo="skip", row=l // cols + 1, col=l % cols + 1)
-    grid.update_xaxes(showticklabels=False)
-    grid.update_yaxes(showticklabels=False)
-    grid.update_layout(height=260 * rows, margin=dict(l=10, r=10, t=40, b=10))
+    grid = layers_grid(allp["coords"], res.labels, names, L)
     st.plotly_chart(grid, width="stretch", key="proj_grid")

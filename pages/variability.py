@@ -2,10 +2,10 @@
 import json
 from dataclasses import replace
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.selection import recommend_layer
+from pages._charts import curve_figure
 from pages._common import bound, curve_for, ensure_app, get_states_ui, page_states
 
 ensure_app()
@@ -35,26 +35,8 @@ if ss.get("_rule_seen") != (rule, tol):  # a new rule moves the selection to its
         ss["layer"] = best
     ss["_rule_seen"] = (rule, tol)
 
-counts = ", ".join(f"{k}: {v}" for k, v in curve["counts"].items())
 label = f"{cfg.model} · {cfg.task.label()} · n={len(res.labels)} · {cfg.pooling}"
-fig = go.Figure()
-if curve["band"]:
-    fig.add_scatter(x=layers + layers[::-1], y=curve["band"]["high"] + curve["band"]["low"][::-1], fill="toself",
-                    fillcolor="rgba(99,110,250,0.18)", line=dict(width=0), hoverinfo="skip", name="5–95 % band")
-for comp in ss["comparisons"]:
-    fig.add_scatter(x=comp["layers"], y=comp["variability"], mode="lines+markers", name=comp["label"],
-                    line=dict(dash="dot"), hovertemplate="layer %{x}<br>ν = %{y:.6g}<extra>%{fullData.name}</extra>")
-fig.add_scatter(x=layers, y=nu, mode="lines+markers", name=label, marker=dict(size=10), line=dict(width=3),
-                customdata=[[counts]] * len(layers),
-                hovertemplate="layer %{x}<br>ν = %{y:.6g}<br>classes: %{customdata[0]}<extra></extra>")
-fig.add_scatter(x=[best], y=[nu[best]], mode="markers", name=f"recommended ℓ* = {best} ({rule})",
-                marker=dict(symbol="star", size=20, color="gold", line=dict(width=1, color="black")),
-                hoverinfo="skip")
-fig.add_vline(x=ss["layer"], line_dash="dash", line_color="gray", annotation_text=f"selected {ss['layer']}")
-fig.update_layout(height=440, xaxis_title="layer (0 = embeddings)", yaxis_title="variability ratio ν",
-                  yaxis_type="log" if log else "linear", margin=dict(l=10, r=10, t=30, b=10),
-                  legend=dict(orientation="h", y=-0.2), clickmode="event+select")
-fig.update_xaxes(tickmode="linear", dtick=1)
+fig = curve_figure(curve, best, rule, ss["layer"], ss["comparisons"], label, log)
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="curve_chart")
 picked = [p for p in (event.selection.points if event and event.selection else []) if "x" in p]
 if picked and int(picked[0]["x"]) != ss["layer"]:

@@ -1,0 +1,89 @@
+"""Plotly figure builders of the pages: data in, figure out; no Streamlit calls here."""
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
+           "#FECB52"]
+
+
+def curve_figure(curve: dict, best: int, rule: str, selected: int, comparisons: list[dict], label: str,
+                 log: bool = False) -> go.Figure:
+    """The ν-per-layer figure: bootstrap band, overlaid comparisons, the curve, ℓ* as a star, the selected layer."""
+    nu, layers = curve["variability"], curve["layers"]
+    counts = ", ".join(f"{k}: {v}" for k, v in curve["counts"].items())
+    fig = go.Figure()
+    if curve["band"]:
+        fig.add_scatter(x=layers + layers[::-1], y=curve["band"]["high"] + curve["band"]["low"][::-1],
+                        fill="toself", fillcolor="rgba(99,110,250,0.18)", line=dict(width=0), hoverinfo="skip",
+                        name="5–95 % band")
+    for comp in comparisons:
+        fig.add_scatter(x=comp["layers"], y=comp["variability"], mode="lines+markers", name=comp["label"],
+                        line=dict(dash="dot"),
+                        hovertemplate="layer %{x}<br>ν = %{y:.6g}<extra>%{fullData.name}</extra>")
+    fig.add_scatter(x=layers, y=nu, mode="lines+markers", name=label, marker=dict(size=10), line=dict(width=3),
+                    customdata=[[counts]] * len(layers),
+                    hovertemplate="layer %{x}<br>ν = %{y:.6g}<br>classes: %{customdata[0]}<extra></extra>")
+    fig.add_scatter(x=[best], y=[nu[best]], mode="markers", name=f"recommended ℓ* = {best} ({rule})",
+                    marker=dict(symbol="star", size=20, color="gold", line=dict(width=1, color="black")),
+                    hoverinfo="skip")
+    fig.add_vline(x=selected, line_dash="dash", line_color="gray", annotation_text=f"selected {selected}")
+    fig.update_layout(height=440, xaxis_title="layer (0 = embeddings)", yaxis_title="variability ratio ν",
+                      yaxis_type="log" if log else "linear", margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", y=-0.2), clickmode="event+select")
+    fig.update_xaxes(tickmode="linear", dtick=1)
+    return fig
+
+
+def projection_scatter(coords: np.ndarray, labels: np.ndarray, names: list[str], hover: np.ndarray, *,
+                       title: str = "", dim: int = 2) -> go.Figure:
+    """One layer's 2-D or 3-D projection, one trace per class; customdata = (row index, hover text)."""
+    fig = go.Figure()
+    for c, name in enumerate(names):
+        m = labels == c
+        idx = np.flatnonzero(m)
+        kw = dict(mode="markers", name=name, customdata=np.stack([idx, hover[m]], 1),
+                  hovertemplate="%{customdata[1]}<extra>" + name + "</extra>",
+                  marker=dict(size=4 if dim == 3 else 6, opacity=0.75, color=PALETTE[c % len(PALETTE)]))
+        if coords.shape[1] == 3:
+            fig.add_scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], **kw)
+        else:
+            fig.add_scatter(x=coords[m, 0], y=coords[m, 1], **kw)
+    fig.update_layout(height=560, title=title, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
+                      legend=dict(itemsizing="constant"))
+    return fig
+
+
+def layers_grid(coords: dict, labels: np.ndarray, names: list[str], n_layers: int) -> go.Figure:
+    """Every layer's 2-D projection side by side (at most 4 per row), one legend for all."""
+    cols = min(4, n_layers + 1)
+    rows = math.ceil((n_layers + 1) / cols)
+    grid = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {l}" for l in range(n_layers + 1)],
+                         horizontal_spacing=0.03, vertical_spacing=0.08)
+    for l in range(n_layers + 1):
+        xy = coords[l]
+        for c, name in enumerate(names):
+            m = labels == c
+            grid.add_scatter(x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, legendgroup=name,
+                             showlegend=l == 0, marker=dict(size=3, color=PALETTE[c % len(PALETTE)]),
+                             hoverinfo="skip", row=l // cols + 1, col=l % cols + 1)
+    grid.update_xaxes(showticklabels=False)
+    grid.update_yaxes(showticklabels=False)
+    grid.update_layout(height=260 * rows, margin=dict(l=10, r=10, t=40, b=10))
+    return grid
+
+
+def toy_figure(toy: dict) -> go.Figure:
+    """The Learn page's Gaussian toy: the points of each class and its mean as a cross."""
+    fig = go.Figure()
+    colors = ["#636EFA", "#EF553B", "#00CC96"]
+    for c in range(len(toy["means"])):
+        pts = toy["X"][toy["y"] == c]
+        fig.add_scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=f"class {c}",
+                        marker=dict(size=5, opacity=0.6, color=colors[c]))
+        fig.add_scatter(x=[toy["means"][c, 0]], y=[toy["means"][c, 1]], mode="markers", showlegend=False,
+                        marker=dict(size=16, symbol="x", color=colors[c], line=dict(width=2, color="black")))
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_scaleanchor="x")
+    return fig
