@@ -11,7 +11,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -57,46 +56,24 @@ def _texts(n: int, seed: int = 0):
 
 
 def _model(name, device, dtype):
-    from .models import resolve_device, resolve_dtype, resolve_model
-    from .pipeline import cached_model
+    from .pipeline import AnalysisConfig, cached_model, resolve_target
 
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    m, tok = cached_model(resolve_model(name), dev, dt)
-    return m, tok, dev
-
-
-@contextmanager
-def _swap_layers(model, keep):
-    """Temporarily keep only the first ``keep`` blocks (the paper's truncated model)."""
-    import torch.nn as nn
-
-    from .models import layer_list
-
-    name, layers = layer_list(model)
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    attr = name.rsplit(".", 1)[-1]
-    n_before = model.config.num_hidden_layers
-    setattr(parent, attr, nn.ModuleList(list(layers)[:keep]))
-    model.config.num_hidden_layers = keep
-    try:
-        yield model
-    finally:
-        setattr(parent, attr, layers)
-        model.config.num_hidden_layers = n_before
+    t = resolve_target(AnalysisConfig(model=name, device=device, dtype=dtype))
+    m, tok = cached_model(t.ref, t.device, t.dtype)
+    return m, tok, t.device
 
 
 def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
     """The reference code's way: one truncated model per layer, batch 8, in input
     order, pooled states concatenated, ν by the d×d pseudo-inverse formula."""
     from .hidden_states import extract_states
-    from .models import layer_list
+    from .models import keep_layers, layer_list
     from .variability import variability_pinv
 
     L = len(layer_list(model)[1])
     nus = []
     for l in range(1, L + 1):
-        with _swap_layers(model, l):
+        with keep_layers(model, l):
             st = extract_states(model, tok, texts, None, max_length=max_length, batch_size=8,
                                 device=device, sort=False)
         nus.append(variability_pinv(st[-1], labels))
@@ -229,13 +206,13 @@ def bench_depth(a, res):
     n = 96 if a.quick else 256
     texts, labels = _texts(n, seed=2)
     m, tok, dev = _model(a.model, a.device, a.dtype)
-    from .models import layer_list
+    from .models import keep_layers, layer_list
 
     L = len(layer_list(m)[1])
     depths = sorted({max(1, L // 3), max(1, 2 * L // 3), L}) if a.quick else list(range(1, L + 1))
     out = []
     for depth in depths:
-        with _swap_layers(m, depth):
+        with keep_layers(m, depth):
             ours = _median_time(lambda: our_curve(m, tok, texts, labels, device=dev), a.reps or 2)
             paper = _median_time(lambda: paper_algorithm(m, tok, texts, labels, device=dev), 1)
         out.append({"depth": depth, "ours_s": ours, "paper_s": paper, "ratio": paper / ours,

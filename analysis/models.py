@@ -7,6 +7,7 @@ can cause is a one-line :class:`VariscopeError`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata as md
@@ -17,6 +18,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,18 +213,27 @@ def describe(ref: ModelRef) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """True unless the Hugging Face hub is known to be unreachable (one quick probe)."""
+    """True unless the Hugging Face hub is known to be unreachable (one quick probe).
+
+    The probe (name lookup and TCP connect) runs in a daemon thread joined with
+    ``timeout``, so a hanging DNS lookup cannot stall the caller and no
+    process-wide socket setting is touched.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
-    try:
-        socket.setdefaulttimeout(timeout)
-        socket.getaddrinfo("huggingface.co", 443)
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-    finally:
-        socket.setdefaulttimeout(None)
+    ok = threading.Event()
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+                ok.set()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True, name="variscope-hub-probe")
+    t.start()
+    t.join(timeout)
+    return ok.is_set()
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -384,20 +395,53 @@ def layer_list(model):
     return best
 
 
+def _replace_layers(model, layers) -> int:
+    """Put the ModuleList ``layers`` in place of the model's blocks; returns the old layer count.
+
+    The config's layer count follows, so the model's forward (and
+    ``output_hidden_states``) sees only the kept blocks.
+    """
+    name, _ = layer_list(model)
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    before = None
+    setattr(parent, name.rsplit(".", 1)[-1], layers)
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        if hasattr(model.config, attr):
+            before = before if before is not None else getattr(model.config, attr)
+            setattr(model.config, attr, len(layers))
+    return before if before is not None else len(layers)
+
+
+def _first_blocks(model, keep: int):
+    import torch.nn as nn
+
+    _, layers = layer_list(model)
+    if not 1 <= keep <= len(layers):
+        raise VariscopeError(f"layer {keep} is out of range: this model has layers 1..{len(layers)}")
+    return layers, nn.ModuleList(list(layers)[:keep])
+
+
 def truncate_model(model, keep: int):
     """Drop every transformer block above ``keep`` (in place); returns the model.
 
     The dropped blocks are removed from the module tree, so they cost neither
     memory nor compute. ``config.num_hidden_layers`` is updated.
     """
-    import torch.nn as nn
-
-    name, layers = layer_list(model)
-    if not 1 <= keep <= len(layers):
-        raise VariscopeError(f"layer {keep} is out of range: this model has layers 1..{len(layers)}")
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    setattr(parent, name.rsplit(".", 1)[-1], nn.ModuleList(list(layers)[:keep]))
-    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
-        if hasattr(model.config, attr):
-            setattr(model.config, attr, keep)
+    _, kept = _first_blocks(model, keep)
+    _replace_layers(model, kept)
     return model
+
+
+@contextlib.contextmanager
+def keep_layers(model, keep: int):
+    """Temporarily run ``model`` with only its first ``keep`` blocks (restored on exit).
+
+    The paper's reference algorithm (one truncated model per layer) in the
+    benchmarks uses this; training uses :func:`truncate_model` on a copy.
+    """
+    full, kept = _first_blocks(model, keep)
+    _replace_layers(model, kept)
+    try:
+        yield model
+    finally:
+        _replace_layers(model, full)

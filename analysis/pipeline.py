@@ -1,7 +1,7 @@
 """From settings to pooled states and a ν curve, through the disk cache.
 
-``AnalysisConfig`` holds every setting that changes the pooled states; its
-``cache_config()`` is the dict whose hash is the cache key. ``get_states``
+``AnalysisConfig`` holds every setting that changes the pooled states;
+``cache_config()`` derives the dict whose hash is the cache key from it. ``get_states``
 returns cached states or computes them (one forward pass per batch);
 ``compute_curve`` adds ν per layer. The CLI, the app, the benchmarks and the
 tests all go through these two functions.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -22,7 +22,7 @@ from .models import ModelRef, load_model, resolve_device, resolve_dtype, resolve
 from .tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
 from .variability import CurveResult, variability_curve
 
-EXTRACTION_VERSION = 1
+EXTRACTION_VERSION = 2  # 2: key derived from the config dataclasses
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,13 @@ class AnalysisConfig:
     pooling: str = "mean"
     max_length: int = 128
     dtype: str = "auto"
-    device: str = "auto"
-    batch_size: int = 32
+    # how the states are computed, not what they are: left out of the cache key
+    device: str = field(default="auto", metadata={"cache_key": False})
+    batch_size: int = field(default=32, metadata={"cache_key": False})
     revision: str | None = None
-    trust_remote_code: bool = False
-    device_map: str | None = None  # "auto": spread a model too large for one GPU (accelerate)
+    trust_remote_code: bool = field(default=False, metadata={"cache_key": False})
+    # "auto": spread a model too large for one GPU (accelerate)
+    device_map: str | None = field(default=None, metadata={"cache_key": False})
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
@@ -72,29 +74,46 @@ class StatesResult:
         return self.states.shape[0] - 1
 
 
-def cache_config(cfg: AnalysisConfig, ref: ModelRef, task_fp: str, dtype: str) -> dict:
-    """The dict hashed into the states cache key (primitives only)."""
-    return {"what": "states", "version": EXTRACTION_VERSION,
-            "model": ref.fingerprint, "task": task_fp, "split": cfg.task.split,
-            "columns": [cfg.task.text_col, cfg.task.text_pair_col, cfg.task.label_col] if cfg.task.data or
-            cfg.task.name not in _fixed_column_tasks() else None,
-            "hf_config": cfg.task.hf_config, "bins": cfg.task.bins,
-            "sampling": asdict(cfg.sampling), "pooling": cfg.pooling,
-            "max_length": cfg.max_length, "dtype": dtype}
+@dataclass(frozen=True)
+class Target:
+    """Where and how a config's model runs, resolved once.
+
+    ref : the model's location and fingerprint; device : "cpu", "cuda", ...;
+    dtype : a :func:`~analysis.models.resolve_dtype` result ("float32",
+    "bfloat16", "autocast-bfloat16", ...).
+    """
+
+    ref: ModelRef
+    device: str
+    dtype: str
 
 
-def _fixed_column_tasks():
-    from .tasks import GLUE, OFFLINE
-
-    return set(OFFLINE) | set(GLUE)
-
-
-def states_key(cfg: AnalysisConfig, cache: DiskCache | None = None, content: bytes | None = None) -> tuple[str, dict]:
-    cfg.validate()
-    ref = resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache.root if cache else None)
+def resolve_target(cfg: AnalysisConfig, cache_root=None) -> Target:
+    """Resolve the model, device and dtype of ``cfg`` (no weights are loaded)."""
+    ref = resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache_root)
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    conf = cache_config(cfg, ref, task_fingerprint(cfg.task, content), dtype)
+    return Target(ref, device, resolve_dtype(cfg.dtype, device))
+
+
+def cache_config(cfg: AnalysisConfig, target: Target, task_fp: str) -> dict:
+    """The dict hashed into the states cache key, derived from the config dataclasses.
+
+    Every field of ``cfg`` (and of its task and sampling) is in it except those
+    marked ``cache_key=False``; the model name becomes its weights' fingerprint,
+    the task's name/file its data fingerprint and the dtype its resolved value.
+    """
+    conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
+    task = asdict(cfg.task)
+    del task["name"], task["data"]
+    conf.update(what="states", version=EXTRACTION_VERSION, model=target.ref.fingerprint, dtype=target.dtype,
+                task={**task, "data": task_fp}, sampling=asdict(cfg.sampling))
+    return conf
+
+
+def states_key(cfg: AnalysisConfig, target: Target, content: bytes | None = None) -> tuple[str, dict]:
+    """(cache key, the dict it hashes) of the states of ``cfg`` on ``target``."""
+    cfg.validate()
+    conf = cache_config(cfg, target, task_fingerprint(cfg.task, content))
     return make_key(conf), conf
 
 
@@ -133,7 +152,9 @@ def get_states(cfg: AnalysisConfig, *, cache: DiskCache | None = None, use_cache
     """
     t0 = time.perf_counter()
     cache = cache or DiskCache()
-    key, conf = states_key(cfg, cache, content)
+    cfg.validate()
+    target = resolve_target(cfg, cache.root)
+    key, conf = states_key(cfg, target, content)
     lock = cache.lock("states", key) if use_cache else _nolock()
     with lock:
         if use_cache:
@@ -145,9 +166,7 @@ def get_states(cfg: AnalysisConfig, *, cache: DiskCache | None = None, use_cache
                                     {"total": time.perf_counter() - t0, "extract": 0.0, "load_model": 0.0},
                                     manifest["meta"].get("info", {}))
         sub = prepare_sample(cfg, content)
-        ref = resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache.root)
-        device = resolve_device(cfg.device)
-        dtype = resolve_dtype(cfg.dtype, device)
+        ref, device, dtype = target.ref, target.device, target.dtype
         t1 = time.perf_counter()
         if cfg.device_map and loader is None:
             model, tok = cached_model(ref, device, dtype, cfg.trust_remote_code, cfg.device_map)

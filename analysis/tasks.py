@@ -7,12 +7,14 @@ reading much; ``load_task(TaskConfig)`` returns a :class:`TaskData`;
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import hashlib
 import importlib.metadata as md
 import io
 import json
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -319,6 +321,29 @@ def _s(v) -> str:
 
 
 # ---------------------------------------------------------------- Hugging Face
+_OFFLINE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _datasets_offline(offline: bool):
+    """``datasets``' offline switch for one call only, restored afterwards.
+
+    ``datasets`` reads its module-level ``config.HF_HUB_OFFLINE``; without it an
+    unreachable hub costs a long retry loop. The lock keeps concurrent loads
+    (several app sessions) from seeing each other's setting.
+    """
+    if not offline:
+        yield
+        return
+    import datasets
+
+    with _OFFLINE_LOCK:
+        before = datasets.config.HF_HUB_OFFLINE
+        datasets.config.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            datasets.config.HF_HUB_OFFLINE = before
 def _hf_load(path: str, name: str | None, split: str):
     """``datasets.load_dataset`` with a clear error offline (tests replace this)."""
     from .models import hub_reachable
@@ -326,9 +351,8 @@ def _hf_load(path: str, name: str | None, split: str):
     import datasets
 
     try:
-        if not hub_reachable():
-            datasets.config.HF_HUB_OFFLINE = True
-        return datasets.load_dataset(path, name, split=split)
+        with _datasets_offline(not hub_reachable()):
+            return datasets.load_dataset(path, name, split=split)
     except (ConnectionError, OSError, FileNotFoundError) as e:
         if not hub_reachable():
             raise VariscopeError(f"dataset '{path}' is not in the local Hugging Face cache and the hub is "
