@@ -3,16 +3,16 @@ import streamlit as st
 
 from pages._common import init_state, sync_url
 
-st.set_page_config(page_title="Variscope", page_icon="🔭", layout="wide")
+st.set_page_config(page_title="Variscope", page_icon=":material/biotech:", layout="wide")
 init_state()
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🔭", default=True),
-    st.Page("pages/setup.py", title="Setup", icon="⚙️", url_path="setup"),
-    st.Page("pages/variability.py", title="Variability", icon="📉", url_path="variability"),
-    st.Page("pages/projections.py", title="Projections", icon="🗺️", url_path="projections"),
-    st.Page("pages/training.py", title="Training", icon="🏋️", url_path="training"),
-    st.Page("pages/learn.py", title="Learn", icon="🎓", url_path="learn"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/setup.py", title="Setup", icon=":material/tune:", url_path="setup"),
+    st.Page("pages/variability.py", title="Variability", icon=":material/show_chart:", url_path="variability"),
+    st.Page("pages/projections.py", title="Projections", icon=":material/scatter_plot:", url_path="projections"),
+    st.Page("pages/training.py", title="Training", icon=":material/model_training:", url_path="training"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 ]
 page = st.navigation(PAGES)
 
@@ -20,7 +20,7 @@ sync_url()
 page.run()
 ss = st.session_state
 with st.sidebar:
-    st.markdown("### 🔭 Variscope")
+    st.markdown("### :material/biotech: Variscope")
     st.caption("Which layers already separate your classes — and which few to tune.")
     task = ss["upload"]["name"] if ss.get("upload") else ss["task"]
     layer = "recommended" if ss.get("layer") is None else ss["layer"]

@@ -167,7 +167,7 @@ def page_states(min_layer: int = 0):
         cfg = None
     res = get_states_ui(cfg) if cfg is not None else None
     if res is None:
-        st.page_link("pages/setup.py", label="Fix the settings on the Setup page", icon="⚙️")
+        st.page_link("pages/setup.py", label="Fix the settings on the Setup page", icon=":material/tune:")
         st.stop()
     curve = curve_for(res.key, 0, "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
     best = recommend_layer(curve["variability"])

@@ -5,7 +5,7 @@ from pages._common import ensure_app
 
 ensure_app()
 
-st.title("🔭 Variscope")
+st.title(":material/biotech: Variscope")
 st.markdown("""
 **Which layers of a pretrained language model are already specialised for your task — and which few
 should you tune?**
@@ -17,16 +17,16 @@ Everything runs offline on the shipped default (MiniLM-L6 on Rotten Tomatoes sni
 """)
 c1, c2, c3, c4 = st.columns(4)
 with c1:
-    st.page_link("pages/setup.py", label="1 · Setup", icon="⚙️")
+    st.page_link("pages/setup.py", label="1 · Setup", icon=":material/tune:")
     st.caption("Model, task, sample size, pooling. Compute.")
 with c2:
-    st.page_link("pages/variability.py", label="2 · Variability", icon="📉")
+    st.page_link("pages/variability.py", label="2 · Variability", icon=":material/show_chart:")
     st.caption("ν per layer, the recommended ℓ*, comparisons, robustness.")
 with c3:
-    st.page_link("pages/projections.py", label="3 · Projections", icon="🗺️")
+    st.page_link("pages/projections.py", label="3 · Projections", icon=":material/scatter_plot:")
     st.caption("UMAP/PCA of each layer, coloured by label.")
 with c4:
-    st.page_link("pages/training.py", label="4 · Training", icon="🏋️")
+    st.page_link("pages/training.py", label="4 · Training", icon=":material/model_training:")
     st.caption("Tune only the chosen layers; compare with top-k and full fine-tuning.")
-st.page_link("pages/learn.py", label="New to the idea? Start with Learn", icon="🎓")
+st.page_link("pages/learn.py", label="New to the idea? Start with Learn", icon=":material/school:")
 st.caption("Every view is a link: the URL carries model, task, n, seed, pooling, max length and layer.")

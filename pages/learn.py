@@ -1,16 +1,17 @@
 """Learn: the idea in plain words, the formula, and a toy to play with."""
-import re
+import json
 from pathlib import Path
 
 import streamlit as st
 
+from analysis.reproduce import report_markdown, verdicts_markdown
 from analysis.toy import gaussian_classes
 from pages._charts import toy_figure
 from pages._common import ensure_app
 
 ensure_app()
 
-st.title("🎓 Learn: what the variability ratio measures")
+st.title(":material/school: Learn: what the variability ratio measures")
 st.markdown("""
 A pretrained language model turns a text into one vector per layer. If, at some layer, the texts of
 each class already sit in **tight clusters far from each other**, a simple classifier on that layer
@@ -43,17 +44,16 @@ with c2:
     st.plotly_chart(fig, width="stretch", key="toy_plot")
 st.markdown("Move the classes apart or shrink their spread and watch ν fall; unbalance the sizes and see "
             "that ν barely moves — every class counts equally, one of the paper's robustness claims.")
-st.markdown("📄 Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
+st.markdown(":material/description: Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
             "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022).")
 
 st.subheader("Do the paper's claims hold here?")
-doc = Path(__file__).resolve().parent.parent / "docs" / "reproduction.md"
+doc = Path(__file__).resolve().parent.parent / "docs" / "reproduction.json"
 if doc.is_file():
-    text = doc.read_text()
-    verdicts = text.split("## Verdicts", 1)[1].split("\n## ", 1)[0] if "## Verdicts" in text else ""
-    st.markdown(verdicts)
+    res = json.loads(doc.read_text())
+    st.markdown(verdicts_markdown(res))
     with st.expander("The whole report (docs/reproduction.md)"):
-        st.markdown(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text))
+        st.markdown(report_markdown(res, "python -m analysis reproduce"))
     st.caption("Regenerate with `python -m analysis reproduce` (or `--quick`).")
 else:
     st.info("Run `python -m analysis reproduce --quick` to test the claims on the offline data.")

@@ -11,7 +11,7 @@ from pages._common import bound, ensure_app, page_states
 ensure_app()
 
 ss = st.session_state
-st.title("🗺️ Projections")
+st.title(":material/scatter_plot: Projections")
 st.caption("Each point is one text (its pooled hidden state at a layer), coloured by label. "
            "Separated colours = a layer that already tells the classes apart.")
 

@@ -10,7 +10,7 @@ from pages._common import ensure_app, analysis_config, bound, get_states_ui
 ensure_app()
 
 ss = st.session_state
-st.title("⚙️ Setup")
+st.title(":material/tune: Setup")
 st.caption("Pick a pretrained model and a labelled task. Variscope pools every layer's hidden states in one "
            "forward pass, caches them on disk, and computes the variability ratio ν per layer.")
 
@@ -157,4 +157,4 @@ if st.button("Compute", type="primary", key="compute"):
             st.warning(w)
         ss["computed"] = True
 if ss.get("computed"):
-    st.page_link("pages/variability.py", label="See the variability curve", icon="📉")
+    st.page_link("pages/variability.py", label="See the variability curve", icon=":material/show_chart:")

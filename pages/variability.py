@@ -11,7 +11,7 @@ from pages._common import bound, curve_for, ensure_app, get_states_ui, page_stat
 ensure_app()
 
 ss = st.session_state
-st.title("📉 Variability per layer")
+st.title(":material/show_chart: Variability per layer")
 st.caption("ν = within-class spread ÷ between-class spread of each layer's pooled states. "
            "Low ν: the classes are already well separated there.")
 
