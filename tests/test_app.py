@@ -94,6 +94,7 @@ def test_errors_render_as_st_error(app):
     assert app.error and "unknown model" in app.error[0].value
 
 
+@pytest.mark.slow  # training
 def test_training_page_tiny_run(app):
     import time
 

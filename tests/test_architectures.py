@@ -34,6 +34,7 @@ def _tiny(kind, folder: Path):
     return folder
 
 
+@pytest.mark.slow  # training: builds and back-propagates a classifier
 @pytest.mark.parametrize("kind", ["bert", "roberta", "mpnet", "distilbert", "deberta", "gpt2"])
 def test_family(kind, tmp_path):
     folder = _tiny(kind, tmp_path / kind)

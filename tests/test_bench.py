@@ -4,6 +4,8 @@ import pytest
 
 from analysis.cli import main
 
+pytestmark = pytest.mark.slow  # benchmarks
+
 
 def test_bench_quick_sections_write_json_and_report(tmp_path, capsys):
     out = tmp_path / "b.json"

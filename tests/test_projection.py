@@ -29,6 +29,7 @@ def test_degenerate_rows_follow_umap_learn():
         np.testing.assert_allclose(D, want, atol=1e-6)
 
 
+@pytest.mark.slow  # UMAP
 def test_umap_separates_blobs_and_pca_is_deterministic(rng):
     y = np.repeat([0, 1, 2], 60)
     X = (rng.normal(size=(180, 64)) + rng.normal(size=(3, 64))[y] * 3).astype(np.float32)

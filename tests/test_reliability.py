@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as hs
 from hypothesis.extra import numpy as hnp
 
@@ -177,11 +177,11 @@ def test_projection_layer_out_of_range():
 
 
 def test_upload_limit(monkeypatch):
-    from analysis import tasks
+    from analysis import datafiles
 
-    monkeypatch.setattr(tasks, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(datafiles, "MAX_UPLOAD_BYTES", 1000)
     with pytest.raises(VariscopeError, match="the limit is"):
-        tasks.parse_table(b"text,label\n" + b"x,1\n" * 500, "big.csv")
+        datafiles.parse_table(b"text,label\n" + b"x,1\n" * 500, "big.csv")
 
 
 def test_cache_keys_never_become_paths(tmp_path):
@@ -245,6 +245,7 @@ def test_out_of_memory_at_batch_one_is_a_clear_error(minilm):
             extract_states(Always(minilm[0]), minilm[1], ["a", "b"], batch_size=2, device="cpu")
 
 
+@pytest.mark.slow  # training
 def test_failing_run_reports_error_and_worker_survives():
     from analysis.pipeline import AnalysisConfig
     from analysis.tasks import SampleConfig
@@ -259,6 +260,7 @@ def test_failing_run_reports_error_and_worker_survives():
     assert ms[1].snapshot()["status"] == "finished"
 
 
+@pytest.mark.slow  # training
 def test_abandoned_run_stops_itself():
     """A closed browser tab stops sending heartbeats: the run ends and frees its model."""
     from analysis.pipeline import AnalysisConfig
@@ -291,8 +293,7 @@ def _ok(h, y):
 @given(labelled(), hs.integers(0, 2**31 - 1), hs.floats(0.1, 50))
 def test_nu_properties(data, seed, scale):
     h, y = data
-    if not _ok(h, y):
-        return
+    assume(_ok(h, y))
     rng = np.random.default_rng(seed)
     nu = variability(h, y)
     assert np.isfinite(nu) and nu >= 0
@@ -307,6 +308,7 @@ def test_nu_properties(data, seed, scale):
     assert variability(h * scale, y) == pytest.approx(nu, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.slow  # UMAP
 def test_aligned_umap_panel_and_cache(tmp_path):
     from analysis.cache import DiskCache
     from analysis.projection import ProjectionConfig, project_layers

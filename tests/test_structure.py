@@ -1,0 +1,130 @@
+"""The shape of the code: one-way imports, no import circles, small modules and functions.
+
+Read from the source with ``ast`` (nothing is imported), so these run in the fast tier.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 80
+# Longer on purpose, with the reason. Keep this list short.
+LONG_OK: dict[str, str] = {}
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name → file, for analysis/, pages/ and app.py."""
+    out = {"app": ROOT / "app.py"}
+    for folder in ("analysis", "pages"):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(f.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = f
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules that ``name`` imports anywhere in its file (top level or inside functions)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        for t in targets:
+            while t and t not in known:  # a name imported from a module counts as that module
+                t = t.rpartition(".")[0]
+            if t and t != name and not name.startswith(t + "."):  # a parent package is not a dependency
+                found.add(t)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {n: _imports(n, p, set(mods)) for n, p in mods.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as a list of modules, or None (iterative DFS, colours)."""
+    colour = dict.fromkeys(graph, 0)
+    for start in graph:
+        if colour[start]:
+            continue
+        stack = [(start, iter(sorted(graph[start])))]
+        path = [start]
+        colour[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                colour[node] = 2
+                stack.pop()
+                path.pop()
+            elif colour.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif colour.get(nxt) == 0:
+                colour[nxt] = 1
+                stack.append((nxt, iter(sorted(graph[nxt]))))
+                path.append(nxt)
+    return None
+
+
+def test_cycle_finder_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_import_graph_has_no_circle():
+    graph = _graph()
+    assert "analysis.cli" in graph and "analysis.pipeline" in graph["analysis.cli.commands"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_library_never_imports_the_cli_or_the_pages():
+    library = [m for m in _graph() if m.startswith("analysis") and not m.startswith(("analysis.cli", "analysis.__main__"))]
+    bad = [(m, t) for m, deps in _graph().items() if m in library
+           for t in deps if t.startswith(("analysis.cli", "pages", "app"))]
+    assert not bad, bad
+
+
+def test_no_streamlit_in_the_library():
+    for f in (ROOT / "analysis").rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] == "streamlit"], f
+
+
+def _long_functions(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                yield node.name, n
+
+
+@pytest.mark.parametrize("folder", ["analysis", "pages"])
+def test_modules_and_functions_stay_small(folder):
+    too_long = []
+    for f in sorted((ROOT / folder).rglob("*.py")):
+        rel = str(f.relative_to(ROOT))
+        lines = len(f.read_text().splitlines())
+        if folder == "analysis" and lines > MAX_MODULE_LINES and rel not in LONG_OK:
+            too_long.append(f"{rel}: {lines} lines")
+        too_long += [f"{rel}:{name}: {n} lines" for name, n in _long_functions(f) if f"{rel}:{name}" not in LONG_OK]
+    assert not too_long, too_long
