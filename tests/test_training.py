@@ -10,6 +10,7 @@ from analysis.models import layer_list
 from analysis.pipeline import AnalysisConfig
 from analysis.tasks import SampleConfig, TaskConfig
 from analysis.training import RunMonitor, Selection, TrainConfig, build_classifier, cost, select, train
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -67,14 +68,16 @@ CFG = AnalysisConfig(task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n
                      device="cpu")
 
 
-def test_short_run_learns_and_frozen_weights_stay_bit_identical(minilm, monkeypatch, tmp_path):
-    monkeypatch.setenv("VARISCOPE_CHECK_FROZEN", "1")
+def test_short_run_learns_and_frozen_weights_stay_bit_identical(minilm, tmp_path):
     base, _ = minilm
     log = tmp_path / "live.jsonl"
-    r = train(TrainConfig(CFG, Selection(6, (5, 6)), steps=60, lr=2e-4, batch_size=16, eval_n=300, seed=0),
-              RunMonitor(log_path=str(log)))
-    assert r["frozen_unchanged"] is True
-    model = r["_model"]
+    out = train(TrainConfig(CFG, Selection(6, (5, 6)), steps=60, lr=2e-4, batch_size=16, eval_n=300, seed=0),
+                RunMonitor(log_path=str(log)))
+    r, model = out.result.to_dict(), out.model
+    assert "_model" not in r
+    base_params = dict(base.named_parameters())
+    frozen = [(n, p) for n, p in model.encoder.named_parameters() if not p.requires_grad]
+    assert frozen and all(torch.equal(p, base_params[n]) for n, p in frozen)
     tuned_blk, frozen_blk = layer_list(model.encoder)[1][5], layer_list(model.encoder)[1][1]
     base_blocks = layer_list(base)[1]
     assert not torch.equal(tuned_blk.attention.self.query.weight, base_blocks[5].attention.self.query.weight)
@@ -88,23 +91,118 @@ def test_short_run_learns_and_frozen_weights_stay_bit_identical(minilm, monkeypa
     assert any("eval" in l for l in lines) and any("loss" in l for l in lines)
 
 
-class StopAt(RunMonitor):
-    def __init__(self, at):
+class Recorder(RunMonitor):
+    """Records every progress update; requests Stop / Skip when ``stop_at(kw)`` / ``skip_at(kw)`` say so."""
+
+    def __init__(self, stop_at=lambda kw: False, skip_at=lambda kw: False):
         super().__init__()
-        self.at = at
+        self.stop_at, self.skip_at = stop_at, skip_at
+        self.updates, self.statuses = [], []
+        self.stop_index = self.skip_index = None
+
+    def update_progress(self, **kw):
+        super().update_progress(**kw)
+        self.updates.append(kw)
+        if self.stop_index is None and self.stop_at(kw):
+            self.stop_index = len(self.updates)
+            self.request_stop()
+        if self.skip_index is None and self.skip_at(kw):
+            self.skip_index = len(self.updates)
+            self.request_skip()
 
     def set(self, **kw):
         super().set(**kw)
-        if "progress" in kw and kw["progress"]["step"] >= self.at:
-            self.request_stop()
+        if "status" in kw:
+            self.statuses.append(kw["status"])
+
+    def after(self, index, phase):
+        """Training steps ("train") or evaluation batches ("eval", "final_eval") reported after ``index``."""
+        return [u for u in self.updates[index:] if u.get("phase") == phase and ("step" in u or "eval_done" in u)]
 
 
-def test_stop_flag_ends_within_one_step():
-    m = StopAt(3)
-    r = train(TrainConfig(CFG, Selection(2, (2,)), steps=500, batch_size=8, eval_n=40, seed=0), m)
-    assert r["stopped"] and r["steps"] <= 4
-    assert m.snapshot()["status"] == "stopped"
-    assert len(r["history"]) == r["steps"]
+SMALL = AnalysisConfig(task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=64, seed=0), max_length=16,
+                       device="cpu")
+
+
+def test_stop_during_training_ends_within_one_step_then_evaluates_the_partial_model():
+    m = Recorder(stop_at=lambda kw: kw.get("phase") == "train" and kw["step"] >= 3)
+    r = train(TrainConfig(SMALL, Selection(2, (2,)), steps=500, batch_size=8, eval_n=100, eval_every=1000, seed=0),
+              m).result
+    assert r.stopped and r.steps == 3  # the stop came at the end of step 3: no further step ran
+    assert m.after(m.stop_index, "train") == [] and len(r.history) == r.steps
+    final = m.after(m.stop_index, "final_eval")
+    assert [u["eval_done"] for u in final] == [64, 100]  # the partial model, evaluated with progress
+    assert set(r.eval) == {"accuracy", "macro_f1"}
+    assert m.statuses[-2:] == ["stopping", "stopped"] and m.snapshot()["stop_requested_at"] == 3
+
+
+def test_stop_during_an_evaluation_ends_within_one_batch_and_skip_ends_the_final_one():
+    m = Recorder(stop_at=lambda kw: kw.get("phase") == "eval" and kw["eval_done"] >= 64,
+                 skip_at=lambda kw: kw.get("phase") == "final_eval")
+    r = train(TrainConfig(SMALL, Selection(2, (2,)), steps=500, batch_size=8, eval_n=300, eval_every=2, seed=0),
+              m).result
+    assert r.stopped and r.steps == 2
+    assert m.after(m.stop_index, "eval") == [] and m.after(m.stop_index, "train") == []  # cut after batch 1 of 5
+    assert m.after(m.skip_index, "final_eval") == []  # Skip: no batch after the one in flight
+    assert len(m.after(m.stop_index, "final_eval")) == 1 and r.eval == {}
+    assert m.snapshot()["status"] == "stopped" and m.snapshot()["result"]["stopped"]
+
+
+def test_skip_before_the_end_skips_the_evaluation_altogether():
+    m = Recorder(skip_at=lambda kw: kw.get("phase") == "train" and kw["step"] >= 1)
+    r = train(TrainConfig(SMALL, Selection(2, (2,)), steps=50, batch_size=8, eval_n=100, seed=0), m).result
+    assert r.stopped and r.steps == 1 and r.eval == {}
+    assert m.after(m.skip_index, "final_eval") == [] and "stopping" not in m.statuses
+
+
+def test_failing_export_marks_the_run_failed_never_finished(monkeypatch):
+    from analysis.training import export, start_in_thread
+
+    def broken(result, model):
+        raise OSError("No space left on device\nwhile writing")
+
+    monkeypatch.setattr(export, "artifacts", broken)
+    m = Recorder()
+    start_in_thread([TrainConfig(SMALL, Selection(2, (2,)), steps=2, batch_size=8, eval_n=20)], [m]).join(300)
+    snap = m.snapshot()
+    assert snap["status"] == "failed" and snap["error"] == "OSError: No space left on device while writing"
+    assert "finished" not in m.statuses and m.artifacts is None
+
+
+def test_result_json_keys_are_the_cli_keys():
+    from analysis.training import RunResult
+
+    keys = ["label", "strategy", "model", "task", "classifier_layer", "tuned_layers", "adapter", "tune_embeddings",
+            "layers_kept", "n_layers", "trainable_params", "total_params", "full_trainable_params",
+            "flops_per_example", "full_flops_per_example", "flops_vs_full", "seq_len", "history", "evals", "eval",
+            "metric", "steps", "max_steps", "seconds", "train_seconds", "steps_per_second", "stopped", "seed", "lr",
+            "batch_size", "n_train", "n_eval", "device"]
+    r = RunResult(**{k: None for k in keys})
+    assert list(r.to_dict()) == keys
+    r.variability_before_after = {"layers": [0]}
+    assert list(r.to_dict()) == keys + ["variability_before_after"]
+
+
+def test_baselines_come_from_one_place():
+    from analysis.training import baseline_jobs
+
+    base = TrainConfig(SMALL, Selection(3, (2, 3), adapter="lora"), steps=5, strategy="selected")
+    jobs = baseline_jobs(base, 6, top=True, full=True)
+    assert [j.strategy for j in jobs] == ["selected", "top", "full"]
+    assert jobs[1].selection == select("top", 6, 2, adapter="lora") == Selection(6, (5, 6), adapter="lora")
+    assert jobs[2].selection == select("full", 6, 1) and jobs[2].selection.tune_embeddings
+    assert all(j.steps == 5 and j.analysis == SMALL for j in jobs)
+    assert baseline_jobs(base, 6, top=False, full=False) == [base]
+
+
+def test_importing_the_package_is_cheap():
+    import subprocess
+    import sys
+
+    code = ("import sys; from analysis.training import Selection, RunMonitor; "
+            "print('transformers' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT)).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_cli_train_strategy_and_exports(tmp_path):
@@ -124,3 +222,10 @@ def test_cli_train_strategy_and_exports(tmp_path):
     assert "layers_to_transform" in (tmp_path / "save" / "lora_config.py").read_text()
     bad = run_cli("train", "--classifier-layer", 3, "--tune-layers", "3,5", "--steps", 2, cache_dir=tmp_path / "c")
     assert bad.returncode == 2 and "above the classifier layer" in bad.stderr
+    (tmp_path / "file").write_text("")
+    unsaved = run_cli("train", "--task", "bbc_news", "--n", 40, "--max-length", 16, "--classifier-layer", 2,
+                      "--steps", 1, "--eval-n", 20, "--device", "cpu", "--save", tmp_path / "file" / "sub",
+                      cache_dir=tmp_path / "c")
+    assert unsaved.returncode == 2, unsaved.stderr[-2000:]
+    assert [l for l in unsaved.stderr.splitlines() if l.startswith("error:")] == [unsaved.stderr.strip().splitlines()[-1]]
+    assert "cannot save the run" in unsaved.stderr and "Traceback" not in unsaved.stderr

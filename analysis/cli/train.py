@@ -6,7 +6,6 @@ import json
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import write_atomic
@@ -50,8 +49,7 @@ def resolve_selection(a, cfg) -> tuple[Selection, str | None]:
 
             curve = compute_curve(cfg)[0].variability
             L = len(curve) - 1
-        sel = select(a.strategy, L, a.k, curve)
-        return replace(sel, adapter=a.adapter, lora_r=a.lora_r), a.strategy
+        return select(a.strategy, L, a.k, curve, adapter=a.adapter, lora_r=a.lora_r), a.strategy
     if a.classifier_layer is None:
         raise VariscopeError("give --classifier-layer K (and --tune-layers) or --strategy variability|top|full")
     try:
@@ -91,12 +89,14 @@ def cmd_train(a) -> int:
                 time.sleep(0.5)
 
     _Watch(daemon=True).start()
-    r = train(tc, monitor)
-    if "b" in bar:
-        bar["b"].close()
+    try:
+        result, model = train(tc, monitor)
+    finally:
+        if "b" in bar:
+            bar["b"].close()
     if a.save:
-        save_run(r, a.save)
-    out = {k: v for k, v in r.items() if not k.startswith("_")}
+        save_run(result, a.save, model)
+    out = result.to_dict()
     ev = ", ".join(f"{k} {v:.4f}" for k, v in out["eval"].items())
     print(f"{out['label']}: {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s); "
           f"held-out {ev}; trainable {out['trainable_params']:,} of {out['total_params']:,} params; "

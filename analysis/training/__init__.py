@@ -1,0 +1,46 @@
+"""Partial fine-tuning: a classifier on layer ℓ*, layers above ℓ* removed, only chosen layers tuned.
+
+Modules, one idea each:
+
+- :mod:`.selection` — :class:`Selection`, the strategies (:func:`select`) and :func:`baseline_jobs`;
+- :mod:`.model` — the truncated classifier (:func:`build_classifier`) and LoRA targets;
+- :mod:`.cost` — parameters and FLOPs (:func:`cost`, :func:`selection_cost`, :func:`cost_preview`);
+- :mod:`.monitor` — :class:`RunMonitor`, a run's live state and its Stop/Skip flags;
+- :mod:`.callbacks` — the Trainer callback that feeds the monitor and honours Stop;
+- :mod:`.data` — training/held-out split, batches, metrics;
+- :mod:`.run` — :class:`TrainConfig`, :class:`RunResult`, :func:`train`;
+- :mod:`.export` — :func:`save_run`, in-memory artifacts, the LoraConfig snippet;
+- :mod:`.worker` — :func:`start_in_thread`, the app's background worker.
+
+Names are imported lazily, so ``from analysis.training import Selection, RunMonitor``
+does not import torch or transformers.
+"""
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "STRATEGIES": "selection", "Selection": "selection", "select": "selection", "baseline_jobs": "selection",
+    "VariscopeClassifier": "model", "build_classifier": "model", "lora_targets": "model",
+    "cost": "cost", "selection_cost": "cost", "cost_preview": "cost",
+    "RunMonitor": "monitor",
+    "LiveMetrics": "callbacks",
+    "task_metrics": "data", "compute_metrics": "data",
+    "TrainConfig": "run", "RunResult": "run", "TrainOutput": "run", "train": "run",
+    "save_run": "export", "artifacts": "export", "lora_snippet": "export",
+    "run_and_export": "worker", "start_in_thread": "worker",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -1,0 +1,84 @@
+"""What a selection costs: trainable parameters and training FLOPs per example, next to full fine-tuning."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .selection import Selection, select
+
+
+def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> dict:
+    """Parameters and training FLOPs per example for a selection, and the same for full fine-tuning.
+
+    Per block: forward ≈ 2·P·T + 4·T²·d (weights and attention), backward through a block for
+    activations ≈ its forward, weight gradients ≈ 2·P·T for tuned blocks (2·P_lora·T for LoRA).
+    Gradients flow from the head down to the lowest tuned block only.
+    """
+    from ..models import layer_list
+
+    _, blocks = layer_list(base_model)
+    d = base_model.config.hidden_size
+    T = float(seq_len)
+    P = [sum(p.numel() for p in b.parameters()) for b in blocks]
+    fwd = [2 * p * T + 4 * T * T * d for p in P]
+    head_p = d * d + d + d * num_labels + num_labels
+    emb_p = sum(p.numel() for p in base_model.get_input_embeddings().parameters())
+    total_base = sum(p.numel() for p in base_model.parameters())
+
+    def flops(sel: Selection) -> float:
+        keep = sel.classifier_layer
+        lo = 1 if sel.tune_embeddings else (min(sel.tuned_layers) if sel.tuned_layers else keep + 1)
+        f = sum(fwd[:keep]) + 2 * head_p
+        f += sum(fwd[lo - 1:keep])  # activation gradients
+        if sel.adapter == "lora":
+            f += sum(2 * _lora_params(d, sel.lora_r) * T for _ in sel.tuned_layers)
+        else:
+            f += sum(2 * P[l - 1] * T for l in sel.tuned_layers)
+        f += 4 * head_p
+        return f
+
+    def trainable(sel: Selection) -> int:
+        if sel.adapter == "lora":
+            return head_p + len(sel.tuned_layers) * _lora_params(d, sel.lora_r)
+        return head_p + sum(P[l - 1] for l in sel.tuned_layers) + (emb_p if sel.tune_embeddings else 0)
+
+    full = select("full", len(blocks), 1)
+    kept_params = total_base - sum(P[selection.classifier_layer:]) + head_p
+    return {"trainable_params": trainable(selection), "total_params": kept_params,
+            "full_trainable_params": trainable(full), "full_total_params": total_base + head_p,
+            "flops_per_example": flops(selection), "full_flops_per_example": flops(full),
+            "flops_vs_full": flops(selection) / flops(full),
+            "params_vs_full": trainable(selection) / trainable(full),
+            "seq_len": T, "layers_kept": selection.classifier_layer}
+
+
+def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
+    """:func:`cost` with the mean token length of ``texts`` (at most 2000 of them)."""
+    from ..hidden_states import tokenize
+
+    enc = tokenize(tokenizer, list(texts)[:2000], None, max_length)
+    return cost(model, selection, float(np.mean([len(x) for x in enc["input_ids"]])), num_labels)
+
+
+def cost_preview(cfg, selection: Selection, texts, num_labels: int, *, loader: Callable | None = None) -> dict:
+    """The cost of ``selection`` for the model and length of ``cfg`` (an AnalysisConfig), loading the model.
+
+    ``loader(ref, device, dtype, trust_remote_code)`` loads the model (the app passes its cached loader);
+    the model is loaded the way :func:`~analysis.training.train` loads it.
+    """
+    from ..pipeline import cached_model, resolve_target
+
+    target = resolve_target(cfg)
+    base, tok = (loader or cached_model)(target.ref, target.device, load_dtype(target.device, target.dtype),
+                                         cfg.trust_remote_code)
+    return selection_cost(base, tok, texts, selection, num_labels, cfg.max_length)
+
+
+def load_dtype(device: str, dtype: str) -> str:
+    """The dtype a training run loads its model in: float32 on the CPU, the resolved dtype elsewhere."""
+    return "float32" if device == "cpu" else dtype
+
+
+def _lora_params(d: int, r: int) -> int:
+    return 2 * (2 * d * r)  # query and value: A (d×r) + B (r×d) each

@@ -1,0 +1,59 @@
+"""A run's exports: trainable weights (safetensors), the results JSON and a PEFT LoraConfig snippet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import VariscopeError
+from .run import RunResult
+from .selection import Selection
+
+
+def lora_snippet(selection: Selection, block_targets: list[str], layers_pattern: str) -> str:
+    """A PEFT LoraConfig for the same layers, as Python source."""
+    return (f"from peft import LoraConfig\n\nconfig = LoraConfig(\n    r={selection.lora_r},\n"
+            f"    lora_alpha={2 * selection.lora_r},\n    lora_dropout=0.05,\n    target_modules={block_targets!r},\n"
+            f"    layers_to_transform={[l - 1 for l in selection.tuned_layers]!r},  # 0-based blocks\n"
+            f"    layers_pattern={layers_pattern!r},\n    bias=\"none\",\n)\n"
+            f"# classifier on layer {selection.classifier_layer}; drop blocks above it before get_peft_model\n")
+
+
+def _model_lora_snippet(result: RunResult, model) -> str:
+    from ..models import layer_list
+    from .model import lora_targets
+
+    name, blocks = layer_list(model.encoder)
+    return lora_snippet(result.selection, lora_targets(blocks[0]), name.rsplit(".", 1)[-1])
+
+
+def artifacts(result: RunResult, model) -> dict:
+    """In-memory exports of a run: ``weights`` (safetensors bytes), ``json`` and ``lora`` (Python source)."""
+    from safetensors.torch import save as st_save
+
+    from .model import trainable_state
+
+    return {"weights": st_save(trainable_state(model)), "json": json.dumps(result.to_dict(), indent=2),
+            "lora": _model_lora_snippet(result, model)}
+
+
+def save_run(result: RunResult, out_dir: str, model=None) -> list[str]:
+    """Write the exports into ``out_dir``: trainable.safetensors and lora_config.py (with ``model``), result.json.
+
+    A folder that cannot be written is a :class:`VariscopeError` (one line on the command line).
+    """
+    from ..atomic import write_atomic
+
+    out = Path(out_dir)
+    files = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            art = artifacts(result, model)
+            write_atomic(out / "trainable.safetensors", art["weights"])
+            write_atomic(out / "lora_config.py", art["lora"])
+            files += [str(out / "trainable.safetensors"), str(out / "lora_config.py")]
+        write_atomic(out / "result.json", json.dumps(result.to_dict(), indent=2))
+    except OSError as e:
+        raise VariscopeError(f"cannot save the run to {out_dir}: {e.strerror or e}") from None
+    files.append(str(out / "result.json"))
+    return files

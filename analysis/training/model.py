@@ -1,0 +1,93 @@
+"""The trainable model: the encoder truncated to ℓ* blocks, a classification head, LoRA on chosen blocks."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import VariscopeError
+from ..hidden_states import POOLINGS, pool
+from .selection import Selection
+
+
+class VariscopeClassifier(nn.Module):
+    """Encoder truncated to ℓ* blocks + dropout→Linear(d,d)→tanh→dropout→Linear(d,C) on the pooled state."""
+
+    def __init__(self, encoder, num_labels: int, pooling: str, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.config.hidden_size
+        self.pooling = pooling
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, d), nn.Tanh(), nn.Dropout(dropout),
+                                  nn.Linear(d, num_labels))
+        self.num_labels = num_labels
+
+    def forward(self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None):
+        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kw["token_type_ids"] = token_type_ids
+        h = self.encoder(**kw, return_dict=True).last_hidden_state
+        if special_tokens_mask is None:
+            special_tokens_mask = torch.zeros_like(attention_mask)
+        pooled = pool((h,), attention_mask, special_tokens_mask, self.pooling)[0].to(h.dtype)
+        logits = self.head(pooled.to(self.head[1].weight.dtype))
+        out = {"logits": logits}
+        if labels is not None:
+            out = {"loss": nn.functional.cross_entropy(logits.float(), labels), **out}
+        return out
+
+
+def build_classifier(base_model, selection: Selection, num_labels: int, pooling: str = "mean") -> VariscopeClassifier:
+    """A new trainable model for ``selection`` (the base model is not modified)."""
+    from ..models import layer_list, truncate_model
+
+    if pooling not in POOLINGS:
+        raise VariscopeError(f"unknown pooling '{pooling}'")
+    selection.check(len(layer_list(base_model)[1]))
+    enc = truncate_model(copy.deepcopy(base_model), selection.classifier_layer)
+    enc.config.output_hidden_states = False
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    name, blocks = layer_list(enc)
+    if selection.adapter == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=selection.lora_r, lora_alpha=2 * selection.lora_r, lora_dropout=0.05,
+                         target_modules=lora_targets(blocks[0]),
+                         layers_to_transform=[l - 1 for l in selection.tuned_layers],
+                         layers_pattern=name.rsplit(".", 1)[-1], bias="none")
+        enc = get_peft_model(enc, cfg)
+    else:
+        _unfreeze(enc, blocks, selection)
+    return VariscopeClassifier(enc, num_labels, pooling)
+
+
+def _unfreeze(enc, blocks, selection: Selection) -> None:
+    for l in selection.tuned_layers:
+        for p in blocks[l - 1].parameters():
+            p.requires_grad_(True)
+    if selection.tune_embeddings:
+        for p in enc.get_input_embeddings().parameters():
+            p.requires_grad_(True)
+        emb = getattr(enc, "embeddings", None)
+        if emb is not None:
+            for p in emb.parameters():
+                p.requires_grad_(True)
+
+
+def lora_targets(block) -> list[str]:
+    """Names of the attention projections of ``block`` that LoRA adapts (query and value where split)."""
+    names = {n.rsplit(".", 1)[-1] for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["q_lin", "v_lin"], ["query_proj", "value_proj"]):
+        if set(pair) <= names:
+            return pair
+    for one in ("c_attn", "Wqkv", "qkv_proj", "query_key_value"):
+        if one in names:
+            return [one]
+    raise VariscopeError(f"cannot find attention projections for LoRA in {type(block).__name__}")
+
+
+def trainable_state(model: nn.Module) -> dict:
+    """The parameters that train, on the CPU (what the exports save)."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
