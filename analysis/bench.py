@@ -11,6 +11,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,11 +40,12 @@ def add_args(p) -> None:
                    help="measure nothing: rebuild --doc and --plots from an earlier run's JSON")
 
 
-def _median_time(f, reps: int) -> float:
+def _median_time(f, reps: int, *args, **kwargs) -> float:
+    """Median wall time of ``f(*args, **kwargs)`` over ``reps`` calls (arguments bound now, not late)."""
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
-        f()
+        f(*args, **kwargs)
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
@@ -114,9 +116,9 @@ def bench_curve(a, res):
         floor(m, tok, texts[:32], device=dev)  # warm up
         t_floor, t_curve = [], []
         for _ in range(reps):  # alternate so drift hits both
-            t_floor.append(_median_time(lambda: floor(m, tok, texts, device=dev), 1))
-            t_curve.append(_median_time(lambda: our_curve(m, tok, texts, labels, device=dev), 1))
-        t_paper = _median_time(lambda: paper_algorithm(m, tok, texts, labels, device=dev), 1 if a.quick else 2)
+            t_floor.append(_median_time(floor, 1, m, tok, texts, device=dev))
+            t_curve.append(_median_time(our_curve, 1, m, tok, texts, labels, device=dev))
+        t_paper = _median_time(paper_algorithm, 1 if a.quick else 2, m, tok, texts, labels, device=dev)
         ours, paper = our_curve(m, tok, texts, labels, device=dev), paper_algorithm(m, tok, texts, labels, device=dev)
         agree = float(np.max(np.abs(np.array(ours[1:]) - paper) / np.abs(paper)))
         L = len(ours) - 1
@@ -140,8 +142,8 @@ def bench_batching(a, res):
     m, tok, dev = _model(a.model, a.device, a.dtype)
     ts, tu = [], []
     for _ in range(a.reps or 3):
-        ts.append(_median_time(lambda: floor(m, tok, texts, device=dev, sort=True), 1))
-        tu.append(_median_time(lambda: floor(m, tok, texts, device=dev, sort=False), 1))
+        ts.append(_median_time(floor, 1, m, tok, texts, device=dev, sort=True))
+        tu.append(_median_time(floor, 1, m, tok, texts, device=dev, sort=False))
     r = {"sorted_texts_per_s": n / statistics.median(ts), "unsorted_texts_per_s": n / statistics.median(tu)}
     r["speedup"] = r["sorted_texts_per_s"] / r["unsorted_texts_per_s"]
     res["batching"] = r
@@ -166,10 +168,10 @@ def bench_metric(a, res):
             variability(h, y)
             ours, gemm = [], []
             for _ in range(a.reps or (31 if a.quick else 61)):  # alternate with a reference product
-                ours.append(_median_time(lambda: variability(h, y), 1))
-                gemm.append(_median_time(lambda: h64 @ W, 1))
+                ours.append(_median_time(variability, 1, h, y))
+                gemm.append(_median_time(torch.matmul, 1, h64, W))
             ours, gemm = statistics.median(ours), statistics.median(gemm)
-            pinv = _median_time(lambda: variability_pinv(h, y), 1 if a.quick else 3)
+            pinv = _median_time(variability_pinv, 1 if a.quick else 3, h, y)
             diff = abs(variability(h, y) - variability_pinv(h, y)) / variability_pinv(h, y)
             out.append({"d": d, "C": C, "ours_ms": ours * 1e3, "pinv_ms": pinv * 1e3, "rel_diff": diff,
                         "gemm_ms": gemm * 1e3, "ours_in_gemms": ours / gemm})
@@ -191,7 +193,7 @@ def bench_cache(a, res):
         cache = DiskCache(tmp)
         cfg = AnalysisConfig(model=a.model, sampling=SampleConfig(n=n), device=a.device, dtype=a.dtype)
         compute_curve(cfg, cache=cache)
-        hit = _median_time(lambda: compute_curve(cfg, cache=cache), a.reps or 5)
+        hit = _median_time(compute_curve, a.reps or 5, cfg, cache=cache)
         size = sum(r["bytes"] for r in cache.entries())
         _, st = compute_curve(cfg, cache=cache)
         per = size / (n / 1000) / st.states.shape[0]
@@ -213,8 +215,8 @@ def bench_depth(a, res):
     out = []
     for depth in depths:
         with keep_layers(m, depth):
-            ours = _median_time(lambda: our_curve(m, tok, texts, labels, device=dev), a.reps or 2)
-            paper = _median_time(lambda: paper_algorithm(m, tok, texts, labels, device=dev), 1)
+            ours = _median_time(our_curve, a.reps or 2, m, tok, texts, labels, device=dev)
+            paper = _median_time(paper_algorithm, 1, m, tok, texts, labels, device=dev)
         out.append({"depth": depth, "ours_s": ours, "paper_s": paper, "ratio": paper / ours,
                     "ours_s_per_layer": ours / depth, "paper_s_per_layer": paper / depth})
         _row(f"depth {depth}", f"ours {ours:.2f}s, paper {paper:.2f}s, paper/ours {paper / ours:.1f}x")
@@ -236,18 +238,18 @@ def bench_projection(a, res):
         st = extract_states(m, tok, texts, max_length=64, device=dev)
         layers = range(st.shape[0])
         r = {"n": n}
-        r["pca_layer_s"] = _median_time(lambda: pca(st[-1], 2), 3)
+        r["pca_layer_s"] = _median_time(pca, 3, st[-1], 2)
         t = time.perf_counter()
         project_layers(st, [len(st) - 1], ProjectionConfig())  # first call: numba JIT (if not yet compiled)
         r["umap_layer_first_s"] = time.perf_counter() - t
-        r["umap_layer_warm_s"] = _median_time(lambda: project_layers(st, [len(st) - 1], ProjectionConfig()), a.reps or 2)
+        r["umap_layer_warm_s"] = _median_time(project_layers, a.reps or 2, st, [len(st) - 1], ProjectionConfig())
         with tempfile.TemporaryDirectory() as tmp:
             cache = DiskCache(tmp)
             t = time.perf_counter()
             project_layers(st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache)
             r["umap_panel_warm_s"] = time.perf_counter() - t
             r["umap_panel_cache_hit_s"] = _median_time(
-                lambda: project_layers(st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache), 3)
+                project_layers, 3, st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache)
         out[str(n)] = r
         _row(f"projection n={n}", f"PCA {r['pca_layer_s'] * 1e3:.0f} ms/layer; UMAP first {r['umap_layer_first_s']:.1f}s, "
                                   f"warm {r['umap_layer_warm_s']:.1f}s/layer, panel of {len(st)} layers "
@@ -320,7 +322,6 @@ def bench_memory(a, res):
     """Peak RSS growth of extraction in a fresh process: pooled states only, not tokens × N."""
     import os
     import subprocess
-    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = []
@@ -354,7 +355,7 @@ def run(a) -> int:
         from .errors import VariscopeError
 
         try:
-            res = json.loads(open(a.report_from, encoding="utf-8").read())
+            res = json.loads(Path(a.report_from).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
         if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):

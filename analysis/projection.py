@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class ProjectionConfig:
         if self.method == "umap":
             if n < 4:
                 raise VariscopeError(f"UMAP needs at least 4 points, got {n}")
-            if not 2 <= self.n_neighbors:
+            if not self.n_neighbors >= 2:
                 raise VariscopeError(f"UMAP neighbours must be at least 2, got {self.n_neighbors}")
             if not 0 <= self.min_dist <= 1:
                 raise VariscopeError(f"UMAP min_dist must be in [0, 1], got {self.min_dist}")
@@ -145,7 +145,7 @@ def aligned_umap(states: np.ndarray, layers, cfg: ProjectionConfig) -> dict:
         model = umap.AlignedUMAP(n_components=cfg.dim, n_neighbors=min(cfg.n_neighbors, n - 1), min_dist=cfg.min_dist,
                                  metric=metric, random_state=cfg.seed)
         model.fit(Zs, relations=[ident] * (len(layers) - 1))
-    return {l: np.asarray(e, np.float32) for l, e in zip(layers, model.embeddings_)}
+    return {l: np.asarray(e, np.float32) for l, e in zip(layers, model.embeddings_, strict=True)}
 
 
 def project_layers(states: np.ndarray, layers, cfg: ProjectionConfig, *, states_key: str | None = None,

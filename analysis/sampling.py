@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import VariscopeError
-
-if TYPE_CHECKING:
-    from .tasks import TaskData
+from .taskdata import TaskData
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Picking the classifier layer ℓ* and the layers to tune from a ν curve."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

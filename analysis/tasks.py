@@ -12,19 +12,17 @@ import contextlib
 import csv
 import hashlib
 import importlib.metadata as md
-import io
-import json
 import math
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .datafiles import MAX_UPLOAD_BYTES, _read_file_bytes, parse_table
 from .errors import VariscopeError
 from .sampling import SampleConfig, sample
+from .taskdata import TaskData
 
 __all__ = ["GLUE", "GLUE_METRIC", "MAX_UPLOAD_BYTES", "OFFLINE", "SampleConfig", "TaskConfig", "TaskData",
            "load_task", "parse_table", "sample", "task_fingerprint", "task_kind"]
@@ -74,36 +72,6 @@ class TaskConfig:
 
     def label(self) -> str:
         return Path(self.data).name if self.data else str(self.name)
-
-
-@dataclass
-class TaskData:
-    """Texts and integer labels.
-
-    texts : list of str, length N.
-    pairs : list of str (second sentence) or None.
-    labels : int array of shape (N,), values in 0..C-1.
-    label_names : list of C class names.
-    info : where it came from, what was dropped, warnings.
-    """
-
-    texts: list[str]
-    labels: np.ndarray
-    label_names: list[str]
-    pairs: list[str] | None = None
-    info: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def counts(self) -> dict[str, int]:
-        c = np.bincount(self.labels, minlength=len(self.label_names))
-        return {n: int(k) for n, k in zip(self.label_names, c)}
-
-    def subset(self, idx: Sequence[int]) -> "TaskData":
-        idx = np.asarray(idx, dtype=np.int64)
-        return TaskData([self.texts[i] for i in idx], self.labels[idx], list(self.label_names),
-                        None if self.pairs is None else [self.pairs[i] for i in idx], dict(self.info))
 
 
 def task_kind(cfg: TaskConfig) -> str:
@@ -283,9 +251,9 @@ def _datasets_offline(offline: bool):
             datasets.config.HF_HUB_OFFLINE = before
 def _hf_load(path: str, name: str | None, split: str):
     """``datasets.load_dataset`` with a clear error offline (tests replace this)."""
-    from .models import hub_reachable
-
     import datasets
+
+    from .models import hub_reachable
 
     try:
         with _datasets_offline(not hub_reachable()):
@@ -396,7 +364,7 @@ def _encode_labels(vals, names, cfg: TaskConfig):
         if not integral:
             raise VariscopeError(f"the label column '{cfg.label_col}' holds non-integer numbers (a regression "
                                  f"target); ν needs classes: pass --bins K to bin it into K quantile classes")
-        uniq = sorted(set(int(x) for x in nums))
+        uniq = sorted({int(x) for x in nums})
         index = {u: i for i, u in enumerate(uniq)}
         return np.array([index[int(x)] for x in nums], dtype=np.int64), [str(u) for u in uniq]
     uniq = sorted(set(map(str, vals)))

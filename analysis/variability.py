@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from dataclasses import dataclass, field, asdict
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def _class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
             f"the variability ratio needs at least 2 classes, but the data has "
             f"{len(classes)} (class: {only})"
         )
-    small = [(_name(c, label_names), int(k)) for c, k in zip(classes, counts) if k < 2]
+    small = [(_name(c, label_names), int(k)) for c, k in zip(classes, counts, strict=True) if k < 2]
     if small:
         c, k = small[0]
         raise VariscopeError(
@@ -115,7 +115,7 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     """
     import torch
 
-    C, (N, d) = len(counts), h.shape
+    C, d = len(counts), h.shape[1]
     if weighting == "equal":
         pi = np.full(C, 1.0 / C)
     elif weighting == "size":
@@ -347,7 +347,7 @@ def variability_curve(
     return CurveResult(
         layers=list(range(len(states))),
         variability=[float(v) for v in nus],
-        counts={n: int(k) for n, k in zip(names, counts)},
+        counts={n: int(k) for n, k in zip(names, counts, strict=True)},
         band=band,
         settings={"weighting": weighting, "bootstrap": int(bootstrap),
                   "percentiles": list(percentiles), "seed": seed},

@@ -1,14 +1,12 @@
-import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from analysis.cache import DiskCache, make_key
+from analysis.cache import make_key
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
 from analysis.tasks import SampleConfig
 
@@ -42,18 +40,22 @@ def test_damaged_entries_are_discarded(cache, damage):
     if damage == "truncate":
         f.write_bytes(f.read_bytes()[:100])
     elif damage == "flip":
-        b = bytearray(f.read_bytes()); b[-1] ^= 0xFF; f.write_bytes(bytes(b))
+        b = bytearray(f.read_bytes())
+        b[-1] ^= 0xFF
+        f.write_bytes(bytes(b))
     elif damage == "manifest_shape":
-        m = (d / "manifest.json").read_text().replace("[\n    50,", "[\n    51,").replace("50, 8", "51, 8")
         import json
-        mj = json.loads((d / "manifest.json").read_text()); mj["files"]["x.npy"]["shape"] = [51, 8]
+
+        mj = json.loads((d / "manifest.json").read_text())
+        mj["files"]["x.npy"]["shape"] = [51, 8]
         (d / "manifest.json").write_text(json.dumps(mj))
     elif damage == "missing":
         f.unlink()
     elif damage == "bad_json":
         (d / "manifest.json").write_text("{not json")
     elif damage == "pickle":  # an object array smuggled in, checksum updated: still refused
-        import hashlib, json
+        import hashlib
+        import json
         np.save(f, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
         mj = json.loads((d / "manifest.json").read_text())
         mj["files"]["x.npy"]["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()

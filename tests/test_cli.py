@@ -22,6 +22,7 @@ def test_curve_end_to_end_offline_default_and_cache_hit(tmp_path):
     assert "recommended" in r.stdout and "layer" in r.stdout
     r2 = run_cli("curve", "--model", "minilm", "--task", "rotten_tomatoes", "--n", 400, "--json", out2,
                  cache_dir=tmp_path / "c")
+    assert r2.returncode == 0, r2.stderr
     d2 = json.loads(out2.read_text())
     assert d2["cache_hit"] is True and d2["variability"] == d["variability"]
     assert (tmp_path / "a.csv").read_text().splitlines()[0] == "layer,variability"

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from analysis.hidden_states import extract_states, make_batches, pool

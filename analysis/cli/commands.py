@@ -73,7 +73,7 @@ def cmd_models(a) -> int:
 def cmd_tasks(a) -> int:
     from ..tasks import GLUE, OFFLINE, TaskConfig, load_task
 
-    for name, (pkg, title) in OFFLINE.items():
+    for name, (_pkg, title) in OFFLINE.items():
         try:
             t = load_task(TaskConfig(name=name))
             state = f"{len(t)} train texts, {len(t.label_names)} classes"
