@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import VariscopeError
+from analysis.presentation import hover_texts
 from analysis.projection import ProjectionConfig, gpu_umap_available, project_layers
 from pages._charts import layers_grid, projection_scatter
 from pages._common import bound, ensure_app, page_states
@@ -33,7 +34,7 @@ pcfg = ProjectionConfig(method=method, dim=int(dim), n_neighbors=int(nn), min_di
 layer = bound(st.slider, "Layer (shared with the other pages)", "layer", min_value=0, max_value=L)
 
 names = res.label_names
-hover = np.array([t[:140].replace("\n", " ") + ("…" if len(t) > 140 else "") for t in res.texts])
+hover = np.array(hover_texts(res.texts))
 
 
 def scatter(coords, *, title=""):

@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis.errors import VariscopeError
 from analysis.models import registry_status
+from analysis.presentation import counts_text, registry_rows, task_summary
 from analysis.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
 from pages._common import ensure_app, analysis_config, bound, get_states_ui
 
@@ -22,11 +23,7 @@ def _registry():
 
 @st.cache_data(show_spinner="Reading the task…", max_entries=16)
 def _task_summary(cfg: TaskConfig, content: bytes | None):
-    t = load_task(cfg, content)
-    return {"n": len(t), "counts": t.counts(), "warnings": t.info.get("warnings", []),
-            "preview": [{"text": x[:200], **({"text_pair": p[:120]} if p is not None else {}),
-                         "label": t.label_names[y]} for x, p, y in
-                        zip(t.texts[:8], (t.pairs or [None] * 8)[:8], t.labels[:8])]}
+    return task_summary(load_task(cfg, content))
 
 
 @st.cache_data(show_spinner=False)
@@ -50,10 +47,7 @@ with left:
         bound(st.selectbox, "Offline model", "model", options=names,
               format_func=lambda n: next(f"{r['title']}" + ("" if r["installed"] else " — not installed")
                                          for r in reg if r["name"] == n))
-        st.dataframe(pd.DataFrame([{"model": r["name"], "layers": r["layers"], "hidden size": r["hidden"],
-                                    "parameters": f"{r['params'] / 1e6:.1f} M",
-                                    "installed": "yes" if r["installed"] else f"no — {r['install']}"}
-                                   for r in reg]), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(registry_rows(reg)), hide_index=True, width="stretch")
     else:
         if ss["model"] in names:
             ss["model"] = ""
@@ -123,7 +117,7 @@ with right:
             cfg = analysis_config()
             if kind not in ("GLUE", "Hugging Face dataset"):  # the hub ones load on Compute
                 summ = _task_summary(cfg.task, content)
-                st.caption(f"{summ['n']} texts · classes: " + ", ".join(f"{k} ({v})" for k, v in summ["counts"].items()))
+                st.caption(f"{summ['n']} texts · classes: " + counts_text(summ["counts"]))
                 for w in summ["warnings"]:
                     st.warning(w)
                 with st.expander("Preview", expanded=kind == "Upload a file"):

@@ -4,7 +4,10 @@ from dataclasses import replace
 
 import streamlit as st
 
+from analysis.presentation import curve_label, fraction_size, page_curve_record
 from analysis.selection import recommend_layer
+from analysis.settings import parse_imbalance
+from analysis.variability import curve_csv
 from pages._charts import curve_figure
 from pages._common import bound, curve_for, ensure_app, get_states_ui, page_states
 
@@ -35,7 +38,7 @@ if ss.get("_rule_seen") != (rule, tol):  # a new rule moves the selection to its
         ss["layer"] = best
     ss["_rule_seen"] = (rule, tol)
 
-label = f"{cfg.model} · {cfg.task.label()} · n={len(res.labels)} · {cfg.pooling}"
+label = curve_label(cfg.model, cfg.task.label(), len(res.labels), cfg.pooling)
 fig = curve_figure(curve, best, rule, ss["layer"], ss["comparisons"], label, log)
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="curve_chart")
 picked = [p for p in (event.selection.points if event and event.selection else []) if "x" in p]
@@ -79,21 +82,17 @@ with tab_rob:
     r1, r2 = st.columns(2)
     frac = r1.select_slider("Fraction of the data", [0.05, 0.1, 0.25, 0.5], value=0.25, key="rob_frac")
     if r1.button("Overlay this fraction", key="rob_frac_btn"):
-        n_sub = max(4 * len(res.label_names), int(len(res.labels) * frac))
+        n_sub = fraction_size(len(res.labels), len(res.label_names), frac)
         overlay(replace(cfg, sampling=replace(cfg.sampling, n=n_sub)), f"{int(frac * 100)} % of the data")
     ratio = r2.select_slider("Imbalance (first class : others)", ["1:1", "1:3", "1:9"], value="1:3", key="rob_imb")
     if r2.button("Overlay this imbalance", key="rob_imb_btn"):
-        imb = tuple(float(x) for x in ratio.split(":"))
+        imb = parse_imbalance(ratio)
         overlay(replace(cfg, sampling=replace(cfg.sampling, imbalance=imb)), f"imbalance {ratio}")
 with tab_dl:
-    rows = ["layer,variability" + (",band_low,band_high" if curve["band"] else "")]
-    for i in layers:
-        rows.append(f"{i},{nu[i]!r}" + (f",{curve['band']['low'][i]!r},{curve['band']['high'][i]!r}" if curve["band"] else ""))
-    payload = {"model": cfg.model, "task": cfg.task.label(), "n": len(res.labels), "pooling": cfg.pooling,
-               "max_length": cfg.max_length, "seed": cfg.sampling.seed, "recommended_layer": best, "rule": rule,
-               **curve}
+    payload = page_curve_record(cfg, curve, len(res.labels), best, rule, tolerance=tol, weighting="equal",
+                                cache_key=res.key, info=res.info)
     d1, d2, d3 = st.columns(3)
-    d1.download_button("Curve as CSV", "\n".join(rows) + "\n", "variability.csv", "text/csv")
+    d1.download_button("Curve as CSV", curve_csv(curve), "variability.csv", "text/csv")
     d2.download_button("Curve as JSON", json.dumps(payload, indent=2), "variability.json", "application/json")
     d3.download_button("Figure as HTML", fig.to_html(include_plotlyjs="cdn"), "variability.html", "text/html")
     st.caption("PNG: use the camera icon in the chart's toolbar.")

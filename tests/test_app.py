@@ -42,7 +42,7 @@ def test_setup_computes_a_curve_with_L_plus_1_values(app):
     import json
     data = json.loads(fig)["data"]
     curve = [t for t in data if t.get("mode") == "lines+markers"][-1]
-    assert len(curve["x"]) == 7 if isinstance(curve["x"], list) else True
+    assert _len(curve["x"]) == 7 and _len(curve["y"]) == 7
     assert app.session_state["layer"] in range(7)
 
 
@@ -84,7 +84,56 @@ def test_learn_page_nu_follows_the_sliders(app):
     far = float(app.metric[0].value)
     app.slider(key="toy_spread").set_value(2.5).run()
     spread = float(app.metric[0].value)
-    assert far < before < spread or far < spread
+    assert far < before / 2  # means 2.5× further apart: ν falls roughly with the squared distance
+    assert spread > 2 * far  # 2.5× the within-class spread at the same distance: ν rises
+
+
+def _downloads(app, storages):
+    """{file name: bytes} of the page's download buttons, read from the run's media storage."""
+    out = {}
+    for b in app.get("download_button"):
+        name = b.proto.url.rsplit("/", 1)[-1]
+        data = next(st._files_by_id[name.split(".")[0]].content for st in storages
+                    if name.split(".")[0] in st._files_by_id)
+        out[b.label] = data if isinstance(data, bytes) else data.encode()
+    return out
+
+
+def test_variability_downloads_equal_the_cli(app, monkeypatch, tmp_path):
+    """The page's CSV is curve_csv of its curve, and CSV and JSON match `python -m analysis curve`."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import streamlit.testing.v1.app_test as app_test
+    from analysis.variability import curve_csv
+
+    storages = []
+
+    class Recording(app_test.MemoryMediaFileStorage):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            storages.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Recording)
+    app.query_params["max_length"] = "32"
+    app.switch_page("pages/variability.py").run()
+    app.number_input(key="w_bootstrap").set_value(20).run()
+    assert not app.exception and not app.error
+    files = _downloads(app, storages[-1:])
+    csv, record = files["Curve as CSV"].decode(), json.loads(files["Curve as JSON"])
+    assert record["band"] and len(record["variability"]) == 7
+    assert csv == curve_csv(record)
+
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "analysis", "curve", "--model", "minilm", "--task", "rotten_tomatoes", "--n", "60",
+           "--max-length", "32", "--bootstrap", "20", "--csv", f"{out}.csv", "--json", f"{out}.json"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env={**os.environ})
+    assert csv == (tmp_path / "cli.csv").read_text()
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    shared = {k: v for k, v in cli.items() if k not in ("cache_hit", "seconds", "warnings")}
+    assert {k: record[k] for k in shared} == shared
 
 
 def test_errors_render_as_st_error(app):
