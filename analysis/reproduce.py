@@ -24,7 +24,7 @@ import numpy as np
 from .cache import DiskCache, make_key
 from .errors import VariscopeError
 
-REPRO_VERSION = 1
+REPRO_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
 
     from .models import describe, resolve_model
     from .pipeline import compute_curve
-    from .selection import recommend_layer, top_layers, tuned_layers
-    from .training import Selection, TrainConfig, train
+    from .selection import recommend_layer
+    from .training import TrainConfig, select, train
 
     cache = cache or DiskCache()
     out = {"settings": {**asdict(rc), "models": sorted({m for m, _ in rc.pairs()}),
@@ -108,16 +108,16 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
         plans = []
         for seed in rc.seeds:
             if model not in rc.skip_full:
-                plans.append(("full", None, seed, Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)))
+                plans.append(("full", None, seed, select("full", L, 1)))
             for k in rc.ks_for(model):
-                plans.append(("variability", k, seed, Selection(best, tuple(tuned_layers(best, k)))))
-                plans.append(("top", k, seed, Selection(L, tuple(top_layers(L, k)))))
+                plans.append(("variability", k, seed, select("variability", L, k, curve.variability)))
+                plans.append(("top", k, seed, select("top", L, k)))
         for strategy, k, seed, sel in plans:
             tc = TrainConfig(_acfg(rc, model, task, rc.n_train, seed), sel, steps=rc.steps, lr=rc.lr,
                              batch_size=rc.batch_size, eval_n=rc.eval_n, seed=seed, strategy=strategy)
             rec = _cached_train(tc, cache, log, train)
             out["runs"].append({"task": task, "model": model, "strategy": strategy, "k": k, "seed": seed,
-                                "identical_to_top": strategy == "variability" and sel == Selection(L, tuple(top_layers(L, k))),
+                                "identical_to_top": strategy == "variability" and sel == select("top", L, k),
                                 **rec})
     out["seconds"] = time.time() - out.pop("started")
     out["verdicts"] = verdicts(out)
@@ -135,20 +135,24 @@ def _robust(model, task, kind, value, curve, st, full_nu, best, spearmanr):
 
 
 def _cached_train(tc, cache: DiskCache, log, train) -> dict:
-    """A training record from the runs cache, or train and store it."""
+    """A training record from the runs cache, or train and store it.
+
+    The key is every field of the TrainConfig (and of its AnalysisConfig), with the
+    model name replaced by its weights' fingerprint; the strategy is only a label
+    (a variability selection equal to the top-k one is the same run).
+    """
     from .models import resolve_model
 
     a = tc.analysis
-    key = make_key({"what": "run", "version": REPRO_VERSION, "model": resolve_model(a.model).fingerprint,
-                    "task": a.task.name, "sampling": asdict(a.sampling), "max_length": a.max_length,
-                    "pooling": a.pooling, "selection": asdict(tc.selection), "steps": tc.steps, "lr": tc.lr,
-                    "batch_size": tc.batch_size, "eval_n": tc.eval_n, "seed": tc.seed, "device": a.device})
+    conf = asdict(tc)
+    del conf["strategy"]
+    conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision).fingerprint
+    key = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
     hit = cache.load("runs", key, version=REPRO_VERSION)
     if hit is not None:
         return hit[1]["record"]
     t = time.time()
-    r = train(tc)
-    r.pop("_model", None)
+    r = train(tc).result.to_dict()
     keep = ("classifier_layer", "tuned_layers", "layers_kept", "trainable_params", "total_params",
             "flops_vs_full", "flops_per_example", "eval", "metric", "seconds", "train_seconds",
             "steps_per_second", "steps", "n_train", "n_eval")
