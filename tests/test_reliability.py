@@ -269,8 +269,9 @@ def test_abandoned_run_stops_itself():
 
     m = RunMonitor(abandon_after=0.0)
     r = train(TrainConfig(AnalysisConfig(sampling=SampleConfig(n=40), max_length=16, device="cpu"),
-                          Selection(2, (2,)), steps=200, eval_n=20), m)
-    assert r["stopped"] and r["steps"] <= 1 and m.snapshot()["status"] == "stopped"
+                          Selection(2, (2,)), steps=200, eval_n=20), m).result
+    assert r.stopped and r.steps <= 1 and m.snapshot()["status"] == "stopped"
+    assert r.eval == {}  # nobody is watching: the partial model is not evaluated
 
 
 # ---------------------------------------------------------------- properties of ν
