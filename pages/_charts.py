@@ -87,3 +87,40 @@ def toy_figure(toy: dict) -> go.Figure:
                         marker=dict(size=16, symbol="x", color=colors[c], line=dict(width=2, color="black")))
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_scaleanchor="x")
     return fig
+
+
+def training_history_figure(events: list[dict]) -> go.Figure:
+    """A run's live chart: training loss per step, held-out metrics (right axis, 0–1) at each evaluation."""
+    loss = [e for e in events if "loss" in e]
+    evals = [e for e in events if "eval" in e and not e.get("final")]
+    fig = go.Figure()
+    fig.add_scatter(x=[e["step"] for e in loss], y=[e["loss"] for e in loss], name="train loss", mode="lines")
+    for name in (evals[0]["eval"] if evals else {}):
+        fig.add_scatter(x=[e["step"] for e in evals], y=[e["eval"][name] for e in evals], name=f"held-out {name}",
+                        mode="lines+markers", yaxis="y2")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="step", yaxis=dict(title="loss"),
+                      yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1], tickmode="linear",
+                                  tick0=0, dtick=0.2, showgrid=False),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def variability_before_after_figure(ba: dict) -> go.Figure:
+    """ν per kept layer on the held-out texts, before and after training."""
+    fig = go.Figure()
+    fig.add_scatter(x=ba["layers"], y=ba["before"], name="ν before training", mode="lines+markers")
+    fig.add_scatter(x=ba["layers"], y=ba["after"], name="ν after training", mode="lines+markers")
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="layer", yaxis_title="ν")
+    return fig
+
+
+def training_comparison_figure(runs: list[tuple[str, dict]]) -> go.Figure:
+    """Held-out metric against trainable parameters, one marker per (label, result); size grows with train time."""
+    fig = go.Figure()
+    for label, x in runs:
+        fig.add_scatter(x=[x["trainable_params"]], y=[x["eval"][x["metric"]]], mode="markers+text", name=label,
+                        text=[f"{x['train_seconds']:.0f}s"], textposition="top center",
+                        marker=dict(size=12 + min(30, x["train_seconds"] / 5)))
+    fig.update_layout(height=300, xaxis_title="trainable parameters", yaxis_title="held-out metric",
+                      xaxis_type="log", margin=dict(l=10, r=10, t=10, b=10), showlegend=True)
+    return fig

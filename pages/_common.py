@@ -175,3 +175,13 @@ def page_states(min_layer: int = 0):
     if layer is None or not min_layer <= int(layer) <= res.n_layers:
         st.session_state["layer"] = best
     return cfg, res, curve, best
+
+
+def session_alive_probe():
+    """A function telling whether this browser session is still connected (background runs stop when not)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    sid = get_script_run_ctx().session_id
+    rt = Runtime.instance()
+    return lambda: rt.is_active_session(sid)
