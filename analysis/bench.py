@@ -11,11 +11,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-SECTIONS = {}
+SECTIONS: dict[str, Callable] = {}
 
 
 def section(name):
@@ -166,11 +167,11 @@ def bench_metric(a, res):
             h = (rng.normal(size=(N, d)) + rng.normal(size=(C, d))[y]).astype(np.float32)
             h64, W = torch.from_numpy(h.astype(np.float64)), torch.from_numpy(rng.normal(size=(d, C)))
             variability(h, y)
-            ours, gemm = [], []
+            t_ours, t_gemm = [], []
             for _ in range(a.reps or (31 if a.quick else 61)):  # alternate with a reference product
-                ours.append(_median_time(variability, 1, h, y))
-                gemm.append(_median_time(torch.matmul, 1, h64, W))
-            ours, gemm = statistics.median(ours), statistics.median(gemm)
+                t_ours.append(_median_time(variability, 1, h, y))
+                t_gemm.append(_median_time(torch.matmul, 1, h64, W))
+            ours, gemm = statistics.median(t_ours), statistics.median(t_gemm)
             pinv = _median_time(variability_pinv, 1 if a.quick else 3, h, y)
             diff = abs(variability(h, y) - variability_pinv(h, y)) / variability_pinv(h, y)
             out.append({"d": d, "C": C, "ours_ms": ours * 1e3, "pinv_ms": pinv * 1e3, "rel_diff": diff,
@@ -237,7 +238,7 @@ def bench_projection(a, res):
 
         st = extract_states(m, tok, texts, max_length=64, device=dev)
         layers = range(st.shape[0])
-        r = {"n": n}
+        r: dict[str, float] = {"n": n}
         r["pca_layer_s"] = _median_time(pca, 3, st[-1], 2)
         t = time.perf_counter()
         project_layers(st, [len(st) - 1], ProjectionConfig())  # first call: numba JIT (if not yet compiled)
@@ -275,11 +276,10 @@ def bench_training(a, res):
                          dtype=a.dtype)
     sel = Selection(max(1, L - 2), tuple(range(max(1, L - 3), max(1, L - 2) + 1)))
     full = Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)
-    runs = {}
+    runs: dict[str, list[dict]] = {}
     for name, s in (("selected", sel), ("full", full), ("selected2", sel), ("full2", full)):  # alternate
-        r = train(TrainConfig(cfg, s, steps=steps, batch_size=16, eval_n=32, eval_every=10**6, seed=0))
-        r.pop("_model", None)
-        runs.setdefault(name.rstrip("2"), []).append(r)
+        r = train(TrainConfig(cfg, s, steps=steps, batch_size=16, eval_n=32, eval_every=10**6, seed=0)).result
+        runs.setdefault(name.rstrip("2"), []).append(r.to_dict())
     st = statistics.median(x["train_seconds"] / x["steps"] for x in runs["selected"])
     ft = statistics.median(x["train_seconds"] / x["steps"] for x in runs["full"])
     flop = runs["full"][0]["flops_per_example"] / runs["selected"][0]["flops_per_example"]

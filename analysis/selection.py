@@ -19,11 +19,11 @@ def recommend_layer(nu: Sequence[float], *, rule: str = "argmin", tolerance: flo
            "plateau" — the lowest layer whose ν is within ``tolerance`` percent
            of the minimum: fewer layers kept, less compute.
     """
-    nu = np.asarray(nu, dtype=float)
-    if nu.ndim != 1 or len(nu) == 0:
+    curve = np.asarray(nu, dtype=float)
+    if curve.ndim != 1 or len(curve) == 0:
         raise VariscopeError("the variability curve is empty")
-    lo = min(min_layer, len(nu) - 1)
-    cand = nu[lo:]
+    lo = min(min_layer, len(curve) - 1)
+    cand = curve[lo:]
     if rule == "argmin":
         return int(lo + np.nanargmin(cand))
     if rule == "plateau":

@@ -32,7 +32,7 @@ class TaskData:
         c = np.bincount(self.labels, minlength=len(self.label_names))
         return {n: int(k) for n, k in zip(self.label_names, c, strict=True)}
 
-    def subset(self, idx: Sequence[int]) -> TaskData:
-        idx = np.asarray(idx, dtype=np.int64)
-        return TaskData([self.texts[i] for i in idx], self.labels[idx], list(self.label_names),
-                        None if self.pairs is None else [self.pairs[i] for i in idx], dict(self.info))
+    def subset(self, idx: Sequence[int] | np.ndarray) -> TaskData:
+        rows = np.asarray(idx, dtype=np.int64)
+        return TaskData([self.texts[i] for i in rows], self.labels[rows], list(self.label_names),
+                        None if self.pairs is None else [self.pairs[i] for i in rows], dict(self.info))

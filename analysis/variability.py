@@ -124,10 +124,10 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
         raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
     idx = torch.from_numpy(np.ascontiguousarray(inverse, dtype=np.int64))
     blocks = _blocks64(h)
-    sums = torch.zeros((C, d), dtype=torch.float64)
+    sums_t = torch.zeros((C, d), dtype=torch.float64)
     for rows, block in blocks():
-        sums.index_add_(0, idx[rows], block)
-    sums = sums.numpy()
+        sums_t.index_add_(0, idx[rows], block)
+    sums = sums_t.numpy()
     if not np.all(np.isfinite(sums)):                     # float32 sums cannot overflow float64
         raise VariscopeError("the hidden states contain NaN or infinite values")
     means = sums / counts[:, None]                        # (C, d) class means m_y

@@ -146,7 +146,7 @@ def test_bad_models(case, needle, tmp_path, capsys):
     (["--max-length", "0"], "max length"),
     (["--max-length", "4096"], "above this model's limit"),
     (["--task", "../../etc/passwd"], "unknown task"),
-    (["--imbalance", "1:x"], "--imbalance"),
+    (["--imbalance", "1:x"], "imbalance must look like 1:9"),
     (["--device", "tpu"], "unknown device"),
     (["--dtype", "int3"], "unknown dtype"),
     (["--batch-size", "0"], "batch size"),

@@ -44,12 +44,12 @@ def cmd_reproduce(a) -> int:
         rc = replace(rc, models=tuple(a.models.split(",")))
     elif not a.quick and any(r["name"] == "mpnet" and r["installed"] for r in registry_status()):
         rc = replace(rc, models=("minilm", "mpnet"))
-    for name, conv in (("tasks", str), ("seeds", int), ("ks", int)):
-        if getattr(a, name):
-            try:
-                rc = replace(rc, **{name: tuple(conv(x) for x in getattr(a, name).split(","))})
-            except ValueError:
-                raise VariscopeError(f"--{name} must be a comma-separated list") from None
+    if a.tasks:
+        rc = replace(rc, tasks=tuple(a.tasks.split(",")))
+    if a.seeds:
+        rc = replace(rc, seeds=_int_list(a.seeds, "seeds"))
+    if a.ks:
+        rc = replace(rc, ks=_int_list(a.ks, "ks"))
     for name in ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap"):
         if getattr(a, name) is not None:
             rc = replace(rc, **{name: getattr(a, name)})
@@ -72,3 +72,10 @@ def cmd_reproduce(a) -> int:
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
     return 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise VariscopeError(f"--{flag} must be a comma-separated list of whole numbers, got '{text}'") from None
