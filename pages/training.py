@@ -83,7 +83,8 @@ def _status(current: dict, runs: list[dict]) -> dict:
     m = current["monitor"]
     snap = m.snapshot()
     p = snap["progress"]
-    st.markdown(f"**{current['label']}** — {snap['status']}")
+    label = current["label"].replace("*", r"\*")  # the * of ℓ* is not emphasis
+    st.markdown(f"**{label}** — {snap['status']}")
     if snap["status"] == "failed":
         st.error(f"failed: {snap['error']}")
     frac = p["step"] / p["max_steps"] if p["max_steps"] else 0.0
