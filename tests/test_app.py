@@ -144,7 +144,7 @@ def test_errors_render_as_st_error(app):
 
 
 @pytest.mark.slow  # training
-def test_training_page_tiny_run(app):
+def test_training_page_tiny_run(app, monkeypatch):
     import time
 
     app.query_params.update({"n": "48", "max_length": "24", "layer": "2"})
@@ -164,3 +164,18 @@ def test_training_page_tiny_run(app):
     assert snap["status"] == "finished", snap["error"]
     assert snap["result"]["steps"] == 4 and snap["result"]["layers_kept"] == 2
     assert any(b.label == "Trainable weights (safetensors)" for b in app.get("download_button"))
+    # a failing export fails the run ("failed: <reason>" on the page), never "finished"
+    from analysis.training import export
+
+    def broken(result, model):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export, "artifacts", broken)
+    app.button(key="train_start").click().run()
+    runs = app.session_state["runs"]
+    t0 = time.time()
+    while runs[1]["monitor"].running and time.time() - t0 < 180:
+        time.sleep(1)
+    app.run()
+    assert runs[1]["monitor"].snapshot()["status"] == "failed"
+    assert [e.value for e in app.error] == ["failed: OSError: No space left on device"]
