@@ -44,6 +44,34 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     return p
 
 
+def check_output(path: str | os.PathLike | None, *, folder: bool = False, overwrite: bool = True,
+                 what: str = "output") -> None:
+    """Refuse, before any work starts, an output path that cannot be written.
+
+    A file output needs an existing parent folder and must not be a folder; a
+    folder output (``folder=True``) must not be a file, its parent must exist,
+    and with ``overwrite=False`` it must be absent or empty. ``None`` passes.
+    """
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise VariscopeError(f"cannot write {what} '{path}': folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise VariscopeError(f"cannot write {what} '{path}': folder '{parent}' is not writable")
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise VariscopeError(f"cannot write {what} '{path}': it is a file, not a folder")
+        if not overwrite and p.is_dir() and any(p.iterdir()):
+            raise VariscopeError(f"{what} folder '{path}' is not empty; pass --overwrite to replace what is there")
+    else:
+        if p.is_dir():
+            raise VariscopeError(f"cannot write {what} '{path}': it is a folder")
+        if p.exists() and not p.is_file():
+            raise VariscopeError(f"cannot write {what} '{path}': it is not a regular file")
+
+
 @contextmanager
 def staging_dir(parent: str | os.PathLike, prefix: str = ".staging-") -> Iterator[Path]:
     """A fresh temporary folder under ``parent``, removed on exit whatever happens.

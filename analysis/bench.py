@@ -350,6 +350,20 @@ def _command(a) -> str:
 
 
 def run(a) -> int:
+    from .atomic import check_output
+
+    check_output(a.json, what="--json")
+    check_output(a.doc, what="--doc")
+    check_output(a.plots, folder=True, what="--plots")
+    if a.reps is not None and a.reps < 1:
+        from .errors import VariscopeError
+
+        raise VariscopeError(f"--reps must be at least 1, got {a.reps}")
+    if a.only and set(a.only.split(",")) - set(SECTIONS):
+        from .errors import VariscopeError
+
+        raise VariscopeError(f"unknown bench section(s) {', '.join(sorted(set(a.only.split(',')) - set(SECTIONS)))}; "
+                             f"use {', '.join(SECTIONS)}")
     if a.report_from:
         from . import bench_report
         from .errors import VariscopeError

@@ -62,16 +62,36 @@ class DiskCache:
         """Exclusive per-key lock, so two processes computing one key do the work once."""
         from filelock import FileLock
 
-        d = self.root / ".locks"
-        d.mkdir(parents=True, exist_ok=True)
+        d = self._folder(".locks")
         with FileLock(str(d / f"{kind}-{key}.lock")):
             yield
+
+    def _folder(self, name: str) -> Path:
+        """``root/name`` as a folder; anything else standing there is damage: warned about, removed, rebuilt."""
+        p = self.root / name
+        if p.exists() and not p.is_dir():
+            self._damaged(p, "a file stands where a folder should be")
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @staticmethod
+    def _damaged(p: Path, why: str) -> None:
+        warnings.warn(f"discarding damaged cache path {p}: {why}", stacklevel=3)
+        try:
+            p.unlink()
+        except IsADirectoryError:
+            shutil.rmtree(p, ignore_errors=True)
+        except FileNotFoundError:
+            pass
 
     def save(self, kind: str, key: str, arrays: dict, *, meta: dict | None = None,
              blobs: dict | None = None, version: int = 0, config: dict | None = None) -> Path:
         """Write an entry atomically; returns its folder. An existing entry wins."""
         final = self._dir(kind, key)
-        with staging_dir(self.root / ".tmp", prefix=f"{kind}-{key[:8]}-") as tmp:
+        self._folder(kind)
+        if final.exists() and not final.is_dir():
+            self._damaged(final, "a file stands where an entry folder should be")
+        with staging_dir(self._folder(".tmp"), prefix=f"{kind}-{key[:8]}-") as tmp:
             files = {}
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr)
@@ -99,6 +119,9 @@ class DiskCache:
         dtype mismatch, other code version) are deleted with a warning.
         """
         d = self._dir(kind, key)
+        if d.exists() and not d.is_dir():
+            self._damaged(d, "a file stands where an entry folder should be")
+            return None
         if not d.is_dir():
             return None
         try:
@@ -132,8 +155,7 @@ class DiskCache:
         d = self._dir(kind, key)
         if d.exists():
             # rename first so readers never see a half-deleted entry
-            trash = self.root / ".tmp" / f"trash-{key}-{os.getpid()}-{time.time_ns()}"
-            trash.parent.mkdir(parents=True, exist_ok=True)
+            trash = self._folder(".tmp") / f"trash-{key}-{os.getpid()}-{time.time_ns()}"
             try:
                 os.rename(d, trash)
             except OSError:
@@ -148,6 +170,8 @@ class DiskCache:
             if not base.is_dir():
                 continue
             for d in sorted(base.iterdir()):
+                if not d.is_dir():
+                    continue
                 size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
                 try:
                     m = json.loads((d / "manifest.json").read_text())

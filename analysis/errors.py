@@ -12,6 +12,8 @@ class VariscopeError(Exception):
 
     def __init__(self, message: str):
         message = " ".join(str(message).split())  # always one line
+        # never echo raw control characters (terminal escapes, NUL, ...) from a user's file
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         super().__init__(message)
         self.message = message
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datafiles import MAX_UPLOAD_BYTES, _read_file_bytes, parse_table
+from .datafiles import MAX_UPLOAD_BYTES, _read_file_bytes, parse_table, shown
 from .errors import VariscopeError
 from .sampling import SampleConfig, sample
 from .taskdata import TaskData
@@ -228,7 +228,7 @@ def _from_rows(rows: list[dict], cfg: TaskConfig):
     cols = list(rows[0].keys())
     for role, col in (("text", cfg.text_col), ("label", cfg.label_col), ("text pair", cfg.text_pair_col)):
         if col and col not in cols:
-            raise VariscopeError(f"{role} column '{col}' not found; the columns are: {', '.join(map(str, cols))}")
+            raise VariscopeError(f"{role} column '{shown(col)}' not found; the columns are: {shown(', '.join(map(str, cols)), 300)}")
     texts = [_s(r.get(cfg.text_col)) for r in rows]
     pairs = [_s(r.get(cfg.text_pair_col)) for r in rows] if cfg.text_pair_col else None
     labels = [r.get(cfg.label_col) for r in rows]
@@ -359,7 +359,10 @@ def _encode_labels(vals, names, cfg: TaskConfig):
             names = present
         return np.array([index[v] for v in vals], dtype=np.int64), list(names)
     as_num = _as_floats(vals)
-    if as_num is not None:
+    if as_num is not None and cfg.bins and not all(math.isfinite(x) for x in as_num):
+        raise VariscopeError(f"the label column '{shown(cfg.label_col)}' holds infinite numbers; "
+                             f"binning (--bins) needs finite values")
+    if as_num is not None and all(math.isfinite(x) for x in as_num):  # 'inf', '1e400': names, not numbers
         nums = np.array(as_num)
         integral = np.all(nums == np.round(nums))
         if cfg.bins:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
-from ..atomic import write_atomic
+from ..atomic import check_output, write_atomic
 from ..errors import VariscopeError
 from .common import add_data_args, config_from_args, make_cache, tqdm_progress
 
@@ -17,6 +18,12 @@ def cmd_curve(a) -> int:
     from ..selection import recommend_layer
 
     cfg = config_from_args(a)
+    check_output(a.json, what="--json")
+    check_output(a.csv, what="--csv")
+    if a.bootstrap < 0:
+        raise VariscopeError(f"bootstrap resamples must be 0 or more, got {a.bootstrap}")
+    if not math.isfinite(a.tolerance) or a.tolerance < 0:
+        raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
     cache = make_cache(a)
     t0 = time.perf_counter()
     curve, st = compute_curve(cfg, cache=cache, use_cache=not a.no_cache, bootstrap=a.bootstrap,

@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import replace
 
-from ..atomic import write_atomic
+from ..atomic import check_output, write_atomic
 from ..errors import VariscopeError
 from ..reproduce import QUICK, ReproConfig, run, write_doc
 from .common import make_cache
@@ -38,6 +38,15 @@ def register(sub) -> None:
 
 def cmd_reproduce(a) -> int:
     from ..models import registry_status
+
+    check_output(a.json, what="--json")
+    check_output(a.doc, what="--doc")
+    check_output(a.img, folder=True, what="--img")
+    for name in ("steps", "n_train", "eval_n", "analysis_n", "max_length"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
+            raise VariscopeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
+    if a.bootstrap is not None and a.bootstrap < 0:
+        raise VariscopeError(f"--bootstrap must be 0 or more, got {a.bootstrap}")
 
     rc = QUICK if a.quick else ReproConfig()
     if a.models:
