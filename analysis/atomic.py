@@ -45,17 +45,22 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
 
 
 def check_output(path: str | os.PathLike | None, *, folder: bool = False, overwrite: bool = True,
-                 what: str = "output") -> None:
+                 what: str = "output", make_parents: bool = False) -> None:
     """Refuse, before any work starts, an output path that cannot be written.
 
     A file output needs an existing parent folder and must not be a folder; a
     folder output (``folder=True``) must not be a file, its parent must exist,
     and with ``overwrite=False`` it must be absent or empty. ``None`` passes.
+    With ``make_parents`` missing folders are allowed (the writer creates them):
+    the nearest existing ancestor must be a writable folder.
     """
     if path is None:
         return
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
+    if make_parents:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
     if not parent.is_dir():
         raise VariscopeError(f"cannot write {what} '{path}': folder '{parent}' does not exist")
     if not os.access(parent, os.W_OK):

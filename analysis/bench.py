@@ -353,8 +353,8 @@ def run(a) -> int:
     from .atomic import check_output
 
     check_output(a.json, what="--json")
-    check_output(a.doc, what="--doc")
-    check_output(a.plots, folder=True, what="--plots")
+    check_output(a.doc, what="--doc", make_parents=True)
+    check_output(a.plots, folder=True, what="--plots", make_parents=True)
     if a.reps is not None and a.reps < 1:
         from .errors import VariscopeError
 

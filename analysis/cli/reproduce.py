@@ -40,8 +40,8 @@ def cmd_reproduce(a) -> int:
     from ..models import registry_status
 
     check_output(a.json, what="--json")
-    check_output(a.doc, what="--doc")
-    check_output(a.img, folder=True, what="--img")
+    check_output(a.doc, what="--doc", make_parents=True)
+    check_output(a.img, folder=True, what="--img", make_parents=True)
     for name in ("steps", "n_train", "eval_n", "analysis_n", "max_length"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             raise VariscopeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
