@@ -267,7 +267,7 @@ def bench_training(a, res):
     from .models import layer_list
     from .pipeline import AnalysisConfig
     from .tasks import SampleConfig
-    from .training import Selection, TrainConfig, train
+    from .training import Selection, TrainConfig, select, train
 
     m, _, dev = _model(a.model, a.device, a.dtype)
     L = len(layer_list(m)[1])
@@ -275,7 +275,7 @@ def bench_training(a, res):
     cfg = AnalysisConfig(model=a.model, sampling=SampleConfig(n=steps * 16, seed=4), max_length=64, device=a.device,
                          dtype=a.dtype)
     sel = Selection(max(1, L - 2), tuple(range(max(1, L - 3), max(1, L - 2) + 1)))
-    full = Selection(L, tuple(range(1, L + 1)), tune_embeddings=True)
+    full = select("full", L, 1)
     runs: dict[str, list[dict]] = {}
     for name, s in (("selected", sel), ("full", full), ("selected2", sel), ("full2", full)):  # alternate
         r = train(TrainConfig(cfg, s, steps=steps, batch_size=16, eval_n=32, eval_every=10**6, seed=0)).result

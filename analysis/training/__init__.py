@@ -2,13 +2,13 @@
 
 Modules, one idea each:
 
-- :mod:`.selection` — :class:`Selection`, the strategies (:func:`select`) and :func:`baseline_jobs`;
+- :mod:`.selection` — :class:`Selection`, the strategies (:func:`select`);
 - :mod:`.model` — the truncated classifier (:func:`build_classifier`) and LoRA targets;
 - :mod:`.cost` — parameters and FLOPs (:func:`cost`, :func:`selection_cost`, :func:`cost_preview`);
 - :mod:`.monitor` — :class:`RunMonitor`, a run's live state and its Stop/Skip flags;
 - :mod:`.callbacks` — the Trainer callback that feeds the monitor and honours Stop;
 - :mod:`.data` — training/held-out split, batches, metrics;
-- :mod:`.run` — :class:`TrainConfig`, :class:`RunResult`, :func:`train`;
+- :mod:`.run` — :class:`TrainConfig`, :class:`RunResult`, :func:`train`, :func:`baseline_jobs`;
 - :mod:`.export` — :func:`save_run`, in-memory artifacts, the LoraConfig snippet;
 - :mod:`.worker` — :func:`start_in_thread`, the app's background worker.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "STRATEGIES": "selection", "Selection": "selection", "select": "selection", "baseline_jobs": "selection",
+    "STRATEGIES": "selection", "Selection": "selection", "select": "selection", "baseline_jobs": "run",
     "VariscopeClassifier": "model", "build_classifier": "model", "lora_targets": "model",
     "cost": "cost", "selection_cost": "cost", "cost_preview": "cost",
     "RunMonitor": "monitor",

@@ -5,7 +5,7 @@ import gc
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import VariscopeError
 from ..pipeline import AnalysisConfig
 from .monitor import RunMonitor
-from .selection import Selection
+from .selection import Selection, select
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -310,3 +310,19 @@ def _remeasure(base, model, tok, data, a, device) -> dict:
     return {"layers": list(range(k + 1)),
             "before": variability_curve(b, data.labels).variability,
             "after": variability_curve(t, data.labels).variability}
+
+
+def baseline_jobs(base: TrainConfig, n_layers: int, *, top: bool = True, full: bool = True) -> list[TrainConfig]:
+    """``base`` followed by the baselines it is compared with, same budget and seed.
+
+    top : the same number of layers at the top of the model (with ``base``'s adapter);
+    full : full fine-tuning.
+    """
+    sel = base.selection
+    jobs = [base]
+    if top:
+        jobs.append(replace(base, selection=select("top", n_layers, max(1, len(sel.tuned_layers)),
+                                                   adapter=sel.adapter, lora_r=sel.lora_r), strategy="top"))
+    if full:
+        jobs.append(replace(base, selection=select("full", n_layers, 1), strategy="full"))
+    return jobs

@@ -2,17 +2,13 @@
 
 The baselines (top k layers, full fine-tuning) are built here only: the page's
 "then compare with" runs, ``reproduce`` and ``train --strategy`` all call
-:func:`select` / :func:`baseline_jobs`.
+:func:`select` (:func:`~analysis.training.run.baseline_jobs` turns a run into its baseline runs).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from ..errors import VariscopeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .run import TrainConfig
 
 STRATEGIES = ("variability", "top", "full")
 
@@ -66,19 +62,3 @@ def select(strategy: str, n_layers: int, k: int, curve: list[float] | None = Non
         best = recommend_layer(curve)
         return Selection(best, tuple(tuned_layers(best, k)), adapter=adapter, lora_r=lora_r)
     raise VariscopeError(f"unknown strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
-
-
-def baseline_jobs(base: TrainConfig, n_layers: int, *, top: bool = True, full: bool = True) -> list[TrainConfig]:
-    """``base`` followed by the baselines it is compared with, same budget and seed.
-
-    top : the same number of layers at the top of the model (with ``base``'s adapter);
-    full : full fine-tuning.
-    """
-    sel = base.selection
-    jobs = [base]
-    if top:
-        jobs.append(replace(base, selection=select("top", n_layers, max(1, len(sel.tuned_layers)),
-                                                   adapter=sel.adapter, lora_r=sel.lora_r), strategy="top"))
-    if full:
-        jobs.append(replace(base, selection=select("full", n_layers, 1), strategy="full"))
-    return jobs
