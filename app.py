@@ -1,4 +1,5 @@
 """Variscope — navigation and the shared sidebar. Page logic lives in pages/, numerics in analysis/."""
+
 import streamlit as st
 
 from pages._common import init_state, sync_url
@@ -24,8 +25,10 @@ with st.sidebar:
     st.caption("Which layers already separate your classes — and which few to tune.")
     task = ss["upload"]["name"] if ss.get("upload") else ss["task"]
     layer = "recommended" if ss.get("layer") is None else ss["layer"]
-    st.markdown(f"**Model** `{ss['model']}`  \n**Task** `{task}`  \n**n** {ss['n'] or 'all'} · "
-                f"**seed** {ss['seed']}  \n**Pooling** {ss['pooling']} · **max length** {ss['max_length']}  \n"
-                f"**Selected layer** {layer}")
+    st.markdown(
+        f"**Model** `{ss['model']}`  \n**Task** `{task}`  \n**n** {ss['n'] or 'all'} · "
+        f"**seed** {ss['seed']}  \n**Pooling** {ss['pooling']} · **max length** {ss['max_length']}  \n"
+        f"**Selected layer** {layer}"
+    )
 
 sync_url()

@@ -44,8 +44,14 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     return p
 
 
-def check_output(path: str | os.PathLike | None, *, folder: bool = False, overwrite: bool = True,
-                 what: str = "output", make_parents: bool = False) -> None:
+def check_output(
+    path: str | os.PathLike | None,
+    *,
+    folder: bool = False,
+    overwrite: bool = True,
+    what: str = "output",
+    make_parents: bool = False,
+) -> None:
     """Refuse, before any work starts, an output path that cannot be written.
 
     A file output needs an existing parent folder and must not be a folder; a

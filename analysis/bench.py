@@ -4,6 +4,7 @@ Every comparison runs both contenders on the same texts in the same process,
 alternating, and reports medians of several repetitions; ratios, not single
 times, are the result (this machine is noisy).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ def section(name):
     def deco(f):
         SECTIONS[name] = f
         return f
+
     return deco
 
 
@@ -31,14 +33,22 @@ def add_args(p) -> None:
     p.add_argument("--model", default="minilm")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--only", default=None, help="comma-separated sections: " + ", ".join(
-        ["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory"]))
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated sections: "
+        + ", ".join(["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory"]),
+    )
     p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--plots", default=None, help="folder for PNG plots")
-    p.add_argument("--report-from", default=None, metavar="JSON",
-                   help="measure nothing: rebuild --doc and --plots from an earlier run's JSON")
+    p.add_argument(
+        "--report-from",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: rebuild --doc and --plots from an earlier run's JSON",
+    )
 
 
 def _median_time(f, reps: int, *args, **kwargs) -> float:
@@ -77,8 +87,7 @@ def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
     nus = []
     for l in range(1, L + 1):
         with keep_layers(model, l):
-            st = extract_states(model, tok, texts, None, max_length=max_length, batch_size=8,
-                                device=device, sort=False)
+            st = extract_states(model, tok, texts, None, max_length=max_length, batch_size=8, device=device, sort=False)
         nus.append(variability_pinv(st[-1], labels))
     return nus
 
@@ -108,7 +117,7 @@ def bench_curve(a, res):
     n = 128 if a.quick else 512
     reps = a.reps or (3 if a.quick else 5)
     texts, labels = _texts(n)
-    for name in ([a.model] if a.quick else [a.model, "mpnet"]):
+    for name in [a.model] if a.quick else [a.model, "mpnet"]:
         try:
             m, tok, dev = _model(name, a.device, a.dtype)
         except Exception as e:  # mpnet may be absent
@@ -123,17 +132,26 @@ def bench_curve(a, res):
         ours, paper = our_curve(m, tok, texts, labels, device=dev), paper_algorithm(m, tok, texts, labels, device=dev)
         agree = float(np.max(np.abs(np.array(ours[1:]) - paper) / np.abs(paper)))
         L = len(ours) - 1
-        r = {"layers": L, "n": n, "floor_s": statistics.median(t_floor), "curve_s": statistics.median(t_curve),
-             "paper_s": t_paper, "curve_vs_floor": statistics.median(t_curve) / statistics.median(t_floor),
-             "paper_algorithm_vs_curve": t_paper / statistics.median(t_curve), "max_rel_diff_vs_paper": agree}
+        r = {
+            "layers": L,
+            "n": n,
+            "floor_s": statistics.median(t_floor),
+            "curve_s": statistics.median(t_curve),
+            "paper_s": t_paper,
+            "curve_vs_floor": statistics.median(t_curve) / statistics.median(t_floor),
+            "paper_algorithm_vs_curve": t_paper / statistics.median(t_curve),
+            "max_rel_diff_vs_paper": agree,
+        }
         res.setdefault("curve", {})[name] = r
         if name == a.model:
             res["curve_vs_floor"] = r["curve_vs_floor"]
             res["paper_algorithm_vs_curve"] = r["paper_algorithm_vs_curve"]
-        _row(f"curve {name} ({L} layers, n={n})",
-             f"floor {r['floor_s']:.2f}s  ours {r['curve_s']:.2f}s  paper {t_paper:.2f}s  "
-             f"ours/floor {r['curve_vs_floor']:.2f}x (goal <=1.1)  paper/ours {r['paper_algorithm_vs_curve']:.1f}x "
-             f"(goal >={3 if L <= 6 else 6})  max rel diff {agree:.1e}")
+        _row(
+            f"curve {name} ({L} layers, n={n})",
+            f"floor {r['floor_s']:.2f}s  ours {r['curve_s']:.2f}s  paper {t_paper:.2f}s  "
+            f"ours/floor {r['curve_vs_floor']:.2f}x (goal <=1.1)  paper/ours {r['paper_algorithm_vs_curve']:.1f}x "
+            f"(goal >={3 if L <= 6 else 6})  max rel diff {agree:.1e}",
+        )
 
 
 @section("batching")
@@ -148,8 +166,11 @@ def bench_batching(a, res):
     r = {"sorted_texts_per_s": n / statistics.median(ts), "unsorted_texts_per_s": n / statistics.median(tu)}
     r["speedup"] = r["sorted_texts_per_s"] / r["unsorted_texts_per_s"]
     res["batching"] = r
-    _row("batching", f"sorted {r['sorted_texts_per_s']:.0f} texts/s, unsorted {r['unsorted_texts_per_s']:.0f} texts/s, "
-                     f"speed-up {r['speedup']:.2f}x")
+    _row(
+        "batching",
+        f"sorted {r['sorted_texts_per_s']:.0f} texts/s, unsorted {r['unsorted_texts_per_s']:.0f} texts/s, "
+        f"speed-up {r['speedup']:.2f}x",
+    )
 
 
 @section("metric")
@@ -174,10 +195,22 @@ def bench_metric(a, res):
             ours, gemm = statistics.median(t_ours), statistics.median(t_gemm)
             pinv = _median_time(variability_pinv, 1 if a.quick else 3, h, y)
             diff = abs(variability(h, y) - variability_pinv(h, y)) / variability_pinv(h, y)
-            out.append({"d": d, "C": C, "ours_ms": ours * 1e3, "pinv_ms": pinv * 1e3, "rel_diff": diff,
-                        "gemm_ms": gemm * 1e3, "ours_in_gemms": ours / gemm})
-            _row(f"metric d={d} C={C}", f"ours {ours * 1e3:.2f} ms/layer (= {ours / gemm:.1f} products N×d·d×C), "
-                                        f"d×d pinv {pinv * 1e3:.0f} ms, {pinv / ours:.0f}x, rel diff {diff:.1e}")
+            out.append(
+                {
+                    "d": d,
+                    "C": C,
+                    "ours_ms": ours * 1e3,
+                    "pinv_ms": pinv * 1e3,
+                    "rel_diff": diff,
+                    "gemm_ms": gemm * 1e3,
+                    "ours_in_gemms": ours / gemm,
+                }
+            )
+            _row(
+                f"metric d={d} C={C}",
+                f"ours {ours * 1e3:.2f} ms/layer (= {ours / gemm:.1f} products N×d·d×C), "
+                f"d×d pinv {pinv * 1e3:.0f} ms, {pinv / ours:.0f}x, rel diff {diff:.1e}",
+            )
     res["metric"] = out
     res["metric_ms_per_layer_d768"] = max(r["ours_ms"] for r in out if r["d"] == 768)
     res["metric_max_rel_diff"] = max(r["rel_diff"] for r in out)
@@ -218,8 +251,16 @@ def bench_depth(a, res):
         with keep_layers(m, depth):
             ours = _median_time(our_curve, a.reps or 2, m, tok, texts, labels, device=dev)
             paper = _median_time(paper_algorithm, 1, m, tok, texts, labels, device=dev)
-        out.append({"depth": depth, "ours_s": ours, "paper_s": paper, "ratio": paper / ours,
-                    "ours_s_per_layer": ours / depth, "paper_s_per_layer": paper / depth})
+        out.append(
+            {
+                "depth": depth,
+                "ours_s": ours,
+                "paper_s": paper,
+                "ratio": paper / ours,
+                "ours_s_per_layer": ours / depth,
+                "paper_s_per_layer": paper / depth,
+            }
+        )
         _row(f"depth {depth}", f"ours {ours:.2f}s, paper {paper:.2f}s, paper/ours {paper / ours:.1f}x")
     res["depth"] = out
 
@@ -250,12 +291,16 @@ def bench_projection(a, res):
             project_layers(st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache)
             r["umap_panel_warm_s"] = time.perf_counter() - t
             r["umap_panel_cache_hit_s"] = _median_time(
-                project_layers, 3, st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache)
+                project_layers, 3, st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache
+            )
         out[str(n)] = r
-        _row(f"projection n={n}", f"PCA {r['pca_layer_s'] * 1e3:.0f} ms/layer; UMAP first {r['umap_layer_first_s']:.1f}s, "
-                                  f"warm {r['umap_layer_warm_s']:.1f}s/layer, panel of {len(st)} layers "
-                                  f"{r['umap_panel_warm_s']:.1f}s (goal <15 s at n=1000), cached "
-                                  f"{r['umap_panel_cache_hit_s'] * 1e3:.0f} ms (goal <300 ms)")
+        _row(
+            f"projection n={n}",
+            f"PCA {r['pca_layer_s'] * 1e3:.0f} ms/layer; UMAP first {r['umap_layer_first_s']:.1f}s, "
+            f"warm {r['umap_layer_warm_s']:.1f}s/layer, panel of {len(st)} layers "
+            f"{r['umap_panel_warm_s']:.1f}s (goal <15 s at n=1000), cached "
+            f"{r['umap_panel_cache_hit_s'] * 1e3:.0f} ms (goal <300 ms)",
+        )
     res["projection"] = out
     res["umap_panel_warm_seconds"] = out["1000"]["umap_panel_warm_s"]
     res["umap_panel_cache_hit_seconds"] = out["1000"]["umap_panel_cache_hit_s"]
@@ -272,8 +317,9 @@ def bench_training(a, res):
     m, _, dev = _model(a.model, a.device, a.dtype)
     L = len(layer_list(m)[1])
     steps = 12 if a.quick else 40
-    cfg = AnalysisConfig(model=a.model, sampling=SampleConfig(n=steps * 16, seed=4), max_length=64, device=a.device,
-                         dtype=a.dtype)
+    cfg = AnalysisConfig(
+        model=a.model, sampling=SampleConfig(n=steps * 16, seed=4), max_length=64, device=a.device, dtype=a.dtype
+    )
     sel = Selection(max(1, L - 2), tuple(range(max(1, L - 3), max(1, L - 2) + 1)))
     full = select("full", L, 1)
     runs: dict[str, list[dict]] = {}
@@ -283,13 +329,20 @@ def bench_training(a, res):
     st = statistics.median(x["train_seconds"] / x["steps"] for x in runs["selected"])
     ft = statistics.median(x["train_seconds"] / x["steps"] for x in runs["full"])
     flop = runs["full"][0]["flops_per_example"] / runs["selected"][0]["flops_per_example"]
-    res["training"] = {"selection": f"classifier {sel.classifier_layer}, tune {list(sel.tuned_layers)}",
-                       "selected_step_s": st, "full_step_s": ft, "steps": steps}
+    res["training"] = {
+        "selection": f"classifier {sel.classifier_layer}, tune {list(sel.tuned_layers)}",
+        "selected_step_s": st,
+        "full_step_s": ft,
+        "steps": steps,
+    }
     res["train_speedup_vs_full"] = ft / st
     res["train_flop_speedup_vs_full"] = flop
     res["train_speedup_over_flop_ratio"] = (ft / st) / flop
-    _row("training", f"{res['training']['selection']}: {st * 1e3:.0f} ms/step vs full {ft * 1e3:.0f} ms/step → "
-                     f"{ft / st:.2f}x; FLOP ratio {flop:.2f}x; measured/FLOP {(ft / st) / flop:.2f} (goal >=0.8)")
+    _row(
+        "training",
+        f"{res['training']['selection']}: {st * 1e3:.0f} ms/step vs full {ft * 1e3:.0f} ms/step → "
+        f"{ft / st:.2f}x; FLOP ratio {flop:.2f}x; measured/FLOP {(ft / st) / flop:.2f} (goal >=0.8)",
+    )
 
 
 MEM_SCRIPT = """
@@ -326,11 +379,17 @@ def bench_memory(a, res):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = []
     for n, length in ((2000, 32), (2000, 128)) if a.quick else ((500, 128), (2000, 32), (2000, 128)):
-        p = subprocess.run([sys.executable, "-c", MEM_SCRIPT.format(root=root, model=a.model, n=n, length=length)],
-                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        p = subprocess.run(
+            [sys.executable, "-c", MEM_SCRIPT.format(root=root, model=a.model, n=n, length=length)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         grow, states_mb = map(float, p.stdout.split()[-2:])
         out.append({"n": n, "max_length": length, "peak_rss_growth_mb": grow, "states_mb": states_mb})
-        _row(f"memory n={n} len={length}", f"peak RSS +{grow:.0f} MB while extracting (pooled states {states_mb:.0f} MB)")
+        _row(
+            f"memory n={n} len={length}", f"peak RSS +{grow:.0f} MB while extracting (pooled states {states_mb:.0f} MB)"
+        )
     res["memory"] = out
 
 
@@ -341,8 +400,16 @@ def _row(name, text):
 def _command(a) -> str:
     """The bench command line that reproduces this run (for the report)."""
     parts = ["bench"] + (["--quick"] if a.quick else [])
-    for flag, default in (("model", "minilm"), ("device", "auto"), ("dtype", "auto"), ("only", None),
-                          ("reps", None), ("json", None), ("doc", None), ("plots", None)):
+    for flag, default in (
+        ("model", "minilm"),
+        ("device", "auto"),
+        ("dtype", "auto"),
+        ("only", None),
+        ("reps", None),
+        ("json", None),
+        ("doc", None),
+        ("plots", None),
+    ):
         v = getattr(a, flag)
         if v is not None and v != default:
             parts += [f"--{flag}", str(v)]
@@ -362,8 +429,10 @@ def run(a) -> int:
     if a.only and set(a.only.split(",")) - set(SECTIONS):
         from .errors import VariscopeError
 
-        raise VariscopeError(f"unknown bench section(s) {', '.join(sorted(set(a.only.split(',')) - set(SECTIONS)))}; "
-                             f"use {', '.join(SECTIONS)}")
+        raise VariscopeError(
+            f"unknown bench section(s) {', '.join(sorted(set(a.only.split(',')) - set(SECTIONS)))}; "
+            f"use {', '.join(SECTIONS)}"
+        )
     if a.report_from:
         from . import bench_report
         from .errors import VariscopeError
@@ -373,8 +442,9 @@ def run(a) -> int:
         except (OSError, ValueError) as e:
             raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
         if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
-            raise VariscopeError(f"{a.report_from} is not the JSON of a `python -m analysis bench` run "
-                                 f"(no 'machine' entry)")
+            raise VariscopeError(
+                f"{a.report_from} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)"
+            )
         bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
         return 0
     import platform
@@ -385,8 +455,14 @@ def run(a) -> int:
 
     dev = resolve_device(a.device)
     card = torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine()
-    machine = {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "device": dev, "card": card, "dtype": resolve_dtype(a.dtype, dev)}
+    machine = {
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": dev,
+        "card": card,
+        "dtype": resolve_dtype(a.dtype, dev),
+    }
     res = {"command": _command(a), "quick": bool(a.quick), "machine": machine}
     only = set(a.only.split(",")) if a.only else None
     for name, f in SECTIONS.items():

@@ -8,6 +8,7 @@ a second process never leaves a half entry under the final name. Arrays are
 read with ``allow_pickle=False``; nothing is ever unpickled. An entry that
 fails any check is discarded with a warning and the caller recomputes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,17 @@ class DiskCache:
         except FileNotFoundError:
             pass
 
-    def save(self, kind: str, key: str, arrays: dict, *, meta: dict | None = None,
-             blobs: dict | None = None, version: int = 0, config: dict | None = None) -> Path:
+    def save(
+        self,
+        kind: str,
+        key: str,
+        arrays: dict,
+        *,
+        meta: dict | None = None,
+        blobs: dict | None = None,
+        version: int = 0,
+        config: dict | None = None,
+    ) -> Path:
         """Write an entry atomically; returns its folder. An existing entry wins."""
         final = self._dir(kind, key)
         self._folder(kind)
@@ -99,15 +109,21 @@ class DiskCache:
                     raise ValueError(f"array {name!r} has dtype object; only plain dtypes are cached")
                 p = tmp / f"{name}.npy"
                 np.save(p, arr, allow_pickle=False)
-                files[p.name] = {"array": name, "shape": list(arr.shape), "dtype": str(arr.dtype),
-                                 "sha256": _sha256(p)}
+                files[p.name] = {"array": name, "shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": _sha256(p)}
             for name, obj in (blobs or {}).items():
                 p = tmp / f"{name}.json"
                 p.write_text(json.dumps(obj, ensure_ascii=False))
                 files[p.name] = {"blob": name, "sha256": _sha256(p)}
-            manifest = {"format": CACHE_FORMAT, "kind": kind, "key": key, "version": version,
-                        "created": time.time(), "files": files, "meta": meta or {},
-                        "config": config or {}}
+            manifest = {
+                "format": CACHE_FORMAT,
+                "kind": kind,
+                "key": key,
+                "version": version,
+                "created": time.time(),
+                "files": files,
+                "meta": meta or {},
+                "config": config or {},
+            }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
             publish_dir(tmp, final)  # another process may have won the race: keep its entry
         return final
@@ -140,8 +156,9 @@ class DiskCache:
                 if "array" in spec:
                     arr = np.load(p, allow_pickle=False)
                     if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-                        raise ValueError(f"{fname} has shape {arr.shape} {arr.dtype}, manifest says "
-                                         f"{spec['shape']} {spec['dtype']}")
+                        raise ValueError(
+                            f"{fname} has shape {arr.shape} {arr.dtype}, manifest says {spec['shape']} {spec['dtype']}"
+                        )
                     arrays[spec["array"]] = arr
                 else:
                     blobs[spec["blob"]] = json.loads(p.read_text())
@@ -177,8 +194,16 @@ class DiskCache:
                     m = json.loads((d / "manifest.json").read_text())
                 except (OSError, ValueError):
                     m = {}
-                rows.append({"kind": kind, "key": d.name, "bytes": size, "created": m.get("created"),
-                             "version": m.get("version"), "describe": m.get("meta", {}).get("describe", "")})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "key": d.name,
+                        "bytes": size,
+                        "created": m.get("created"),
+                        "version": m.get("version"),
+                        "describe": m.get("meta", {}).get("describe", ""),
+                    }
+                )
         return rows
 
     def clear(self, kind: str | None = None, key: str | None = None) -> int:

@@ -28,11 +28,14 @@ def _read_file_bytes(path: str) -> bytes:
     if p.is_dir():
         raise VariscopeError(f"data file '{shown(path)}' is a folder; give a CSV, TSV or JSONL file")
     if not p.is_file():
-        raise VariscopeError(f"data file '{shown(path)}' is not a regular file (a pipe or device); "
-                             f"give a CSV, TSV or JSONL file")
+        raise VariscopeError(
+            f"data file '{shown(path)}' is not a regular file (a pipe or device); give a CSV, TSV or JSONL file"
+        )
     size = p.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise VariscopeError(f"data file '{shown(path)}' is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+        raise VariscopeError(
+            f"data file '{shown(path)}' is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+        )
     return p.read_bytes()
 
 
@@ -41,30 +44,40 @@ def decode_text(data: bytes, filename: str) -> tuple[str, list[str]]:
 
     Returns (text, warnings). NUL bytes in a file without a UTF-16/32 BOM mean binary data.
     """
-    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+    for bom, codec in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if data.startswith(bom):
             try:
                 return data.decode(codec), []
             except UnicodeDecodeError as e:
-                raise VariscopeError(f"file '{shown(filename)}' starts like {codec.upper()} but is not valid "
-                                     f"{codec.upper()} (byte {e.start}); save it as UTF-8") from None
+                raise VariscopeError(
+                    f"file '{shown(filename)}' starts like {codec.upper()} but is not valid "
+                    f"{codec.upper()} (byte {e.start}); save it as UTF-8"
+                ) from None
     if b"\x00" in data[:65536]:
-        raise VariscopeError(f"file '{shown(filename)}' is not a text file (it contains binary data); "
-                             f"save it as UTF-8 CSV, TSV or JSONL")
+        raise VariscopeError(
+            f"file '{shown(filename)}' is not a text file (it contains binary data); save it as UTF-8 CSV, TSV or JSONL"
+        )
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError as e:
         return data.decode("cp1252", errors="replace"), [
             f"file is not valid UTF-8 (byte {e.start}); read it as Windows-1252/Latin-1 — "
-            f"save it as UTF-8 if some characters look wrong"]
+            f"save it as UTF-8 if some characters look wrong"
+        ]
 
 
 def parse_table(data: bytes, filename: str) -> tuple[list[dict], list[str]]:
     """Parse CSV, TSV or JSONL bytes into rows of strings; returns (rows, warnings)."""
     name = (filename or "").lower()
     if len(data) > MAX_UPLOAD_BYTES:
-        raise VariscopeError(f"file '{shown(filename)}' is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+        raise VariscopeError(
+            f"file '{shown(filename)}' is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+        )
     if not data.strip():
         raise VariscopeError(f"file '{shown(filename)}' is empty")
     text, warnings = decode_text(data, filename)
@@ -75,7 +88,9 @@ def parse_table(data: bytes, filename: str) -> tuple[list[dict], list[str]]:
             try:
                 rows = json.loads(stripped)
             except json.JSONDecodeError as e:
-                raise VariscopeError(f"file '{shown(filename)}' is not valid JSON: {e.msg} at line {e.lineno}") from None
+                raise VariscopeError(
+                    f"file '{shown(filename)}' is not valid JSON: {e.msg} at line {e.lineno}"
+                ) from None
         else:
             for i, line in enumerate(text.splitlines(), 1):
                 if line.strip():
@@ -93,13 +108,17 @@ def parse_table(data: bytes, filename: str) -> tuple[list[dict], list[str]]:
         header = next(reader)
         body = list(reader)
     except csv.Error as e:
-        raise VariscopeError(f"file '{shown(filename)}' is not a valid {'TSV' if delim == chr(9) else 'CSV'} file: {e}") from None
+        raise VariscopeError(
+            f"file '{shown(filename)}' is not a valid {'TSV' if delim == chr(9) else 'CSV'} file: {e}"
+        ) from None
     header = [h.strip() for h in header]
     if len(header) == 1:
         other = ";" if ";" in header[0] else ("\t" if "\t" in header[0] else ("," if "," in header[0] else None))
         hint = f" — is it {'tab' if other == chr(9) else repr(other)}-separated? Name it .tsv for tabs" if other else ""
-        raise VariscopeError(f"file '{shown(filename)}' has a single column '{shown(header[0], 60)}'{hint}; "
-                             f"Variscope reads .csv as comma- and .tsv as tab-separated")
+        raise VariscopeError(
+            f"file '{shown(filename)}' has a single column '{shown(header[0], 60)}'{hint}; "
+            f"Variscope reads .csv as comma- and .tsv as tab-separated"
+        )
     dups = sorted({h for h in header if header.count(h) > 1})
     if dups:
         raise VariscopeError(f"file '{shown(filename)}' has duplicated column name(s): {shown(', '.join(dups))}")

@@ -7,6 +7,7 @@ only the pooled vectors: an array of shape (L+1, N, d), index 0 being the
 embedding output. This is the only loop over batches in Variscope's analysis;
 the benchmarks reuse it for the bare-forward floor.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,7 @@ def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_l
     limit = _model_limit(tokenizer)
     if limit and max_length > limit:
         raise VariscopeError(f"max length {max_length} is above this model's limit of {limit} tokens")
-    kw = dict(truncation=True, max_length=max_length, return_special_tokens_mask=True,
-              return_attention_mask=True)
+    kw = dict(truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=True)
     texts = list(texts)
     if pairs is not None:
         return tokenizer(texts, list(pairs), **kw)
@@ -50,16 +50,22 @@ def _model_limit(tokenizer) -> int | None:
     return int(m) if m and m < 1_000_000 else None
 
 
-def make_batches(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                 max_length: int = 128, batch_size: int = 32, sort: bool = True) -> list[Batch]:
+def make_batches(
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    sort: bool = True,
+) -> list[Batch]:
     """Length-sorted (longest first), right-padded batches of at most ``batch_size`` texts."""
     if batch_size < 1:
         raise VariscopeError(f"batch size must be at least 1, got {batch_size}")
     enc = tokenize(tokenizer, texts, pairs, max_length)
     lengths = np.array([len(x) for x in enc["input_ids"]])
     order = np.argsort(-lengths, kind="stable") if sort else np.arange(len(lengths))
-    return [_pad(enc, order[s:s + batch_size], tokenizer.pad_token_id)
-            for s in range(0, len(order), batch_size)]
+    return [_pad(enc, order[s : s + batch_size], tokenizer.pad_token_id) for s in range(0, len(order), batch_size)]
 
 
 def _pad(enc, idx: np.ndarray, pad_id: int) -> Batch:
@@ -67,9 +73,11 @@ def _pad(enc, idx: np.ndarray, pad_id: int) -> Batch:
 
     T = max(len(enc["input_ids"][i]) for i in idx)
     B = len(idx)
-    t = {"input_ids": torch.full((B, T), pad_id, dtype=torch.long),
-         "attention_mask": torch.zeros((B, T), dtype=torch.long),
-         "special_tokens_mask": torch.ones((B, T), dtype=torch.long)}
+    t = {
+        "input_ids": torch.full((B, T), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((B, T), dtype=torch.long),
+        "special_tokens_mask": torch.ones((B, T), dtype=torch.long),
+    }
     if "token_type_ids" in enc:
         t["token_type_ids"] = torch.zeros((B, T), dtype=torch.long)
     for r, i in enumerate(idx):
@@ -115,10 +123,15 @@ def _pool32(hidden_states, attention_mask, special_tokens_mask, pooling: str):
     return torch.stack([h[rows, last].float() for h in hidden_states])
 
 
-def forward_batches(model, batches: Sequence[Batch], *, device: str,
-                    progress: Callable[[int, int], None] | None = None,
-                    on_output: Callable[[Batch, object], None] | None = None,
-                    hidden_states: bool = True) -> None:
+def forward_batches(
+    model,
+    batches: Sequence[Batch],
+    *,
+    device: str,
+    progress: Callable[[int, int], None] | None = None,
+    on_output: Callable[[Batch, object], None] | None = None,
+    hidden_states: bool = True,
+) -> None:
     """Run the model on every batch under ``torch.inference_mode``.
 
     A model loaded with an ``autocast-…`` dtype (the CUDA default) runs under
@@ -139,8 +152,11 @@ def forward_batches(model, batches: Sequence[Batch], *, device: str,
         while queue:
             b = queue.pop()
             cuda = str(device).startswith("cuda")
-            inputs = {k: (v.pin_memory() if cuda else v).to(device, non_blocking=cuda) for k, v in b.tensors.items()
-                      if k != "special_tokens_mask"}
+            inputs = {
+                k: (v.pin_memory() if cuda else v).to(device, non_blocking=cuda)
+                for k, v in b.tensors.items()
+                if k != "special_tokens_mask"
+            }
             try:
                 out = model(**inputs, output_hidden_states=hidden_states, return_dict=True)
                 if on_output is not None:
@@ -149,8 +165,9 @@ def forward_batches(model, batches: Sequence[Batch], *, device: str,
                 del inputs
                 torch.cuda.empty_cache()
                 if len(b.index) == 1:
-                    raise VariscopeError("out of GPU memory even with a batch of one text; "
-                                         "lower --max-length or use --device cpu") from None
+                    raise VariscopeError(
+                        "out of GPU memory even with a batch of one text; lower --max-length or use --device cpu"
+                    ) from None
                 half = len(b.index) // 2
                 warnings.warn(f"out of GPU memory with a batch of {len(b.index)}; retrying with {half}", stacklevel=2)
                 queue.append(_slice(b, half, None))
@@ -165,10 +182,19 @@ def _slice(b: Batch, start, stop) -> Batch:
     return Batch(b.index[start:stop], {k: v[start:stop] for k, v in b.tensors.items()})
 
 
-def extract_states(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                   pooling: str = "mean", max_length: int = 128, batch_size: int = 32,
-                   device: str | None = None, sort: bool = True,
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+def extract_states(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    pooling: str = "mean",
+    max_length: int = 128,
+    batch_size: int = 32,
+    device: str | None = None,
+    sort: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """Pooled states of every layer.
 
     Parameters
@@ -191,8 +217,9 @@ def extract_states(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] 
 
     def keep(b: Batch, o):
         hs = o.hidden_states
-        p = pool(hs, b.tensors["attention_mask"].to(hs[0].device),
-                 b.tensors["special_tokens_mask"].to(hs[0].device), pooling)
+        p = pool(
+            hs, b.tensors["attention_mask"].to(hs[0].device), b.tensors["special_tokens_mask"].to(hs[0].device), pooling
+        )
         if "states" not in out:
             out["states"] = np.empty((p.shape[0], len(texts), p.shape[2]), np.float32)
         out["states"][:, b.index] = p.cpu().numpy()

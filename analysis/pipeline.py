@@ -6,6 +6,7 @@ returns cached states or computes them (one forward pass per batch);
 ``compute_curve`` adds ν per layer. The CLI, the app, the benchmarks and the
 tests all go through these two functions.
 """
+
 from __future__ import annotations
 
 import functools
@@ -105,8 +106,14 @@ def cache_config(cfg: AnalysisConfig, target: Target, task_fp: str) -> dict:
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
     task = asdict(cfg.task)
     del task["name"], task["data"]
-    conf.update(what="states", version=EXTRACTION_VERSION, model=target.ref.fingerprint, dtype=target.dtype,
-                task={**task, "data": task_fp}, sampling=asdict(cfg.sampling))
+    conf.update(
+        what="states",
+        version=EXTRACTION_VERSION,
+        model=target.ref.fingerprint,
+        dtype=target.dtype,
+        task={**task, "data": task_fp},
+        sampling=asdict(cfg.sampling),
+    )
     return conf
 
 
@@ -118,8 +125,9 @@ def states_key(cfg: AnalysisConfig, target: Target, content: bytes | None = None
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(ref: ModelRef, device: str, dtype: str, trust_remote_code: bool = False,
-                 device_map: str | None = None):
+def cached_model(
+    ref: ModelRef, device: str, dtype: str, trust_remote_code: bool = False, device_map: str | None = None
+):
     """In-process cache of loaded models for the CLI, benchmarks and tests."""
     return load_model(ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
 
@@ -141,9 +149,15 @@ def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskDat
     return sub
 
 
-def get_states(cfg: AnalysisConfig, *, cache: DiskCache | None = None, use_cache: bool = True,
-               content: bytes | None = None, progress: Callable[[int, int], None] | None = None,
-               loader: Callable | None = None) -> StatesResult:
+def get_states(
+    cfg: AnalysisConfig,
+    *,
+    cache: DiskCache | None = None,
+    use_cache: bool = True,
+    content: bytes | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    loader: Callable | None = None,
+) -> StatesResult:
     """Pooled states for ``cfg``: from the disk cache, or computed and stored.
 
     ``content`` gives a data file's bytes (uploads); ``loader(ref, device,
@@ -161,10 +175,17 @@ def get_states(cfg: AnalysisConfig, *, cache: DiskCache | None = None, use_cache
             hit = cache.load("states", key, version=EXTRACTION_VERSION)
             if hit is not None:
                 arrays, blobs, manifest = hit
-                return StatesResult(arrays["states"], arrays["labels"], blobs["sample"]["label_names"],
-                                    blobs["sample"]["texts"], blobs["sample"]["pairs"], key, True,
-                                    {"total": time.perf_counter() - t0, "extract": 0.0, "load_model": 0.0},
-                                    manifest["meta"].get("info", {}))
+                return StatesResult(
+                    arrays["states"],
+                    arrays["labels"],
+                    blobs["sample"]["label_names"],
+                    blobs["sample"]["texts"],
+                    blobs["sample"]["pairs"],
+                    key,
+                    True,
+                    {"total": time.perf_counter() - t0, "extract": 0.0, "load_model": 0.0},
+                    manifest["meta"].get("info", {}),
+                )
         sub = prepare_sample(cfg, content)
         ref, device, dtype = target.ref, target.device, target.dtype
         t1 = time.perf_counter()
@@ -174,18 +195,40 @@ def get_states(cfg: AnalysisConfig, *, cache: DiskCache | None = None, use_cache
         else:
             model, tok = (loader or cached_model)(ref, device, dtype, cfg.trust_remote_code)
         t2 = time.perf_counter()
-        states = extract_states(model, tok, sub.texts, sub.pairs, pooling=cfg.pooling,
-                                max_length=cfg.max_length, batch_size=cfg.batch_size,
-                                device=device, progress=progress)
+        states = extract_states(
+            model,
+            tok,
+            sub.texts,
+            sub.pairs,
+            pooling=cfg.pooling,
+            max_length=cfg.max_length,
+            batch_size=cfg.batch_size,
+            device=device,
+            progress=progress,
+        )
         t3 = time.perf_counter()
         info = dict(sub.info, device=device, dtype=dtype, model=cfg.model, task=cfg.task.label())
         if use_cache:
-            cache.save("states", key, {"states": states, "labels": sub.labels},
-                       blobs={"sample": {"texts": sub.texts, "pairs": sub.pairs, "label_names": sub.label_names}},
-                       meta={"info": info, "describe": f"{cfg.model} · {cfg.task.label()} · n={len(sub)} · {cfg.pooling}"},
-                       version=EXTRACTION_VERSION, config=conf)
-        return StatesResult(states, sub.labels, sub.label_names, sub.texts, sub.pairs, key, False,
-                            {"total": time.perf_counter() - t0, "extract": t3 - t2, "load_model": t2 - t1}, info)
+            cache.save(
+                "states",
+                key,
+                {"states": states, "labels": sub.labels},
+                blobs={"sample": {"texts": sub.texts, "pairs": sub.pairs, "label_names": sub.label_names}},
+                meta={"info": info, "describe": f"{cfg.model} · {cfg.task.label()} · n={len(sub)} · {cfg.pooling}"},
+                version=EXTRACTION_VERSION,
+                config=conf,
+            )
+        return StatesResult(
+            states,
+            sub.labels,
+            sub.label_names,
+            sub.texts,
+            sub.pairs,
+            key,
+            False,
+            {"total": time.perf_counter() - t0, "extract": t3 - t2, "load_model": t2 - t1},
+            info,
+        )
 
 
 class _nolock:
@@ -196,13 +239,20 @@ class _nolock:
         return False
 
 
-def compute_curve(cfg: AnalysisConfig, *, bootstrap: int = 0, weighting: str = "equal",
-                  seed: int | None = None, **kwargs) -> tuple[CurveResult, StatesResult]:
+def compute_curve(
+    cfg: AnalysisConfig, *, bootstrap: int = 0, weighting: str = "equal", seed: int | None = None, **kwargs
+) -> tuple[CurveResult, StatesResult]:
     """ν per layer for ``cfg`` (states from :func:`get_states`)."""
     st = get_states(cfg, **kwargs)
     t = time.perf_counter()
-    curve = variability_curve(st.states, st.labels, weighting=weighting, bootstrap=bootstrap,
-                              seed=cfg.sampling.seed if seed is None else seed, label_names=st.label_names)
+    curve = variability_curve(
+        st.states,
+        st.labels,
+        weighting=weighting,
+        bootstrap=bootstrap,
+        seed=cfg.sampling.seed if seed is None else seed,
+        label_names=st.label_names,
+    )
     st.seconds["variability"] = time.perf_counter() - t
     st.seconds["total"] += st.seconds["variability"]
     return curve, st
@@ -213,7 +263,18 @@ def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rul
 
     ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``.
     """
-    return {"model": cfg.model, "task": cfg.task.label(), "split": cfg.task.split, "pooling": cfg.pooling,
-            "max_length": cfg.max_length, "n": int(n), "seed": cfg.sampling.seed, "layers": curve["layers"],
-            "variability": curve["variability"], "band": curve["band"], "counts": curve["counts"],
-            "recommended_layer": int(recommended), "rule": rule}
+    return {
+        "model": cfg.model,
+        "task": cfg.task.label(),
+        "split": cfg.task.split,
+        "pooling": cfg.pooling,
+        "max_length": cfg.max_length,
+        "n": int(n),
+        "seed": cfg.sampling.seed,
+        "layers": curve["layers"],
+        "variability": curve["variability"],
+        "band": curve["band"],
+        "counts": curve["counts"],
+        "recommended_layer": int(recommended),
+        "rule": rule,
+    }

@@ -1,4 +1,5 @@
 """Plain data for the app's pages: labels, summaries, subset sizes and download records (no Streamlit)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -22,8 +23,10 @@ def hover_texts(texts: Sequence[str], limit: int = 140) -> list[str]:
 def task_summary(task, n_preview: int = 8) -> dict:
     """Size, class counts, warnings and the first ``n_preview`` rows (texts shortened) of a ``TaskData``."""
     pairs = (task.pairs or [None] * n_preview)[:n_preview]
-    preview = [{"text": x[:200], **({"text_pair": p[:120]} if p is not None else {}), "label": task.label_names[y]}
-               for x, p, y in zip(task.texts[:n_preview], pairs, task.labels[:n_preview])]
+    preview = [
+        {"text": x[:200], **({"text_pair": p[:120]} if p is not None else {}), "label": task.label_names[y]}
+        for x, p, y in zip(task.texts[:n_preview], pairs, task.labels[:n_preview])
+    ]
     return {"n": len(task), "counts": task.counts(), "warnings": task.info.get("warnings", []), "preview": preview}
 
 
@@ -34,15 +37,38 @@ def counts_text(counts: dict) -> str:
 
 def registry_rows(reg: Sequence[dict]) -> list[dict]:
     """The offline model table of the Setup page, from ``models.registry_status()``."""
-    return [{"model": r["name"], "layers": r["layers"], "hidden size": r["hidden"],
-             "parameters": f"{r['params'] / 1e6:.1f} M",
-             "installed": "yes" if r["installed"] else f"no — {r['install']}"} for r in reg]
+    return [
+        {
+            "model": r["name"],
+            "layers": r["layers"],
+            "hidden size": r["hidden"],
+            "parameters": f"{r['params'] / 1e6:.1f} M",
+            "installed": "yes" if r["installed"] else f"no — {r['install']}",
+        }
+        for r in reg
+    ]
 
 
-def page_curve_record(cfg, curve: dict, n: int, recommended: int, rule: str, *, tolerance: float,
-                      weighting: str, cache_key: str, info: dict) -> dict:
+def page_curve_record(
+    cfg,
+    curve: dict,
+    n: int,
+    recommended: int,
+    rule: str,
+    *,
+    tolerance: float,
+    weighting: str,
+    cache_key: str,
+    info: dict,
+) -> dict:
     """The Variability page's JSON download: the CLI's ``curve --json`` record plus provenance keys."""
     from .pipeline import curve_record
 
-    return {**curve_record(cfg, curve, n, recommended, rule), "tolerance": tolerance, "weighting": weighting,
-            "cache_key": cache_key, "device": info.get("device"), "dtype": info.get("dtype")}
+    return {
+        **curve_record(cfg, curve, n, recommended, rule),
+        "tolerance": tolerance,
+        "weighting": weighting,
+        "cache_key": cache_key,
+        "device": info.get("device"),
+        "dtype": info.get("dtype"),
+    }

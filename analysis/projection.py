@@ -5,6 +5,7 @@ cuML's GPU UMAP when it is importable and a CUDA GPU is present, otherwise
 umap-learn. Results are cached on disk under a key made from the states' key
 and every projection setting.
 """
+
 from __future__ import annotations
 
 import time
@@ -84,13 +85,21 @@ def umap_project(X: np.ndarray, cfg: ProjectionConfig) -> np.ndarray:
     """UMAP of X (n, d) → (n, cfg.dim) float32, on PCA-reduced input."""
     n = len(X)
     cfg.validate(n)
-    Z = pca(X, min(cfg.pca_dims, X.shape[1], n)) if cfg.pca_dims and X.shape[1] > cfg.pca_dims else np.asarray(X, np.float32)
+    Z = (
+        pca(X, min(cfg.pca_dims, X.shape[1], n))
+        if cfg.pca_dims and X.shape[1] > cfg.pca_dims
+        else np.asarray(X, np.float32)
+    )
     k = min(cfg.n_neighbors, n - 1)
     if gpu_umap_available():
         from cuml.manifold import UMAP as cuUMAP
 
-        return np.asarray(cuUMAP(n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist,
-                                 metric=cfg.metric, random_state=cfg.seed).fit_transform(Z), np.float32)
+        return np.asarray(
+            cuUMAP(
+                n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist, metric=cfg.metric, random_state=cfg.seed
+            ).fit_transform(Z),
+            np.float32,
+        )
     import umap
 
     metric, data = cfg.metric, Z
@@ -98,8 +107,15 @@ def umap_project(X: np.ndarray, cfg: ProjectionConfig) -> np.ndarray:
         metric, data = "precomputed", pairwise_distances(Z, cfg.metric)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = umap.UMAP(n_components=cfg.dim, n_neighbors=k, min_dist=cfg.min_dist, metric=metric,
-                          random_state=cfg.seed, n_jobs=1, init="spectral" if n > cfg.dim + 1 else "random")
+        model = umap.UMAP(
+            n_components=cfg.dim,
+            n_neighbors=k,
+            min_dist=cfg.min_dist,
+            metric=metric,
+            random_state=cfg.seed,
+            n_jobs=1,
+            init="spectral" if n > cfg.dim + 1 else "random",
+        )
         return model.fit_transform(data).astype(np.float32)
 
 
@@ -134,23 +150,40 @@ def aligned_umap(states: np.ndarray, layers, cfg: ProjectionConfig) -> dict:
     layers = list(layers)
     n = states.shape[1]
     cfg.validate(n)
-    Zs = [pca(states[l], min(cfg.pca_dims, states.shape[2], n)) if states.shape[2] > cfg.pca_dims
-          else np.asarray(states[l], np.float32) for l in layers]
+    Zs = [
+        pca(states[l], min(cfg.pca_dims, states.shape[2], n))
+        if states.shape[2] > cfg.pca_dims
+        else np.asarray(states[l], np.float32)
+        for l in layers
+    ]
     metric = cfg.metric
     if n < EXACT_BELOW:
         metric, Zs = "precomputed", [pairwise_distances(Z, cfg.metric) for Z in Zs]
     ident = {i: i for i in range(n)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = umap.AlignedUMAP(n_components=cfg.dim, n_neighbors=min(cfg.n_neighbors, n - 1), min_dist=cfg.min_dist,
-                                 metric=metric, random_state=cfg.seed)
+        model = umap.AlignedUMAP(
+            n_components=cfg.dim,
+            n_neighbors=min(cfg.n_neighbors, n - 1),
+            min_dist=cfg.min_dist,
+            metric=metric,
+            random_state=cfg.seed,
+        )
         model.fit(Zs, relations=[ident] * (len(layers) - 1))
     return {l: np.asarray(e, np.float32) for l, e in zip(layers, model.embeddings_, strict=True)}
 
 
-def project_layers(states: np.ndarray, layers, cfg: ProjectionConfig, *, states_key: str | None = None,
-                   cache: DiskCache | None = None, use_cache: bool = True, aligned: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+def project_layers(
+    states: np.ndarray,
+    layers,
+    cfg: ProjectionConfig,
+    *,
+    states_key: str | None = None,
+    cache: DiskCache | None = None,
+    use_cache: bool = True,
+    aligned: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Project the given layers of ``states`` (L+1, n, d).
 
     Returns {"coords": {layer: (n, dim) array}, "cache_hit": bool, "seconds": float}.

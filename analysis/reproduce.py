@@ -10,6 +10,7 @@ seeds. Finished runs are cached on disk (kind "runs"), so an interrupted run
 resumes. ``write_doc`` renders docs/reproduction.md (and plots) from the JSON
 alone, so the document's numbers are the JSON's numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,16 +61,31 @@ class ReproConfig:
         return self.ks
 
 
-QUICK = ReproConfig(tasks=("rotten_tomatoes",), ks=(1, 2), seeds=(0,), steps=60, n_train=600, eval_n=300,
-                    max_length=64, analysis_n=600, bootstrap=20)
+QUICK = ReproConfig(
+    tasks=("rotten_tomatoes",),
+    ks=(1, 2),
+    seeds=(0,),
+    steps=60,
+    n_train=600,
+    eval_n=300,
+    max_length=64,
+    analysis_n=600,
+    bootstrap=20,
+)
 
 
 def _acfg(rc: ReproConfig, model: str, task: str, n: int, seed: int, **sampling):
     from .pipeline import AnalysisConfig
     from .tasks import SampleConfig, TaskConfig
 
-    return AnalysisConfig(model=model, task=TaskConfig(task), sampling=SampleConfig(n=n, seed=seed, **sampling),
-                          pooling=rc.pooling, max_length=rc.max_length, device=rc.device)
+    return AnalysisConfig(
+        model=model,
+        task=TaskConfig(task),
+        sampling=SampleConfig(n=n, seed=seed, **sampling),
+        pooling=rc.pooling,
+        max_length=rc.max_length,
+        device=rc.device,
+    )
 
 
 def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
@@ -82,15 +98,33 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
     from .training import TrainConfig, select, train
 
     cache = cache or DiskCache()
-    out = {"settings": {**asdict(rc), "models": sorted({m for m, _ in rc.pairs()}),
-                        "tasks": list(dict.fromkeys(t for _, t in rc.pairs()))}, "curves": [], "runs": [], "robustness": [], "started": time.time()}
+    out = {
+        "settings": {
+            **asdict(rc),
+            "models": sorted({m for m, _ in rc.pairs()}),
+            "tasks": list(dict.fromkeys(t for _, t in rc.pairs())),
+        },
+        "curves": [],
+        "runs": [],
+        "robustness": [],
+        "started": time.time(),
+    }
     for model, task in rc.pairs():
         L = describe(resolve_model(model))["layers"]
         curve, st = compute_curve(_acfg(rc, model, task, rc.analysis_n, 0), cache=cache, bootstrap=rc.bootstrap)
         best = recommend_layer(curve.variability)
-        out["curves"].append({"model": model, "task": task, "layers": curve.layers, "variability": curve.variability,
-                              "band": curve.to_dict()["band"], "best_layer": best, "n": len(st.labels),
-                              "counts": curve.counts})
+        out["curves"].append(
+            {
+                "model": model,
+                "task": task,
+                "layers": curve.layers,
+                "variability": curve.variability,
+                "band": curve.to_dict()["band"],
+                "best_layer": best,
+                "n": len(st.labels),
+                "counts": curve.counts,
+            }
+        )
         log(f"[{model}/{task}] ν curve over {len(st.labels)} texts: ℓ* = {best} of {L}")
         # claim 3: scarcity and imbalance
         full_nu = curve.variability
@@ -100,10 +134,14 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
             out["robustness"].append(_robust(model, task, "fraction", frac, c2, s2, full_nu, best, spearmanr))
         if len(curve.counts) == 2:
             for ratio in rc.imbalances:
-                c2, s2 = compute_curve(_acfg(rc, model, task, rc.analysis_n, 0, imbalance=(1.0, float(ratio))),
-                                       cache=cache, bootstrap=rc.bootstrap)
-                out["robustness"].append(_robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full_nu, best,
-                                                 spearmanr))
+                c2, s2 = compute_curve(
+                    _acfg(rc, model, task, rc.analysis_n, 0, imbalance=(1.0, float(ratio))),
+                    cache=cache,
+                    bootstrap=rc.bootstrap,
+                )
+                out["robustness"].append(
+                    _robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full_nu, best, spearmanr)
+                )
         # claims 1, 2, 4: training
         plans = []
         for seed in rc.seeds:
@@ -113,12 +151,28 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log=print) -> dict:
                 plans.append(("variability", k, seed, select("variability", L, k, curve.variability)))
                 plans.append(("top", k, seed, select("top", L, k)))
         for strategy, k, seed, sel in plans:
-            tc = TrainConfig(_acfg(rc, model, task, rc.n_train, seed), sel, steps=rc.steps, lr=rc.lr,
-                             batch_size=rc.batch_size, eval_n=rc.eval_n, seed=seed, strategy=strategy)
+            tc = TrainConfig(
+                _acfg(rc, model, task, rc.n_train, seed),
+                sel,
+                steps=rc.steps,
+                lr=rc.lr,
+                batch_size=rc.batch_size,
+                eval_n=rc.eval_n,
+                seed=seed,
+                strategy=strategy,
+            )
             rec = _cached_train(tc, cache, log, train)
-            out["runs"].append({"task": task, "model": model, "strategy": strategy, "k": k, "seed": seed,
-                                "identical_to_top": strategy == "variability" and sel == select("top", L, k),
-                                **rec})
+            out["runs"].append(
+                {
+                    "task": task,
+                    "model": model,
+                    "strategy": strategy,
+                    "k": k,
+                    "seed": seed,
+                    "identical_to_top": strategy == "variability" and sel == select("top", L, k),
+                    **rec,
+                }
+            )
     out["seconds"] = time.time() - out.pop("started")
     out["verdicts"] = verdicts(out)
     return out
@@ -129,9 +183,19 @@ def _robust(model, task, kind, value, curve, st, full_nu, best, spearmanr):
     from .selection import recommend_layer
 
     b = recommend_layer(curve.variability)
-    return {"model": model, "task": task, "kind": kind, "value": value, "n": int(len(st.labels)),
-            "counts": curve.counts, "variability": curve.variability, "band": curve.to_dict()["band"],
-            "spearman": rho, "best_layer": b, "best_layer_moved": b != best}
+    return {
+        "model": model,
+        "task": task,
+        "kind": kind,
+        "value": value,
+        "n": int(len(st.labels)),
+        "counts": curve.counts,
+        "variability": curve.variability,
+        "band": curve.to_dict()["band"],
+        "spearman": rho,
+        "best_layer": b,
+        "best_layer_moved": b != best,
+    }
 
 
 def _cached_train(tc, cache: DiskCache, log, train) -> dict:
@@ -153,15 +217,37 @@ def _cached_train(tc, cache: DiskCache, log, train) -> dict:
         return hit[1]["record"]
     t = time.time()
     r = train(tc).result.to_dict()
-    keep = ("classifier_layer", "tuned_layers", "layers_kept", "trainable_params", "total_params",
-            "flops_vs_full", "flops_per_example", "eval", "metric", "seconds", "train_seconds",
-            "steps_per_second", "steps", "n_train", "n_eval")
+    keep = (
+        "classifier_layer",
+        "tuned_layers",
+        "layers_kept",
+        "trainable_params",
+        "total_params",
+        "flops_vs_full",
+        "flops_per_example",
+        "eval",
+        "metric",
+        "seconds",
+        "train_seconds",
+        "steps_per_second",
+        "steps",
+        "n_train",
+        "n_eval",
+    )
     rec = {k: r[k] for k in keep}
     rec["metric_value"] = r["eval"][r["metric"]]
-    cache.save("runs", key, {}, blobs={"record": rec}, version=REPRO_VERSION,
-               meta={"describe": f"{a.model} · {a.task.name} · {tc.strategy} · seed {tc.seed}"})
-    log(f"  {tc.strategy:<11} k={len(tc.selection.tuned_layers)} seed={tc.seed}: {r['metric']} "
-        f"{rec['metric_value']:.4f} in {time.time() - t:.0f}s")
+    cache.save(
+        "runs",
+        key,
+        {},
+        blobs={"record": rec},
+        version=REPRO_VERSION,
+        meta={"describe": f"{a.model} · {a.task.name} · {tc.strategy} · seed {tc.seed}"},
+    )
+    log(
+        f"  {tc.strategy:<11} k={len(tc.selection.tuned_layers)} seed={tc.seed}: {r['metric']} "
+        f"{rec['metric_value']:.4f} in {time.time() - t:.0f}s"
+    )
     return rec
 
 
@@ -177,15 +263,28 @@ def summarize(res: dict) -> list[dict]:
     for r in res["runs"]:
         groups.setdefault((r["model"], r["task"], r["strategy"], r["k"]), []).append(r)
     rows = []
-    for (model, task, strategy, k), rs in sorted(groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][2] != "full",
-                                                                               x[0][3] or 0, x[0][2])):
+    for (model, task, strategy, k), rs in sorted(
+        groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][2] != "full", x[0][3] or 0, x[0][2])
+    ):
         m, sd = _mean_sd(r["metric_value"] for r in rs)
-        rows.append({"model": model, "task": task, "strategy": strategy, "k": k, "seeds": len(rs),
-                     "metric": rs[0]["metric"], "mean": m, "sd": sd,
-                     "classifier_layer": rs[0]["classifier_layer"], "tuned_layers": rs[0]["tuned_layers"],
-                     "trainable_params": rs[0]["trainable_params"], "flops_vs_full": rs[0]["flops_vs_full"],
-                     "train_seconds": statistics.mean(r["train_seconds"] for r in rs),
-                     "identical_to_top": bool(rs[0].get("identical_to_top"))})
+        rows.append(
+            {
+                "model": model,
+                "task": task,
+                "strategy": strategy,
+                "k": k,
+                "seeds": len(rs),
+                "metric": rs[0]["metric"],
+                "mean": m,
+                "sd": sd,
+                "classifier_layer": rs[0]["classifier_layer"],
+                "tuned_layers": rs[0]["tuned_layers"],
+                "trainable_params": rs[0]["trainable_params"],
+                "flops_vs_full": rs[0]["flops_vs_full"],
+                "train_seconds": statistics.mean(r["train_seconds"] for r in rs),
+                "identical_to_top": bool(rs[0].get("identical_to_top")),
+            }
+        )
     return rows
 
 
@@ -198,7 +297,9 @@ def verdicts(res: dict) -> dict:
         if r["strategy"] != "variability":
             continue
         top = by.get((r["model"], r["task"], "top", r["k"]))
-        full = next((x for x in rows if (x["model"], x["task"], x["strategy"]) == (r["model"], r["task"], "full")), None)
+        full = next(
+            (x for x in rows if (x["model"], x["task"], x["strategy"]) == (r["model"], r["task"], "full")), None
+        )
         noise = max(0.01, 2 * max(r["sd"], top["sd"] if top else 0) / math.sqrt(max(r["seeds"], 1)))
         if top:
             if r["identical_to_top"]:
@@ -206,19 +307,45 @@ def verdicts(res: dict) -> dict:
             else:
                 d = r["mean"] - top["mean"]
                 out = "better" if d > noise else "worse" if d < -noise else "tie"
-            c1.append({"model": r["model"], "task": r["task"], "k": r["k"], "variability": r["mean"],
-                       "top": top["mean"], "outcome": out})
+            c1.append(
+                {
+                    "model": r["model"],
+                    "task": r["task"],
+                    "k": r["k"],
+                    "variability": r["mean"],
+                    "top": top["mean"],
+                    "outcome": out,
+                }
+            )
         if full:
             d = r["mean"] - full["mean"]
-            c2.append({"model": r["model"], "task": r["task"], "k": r["k"], "variability": r["mean"],
-                       "full": full["mean"], "gap": d, "matches": d >= -max(0.01, 2 * full["sd"])})
-            c4.append({"model": r["model"], "task": r["task"], "k": r["k"], "flops_vs_full": r["flops_vs_full"],
-                       "time_vs_full": r["train_seconds"] / full["train_seconds"] if full["train_seconds"] else None})
+            c2.append(
+                {
+                    "model": r["model"],
+                    "task": r["task"],
+                    "k": r["k"],
+                    "variability": r["mean"],
+                    "full": full["mean"],
+                    "gap": d,
+                    "matches": d >= -max(0.01, 2 * full["sd"]),
+                }
+            )
+            c4.append(
+                {
+                    "model": r["model"],
+                    "task": r["task"],
+                    "k": r["k"],
+                    "flops_vs_full": r["flops_vs_full"],
+                    "time_vs_full": r["train_seconds"] / full["train_seconds"] if full["train_seconds"] else None,
+                }
+            )
     testable = [x for x in c1 if x["outcome"] != "identical"]
     better = sum(x["outcome"] == "better" for x in testable)
     worse = sum(x["outcome"] == "worse" for x in testable)
     if not testable:
-        v1 = "not testable here: ℓ* is the top layer for every task, so the variability selection is the top-k selection"
+        v1 = (
+            "not testable here: ℓ* is the top layer for every task, so the variability selection is the top-k selection"
+        )
     elif better > len(testable) / 2:
         v1 = f"reproduced: better than top-k in {better} of {len(testable)} testable settings (worse in {worse})"
     elif better > worse:
@@ -226,29 +353,59 @@ def verdicts(res: dict) -> dict:
     else:
         v1 = f"not reproduced: better in {better}, worse in {worse}, tied in {len(testable) - better - worse} of {len(testable)}"
     m = sum(x["matches"] for x in c2)
-    v2 = (f"reproduced: within noise of full fine-tuning in {m} of {len(c2)} settings" if c2 and m > len(c2) / 2
-          else f"not reproduced: within noise of full fine-tuning in {m} of {len(c2)} settings")
+    v2 = (
+        f"reproduced: within noise of full fine-tuning in {m} of {len(c2)} settings"
+        if c2 and m > len(c2) / 2
+        else f"not reproduced: within noise of full fine-tuning in {m} of {len(c2)} settings"
+    )
     rob = res["robustness"]
     frac = [x for x in rob if x["kind"] == "fraction" and x["value"] != 1.0]
     imb = [x for x in rob if x["kind"] == "imbalance"]
+
     def _rob(xs):
         if not xs:
             return None
-        return {"mean_spearman": statistics.mean(x["spearman"] for x in xs),
-                "min_spearman": min(x["spearman"] for x in xs),
-                "best_layer_moved": sum(x["best_layer_moved"] for x in xs), "settings": len(xs)}
+        return {
+            "mean_spearman": statistics.mean(x["spearman"] for x in xs),
+            "min_spearman": min(x["spearman"] for x in xs),
+            "best_layer_moved": sum(x["best_layer_moved"] for x in xs),
+            "settings": len(xs),
+        }
+
     rf, ri = _rob(frac), _rob(imb)
     ok3 = all(r is None or (r["mean_spearman"] >= 0.8 and r["best_layer_moved"] <= r["settings"] / 3) for r in (rf, ri))
-    v3 = ("reproduced" if ok3 else "not reproduced") + ": " + "; ".join(
-        f"{name}: mean Spearman {r['mean_spearman']:.2f} (min {r['min_spearman']:.2f}), ℓ* moved in "
-        f"{r['best_layer_moved']} of {r['settings']}" for name, r in (("scarcity", rf), ("imbalance", ri)) if r)
+    v3 = (
+        ("reproduced" if ok3 else "not reproduced")
+        + ": "
+        + "; ".join(
+            f"{name}: mean Spearman {r['mean_spearman']:.2f} (min {r['min_spearman']:.2f}), ℓ* moved in "
+            f"{r['best_layer_moved']} of {r['settings']}"
+            for name, r in (("scarcity", rf), ("imbalance", ri))
+            if r
+        )
+    )
     fl = [x["flops_vs_full"] for x in c4]
     tm = [x["time_vs_full"] for x in c4 if x["time_vs_full"]]
-    v4 = (f"reproduced: training FLOPs {min(fl):.2f}–{max(fl):.2f}× and measured time {min(tm):.2f}–{max(tm):.2f}× "
-          f"of full fine-tuning" if fl and tm and max(fl) < 1 and statistics.mean(tm) < 1
-          else "not reproduced: the selections did not cost less than full fine-tuning") if fl else "no runs"
-    return {"claim1": v1, "claim2": v2, "claim3": v3, "claim4": v4,
-            "claim1_detail": c1, "claim2_detail": c2, "claim4_detail": c4, "claim3_detail": {"scarcity": rf, "imbalance": ri}}
+    v4 = (
+        (
+            f"reproduced: training FLOPs {min(fl):.2f}–{max(fl):.2f}× and measured time {min(tm):.2f}–{max(tm):.2f}× "
+            f"of full fine-tuning"
+            if fl and tm and max(fl) < 1 and statistics.mean(tm) < 1
+            else "not reproduced: the selections did not cost less than full fine-tuning"
+        )
+        if fl
+        else "no runs"
+    )
+    return {
+        "claim1": v1,
+        "claim2": v2,
+        "claim3": v3,
+        "claim4": v4,
+        "claim1_detail": c1,
+        "claim2_detail": c2,
+        "claim4_detail": c4,
+        "claim3_detail": {"scarcity": rf, "imbalance": ri},
+    }
 
 
 # ------------------------------------------------------------------ the document
@@ -280,88 +437,154 @@ def _image(rel, alt: str, name: str) -> list[str]:
 def setting_lines(res: dict, command: str) -> list[str]:
     """The title, the regenerate command and the Setting section."""
     s = res["settings"]
-    return ["# Reproducing the paper's claims on offline data", "",
-            "Generated by `python -m analysis reproduce` from its JSON; every number below is in that file.", "",
-            f"Regenerate: `{command}`", "",
-            "## Setting", "",
-            f"- Models: {', '.join(s['models'])}. Tasks: {', '.join(s['tasks'])} (offline, see README).",
-            *([f"- Plan: " + "; ".join(f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}"
-                                       for e in s["plan"])] if s.get("plan") else []),
-            f"- ν curves: {s['analysis_n']} stratified training texts, pooling `{s['pooling']}`, max length "
-            f"{s['max_length']}, {s['bootstrap']} bootstrap resamples; ℓ* = argmin of ν over layers 1..L.",
-            f"- Training: {s['steps']} steps, batch {s['batch_size']}, learning rate {s['lr']:g} (linear decay, 6 % "
-            f"warm-up), AdamW — identical for every strategy; {s['n_train']} training texts, {s['eval_n']} held-out "
-            f"texts from the test split; seeds {', '.join(map(str, s['seeds']))}.",
-            "- Strategies: **variability** (classifier on ℓ*, layers above removed, the k layers ending at ℓ* tuned), "
-            "**top** (classifier on the top layer, top k layers tuned), **full** (everything tuned).",
-            *([f"- Full fine-tuning was not run for {', '.join(s['skip_full'])} (cost); claims 2 and 4 use the "
-               f"other models."] if s.get("skip_full") else []),
-            f"- Total time of this run: {res['seconds'] / 60:.1f} min (runs found in the cache are not re-timed).", ""]
+    return [
+        "# Reproducing the paper's claims on offline data",
+        "",
+        "Generated by `python -m analysis reproduce` from its JSON; every number below is in that file.",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        "## Setting",
+        "",
+        f"- Models: {', '.join(s['models'])}. Tasks: {', '.join(s['tasks'])} (offline, see README).",
+        *(
+            [
+                f"- Plan: "
+                + "; ".join(
+                    f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}" for e in s["plan"]
+                )
+            ]
+            if s.get("plan")
+            else []
+        ),
+        f"- ν curves: {s['analysis_n']} stratified training texts, pooling `{s['pooling']}`, max length "
+        f"{s['max_length']}, {s['bootstrap']} bootstrap resamples; ℓ* = argmin of ν over layers 1..L.",
+        f"- Training: {s['steps']} steps, batch {s['batch_size']}, learning rate {s['lr']:g} (linear decay, 6 % "
+        f"warm-up), AdamW — identical for every strategy; {s['n_train']} training texts, {s['eval_n']} held-out "
+        f"texts from the test split; seeds {', '.join(map(str, s['seeds']))}.",
+        "- Strategies: **variability** (classifier on ℓ*, layers above removed, the k layers ending at ℓ* tuned), "
+        "**top** (classifier on the top layer, top k layers tuned), **full** (everything tuned).",
+        *(
+            [
+                f"- Full fine-tuning was not run for {', '.join(s['skip_full'])} (cost); claims 2 and 4 use the "
+                f"other models."
+            ]
+            if s.get("skip_full")
+            else []
+        ),
+        f"- Total time of this run: {res['seconds'] / 60:.1f} min (runs found in the cache are not re-timed).",
+        "",
+    ]
 
 
 def verdicts_markdown(res: dict) -> str:
     """The four verdicts of the results dict as a numbered Markdown list (the report's Verdicts section)."""
     v = res["verdicts"]
-    return "\n".join([f"1. *Variability-selected layers beat the same number of top layers*: **{v['claim1']}**.",
-                      f"2. *They often match full fine-tuning*: **{v['claim2']}**.",
-                      f"3. *ν is robust to data scarcity and imbalance*: **{v['claim3']}**.",
-                      f"4. *They cut computation*: **{v['claim4']}**."])
+    return "\n".join(
+        [
+            f"1. *Variability-selected layers beat the same number of top layers*: **{v['claim1']}**.",
+            f"2. *They often match full fine-tuning*: **{v['claim2']}**.",
+            f"3. *ν is robust to data scarcity and imbalance*: **{v['claim3']}**.",
+            f"4. *They cut computation*: **{v['claim4']}**.",
+        ]
+    )
 
 
 def curves_lines(res: dict, rel=None) -> list[str]:
     """The ν per layer section: the curves plot and one table row per (model, task)."""
-    lines = ["## ν per layer", "", *_image(rel, "curves", "repro_curves.png"),
-             "| model | task | n | ν per layer (0 = embeddings) | ℓ* |", "|---|---|---|---|---|"]
+    lines = [
+        "## ν per layer",
+        "",
+        *_image(rel, "curves", "repro_curves.png"),
+        "| model | task | n | ν per layer (0 = embeddings) | ℓ* |",
+        "|---|---|---|---|---|",
+    ]
     for c in res["curves"]:
-        lines.append(f"| {c['model']} | {c['task']} | {c['n']} | {', '.join(f'{x:.3g}' for x in c['variability'])} | "
-                     f"{c['best_layer']} |")
+        lines.append(
+            f"| {c['model']} | {c['task']} | {c['n']} | {', '.join(f'{x:.3g}' for x in c['variability'])} | "
+            f"{c['best_layer']} |"
+        )
     return lines
 
 
 def training_lines(res: dict, rows: list[dict], rel=None) -> list[str]:
     """Claims 1, 2 and 4: the runs table, the metric-vs-parameters plot and the claim 1 and claim 4 tables."""
     v = res["verdicts"]
-    lines = ["", "## Claims 1, 2 and 4: training", "",
-             "Held-out metric (mean ± sd over seeds), trainable parameters, training FLOPs per example relative to "
-             "full fine-tuning, and measured training time.", "",
-             "| model | task | strategy | k | ℓ* | tuned | metric | mean ± sd | trainable params | FLOPs vs full | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Claims 1, 2 and 4: training",
+        "",
+        "Held-out metric (mean ± sd over seeds), trainable parameters, training FLOPs per example relative to "
+        "full fine-tuning, and measured training time.",
+        "",
+        "| model | task | strategy | k | ℓ* | tuned | metric | mean ± sd | trainable params | FLOPs vs full | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         note = " (= top)" if r["identical_to_top"] else ""
-        lines.append(f"| {r['model']} | {r['task']} | {r['strategy']}{note} | {r['k'] or '–'} | {r['classifier_layer']} | "
-                     f"{','.join(map(str, r['tuned_layers'])) if r['strategy'] != 'full' else 'all'} | {r['metric']} | "
-                     f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['trainable_params']:,} | {r['flops_vs_full']:.3f} | "
-                     f"{r['train_seconds']:.1f} |")
+        lines.append(
+            f"| {r['model']} | {r['task']} | {r['strategy']}{note} | {r['k'] or '–'} | {r['classifier_layer']} | "
+            f"{','.join(map(str, r['tuned_layers'])) if r['strategy'] != 'full' else 'all'} | {r['metric']} | "
+            f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['trainable_params']:,} | {r['flops_vs_full']:.3f} | "
+            f"{r['train_seconds']:.1f} |"
+        )
     lines += ["", *_image(rel, "metric vs params", "repro_metric_vs_params.png")]
-    lines += ["Claim 1, per setting (outcome needs a difference beyond max(0.01, 2·sd/√seeds)):", "",
-              "| model | task | k | variability | top | outcome |", "|---|---|---|---|---|---|"]
+    lines += [
+        "Claim 1, per setting (outcome needs a difference beyond max(0.01, 2·sd/√seeds)):",
+        "",
+        "| model | task | k | variability | top | outcome |",
+        "|---|---|---|---|---|---|",
+    ]
     for x in v["claim1_detail"]:
-        lines.append(f"| {x['model']} | {x['task']} | {x['k']} | {x['variability']:.4f} | {x['top']:.4f} | {x['outcome']} |")
-    lines += ["", "Claim 4, cost of the variability selection relative to full fine-tuning:", "",
-              "| model | task | k | FLOPs vs full | measured time vs full |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {x['model']} | {x['task']} | {x['k']} | {x['variability']:.4f} | {x['top']:.4f} | {x['outcome']} |"
+        )
+    lines += [
+        "",
+        "Claim 4, cost of the variability selection relative to full fine-tuning:",
+        "",
+        "| model | task | k | FLOPs vs full | measured time vs full |",
+        "|---|---|---|---|---|",
+    ]
     for x in v["claim4_detail"]:
-        lines.append(f"| {x['model']} | {x['task']} | {x['k']} | {x['flops_vs_full']:.3f} | "
-                     f"{x['time_vs_full']:.3f} |" if x["time_vs_full"] else "| – |")
+        lines.append(
+            f"| {x['model']} | {x['task']} | {x['k']} | {x['flops_vs_full']:.3f} | {x['time_vs_full']:.3f} |"
+            if x["time_vs_full"]
+            else "| – |"
+        )
     return lines
 
 
 def robustness_lines(res: dict, rel=None) -> list[str]:
     """Claim 3's table and plot, then the Caveats section."""
-    lines = ["", "## Claim 3: robustness of ν", "",
-             "Spearman correlation of each curve with the full-sample curve, and whether ℓ* moves.", "",
-             "| model | task | subset | n | Spearman | ℓ* | moved |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Claim 3: robustness of ν",
+        "",
+        "Spearman correlation of each curve with the full-sample curve, and whether ℓ* moves.",
+        "",
+        "| model | task | subset | n | Spearman | ℓ* | moved |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for x in res["robustness"]:
         sub = f"{x['value'] * 100:g} %" if x["kind"] == "fraction" else f"imbalance {x['value']}"
-        lines.append(f"| {x['model']} | {x['task']} | {sub} | {x['n']} | {x['spearman']:.3f} | {x['best_layer']} | "
-                     f"{'yes' if x['best_layer_moved'] else 'no'} |")
-    return lines + ["", *_image(rel, "robustness", "repro_robustness.png"),
-                    "## Caveats", "",
-                    "- One learning rate for all strategies (no per-strategy tuning); full fine-tuning might gain "
-                    "from a smaller one, partial tuning from a larger one.",
-                    "- Short CPU budgets: the absolute scores are below what long training reaches; the comparison "
-                    "is between strategies under the same budget.",
-                    "- Where ℓ* is the top layer, the variability selection and the top-k selection are the same "
-                    "model: those settings cannot test claim 1 and are reported as identical, not as wins.", ""]
+        lines.append(
+            f"| {x['model']} | {x['task']} | {sub} | {x['n']} | {x['spearman']:.3f} | {x['best_layer']} | "
+            f"{'yes' if x['best_layer_moved'] else 'no'} |"
+        )
+    return lines + [
+        "",
+        *_image(rel, "robustness", "repro_robustness.png"),
+        "## Caveats",
+        "",
+        "- One learning rate for all strategies (no per-strategy tuning); full fine-tuning might gain "
+        "from a smaller one, partial tuning from a larger one.",
+        "- Short CPU budgets: the absolute scores are below what long training reaches; the comparison "
+        "is between strategies under the same budget.",
+        "- Where ℓ* is the top layer, the variability selection and the top-k selection are the same "
+        "model: those settings cannot test claim 1 and are reported as identical, not as wins.",
+        "",
+    ]
 
 
 def write_plots(res: dict, img: Path) -> None:
@@ -372,9 +595,11 @@ def write_plots(res: dict, img: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = [(c["model"], c["task"]) for c in res["curves"]]
-    for name, draw, height in (("repro_curves.png", _plot_curves, 3.2),
-                               ("repro_metric_vs_params.png", _plot_metric_vs_params, 3.4),
-                               ("repro_robustness.png", _plot_robustness, 3.2)):
+    for name, draw, height in (
+        ("repro_curves.png", _plot_curves, 3.2),
+        ("repro_metric_vs_params.png", _plot_metric_vs_params, 3.4),
+        ("repro_robustness.png", _plot_robustness, 3.2),
+    ):
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), height), squeeze=False)
         draw(res, tasks, axes[0])
         fig.tight_layout()
@@ -401,8 +626,15 @@ def _plot_metric_vs_params(res: dict, tasks, axes) -> None:
         for r in rows:
             if (r["model"], r["task"]) != (model, task):
                 continue
-            ax.errorbar(r["trainable_params"], r["mean"], yerr=r["sd"], fmt=marks[r["strategy"]], ms=8,
-                        label=f"{r['strategy']} k={r['k']}" if r["k"] else r["strategy"], alpha=0.8)
+            ax.errorbar(
+                r["trainable_params"],
+                r["mean"],
+                yerr=r["sd"],
+                fmt=marks[r["strategy"]],
+                ms=8,
+                label=f"{r['strategy']} k={r['k']}" if r["k"] else r["strategy"],
+                alpha=0.8,
+            )
         ax.set_xscale("log")
         ax.set_title(f"{model} · {task}", fontsize=10)
         ax.set_xlabel("trainable parameters")
@@ -416,8 +648,14 @@ def _plot_robustness(res: dict, tasks, axes) -> None:
             if (x["model"], x["task"]) != (model, task):
                 continue
             lab = f"{x['value'] * 100:g}%" if x["kind"] == "fraction" else x["value"]
-            ax.plot(range(len(x["variability"])), x["variability"], "-" if x["kind"] == "fraction" else "--",
-                    marker=".", label=str(lab), alpha=0.8)
+            ax.plot(
+                range(len(x["variability"])),
+                x["variability"],
+                "-" if x["kind"] == "fraction" else "--",
+                marker=".",
+                label=str(lab),
+                alpha=0.8,
+            )
         ax.set_title(f"{model} · {task}", fontsize=10)
         ax.set_xlabel("layer")
         ax.set_ylabel("ν")

@@ -53,7 +53,9 @@ def sample(task: TaskData, cfg: SampleConfig) -> TaskData:
         if cfg.n >= total:
             if cfg.n > total and cfg.per_class is None and not cfg.imbalance and cfg.fraction is None:
                 info.setdefault("warnings", [])
-                info["warnings"] = list(info["warnings"]) + [f"n={cfg.n} is more than the {int(total)} texts available; using all of them"]
+                info["warnings"] = list(info["warnings"]) + [
+                    f"n={cfg.n} is more than the {int(total)} texts available; using all of them"
+                ]
         else:
             want = _allocate(want, cfg.n)
     rng = np.random.default_rng(cfg.seed)

@@ -1,4 +1,5 @@
 """Picking the classifier layer ℓ* and the layers to tune from a ν curve."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,8 +11,7 @@ from .errors import VariscopeError
 RULES = ("argmin", "plateau")
 
 
-def recommend_layer(nu: Sequence[float], *, rule: str = "argmin", tolerance: float = 10.0,
-                    min_layer: int = 1) -> int:
+def recommend_layer(nu: Sequence[float], *, rule: str = "argmin", tolerance: float = 10.0, min_layer: int = 1) -> int:
     """Index of the recommended classifier layer ℓ*.
 
     nu : ν per layer, index 0 = embeddings (never recommended unless it is the only one).

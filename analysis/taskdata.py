@@ -34,5 +34,10 @@ class TaskData:
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> TaskData:
         rows = np.asarray(idx, dtype=np.int64)
-        return TaskData([self.texts[i] for i in rows], self.labels[rows], list(self.label_names),
-                        None if self.pairs is None else [self.pairs[i] for i in rows], dict(self.info))
+        return TaskData(
+            [self.texts[i] for i in rows],
+            self.labels[rows],
+            list(self.label_names),
+            None if self.pairs is None else [self.pairs[i] for i in rows],
+            dict(self.info),
+        )

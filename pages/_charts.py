@@ -1,58 +1,98 @@
 """Plotly figure builders of the pages: data in, figure out; no Streamlit calls here."""
+
 import math
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
-           "#FECB52"]
+PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52"]
 
 
-def curve_figure(curve: dict, best: int, rule: str, selected: int, comparisons: list[dict], label: str,
-                 log: bool = False) -> go.Figure:
+def curve_figure(
+    curve: dict, best: int, rule: str, selected: int, comparisons: list[dict], label: str, log: bool = False
+) -> go.Figure:
     """The ν-per-layer figure: bootstrap band, overlaid comparisons, the curve, ℓ* as a star, the selected layer."""
     nu, layers = curve["variability"], curve["layers"]
     counts = ", ".join(f"{k}: {v}" for k, v in curve["counts"].items())
     fig = go.Figure()
     if curve["band"]:
-        fig.add_scatter(x=layers + layers[::-1], y=curve["band"]["high"] + curve["band"]["low"][::-1],
-                        fill="toself", fillcolor="rgba(99,110,250,0.18)", line=dict(width=0), hoverinfo="skip",
-                        name="5–95 % band")
+        fig.add_scatter(
+            x=layers + layers[::-1],
+            y=curve["band"]["high"] + curve["band"]["low"][::-1],
+            fill="toself",
+            fillcolor="rgba(99,110,250,0.18)",
+            line=dict(width=0),
+            hoverinfo="skip",
+            name="5–95 % band",
+        )
     for comp in comparisons:
-        fig.add_scatter(x=comp["layers"], y=comp["variability"], mode="lines+markers", name=comp["label"],
-                        line=dict(dash="dot"),
-                        hovertemplate="layer %{x}<br>ν = %{y:.6g}<extra>%{fullData.name}</extra>")
-    fig.add_scatter(x=layers, y=nu, mode="lines+markers", name=label, marker=dict(size=10), line=dict(width=3),
-                    customdata=[[counts]] * len(layers),
-                    hovertemplate="layer %{x}<br>ν = %{y:.6g}<br>classes: %{customdata[0]}<extra></extra>")
-    fig.add_scatter(x=[best], y=[nu[best]], mode="markers", name=f"recommended ℓ* = {best} ({rule})",
-                    marker=dict(symbol="star", size=20, color="gold", line=dict(width=1, color="black")),
-                    hoverinfo="skip")
+        fig.add_scatter(
+            x=comp["layers"],
+            y=comp["variability"],
+            mode="lines+markers",
+            name=comp["label"],
+            line=dict(dash="dot"),
+            hovertemplate="layer %{x}<br>ν = %{y:.6g}<extra>%{fullData.name}</extra>",
+        )
+    fig.add_scatter(
+        x=layers,
+        y=nu,
+        mode="lines+markers",
+        name=label,
+        marker=dict(size=10),
+        line=dict(width=3),
+        customdata=[[counts]] * len(layers),
+        hovertemplate="layer %{x}<br>ν = %{y:.6g}<br>classes: %{customdata[0]}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=[best],
+        y=[nu[best]],
+        mode="markers",
+        name=f"recommended ℓ* = {best} ({rule})",
+        marker=dict(symbol="star", size=20, color="gold", line=dict(width=1, color="black")),
+        hoverinfo="skip",
+    )
     fig.add_vline(x=selected, line_dash="dash", line_color="gray", annotation_text=f"selected {selected}")
-    fig.update_layout(height=440, xaxis_title="layer (0 = embeddings)", yaxis_title="variability ratio ν",
-                      yaxis_type="log" if log else "linear", margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", y=-0.2), clickmode="event+select")
+    fig.update_layout(
+        height=440,
+        xaxis_title="layer (0 = embeddings)",
+        yaxis_title="variability ratio ν",
+        yaxis_type="log" if log else "linear",
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", y=-0.2),
+        clickmode="event+select",
+    )
     fig.update_xaxes(tickmode="linear", dtick=1)
     return fig
 
 
-def projection_scatter(coords: np.ndarray, labels: np.ndarray, names: list[str], hover: np.ndarray, *,
-                       title: str = "", dim: int = 2) -> go.Figure:
+def projection_scatter(
+    coords: np.ndarray, labels: np.ndarray, names: list[str], hover: np.ndarray, *, title: str = "", dim: int = 2
+) -> go.Figure:
     """One layer's 2-D or 3-D projection, one trace per class; customdata = (row index, hover text)."""
     fig = go.Figure()
     for c, name in enumerate(names):
         m = labels == c
         idx = np.flatnonzero(m)
-        kw = dict(mode="markers", name=name, customdata=np.stack([idx, hover[m]], 1),
-                  hovertemplate="%{customdata[1]}<extra>" + name + "</extra>",
-                  marker=dict(size=4 if dim == 3 else 6, opacity=0.75, color=PALETTE[c % len(PALETTE)]))
+        kw = dict(
+            mode="markers",
+            name=name,
+            customdata=np.stack([idx, hover[m]], 1),
+            hovertemplate="%{customdata[1]}<extra>" + name + "</extra>",
+            marker=dict(size=4 if dim == 3 else 6, opacity=0.75, color=PALETTE[c % len(PALETTE)]),
+        )
         if coords.shape[1] == 3:
             fig.add_scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], **kw)
         else:
             fig.add_scatter(x=coords[m, 0], y=coords[m, 1], **kw)
-    fig.update_layout(height=560, title=title, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
-                      legend=dict(itemsizing="constant"))
+    fig.update_layout(
+        height=560,
+        title=title,
+        margin=dict(l=10, r=10, t=40, b=10),
+        dragmode="lasso",
+        legend=dict(itemsizing="constant"),
+    )
     return fig
 
 
@@ -60,15 +100,29 @@ def layers_grid(coords: dict, labels: np.ndarray, names: list[str], n_layers: in
     """Every layer's 2-D projection side by side (at most 4 per row), one legend for all."""
     cols = min(4, n_layers + 1)
     rows = math.ceil((n_layers + 1) / cols)
-    grid = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {l}" for l in range(n_layers + 1)],
-                         horizontal_spacing=0.03, vertical_spacing=0.08)
+    grid = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"layer {l}" for l in range(n_layers + 1)],
+        horizontal_spacing=0.03,
+        vertical_spacing=0.08,
+    )
     for l in range(n_layers + 1):
         xy = coords[l]
         for c, name in enumerate(names):
             m = labels == c
-            grid.add_scatter(x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, legendgroup=name,
-                             showlegend=l == 0, marker=dict(size=3, color=PALETTE[c % len(PALETTE)]),
-                             hoverinfo="skip", row=l // cols + 1, col=l % cols + 1)
+            grid.add_scatter(
+                x=xy[m, 0],
+                y=xy[m, 1],
+                mode="markers",
+                name=name,
+                legendgroup=name,
+                showlegend=l == 0,
+                marker=dict(size=3, color=PALETTE[c % len(PALETTE)]),
+                hoverinfo="skip",
+                row=l // cols + 1,
+                col=l % cols + 1,
+            )
     grid.update_xaxes(showticklabels=False)
     grid.update_yaxes(showticklabels=False)
     grid.update_layout(height=260 * rows, margin=dict(l=10, r=10, t=40, b=10))
@@ -81,10 +135,20 @@ def toy_figure(toy: dict) -> go.Figure:
     colors = ["#636EFA", "#EF553B", "#00CC96"]
     for c in range(len(toy["means"])):
         pts = toy["X"][toy["y"] == c]
-        fig.add_scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=f"class {c}",
-                        marker=dict(size=5, opacity=0.6, color=colors[c]))
-        fig.add_scatter(x=[toy["means"][c, 0]], y=[toy["means"][c, 1]], mode="markers", showlegend=False,
-                        marker=dict(size=16, symbol="x", color=colors[c], line=dict(width=2, color="black")))
+        fig.add_scatter(
+            x=pts[:, 0],
+            y=pts[:, 1],
+            mode="markers",
+            name=f"class {c}",
+            marker=dict(size=5, opacity=0.6, color=colors[c]),
+        )
+        fig.add_scatter(
+            x=[toy["means"][c, 0]],
+            y=[toy["means"][c, 1]],
+            mode="markers",
+            showlegend=False,
+            marker=dict(size=16, symbol="x", color=colors[c], line=dict(width=2, color="black")),
+        )
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_scaleanchor="x")
     return fig
 
@@ -95,13 +159,31 @@ def training_history_figure(events: list[dict]) -> go.Figure:
     evals = [e for e in events if "eval" in e and not e.get("final")]
     fig = go.Figure()
     fig.add_scatter(x=[e["step"] for e in loss], y=[e["loss"] for e in loss], name="train loss", mode="lines")
-    for name in (evals[0]["eval"] if evals else {}):
-        fig.add_scatter(x=[e["step"] for e in evals], y=[e["eval"][name] for e in evals], name=f"held-out {name}",
-                        mode="lines+markers", yaxis="y2")
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="step", yaxis=dict(title="loss"),
-                      yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1], tickmode="linear",
-                                  tick0=0, dtick=0.2, showgrid=False),
-                      legend=dict(orientation="h", y=-0.25))
+    for name in evals[0]["eval"] if evals else {}:
+        fig.add_scatter(
+            x=[e["step"] for e in evals],
+            y=[e["eval"][name] for e in evals],
+            name=f"held-out {name}",
+            mode="lines+markers",
+            yaxis="y2",
+        )
+    fig.update_layout(
+        height=320,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title="step",
+        yaxis=dict(title="loss"),
+        yaxis2=dict(
+            title="metric",
+            overlaying="y",
+            side="right",
+            range=[0, 1],
+            tickmode="linear",
+            tick0=0,
+            dtick=0.2,
+            showgrid=False,
+        ),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -118,9 +200,21 @@ def training_comparison_figure(runs: list[tuple[str, dict]]) -> go.Figure:
     """Held-out metric against trainable parameters, one marker per (label, result); size grows with train time."""
     fig = go.Figure()
     for label, x in runs:
-        fig.add_scatter(x=[x["trainable_params"]], y=[x["eval"][x["metric"]]], mode="markers+text", name=label,
-                        text=[f"{x['train_seconds']:.0f}s"], textposition="top center",
-                        marker=dict(size=12 + min(30, x["train_seconds"] / 5)))
-    fig.update_layout(height=300, xaxis_title="trainable parameters", yaxis_title="held-out metric",
-                      xaxis_type="log", margin=dict(l=10, r=10, t=10, b=10), showlegend=True)
+        fig.add_scatter(
+            x=[x["trainable_params"]],
+            y=[x["eval"][x["metric"]]],
+            mode="markers+text",
+            name=label,
+            text=[f"{x['train_seconds']:.0f}s"],
+            textposition="top center",
+            marker=dict(size=12 + min(30, x["train_seconds"] / 5)),
+        )
+    fig.update_layout(
+        height=300,
+        xaxis_title="trainable parameters",
+        yaxis_title="held-out metric",
+        xaxis_type="log",
+        margin=dict(l=10, r=10, t=10, b=10),
+        showlegend=True,
+    )
     return fig

@@ -1,4 +1,5 @@
 """Shared state and helpers for the Streamlit pages (UI only; numerics live in analysis/)."""
+
 from __future__ import annotations
 
 import time
@@ -9,11 +10,30 @@ from analysis.errors import VariscopeError
 
 # settings shared by all pages and mirrored in the URL
 URL_KEYS = {"model": str, "task": str, "n": int, "seed": int, "pooling": str, "max_length": int, "layer": int}
-DEFAULTS = {"model": "minilm", "task": "rotten_tomatoes", "n": 1000, "seed": 0, "pooling": "mean",
-            "max_length": 128, "layer": None, "per_class": None, "device": "auto", "dtype": "auto",
-            "bootstrap": 0, "text_col": "text", "text_pair_col": None, "label_col": "label",
-            "split": "train", "upload": None, "trust_remote_code": False, "hf_config": None, "bins": None,
-            "rule": "argmin", "tolerance": 10.0, "comparisons": []}
+DEFAULTS = {
+    "model": "minilm",
+    "task": "rotten_tomatoes",
+    "n": 1000,
+    "seed": 0,
+    "pooling": "mean",
+    "max_length": 128,
+    "layer": None,
+    "per_class": None,
+    "device": "auto",
+    "dtype": "auto",
+    "bootstrap": 0,
+    "text_col": "text",
+    "text_pair_col": None,
+    "label_col": "label",
+    "split": "train",
+    "upload": None,
+    "trust_remote_code": False,
+    "hf_config": None,
+    "bins": None,
+    "rule": "argmin",
+    "tolerance": 10.0,
+    "comparisons": [],
+}
 
 
 def ensure_app() -> None:
@@ -92,12 +112,14 @@ def upload_bytes():
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def _load_model(source: str, name: str, location: str, fingerprint: str, revision, device: str,
-                dtype: str, trust: bool):
+def _load_model(
+    source: str, name: str, location: str, fingerprint: str, revision, device: str, dtype: str, trust: bool
+):
     from analysis.models import ModelRef, load_model
 
-    return load_model(ModelRef(name, source, location, fingerprint, revision), device=device, dtype=dtype,
-                      trust_remote_code=trust)
+    return load_model(
+        ModelRef(name, source, location, fingerprint, revision), device=device, dtype=dtype, trust_remote_code=trust
+    )
 
 
 def model_loader(ref, device, dtype, trust):
@@ -141,8 +163,9 @@ def get_states_ui(cfg=None, *, label="Computing hidden states"):
 def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _states, _labels, _names):
     from analysis.variability import variability_curve
 
-    return variability_curve(_states, _labels, bootstrap=bootstrap, weighting=weighting, seed=seed,
-                             label_names=_names).to_dict()
+    return variability_curve(
+        _states, _labels, bootstrap=bootstrap, weighting=weighting, seed=seed, label_names=_names
+    ).to_dict()
 
 
 def selected_layer(n_layers: int) -> int:

@@ -1,4 +1,5 @@
 """Home: what Variscope does and where to start."""
+
 import streamlit as st
 
 from pages._common import ensure_app

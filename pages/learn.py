@@ -1,4 +1,5 @@
 """Learn: the idea in plain words, the formula, and a toy to play with."""
+
 import json
 from pathlib import Path
 
@@ -26,8 +27,10 @@ f1, f2 = st.columns(2)
 f1.latex(r"\Sigma_w=\frac1C\sum_y\frac1{|G_y|}\sum_{h\in G_y}(h-m_y)(h-m_y)^\top")
 f2.latex(r"\Sigma_b=\frac1C\sum_y(m_y-m)(m_y-m)^\top")
 st.latex(r"\nu=\frac1C\,\mathrm{tr}\!\left(\Sigma_w\Sigma_b^{+}\right)")
-st.caption("h: mean of a text's token states (no padding, no special tokens); m_y: class means; "
-           "m: the mean of the class means; ⁺: pseudo-inverse.")
+st.caption(
+    "h: mean of a text's token states (no padding, no special tokens); m_y: class means; "
+    "m: the mean of the class means; ⁺: pseudo-inverse."
+)
 
 st.subheader("Try it: two or three Gaussian classes")
 c1, c2 = st.columns([1, 2])
@@ -42,10 +45,14 @@ with c2:
     st.metric("ν (variability ratio)", f"{toy['nu']:.4g}")
     fig = toy_figure(toy)
     st.plotly_chart(fig, width="stretch", key="toy_plot")
-st.markdown("Move the classes apart or shrink their spread and watch ν fall; unbalance the sizes and see "
-            "that ν barely moves — every class counts equally, one of the paper's robustness claims.")
-st.markdown(":material/description: Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
-            "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022).")
+st.markdown(
+    "Move the classes apart or shrink their spread and watch ν fall; unbalance the sizes and see "
+    "that ν barely moves — every class counts equally, one of the paper's robustness claims."
+)
+st.markdown(
+    ":material/description: Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
+    "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022)."
+)
 
 st.subheader("Do the paper's claims hold here?")
 doc = Path(__file__).resolve().parent.parent / "docs" / "reproduction.json"

@@ -1,4 +1,5 @@
 """Setup: choose a model, a task and the options, then compute."""
+
 import pandas as pd
 import streamlit as st
 
@@ -12,8 +13,10 @@ ensure_app()
 
 ss = st.session_state
 st.title(":material/tune: Setup")
-st.caption("Pick a pretrained model and a labelled task. Variscope pools every layer's hidden states in one "
-           "forward pass, caches them on disk, and computes the variability ratio ν per layer.")
+st.caption(
+    "Pick a pretrained model and a labelled task. Variscope pools every layer's hidden states in one "
+    "forward pass, caches them on disk, and computes the variability ratio ν per layer."
+)
 
 
 @st.cache_data(show_spinner=False)
@@ -38,25 +41,44 @@ with left:
     st.subheader("Model")
     reg = _registry()
     names = [r["name"] for r in reg]
-    src = st.radio("Source", ["Offline", "Folder or Hugging Face id"], horizontal=True,
-                   index=0 if ss["model"] in names else 1, key="model_source")
+    src = st.radio(
+        "Source",
+        ["Offline", "Folder or Hugging Face id"],
+        horizontal=True,
+        index=0 if ss["model"] in names else 1,
+        key="model_source",
+    )
     if src == "Offline":
         if ss["model"] not in names:
             ss["model"] = names[0]
             ss.pop("w_model", None)
-        bound(st.selectbox, "Offline model", "model", options=names,
-              format_func=lambda n: next(f"{r['title']}" + ("" if r["installed"] else " — not installed")
-                                         for r in reg if r["name"] == n))
+        bound(
+            st.selectbox,
+            "Offline model",
+            "model",
+            options=names,
+            format_func=lambda n: next(
+                f"{r['title']}" + ("" if r["installed"] else " — not installed") for r in reg if r["name"] == n
+            ),
+        )
         st.dataframe(pd.DataFrame(registry_rows(reg)), hide_index=True, width="stretch")
     else:
         if ss["model"] in names:
             ss["model"] = ""
             ss.pop("w_model", None)
-        bound(st.text_input, "Local folder or Hugging Face model id", "model",
-              placeholder="e.g. ./my-model or roberta-base",
-              help="Hub models need a connection (or the local Hugging Face cache).")
-        bound(st.checkbox, "Trust remote code (runs the model author's Python code)", "trust_remote_code",
-              help="Off by default. Only for models you trust.")
+        bound(
+            st.text_input,
+            "Local folder or Hugging Face model id",
+            "model",
+            placeholder="e.g. ./my-model or roberta-base",
+            help="Hub models need a connection (or the local Hugging Face cache).",
+        )
+        bound(
+            st.checkbox,
+            "Trust remote code (runs the model author's Python code)",
+            "trust_remote_code",
+            help="Off by default. Only for models you trust.",
+        )
 
 with right:
     st.subheader("Task")
@@ -75,8 +97,13 @@ with right:
         if ss["task"] not in GLUE:
             ss["task"] = "sst2"
             ss.pop("w_task", None)
-        bound(st.selectbox, "GLUE task", "task", options=list(GLUE),
-              help="Loaded with datasets.load_dataset('nyu-mll/glue', name); needs the hub or its cache.")
+        bound(
+            st.selectbox,
+            "GLUE task",
+            "task",
+            options=list(GLUE),
+            help="Loaded with datasets.load_dataset('nyu-mll/glue', name); needs the hub or its cache.",
+        )
     elif kind == "Hugging Face dataset":
         bound(st.text_input, "Dataset id", "task", placeholder="e.g. imdb")
         c1, c2, c3 = st.columns(3)
@@ -85,8 +112,11 @@ with right:
         bound(c3.text_input, "Pair column (optional)", "text_pair_col")
         bound(st.text_input, "Configuration (optional)", "hf_config")
     else:
-        f = st.file_uploader("CSV, TSV or JSONL with a text and a label column", type=["csv", "tsv", "jsonl", "json"],
-                             help=f"At most {MAX_UPLOAD_BYTES // 2**20} MB. Read in memory only.")
+        f = st.file_uploader(
+            "CSV, TSV or JSONL with a text and a label column",
+            type=["csv", "tsv", "jsonl", "json"],
+            help=f"At most {MAX_UPLOAD_BYTES // 2**20} MB. Read in memory only.",
+        )
         if f is not None:
             data = f.getvalue()
             if len(data) > MAX_UPLOAD_BYTES:
@@ -98,9 +128,14 @@ with right:
                 rows, _ = parse_table(ss["upload"]["bytes"], ss["upload"]["name"])
                 cols = list(rows[0].keys())
                 c1, c2, c3 = st.columns(3)
-                for c, (lab, key, opt) in zip((c1, c2, c3), (("Text column", "text_col", cols),
-                                                             ("Label column", "label_col", cols),
-                                                             ("Pair column", "text_pair_col", [None] + cols))):
+                for c, (lab, key, opt) in zip(
+                    (c1, c2, c3),
+                    (
+                        ("Text column", "text_col", cols),
+                        ("Label column", "label_col", cols),
+                        ("Pair column", "text_pair_col", [None] + cols),
+                    ),
+                ):
                     if ss.get(key) not in opt:
                         ss[key] = opt[0] if key != "label_col" else opt[-1]
                         ss.pop("w_" + key, None)
@@ -110,8 +145,12 @@ with right:
                 st.error(str(e))
                 ss["upload"] = None
     if kind in ("Offline", "GLUE", "Hugging Face dataset"):
-        bound(st.selectbox, "Split", "split", options=["train", "test"] if kind != "Hugging Face dataset"
-              else ["train", "test", "validation"])
+        bound(
+            st.selectbox,
+            "Split",
+            "split",
+            options=["train", "test"] if kind != "Hugging Face dataset" else ["train", "test", "validation"],
+        )
     try:
         if kind != "Upload a file" or ss.get("upload"):
             cfg = analysis_config()
@@ -127,19 +166,36 @@ with right:
 
 st.subheader("Options")
 o1, o2, o3, o4 = st.columns(4)
-bound(o1.number_input, "Texts n (0 = all)", "n", min_value=0, step=100,
-      help="Stratified sample of the split, deterministic from the seed.")
+bound(
+    o1.number_input,
+    "Texts n (0 = all)",
+    "n",
+    min_value=0,
+    step=100,
+    help="Stratified sample of the split, deterministic from the seed.",
+)
 bound(o2.number_input, "Per-class cap (0 = none)", "per_class", min_value=0, step=50)
 bound(o3.number_input, "Seed", "seed", min_value=0, step=1)
 bound(o4.number_input, "Max length (tokens)", "max_length", min_value=1, max_value=8192, step=32)
 o5, o6, o7, o8 = st.columns(4)
-bound(o5.selectbox, "Pooling", "pooling", options=["mean", "mean_all", "first", "last"],
-      help="mean: over real tokens (no padding, no special tokens), as in the paper.")
-bound(o6.selectbox, "Device", "device", options=["auto", "cpu", "cuda", "mps"],
-      help=f"auto picks: {_detected_device()}")
-bound(o7.selectbox, "Dtype", "dtype", options=["auto", "float32", "bfloat16", "float16"],
-      help="auto: float32 on CPU; on a CUDA GPU float32 weights with a bfloat16 autocast forward pass. "
-           "bfloat16 or float16 cast the weights themselves (half the memory).")
+bound(
+    o5.selectbox,
+    "Pooling",
+    "pooling",
+    options=["mean", "mean_all", "first", "last"],
+    help="mean: over real tokens (no padding, no special tokens), as in the paper.",
+)
+bound(
+    o6.selectbox, "Device", "device", options=["auto", "cpu", "cuda", "mps"], help=f"auto picks: {_detected_device()}"
+)
+bound(
+    o7.selectbox,
+    "Dtype",
+    "dtype",
+    options=["auto", "float32", "bfloat16", "float16"],
+    help="auto: float32 on CPU; on a CUDA GPU float32 weights with a bfloat16 autocast forward pass. "
+    "bfloat16 or float16 cast the weights themselves (half the memory).",
+)
 bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=1000, step=50)
 
 if st.button("Compute", type="primary", key="compute"):

@@ -1,4 +1,5 @@
 """Training: tune only the chosen layers, watch it learn live, compare with the baselines."""
+
 import pandas as pd
 import streamlit as st
 
@@ -13,21 +14,34 @@ ensure_app()
 ss = st.session_state
 ss.setdefault("runs", [])
 st.title(":material/model_training: Partial fine-tuning")
-st.caption("Put the classifier on layer ℓ*, remove the layers above it, and train only a few layers at or "
-           "below ℓ* — then compare with tuning the same number of top layers and with full fine-tuning.")
+st.caption(
+    "Put the classifier on layer ℓ*, remove the layers above it, and train only a few layers at or "
+    "below ℓ* — then compare with tuning the same number of top layers and with full fine-tuning."
+)
 
 cfg, res, curve, best = page_states(min_layer=1)
 L = res.n_layers
 
 c1, c2 = st.columns([2, 1])
 with c1:
-    ell = bound(st.slider, "Classifier layer ℓ* (shared with the other pages)", "layer", min_value=1, max_value=L,
-                help=f"Recommended by the variability curve: {best}")
+    ell = bound(
+        st.slider,
+        "Classifier layer ℓ* (shared with the other pages)",
+        "layer",
+        min_value=1,
+        max_value=L,
+        help=f"Recommended by the variability curve: {best}",
+    )
     if ss.get("_tuned_for") != ell or "w_tuned" not in ss:
         ss["w_tuned"] = tuned_layers(ell, ss.get("train_k", 2))
         ss["_tuned_for"] = ell
-    tuned = st.pills("Layers to tune (layers above ℓ* are removed)", list(range(1, L + 1)), selection_mode="multi",
-                     key="w_tuned", format_func=lambda l: f"{l}" + (" :material/content_cut:" if l > ell else ""))
+    tuned = st.pills(
+        "Layers to tune (layers above ℓ* are removed)",
+        list(range(1, L + 1)),
+        selection_mode="multi",
+        key="w_tuned",
+        format_func=lambda l: f"{l}" + (" :material/content_cut:" if l > ell else ""),
+    )
     tuned = sorted(tuned or [])
 with c2:
     adapter = st.radio("Tune", ["weights", "LoRA adapters"], horizontal=True, key="train_adapter")
@@ -41,24 +55,37 @@ if not tuned:
     st.warning("Pick at least one layer to tune.")
 elif bad:
     st.error(f"Tuned layer {bad[0]} is above the classifier layer {ell}; layers above ℓ* are removed.")
-sel = Selection(ell, tuple(tuned), adapter="lora" if adapter.startswith("LoRA") else None) if tuned and not bad else None
+sel = (
+    Selection(ell, tuple(tuned), adapter="lora" if adapter.startswith("LoRA") else None) if tuned and not bad else None
+)
 
 if sel is not None:
     try:
         cst = cost_preview(cfg, sel, res.texts, len(res.label_names), loader=model_loader)
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Layers kept", f"{ell} of {L}")
-        m2.metric("Trainable parameters", f"{cst['trainable_params'] / 1e6:.2f} M",
-                  f"{cst['params_vs_full']:.0%} of full", delta_color="off", delta_arrow="off")
-        m3.metric("Training FLOPs / example", f"{cst['flops_per_example'] / 1e9:.2f} G",
-                  f"{cst['flops_vs_full']:.0%} of full", delta_color="off", delta_arrow="off")
+        m2.metric(
+            "Trainable parameters",
+            f"{cst['trainable_params'] / 1e6:.2f} M",
+            f"{cst['params_vs_full']:.0%} of full",
+            delta_color="off",
+            delta_arrow="off",
+        )
+        m3.metric(
+            "Training FLOPs / example",
+            f"{cst['flops_per_example'] / 1e9:.2f} G",
+            f"{cst['flops_vs_full']:.0%} of full",
+            delta_color="off",
+            delta_arrow="off",
+        )
         m4.metric("Train / held-out texts", f"{len(res.labels)} / {eval_n}")
     except VariscopeError as e:
         st.error(str(e))
         sel = None
 
-remeasure = st.checkbox("Re-measure ν on the held-out texts after training (before/after curves)",
-                        key="train_remeasure")
+remeasure = st.checkbox(
+    "Re-measure ν on the held-out texts after training (before/after curves)", key="train_remeasure"
+)
 cmp1, cmp2 = st.columns(2)
 with_top = cmp1.checkbox(f"Then compare with: the top {len(tuned) or 1} layer(s)", key="train_cmp_top")
 with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_full")
@@ -66,8 +93,17 @@ with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_
 running = [r for r in ss["runs"] if r["monitor"].running]
 b1, b2 = st.columns([1, 4])
 if b1.button("Start", type="primary", key="train_start", disabled=sel is None or bool(running)):
-    base_tc = TrainConfig(cfg, sel, steps=int(steps), lr=float(lr), batch_size=int(bs), eval_n=int(eval_n),
-                          seed=cfg.sampling.seed, strategy="selected", remeasure=bool(remeasure))
+    base_tc = TrainConfig(
+        cfg,
+        sel,
+        steps=int(steps),
+        lr=float(lr),
+        batch_size=int(bs),
+        eval_n=int(eval_n),
+        seed=cfg.sampling.seed,
+        strategy="selected",
+        remeasure=bool(remeasure),
+    )
     jobs = baseline_jobs(base_tc, L, top=with_top, full=with_full)
     alive = session_alive_probe()  # the run stops (and frees its model) once this browser session disconnects
     monitors = [RunMonitor(alive=alive) for _ in jobs]
@@ -113,15 +149,29 @@ def _results_table(runs: list[dict]) -> None:
         s = r["monitor"].snapshot()
         res_ = s["result"] or {}
         value = (res_.get("eval") or {}).get(res_.get("metric"))
-        rows.append({"run": r["label"], "status": s["status"],
-                     "metric": f"{res_['metric']} {value:.4f}" if value is not None else "",
-                     "trainable params": res_.get("trainable_params"), "FLOPs vs full": res_.get("flops_vs_full"),
-                     "train time (s)": res_.get("train_seconds"), "steps/s": res_.get("steps_per_second")})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="train_table", column_config={
-        "trainable params": st.column_config.NumberColumn(format="compact"),
-        "FLOPs vs full": st.column_config.NumberColumn(format="percent"),
-        "train time (s)": st.column_config.NumberColumn(format="%.1f"),
-        "steps/s": st.column_config.NumberColumn(format="%.2f")})
+        rows.append(
+            {
+                "run": r["label"],
+                "status": s["status"],
+                "metric": f"{res_['metric']} {value:.4f}" if value is not None else "",
+                "trainable params": res_.get("trainable_params"),
+                "FLOPs vs full": res_.get("flops_vs_full"),
+                "train time (s)": res_.get("train_seconds"),
+                "steps/s": res_.get("steps_per_second"),
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        key="train_table",
+        column_config={
+            "trainable params": st.column_config.NumberColumn(format="compact"),
+            "FLOPs vs full": st.column_config.NumberColumn(format="percent"),
+            "train time (s)": st.column_config.NumberColumn(format="%.1f"),
+            "steps/s": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
 
 
 @st.fragment(run_every=1.0 if running else None)
@@ -141,8 +191,11 @@ def live():
     if ba:
         st.plotly_chart(variability_before_after_figure(ba), width="stretch", key="train_nu_chart")
     _results_table(runs)
-    done = [(r["label"], x) for r in runs if (x := r["monitor"].snapshot()["result"]) and x["eval"].get(x["metric"])
-            is not None]
+    done = [
+        (r["label"], x)
+        for r in runs
+        if (x := r["monitor"].snapshot()["result"]) and x["eval"].get(x["metric"]) is not None
+    ]
     if done:
         st.plotly_chart(training_comparison_figure(done), width="stretch", key="train_cmp_chart")
 

@@ -1,4 +1,5 @@
 """Variability: ν per layer, the recommended layer, comparisons and robustness."""
+
 import json
 from dataclasses import replace
 
@@ -15,17 +16,32 @@ ensure_app()
 
 ss = st.session_state
 st.title(":material/show_chart: Variability per layer")
-st.caption("ν = within-class spread ÷ between-class spread of each layer's pooled states. "
-           "Low ν: the classes are already well separated there.")
+st.caption(
+    "ν = within-class spread ÷ between-class spread of each layer's pooled states. "
+    "Low ν: the classes are already well separated there."
+)
 
 cfg, res, _, _ = page_states()
 
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
-rule = bound(c1.radio, "Recommendation rule", "rule", options=["argmin", "plateau"], horizontal=True,
-             help="argmin: the layer of lowest ν (the paper). plateau: the lowest layer within a tolerance "
-                  "of the minimum — fewer layers kept, less compute.")
-tol = bound(c2.number_input, "Plateau tolerance (%)", "tolerance", min_value=0.0, max_value=500.0, step=5.0,
-            disabled=rule != "plateau")
+rule = bound(
+    c1.radio,
+    "Recommendation rule",
+    "rule",
+    options=["argmin", "plateau"],
+    horizontal=True,
+    help="argmin: the layer of lowest ν (the paper). plateau: the lowest layer within a tolerance "
+    "of the minimum — fewer layers kept, less compute.",
+)
+tol = bound(
+    c2.number_input,
+    "Plateau tolerance (%)",
+    "tolerance",
+    min_value=0.0,
+    max_value=500.0,
+    step=5.0,
+    disabled=rule != "plateau",
+)
 log = c3.toggle("Log scale", key="log_scale")
 boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=1000, step=50)
 
@@ -52,13 +68,18 @@ with s1:
     bound(st.slider, "Selected layer (shared with the other pages)", "layer", min_value=0, max_value=L)
 with s2:
     st.metric(f"Recommended classifier layer ℓ* ({rule})", best, help=f"ν = {nu[best]:.4g}")
-    st.caption(f"Drop layers {best + 1}..{L}, tune a few layers at or below {best}." if best < L
-               else "The top layer is best: keep the whole model for this task.")
+    st.caption(
+        f"Drop layers {best + 1}..{L}, tune a few layers at or below {best}."
+        if best < L
+        else "The top layer is best: keep the whole model for this task."
+    )
 
 tab_cmp, tab_rob, tab_dl = st.tabs(["Compare", "Robustness", "Download"])
 with tab_cmp:
-    st.caption("Overlay curves of other models, tasks, poolings or sample sizes: add the current one, "
-               "change the setup, and add again.")
+    st.caption(
+        "Overlay curves of other models, tasks, poolings or sample sizes: add the current one, "
+        "change the setup, and add again."
+    )
     if st.button("Add the current curve to the comparison", key="add_cmp"):
         if all(c["label"] != label for c in ss["comparisons"]):
             ss["comparisons"].append({"label": label, "layers": layers, "variability": nu})
@@ -69,14 +90,18 @@ with tab_cmp:
             ss["comparisons"] = [c for c in ss["comparisons"] if c["label"] not in drop]
             st.rerun()
 with tab_rob:
-    st.caption("The paper claims ν is robust to data scarcity and class imbalance. Recompute on a fraction "
-               "of this sample or on an imbalanced subset and overlay the result.")
+    st.caption(
+        "The paper claims ν is robust to data scarcity and class imbalance. Recompute on a fraction "
+        "of this sample or on an imbalanced subset and overlay the result."
+    )
+
     def overlay(sub, name):
         r = get_states_ui(sub, label=name)
         if r is not None:
             c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
-            ss["comparisons"].append({"label": f"{name} (n={len(r.labels)})", "layers": c["layers"],
-                                      "variability": c["variability"]})
+            ss["comparisons"].append(
+                {"label": f"{name} (n={len(r.labels)})", "layers": c["layers"], "variability": c["variability"]}
+            )
             st.rerun()
 
     r1, r2 = st.columns(2)
@@ -89,12 +114,15 @@ with tab_rob:
         imb = parse_imbalance(ratio)
         overlay(replace(cfg, sampling=replace(cfg.sampling, imbalance=imb)), f"imbalance {ratio}")
 with tab_dl:
-    payload = page_curve_record(cfg, curve, len(res.labels), best, rule, tolerance=tol, weighting="equal",
-                                cache_key=res.key, info=res.info)
+    payload = page_curve_record(
+        cfg, curve, len(res.labels), best, rule, tolerance=tol, weighting="equal", cache_key=res.key, info=res.info
+    )
     d1, d2, d3 = st.columns(3)
     d1.download_button("Curve as CSV", curve_csv(curve), "variability.csv", "text/csv")
     d2.download_button("Curve as JSON", json.dumps(payload, indent=2), "variability.json", "application/json")
     d3.download_button("Figure as HTML", fig.to_html(include_plotlyjs="cdn"), "variability.html", "text/html")
     st.caption("PNG: use the camera icon in the chart's toolbar.")
-st.caption(f"{'Loaded from the disk cache' if res.cache_hit else 'Computed'} · cache key {res.key[:12]} · "
-           f"device {res.info.get('device', '?')}")
+st.caption(
+    f"{'Loaded from the disk cache' if res.cache_hit else 'Computed'} · cache key {res.key[:12]} · "
+    f"device {res.info.get('device', '?')}"
+)

@@ -40,5 +40,11 @@ def run_cli(*args, cache_dir=None, timeout=600):
     env = dict(os.environ)
     if cache_dir is not None:
         env["VARISCOPE_CACHE"] = str(cache_dir)
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

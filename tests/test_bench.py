@@ -10,8 +10,22 @@ pytestmark = pytest.mark.slow  # benchmarks
 def test_bench_quick_sections_write_json_and_report(tmp_path, capsys):
     out = tmp_path / "b.json"
     doc = tmp_path / "docs" / "benchmarks.md"
-    code = main(["bench", "--quick", "--only", "metric,cache", "--reps", "1", "--json", str(out), "--doc", str(doc),
-                 "--plots", str(tmp_path / "docs" / "img")])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--only",
+            "metric,cache",
+            "--reps",
+            "1",
+            "--json",
+            str(out),
+            "--doc",
+            str(doc),
+            "--plots",
+            str(tmp_path / "docs" / "img"),
+        ]
+    )
     assert code == 0
     d = json.loads(out.read_text())
     assert d["metric_max_rel_diff"] < 1e-6
@@ -63,8 +77,10 @@ def test_report_from_json_redraws_without_measuring(tmp_path, capsys):
         other = tmp_path / "other.json"
         other.write_text(bad)
         fresh = tmp_path / "fresh"
-        assert main(["bench", "--report-from", str(other), "--doc", str(fresh / "b.md"),
-                     "--plots", str(fresh / "img")]) == 2
+        assert (
+            main(["bench", "--report-from", str(other), "--doc", str(fresh / "b.md"), "--plots", str(fresh / "img")])
+            == 2
+        )
         assert "is not the JSON of a `python -m analysis bench` run" in capsys.readouterr().err
         assert not fresh.exists()  # nothing half-written
 

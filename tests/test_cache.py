@@ -56,6 +56,7 @@ def test_damaged_entries_are_discarded(cache, damage):
     elif damage == "pickle":  # an object array smuggled in, checksum updated: still refused
         import hashlib
         import json
+
         np.save(f, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
         mj = json.loads((d / "manifest.json").read_text())
         mj["files"]["x.npy"]["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
@@ -72,9 +73,11 @@ def test_hit_on_second_call_with_identical_numbers(cache):
     assert c1.variability == c2.variability
     assert s1.texts == s2.texts
     # every setting that changes the states changes the key
-    other = [AnalysisConfig(**{**CFG.__dict__, "pooling": "first"}),
-             AnalysisConfig(**{**CFG.__dict__, "max_length": 31}),
-             AnalysisConfig(**{**CFG.__dict__, "sampling": SampleConfig(n=60, seed=2)})]
+    other = [
+        AnalysisConfig(**{**CFG.__dict__, "pooling": "first"}),
+        AnalysisConfig(**{**CFG.__dict__, "max_length": 31}),
+        AnalysisConfig(**{**CFG.__dict__, "sampling": SampleConfig(n=60, seed=2)}),
+    ]
     keys = {get_states(c, cache=cache).key for c in other} | {s1.key}
     assert len(keys) == 4
 
@@ -123,8 +126,9 @@ c.save('states', 'a' * 32, {{'x': big}})
 
 def test_killed_mid_write_leaves_no_entry(cache, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root, root_cache=str(cache.root))],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(root=root, root_cache=str(cache.root))], stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline().strip() == "written"
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -149,8 +153,12 @@ def test_two_processes_same_key_one_valid_entry(cache):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = RACER.format(root=root, root_cache=str(cache.root))
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
+        for _ in range(2)
+    ]
     outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     assert sorted(o["hit"] for o in outs) == [False, True]  # the lock made the second one wait and hit
     assert abs(outs[0]["sum"] - outs[1]["sum"]) < 1e-3

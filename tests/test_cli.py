@@ -9,8 +9,20 @@ from conftest import run_cli
 
 def test_curve_end_to_end_offline_default_and_cache_hit(tmp_path):
     out1, out2 = tmp_path / "a.json", tmp_path / "b.json"
-    r = run_cli("curve", "--model", "minilm", "--task", "rotten_tomatoes", "--n", 400, "--json", out1,
-                "--csv", tmp_path / "a.csv", cache_dir=tmp_path / "c")
+    r = run_cli(
+        "curve",
+        "--model",
+        "minilm",
+        "--task",
+        "rotten_tomatoes",
+        "--n",
+        400,
+        "--json",
+        out1,
+        "--csv",
+        tmp_path / "a.csv",
+        cache_dir=tmp_path / "c",
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(out1.read_text())
     assert d["layers"] == list(range(7))
@@ -20,8 +32,9 @@ def test_curve_end_to_end_offline_default_and_cache_hit(tmp_path):
     assert d["n"] == 400 and sum(d["counts"].values()) == 400 and d["cache_hit"] is False
     assert {"total", "extract"} <= set(d["seconds"])
     assert "recommended" in r.stdout and "layer" in r.stdout
-    r2 = run_cli("curve", "--model", "minilm", "--task", "rotten_tomatoes", "--n", 400, "--json", out2,
-                 cache_dir=tmp_path / "c")
+    r2 = run_cli(
+        "curve", "--model", "minilm", "--task", "rotten_tomatoes", "--n", 400, "--json", out2, cache_dir=tmp_path / "c"
+    )
     assert r2.returncode == 0, r2.stderr
     d2 = json.loads(out2.read_text())
     assert d2["cache_hit"] is True and d2["variability"] == d["variability"]
@@ -40,8 +53,11 @@ def _independent_nu(X, y):
 
 def test_cli_matches_independent_eq3_on_a_csv(tmp_path, minilm):
     rng = np.random.default_rng(0)
-    words = {"sport": "goal match team win league", "food": "recipe taste cook bake dinner",
-             "tech": "chip code software laptop data"}
+    words = {
+        "sport": "goal match team win league",
+        "food": "recipe taste cook bake dinner",
+        "tech": "chip code software laptop data",
+    }
     rows = []
     for i in range(45):
         c = list(words)[i % 3]
@@ -49,32 +65,54 @@ def test_cli_matches_independent_eq3_on_a_csv(tmp_path, minilm):
     f = tmp_path / "mine.csv"
     f.write_text("sentence,topic\n" + "\n".join(f"{t},{c}" for t, c in rows) + "\n")
     out = tmp_path / "o.json"
-    r = run_cli("curve", "--data", f, "--text-col", "sentence", "--label-col", "topic", "--n", 0,
-                "--device", "cpu", "--json", out, cache_dir=tmp_path / "c")
+    r = run_cli(
+        "curve",
+        "--data",
+        f,
+        "--text-col",
+        "sentence",
+        "--label-col",
+        "topic",
+        "--n",
+        0,
+        "--device",
+        "cpu",
+        "--json",
+        out,
+        cache_dir=tmp_path / "c",
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(out.read_text())["variability"]
     model, tok = minilm
     texts, labels = [t for t, _ in rows], np.array([c for _, c in rows])
-    enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt",
-              return_special_tokens_mask=True)
+    enc = tok(
+        texts, padding=True, truncation=True, max_length=128, return_tensors="pt", return_special_tokens_mask=True
+    )
     with torch.inference_mode():
-        hs = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                   token_type_ids=enc["token_type_ids"], output_hidden_states=True).hidden_states
+        hs = model(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            token_type_ids=enc["token_type_ids"],
+            output_hidden_states=True,
+        ).hidden_states
     w = (enc["attention_mask"] * (1 - enc["special_tokens_mask"])).float()
     for l, h in enumerate(hs):
         X = ((h * w[..., None]).sum(1) / w.sum(1, keepdim=True)).double().numpy()
         assert got[l] == pytest.approx(_independent_nu(X, labels), rel=1e-3)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--model", "no-such-model-xyz/../x"], "unknown model"),
-    (["--task", "no_such_task!"], "unknown task"),
-    (["--data", "/nonexistent/file.csv"], "does not exist"),
-    (["--pooling", "mean", "--max-length", "0"], "max length"),
-    (["--max-length", "100000"], "above this model's limit"),
-    (["--per-class", "-3"], "per-class cap"),
-    (["--model", "/tmp"], "no config.json"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--model", "no-such-model-xyz/../x"], "unknown model"),
+        (["--task", "no_such_task!"], "unknown task"),
+        (["--data", "/nonexistent/file.csv"], "does not exist"),
+        (["--pooling", "mean", "--max-length", "0"], "max length"),
+        (["--max-length", "100000"], "above this model's limit"),
+        (["--per-class", "-3"], "per-class cap"),
+        (["--model", "/tmp"], "no config.json"),
+    ],
+)
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     r = run_cli("curve", *args, "--n", 20, cache_dir=tmp_path / "c")
     assert r.returncode == 2

@@ -1,4 +1,5 @@
 """End to end in real Chromium (Debian's package) against `streamlit run app.py`."""
+
 import os
 import shutil
 import socket
@@ -12,9 +13,13 @@ import pytest
 from conftest import ARTIFACTS, ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                 reason="Debian chromium not installed (make test installs it)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+        reason="Debian chromium not installed (make test installs it)",
+    ),
+]
 SERVER_LOG = None
 NAV = ["Home", "Setup", "Variability", "Projections", "Training", "Learn"]
 
@@ -32,9 +37,27 @@ def server(tmp_path_factory):
     global SERVER_LOG
     SERVER_LOG = tmp_path_factory.mktemp("log") / "streamlit.log"
     log = open(SERVER_LOG, "w")
-    p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                          "--server.headless", "true", "--server.address", "127.0.0.1",
-                          "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -55,9 +78,18 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         yield b
         b.close()
 
@@ -98,20 +130,24 @@ def nav_labels(page):
 
 def test_variability_url_renders_curve_with_no_clicks(server, page):
     page.goto(server + "/variability?model=minilm&task=rotten_tomatoes&n=200")
-    charts = wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7
-                                                  for c in cs for t in c))
+    charts = wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7 for c in cs for t in c))
     # the first request of a fresh server: sidebar has exactly our pages, no stray "app"
     page.wait_for_selector("[data-testid=stSidebarNav] a")
     labels = nav_labels(page)
-    assert [l[-len(n):] for l, n in zip(labels, NAV)] == NAV and len(labels) == 6, labels
+    assert [l[-len(n) :] for l, n in zip(labels, NAV)] == NAV and len(labels) == 6, labels
     assert "layer=" in page.url and "n=200" in page.url
     shot(page, "variability")
 
 
 def test_projections_url_shows_n_points(server, page):
     page.goto(server + "/projections?model=minilm&task=rotten_tomatoes&n=200&layer=6")
-    charts = wait_for_charts(page, lambda cs: any(sum(t["n"] for t in c) == 200 and len(c) == 2 and
-                                                  all(t["mode"] == "markers" for t in c) for c in cs), timeout=300)
+    charts = wait_for_charts(
+        page,
+        lambda cs: any(
+            sum(t["n"] for t in c) == 200 and len(c) == 2 and all(t["mode"] == "markers" for t in c) for c in cs
+        ),
+        timeout=300,
+    )
     page.wait_for_selector("text=Layer 6 — UMAP", timeout=300_000)
     shot(page, "projections")
 

@@ -6,8 +6,11 @@ from analysis.hidden_states import extract_states, make_batches, pool
 
 def test_alone_equals_in_padded_batch(minilm):
     model, tok = minilm
-    texts = ["short one", "a considerably longer sentence that forces a lot of padding onto the short one " * 3,
-             "medium length text here"]
+    texts = [
+        "short one",
+        "a considerably longer sentence that forces a lot of padding onto the short one " * 3,
+        "medium length text here",
+    ]
     together = extract_states(model, tok, texts, batch_size=3, device="cpu")
     for i, t in enumerate(texts):
         alone = extract_states(model, tok, [t], device="cpu")
@@ -21,9 +24,10 @@ def test_mean_pooling_excludes_special_and_padding(minilm):
     st = extract_states(model, tok, [text, "x " * 50], batch_size=2, device="cpu")
     enc = tok([text], return_tensors="pt", return_special_tokens_mask=True)
     with torch.inference_mode():
-        hs = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                   output_hidden_states=True).hidden_states
-    real = (enc["special_tokens_mask"][0] == 0)
+        hs = model(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True
+        ).hidden_states
+    real = enc["special_tokens_mask"][0] == 0
     for l in (0, 3, 6):
         expect = hs[l][0, real].mean(0).numpy()
         np.testing.assert_allclose(st[l, 0], expect, atol=1e-5)

@@ -4,8 +4,10 @@ import pytest
 from analysis.projection import ProjectionConfig, pairwise_distances, pca, project_layers
 
 
-@pytest.mark.parametrize("metric,sk", [("cosine", "cosine"), ("euclidean", "euclidean"),
-                                       ("manhattan", "manhattan"), ("correlation", "correlation")])
+@pytest.mark.parametrize(
+    "metric,sk",
+    [("cosine", "cosine"), ("euclidean", "euclidean"), ("manhattan", "manhattan"), ("correlation", "correlation")],
+)
 def test_precomputed_distances_match_sklearn(rng, metric, sk):
     from sklearn.metrics import pairwise_distances as skd
 

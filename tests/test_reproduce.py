@@ -10,13 +10,34 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers(tmp_path):
-    rc = ReproConfig(tasks=("bbc_news",), ks=(1,), seeds=(0, 1), steps=2, n_train=50, eval_n=30, max_length=24,
-                     analysis_n=60, bootstrap=3, fractions=(1.0, 0.5), device="cpu")
+    rc = ReproConfig(
+        tasks=("bbc_news",),
+        ks=(1,),
+        seeds=(0, 1),
+        steps=2,
+        n_train=50,
+        eval_n=30,
+        max_length=24,
+        analysis_n=60,
+        bootstrap=3,
+        fractions=(1.0, 0.5),
+        device="cpu",
+    )
     res = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None)
     strategies = {r["strategy"] for r in res["runs"]}
     assert strategies == {"variability", "top", "full"}
     for r in res["runs"]:
-        for k in ("task", "model", "strategy", "k", "seed", "metric_value", "trainable_params", "flops_vs_full", "seconds"):
+        for k in (
+            "task",
+            "model",
+            "strategy",
+            "k",
+            "seed",
+            "metric_value",
+            "trainable_params",
+            "flops_vs_full",
+            "seconds",
+        ):
             assert k in r
     assert {r["seed"] for r in res["runs"]} == {0, 1}
     assert all("spearman" in x and "best_layer" in x for x in res["robustness"])

@@ -75,7 +75,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 stack.pop()
                 path.pop()
             elif colour.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             elif colour.get(nxt) == 0:
                 colour[nxt] = 1
                 stack.append((nxt, iter(sorted(graph[nxt]))))
@@ -95,9 +95,16 @@ def test_import_graph_has_no_circle():
 
 
 def test_library_never_imports_the_cli_or_the_pages():
-    library = [m for m in _graph() if m.startswith("analysis") and not m.startswith(("analysis.cli", "analysis.__main__"))]
-    bad = [(m, t) for m, deps in _graph().items() if m in library
-           for t in deps if t.startswith(("analysis.cli", "pages", "app"))]
+    library = [
+        m for m in _graph() if m.startswith("analysis") and not m.startswith(("analysis.cli", "analysis.__main__"))
+    ]
+    bad = [
+        (m, t)
+        for m, deps in _graph().items()
+        if m in library
+        for t in deps
+        if t.startswith(("analysis.cli", "pages", "app"))
+    ]
     assert not bad, bad
 
 

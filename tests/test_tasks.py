@@ -8,8 +8,9 @@ from analysis.errors import VariscopeError
 from analysis.tasks import GLUE, SampleConfig, TaskConfig, load_task, sample
 
 
-@pytest.mark.parametrize("name,classes", [("rotten_tomatoes", 2), ("bbc_news", 5), ("reuters_r8", 8),
-                                          ("twenty_newsgroups", 20)])
+@pytest.mark.parametrize(
+    "name,classes", [("rotten_tomatoes", 2), ("bbc_news", 5), ("reuters_r8", 8), ("twenty_newsgroups", 20)]
+)
 def test_offline_tasks_load_with_class_count(name, classes):
     train = load_task(TaskConfig(name=name))
     test = load_task(TaskConfig(name=name, split="test"))
@@ -61,8 +62,11 @@ def _glue_like(rows, pair):
 def test_glue_paths_on_local_fixtures(monkeypatch, name):
     pair = GLUE[name][1] is not None
     n = 12
-    rows = {("sentence1" if pair else "sentence"): [f"first {i}" for i in range(n)], "label": [i % 2 for i in range(n)],
-            "idx": list(range(n))}
+    rows = {
+        ("sentence1" if pair else "sentence"): [f"first {i}" for i in range(n)],
+        "label": [i % 2 for i in range(n)],
+        "idx": list(range(n)),
+    }
     if pair:
         rows["sentence2"] = [f"second {i}" for i in range(n)]
     calls = []
@@ -90,8 +94,9 @@ def test_glue_paths_on_local_fixtures(monkeypatch, name):
 def test_stsb_refused_without_bins(monkeypatch):
     import datasets
 
-    ds = datasets.Dataset.from_dict({"sentence1": ["a", "b", "c", "d"], "sentence2": ["e", "f", "g", "h"],
-                                     "label": [0.5, 4.2, 3.1, 1.0]})
+    ds = datasets.Dataset.from_dict(
+        {"sentence1": ["a", "b", "c", "d"], "sentence2": ["e", "f", "g", "h"], "label": [0.5, 4.2, 3.1, 1.0]}
+    )
     monkeypatch.setattr(tasks, "_hf_load", lambda *a: ds)
     with pytest.raises(VariscopeError, match="regression"):
         load_task(TaskConfig(name="stsb"))
@@ -102,8 +107,9 @@ def test_stsb_refused_without_bins(monkeypatch):
 def test_hf_dataset_id_and_local_folder(tmp_path):
     d = tmp_path / "myset"
     d.mkdir()
-    (d / "train.jsonl").write_text("\n".join(json.dumps({"review": f"text {i}", "stars": "good" if i % 3 else "bad"})
-                                             for i in range(30)))
+    (d / "train.jsonl").write_text(
+        "\n".join(json.dumps({"review": f"text {i}", "stars": "good" if i % 3 else "bad"}) for i in range(30))
+    )
     t = load_task(TaskConfig(name=str(d), text_col="review", label_col="stars"))
     assert len(t) == 30 and t.label_names == ["bad", "good"]
     with pytest.raises(VariscopeError, match="columns are"):

@@ -27,12 +27,19 @@ def test_truncation_keeps_exactly_k_layers_and_never_runs_the_rest(minilm):
     for i, blk in enumerate(kept):
         blk.register_forward_hook(lambda *a, i=i: calls.append(("kept", i)))
     enc = tok(["hello there", "a film"], padding=True, return_tensors="pt", return_special_tokens_mask=True)
-    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                special_tokens_mask=enc["special_tokens_mask"], labels=torch.tensor([0, 1]))
+    out = model(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        special_tokens_mask=enc["special_tokens_mask"],
+        labels=torch.tensor([0, 1]),
+    )
     assert out["logits"].shape == (2, 2) and out["loss"].ndim == 0
     assert calls == [("kept", 0), ("kept", 1), ("kept", 2)]
-    trainable = {n.split(".")[3] if n.startswith("encoder.encoder.layer.") else n.split(".")[0]
-                 for n, p in model.named_parameters() if p.requires_grad}
+    trainable = {
+        n.split(".")[3] if n.startswith("encoder.encoder.layer.") else n.split(".")[0]
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
     assert trainable == {"1", "2", "head"}
 
 
@@ -64,15 +71,18 @@ def test_cost_ratios(minilm):
     assert sel["layers_kept"] == 4
 
 
-CFG = AnalysisConfig(task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=480, seed=0), max_length=48,
-                     device="cpu")
+CFG = AnalysisConfig(
+    task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=480, seed=0), max_length=48, device="cpu"
+)
 
 
 def test_short_run_learns_and_frozen_weights_stay_bit_identical(minilm, tmp_path):
     base, _ = minilm
     log = tmp_path / "live.jsonl"
-    out = train(TrainConfig(CFG, Selection(6, (5, 6)), steps=60, lr=2e-4, batch_size=16, eval_n=300, seed=0),
-                RunMonitor(log_path=str(log)))
+    out = train(
+        TrainConfig(CFG, Selection(6, (5, 6)), steps=60, lr=2e-4, batch_size=16, eval_n=300, seed=0),
+        RunMonitor(log_path=str(log)),
+    )
     r, model = out.result.to_dict(), out.model
     assert "_model" not in r
     base_params = dict(base.named_parameters())
@@ -120,14 +130,16 @@ class Recorder(RunMonitor):
         return [u for u in self.updates[index:] if u.get("phase") == phase and ("step" in u or "eval_done" in u)]
 
 
-SMALL = AnalysisConfig(task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=64, seed=0), max_length=16,
-                       device="cpu")
+SMALL = AnalysisConfig(
+    task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=64, seed=0), max_length=16, device="cpu"
+)
 
 
 def test_stop_during_training_ends_within_one_step_then_evaluates_the_partial_model():
     m = Recorder(stop_at=lambda kw: kw.get("phase") == "train" and kw["step"] >= 3)
-    r = train(TrainConfig(SMALL, Selection(2, (2,)), steps=500, batch_size=8, eval_n=100, eval_every=1000, seed=0),
-              m).result
+    r = train(
+        TrainConfig(SMALL, Selection(2, (2,)), steps=500, batch_size=8, eval_n=100, eval_every=1000, seed=0), m
+    ).result
     assert r.stopped and r.steps == 3  # the stop came at the end of step 3: no further step ran
     assert m.after(m.stop_index, "train") == [] and len(r.history) == r.steps
     final = m.after(m.stop_index, "final_eval")
@@ -137,10 +149,13 @@ def test_stop_during_training_ends_within_one_step_then_evaluates_the_partial_mo
 
 
 def test_stop_during_an_evaluation_ends_within_one_batch_and_skip_ends_the_final_one():
-    m = Recorder(stop_at=lambda kw: kw.get("phase") == "eval" and kw["eval_done"] >= 64,
-                 skip_at=lambda kw: kw.get("phase") == "final_eval")
-    r = train(TrainConfig(SMALL, Selection(2, (2,)), steps=500, batch_size=8, eval_n=300, eval_every=2, seed=0),
-              m).result
+    m = Recorder(
+        stop_at=lambda kw: kw.get("phase") == "eval" and kw["eval_done"] >= 64,
+        skip_at=lambda kw: kw.get("phase") == "final_eval",
+    )
+    r = train(
+        TrainConfig(SMALL, Selection(2, (2,)), steps=500, batch_size=8, eval_n=300, eval_every=2, seed=0), m
+    ).result
     assert r.stopped and r.steps == 2
     assert m.after(m.stop_index, "eval") == [] and m.after(m.stop_index, "train") == []  # cut after batch 1 of 5
     assert m.after(m.skip_index, "final_eval") == []  # Skip: no batch after the one in flight
@@ -172,11 +187,41 @@ def test_failing_export_marks_the_run_failed_never_finished(monkeypatch):
 def test_result_json_keys_are_the_cli_keys():
     from analysis.training import RunResult
 
-    keys = ["label", "strategy", "model", "task", "classifier_layer", "tuned_layers", "adapter", "tune_embeddings",
-            "layers_kept", "n_layers", "trainable_params", "total_params", "full_trainable_params",
-            "flops_per_example", "full_flops_per_example", "flops_vs_full", "seq_len", "history", "evals", "eval",
-            "metric", "steps", "max_steps", "seconds", "train_seconds", "steps_per_second", "stopped", "seed", "lr",
-            "batch_size", "n_train", "n_eval", "device"]
+    keys = [
+        "label",
+        "strategy",
+        "model",
+        "task",
+        "classifier_layer",
+        "tuned_layers",
+        "adapter",
+        "tune_embeddings",
+        "layers_kept",
+        "n_layers",
+        "trainable_params",
+        "total_params",
+        "full_trainable_params",
+        "flops_per_example",
+        "full_flops_per_example",
+        "flops_vs_full",
+        "seq_len",
+        "history",
+        "evals",
+        "eval",
+        "metric",
+        "steps",
+        "max_steps",
+        "seconds",
+        "train_seconds",
+        "steps_per_second",
+        "stopped",
+        "seed",
+        "lr",
+        "batch_size",
+        "n_train",
+        "n_eval",
+        "device",
+    ]
     r = RunResult(**{k: None for k in keys})
     assert list(r.to_dict()) == keys
     r.variability_before_after = {"layers": [0]}
@@ -199,8 +244,10 @@ def test_importing_the_package_is_cheap():
     import subprocess
     import sys
 
-    code = ("import sys; from analysis.training import Selection, RunMonitor; "
-            "print('transformers' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys; from analysis.training import Selection, RunMonitor; "
+        "print('transformers' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT)).stdout
     assert out.split() == ["False", "False"]
 
@@ -209,13 +256,46 @@ def test_cli_train_strategy_and_exports(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "r.json"
-    r = run_cli("train", "--task", "bbc_news", "--n", 100, "--max-length", 32, "--strategy", "variability", "--k", 1,
-                "--steps", 8, "--eval-n", 50, "--device", "cpu", "--json", out, "--log", tmp_path / "l.jsonl",
-                "--save", tmp_path / "save", cache_dir=tmp_path / "c")
+    r = run_cli(
+        "train",
+        "--task",
+        "bbc_news",
+        "--n",
+        100,
+        "--max-length",
+        32,
+        "--strategy",
+        "variability",
+        "--k",
+        1,
+        "--steps",
+        8,
+        "--eval-n",
+        50,
+        "--device",
+        "cpu",
+        "--json",
+        out,
+        "--log",
+        tmp_path / "l.jsonl",
+        "--save",
+        tmp_path / "save",
+        cache_dir=tmp_path / "c",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(out.read_text())
-    for k in ("classifier_layer", "tuned_layers", "layers_kept", "trainable_params", "total_params", "history",
-              "eval", "seconds", "steps_per_second", "flops_vs_full"):
+    for k in (
+        "classifier_layer",
+        "tuned_layers",
+        "layers_kept",
+        "trainable_params",
+        "total_params",
+        "history",
+        "eval",
+        "seconds",
+        "steps_per_second",
+        "flops_vs_full",
+    ):
         assert k in d
     assert d["tuned_layers"] == [d["classifier_layer"]] and d["flops_vs_full"] <= 1
     assert (tmp_path / "save" / "trainable.safetensors").exists()
@@ -223,9 +303,28 @@ def test_cli_train_strategy_and_exports(tmp_path):
     bad = run_cli("train", "--classifier-layer", 3, "--tune-layers", "3,5", "--steps", 2, cache_dir=tmp_path / "c")
     assert bad.returncode == 2 and "above the classifier layer" in bad.stderr
     (tmp_path / "file").write_text("")
-    unsaved = run_cli("train", "--task", "bbc_news", "--n", 40, "--max-length", 16, "--classifier-layer", 2,
-                      "--steps", 1, "--eval-n", 20, "--device", "cpu", "--save", tmp_path / "file" / "sub",
-                      cache_dir=tmp_path / "c")
+    unsaved = run_cli(
+        "train",
+        "--task",
+        "bbc_news",
+        "--n",
+        40,
+        "--max-length",
+        16,
+        "--classifier-layer",
+        2,
+        "--steps",
+        1,
+        "--eval-n",
+        20,
+        "--device",
+        "cpu",
+        "--save",
+        tmp_path / "file" / "sub",
+        cache_dir=tmp_path / "c",
+    )
     assert unsaved.returncode == 2, unsaved.stderr[-2000:]
-    assert [l for l in unsaved.stderr.splitlines() if l.startswith("error:")] == [unsaved.stderr.strip().splitlines()[-1]]
+    assert [l for l in unsaved.stderr.splitlines() if l.startswith("error:")] == [
+        unsaved.stderr.strip().splitlines()[-1]
+    ]
     assert "cannot save the run" in unsaved.stderr and "Traceback" not in unsaved.stderr

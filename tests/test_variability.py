@@ -133,4 +133,5 @@ def test_any_float_layout_gives_the_same_nu(rng):
     assert variability(h32, y) == pytest.approx(variability_pinv(h32, y), rel=1e-6)
     assert variability(h16, y) == pytest.approx(variability_pinv(h16.astype(np.float64), y), rel=1e-6)
     assert variability(np.rint(h * 100).astype(np.int32), y) == pytest.approx(
-        variability(np.rint(h * 100), y), rel=1e-12)
+        variability(np.rint(h * 100), y), rel=1e-12
+    )

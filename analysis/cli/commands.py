@@ -26,20 +26,31 @@ def cmd_curve(a) -> int:
         raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
     cache = make_cache(a)
     t0 = time.perf_counter()
-    curve, st = compute_curve(cfg, cache=cache, use_cache=not a.no_cache, bootstrap=a.bootstrap,
-                              weighting=a.weighting, progress=tqdm_progress("extracting"))
+    curve, st = compute_curve(
+        cfg,
+        cache=cache,
+        use_cache=not a.no_cache,
+        bootstrap=a.bootstrap,
+        weighting=a.weighting,
+        progress=tqdm_progress("extracting"),
+    )
     best = recommend_layer(curve.variability, rule=a.rule, tolerance=a.tolerance)
     out = {
         **curve_record(cfg, curve.to_dict(), len(st.labels), best, a.rule),
-        "weighting": a.weighting, "cache_hit": st.cache_hit,
-        "cache_key": st.key, "device": st.info.get("device"), "dtype": st.info.get("dtype"),
+        "weighting": a.weighting,
+        "cache_hit": st.cache_hit,
+        "cache_key": st.key,
+        "device": st.info.get("device"),
+        "dtype": st.info.get("dtype"),
         "warnings": st.info.get("warnings", []),
         "seconds": {**{k: round(v, 4) for k, v in st.seconds.items()}, "total": round(time.perf_counter() - t0, 4)},
     }
     for w in out["warnings"]:
         print(f"note: {w}", file=sys.stderr)
-    print(f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, pooling={cfg.pooling}, "
-          f"{'cache hit' if st.cache_hit else 'computed'} in {out['seconds']['total']:.2f}s")
+    print(
+        f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, pooling={cfg.pooling}, "
+        f"{'cache hit' if st.cache_hit else 'computed'} in {out['seconds']['total']:.2f}s"
+    )
     print(f"{'layer':>5}  {'nu':>12}" + (f"  {'band':>25}" if curve.band else ""))
     for i, l in enumerate(curve.layers):
         row = f"{l:>5}  {curve.variability[i]:>12.5g}"

@@ -35,8 +35,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    e.add_argument("--device-map", default=None, choices=["auto"],
-                   help="spread a model too large for one GPU over the available devices (accelerate)")
+    e.add_argument(
+        "--device-map",
+        default=None,
+        choices=["auto"],
+        help="spread a model too large for one GPU over the available devices (accelerate)",
+    )
     e.add_argument("--cache-dir", default=None, help="default $VARISCOPE_CACHE or ./cache")
     e.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
@@ -69,5 +73,3 @@ def tqdm_progress(desc: str):
             bar["b"].close()
 
     return cb
-
-

@@ -18,8 +18,10 @@ from . import commands, reproduce, train
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis",
-                                description="Variscope: which layers of a language model already separate a task's classes.")
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Variscope: which layers of a language model already separate a task's classes.",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -17,8 +17,11 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="one task, one seed, few steps (about 10 minutes)")
     p.add_argument("--models", default=None, help="comma-separated (default minilm, plus mpnet if installed)")
     p.add_argument("--tasks", default=None)
-    p.add_argument("--plan", default=None,
-                   help="model:task+task[@k+k],model:task (overrides --models/--tasks; @ sets that model's ks)")
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="model:task+task[@k+k],model:task (overrides --models/--tasks; @ sets that model's ks)",
+    )
     p.add_argument("--seeds", default=None)
     p.add_argument("--ks", default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -71,7 +74,9 @@ def cmd_reproduce(a) -> int:
                 entries.append((m, tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
             rc = replace(rc, plan=tuple(entries))
         except ValueError:
-            raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes") from None
+            raise VariscopeError(
+                "--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes"
+            ) from None
     elif not a.quick and not a.models and not a.tasks and "mpnet" in rc.models:
         rc = replace(rc, plan=(("minilm", rc.tasks), ("mpnet", ("rotten_tomatoes",))))
     rc = replace(rc, device=a.device, skip_full=tuple(x for x in a.skip_full.split(",") if x))

@@ -17,8 +17,12 @@ from .common import add_data_args, config_from_args
 def register(sub) -> None:
     p = sub.add_parser("train", help="partial fine-tuning with live metrics")
     add_data_args(p)
-    p.add_argument("--strategy", default=None, choices=STRATEGIES,
-                   help="pick the selection: variability (argmin ν), top (top k) or full")
+    p.add_argument(
+        "--strategy",
+        default=None,
+        choices=STRATEGIES,
+        help="pick the selection: variability (argmin ν), top (top k) or full",
+    )
     p.add_argument("--k", type=int, default=2, help="number of tuned layers for --strategy")
     p.add_argument("--classifier-layer", type=int, default=None)
     p.add_argument("--tune-layers", default=None, help="comma-separated, e.g. 3,4")
@@ -65,9 +69,19 @@ def cmd_train(a) -> int:
     if a.log:
         Path(a.log).write_text("")
     monitor = RunMonitor(log_path=a.log)
-    tc = TrainConfig(cfg, sel, steps=a.steps if a.steps or a.epochs else 200, epochs=a.epochs, lr=a.lr,
-                     batch_size=a.batch_size, eval_n=a.eval_n, eval_every=a.eval_every, seed=a.seed,
-                     remeasure=a.remeasure, strategy=strategy)
+    tc = TrainConfig(
+        cfg,
+        sel,
+        steps=a.steps if a.steps or a.epochs else 200,
+        epochs=a.epochs,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        eval_n=a.eval_n,
+        eval_every=a.eval_every,
+        seed=a.seed,
+        remeasure=a.remeasure,
+        strategy=strategy,
+    )
     from tqdm import tqdm
 
     from ..models import describe, resolve_model
@@ -83,7 +97,9 @@ def cmd_train(a) -> int:
                 p = monitor.snapshot()["progress"]
                 if p["max_steps"]:
                     if "b" not in bar:
-                        bar["b"] = tqdm(total=p["max_steps"], desc="training", unit="step", file=sys.stderr, leave=False)
+                        bar["b"] = tqdm(
+                            total=p["max_steps"], desc="training", unit="step", file=sys.stderr, leave=False
+                        )
                     bar["b"].n = p["step"]
                     bar["b"].refresh()
                 time.sleep(0.5)
@@ -98,9 +114,11 @@ def cmd_train(a) -> int:
         save_run(result, a.save, model)
     out = result.to_dict()
     ev = ", ".join(f"{k} {v:.4f}" for k, v in out["eval"].items())
-    print(f"{out['label']}: {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s); "
-          f"held-out {ev}; trainable {out['trainable_params']:,} of {out['total_params']:,} params; "
-          f"FLOPs vs full {out['flops_vs_full']:.2f}" + (" (stopped)" if out["stopped"] else ""))
+    print(
+        f"{out['label']}: {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s); "
+        f"held-out {ev}; trainable {out['trainable_params']:,} of {out['total_params']:,} params; "
+        f"FLOPs vs full {out['flops_vs_full']:.2f}" + (" (stopped)" if out["stopped"] else "")
+    )
     if a.json:
         write_atomic(a.json, json.dumps(out, indent=2))
     return 0

@@ -15,20 +15,35 @@ Modules, one idea each:
 Names are imported lazily, so ``from analysis.training import Selection, RunMonitor``
 does not import torch or transformers.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _WHERE = {
-    "STRATEGIES": "selection", "Selection": "selection", "select": "selection", "baseline_jobs": "run",
-    "VariscopeClassifier": "model", "build_classifier": "model", "lora_targets": "model",
-    "cost": "cost", "selection_cost": "cost", "cost_preview": "cost",
+    "STRATEGIES": "selection",
+    "Selection": "selection",
+    "select": "selection",
+    "baseline_jobs": "run",
+    "VariscopeClassifier": "model",
+    "build_classifier": "model",
+    "lora_targets": "model",
+    "cost": "cost",
+    "selection_cost": "cost",
+    "cost_preview": "cost",
     "RunMonitor": "monitor",
     "LiveMetrics": "callbacks",
-    "task_metrics": "data", "compute_metrics": "data",
-    "TrainConfig": "run", "RunResult": "run", "TrainOutput": "run", "train": "run",
-    "save_run": "export", "artifacts": "export", "lora_snippet": "export",
-    "run_and_export": "worker", "start_in_thread": "worker",
+    "task_metrics": "data",
+    "compute_metrics": "data",
+    "TrainConfig": "run",
+    "RunResult": "run",
+    "TrainOutput": "run",
+    "train": "run",
+    "save_run": "export",
+    "artifacts": "export",
+    "lora_snippet": "export",
+    "run_and_export": "worker",
+    "start_in_thread": "worker",
 }
 
 __all__ = sorted(_WHERE)

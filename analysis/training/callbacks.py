@@ -1,4 +1,5 @@
 """The Trainer callback: live metrics into a :class:`RunMonitor`, and Stop within one step or eval batch."""
+
 from __future__ import annotations
 
 import time
@@ -53,16 +54,21 @@ class LiveMetrics(TrainerCallback):
         self.train_time += time.perf_counter() - self._step_t
         self.steps += 1
         eta = (state.max_steps - state.global_step) * (self.train_time / self.steps)
-        self.m.update_progress(step=state.global_step, max_steps=state.max_steps, elapsed=self.elapsed(), eta=eta,
-                               phase="train")
+        self.m.update_progress(
+            step=state.global_step, max_steps=state.max_steps, elapsed=self.elapsed(), eta=eta, phase="train"
+        )
         if self.m.should_stop():
             control.should_training_stop = True
             control.should_evaluate = False
 
     def on_prediction_step(self, args, state, control, **kw):
         self.eval_batches += 1
-        self.m.update_progress(phase=self.eval_phase, eval_done=min(self.eval_batches * self.ebs, self.eval_total),
-                               eval_total=self.eval_total, elapsed=self.elapsed())
+        self.m.update_progress(
+            phase=self.eval_phase,
+            eval_done=min(self.eval_batches * self.ebs, self.eval_total),
+            eval_total=self.eval_total,
+            elapsed=self.elapsed(),
+        )
         if self.interrupt():
             raise EvalInterrupted()
 
@@ -77,9 +83,12 @@ class LiveMetrics(TrainerCallback):
         logs = dict(logs or {})
         ev = {"step": state.global_step, "elapsed": round(self.elapsed(), 3)}
         if "loss" in logs:
-            ev.update(loss=float(logs["loss"]), learning_rate=float(logs.get("learning_rate", 0.0)),
-                      examples_per_s=self.steps * self.bs / self.train_time if self.train_time else 0.0,
-                      eta=(state.max_steps - state.global_step) * (self.train_time / max(self.steps, 1)))
+            ev.update(
+                loss=float(logs["loss"]),
+                learning_rate=float(logs.get("learning_rate", 0.0)),
+                examples_per_s=self.steps * self.bs / self.train_time if self.train_time else 0.0,
+                eta=(state.max_steps - state.global_step) * (self.train_time / max(self.steps, 1)),
+            )
         evals = {k[5:]: float(v) for k, v in logs.items() if k.startswith("eval_") and k not in _TIMING_KEYS}
         if evals:
             ev["eval"] = evals

@@ -1,4 +1,5 @@
 """What a selection costs: trainable parameters and training FLOPs per example, next to full fine-tuning."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -30,7 +31,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
         keep = sel.classifier_layer
         lo = 1 if sel.tune_embeddings else (min(sel.tuned_layers) if sel.tuned_layers else keep + 1)
         f = sum(fwd[:keep]) + 2 * head_p
-        f += sum(fwd[lo - 1:keep])  # activation gradients
+        f += sum(fwd[lo - 1 : keep])  # activation gradients
         if sel.adapter == "lora":
             f += sum(2 * _lora_params(d, sel.lora_r) * T for _ in sel.tuned_layers)
         else:
@@ -44,13 +45,19 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
         return head_p + sum(P[l - 1] for l in sel.tuned_layers) + (emb_p if sel.tune_embeddings else 0)
 
     full = select("full", len(blocks), 1)
-    kept_params = total_base - sum(P[selection.classifier_layer:]) + head_p
-    return {"trainable_params": trainable(selection), "total_params": kept_params,
-            "full_trainable_params": trainable(full), "full_total_params": total_base + head_p,
-            "flops_per_example": flops(selection), "full_flops_per_example": flops(full),
-            "flops_vs_full": flops(selection) / flops(full),
-            "params_vs_full": trainable(selection) / trainable(full),
-            "seq_len": T, "layers_kept": selection.classifier_layer}
+    kept_params = total_base - sum(P[selection.classifier_layer :]) + head_p
+    return {
+        "trainable_params": trainable(selection),
+        "total_params": kept_params,
+        "full_trainable_params": trainable(full),
+        "full_total_params": total_base + head_p,
+        "flops_per_example": flops(selection),
+        "full_flops_per_example": flops(full),
+        "flops_vs_full": flops(selection) / flops(full),
+        "params_vs_full": trainable(selection) / trainable(full),
+        "seq_len": T,
+        "layers_kept": selection.classifier_layer,
+    }
 
 
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
@@ -70,8 +77,9 @@ def cost_preview(cfg, selection: Selection, texts, num_labels: int, *, loader: C
     from ..pipeline import cached_model, resolve_target
 
     target = resolve_target(cfg)
-    base, tok = (loader or cached_model)(target.ref, target.device, load_dtype(target.device, target.dtype),
-                                         cfg.trust_remote_code)
+    base, tok = (loader or cached_model)(
+        target.ref, target.device, load_dtype(target.device, target.dtype), cfg.trust_remote_code
+    )
     return selection_cost(base, tok, texts, selection, num_labels, cfg.max_length)
 
 

@@ -1,4 +1,5 @@
 """A run's data: the training sample, its held-out set, batches for the Trainer and the task's metrics."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -27,8 +28,9 @@ def split_train_eval(a, eval_n: int):
         eval_data = None
     if eval_data is not None and len(eval_data) and eval_data.label_names == train_data.label_names:
         return train_data, eval_data
-    held = _sample(train_data, SampleConfig(n=max(len(train_data) // 5, len(train_data.label_names) * 2),
-                                            seed=a.sampling.seed + 1))
+    held = _sample(
+        train_data, SampleConfig(n=max(len(train_data) // 5, len(train_data.label_names) * 2), seed=a.sampling.seed + 1)
+    )
     held_set = set(map(tuple, zip(held.texts, held.labels.tolist())))
     keep = [i for i, (t, y) in enumerate(zip(train_data.texts, train_data.labels.tolist())) if (t, y) not in held_set]
     return train_data.subset(keep), held

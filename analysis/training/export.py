@@ -1,4 +1,5 @@
 """A run's exports: trainable weights (safetensors), the results JSON and a PEFT LoraConfig snippet."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,13 @@ from .selection import Selection
 
 def lora_snippet(selection: Selection, block_targets: list[str], layers_pattern: str) -> str:
     """A PEFT LoraConfig for the same layers, as Python source."""
-    return (f"from peft import LoraConfig\n\nconfig = LoraConfig(\n    r={selection.lora_r},\n"
-            f"    lora_alpha={2 * selection.lora_r},\n    lora_dropout=0.05,\n    target_modules={block_targets!r},\n"
-            f"    layers_to_transform={[l - 1 for l in selection.tuned_layers]!r},  # 0-based blocks\n"
-            f"    layers_pattern={layers_pattern!r},\n    bias=\"none\",\n)\n"
-            f"# classifier on layer {selection.classifier_layer}; drop blocks above it before get_peft_model\n")
+    return (
+        f"from peft import LoraConfig\n\nconfig = LoraConfig(\n    r={selection.lora_r},\n"
+        f"    lora_alpha={2 * selection.lora_r},\n    lora_dropout=0.05,\n    target_modules={block_targets!r},\n"
+        f"    layers_to_transform={[l - 1 for l in selection.tuned_layers]!r},  # 0-based blocks\n"
+        f'    layers_pattern={layers_pattern!r},\n    bias="none",\n)\n'
+        f"# classifier on layer {selection.classifier_layer}; drop blocks above it before get_peft_model\n"
+    )
 
 
 def _model_lora_snippet(result: RunResult, model) -> str:
@@ -32,8 +35,11 @@ def artifacts(result: RunResult, model) -> dict:
 
     from .model import trainable_state
 
-    return {"weights": st_save(trainable_state(model)), "json": json.dumps(result.to_dict(), indent=2),
-            "lora": _model_lora_snippet(result, model)}
+    return {
+        "weights": st_save(trainable_state(model)),
+        "json": json.dumps(result.to_dict(), indent=2),
+        "lora": _model_lora_snippet(result, model),
+    }
 
 
 def save_run(result: RunResult, out_dir: str, model=None) -> list[str]:

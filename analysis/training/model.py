@@ -1,4 +1,5 @@
 """The trainable model: the encoder truncated to ℓ* blocks, a classification head, LoRA on chosen blocks."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,9 @@ class VariscopeClassifier(nn.Module):
         self.encoder = encoder
         d = encoder.config.hidden_size
         self.pooling = pooling
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, d), nn.Tanh(), nn.Dropout(dropout),
-                                  nn.Linear(d, num_labels))
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(d, d), nn.Tanh(), nn.Dropout(dropout), nn.Linear(d, num_labels)
+        )
         self.num_labels = num_labels
 
     def forward(self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None):
@@ -53,10 +55,15 @@ def build_classifier(base_model, selection: Selection, num_labels: int, pooling:
     if selection.adapter == "lora":
         from peft import LoraConfig, get_peft_model
 
-        cfg = LoraConfig(r=selection.lora_r, lora_alpha=2 * selection.lora_r, lora_dropout=0.05,
-                         target_modules=lora_targets(blocks[0]),
-                         layers_to_transform=[l - 1 for l in selection.tuned_layers],
-                         layers_pattern=name.rsplit(".", 1)[-1], bias="none")
+        cfg = LoraConfig(
+            r=selection.lora_r,
+            lora_alpha=2 * selection.lora_r,
+            lora_dropout=0.05,
+            target_modules=lora_targets(blocks[0]),
+            layers_to_transform=[l - 1 for l in selection.tuned_layers],
+            layers_pattern=name.rsplit(".", 1)[-1],
+            bias="none",
+        )
         enc = get_peft_model(enc, cfg)
     else:
         _unfreeze(enc, blocks, selection)
@@ -79,7 +86,13 @@ def _unfreeze(enc, blocks, selection: Selection) -> None:
 def lora_targets(block) -> list[str]:
     """Names of the attention projections of ``block`` that LoRA adapts (query and value where split)."""
     names = {n.rsplit(".", 1)[-1] for n, m in block.named_modules() if isinstance(m, nn.Linear)}
-    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["q_lin", "v_lin"], ["query_proj", "value_proj"]):
+    for pair in (
+        ["query", "value"],
+        ["q_proj", "v_proj"],
+        ["q", "v"],
+        ["q_lin", "v_lin"],
+        ["query_proj", "value_proj"],
+    ):
         if set(pair) <= names:
             return pair
     for one in ("c_attn", "Wqkv", "qkv_proj", "query_key_value"):

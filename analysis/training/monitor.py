@@ -1,4 +1,5 @@
 """A run's live state, shared between the training thread and whoever watches it (page, CLI)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ class RunMonitor:
     ``abandon_after`` seconds; an abandoned run skips its final evaluation.
     """
 
-    def __init__(self, log_path: str | None = None, abandon_after: float | None = None,
-                 alive: Callable[[], bool] | None = None):
+    def __init__(
+        self, log_path: str | None = None, abandon_after: float | None = None, alive: Callable[[], bool] | None = None
+    ):
         self._lock = threading.Lock()
         self.events: list[dict] = []
         self.status = "pending"
@@ -34,8 +36,15 @@ class RunMonitor:
         self.abandon_after = abandon_after
         self.alive = alive  # e.g. "is the browser session still connected?"
         self._seen = time.time()
-        self.progress = {"step": 0, "max_steps": 0, "elapsed": 0.0, "eta": None, "phase": "train",
-                         "eval_done": 0, "eval_total": 0}
+        self.progress = {
+            "step": 0,
+            "max_steps": 0,
+            "elapsed": 0.0,
+            "eta": None,
+            "phase": "train",
+            "eval_done": 0,
+            "eval_total": 0,
+        }
         self.artifacts: dict | None = None
 
     def push(self, event: dict) -> None:
@@ -56,9 +65,14 @@ class RunMonitor:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"events": list(self.events), "status": self.status, "error": self.error,
-                    "result": self.result, "progress": dict(self.progress),
-                    "stop_requested_at": self.stop_requested_at}
+            return {
+                "events": list(self.events),
+                "status": self.status,
+                "error": self.error,
+                "result": self.result,
+                "progress": dict(self.progress),
+                "stop_requested_at": self.stop_requested_at,
+            }
 
     def request_stop(self) -> None:
         """End training within one step (or one batch of an evaluation in flight)."""

@@ -1,4 +1,5 @@
 """One training run: :class:`TrainConfig` in, :class:`RunResult` and the trained model out."""
+
 from __future__ import annotations
 
 import gc
@@ -42,8 +43,9 @@ class TrainConfig:
     def label(self) -> str:
         s = self.selection
         kind = self.strategy or ("full" if s.tune_embeddings else "custom")
-        return (f"{kind}: ℓ*={s.classifier_layer}, tune {','.join(map(str, s.tuned_layers))}"
-                + (" (LoRA)" if s.adapter else ""))
+        return f"{kind}: ℓ*={s.classifier_layer}, tune {','.join(map(str, s.tuned_layers))}" + (
+            " (LoRA)" if s.adapter else ""
+        )
 
     def check(self) -> None:
         self.analysis.validate()
@@ -128,8 +130,14 @@ class _Plan:
     seq_len: float
 
 
-def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callable | None = None,
-          progress: Callable[[str], None] | None = None, finalize: bool = True) -> TrainOutput:
+def train(
+    cfg: TrainConfig,
+    monitor: RunMonitor | None = None,
+    *,
+    loader: Callable | None = None,
+    progress: Callable[[str], None] | None = None,
+    finalize: bool = True,
+) -> TrainOutput:
     """Train ``cfg``; live metrics go to ``monitor``. Returns ``TrainOutput(result, model)``.
 
     Stop (``monitor.request_stop()``) ends training within one step and an evaluation in
@@ -151,8 +159,9 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
     try:
         cfg.check()
         target = resolve_target(a)
-        base, tok = (loader or cached_model)(target.ref, target.device, load_dtype(target.device, target.dtype),
-                                             a.trust_remote_code)
+        base, tok = (loader or cached_model)(
+            target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
+        )
         n_layers = len(layer_list(base)[1])
         cfg.selection.check(n_layers)
         plan = _plan(cfg, tok)
@@ -167,8 +176,20 @@ def train(cfg: TrainConfig, monitor: RunMonitor | None = None, *, loader: Callab
             ev, stopped = _final_eval(trainer, live, monitor, plan.metric_names, stopped)
         step = int(trainer.state.global_step)
         monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": ev, "final": True})
-        result = _result(cfg, model, plan, costs, monitor, live, ev, step=step, n_layers=n_layers,
-                         device=target.device, stopped=stopped, seconds=time.perf_counter() - t_start)
+        result = _result(
+            cfg,
+            model,
+            plan,
+            costs,
+            monitor,
+            live,
+            ev,
+            step=step,
+            n_layers=n_layers,
+            device=target.device,
+            stopped=stopped,
+            seconds=time.perf_counter() - t_start,
+        )
         if cfg.remeasure and not stopped:
             result.variability_before_after = _remeasure(base, model, tok, plan.eval_data, a, target.device)
         if finalize:
@@ -194,9 +215,16 @@ def _plan(cfg: TrainConfig, tok) -> _Plan:
     enc_tr["_pad_id"] = enc_ev["_pad_id"] = tok.pad_token_id
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     max_steps = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * steps_per_epoch)
-    return _Plan(train_data, eval_data, enc_tr, enc_ev, task_metrics(a.task.name, len(train_data.label_names)),
-                 max_steps, cfg.eval_every or max(1, max_steps // 5),
-                 float(np.mean([len(x) for x in enc_tr["input_ids"]])))
+    return _Plan(
+        train_data,
+        eval_data,
+        enc_tr,
+        enc_ev,
+        task_metrics(a.task.name, len(train_data.label_names)),
+        max_steps,
+        cfg.eval_every or max(1, max_steps // 5),
+        float(np.mean([len(x) for x in enc_tr["input_ids"]])),
+    )
 
 
 def _trainer(cfg: TrainConfig, model, target, plan: _Plan, monitor: RunMonitor, tmp: str):
@@ -218,18 +246,40 @@ def _trainer(cfg: TrainConfig, model, target, plan: _Plan, monitor: RunMonitor, 
         return compute_metrics(np.argmax(logits, -1), p.label_ids, plan.metric_names)
 
     args = TrainingArguments(
-        output_dir=tmp, max_steps=plan.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=EVAL_BATCH, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=int(cfg.warmup_ratio * plan.max_steps), lr_scheduler_type="linear",
-        logging_strategy="steps", logging_steps=1, eval_strategy="steps", eval_steps=plan.eval_every,
-        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=cuda,
-        bf16=cuda and compute == "bfloat16", fp16=cuda and compute == "float16")
+        output_dir=tmp,
+        max_steps=plan.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=EVAL_BATCH,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=int(cfg.warmup_ratio * plan.max_steps),
+        lr_scheduler_type="linear",
+        logging_strategy="steps",
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=plan.eval_every,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        bf16=cuda and compute == "bfloat16",
+        fp16=cuda and compute == "float16",
+    )
     live = LiveMetrics(monitor, cfg.batch_size, EVAL_BATCH, len(plan.eval_data))
-    trainer = Trainer(model=model, args=args, train_dataset=Encoded(plan.enc_tr, plan.train_data.labels),
-                      eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels), data_collator=collate,
-                      compute_metrics=metrics_fn, callbacks=[live])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Encoded(plan.enc_tr, plan.train_data.labels),
+        eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels),
+        data_collator=collate,
+        compute_metrics=metrics_fn,
+        callbacks=[live],
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer, live
@@ -272,28 +322,69 @@ def _final_eval(trainer, live, monitor: RunMonitor, metric_names: list[str], sto
     return {k[5:]: float(v) for k, v in final.items() if k.startswith("eval_") and k[5:] in metric_names}, stopped
 
 
-def _result(cfg: TrainConfig, model, plan: _Plan, costs: dict, monitor: RunMonitor, live, ev: dict, *,
-            step: int, n_layers: int, device: str, stopped: bool, seconds: float) -> RunResult:
+def _result(
+    cfg: TrainConfig,
+    model,
+    plan: _Plan,
+    costs: dict,
+    monitor: RunMonitor,
+    live,
+    ev: dict,
+    *,
+    step: int,
+    n_layers: int,
+    device: str,
+    stopped: bool,
+    seconds: float,
+) -> RunResult:
     from ..models import layer_list
 
     events = monitor.snapshot()["events"]
     s = cfg.selection
     return RunResult(
-        label=cfg.label(), strategy=cfg.strategy, model=cfg.analysis.model, task=cfg.analysis.task.label(),
-        classifier_layer=s.classifier_layer, tuned_layers=list(s.tuned_layers), adapter=s.adapter,
-        tune_embeddings=s.tune_embeddings, layers_kept=len(layer_list(model.encoder)[1]), n_layers=n_layers,
+        label=cfg.label(),
+        strategy=cfg.strategy,
+        model=cfg.analysis.model,
+        task=cfg.analysis.task.label(),
+        classifier_layer=s.classifier_layer,
+        tuned_layers=list(s.tuned_layers),
+        adapter=s.adapter,
+        tune_embeddings=s.tune_embeddings,
+        layers_kept=len(layer_list(model.encoder)[1]),
+        n_layers=n_layers,
         trainable_params=int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         total_params=int(sum(p.numel() for p in model.parameters())),
-        **{k: costs[k] for k in ("full_trainable_params", "flops_per_example", "full_flops_per_example",
-                                 "flops_vs_full", "seq_len")},
-        history=[{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
-                 for e in events if "loss" in e],
+        **{
+            k: costs[k]
+            for k in (
+                "full_trainable_params",
+                "flops_per_example",
+                "full_flops_per_example",
+                "flops_vs_full",
+                "seq_len",
+            )
+        },
+        history=[
+            {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+            for e in events
+            if "loss" in e
+        ],
         evals=[e for e in events if "eval" in e and not e.get("final")],
-        eval=ev, metric=plan.metric_names[0], steps=step, max_steps=plan.max_steps,
-        seconds=round(seconds, 3), train_seconds=round(live.train_time, 3),
+        eval=ev,
+        metric=plan.metric_names[0],
+        steps=step,
+        max_steps=plan.max_steps,
+        seconds=round(seconds, 3),
+        train_seconds=round(live.train_time, 3),
         steps_per_second=live.steps / live.train_time if live.train_time else 0.0,
-        stopped=bool(stopped), seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size,
-        n_train=len(plan.train_data), n_eval=len(plan.eval_data), device=device)
+        stopped=bool(stopped),
+        seed=cfg.seed,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        n_train=len(plan.train_data),
+        n_eval=len(plan.eval_data),
+        device=device,
+    )
 
 
 def _remeasure(base, model, tok, data, a, device) -> dict:
@@ -305,11 +396,15 @@ def _remeasure(base, model, tok, data, a, device) -> dict:
     enc = model.encoder
     enc.eval()
     k = len(layer_list(enc)[1])
-    b = extract_states(base, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)[:k + 1]
+    b = extract_states(base, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)[
+        : k + 1
+    ]
     t = extract_states(enc, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)
-    return {"layers": list(range(k + 1)),
-            "before": variability_curve(b, data.labels).variability,
-            "after": variability_curve(t, data.labels).variability}
+    return {
+        "layers": list(range(k + 1)),
+        "before": variability_curve(b, data.labels).variability,
+        "after": variability_curve(t, data.labels).variability,
+    }
 
 
 def baseline_jobs(base: TrainConfig, n_layers: int, *, top: bool = True, full: bool = True) -> list[TrainConfig]:
@@ -321,8 +416,15 @@ def baseline_jobs(base: TrainConfig, n_layers: int, *, top: bool = True, full: b
     sel = base.selection
     jobs = [base]
     if top:
-        jobs.append(replace(base, selection=select("top", n_layers, max(1, len(sel.tuned_layers)),
-                                                   adapter=sel.adapter, lora_r=sel.lora_r), strategy="top"))
+        jobs.append(
+            replace(
+                base,
+                selection=select(
+                    "top", n_layers, max(1, len(sel.tuned_layers)), adapter=sel.adapter, lora_r=sel.lora_r
+                ),
+                strategy="top",
+            )
+        )
     if full:
         jobs.append(replace(base, selection=select("full", n_layers, 1), strategy="full"))
     return jobs

@@ -4,6 +4,7 @@ The baselines (top k layers, full fine-tuning) are built here only: the page's
 "then compare with" runs, ``reproduce`` and ``train --strategy`` all call
 :func:`select` (:func:`~analysis.training.run.baseline_jobs` turns a run into its baseline runs).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,21 +32,31 @@ class Selection:
 
     def check(self, n_layers: int) -> None:
         if not 1 <= self.classifier_layer <= n_layers:
-            raise VariscopeError(f"classifier layer {self.classifier_layer} is out of range: "
-                                 f"this model has layers 1..{n_layers}")
+            raise VariscopeError(
+                f"classifier layer {self.classifier_layer} is out of range: this model has layers 1..{n_layers}"
+            )
         bad = [l for l in self.tuned_layers if not 1 <= l <= n_layers]
         if bad:
             raise VariscopeError(f"tuned layer {bad[0]} is out of range: this model has layers 1..{n_layers}")
         above = [l for l in self.tuned_layers if l > self.classifier_layer]
         if above:
-            raise VariscopeError(f"tuned layer {above[0]} is above the classifier layer {self.classifier_layer}; "
-                                 f"layers above ℓ* are removed")
+            raise VariscopeError(
+                f"tuned layer {above[0]} is above the classifier layer {self.classifier_layer}; "
+                f"layers above ℓ* are removed"
+            )
         if self.adapter not in (None, "lora"):
             raise VariscopeError(f"unknown adapter '{self.adapter}'; use lora or none")
 
 
-def select(strategy: str, n_layers: int, k: int, curve: list[float] | None = None, *,
-           adapter: str | None = None, lora_r: int = 8) -> Selection:
+def select(
+    strategy: str,
+    n_layers: int,
+    k: int,
+    curve: list[float] | None = None,
+    *,
+    adapter: str | None = None,
+    lora_r: int = 8,
+) -> Selection:
     """The paper's strategies: 'variability' (k layers ending at argmin ν), 'top' (top k), 'full'.
 
     ``adapter``/``lora_r``: "lora" puts adapters on the tuned blocks instead of tuning their weights.

@@ -1,4 +1,5 @@
 """The app's background worker: runs queued configs one after another, then makes their exports."""
+
 from __future__ import annotations
 
 import gc
@@ -40,8 +41,12 @@ def start_in_thread(cfgs: list[TrainConfig], monitors: list[RunMonitor], **kw) -
             run_and_export(c, m, **kw)
             snap = m.snapshot()
             why = f": {snap['error']}" if snap["status"] == "failed" else ""
-            print(f"variscope: run '{c.label()}' {snap['status']} after {snap['progress']['step']} steps{why}"
-                  + (" (browser session closed)" if m.abandoned() else ""), file=sys.stderr, flush=True)
+            print(
+                f"variscope: run '{c.label()}' {snap['status']} after {snap['progress']['step']} steps{why}"
+                + (" (browser session closed)" if m.abandoned() else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
     t = threading.Thread(target=work, daemon=True, name="variscope-train")
     t.start()
