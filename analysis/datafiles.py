@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import codecs
 import csv
-import sys
 import io
 import json
+import sys
 from pathlib import Path
 
 from .errors import VariscopeError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def curve_label(model: str, task_label: str, n: int, pooling: str) -> str:

@@ -13,17 +13,13 @@ alone, so the document's numbers are the JSON's numbers.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .cache import DiskCache, make_key
-from .errors import VariscopeError
 
 REPRO_VERSION = 2
 
@@ -449,7 +445,7 @@ def setting_lines(res: dict, command: str) -> list[str]:
         f"- Models: {', '.join(s['models'])}. Tasks: {', '.join(s['tasks'])} (offline, see README).",
         *(
             [
-                f"- Plan: "
+                "- Plan: "
                 + "; ".join(
                     f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}" for e in s["plan"]
                 )

@@ -7,7 +7,7 @@ from analysis.errors import VariscopeError
 from analysis.models import registry_status
 from analysis.presentation import counts_text, registry_rows, task_summary
 from analysis.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
-from pages._common import ensure_app, analysis_config, bound, get_states_ui
+from pages._common import analysis_config, bound, ensure_app, get_states_ui
 
 ensure_app()
 

@@ -74,6 +74,7 @@ def test_projection_figure_holds_n_points(app):
 def _len(x):
     if isinstance(x, dict):  # plotly's typed-array encoding
         import base64
+
         import numpy as np
 
         return len(np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]))
@@ -112,6 +113,7 @@ def test_variability_downloads_equal_the_cli(app, monkeypatch, tmp_path):
     import sys
 
     import streamlit.testing.v1.app_test as app_test
+
     from analysis.variability import curve_csv
 
     storages = []

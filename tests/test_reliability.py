@@ -52,8 +52,8 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_files_cli_and_library(case, tmp_path, capsys):
-    from analysis.pipeline import AnalysisConfig, get_states
     from analysis.cache import DiskCache
+    from analysis.pipeline import AnalysisConfig, get_states
     from analysis.tasks import SampleConfig, TaskConfig
 
     name, content, needle = BAD_FILES[case]
@@ -304,10 +304,9 @@ def test_out_of_memory_at_batch_one_is_a_clear_error(minilm):
         def __call__(self, **kw):
             raise torch.cuda.OutOfMemoryError("simulated")
 
-    with pytest.raises(VariscopeError, match="even with a batch of one"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            extract_states(Always(minilm[0]), minilm[1], ["a", "b"], batch_size=2, device="cpu")
+    with pytest.raises(VariscopeError, match="even with a batch of one"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        extract_states(Always(minilm[0]), minilm[1], ["a", "b"], batch_size=2, device="cpu")
 
 
 @pytest.mark.slow  # training

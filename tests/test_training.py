@@ -1,7 +1,5 @@
 import json
-import threading
 
-import numpy as np
 import pytest
 import torch
 
@@ -222,7 +220,7 @@ def test_result_json_keys_are_the_cli_keys():
         "n_eval",
         "device",
     ]
-    r = RunResult(**{k: None for k in keys})
+    r = RunResult(**dict.fromkeys(keys))
     assert list(r.to_dict()) == keys
     r.variability_before_after = {"layers": [0]}
     assert list(r.to_dict()) == keys + ["variability_before_after"]

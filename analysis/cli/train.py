@@ -44,7 +44,7 @@ def register(sub) -> None:
 def resolve_selection(a, cfg) -> tuple[Selection, str | None]:
     """Selection from --strategy or from --classifier-layer/--tune-layers."""
     if a.strategy:
-        from ..models import REGISTRY, describe, resolve_model
+        from ..models import describe, resolve_model
 
         L = describe(resolve_model(cfg.model))["layers"]
         curve = None

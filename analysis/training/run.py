@@ -6,8 +6,9 @@ import gc
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class TrainOutput(NamedTuple):
     """``train``'s answer: the measurements and the trained model (never inside the result)."""
 
     result: RunResult
-    model: "nn.Module"
+    model: nn.Module
 
 
 @dataclass
