@@ -7,13 +7,11 @@ times, are the result (this machine is noisy).
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -26,29 +24,6 @@ def section(name):
         return f
 
     return deco
-
-
-def add_args(p) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes, about two minutes on 2 cores")
-    p.add_argument("--model", default="minilm")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument(
-        "--only",
-        default=None,
-        help="comma-separated sections: "
-        + ", ".join(["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory"]),
-    )
-    p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
-    p.add_argument("--reps", type=int, default=None)
-    p.add_argument("--json", default=None)
-    p.add_argument("--plots", default=None, help="folder for PNG plots")
-    p.add_argument(
-        "--report-from",
-        default=None,
-        metavar="JSON",
-        help="measure nothing: rebuild --doc and --plots from an earlier run's JSON",
-    )
 
 
 def _median_time(f, reps: int, *args, **kwargs) -> float:
@@ -397,56 +372,11 @@ def _row(name, text):
     print(f"{name:<34} {text}", flush=True)
 
 
-def _command(a) -> str:
-    """The bench command line that reproduces this run (for the report)."""
-    parts = ["bench"] + (["--quick"] if a.quick else [])
-    for flag, default in (
-        ("model", "minilm"),
-        ("device", "auto"),
-        ("dtype", "auto"),
-        ("only", None),
-        ("reps", None),
-        ("json", None),
-        ("doc", None),
-        ("plots", None),
-    ):
-        v = getattr(a, flag)
-        if v is not None and v != default:
-            parts += [f"--{flag}", str(v)]
-    return " ".join(parts)
+def measure(a, command: str) -> dict:
+    """Run the benchmark sections named in ``a.only`` (all by default) and return the results dict.
 
-
-def run(a) -> int:
-    from .atomic import check_output
-
-    check_output(a.json, what="--json")
-    check_output(a.doc, what="--doc", make_parents=True)
-    check_output(a.plots, folder=True, what="--plots", make_parents=True)
-    if a.reps is not None and a.reps < 1:
-        from .errors import VariscopeError
-
-        raise VariscopeError(f"--reps must be at least 1, got {a.reps}")
-    if a.only and set(a.only.split(",")) - set(SECTIONS):
-        from .errors import VariscopeError
-
-        raise VariscopeError(
-            f"unknown bench section(s) {', '.join(sorted(set(a.only.split(',')) - set(SECTIONS)))}; "
-            f"use {', '.join(SECTIONS)}"
-        )
-    if a.report_from:
-        from . import bench_report
-        from .errors import VariscopeError
-
-        try:
-            res = json.loads(Path(a.report_from).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
-        if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
-            raise VariscopeError(
-                f"{a.report_from} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)"
-            )
-        bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
-        return 0
+    ``a`` carries quick, model, device, dtype, reps and only (the CLI's flags).
+    """
     import platform
 
     import torch
@@ -463,7 +393,7 @@ def run(a) -> int:
         "card": card,
         "dtype": resolve_dtype(a.dtype, dev),
     }
-    res = {"command": _command(a), "quick": bool(a.quick), "machine": machine}
+    res: dict = {"command": command, "quick": bool(a.quick), "machine": machine}
     only = set(a.only.split(",")) if a.only else None
     for name, f in SECTIONS.items():
         if only and name not in only:
@@ -471,12 +401,4 @@ def run(a) -> int:
         t = time.perf_counter()
         f(a, res)
         res.setdefault("section_seconds", {})[name] = time.perf_counter() - t
-    if a.json:
-        from .atomic import write_atomic
-
-        write_atomic(a.json, json.dumps(res, indent=2, default=float))
-    if a.plots or a.doc:
-        from . import bench_report
-
-        bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
-    return 0
+    return res

@@ -250,7 +250,8 @@ def _projection_section(res: dict, rel: str) -> list[str]:
         "",
         f"![UMAP timings]({rel}/bench_umap.png)",
         "",
-        "| n | PCA ms/layer | UMAP first call s (numba JIT on the first size only) | UMAP warm s/layer | panel warm s | panel cached s |",
+        "| n | PCA ms/layer | UMAP first call s (numba JIT on the first size only) | UMAP warm s/layer "
+        "| panel warm s | panel cached s |",
         "|---|---|---|---|---|---|",
     ]
     for n, r in res["projection"].items():
@@ -331,9 +332,9 @@ def gpu_lines(res: dict) -> list[str]:
         L += [
             "This run had no GPU. On a CUDA machine, `python -m analysis bench --quick --device cuda --json "
             "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with float32 "
-            "weights under bf16 autocast, pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when it is "
-            "installed); ν stays float64. No GPU run is recorded yet: no CUDA machine was available to this project "
-            "so far."
+            "weights under bf16 autocast, pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when "
+            "it is installed); ν stays float64. No GPU run is recorded yet: no CUDA machine was available to this "
+            "project so far."
         ]
     if res.get("skipped"):
         L += ["", "Skipped: " + "; ".join(res["skipped"])]

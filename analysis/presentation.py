@@ -22,10 +22,10 @@ def hover_texts(texts: Sequence[str], limit: int = 140) -> list[str]:
 
 def task_summary(task, n_preview: int = 8) -> dict:
     """Size, class counts, warnings and the first ``n_preview`` rows (texts shortened) of a ``TaskData``."""
-    pairs = (task.pairs or [None] * n_preview)[:n_preview]
+    pairs = (task.pairs or [None] * len(task))[:n_preview]
     preview = [
         {"text": x[:200], **({"text_pair": p[:120]} if p is not None else {}), "label": task.label_names[y]}
-        for x, p, y in zip(task.texts[:n_preview], pairs, task.labels[:n_preview])
+        for x, p, y in zip(task.texts[:n_preview], pairs, task.labels[:n_preview], strict=True)
     ]
     return {"n": len(task), "counts": task.counts(), "warnings": task.info.get("warnings", []), "preview": preview}
 
@@ -36,7 +36,7 @@ def counts_text(counts: dict) -> str:
 
 
 def registry_rows(reg: Sequence[dict]) -> list[dict]:
-    """The offline model table of the Setup page, from ``models.registry_status()``."""
+    """The offline model table of the Setup page, from ``registry.registry_status()``."""
     return [
         {
             "model": r["name"],

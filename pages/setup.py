@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.models import registry_status
 from analysis.presentation import counts_text, registry_rows, task_summary
+from analysis.registry import registry_status
 from analysis.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
 from pages._common import analysis_config, bound, ensure_app, get_states_ui
 
@@ -135,6 +135,7 @@ with right:
                         ("Label column", "label_col", cols),
                         ("Pair column", "text_pair_col", [None] + cols),
                     ),
+                    strict=True,
                 ):
                     if ss.get(key) not in opt:
                         ss[key] = opt[0] if key != "label_col" else opt[-1]

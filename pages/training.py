@@ -107,7 +107,7 @@ if b1.button("Start", type="primary", key="train_start", disabled=sel is None or
     jobs = baseline_jobs(base_tc, L, top=with_top, full=with_full)
     alive = session_alive_probe()  # the run stops (and frees its model) once this browser session disconnects
     monitors = [RunMonitor(alive=alive) for _ in jobs]
-    ss["runs"] += [{"label": j.label(), "monitor": m} for j, m in zip(jobs, monitors)]
+    ss["runs"] += [{"label": j.label(), "monitor": m} for j, m in zip(jobs, monitors, strict=True)]
     start_in_thread(jobs, monitors, loader=model_loader)
     st.rerun()
 if running:

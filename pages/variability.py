@@ -80,10 +80,11 @@ with tab_cmp:
         "Overlay curves of other models, tasks, poolings or sample sizes: add the current one, "
         "change the setup, and add again."
     )
-    if st.button("Add the current curve to the comparison", key="add_cmp"):
-        if all(c["label"] != label for c in ss["comparisons"]):
-            ss["comparisons"].append({"label": label, "layers": layers, "variability": nu})
-            st.rerun()
+    if st.button("Add the current curve to the comparison", key="add_cmp") and all(
+        c["label"] != label for c in ss["comparisons"]
+    ):
+        ss["comparisons"].append({"label": label, "layers": layers, "variability": nu})
+        st.rerun()
     if ss["comparisons"]:
         drop = st.multiselect("Remove", [c["label"] for c in ss["comparisons"]], key="cmp_remove")
         if drop and st.button("Remove selected", key="cmp_remove_btn"):

@@ -1,5 +1,6 @@
 """End to end in real Chromium (Debian's package) against `streamlit run app.py`."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -36,41 +37,41 @@ def server(tmp_path_factory):
     env = {**os.environ, "VARISCOPE_CACHE": str(tmp_path_factory.mktemp("cache")), "HF_HUB_OFFLINE": "1"}
     global SERVER_LOG
     SERVER_LOG = tmp_path_factory.mktemp("log") / "streamlit.log"
-    log = open(SERVER_LOG, "w")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        p.kill()
-        pytest.fail("streamlit did not start")
-    yield url
-    p.terminate()
-    p.wait(timeout=20)
+    with open(SERVER_LOG, "w") as log:
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            p.kill()
+            pytest.fail("streamlit did not start")
+        yield url
+        p.terminate()
+        p.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -130,18 +131,18 @@ def nav_labels(page):
 
 def test_variability_url_renders_curve_with_no_clicks(server, page):
     page.goto(server + "/variability?model=minilm&task=rotten_tomatoes&n=200")
-    charts = wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7 for c in cs for t in c))
+    wait_for_charts(page, lambda cs: any(t["mode"] == "lines+markers" and t["n"] == 7 for c in cs for t in c))
     # the first request of a fresh server: sidebar has exactly our pages, no stray "app"
     page.wait_for_selector("[data-testid=stSidebarNav] a")
     labels = nav_labels(page)
-    assert [l[-len(n) :] for l, n in zip(labels, NAV)] == NAV and len(labels) == 6, labels
+    assert len(labels) == len(NAV) and [l[-len(n) :] for l, n in zip(labels, NAV, strict=True)] == NAV, labels
     assert "layer=" in page.url and "n=200" in page.url
     shot(page, "variability")
 
 
 def test_projections_url_shows_n_points(server, page):
     page.goto(server + "/projections?model=minilm&task=rotten_tomatoes&n=200&layer=6")
-    charts = wait_for_charts(
+    wait_for_charts(
         page,
         lambda cs: any(
             sum(t["n"] for t in c) == 200 and len(c) == 2 and all(t["mode"] == "markers" for t in c) for c in cs
@@ -188,10 +189,8 @@ def test_training_live_chart_and_stop(server, page):
         skip = page.locator(".st-key-train_skip button")
         if skip.count():
             shot(page, "training-stopping")
-            try:
+            with contextlib.suppress(PlaywrightError):  # the evaluation ended first: the button is gone
                 skip.click(timeout=5_000)
-            except PlaywrightError:  # the evaluation ended first: the button is gone
-                pass
         time.sleep(0.5)
     page.wait_for_selector("text=— stopped", timeout=30_000)
     note = page.locator("text=/stopped at step \\d+ \\(Stop pressed at step \\d+\\)/").inner_text()

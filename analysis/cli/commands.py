@@ -79,7 +79,7 @@ def cmd_cache(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from ..models import registry_status
+    from ..registry import registry_status
 
     for r in registry_status():
         state = "installed" if r["installed"] else f"not installed: {r['install']}"

@@ -12,9 +12,8 @@ import os
 import sys
 import warnings
 
-from .. import bench
 from ..errors import VariscopeError
-from . import commands, reproduce, train
+from . import bench, commands, reproduce, train
 
 
 def main(argv=None) -> int:
@@ -26,9 +25,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     commands.register(sub)
-    b = sub.add_parser("bench", help="speed benchmarks (ratios measured side by side)")
-    bench.add_args(b)
-    b.set_defaults(func=bench.run)
+    bench.register(sub)
     train.register(sub)
     reproduce.register(sub)
 

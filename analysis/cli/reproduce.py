@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 
 def cmd_reproduce(a) -> int:
-    from ..models import registry_status
+    from ..registry import registry_status
 
     check_output(a.json, what="--json")
     check_output(a.doc, what="--doc", make_parents=True)

@@ -1,0 +1,88 @@
+"""``python -m analysis bench``: speed measured as ratios, side by side in one run (see analysis/bench.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import bench, bench_report
+from ..atomic import check_output, write_atomic
+from ..errors import VariscopeError
+
+
+def register(sub) -> None:
+    b = sub.add_parser("bench", help="speed benchmarks (ratios measured side by side)")
+    add_args(b)
+    b.set_defaults(func=cmd_bench)
+
+
+def add_args(p) -> None:
+    p.add_argument("--quick", action="store_true", help="small sizes, about two minutes on 2 cores")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated sections: "
+        + ", ".join(["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory"]),
+    )
+    p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
+    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--json", default=None)
+    p.add_argument("--plots", default=None, help="folder for PNG plots")
+    p.add_argument(
+        "--report-from",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: rebuild --doc and --plots from an earlier run's JSON",
+    )
+
+
+def _command(a) -> str:
+    """The bench command line that reproduces this run (for the report)."""
+    parts = ["bench"] + (["--quick"] if a.quick else [])
+    for flag, default in (
+        ("model", "minilm"),
+        ("device", "auto"),
+        ("dtype", "auto"),
+        ("only", None),
+        ("reps", None),
+        ("json", None),
+        ("doc", None),
+        ("plots", None),
+    ):
+        v = getattr(a, flag)
+        if v is not None and v != default:
+            parts += [f"--{flag}", str(v)]
+    return " ".join(parts)
+
+
+def cmd_bench(a) -> int:
+    check_output(a.json, what="--json")
+    check_output(a.doc, what="--doc", make_parents=True)
+    check_output(a.plots, folder=True, what="--plots", make_parents=True)
+    if a.reps is not None and a.reps < 1:
+        raise VariscopeError(f"--reps must be at least 1, got {a.reps}")
+    if a.only and set(a.only.split(",")) - set(bench.SECTIONS):
+        raise VariscopeError(
+            f"unknown bench section(s) {', '.join(sorted(set(a.only.split(',')) - set(bench.SECTIONS)))}; "
+            f"use {', '.join(bench.SECTIONS)}"
+        )
+    if a.report_from:
+        try:
+            res = json.loads(Path(a.report_from).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
+        if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
+            raise VariscopeError(
+                f"{a.report_from} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)"
+            )
+        bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
+        return 0
+    res = bench.measure(a, _command(a))
+    if a.json:
+        write_atomic(a.json, json.dumps(res, indent=2, default=float))
+    if a.plots or a.doc:
+        bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
+    return 0
