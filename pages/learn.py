@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.reproduce import report_markdown, verdicts_markdown
+from analysis.reproduce_report import report_markdown, verdicts_markdown
 from analysis.toy import gaussian_classes
 from pages._charts import toy_figure
 from pages._common import ensure_app

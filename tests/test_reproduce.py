@@ -3,7 +3,9 @@ import json
 import pytest
 
 from analysis.cache import DiskCache
-from analysis.reproduce import ReproConfig, run, summarize, write_doc
+from analysis.reproduce import ReproConfig, run
+from analysis.reproduce_report import write_doc
+from analysis.reproduce_verdicts import summarize
 
 pytestmark = pytest.mark.slow
 

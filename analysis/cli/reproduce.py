@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from ..atomic import check_output, write_atomic
 from ..errors import VariscopeError
-from ..reproduce import QUICK, ReproConfig, run, write_doc
+from ..reproduce import QUICK, ReproConfig, run
+from ..reproduce_report import write_doc
 from .common import make_cache
 
 

@@ -29,9 +29,9 @@ class LiveMetrics(TrainerCallback):
         self.bs = batch_size
         self.ebs = eval_batch_size
         self.eval_total = eval_total
-        self.t0 = None
+        self.t0: float | None = None  # perf_counter at the start of training
         self.train_time = 0.0
-        self._step_t = None
+        self._step_t: float | None = None  # perf_counter at the start of the step in flight
         self.steps = 0
         self.eval_batches = 0
         self.eval_phase = "eval"
@@ -51,7 +51,8 @@ class LiveMetrics(TrainerCallback):
             control.should_training_stop = True
 
     def on_step_end(self, args, state, control, **kw):
-        self.train_time += time.perf_counter() - self._step_t
+        if self._step_t is not None:  # always set by on_step_begin
+            self.train_time += time.perf_counter() - self._step_t
         self.steps += 1
         eta = (state.max_steps - state.global_step) * (self.train_time / self.steps)
         self.m.update_progress(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import VariscopeError
 from ..hidden_states import _pad
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline import AnalysisConfig
+    from ..taskdata import TaskData
 
-def split_train_eval(a, eval_n: int):
+
+def split_train_eval(a: AnalysisConfig, eval_n: int) -> tuple[TaskData, TaskData]:
     """(training sample, held-out sample) of an AnalysisConfig ``a``.
 
     The held-out texts come from the task's test split (``eval_n`` of them);
@@ -31,8 +36,9 @@ def split_train_eval(a, eval_n: int):
     held = _sample(
         train_data, SampleConfig(n=max(len(train_data) // 5, len(train_data.label_names) * 2), seed=a.sampling.seed + 1)
     )
-    held_set = set(map(tuple, zip(held.texts, held.labels.tolist())))
-    keep = [i for i, (t, y) in enumerate(zip(train_data.texts, train_data.labels.tolist())) if (t, y) not in held_set]
+    held_set = set(zip(held.texts, held.labels.tolist(), strict=True))
+    pairs = zip(train_data.texts, train_data.labels.tolist(), strict=True)
+    keep = [i for i, (t, y) in enumerate(pairs) if (t, y) not in held_set]
     return train_data.subset(keep), held
 
 

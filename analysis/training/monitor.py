@@ -6,8 +6,21 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import TypedDict, Unpack
 
 RUNNING = ("pending", "running", "stopping")
+
+
+class Progress(TypedDict, total=False):
+    """``RunMonitor.progress`` (which always holds every key) and the keywords of ``update_progress``."""
+
+    step: int
+    max_steps: int
+    elapsed: float
+    eta: float | None
+    phase: str  # "train", "eval", "final_eval", "export"
+    eval_done: int
+    eval_total: int
 
 
 class RunMonitor:
@@ -36,7 +49,7 @@ class RunMonitor:
         self.abandon_after = abandon_after
         self.alive = alive  # e.g. "is the browser session still connected?"
         self._seen = time.time()
-        self.progress = {
+        self.progress: Progress = {
             "step": 0,
             "max_steps": 0,
             "elapsed": 0.0,
@@ -59,7 +72,7 @@ class RunMonitor:
             for k, v in kw.items():
                 setattr(self, k, v)
 
-    def update_progress(self, **kw) -> None:
+    def update_progress(self, **kw: Unpack[Progress]) -> None:
         with self._lock:
             self.progress = {**self.progress, **kw}
 

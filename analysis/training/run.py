@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import VariscopeError
 from ..pipeline import AnalysisConfig
+from ..taskdata import TaskData
 from .monitor import RunMonitor
 from .selection import Selection, select
 
@@ -121,8 +122,8 @@ class TrainOutput(NamedTuple):
 class _Plan:
     """Everything the Trainer needs besides the model, derived from the config and the data."""
 
-    train_data: object
-    eval_data: object
+    train_data: TaskData
+    eval_data: TaskData
     enc_tr: dict
     enc_ev: dict
     metric_names: list[str]
@@ -215,7 +216,12 @@ def _plan(cfg: TrainConfig, tok) -> _Plan:
     enc_ev = tokenize(tok, eval_data.texts, eval_data.pairs, a.max_length)
     enc_tr["_pad_id"] = enc_ev["_pad_id"] = tok.pad_token_id
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    max_steps = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * steps_per_epoch)
+    if cfg.steps is not None:
+        max_steps = cfg.steps
+    elif cfg.epochs is not None:
+        max_steps = math.ceil(cfg.epochs * steps_per_epoch)
+    else:  # refused by TrainConfig.check
+        raise VariscopeError("give a number of steps or of epochs")
     return _Plan(
         train_data,
         eval_data,

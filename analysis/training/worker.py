@@ -35,9 +35,11 @@ def run_and_export(cfg: TrainConfig, monitor: RunMonitor, **train_kw) -> None:
 
 def start_in_thread(cfgs: list[TrainConfig], monitors: list[RunMonitor], **kw) -> threading.Thread:
     """Run configs one after another in a daemon thread (the app's background worker)."""
+    if len(cfgs) != len(monitors):
+        raise ValueError(f"one monitor per config: got {len(cfgs)} configs and {len(monitors)} monitors")
 
     def work():
-        for c, m in zip(cfgs, monitors):
+        for c, m in zip(cfgs, monitors, strict=True):
             run_and_export(c, m, **kw)
             snap = m.snapshot()
             why = f": {snap['error']}" if snap["status"] == "failed" else ""
