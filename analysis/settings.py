@@ -1,4 +1,5 @@
-"""Settings → configs: one place where a flat dict of user settings becomes an AnalysisConfig.
+"""Settings → configs: one place where a flat dict of user settings becomes an AnalysisConfig
+(:func:`from_settings`) or checked training numbers (:func:`train_settings`).
 
 The CLI passes ``vars(args)``, the app passes its session state (values from
 the URL arrive as strings). Keys that are absent take the defaults below.
@@ -8,9 +9,14 @@ Every value a user can type is checked here, once, with a one-line error.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import VariscopeError
+
+if TYPE_CHECKING:
+    from .pipeline import AnalysisConfig
+    from .training import Selection, TrainConfig
 
 #: The settings shared by the CLI's data flags and the app, with their defaults.
 DEFAULTS: dict[str, Any] = {
@@ -99,7 +105,7 @@ def parse_imbalance(v) -> tuple[float, ...] | None:
     return ratio
 
 
-def from_settings(settings: Mapping[str, Any]):
+def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     """An :class:`~analysis.pipeline.AnalysisConfig` from a flat dict of settings.
 
     ``n`` of 0 or None means all texts. ``task`` and ``data`` are exclusive;
@@ -148,3 +154,91 @@ def from_settings(settings: Mapping[str, Any]):
     )
     cfg.validate()
     return cfg
+
+
+#: The training settings (CLI ``train`` flags, the Training page's inputs), with their defaults.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": None,
+    "epochs": None,
+    "lr": 1e-4,
+    "batch_size": 16,
+    "eval_n": 500,
+    "eval_every": None,
+    "k": 2,
+    "lora_r": 8,
+    "classifier_layer": None,
+}
+DEFAULT_STEPS = 200
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Checked training numbers; :meth:`config` makes the run's TrainConfig."""
+
+    steps: int | None
+    epochs: float | None
+    lr: float
+    batch_size: int
+    eval_n: int
+    eval_every: int | None
+    k: int
+    lora_r: int
+    classifier_layer: int | None
+
+    def config(
+        self,
+        analysis: AnalysisConfig,
+        selection: Selection,
+        *,
+        remeasure: bool = False,
+        strategy: str | None = None,
+    ) -> TrainConfig:
+        from .training import TrainConfig
+
+        return TrainConfig(
+            analysis,
+            selection,
+            steps=self.steps,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            eval_n=self.eval_n,
+            eval_every=self.eval_every,
+            seed=analysis.sampling.seed,
+            remeasure=remeasure,
+            strategy=strategy,
+        )
+
+
+def _positive(name: str, v, *, optional: bool = False) -> float | None:
+    f = _float(name, v, optional=optional)
+    if f is not None and f <= 0:
+        raise VariscopeError(f"{name} must be positive, got {f:g}")
+    return f
+
+
+def train_settings(settings: Mapping[str, Any]) -> TrainSettings:
+    """:class:`TrainSettings` from a flat dict (CLI ``vars(args)`` or the Training page's inputs).
+
+    Steps and epochs are exclusive; neither means 200 steps. Every number is
+    checked here, before any data or model is loaded, with a one-line error.
+    """
+    s = {**TRAIN_DEFAULTS, **{k: v for k, v in settings.items() if k in TRAIN_DEFAULTS}}
+    steps = _int("steps", s["steps"], minimum=1, optional=True)
+    epochs = _positive("epochs", s["epochs"], optional=True)
+    if steps is not None and epochs is not None:
+        raise VariscopeError("give either a number of steps or of epochs, not both")
+    k = _int("k (layers to tune)", s["k"]) or 0
+    if k < 1:
+        raise VariscopeError(f"k (layers to tune) must be ≥ 1, got {k}")
+    return TrainSettings(
+        steps=DEFAULT_STEPS if steps is None and epochs is None else steps,
+        epochs=epochs,
+        lr=_positive("learning rate", s["lr"]) or 0.0,
+        batch_size=_int("batch size", s["batch_size"], minimum=1) or 1,
+        eval_n=_int("held-out texts (eval-n)", s["eval_n"], minimum=2) or 2,
+        eval_every=_int("eval-every", s["eval_every"], minimum=1, optional=True),
+        k=k,
+        lora_r=_int("LoRA rank", s["lora_r"], minimum=1) or 1,
+        classifier_layer=_int("classifier layer", s["classifier_layer"], minimum=1, optional=True),
+    )

@@ -8,10 +8,11 @@ import threading
 import time
 from pathlib import Path
 
-from ..atomic import write_atomic
+from ..atomic import check_output, write_atomic
 from ..errors import VariscopeError
-from ..training import STRATEGIES, RunMonitor, Selection, TrainConfig, save_run, select, train
-from .common import add_data_args, config_from_args
+from ..settings import TrainSettings, train_settings
+from ..training import STRATEGIES, RunMonitor, Selection, save_run, select, train
+from .common import add_data_args, config_from_args, make_cache
 
 
 def register(sub) -> None:
@@ -36,52 +37,53 @@ def register(sub) -> None:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
+    p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
     p.add_argument("--log", default=None, help="live metrics as JSON lines")
     p.add_argument("--json", default=None)
     p.set_defaults(func=cmd_train)
 
 
-def resolve_selection(a, cfg) -> tuple[Selection, str | None]:
-    """Selection from --strategy or from --classifier-layer/--tune-layers."""
+def resolve_selection(a, cfg, ts: TrainSettings, cache=None) -> tuple[Selection, str | None]:
+    """Selection from --strategy or from --classifier-layer/--tune-layers.
+
+    The variability strategy's curve goes through ``cache`` (``--cache-dir``, ``--no-cache``).
+    """
     if a.strategy:
         from ..models import describe, resolve_model
 
-        L = describe(resolve_model(cfg.model))["layers"]
+        L = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
         curve = None
         if a.strategy == "variability":
             from ..pipeline import compute_curve
 
-            curve = compute_curve(cfg)[0].variability
+            curve = compute_curve(cfg, cache=cache, use_cache=not getattr(a, "no_cache", False))[0].variability
             L = len(curve) - 1
-        return select(a.strategy, L, a.k, curve, adapter=a.adapter, lora_r=a.lora_r), a.strategy
-    if a.classifier_layer is None:
+        return select(a.strategy, L, ts.k, curve, adapter=a.adapter, lora_r=ts.lora_r), a.strategy
+    if ts.classifier_layer is None:
         raise VariscopeError("give --classifier-layer K (and --tune-layers) or --strategy variability|top|full")
     try:
-        tuned = tuple(int(x) for x in a.tune_layers.split(",")) if a.tune_layers else (a.classifier_layer,)
+        tuned = tuple(int(x) for x in a.tune_layers.split(",")) if a.tune_layers else (ts.classifier_layer,)
     except ValueError:
         raise VariscopeError(f"--tune-layers must be comma-separated layer numbers, got '{a.tune_layers}'") from None
-    return Selection(a.classifier_layer, tuned, adapter=a.adapter, lora_r=a.lora_r), None
+    return Selection(ts.classifier_layer, tuned, adapter=a.adapter, lora_r=ts.lora_r), None
+
+
+def check_train_outputs(a) -> None:
+    """--save, --log and --json refused before any work (a non-empty --save folder needs --overwrite)."""
+    check_output(a.save, folder=True, overwrite=a.overwrite, make_parents=True, what="--save")
+    check_output(a.log, what="--log")
+    check_output(a.json, what="--json")
+    if a.json and a.log and Path(a.json).resolve() == Path(a.log).resolve():
+        raise VariscopeError("--json and --log must be different files")
 
 
 def cmd_train(a) -> int:
     cfg = config_from_args(a)
-    sel, strategy = resolve_selection(a, cfg)
-    if a.log:
-        Path(a.log).write_text("")
-    monitor = RunMonitor(log_path=a.log)
-    tc = TrainConfig(
-        cfg,
-        sel,
-        steps=a.steps if a.steps or a.epochs else 200,
-        epochs=a.epochs,
-        lr=a.lr,
-        batch_size=a.batch_size,
-        eval_n=a.eval_n,
-        eval_every=a.eval_every,
-        seed=a.seed,
-        remeasure=a.remeasure,
-        strategy=strategy,
-    )
+    ts = train_settings(vars(a))  # every number checked before any data or model is loaded
+    check_train_outputs(a)
+    cache = make_cache(a)
+    sel, strategy = resolve_selection(a, cfg, ts, cache)
+    tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy)
     from tqdm import tqdm
 
     from ..models import describe, resolve_model
@@ -89,6 +91,9 @@ def cmd_train(a) -> int:
     n_layers = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
     if n_layers:
         sel.check(int(n_layers))  # fail before any work
+    if a.log:
+        write_atomic(a.log, "")
+    monitor = RunMonitor(log_path=a.log)
     bar = {}
 
     class _Watch(threading.Thread):
@@ -111,7 +116,7 @@ def cmd_train(a) -> int:
         if "b" in bar:
             bar["b"].close()
     if a.save:
-        save_run(result, a.save, model)
+        save_run(result, a.save, model, overwrite=a.overwrite)
     out = result.to_dict()
     ev = ", ".join(f"{k} {v:.4f}" for k, v in out["eval"].items())
     print(

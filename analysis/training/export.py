@@ -42,24 +42,29 @@ def artifacts(result: RunResult, model) -> dict:
     }
 
 
-def save_run(result: RunResult, out_dir: str, model=None) -> list[str]:
+def save_run(result: RunResult, out_dir: str, model=None, *, overwrite: bool = False) -> list[str]:
     """Write the exports into ``out_dir``: trainable.safetensors and lora_config.py (with ``model``), result.json.
 
-    A folder that cannot be written is a :class:`VariscopeError` (one line on the command line).
+    The folder appears whole or not at all: the files are written into a
+    staging folder beside it and renamed into place. An existing non-empty
+    folder is kept unless ``overwrite`` (then it is replaced as a whole). A
+    folder that cannot be written is a :class:`VariscopeError` (one line on
+    the command line).
     """
-    from ..atomic import write_atomic
+    from ..atomic import check_output, publish_dir, staging_dir
 
     out = Path(out_dir)
-    files = []
+    check_output(out, folder=True, overwrite=overwrite, make_parents=True, what="run folder")
+    names = (["trainable.safetensors", "lora_config.py"] if model is not None else []) + ["result.json"]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        if model is not None:
-            art = artifacts(result, model)
-            write_atomic(out / "trainable.safetensors", art["weights"])
-            write_atomic(out / "lora_config.py", art["lora"])
-            files += [str(out / "trainable.safetensors"), str(out / "lora_config.py")]
-        write_atomic(out / "result.json", json.dumps(result.to_dict(), indent=2))
+        art = artifacts(result, model) if model is not None else None
+        with staging_dir(out.parent, prefix=f".{out.name}.staging-") as tmp:
+            if art is not None:
+                (tmp / "trainable.safetensors").write_bytes(art["weights"])
+                (tmp / "lora_config.py").write_text(art["lora"], encoding="utf-8")
+            (tmp / "result.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+            if not publish_dir(tmp, out, replace=overwrite and out.exists()):
+                raise VariscopeError(f"run folder '{out_dir}' is not empty; pass --overwrite to replace what is there")
     except OSError as e:
         raise VariscopeError(f"cannot save the run to {out_dir}: {e.strerror or e}") from None
-    files.append(str(out / "result.json"))
-    return files
+    return [str(out / n) for n in names]
