@@ -52,6 +52,57 @@ def ensure_app() -> None:
         st.rerun()
 
 
+#: Environment variable with which the person running the server lets URLs name local folders and files.
+ALLOW_LOCAL_ENV = "VARISCOPE_ALLOW_LOCAL_PATHS"
+
+
+def local_paths_allowed() -> bool:
+    """True when the server's operator opted in to local paths from URLs (``VARISCOPE_ALLOW_LOCAL_PATHS=1``)."""
+    import os
+
+    return os.environ.get(ALLOW_LOCAL_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def names_local_path(key: str, value: str) -> bool:
+    """Whether a model or task value would make the server read its own disk (a folder or file there).
+
+    Offline and GLUE names never do; anything else that exists on disk, or
+    starts like a path (``.``, ``/``, ``~``), is read as a local path by the
+    model and task resolvers.
+    """
+    from pathlib import Path
+
+    from analysis.registry import REGISTRY
+    from analysis.tasks import GLUE, OFFLINE
+
+    if key not in ("model", "task") or value in REGISTRY or value in OFFLINE or value in GLUE:
+        return False
+    try:
+        return value.strip().startswith((".", "/", "~", "\\")) or Path(value.strip()).expanduser().exists()
+    except (OSError, ValueError):  # e.g. an embedded NUL: never a name we read
+        return True
+
+
+def _read_url(ss) -> None:
+    """The shared settings from the URL; a local path in model/task only with the operator's opt-in."""
+    for k, typ in URL_KEYS.items():
+        if k not in st.query_params:
+            continue
+        raw = st.query_params[k]
+        if typ is str and names_local_path(k, raw) and not local_paths_allowed():
+            st.error(
+                f"Ignored the link's {k}={raw[:80]!r}: local folders and files cannot be opened from a URL "
+                f"on this server (its operator can allow it with {ALLOW_LOCAL_ENV}=1). "
+                "Enter it on the Setup page instead."
+            )
+            continue
+        try:
+            ss[k] = typ(raw)
+        except ValueError:
+            st.toast(f"ignored URL parameter {k}={raw!r}")
+        ss.pop("w_" + k, None)
+
+
 def init_state() -> None:
     """Defaults, then the URL's values (once per browser session)."""
     ss = st.session_state
@@ -60,13 +111,7 @@ def init_state() -> None:
             ss[k] = list(v) if isinstance(v, list) else v
     if not ss.get("_url_read"):
         ss["_url_read"] = True
-        for k, typ in URL_KEYS.items():
-            if k in st.query_params:
-                try:
-                    ss[k] = typ(st.query_params[k])
-                except ValueError:
-                    st.toast(f"ignored URL parameter {k}={st.query_params[k]!r}")
-                ss.pop("w_" + k, None)
+        _read_url(ss)
 
 
 def sync_url() -> None:

@@ -121,6 +121,7 @@ with right:
             data = f.getvalue()
             if len(data) > MAX_UPLOAD_BYTES:
                 st.error(f"{f.name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+                ss["upload"] = None  # never fall back to an earlier file or task
             else:
                 ss["upload"] = {"name": f.name, "bytes": data}
         if ss.get("upload"):
@@ -199,8 +200,12 @@ bound(
 )
 bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=1000, step=50)
 
-if st.button("Compute", type="primary", key="compute"):
-    result = get_states_ui()
+# after a rejected (or no) upload there is nothing to compute: never fall back to the previous task
+blocked = "Upload a valid file first." if kind == "Upload a file" and not ss.get("upload") else None
+if st.button("Compute", type="primary", key="compute", disabled=blocked is not None, help=blocked):
+    result = get_states_ui() if blocked is None else None
+    if blocked is not None:
+        st.error(blocked)
     if result is not None:
         how = "loaded from the disk cache" if result.cache_hit else f"computed in {result.seconds['total']:.1f} s"
         st.success(f"{len(result.labels)} texts × {result.n_layers + 1} layers × d={result.states.shape[2]} — {how}.")

@@ -5,7 +5,8 @@ import streamlit as st
 
 from analysis.errors import VariscopeError
 from analysis.selection import tuned_layers
-from analysis.training import RunMonitor, Selection, TrainConfig, baseline_jobs, cost_preview, start_in_thread
+from analysis.settings import train_settings
+from analysis.training import RunMonitor, Selection, baseline_jobs, cost_preview, start_in_thread
 from pages._charts import training_comparison_figure, training_history_figure, variability_before_after_figure
 from pages._common import bound, ensure_app, model_loader, page_states, session_alive_probe
 
@@ -90,20 +91,17 @@ cmp1, cmp2 = st.columns(2)
 with_top = cmp1.checkbox(f"Then compare with: the top {len(tuned) or 1} layer(s)", key="train_cmp_top")
 with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_full")
 
+try:  # the same checks as python -m analysis train, before a run can start
+    ts = train_settings({"steps": steps, "lr": lr, "batch_size": bs, "eval_n": eval_n, "classifier_layer": ell})
+except VariscopeError as e:
+    st.error(str(e))
+    ts = None
+
 running = [r for r in ss["runs"] if r["monitor"].running]
 b1, b2 = st.columns([1, 4])
-if b1.button("Start", type="primary", key="train_start", disabled=sel is None or bool(running)):
-    base_tc = TrainConfig(
-        cfg,
-        sel,
-        steps=int(steps),
-        lr=float(lr),
-        batch_size=int(bs),
-        eval_n=int(eval_n),
-        seed=cfg.sampling.seed,
-        strategy="selected",
-        remeasure=bool(remeasure),
-    )
+start = b1.button("Start", type="primary", key="train_start", disabled=sel is None or ts is None or bool(running))
+if start and sel is not None and ts is not None and not running:
+    base_tc = ts.config(cfg, sel, strategy="selected", remeasure=bool(remeasure))
     jobs = baseline_jobs(base_tc, L, top=with_top, full=with_full)
     alive = session_alive_probe()  # the run stops (and frees its model) once this browser session disconnects
     monitors = [RunMonitor(alive=alive) for _ in jobs]

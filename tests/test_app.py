@@ -204,3 +204,37 @@ def test_training_page_tiny_run(app, monkeypatch):
     app.run()
     assert runs[1]["monitor"].snapshot()["status"] == "failed"
     assert [e.value for e in app.error] == ["failed: OSError: No space left on device"]
+
+
+def test_url_cannot_open_server_paths_and_bad_settings_are_errors(app, monkeypatch, tmp_path):
+    """Issue 12: a link naming a server folder is ignored (unless the operator opts in); seed=-1 is one error;
+    after a rejected upload Compute does not fall back to the previous task."""
+    folder = tmp_path / "server-folder"
+    folder.mkdir()
+    (folder / "secret.txt").write_text("not for links")
+    app.query_params.update({"task": str(folder), "model": str(folder)})
+    app.switch_page("pages/setup.py").run()
+    assert not app.exception
+    assert sum("cannot be opened from a URL" in e.value for e in app.error) == 2
+    assert app.session_state["task"] == "rotten_tomatoes" and app.session_state["model"] == "minilm"
+    # the operator's opt-in lets the same link through
+    monkeypatch.setenv("VARISCOPE_ALLOW_LOCAL_PATHS", "1")
+    opted = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    opted.query_params.update({"task": str(folder)})
+    opted.run()
+    assert not opted.exception and opted.session_state["task"] == str(folder)
+    # /variability?seed=-1: one st.error with the settings layer's message, no exception
+    neg = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    neg.query_params.update({"seed": "-1", "n": "60"})
+    neg.switch_page("pages/variability.py").run()
+    assert not neg.exception and [e.value for e in neg.error] == ["seed must be at least 0, got -1"]
+    # a rejected upload, then Compute: an error, and nothing computed
+    up = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    up.session_state["task_source"] = "Upload a file"
+    up.session_state["upload"] = {"name": "bad.csv", "bytes": b"text;label\nhello;1\nworld;0\n"}
+    up.switch_page("pages/setup.py").run()
+    assert not up.exception and any("single column" in e.value for e in up.error)
+    assert up.button(key="compute").disabled  # a browser cannot press it (AppTest refuses the click too)
+    up.run()
+    assert not up.exception and not up.success
+    assert not (tmp_path / "cache" / "states").exists() or not list((tmp_path / "cache" / "states").iterdir())
