@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from ..settings import from_settings
 
@@ -73,3 +74,19 @@ def tqdm_progress(desc: str):
             bar["b"].close()
 
     return cb
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ...``, exit 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        from ..errors import VariscopeError
+
+        self.exit(2, f"error: {self.prog}: {VariscopeError(message).message} (see {self.prog} --help)\n")
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line: one ``warning: ...`` line, never a source line or a traceback."""
+    from ..errors import VariscopeError
+
+    print(f"warning: {VariscopeError(str(message)).message}", file=file or sys.stderr)

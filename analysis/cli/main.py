@@ -7,17 +7,17 @@ broken module fails loudly instead of dropping its command.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings
 
 from ..errors import VariscopeError
 from . import bench, commands, reproduce, train
+from .common import OneLineParser, show_warning
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m analysis",
         description="Variscope: which layers of a language model already separate a task's classes.",
     )
@@ -35,7 +35,10 @@ def main(argv=None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
     try:
-        return a.func(a)
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = show_warning
+            return a.func(a)
     except VariscopeError as e:
         if debug:
             raise
