@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {curve,cache,models,tasks,bench,train,reproduce}``.
+"""Command line: ``python -m analysis {curve,cards,cache,models,tasks,bench,train,reproduce}``.
 
 Errors a user can cause print one line on stderr and exit with code 2
 (``--debug`` shows the traceback). Subcommands are imported explicitly: a
@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from ..errors import VariscopeError
-from . import bench, commands, reproduce, train
+from . import bench, cards, commands, reproduce, train
 from .common import OneLineParser, show_warning
 
 
@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     commands.register(sub)
+    cards.register(sub)
     bench.register(sub)
     train.register(sub)
     reproduce.register(sub)

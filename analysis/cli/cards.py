@@ -1,0 +1,110 @@
+"""``python -m analysis cards``: ν beside a linear probe, a kNN score, gradient signal and cost, per layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..atomic import check_output, write_atomic
+from .common import add_data_args, config_from_args, make_cache
+
+
+def _progress(desc: str):
+    """A tqdm bar over layers on stderr (closed when the last layer is done)."""
+    from tqdm import tqdm
+
+    bar: dict = {}
+
+    def cb(done: int, total: int) -> None:
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, leave=False)
+        bar["b"].n = done
+        bar["b"].refresh()
+        if done >= total:
+            bar["b"].close()
+
+    return cb
+
+
+def cards_record(cfg, cards, st) -> dict:
+    """The JSON record: every per-layer list indexed by layer (0 = embeddings), plus the sample."""
+    d = cards.to_dict()
+    out = {
+        "model": cfg.model,
+        "task": cfg.task.label(),
+        "split": cfg.task.split,
+        "pooling": cfg.pooling,
+        "max_length": cfg.max_length,
+        "n": len(st.labels),
+        "seed": cfg.sampling.seed,
+    }
+    out.update(d)
+    if cards.grad_norm is None:
+        out.pop("grad_norm")
+    return out
+
+
+def print_table(cards) -> None:
+    cols = [("nu", "variability", "{:>10.4g}"), ("probe", "probe_accuracy", "{:>7.3f}")]
+    cols += [("F1", "probe_macro_f1", "{:>7.3f}"), ("kNN", "knn_accuracy", "{:>7.3f}")]
+    cols += [("params", "params_kept", "{:>9.2e}"), ("FLOPs", "flops_per_example", "{:>9.2e}")]
+    if cards.grad_norm is not None:
+        cols.append(("RGN", "grad_norm", "{:>9.2e}"))
+    widths = [len(fmt.format(1.0)) for _, _, fmt in cols]
+    print(f"{'layer':>5}  " + "  ".join(f"{h:>{w}}" for (h, _, _), w in zip(cols, widths, strict=True)))
+    best, probe_best = cards.recommended_layer, cards.probe_best_layer
+    for i, layer in enumerate(cards.layers):
+        row = f"{layer:>5}  " + "  ".join(fmt.format(getattr(cards, attr)[i]) for _, attr, fmt in cols)
+        notes = (["recommended (argmin nu)"] if layer == best else []) + (["best probe"] if layer == probe_best else [])
+        print(row + ("   <- " + ", ".join(notes) if notes else ""))
+    rho = cards.rank_agreement
+    if rho is None:
+        print("rank agreement of -nu and the probe: undefined (a constant column)")
+    else:
+        verdict = "agree" if rho > 0 else "disagree"
+        print(f"nu and the probe {verdict} on the ranking of layers: Spearman {rho:.2f}")
+
+
+def cmd_cards(a) -> int:
+    from ..cards import CardsConfig
+    from ..cards_model import compute_cards
+    from ..pipeline import get_states
+    from .common import tqdm_progress
+
+    cfg = config_from_args(a)
+    check_output(a.json, what="--json")
+    check_output(a.csv, what="--csv")
+    cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=a.bootstrap, max_iter=a.max_iter)
+    cache = make_cache(a)
+    t0 = time.perf_counter()
+    st = get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
+    cc.validate(st.labels)
+    cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=not a.no_cache, states=st, progress=_progress("cards"))
+    out = cards_record(cfg, cards, st)
+    out.update(cache_hit=cards.cache_hit, states_cache_hit=st.cache_hit, seconds=round(time.perf_counter() - t0, 4))
+    print(
+        f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, {a.folds}-fold probe, k={a.k}, "
+        f"{'cache hit' if cards.cache_hit else 'computed'} in {out['seconds']:.2f}s"
+    )
+    print_table(cards)
+    if a.json:
+        write_atomic(a.json, json.dumps(out, indent=2))
+    if a.csv:
+        write_atomic(a.csv, cards.to_csv())
+    return 0
+
+
+def register(sub) -> None:
+    c = sub.add_parser("cards", help="per layer: nu, linear probe, kNN accuracy, cost (and gradient norms)")
+    add_data_args(c)
+    c.add_argument("--folds", type=int, default=5, help="stratified folds of the linear probe (default 5)")
+    c.add_argument("--k", type=int, default=10, help="neighbours of the leave-one-out kNN score (default 10)")
+    c.add_argument("--grad", action="store_true", help="also relative gradient norms per block (a backward pass)")
+    c.add_argument("--bootstrap", type=int, default=0, help="B resamples for a 5-95%% band of nu")
+    c.add_argument("--max-iter", type=int, default=200, help="iterations of the probe's LogisticRegression")
+    c.add_argument("--json", default=None)
+    c.add_argument("--csv", default=None)
+    c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_cards)
