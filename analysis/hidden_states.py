@@ -93,8 +93,8 @@ def pool(hidden_states, attention_mask, special_tokens_mask, pooling: str):
     mean     : mean over tokens that are neither padding nor special (the paper);
                falls back to all non-padding tokens for a text with none.
     mean_all : mean over all non-padding tokens.
-    first    : the first token (CLS/BOS).
-    last     : the last non-padding token (for decoders).
+    first    : the first non-padding token (CLS/BOS).
+    last     : the last non-padding token (for decoders), with padding on either side.
     """
     import torch
 
@@ -116,10 +116,13 @@ def _pool32(hidden_states, attention_mask, special_tokens_mask, pooling: str):
             w = torch.where(none, am, real)
         w = w / w.sum(1, keepdim=True).clamp_min(1)
         return torch.stack([torch.einsum("btd,bt->bd", h.float(), w) for h in hidden_states])
+    # the first / last real token, whether padding is on the right or on the left
+    real = attention_mask.to(torch.long)
+    rows = torch.arange(real.shape[0], device=real.device)
     if pooling == "first":
-        return torch.stack([h[:, 0].float() for h in hidden_states])
-    last = attention_mask.sum(1) - 1
-    rows = torch.arange(len(last), device=last.device)
+        first = real.argmax(1)
+        return torch.stack([h[rows, first].float() for h in hidden_states])
+    last = real.shape[1] - 1 - real.flip(1).argmax(1)
     return torch.stack([h[rows, last].float() for h in hidden_states])
 
 

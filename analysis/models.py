@@ -78,13 +78,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VARISCOPE_CACHE") or Path(__file__).resolve().parent.parent / "cache")
 
 
-def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None) -> ModelRef:
-    """Turn a registry name, a folder or a hub id into a :class:`ModelRef`."""
+def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, progress=None) -> ModelRef:
+    """Turn a registry name, a folder or a hub id into a :class:`ModelRef`.
+
+    ``progress(stage, done, total)`` sees the one-time assembly or conversion of an offline GGUF model.
+    """
     spec = (spec or "").strip()
     if not spec:
-        raise VariscopeError("no model given; use an offline name (minilm, mpnet), a folder or a Hugging Face id")
+        raise VariscopeError(
+            "no model given; use an offline name (minilm, mpnet, gemma3-270m), a folder or a Hugging Face id"
+        )
     if spec in REGISTRY:
-        folder, fingerprint, info = locate(spec, Path(cache_dir) if cache_dir else default_cache_dir())
+        folder, fingerprint, info = locate(spec, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
         return ModelRef(spec, "registry", folder, fingerprint, info=info)
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
@@ -346,21 +351,24 @@ def layer_list(model):
     return best
 
 
-def _replace_layers(model, layers) -> int:
-    """Put the ModuleList ``layers`` in place of the model's blocks; returns the old layer count.
+def _replace_layers(model, layers, layer_types: list | None = None) -> list | None:
+    """Put the ModuleList ``layers`` in place of the model's blocks; returns the old ``config.layer_types``.
 
     The config's layer count follows, so the model's forward (and
-    ``output_hidden_states``) sees only the kept blocks.
+    ``output_hidden_states``) sees only the kept blocks. A per-layer attention
+    pattern (``config.layer_types``, e.g. Gemma 3's sliding/full attention)
+    is cut to the kept blocks, or set to ``layer_types`` when given.
     """
     name, _ = layer_list(model)
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    before = None
     setattr(parent, name.rsplit(".", 1)[-1], layers)
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(model.config, attr):
-            before = before if before is not None else getattr(model.config, attr)
             setattr(model.config, attr, len(layers))
-    return before if before is not None else len(layers)
+    old = getattr(model.config, "layer_types", None)
+    if isinstance(old, list):
+        model.config.layer_types = list(layer_types if layer_types is not None else old[: len(layers)])
+    return old
 
 
 def _first_blocks(model, keep: int):
@@ -391,8 +399,8 @@ def keep_layers(model, keep: int):
     benchmarks uses this; training uses :func:`truncate_model` on a copy.
     """
     full, kept = _first_blocks(model, keep)
-    _replace_layers(model, kept)
+    types = _replace_layers(model, kept)
     try:
         yield model
     finally:
-        _replace_layers(model, full)
+        _replace_layers(model, full, types)

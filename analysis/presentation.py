@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def curve_label(model: str, task_label: str, n: int, pooling: str) -> str:
@@ -72,3 +74,38 @@ def page_curve_record(
         "device": info.get("device"),
         "dtype": info.get("dtype"),
     }
+
+
+def top_layer_note(model: str, best: int, n_layers: int) -> str | None:
+    """One line for a curve whose ℓ* is the top layer of a sentence-embedding model (else None)."""
+    from .registry import REGISTRY
+
+    entry = REGISTRY.get(model)
+    if best < n_layers or entry is None or entry.kind != "sentence-embedding":
+        return None
+    return (
+        f"ℓ* at the top layer is expected of a sentence-embedding model such as {model}: it was trained so that "
+        "its last layer separates texts best. To see a middle layer that already separates the classes, "
+        "try the raw pretrained model gemma3-270m (make gemma)."
+    )
+
+
+TEACHING_MODELS = ("minilm", "gemma3-270m")
+
+
+def teaching_curves(folder: str | Path, task: str = "rotten_tomatoes") -> list[dict]:
+    """The ``curve --json`` records of the teaching example: a sentence-embedding and a raw model on one task.
+
+    Reads ``folder/<model>-<task>.json`` (written by ``python -m analysis curve ... --json``) for each
+    model of :data:`TEACHING_MODELS`; returns the ones present and well formed, in that order.
+    """
+    out = []
+    for model in TEACHING_MODELS:
+        p = Path(folder) / f"{model}-{task}.json"
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and {"layers", "variability", "recommended_layer", "model"} <= set(rec):
+            out.append(rec)
+    return out

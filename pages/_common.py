@@ -172,6 +172,24 @@ def model_loader(ref, device, dtype, trust):
     return _load_model(ref.source, ref.name, ref.location, ref.fingerprint, ref.revision, device, dtype, bool(trust))
 
 
+def prepare_model_ui(name: str) -> None:
+    """Join, verify and convert an offline GGUF model once, inside a status box with progress."""
+    from analysis.cache import DiskCache
+    from analysis.registry import locate, needs_preparation
+
+    root = DiskCache().root
+    if not needs_preparation(name, root):
+        return
+    with st.status(f"Preparing {name} once: joining, verifying and converting its GGUF…", expanded=True) as box:
+        bar = st.progress(0.0)
+
+        def progress(stage, done, total):
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=f"{stage}: {done}/{total}")
+
+        locate(name, root, progress)
+        box.update(label=f"{name} is ready (converted into {root}/models)", state="complete", expanded=False)
+
+
 def get_states_ui(cfg=None, *, label="Computing hidden states"):
     """States for the current settings with a live progress bar; None after an error."""
     from analysis.pipeline import get_states
@@ -187,6 +205,7 @@ def get_states_ui(cfg=None, *, label="Computing hidden states"):
         bar.progress(done / total, text=f"{label}: {done}/{total} texts · {rate:.0f} texts/s · ETA {eta:.0f}s")
 
     try:
+        prepare_model_ui(cfg.model)
         with st.spinner("Preparing…"):
             st_ = get_states(cfg, content=upload_bytes(), progress=progress, loader=model_loader)
     except VariscopeError as e:

@@ -1,7 +1,11 @@
 """Home: what Variscope does and where to start."""
 
+from pathlib import Path
+
 import streamlit as st
 
+from analysis.presentation import teaching_curves
+from pages._charts import teaching_figure
 from pages._common import ensure_app
 
 ensure_app()
@@ -29,5 +33,13 @@ with c3:
 with c4:
     st.page_link("pages/training.py", label="4 · Training", icon=":material/model_training:")
     st.caption("Tune only the chosen layers; compare with top-k and full fine-tuning.")
+curves = teaching_curves(Path(__file__).resolve().parent.parent / "docs" / "curves")
+if len(curves) == 2:
+    st.subheader("What it shows: where a model's classes are already separated")
+    st.plotly_chart(teaching_figure(curves), width="stretch", key="home_teaching_curves")
+    st.caption(
+        "A sentence-embedding model (left) separates best at its top layer; a raw language model (right) already "
+        "does at a middle layer, so the layers above it can be dropped. Same task, same texts."
+    )
 st.page_link("pages/learn.py", label="New to the idea? Start with Learn", icon=":material/school:")
 st.caption("Every view is a link: the URL carries model, task, n, seed, pooling, max length and layer.")

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from analysis.presentation import teaching_curves
 from analysis.reproduce_report import report_markdown, verdicts_markdown
 from analysis.toy import gaussian_classes
-from pages._charts import toy_figure
+from pages._charts import teaching_figure, toy_figure
 from pages._common import ensure_app
 
 ensure_app()
@@ -52,6 +53,31 @@ st.markdown(
 st.markdown(
     ":material/description: Paper: [Hidden State Variability of Pretrained Language Models Can Guide Computation "
     "Reduction for Transfer Learning](https://arxiv.org/abs/2210.10041) (EMNLP Findings 2022)."
+)
+
+st.subheader("Sentence-embedding model or raw language model?")
+curves = teaching_curves(Path(__file__).resolve().parent.parent / "docs" / "curves")
+st.markdown("""
+Where ℓ* falls depends on how the model was trained. **Sentence-embedding models** (`minilm`, `mpnet`) were
+trained so that their *last* layer separates texts: their ν falls all the way to the top, and ℓ* is the top
+layer. A **raw pretrained language model** (`gemma3-270m`, Gemma 3 270M base) was trained to predict the next
+token: a *middle* layer already separates the classes best, and the layers above it specialise back towards
+word prediction — that is where dropping layers pays off.
+""")
+if len(curves) == 2:
+    st.plotly_chart(teaching_figure(curves), width="stretch", key="teaching_curves")
+    st.caption(
+        f"Both on {curves[0]['task']}, n = {curves[0]['n']}, max length {curves[0]['max_length']}: "
+        + "; ".join(f"{c['model']} ℓ* = {c['recommended_layer']} of {len(c['layers']) - 1}" for c in curves)
+        + ". From docs/curves/ (regenerate with `python -m analysis curve ... --json`, see README)."
+    )
+else:
+    st.info("The side-by-side example lives in docs/curves/; see the README to regenerate it.")
+st.markdown(
+    "**Decoders, precisely.** Hidden state 0 is the embedding output and the last one is after the final norm, "
+    "as Hugging Face returns them. Mean pooling drops padding on either side and the special tokens "
+    "(BOS/EOS, from the tokenizer's special-tokens mask); `last` pooling takes the last real token whether "
+    "padding is on the left or the right."
 )
 
 st.subheader("Do the paper's claims hold here?")

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.presentation import curve_label, fraction_size, page_curve_record
+from analysis.presentation import curve_label, fraction_size, page_curve_record, top_layer_note
 from analysis.selection import recommend_layer
 from analysis.settings import parse_imbalance
 from analysis.variability import curve_csv
@@ -73,6 +73,9 @@ with s2:
         if best < L
         else "The top layer is best: keep the whole model for this task."
     )
+note = top_layer_note(cfg.model, best, L)
+if note:
+    st.info(note, icon=":material/lightbulb:")
 
 tab_cmp, tab_rob, tab_dl = st.tabs(["Compare", "Robustness", "Download"])
 with tab_cmp:

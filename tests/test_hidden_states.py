@@ -46,6 +46,18 @@ def test_pooling_modes_on_synthetic_tensors():
     assert torch.allclose(pool((h,), am, sm, "last")[0][0], h[0, 2])
 
 
+def test_decoder_pooling_with_padding_on_the_left():
+    """Decoders may pad on the left: first/last take the first/last real token, mean skips BOS/EOS and padding."""
+    h = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    am = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # row 0 padded on the left
+    sm = torch.tensor([[0, 0, 1, 0, 1], [1, 0, 0, 0, 1]])  # BOS and EOS are special
+    assert torch.allclose(pool((h,), am, sm, "last")[0][0], h[0, 4])
+    assert torch.allclose(pool((h,), am, sm, "first")[0][0], h[0, 2])
+    assert torch.allclose(pool((h,), am, sm, "first")[0][1], h[1, 0])
+    assert torch.allclose(pool((h,), am, sm, "mean")[0][0], h[0, 3])
+    assert torch.allclose(pool((h,), am, sm, "mean")[0][1], h[1, 1:4].mean(0))
+
+
 def test_batches_sorted_by_length_and_pairs(minilm):
     _, tok = minilm
     texts = ["a", "a b c d e f g", "a b c"]

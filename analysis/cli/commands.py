@@ -10,7 +10,7 @@ import time
 
 from ..atomic import check_output, write_atomic
 from ..errors import VariscopeError
-from .common import add_data_args, config_from_args, make_cache, tqdm_progress
+from .common import add_data_args, config_from_args, make_cache, prepare_model, tqdm_progress
 
 
 def cmd_curve(a) -> int:
@@ -20,11 +20,12 @@ def cmd_curve(a) -> int:
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
-    if a.bootstrap < 0:
-        raise VariscopeError(f"bootstrap resamples must be 0 or more, got {a.bootstrap}")
+    if not 0 <= a.bootstrap <= 10_000:
+        raise VariscopeError(f"bootstrap resamples must be between 0 and 10000, got {a.bootstrap}")
     if not math.isfinite(a.tolerance) or a.tolerance < 0:
         raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
     cache = make_cache(a)
+    prepare_model(cfg.model, cache)
     t0 = time.perf_counter()
     curve, st = compute_curve(
         cfg,
@@ -81,10 +82,25 @@ def cmd_cache(a) -> int:
 def cmd_models(a) -> int:
     from ..registry import registry_status
 
-    for r in registry_status():
-        state = "installed" if r["installed"] else f"not installed: {r['install']}"
-        print(f"{r['name']:<8} {r['title']:<45} {r['params'] / 1e6:6.1f}M params  {state}")
+    rows = registry_status(make_cache(a).root)
+    if a.json:
+        keys = ("name", "installed", "layers", "hidden_size", "params", "licence", "install", "path", "kind", "title")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+        return 0
+    for r in rows:
+        state = ("ready" if r["path"] else "installed") if r["installed"] else f"not installed: {r['install']}"
+        print(
+            f"{r['name']:<12} {r['layers']:>2} layers  d={r['hidden']:<4} {r['params'] / 1e6:6.1f}M params  "
+            f"{r['kind']:<18}  {state}"
+        )
+        print(
+            f"{'':<12} {r['title']}; licence: {r['licence']}" + (f"\n{'':<12} folder: {r['path']}" if r["path"] else "")
+        )
     print("Also: any local model folder, or any Hugging Face model id (needs the hub or its local cache).")
+    print(
+        "Sentence-embedding models separate texts best at their top layer; a raw model (gemma3-270m) shows "
+        "a middle layer that already separates the classes."
+    )
     return 0
 
 
@@ -121,7 +137,9 @@ def register(sub) -> None:
     k.add_argument("--cache-dir", default=None)
     k.set_defaults(func=cmd_cache)
 
-    m = sub.add_parser("models", help="offline models")
+    m = sub.add_parser("models", help="offline models: layers, size, licence, installed or not")
+    m.add_argument("--json", action="store_true", help="print the table as a JSON list")
+    m.add_argument("--cache-dir", default=None)
     m.set_defaults(func=cmd_models)
     t = sub.add_parser("tasks", help="offline tasks")
     t.set_defaults(func=cmd_tasks)

@@ -60,6 +60,34 @@ def make_cache(a):
     return DiskCache(root)
 
 
+def prepare_model(name: str, cache) -> None:
+    """Assemble/convert an offline GGUF model once, with progress bars, before the real work."""
+    from tqdm import tqdm
+
+    from ..registry import locate, needs_preparation
+
+    if not needs_preparation(name, cache.root):
+        return
+    print(
+        f"preparing {name} once (join, verify, convert to a Hugging Face folder in {cache.root}/models)",
+        file=sys.stderr,
+    )
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            unit = "B" if stage == "assembling" else "step"
+            bars[stage] = tqdm(total=total, desc=stage, unit=unit, unit_scale=stage == "assembling", file=sys.stderr)
+        bars[stage].n = done
+        bars[stage].refresh()
+
+    try:
+        locate(name, cache.root, progress)
+    finally:
+        for b in bars.values():
+            b.close()
+
+
 def tqdm_progress(desc: str):
     from tqdm import tqdm
 
