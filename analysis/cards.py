@@ -58,8 +58,8 @@ class CardsConfig:
     grad_batches: int = 2
     grad_batch_size: int = 16
 
-    def validate(self, labels: np.ndarray) -> None:
-        """One-line errors for settings this sample cannot support."""
+    def check(self) -> None:
+        """One-line errors for impossible settings (before any work)."""
         if self.folds < 2:
             raise VariscopeError(f"the probe needs at least 2 folds, got {self.folds}")
         if self.k < 1:
@@ -70,6 +70,10 @@ class CardsConfig:
             raise VariscopeError(f"bootstrap resamples must be 0 or more, got {self.bootstrap}")
         if self.grad_batches < 1 or self.grad_batch_size < 1:
             raise VariscopeError("the gradient norms need at least one batch of at least one text")
+
+    def validate(self, labels: np.ndarray) -> None:
+        """:meth:`check`, then one-line errors for settings this sample cannot support."""
+        self.check()
         _, counts = np.unique(labels, return_counts=True)
         if len(counts) < 2:
             raise VariscopeError("the cards need at least 2 classes")

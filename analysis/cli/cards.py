@@ -77,6 +77,7 @@ def cmd_cards(a) -> int:
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
     cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=a.bootstrap, max_iter=a.max_iter)
+    cc.check()
     cache = make_cache(a)
     t0 = time.perf_counter()
     st = get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))

@@ -1,0 +1,188 @@
+"""Layer cards: probe, kNN and rank agreement against independent references; the CLI; the Layers page."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from analysis.cards import CardsConfig, knn_loo_accuracy, layer_cards, layer_scores, rank_agreement
+from analysis.errors import VariscopeError
+
+JSON_KEYS = {
+    "layers",
+    "variability",
+    "probe_accuracy",
+    "probe_macro_f1",
+    "knn_accuracy",
+    "params_kept",
+    "flops_per_example",
+    "rank_agreement",
+    "model",
+    "task",
+    "n",
+    "recommended_layer",
+    "probe_best_layer",
+}
+
+
+def _states(rng, n_layers=3, n=90, d=12, C=3, sep=(0.2, 1.0, 3.0)):
+    """Synthetic pooled states whose class separation grows with the layer."""
+    y = np.repeat(np.arange(C), n // C)
+    centres = rng.normal(size=(C, d))
+    states = np.stack([rng.normal(size=(len(y), d)) + sep[l] * centres[y] for l in range(n_layers)])
+    return states.astype(np.float32), y
+
+
+def _reference_probe(X, y, cc):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    est = make_pipeline(StandardScaler(), LogisticRegression(C=cc.C, max_iter=cc.max_iter))
+    return cross_val_score(est, X, y, cv=StratifiedKFold(cc.folds, shuffle=True, random_state=cc.seed)).mean()
+
+
+def test_probe_equals_cross_val_score_on_the_same_folds(rng):
+    states, y = _states(rng)
+    cc = CardsConfig(seed=3)
+    acc, f1, knn = layer_scores(states, y, cc)
+    for l in range(len(states)):
+        assert abs(acc[l] - _reference_probe(states[l], y, cc)) < 1e-9
+    assert acc[2] > acc[0] and all(0 <= v <= 1 for v in f1 + knn)
+
+
+def _knn_brute(X, y, k):
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    hits = 0
+    for i in range(len(X)):
+        sims = [(-(Xn[i] @ Xn[j]), j) for j in range(len(X)) if j != i]
+        nb = [j for _, j in sorted(sims)[:k]]
+        votes = {}
+        for j in nb:
+            votes[y[j]] = votes.get(y[j], 0) + 1
+        best = max(votes.values())
+        pred = next(y[j] for j in nb if votes[y[j]] == best)  # ties: the nearest tied class
+        hits += pred == y[i]
+    return hits / len(X)
+
+
+@pytest.mark.parametrize("k", [1, 4, 10, 200])
+def test_knn_leave_one_out_equals_brute_force(rng, k):
+    X = rng.normal(size=(80, 6)) + np.repeat(rng.normal(size=(4, 6)), 20, axis=0)
+    y = np.repeat(np.arange(4), 20)
+    assert knn_loo_accuracy(X, y, k, block=32) == pytest.approx(_knn_brute(X, y, min(k, 79)), abs=1e-12)
+
+
+def test_knn_never_counts_the_point_itself():
+    X = np.array([[1.0, 0], [1.0, 0.01], [0, 1.0], [0.01, 1.0]])
+    assert knn_loo_accuracy(X, np.array([0, 1, 0, 1]), 1) == 0.0  # each point's twin has the other label
+    assert knn_loo_accuracy(X, np.array([0, 0, 1, 1]), 1) == 1.0
+
+
+def test_rank_agreement_sign():
+    assert rank_agreement([3.0, 2.0, 1.0, 0.5], [0.5, 0.6, 0.7, 0.9]) == pytest.approx(1.0)
+    assert rank_agreement([0.5, 1.0, 2.0, 3.0], [0.5, 0.6, 0.7, 0.9]) == pytest.approx(-1.0)
+    assert rank_agreement([1.0, 2.0], [0.5, 0.5]) is None
+
+
+def test_layer_cards_on_synthetic_states(rng):
+    states, y = _states(rng)
+    cards = layer_cards(states, y, CardsConfig(bootstrap=4))
+    d = cards.to_dict()
+    assert len(d["probe_accuracy"]) == len(d["variability"]) == 3 and d["band"] is not None
+    assert cards.rank_agreement == pytest.approx(1.0)  # ν falls and the probe rises with the separation
+    assert d["recommended_layer"] == 2 and d["probe_best_layer"] == 2
+    assert cards.to_csv().splitlines()[0] == "layer,variability,probe_accuracy,probe_macro_f1,knn_accuracy"
+
+
+def test_too_few_texts_per_class_is_one_line(rng):
+    states, y = _states(rng, n=9)
+    with pytest.raises(VariscopeError, match="fewer than the probe's 5 folds"):
+        layer_cards(states, y)
+
+
+def test_compute_cards_caches_and_adds_costs(rng, minilm, cache):
+    from analysis.cards_model import compute_cards
+    from analysis.pipeline import AnalysisConfig, StatesResult
+
+    states, y = _states(rng, n_layers=7, n=60, d=384, sep=(0.1, 0.2, 0.4, 0.8, 1.2, 1.6, 2.0))
+    texts = [f"text number {i}" for i in range(60)]
+    st = StatesResult(states, y, ["a", "b", "c"], texts, None, "0" * 32, True, {}, {})
+    kw = {"cache": cache, "states": st, "loader": lambda *a: minilm}
+    first, _ = compute_cards(AnalysisConfig(), CardsConfig(folds=3), **kw)
+    again, _ = compute_cards(AnalysisConfig(), CardsConfig(folds=3), **kw)
+    assert not first.cache_hit and again.cache_hit and again.to_dict() == first.to_dict()
+    assert len(first.params_kept) == 7 and first.params_kept == sorted(first.params_kept)
+    other, _ = compute_cards(AnalysisConfig(), CardsConfig(folds=4), **kw)  # another config: another key
+    assert not other.cache_hit and [r["kind"] for r in cache.entries()] == ["cards", "cards"]
+
+
+# ------------------------------------------------------------------ CLI (model: minilm, tiny n)
+@pytest.fixture(scope="module")
+def labelled_csv(tmp_path_factory):
+    from analysis.tasks import SampleConfig, TaskConfig, load_task, sample
+
+    t = sample(load_task(TaskConfig("bbc_news")), SampleConfig(n=60, seed=1))
+    p = tmp_path_factory.mktemp("data") / "news.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["body", "topic"])
+        w.writerows([(txt, t.label_names[y]) for txt, y in zip(t.texts, t.labels, strict=True)])
+    return p
+
+
+def _cli(*args):
+    from analysis.cli.main import main
+
+    return main([str(a) for a in args])
+
+
+@pytest.mark.slow
+def test_cli_json_keys_probe_and_cache_hit(labelled_csv, tmp_path, capsys):
+    from analysis.pipeline import get_states
+    from analysis.settings import from_settings
+
+    out, cache = tmp_path / "cards.json", tmp_path / "cache"
+    data = ["--data", labelled_csv, "--text-col", "body", "--label-col", "topic", "--n", 0, "--max-length", 32]
+    assert _cli("cards", *data, "--cache-dir", cache, "--json", out, "--csv", tmp_path / "c.csv") == 0
+    d = json.loads(out.read_text())
+    assert set(d) >= JSON_KEYS and "grad_norm" not in d and not d["cache_hit"]
+    L1 = len(d["layers"])
+    per_layer = ["variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy", "params_kept", "flops_per_example"]
+    assert L1 == 7 and all(len(d[k]) == L1 for k in per_layer)
+    assert isinstance(d["rank_agreement"], float) and d["n"] == 60
+    assert d["params_kept"] == sorted(d["params_kept"]) and d["flops_per_example"][0] < d["flops_per_example"][-1]
+    assert "Spearman" in capsys.readouterr().out
+    # the probe equals scikit-learn's cross_val_score on the cached pooled states
+    cfg = from_settings({"data": str(labelled_csv), "text_col": "body", "label_col": "topic", "n": 0, "max_length": 32})
+    from analysis.cache import DiskCache
+
+    st = get_states(cfg, cache=DiskCache(cache))
+    assert st.cache_hit
+    assert abs(d["probe_accuracy"][-1] - _reference_probe(st.states[-1], st.labels, CardsConfig())) < 0.03
+    # second call: a cache hit with the same numbers
+    out2 = tmp_path / "cards2.json"
+    assert _cli("cards", *data, "--cache-dir", cache, "--json", out2) == 0
+    d2 = json.loads(out2.read_text())
+    assert d2["cache_hit"] and d2["probe_accuracy"] == d["probe_accuracy"] and d2["params_kept"] == d["params_kept"]
+
+
+@pytest.mark.slow
+def test_cli_grad_norms(labelled_csv, tmp_path):
+    out = tmp_path / "g.json"
+    data = ["--data", labelled_csv, "--text-col", "body", "--label-col", "topic", "--n", 0, "--max-length", 16]
+    assert _cli("cards", *data, "--grad", "--no-cache", "--json", out, "--folds", 3) == 0
+    g = json.loads(out.read_text())["grad_norm"]
+    assert len(g) == 7 and all(np.isfinite(v) and v > 0 for v in g)
+
+
+def test_cli_errors_are_one_line(labelled_csv, tmp_path, capsys):
+    data = ["--data", labelled_csv, "--text-col", "body", "--label-col", "topic", "--n", 0, "--max-length", 16]
+    assert _cli("cards", *data, "--folds", 1, "--cache-dir", tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "2 folds" in err[0]  # refused before any work
+    assert _cli("cards", *data, "--folds", 50, "--cache-dir", tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "--folds" in err and "\n" not in err
