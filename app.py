@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/setup.py", title="Setup", icon=":material/tune:", url_path="setup"),
     st.Page("pages/variability.py", title="Variability", icon=":material/show_chart:", url_path="variability"),
+    st.Page("pages/layers.py", title="Layers", icon=":material/view_module:", url_path="layers"),
     st.Page("pages/projections.py", title="Projections", icon=":material/scatter_plot:", url_path="projections"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:", url_path="training"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),

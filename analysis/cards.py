@@ -210,6 +210,14 @@ def rank_agreement(variability: list[float], probe_accuracy: list[float]) -> flo
     return None if not np.isfinite(rho) else rho
 
 
+def agreement_words(rho: float | None) -> str:
+    """The rank agreement in words, e.g. "ν and the probe agree on the ranking of layers: Spearman 0.93"."""
+    if rho is None:
+        return "ν and the probe cannot be compared: one of them is the same at every layer"
+    verdict = "agree" if rho >= 0.5 else "agree only weakly" if rho > 0 else "disagree"
+    return f"ν and the probe {verdict} on the ranking of layers: Spearman {rho:.2f}"
+
+
 # ------------------------------------------------------------------ all layers
 def layer_scores(
     states: np.ndarray, labels: np.ndarray, cc: CardsConfig, *, progress: Progress | None = None

@@ -93,6 +93,26 @@ def grad_norms(
     return norms
 
 
+def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int) -> dict:
+    """The JSON record of the cards (CLI ``--json`` and the Layers page's download share it).
+
+    Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
+    """
+    out = {
+        "model": cfg.model,
+        "task": cfg.task.label(),
+        "split": cfg.task.split,
+        "pooling": cfg.pooling,
+        "max_length": cfg.max_length,
+        "n": int(n),
+        "seed": cfg.sampling.seed,
+        **cards.to_dict(),
+    }
+    if cards.grad_norm is None:
+        out.pop("grad_norm")
+    return out
+
+
 def cards_key(states_key: str, cc: CardsConfig) -> tuple[str, dict]:
     """(cache key, the dict it hashes) of the cards of the states under ``states_key``."""
     conf = {"what": "cards", "version": CARDS_VERSION, "states": states_key, **asdict(cc)}

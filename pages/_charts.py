@@ -239,3 +239,42 @@ def training_comparison_figure(runs: list[tuple[str, dict]]) -> go.Figure:
         showlegend=True,
     )
     return fig
+
+
+def layer_cards_figure(cards: dict, best: int, selected: int | None) -> go.Figure:
+    """ν (left axis) and the linear probe's and kNN's held-out accuracy (right axis) against the layer."""
+    layers = cards["layers"]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_scatter(
+        x=layers,
+        y=cards["variability"],
+        mode="lines+markers",
+        name="ν (left axis)",
+        marker=dict(size=9),
+        line=dict(width=3, color=PALETTE[0]),
+        hovertemplate="layer %{x}<br>ν = %{y:.4g}<extra></extra>",
+        secondary_y=False,
+    )
+    for key, name, dash, color in (
+        ("probe_accuracy", "linear probe accuracy (right axis)", "solid", PALETTE[1]),
+        ("knn_accuracy", "kNN accuracy (right axis)", "dot", PALETTE[2]),
+    ):
+        fig.add_scatter(
+            x=layers,
+            y=cards[key],
+            mode="lines+markers",
+            name=name,
+            line=dict(dash=dash, color=color),
+            hovertemplate="layer %{x}<br>%{y:.3f}<extra>" + name.split(" (")[0] + "</extra>",
+            secondary_y=True,
+        )
+    fig.add_vline(x=best, line_color="gold", line_width=3, annotation_text=f"ℓ* = {best}", annotation_position="top")
+    if selected is not None:
+        fig.add_vline(x=selected, line_dash="dash", line_color="gray", annotation_text=f"selected {selected}")
+    fig.update_layout(
+        height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25), hovermode="x unified"
+    )
+    fig.update_xaxes(title_text="layer (0 = embeddings)", tickmode="linear", dtick=1)
+    fig.update_yaxes(title_text="variability ratio ν", secondary_y=False)
+    fig.update_yaxes(title_text="held-out accuracy", secondary_y=True)
+    return fig

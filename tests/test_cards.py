@@ -186,3 +186,41 @@ def test_cli_errors_are_one_line(labelled_csv, tmp_path, capsys):
     assert _cli("cards", *data, "--folds", 50, "--cache-dir", tmp_path) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error:") and "--folds" in err and "\n" not in err
+
+
+# ------------------------------------------------------------------ the Layers page (AppTest, no browser)
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    """AppTest of app.py driving its own st.navigation (see the fixture of test_app.py)."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    orig = PagesManager.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params.update({"model": "minilm", "task": "bbc_news", "n": "50", "max_length": "16"})
+    return at
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_layers_page_card_click_selects_the_layer(app):
+    app.switch_page("pages/layers.py").run()
+    assert not app.exception and not app.error
+    assert any("on the ranking of layers" in m.value for m in [*app.success, *app.warning])
+    keys = [b.key for b in app.button if (b.key or "").startswith("card_select_")]
+    assert keys == [f"card_select_{l}" for l in range(7)]
+    data = json.loads(app.get("plotly_chart")[0].proto.spec)["data"]
+    assert {t["name"].split(" (")[0] for t in data} >= {"ν", "linear probe accuracy"}
+    app.button(key="card_select_2").click().run()
+    assert not app.exception and app.session_state["layer"] == 2
+    assert app.button(key="card_select_2").label == "Selected"
+    app.switch_page("pages/variability.py").run()
+    assert not app.exception and app.slider(key="w_layer").value == 2

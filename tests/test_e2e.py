@@ -22,7 +22,7 @@ pytestmark = [
     ),
 ]
 SERVER_LOG = None
-NAV = ["Home", "Setup", "Variability", "Projections", "Training", "Learn"]
+NAV = ["Home", "Setup", "Variability", "Layers", "Projections", "Training", "Learn"]
 
 
 def _free_port():

@@ -28,25 +28,9 @@ def _progress(desc: str):
     return cb
 
 
-def cards_record(cfg, cards, st) -> dict:
-    """The JSON record: every per-layer list indexed by layer (0 = embeddings), plus the sample."""
-    d = cards.to_dict()
-    out = {
-        "model": cfg.model,
-        "task": cfg.task.label(),
-        "split": cfg.task.split,
-        "pooling": cfg.pooling,
-        "max_length": cfg.max_length,
-        "n": len(st.labels),
-        "seed": cfg.sampling.seed,
-    }
-    out.update(d)
-    if cards.grad_norm is None:
-        out.pop("grad_norm")
-    return out
-
-
 def print_table(cards) -> None:
+    from ..cards import agreement_words
+
     cols = [("nu", "variability", "{:>10.4g}"), ("probe", "probe_accuracy", "{:>7.3f}")]
     cols += [("F1", "probe_macro_f1", "{:>7.3f}"), ("kNN", "knn_accuracy", "{:>7.3f}")]
     cols += [("params", "params_kept", "{:>9.2e}"), ("FLOPs", "flops_per_example", "{:>9.2e}")]
@@ -59,17 +43,12 @@ def print_table(cards) -> None:
         row = f"{layer:>5}  " + "  ".join(fmt.format(getattr(cards, attr)[i]) for _, attr, fmt in cols)
         notes = (["recommended (argmin nu)"] if layer == best else []) + (["best probe"] if layer == probe_best else [])
         print(row + ("   <- " + ", ".join(notes) if notes else ""))
-    rho = cards.rank_agreement
-    if rho is None:
-        print("rank agreement of -nu and the probe: undefined (a constant column)")
-    else:
-        verdict = "agree" if rho > 0 else "disagree"
-        print(f"nu and the probe {verdict} on the ranking of layers: Spearman {rho:.2f}")
+    print(agreement_words(cards.rank_agreement))
 
 
 def cmd_cards(a) -> int:
     from ..cards import CardsConfig
-    from ..cards_model import compute_cards
+    from ..cards_model import cards_record, compute_cards
     from ..pipeline import get_states
     from .common import tqdm_progress
 
@@ -83,7 +62,7 @@ def cmd_cards(a) -> int:
     st = get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
     cc.validate(st.labels)
     cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=not a.no_cache, states=st, progress=_progress("cards"))
-    out = cards_record(cfg, cards, st)
+    out = cards_record(cfg, cards, len(st.labels))
     out.update(cache_hit=cards.cache_hit, states_cache_hit=st.cache_hit, seconds=round(time.perf_counter() - t0, 4))
     print(
         f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, {a.folds}-fold probe, k={a.k}, "

@@ -1,0 +1,90 @@
+"""Layers: one card per layer — ν beside a linear probe, a nearest-neighbour score and the cost of stopping there."""
+
+import json
+
+import streamlit as st
+
+from analysis.cards import agreement_words
+from pages._charts import layer_cards_figure
+from pages._common import ensure_app, model_loader, page_states
+
+ensure_app()
+
+ss = st.session_state
+st.title(":material/view_module: Layer cards")
+st.caption(
+    "For every layer: ν, the held-out accuracy of a linear probe (logistic regression on standardised states, "
+    "stratified folds), a leave-one-out kNN accuracy (cosine) and the cost of putting the classifier there. "
+    "All from the cached pooled states: no new forward pass. Select a card to use its layer on the other pages."
+)
+
+cfg, res, _, best = page_states()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
+    """The cards of the states under ``key`` (in-process cache; the disk cache sits below it)."""
+    from analysis.cards import CardsConfig
+    from analysis.cards_model import cards_record, compute_cards
+
+    bar = st.progress(0.0, text="Computing the layer cards…")  # created here: replayed, then emptied, on a hit
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Probes and kNN: {done}/{total} layers")
+
+    cards, _ = compute_cards(_cfg, CardsConfig(folds=folds, k=k), states=_res, progress=progress, loader=model_loader)
+    bar.empty()
+    return cards_record(_cfg, cards, len(_res.labels))
+
+
+c1, c2, _ = st.columns([1, 1, 3])
+folds = c1.selectbox("Probe folds", [3, 5, 10], index=1, key="cards_folds")
+k = c2.selectbox("kNN neighbours k", [5, 10, 20], index=1, key="cards_k")
+try:
+    cards = cards_for(res.key, int(folds), int(k), cfg, res)
+except Exception as e:  # VariscopeError (e.g. a class smaller than the folds) or an unexpected failure
+    st.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    st.stop()
+
+L = len(cards["layers"]) - 1
+selected = ss.get("layer")
+rho = cards["rank_agreement"]
+(st.success if rho is not None and rho >= 0.5 else st.warning)(agreement_words(rho))
+st.plotly_chart(layer_cards_figure(cards, best, selected), width="stretch", key="cards_chart")
+
+PER_ROW = 4
+for start in range(0, L + 1, PER_ROW):
+    cols = st.columns(PER_ROW)
+    for col, l in zip(cols, range(start, min(L + 1, start + PER_ROW)), strict=False):
+        with col, st.container(border=True):
+            tags = ([":orange-badge[ℓ* recommended]"] if l == best else []) + (
+                [":blue-badge[selected]"] if l == selected else []
+            )
+            tags += [":green-badge[best probe]"] if l == cards["probe_best_layer"] else []
+            st.markdown(f"**Layer {l}**" + (" · embeddings" if l == 0 else "") + "  \n" + (" ".join(tags) or "&nbsp;"))
+            st.markdown(
+                f"ν **{cards['variability'][l]:.3g}**  \n"
+                f"probe **{cards['probe_accuracy'][l]:.1%}** · F1 {cards['probe_macro_f1'][l]:.2f}  \n"
+                f"kNN **{cards['knn_accuracy'][l]:.1%}**  \n"
+                f"cost **{cards['params_kept'][l] / 1e6:.1f}M** params · "
+                f"{cards['flops_per_example'][l] / 1e9:.3g} GFLOPs",
+                help=f"cost: parameters kept (embeddings, blocks 1..{l} and a head) and training FLOPs per example "
+                f"when tuning block {l} and the head (the Training page's cost model)",
+            )
+            if st.button(
+                "Selected" if l == selected else f"Select layer {l}",
+                key=f"card_select_{l}",
+                type="primary" if l == selected else "secondary",
+                width="stretch",
+            ):
+                ss["layer"] = l
+                ss.pop("w_layer", None)
+                st.rerun()
+
+st.download_button(
+    "Download the cards (JSON)",
+    json.dumps(cards, indent=2),
+    file_name=f"cards-{cfg.model}-{cfg.task.label()}.json".replace("/", "_"),
+    mime="application/json",
+    key="cards_json",
+)
