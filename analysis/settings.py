@@ -44,13 +44,14 @@ DEFAULTS: dict[str, Any] = {
     "device_map": None,
 }
 DEFAULT_TASK = "rotten_tomatoes"
+MAX_BINS = 1000  # quantile classes of a numeric label
 
 
 def _blank(v) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 
 
-def _int(name: str, v, *, minimum: int | None = None, optional: bool = False) -> int | None:
+def _int(name: str, v, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False) -> int | None:
     if _blank(v):
         if optional:
             return None
@@ -66,6 +67,8 @@ def _int(name: str, v, *, minimum: int | None = None, optional: bool = False) ->
         raise VariscopeError(f"{name} must be a whole number, got {str(v)[:40]!r}")
     if minimum is not None and i < minimum:
         raise VariscopeError(f"{name} must be at least {minimum}, got {i}")
+    if maximum is not None and i > maximum:
+        raise VariscopeError(f"{name} must be at most {maximum}, got {str(v)[:40]}")
     return i
 
 
@@ -126,7 +129,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
         text_pair_col=_str(s["text_pair_col"]),
         label_col=_str(s["label_col"]) or "label",
         hf_config=_str(s["hf_config"]),
-        bins=_int("bins", s["bins"], minimum=2, optional=True),
+        bins=_int("bins", s["bins"], minimum=2, maximum=MAX_BINS, optional=True),
     )
     n = _int("n", s["n"], minimum=0, optional=True)
     fraction = _float("fraction", s["fraction"], optional=True)

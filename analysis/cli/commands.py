@@ -20,8 +20,8 @@ def cmd_curve(a) -> int:
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
-    if not 0 <= a.bootstrap <= 10_000:
-        raise VariscopeError(f"bootstrap resamples must be between 0 and 10000, got {a.bootstrap}")
+    if not 0 <= a.bootstrap <= 1000:
+        raise VariscopeError(f"bootstrap resamples must be between 0 and 1000, got {a.bootstrap}")
     if not math.isfinite(a.tolerance) or a.tolerance < 0:
         raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
     cache = make_cache(a)
