@@ -62,6 +62,8 @@ def check_output(
     """
     if path is None:
         return
+    if not str(path).strip():
+        raise VariscopeError(f"{what} needs a path, got an empty one")
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if make_parents:

@@ -395,3 +395,190 @@ def test_aligned_umap_panel_and_cache(tmp_path):
     assert set(out["coords"]) == {0, 1, 2} and all(c.shape == (60, 2) for c in out["coords"].values())
     again = project_layers(states, range(3), cfg, states_key="c" * 32, cache=cache, aligned=True)
     assert again["cache_hit"] and np.array_equal(again["coords"][1], out["coords"][1])
+
+
+# ---------------------------------------------------------------- issue 12, second round
+def _main(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        return e.code
+
+
+def _one_error(capsys, code, needle):
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if x.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    return err[0]
+
+
+def _no_training(monkeypatch):
+    """train must refuse before it selects layers, loads data or a model, or trains."""
+    from analysis.cli import train as cli_train
+
+    def boom(*a, **k):
+        raise AssertionError("got past the checks")
+
+    monkeypatch.setattr(cli_train, "resolve_selection", boom)
+    monkeypatch.setattr(cli_train, "train", boom)
+
+
+TRAIN = ["train", "--n", "8", "--max-length", "16", "--device", "cpu", "--classifier-layer", "2"]
+
+
+def test_12_1_save_into_non_empty_folder_needs_overwrite(tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "mine.txt").write_text("keep me")
+    _one_error(capsys, main([*TRAIN, "--save", str(tmp_path / "run")]), "pass --overwrite")
+    assert (tmp_path / "run" / "mine.txt").read_text() == "keep me"
+
+
+def test_12_1_save_run_publishes_the_folder_whole(tmp_path, monkeypatch):
+    from analysis.training import export
+
+    class R:
+        def to_dict(self):
+            return {"label": "x"}
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(VariscopeError, match="not empty"):
+        export.save_run(R(), str(out))  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    export.save_run(R(), str(out), overwrite=True)  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
+    monkeypatch.setattr(export.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(VariscopeError, match="No space"):
+        export.save_run(R(), str(tmp_path / "new"))  # type: ignore[arg-type]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing half-written
+
+
+def test_12_2_save_to_an_existing_file_fails_before_training(tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    (tmp_path / "f").write_text("x")
+    _one_error(capsys, main([*TRAIN, "--save", str(tmp_path / "f")]), "it is a file, not a folder")
+
+
+def test_12_3_inf_and_1e400_labels_are_class_names(tmp_path, capsys):
+    rows = "".join(f"{words(i)},{'inf' if i % 2 else '1e400'}\n" for i in range(12))
+    f = _csv(tmp_path, "a.csv", "text,label\n" + rows)
+    out = tmp_path / "o.json"
+    code = main(["curve", "--data", str(f), "--n", "0", "--max-length", "16", "--device", "cpu"]
+                + ["--cache-dir", str(tmp_path / "c"), "--json", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert sorted(json.loads(out.read_text())["counts"]) == ["1e400", "inf"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--seed", "-1"], "seed must be at least 0"),  # 12.4
+        (["--imbalance", "1:nan"], "positive finite"),  # 12.5
+        (["--imbalance", "1:inf"], "positive finite"),
+        (["--bins", "0"], "bins must be at least 2"),  # 12.9
+        (["--bins", "99999999999999999999"], "bins must be at most 1000"),
+        (["--bootstrap", "-3"], "bootstrap resamples"),
+        (["--bootstrap", "100000000"], "bootstrap resamples"),
+        (["--json", ""], "needs a path"),
+    ],
+)
+def test_12_bad_curve_numbers_are_one_line(args, needle, tmp_path, capsys):
+    _one_error(capsys, main(["curve", "--n", "8", "--cache-dir", str(tmp_path / "c"), *args]), needle)
+    assert not (tmp_path / "c" / "states").exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--lr", "nan"], "learning rate must be a finite number"),  # 12.6
+        (["--lr", "0"], "learning rate must be positive"),
+        (["--steps", "0"], "steps must be at least 1"),  # 12.10 (trained 200 steps before)
+        (["--epochs", "-1"], "epochs must be positive"),
+        (["--eval-n", "1"], "at least 2"),
+        (["--eval-every", "0"], "eval-every must be at least 1"),
+        (["--lora-r", "0"], "LoRA rank"),
+        (["--classifier-layer", "0"], "classifier layer must be at least 1"),
+        (["--log", "/nonexistent/x.jsonl"], "does not exist"),  # 12.8
+        (["--seed", "abc"], "invalid int value"),  # argparse: one line too
+    ],
+)
+def test_12_train_refuses_before_loading(args, needle, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    _one_error(capsys, _main([*TRAIN, "--cache-dir", str(tmp_path / "c"), *args]), needle)
+    assert not (tmp_path / "c").exists()
+
+
+def test_12_the_settings_layer_checks_training_numbers_for_cli_and_app():
+    from analysis.settings import train_settings
+
+    ts = train_settings({"steps": "150", "lr": "1e-4", "batch_size": 16, "eval_n": 300})
+    assert (ts.steps, ts.lr, ts.batch_size, ts.eval_n) == (150, 1e-4, 16, 300)
+    assert train_settings({}).steps == 200 and train_settings({"epochs": 1.5}).steps is None
+    for bad in ({"lr": float("nan")}, {"lr": "inf"}, {"steps": 0}, {"steps": 2, "epochs": 1}, {"k": 0}):
+        with pytest.raises(VariscopeError):
+            train_settings(bad)
+
+
+def test_12_7_cache_tmp_as_a_plain_file_is_rebuilt(tmp_path, capsys):
+    cache = tmp_path / "c"
+    cache.mkdir()
+    (cache / ".tmp").write_text("not a folder")
+    f = _csv(tmp_path, "a.csv", "text,label\n" + "".join(f"{words(i)},{i % 2}\n" for i in range(8)))
+    code = main(
+        ["curve", "--data", str(f), "--n", "0", "--max-length", "16", "--device", "cpu", "--cache-dir", str(cache)]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: discarding damaged cache path" in err and "Traceback" not in err and "warnings.warn" not in err
+    assert (cache / ".tmp").is_dir() and len(list((cache / "states").iterdir())) == 1
+
+
+def test_12_8_json_to_a_folder_leaves_nothing(tmp_path, capsys):
+    d = tmp_path / "out"
+    d.mkdir()
+    _one_error(capsys, main(["curve", "--n", "8", "--cache-dir", str(tmp_path / "c"), "--json", str(d)]), "folder")
+    assert list(d.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    from analysis.atomic import write_atomic
+
+    with pytest.raises(VariscopeError, match="it is a folder"):
+        write_atomic(d, "x")
+    assert list(d.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_12_9_awkward_data_files(tmp_path, capsys):
+    base = ["curve", "--n", "0", "--max-length", "16", "--device", "cpu", "--cache-dir", str(tmp_path / "c")]
+    long = _csv(
+        tmp_path,
+        "long.csv",
+        "text,label\n" + "x" * 200_000 + ",0\n" + "".join(f"{words(i)},{i % 2}\n" for i in range(7)),
+    )
+    assert main([*base, "--data", str(long)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    u16 = _csv(
+        tmp_path, "u16.csv", ("text,label\n" + "".join(f"caf\xe9 {i},{i % 2}\n" for i in range(8))).encode("utf-16")
+    )
+    assert main([*base, "--data", str(u16)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    ctl = _csv(tmp_path, "ctl.csv", "text,label\n" + "".join(f"{words(i)},\x1b[31mred\n" for i in range(6)))
+    line = _one_error(capsys, main([*base, "--data", str(ctl)]), "at least 2 classes")
+    assert "\x1b" not in line and "\\x1b" in line
+    (tmp_path / "adir").mkdir()
+    _one_error(capsys, main([*base, "--data", str(tmp_path / "adir")]), "folder")
+    os.mkfifo(tmp_path / "fifo")
+    _one_error(capsys, main([*base, "--data", str(tmp_path / "fifo")]), "not a regular file")
+
+
+def test_12_10_variability_strategy_uses_the_given_cache(tmp_path, capsys, monkeypatch):
+    from analysis.cli import train as cli_train
+
+    def stop(*a, **k):
+        raise VariscopeError("stopped before training")
+
+    monkeypatch.setattr(cli_train, "train", stop)
+    cache = tmp_path / "given"
+    f = _csv(tmp_path, "a.csv", "text,label\n" + "".join(f"{words(i)},{i % 2}\n" for i in range(8)))
+    args = ["train", "--data", str(f), "--n", "0", "--max-length", "16", "--device", "cpu", "--strategy", "variability"]
+    _one_error(capsys, main([*args, "--k", "1", "--cache-dir", str(cache)]), "stopped before training")
+    assert len(list((cache / "states").iterdir())) == 1
