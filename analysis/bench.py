@@ -372,6 +372,41 @@ def _row(name, text):
     print(f"{name:<34} {text}", flush=True)
 
 
+@section("cards")
+def bench_cards(a, res):
+    """Layer cards from cached states (no --grad) vs the bare forward pass over the same texts, alternating."""
+    from .cache import DiskCache
+    from .cards import CardsConfig
+    from .cards_model import compute_cards
+    from .pipeline import AnalysisConfig, get_states
+    from .tasks import SampleConfig
+
+    n = 300 if a.quick else 1000
+    reps = a.reps or (3 if a.quick else 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = DiskCache(tmp)
+        cfg = AnalysisConfig(model=a.model, sampling=SampleConfig(n=n), device=a.device, dtype=a.dtype)
+        get_states(cfg, cache=cache)  # the states are cached before timing starts
+
+        def cards():  # states read from the disk cache, cards computed (their own cache bypassed)
+            compute_cards(cfg, CardsConfig(), cache=cache, use_cache=False, states=get_states(cfg, cache=cache))
+
+        m, tok, dev = _model(a.model, a.device, a.dtype)
+        texts = get_states(cfg, cache=cache).texts
+        floor(m, tok, texts[:32], device=dev)  # warm up
+        cards()
+        t_fwd, t_cards = [], []
+        for _ in range(reps):  # alternate so drift hits both
+            t_fwd.append(_median_time(floor, 1, m, tok, texts, device=dev))
+            t_cards.append(_median_time(cards, 1))
+    fwd, crd = statistics.median(t_fwd), statistics.median(t_cards)
+    res["cards"] = {"model": a.model, "n": n, "reps": reps, "forward_s": fwd, "cards_s": crd, "ratio": crd / fwd}
+    res["cards_vs_forward"] = crd / fwd
+    _row(
+        f"cards {a.model} (n={n})", f"forward {fwd:.2f}s  cards {crd:.2f}s  cards/forward {crd / fwd:.2f}x (goal <=0.5)"
+    )
+
+
 def measure(a, command: str) -> dict:
     """Run the benchmark sections named in ``a.only`` (all by default) and return the results dict.
 

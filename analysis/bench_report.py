@@ -135,6 +135,13 @@ def headline_lines(res: dict) -> list[str]:
         lambda v: v <= 5,
     )
     key("ν vs d×d pinv, max relative difference", "metric_max_rel_diff", ".1e", "≤ 1e-6", lambda v: v <= 1e-6)
+    key(
+        "layer cards from cached states ÷ bare forward pass (`cards_vs_forward`)",
+        "cards_vs_forward",
+        ".2f",
+        "≤ 0.5",
+        lambda v: v <= 0.5,
+    )
     key("full-curve cache hit, s (`cache_hit_seconds`)", "cache_hit_seconds", ".3f", "< 0.5", lambda v: v < 0.5)
     key(
         "UMAP panel of all layers, n=1000, warm, s (`umap_panel_warm_seconds`)",
@@ -160,6 +167,7 @@ def section_lines(res: dict, rel: str) -> list[str]:
         + _projection_section(res, rel)
         + _training_section(res)
         + _memory_section(res)
+        + _cards_section(res)
     )
 
 
@@ -290,6 +298,20 @@ def _memory_section(res: dict) -> list[str]:
     return L + [
         f"| {r['n']} | {r['max_length']} | {r['peak_rss_growth_mb']:.0f} | {r['states_mb']:.0f} |"
         for r in res["memory"]
+    ]
+
+
+def _cards_section(res: dict) -> list[str]:
+    if not res.get("cards"):
+        return []
+    c = res["cards"]
+    return [
+        "",
+        "## Layer cards",
+        "",
+        f"{c['model']}, n = {c['n']}: the cards of every layer (ν, a 5-fold linear probe, leave-one-out kNN, cost) "
+        f"from the cached pooled states took {c['cards_s']:.2f} s against {c['forward_s']:.2f} s for a bare "
+        f"forward pass over the same texts: {c['ratio']:.2f}× (medians of {c['reps']} alternating repetitions).",
     ]
 
 

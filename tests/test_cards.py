@@ -224,3 +224,26 @@ def test_layers_page_card_click_selects_the_layer(app):
     assert app.button(key="card_select_2").label == "Selected"
     app.switch_page("pages/variability.py").run()
     assert not app.exception and app.slider(key="w_layer").value == 2
+
+
+# ------------------------------------------------------------------ bench
+def test_bench_report_has_the_cards_rows():
+    from analysis.bench_report import report_markdown
+
+    res = {
+        "machine": {"platform": "x", "threads": 2, "torch": "2", "device": "cpu", "card": "cpu", "dtype": "float32"},
+        "cards_vs_forward": 0.07,
+        "cards": {"model": "minilm", "n": 1000, "reps": 5, "forward_s": 29.1, "cards_s": 2.0, "ratio": 0.07},
+    }
+    text = report_markdown(res, "img", "bench")
+    row = next(l for l in text.splitlines() if "`cards_vs_forward`" in l)
+    assert row.endswith("| 0.07 | ≤ 0.5 | yes |") and "## Layer cards" in text
+
+
+@pytest.mark.slow
+def test_bench_cards_section(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert _cli("bench", "--quick", "--only", "cards", "--reps", 1, "--json", out) == 0
+    d = json.loads(out.read_text())
+    assert 0 < d["cards_vs_forward"] == d["cards"]["ratio"] and d["cards"]["n"] == 300
+    assert "cards/forward" in capsys.readouterr().out
