@@ -139,7 +139,6 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
-@pytest.mark.slow
 def test_cli_json_keys_probe_and_cache_hit(labelled_csv, tmp_path, capsys):
     from analysis.pipeline import get_states
     from analysis.settings import from_settings

@@ -25,7 +25,7 @@ def add_args(p) -> None:
         "--only",
         default=None,
         help="comma-separated sections: "
-        + ", ".join(["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory"]),
+        + ", ".join(["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory", "cards"]),
     )
     p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
     p.add_argument("--reps", type=int, default=None)

@@ -132,7 +132,7 @@ def register(sub) -> None:
 
     k = sub.add_parser("cache", help="list or clear the disk cache")
     k.add_argument("action", choices=["list", "clear"])
-    k.add_argument("--kind", default=None, choices=["states", "projections", "runs"])
+    k.add_argument("--kind", default=None, choices=["states", "projections", "runs", "cards"])
     k.add_argument("--key", default=None, help="key prefix")
     k.add_argument("--cache-dir", default=None)
     k.set_defaults(func=cmd_cache)
