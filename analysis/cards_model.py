@@ -188,6 +188,7 @@ def compute_cards(
     cards.seconds.update(load_and_cost=t2 - t1, grad=time.perf_counter() - t2, total=time.perf_counter() - t0)
     if use_cache:
         describe = f"{cfg.model} · {cfg.task.label()} · n={len(st.labels)} · folds={cc.folds} k={cc.k}"
+        describe += " · grad" if cc.grad else ""
         with cache.lock("cards", key):
             _save(cache, key, conf, cards, describe)
     return cards, st
