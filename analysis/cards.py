@@ -66,8 +66,8 @@ class CardsConfig:
             raise VariscopeError(f"k of the nearest-neighbour score must be at least 1, got {self.k}")
         if self.max_iter < 1 or not self.C > 0:
             raise VariscopeError("the probe needs max_iter ≥ 1 and C > 0")
-        if self.bootstrap < 0:
-            raise VariscopeError(f"bootstrap resamples must be 0 or more, got {self.bootstrap}")
+        if not 0 <= self.bootstrap <= 1000:
+            raise VariscopeError(f"bootstrap resamples must be between 0 and 1000, got {self.bootstrap}")
         if self.grad_batches < 1 or self.grad_batch_size < 1:
             raise VariscopeError("the gradient norms need at least one batch of at least one text")
 
