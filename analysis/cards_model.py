@@ -29,7 +29,7 @@ import numpy as np
 
 from .cache import DiskCache, make_key
 from .cards import CARDS_VERSION, CardsConfig, LayerCards, Progress, layer_cards
-from .pipeline import AnalysisConfig, StatesResult, cached_model, get_states, resolve_target
+from .pipeline import AnalysisConfig, StatesResult, cached_model, get_states, provenance, resolve_target
 
 _ARRAYS = ("variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy")
 _OPTIONAL = ("params_kept", "flops_per_example", "grad_norm")
@@ -98,16 +98,7 @@ def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int) -> dict:
 
     Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
     """
-    out = {
-        "model": cfg.model,
-        "task": cfg.task.label(),
-        "split": cfg.task.split,
-        "pooling": cfg.pooling,
-        "max_length": cfg.max_length,
-        "n": int(n),
-        "seed": cfg.sampling.seed,
-        **cards.to_dict(),
-    }
+    out = {**provenance(cfg, n), **cards.to_dict()}
     if cards.grad_norm is None:
         out.pop("grad_norm")
     return out

@@ -258,11 +258,8 @@ def compute_curve(
     return curve, st
 
 
-def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rule: str) -> dict:
-    """The JSON record of a curve (CLI ``--json`` and the app's download share these keys).
-
-    ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``.
-    """
+def provenance(cfg: AnalysisConfig, n: int) -> dict:
+    """What a result was computed on: model, task, split, pooling, max length, sample size and seed."""
     return {
         "model": cfg.model,
         "task": cfg.task.label(),
@@ -271,6 +268,16 @@ def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rul
         "max_length": cfg.max_length,
         "n": int(n),
         "seed": cfg.sampling.seed,
+    }
+
+
+def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rule: str) -> dict:
+    """The JSON record of a curve (CLI ``--json`` and the app's download share these keys).
+
+    ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``.
+    """
+    return {
+        **provenance(cfg, n),
         "layers": curve["layers"],
         "variability": curve["variability"],
         "band": curve["band"],

@@ -48,3 +48,31 @@ def run_cli(*args, cache_dir=None, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def make_app(tmp_path, monkeypatch):
+    """``make_app(**query)``: an AppTest of app.py with its own disk cache and these URL parameters.
+
+    AppTest resets Streamlit's folder-navigation flag before every run; the real
+    server leaves it once app.py's st.navigation ran (see pages._common.ensure_app,
+    tested in a real browser in test_e2e.py). Here app.py always drives the navigation.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    orig = PagesManager.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "cache"))
+
+    def make(**query):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.query_params.update(query)
+        return at
+
+    return make

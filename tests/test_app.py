@@ -1,7 +1,6 @@
 """Streamlit AppTest of every page (no browser)."""
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
@@ -9,23 +8,8 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    """AppTest of app.py. AppTest resets Streamlit's folder-navigation flag before every run;
-    the real server leaves it once app.py's st.navigation ran (see pages._common.ensure_app,
-    tested in a real browser in test_e2e.py). Here app.py always drives the navigation."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    orig = PagesManager.__init__
-
-    def init(self, *a, **k):
-        orig(self, *a, **k)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "cache"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.query_params.update({"model": "minilm", "task": "rotten_tomatoes", "n": "60"})
-    return at
+def app(make_app):
+    return make_app(model="minilm", task="rotten_tomatoes", n="60")
 
 
 def test_setup_computes_a_curve_with_L_plus_1_values(app):
@@ -206,7 +190,7 @@ def test_training_page_tiny_run(app, monkeypatch):
     assert [e.value for e in app.error] == ["failed: OSError: No space left on device"]
 
 
-def test_url_cannot_open_server_paths_and_bad_settings_are_errors(app, monkeypatch, tmp_path):
+def test_url_cannot_open_server_paths_and_bad_settings_are_errors(app, monkeypatch, tmp_path, make_app):
     """Issue 12: a link naming a server folder is ignored (unless the operator opts in); seed=-1 is one error;
     after a rejected upload Compute does not fall back to the previous task."""
     folder = tmp_path / "server-folder"
@@ -219,17 +203,15 @@ def test_url_cannot_open_server_paths_and_bad_settings_are_errors(app, monkeypat
     assert app.session_state["task"] == "rotten_tomatoes" and app.session_state["model"] == "minilm"
     # the operator's opt-in lets the same link through
     monkeypatch.setenv("VARISCOPE_ALLOW_LOCAL_PATHS", "1")
-    opted = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    opted.query_params.update({"task": str(folder)})
+    opted = make_app(task=str(folder))
     opted.run()
     assert not opted.exception and opted.session_state["task"] == str(folder)
     # /variability?seed=-1: one st.error with the settings layer's message, no exception
-    neg = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    neg.query_params.update({"seed": "-1", "n": "60"})
+    neg = make_app(seed="-1", n="60")
     neg.switch_page("pages/variability.py").run()
     assert not neg.exception and [e.value for e in neg.error] == ["seed must be at least 0, got -1"]
     # a rejected upload, then Compute: an error, and nothing computed
-    up = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    up = make_app()
     up.session_state["task_source"] = "Upload a file"
     up.session_state["upload"] = {"name": "bad.csv", "bytes": b"text;label\nhello;1\nworld;0\n"}
     up.switch_page("pages/setup.py").run()

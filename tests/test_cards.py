@@ -189,24 +189,8 @@ def test_cli_errors_are_one_line(labelled_csv, tmp_path, capsys):
 
 # ------------------------------------------------------------------ the Layers page (AppTest, no browser)
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    """AppTest of app.py driving its own st.navigation (see the fixture of test_app.py)."""
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import AppTest
-
-    from conftest import ROOT
-
-    orig = PagesManager.__init__
-
-    def init(self, *a, **k):
-        orig(self, *a, **k)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "cache"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.query_params.update({"model": "minilm", "task": "bbc_news", "n": "50", "max_length": "16"})
-    return at
+def app(make_app):
+    return make_app(model="minilm", task="bbc_news", n="50", max_length="16")
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -232,3 +232,21 @@ def test_closing_the_tab_stops_the_run(server, browser):
             break
         time.sleep(1)
     assert "stopped" in text and "(browser session closed)" in text, text[-2000:]
+
+
+def test_layers_card_selects_the_layer_for_the_variability_page(server, page):
+    page.goto(server + "/layers?model=minilm&task=rotten_tomatoes&n=200")
+    page.locator(".st-key-card_select_3 button").wait_for(timeout=300_000)
+    page.wait_for_selector("text=on the ranking of layers", timeout=60_000)
+    assert not page.locator("[data-testid=stException]").count()
+    shot(page, "layers")
+    page.locator(".st-key-card_select_3 button").click()
+    page.wait_for_function("() => window.location.search.includes('layer=3')", timeout=60_000)
+    page.wait_for_selector(".st-key-card_select_3 button:has-text('Selected')", timeout=60_000)
+    page.locator("[data-testid=stSidebarNav] a", has_text="Variability").click()
+    page.wait_for_url("**/variability?**", timeout=60_000)
+    page.wait_for_selector("text=Variability per layer", timeout=120_000)
+    page.wait_for_selector("text=selected 3", timeout=120_000)  # the curve's marker of the selected layer
+    assert "layer=3" in page.url
+    assert page.locator("[data-testid=stSliderThumbValue]").first.inner_text().strip() == "3"
+    shot(page, "layers-to-variability")

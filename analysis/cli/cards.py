@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 from ..atomic import check_output, write_atomic
-from .common import add_data_args, config_from_args, make_cache
-
-
-def _progress(desc: str):
-    """A tqdm bar over layers on stderr (closed when the last layer is done)."""
-    from tqdm import tqdm
-
-    bar: dict = {}
-
-    def cb(done: int, total: int) -> None:
-        if "b" not in bar:
-            bar["b"] = tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, leave=False)
-        bar["b"].n = done
-        bar["b"].refresh()
-        if done >= total:
-            bar["b"].close()
-
-    return cb
+from .common import add_data_args, config_from_args, make_cache, tqdm_progress
 
 
 def print_table(cards) -> None:
@@ -50,7 +32,6 @@ def cmd_cards(a) -> int:
     from ..cards import CardsConfig
     from ..cards_model import cards_record, compute_cards
     from ..pipeline import get_states
-    from .common import tqdm_progress
 
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
@@ -61,7 +42,9 @@ def cmd_cards(a) -> int:
     t0 = time.perf_counter()
     st = get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
     cc.validate(st.labels)
-    cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=not a.no_cache, states=st, progress=_progress("cards"))
+    cards, _ = compute_cards(
+        cfg, cc, cache=cache, use_cache=not a.no_cache, states=st, progress=tqdm_progress("cards", unit="layer")
+    )
     out = cards_record(cfg, cards, len(st.labels))
     out.update(cache_hit=cards.cache_hit, states_cache_hit=st.cache_hit, seconds=round(time.perf_counter() - t0, 4))
     print(

@@ -88,14 +88,15 @@ def prepare_model(name: str, cache) -> None:
             b.close()
 
 
-def tqdm_progress(desc: str):
+def tqdm_progress(desc: str, unit: str = "text"):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (closed when done)."""
     from tqdm import tqdm
 
-    bar = {}
+    bar: dict = {}
 
     def cb(done, total):
         if "b" not in bar:
-            bar["b"] = tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
+            bar["b"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
         bar["b"].n = done
         bar["b"].refresh()
         if done >= total:
