@@ -169,7 +169,8 @@ def teaching_figure(records: list[dict]) -> go.Figure:
             col=i,
         )
         fig.update_xaxes(title_text="layer (0 = embeddings)", row=1, col=i)
-    fig.update_yaxes(title_text="ν", row=1, col=1)
+    fig.update_yaxes(type="log")  # ν spans orders of magnitude across a raw model's layers
+    fig.update_yaxes(title_text="ν (log scale)", row=1, col=1)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
     return fig
 

@@ -20,7 +20,7 @@ per layer (Xie et al., EMNLP Findings 2022: low ν = classes already well separa
 classifier layer ℓ*, and lets you fine-tune only a few layers at or below it — dropping the layers above.
 Everything runs offline on the shipped default (MiniLM-L6 on Rotten Tomatoes snippets) and is cached on disk.
 """)
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 with c1:
     st.page_link("pages/setup.py", label="1 · Setup", icon=":material/tune:")
     st.caption("Model, task, sample size, pooling. Compute.")
@@ -28,10 +28,13 @@ with c2:
     st.page_link("pages/variability.py", label="2 · Variability", icon=":material/show_chart:")
     st.caption("ν per layer, the recommended ℓ*, comparisons, robustness.")
 with c3:
-    st.page_link("pages/projections.py", label="3 · Projections", icon=":material/scatter_plot:")
-    st.caption("UMAP/PCA of each layer, coloured by label.")
+    st.page_link("pages/layers.py", label="3 · Layers", icon=":material/view_module:")
+    st.caption("One card per layer: ν, probe and kNN accuracy, cost.")
 with c4:
-    st.page_link("pages/training.py", label="4 · Training", icon=":material/model_training:")
+    st.page_link("pages/projections.py", label="4 · Projections", icon=":material/scatter_plot:")
+    st.caption("UMAP/PCA of each layer, coloured by label.")
+with c5:
+    st.page_link("pages/training.py", label="5 · Training", icon=":material/model_training:")
     st.caption("Tune only the chosen layers; compare with top-k and full fine-tuning.")
 curves = teaching_curves(Path(__file__).resolve().parent.parent / "docs" / "curves")
 if len(curves) == 2:
