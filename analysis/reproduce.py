@@ -5,6 +5,10 @@
 3. ν is robust to data scarcity and class imbalance;
 4. it cuts computation.
 
+Beside each ν curve, the layer cards of the same states (:mod:`analysis.cards`) ask
+whether ℓ* is the layer a linear probe would pick ("cards" records; :func:`add_cards`
+adds them to an older results dict without re-running anything else).
+
 Every strategy gets the same training budget, learning rate, batch size and
 seeds. Finished runs are cached on disk (kind "runs"), so an interrupted run
 resumes. The statistics and verdicts are in :mod:`analysis.reproduce_verdicts`;
@@ -16,11 +20,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from .cache import DiskCache, make_key
-from .reproduce_verdicts import verdicts
+from .reproduce_verdicts import cards_verdict, verdicts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import AnalysisConfig, StatesResult
@@ -122,6 +126,7 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log: Callable[[str],
     }
     started = time.time()
     curves: list[dict] = []
+    cards: list[dict] = []
     runs: list[dict] = []
     robustness: list[dict] = []
     for model, task in rc.pairs():
@@ -129,9 +134,10 @@ def run(rc: ReproConfig, *, cache: DiskCache | None = None, log: Callable[[str],
         curve = _curve(rc, model, task, cache)
         curves.append(curve)
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
+        cards.append(_cards(rc, model, task, cache, log))
         robustness += _robustness(rc, model, task, curve, cache)  # claim 3
         runs += _training_runs(rc, model, task, n_layers, curve["variability"], cache, log)  # claims 1, 2, 4
-    out: dict = {"settings": settings, "curves": curves, "runs": runs, "robustness": robustness}
+    out: dict = {"settings": settings, "curves": curves, "cards": cards, "runs": runs, "robustness": robustness}
     out["seconds"] = time.time() - started
     out["verdicts"] = verdicts(out)
     return out
@@ -153,6 +159,87 @@ def _curve(rc: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
         "n": len(st.labels),
         "counts": curve.counts,
     }
+
+
+def _cards(rc: ReproConfig, model: str, task: str, cache: DiskCache, log: Callable[[str], None]) -> dict:
+    """The "cards" record of (model, task): the layer cards of the curve's states (same config, so cached)."""
+    from .cards import CardsConfig
+    from .cards_model import compute_cards
+
+    cc = CardsConfig()
+    cards, st = compute_cards(_acfg(rc, model, task, rc.analysis_n, 0), cc, cache=cache)
+    rec = {
+        "model": model,
+        "task": task,
+        "n": int(len(st.labels)),
+        "layers": cards.layers,
+        "variability": cards.variability,
+        "probe_accuracy": cards.probe_accuracy,
+        "knn_accuracy": cards.knn_accuracy,
+        "rank_agreement": cards.rank_agreement,
+        "recommended_layer": cards.recommended_layer,
+        "probe_best_layer": cards.probe_best_layer,
+        "same_layer": cards.recommended_layer == cards.probe_best_layer,
+        "probe": {k: getattr(cc, k) for k in ("folds", "k", "seed", "max_iter", "C")},
+    }
+    rho = "undefined" if rec["rank_agreement"] is None else f"{rec['rank_agreement']:.2f}"
+    log(
+        f"[{model}/{task}] cards: ℓ* = {rec['recommended_layer']}, probe's best layer = {rec['probe_best_layer']}, "
+        f"Spearman(−ν, probe accuracy) = {rho}"
+    )
+    return rec
+
+
+def config_from_settings(settings: dict) -> ReproConfig:
+    """The ReproConfig of a results dict's "settings" (lists back to tuples; unknown keys ignored)."""
+
+    def tup(x):
+        return tuple(tup(y) for y in x) if isinstance(x, list) else x
+
+    names = {f.name for f in fields(ReproConfig)}
+    return ReproConfig(**{k: tup(v) for k, v in settings.items() if k in names})
+
+
+def add_cards(
+    res: dict,
+    *,
+    cache: DiskCache | None = None,
+    log: Callable[[str], None] = print,
+    save: Callable[[dict], None] | None = None,
+    device: str | None = None,
+) -> dict:
+    """Add the missing "cards" records of ``res``'s curves (with its stored settings) and their verdict.
+
+    Records already there are kept; a model that is not installed gets ``{"not_computed": ...}``
+    (tried again next time). Trains nothing. ``save(res)`` is called after each new record, so an
+    interrupted run keeps what it did (the cards are also in the disk cache); ``device`` overrides the
+    stored one (it does not change the states' cache key). Returns ``res``, changed in place.
+    """
+    from .registry import REGISTRY, is_installed
+
+    cache = cache or DiskCache()
+    rc = config_from_settings(res["settings"])
+    rc = rc if device is None else replace(rc, device=device)
+    have = {(c["model"], c["task"]): c for c in res.get("cards", []) if "not_computed" not in c}
+    cards = []
+    for c in res["curves"]:
+        model, task = c["model"], c["task"]
+        rec = have.get((model, task))
+        if rec is None and model in REGISTRY and not is_installed(REGISTRY[model]):
+            log(f"[{model}/{task}] cards not computed: {model} is not installed")
+            rec = {"model": model, "task": task, "not_computed": "model not installed"}
+        elif rec is None:
+            rec = _cards(rc, model, task, cache, log)
+            if rec["n"] != c["n"] or rec["recommended_layer"] != c["best_layer"]:
+                log(f"[{model}/{task}] warning: the cards' states differ from the curve's (n or ℓ*)")
+        cards.append(rec)
+        if save is not None and rec is not have.get((model, task)):
+            done = {(x["model"], x["task"]) for x in cards}
+            rest = [x for x in res.get("cards", []) if (x["model"], x["task"]) not in done]
+            save({**res, "cards": cards + rest, "verdicts": {**res["verdicts"], "cards": cards_verdict(cards + rest)}})
+    res["cards"] = cards
+    res["verdicts"]["cards"] = cards_verdict(cards)
+    return res
 
 
 def _robustness(rc: ReproConfig, model: str, task: str, full: dict, cache: DiskCache) -> list[dict]:

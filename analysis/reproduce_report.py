@@ -11,12 +11,13 @@ from pathlib import Path
 from .reproduce_verdicts import summarize
 
 
-def write_doc(res: dict, doc_path: str, img_dir: str, command: str) -> None:
-    """docs/reproduction.md and its plots, from the results dict only."""
+def write_doc(res: dict, doc_path: str, img_dir: str, command: str, *, plots: bool = True) -> None:
+    """docs/reproduction.md and (unless ``plots`` is False) its plots, from the results dict only."""
     img = Path(img_dir)
     img.mkdir(parents=True, exist_ok=True)
     rel = Path(img_dir).resolve().relative_to(Path(doc_path).resolve().parent)
-    write_plots(res, img)
+    if plots:
+        write_plots(res, img)
     Path(doc_path).parent.mkdir(parents=True, exist_ok=True)
     Path(doc_path).write_text(report_markdown(res, command, rel))
 
@@ -27,6 +28,7 @@ def report_markdown(res: dict, command: str, rel: str | Path | None = None) -> s
     lines = setting_lines(res, command)
     lines += ["## Verdicts", "", verdicts_markdown(res), ""]
     lines += curves_lines(res, rel)
+    lines += cards_lines(res)
     lines += training_lines(res, rows, rel)
     lines += robustness_lines(res, rel)
     return "\n".join(lines)
@@ -88,6 +90,14 @@ def verdicts_markdown(res: dict) -> str:
             f"2. *They often match full fine-tuning*: **{v['claim2']}**.",
             f"3. *ν is robust to data scarcity and imbalance*: **{v['claim3']}**.",
             f"4. *They cut computation*: **{v['claim4']}**.",
+            *(
+                [
+                    "",
+                    f"Layer cards (not one of the paper's claims), *ν picks a probe's layer*: **{v['cards']}**.",
+                ]
+                if v.get("cards")
+                else []
+            ),
         ]
     )
 
@@ -106,6 +116,67 @@ def curves_lines(res: dict, rel: str | Path | None = None) -> list[str]:
             f"| {c['model']} | {c['task']} | {c['n']} | {', '.join(f'{x:.3g}' for x in c['variability'])} | "
             f"{c['best_layer']} |"
         )
+    return lines
+
+
+def _rank_words(rho: float | None) -> str:
+    if rho is None:
+        return "rankings not comparable"
+    return "rankings agree" if rho >= 0.5 else "rankings agree only weakly" if rho > 0 else "rankings disagree"
+
+
+def _card_verdict(c: dict) -> str:
+    """The verdict of one "cards" record in words."""
+    if c["same_layer"]:
+        return f"yes: ℓ* is the probe's best layer; {_rank_words(c['rank_agreement'])}"
+    acc = c["probe_accuracy"]
+    gap = acc[c["probe_best_layer"]] - acc[c["recommended_layer"]]
+    near = " (within 0.01)" if gap <= 0.01 else ""
+    return f"no: the probe gains {gap:.3f} at layer {c['probe_best_layer']}{near}; {_rank_words(c['rank_agreement'])}"
+
+
+def cards_lines(res: dict) -> list[str]:
+    """The section "Does ν pick the layer a probe would pick?" from the "cards" records (none: no section)."""
+    cards = res.get("cards")
+    if not cards:
+        return []
+    done = [c for c in cards if "not_computed" not in c]
+    p = done[0]["probe"] if done else {"folds": 5, "k": 10}
+    lines = [
+        "",
+        "## Does ν pick the layer a probe would pick?",
+        "",
+        "The layer cards of each curve's texts (the same pooled states): on every layer, a linear probe "
+        f"(logistic regression on standardised states, mean held-out accuracy over {p['folds']} stratified folds) "
+        f"and a leave-one-out {p['k']}-nearest-neighbour vote (cosine). ℓ* = argmin of ν over layers 1..L; the "
+        "probe's best layer = argmax of its accuracy over layers 0..L. Spearman: rank correlation across layers "
+        "0..L between −ν and the probe accuracy (rankings agree from 0.5, only weakly above 0).",
+        "",
+        "| model | task | n | ℓ* | probe's best layer | probe accuracy at ℓ* | at the probe's best | Spearman "
+        "| does ν pick the probe's layer? |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cards:
+        if "not_computed" in c:
+            lines.append(f"| {c['model']} | {c['task']} | – | – | – | – | – | – | not computed ({c['not_computed']}) |")
+            continue
+        acc, rho = c["probe_accuracy"], c["rank_agreement"]
+        lines.append(
+            f"| {c['model']} | {c['task']} | {c['n']} | {c['recommended_layer']} | {c['probe_best_layer']} | "
+            f"{acc[c['recommended_layer']]:.3f} | {acc[c['probe_best_layer']]:.3f} | "
+            f"{'–' if rho is None else f'{rho:.2f}'} | {_card_verdict(c)} |"
+        )
+    if done:
+        lines += [
+            "",
+            "| model | task | probe accuracy per layer (0 = embeddings) | kNN accuracy per layer |",
+            "|---|---|---|---|",
+        ]
+        for c in done:
+            lines.append(
+                f"| {c['model']} | {c['task']} | {', '.join(f'{x:.3f}' for x in c['probe_accuracy'])} | "
+                f"{', '.join(f'{x:.3f}' for x in c['knn_accuracy'])} |"
+            )
     return lines
 
 

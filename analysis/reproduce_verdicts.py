@@ -1,7 +1,7 @@
 """The statistics of a reproduction: mean ± sd per strategy and a plain verdict per claim.
 
-Pure functions of the results dict of :func:`analysis.reproduce.run` (its "runs" and
-"robustness" records), so the verdicts can be recomputed from the JSON alone.
+Pure functions of the results dict of :func:`analysis.reproduce.run` (its "runs",
+"robustness" and "cards" records), so the verdicts can be recomputed from the JSON alone.
 A difference counts only beyond the seeds' noise: max(0.01, 2·sd/√seeds) for claim 1,
 max(0.01, 2·sd of full fine-tuning) for claim 2.
 """
@@ -54,7 +54,7 @@ def verdicts(res: dict) -> dict:
     rows = summarize(res)
     c1, c2, c4 = _claim1_detail(rows), _claim2_detail(rows), _claim4_detail(rows)
     rf, ri = _robustness_summaries(res["robustness"])
-    return {
+    out = {
         "claim1": _claim1_verdict(c1),
         "claim2": _claim2_verdict(c2),
         "claim3": _claim3_verdict(rf, ri),
@@ -64,6 +64,26 @@ def verdicts(res: dict) -> dict:
         "claim4_detail": c4,
         "claim3_detail": {"scarcity": rf, "imbalance": ri},
     }
+    if res.get("cards"):
+        out["cards"] = cards_verdict(res["cards"])
+    return out
+
+
+def cards_verdict(cards: list[dict]) -> str:
+    """One line on the "cards" records: on how many settings ℓ* is the probe's best layer, and the Spearman range."""
+    done = [c for c in cards if "not_computed" not in c]
+    same = sum(c["same_layer"] for c in done)
+    rhos = sorted(c["rank_agreement"] for c in done if c["rank_agreement"] is not None)
+    line = f"ν and the probe agree on the best layer in {same} of {len(done)} settings"
+    if rhos:
+        line += (
+            f"; Spearman between −ν and probe accuracy across layers {rhos[0]:.2f}–{rhos[-1]:.2f} "
+            f"(median {statistics.median(rhos):.2f})"
+        )
+    missing = [f"{c['model']}/{c['task']}" for c in cards if "not_computed" in c]
+    if missing:
+        line += f"; not computed for {', '.join(missing)}"
+    return line
 
 
 def _compared(rows: list[dict]) -> list[tuple[dict, dict | None, dict | None]]:

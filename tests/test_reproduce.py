@@ -1,15 +1,17 @@
 import json
+from dataclasses import asdict, replace
 
 import pytest
 
 from analysis.cache import DiskCache
-from analysis.reproduce import ReproConfig, run
-from analysis.reproduce_report import write_doc
-from analysis.reproduce_verdicts import summarize
+from analysis.reproduce import ReproConfig, _curve, config_from_settings, run
+from analysis.reproduce_report import report_markdown, write_doc
+from analysis.reproduce_verdicts import summarize, verdicts
 
-pytestmark = pytest.mark.slow
+SECTION = "## Does ν pick the layer a probe would pick?"
 
 
+@pytest.mark.slow
 def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers(tmp_path):
     rc = ReproConfig(
         tasks=("bbc_news",),
@@ -42,6 +44,9 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
             assert k in r
     assert {r["seed"] for r in res["runs"]} == {0, 1}
     assert all("spearman" in x and "best_layer" in x for x in res["robustness"])
+    (cards,) = res["cards"]
+    assert cards["n"] == res["curves"][0]["n"] and cards["variability"] == res["curves"][0]["variability"]
+    assert cards["same_layer"] == (cards["recommended_layer"] == cards["probe_best_layer"])
     assert set(res["verdicts"]) >= {"claim1", "claim2", "claim3", "claim4"}
     json.dumps(res)  # serialisable
     doc = tmp_path / "docs" / "reproduction.md"
@@ -51,10 +56,99 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
         assert f"{row['mean']:.4f} ± {row['sd']:.4f}" in text
     for x in res["robustness"]:
         assert f"{x['spearman']:.3f}" in text
-    for c in ("claim1", "claim2", "claim3", "claim4"):
+    for c in ("claim1", "claim2", "claim3", "claim4", "cards"):
         assert res["verdicts"][c] in text
+    assert SECTION in text
     for png in ("repro_curves.png", "repro_metric_vs_params.png", "repro_robustness.png"):
         assert (tmp_path / "docs" / "img" / png).stat().st_size > 1000
     # resuming: a second run trains nothing and gives the same records
     again = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None)
     assert [r["metric_value"] for r in again["runs"]] == [r["metric_value"] for r in res["runs"]]
+
+
+def _results(cards: list[dict] | None) -> dict:
+    """A small synthetic results dict: two curves, no runs (with ``cards`` when given)."""
+    rc = ReproConfig(tasks=("rotten_tomatoes", "bbc_news"))
+    curve = {"layers": [0, 1, 2, 3], "variability": [2.0, 1.0, 0.5, 0.7], "band": None, "best_layer": 2, "n": 40}
+    res: dict = {
+        "settings": {**asdict(rc), "models": ["minilm"], "tasks": list(rc.tasks)},
+        "curves": [{"model": "minilm", "task": t, **curve, "counts": [20, 20]} for t in rc.tasks],
+        "runs": [],
+        "robustness": [],
+        "seconds": 60.0,
+    }
+    if cards is not None:
+        res["cards"] = cards
+    res["verdicts"] = verdicts(res)
+    return res
+
+
+def test_the_cards_section_renders_from_the_results_dict_alone():
+    rec = {
+        "model": "minilm",
+        "task": "rotten_tomatoes",
+        "n": 40,
+        "layers": [0, 1, 2, 3],
+        "variability": [2.0, 1.0, 0.5, 0.7],
+        "probe_accuracy": [0.6, 0.7, 0.8125, 0.79],
+        "knn_accuracy": [0.55, 0.6, 0.75, 0.7],
+        "rank_agreement": 1.0,
+        "recommended_layer": 2,
+        "probe_best_layer": 2,
+        "same_layer": True,
+        "probe": {"folds": 5, "k": 10, "seed": 0, "max_iter": 200, "C": 1.0},
+    }
+    other = {"model": "mpnet", "task": "bbc_news", "not_computed": "model not installed"}
+    res = _results([rec, other])
+    text = report_markdown(res, "python -m analysis reproduce --x")
+    assert SECTION in text
+    assert res["verdicts"]["cards"] in text
+    assert res["verdicts"]["cards"].startswith("ν and the probe agree on the best layer in 1 of 1 settings")
+    assert "| minilm | rotten_tomatoes | 40 | 2 | 2 | 0.812 | 0.812 | 1.00 | yes: ℓ* is the probe's best layer" in text
+    assert "not computed (model not installed)" in text
+    # a different layer: the verdict says how much the probe gains there
+    res = _results([{**rec, "probe_best_layer": 3, "same_layer": False, "probe_accuracy": [0.6, 0.7, 0.8, 0.85]}])
+    assert "no: the probe gains 0.050 at layer 3" in report_markdown(res, "c")
+    assert "agree on the best layer in 0 of 1 settings" in res["verdicts"]["cards"]
+    # an old results dict without cards: no section, no summary line
+    old = _results(None)
+    assert "cards" not in old["verdicts"]
+    text = report_markdown(old, "c")
+    assert SECTION not in text and "Layer cards" not in text
+
+
+def test_settings_round_trip_to_the_config():
+    rc = ReproConfig(
+        plan=(("minilm", ("rotten_tomatoes",), (1, 2)), ("mpnet", ("bbc_news",), None)), skip_full=("mpnet",)
+    )
+    s = json.loads(json.dumps({**asdict(rc), "models": ["minilm", "mpnet"], "tasks": ["rotten_tomatoes"]}))
+    assert config_from_settings(s) == replace(rc, models=("minilm", "mpnet"), tasks=("rotten_tomatoes",))
+
+
+def test_cards_only_adds_the_cards_to_an_existing_json_and_the_doc(tmp_path):
+    from analysis.cli.main import main
+
+    rc = ReproConfig(tasks=("rotten_tomatoes",), analysis_n=40, max_length=16, device="cpu")
+    cache = tmp_path / "c"
+    res = _results(None)
+    res["settings"] = {**asdict(rc), "models": ["minilm"], "tasks": ["rotten_tomatoes"]}
+    res["curves"] = [_curve(rc, "minilm", "rotten_tomatoes", DiskCache(cache))]
+    js, doc, img = tmp_path / "r.json", tmp_path / "d" / "r.md", tmp_path / "d" / "img"
+    js.write_text(json.dumps(res))
+    args = ["reproduce", "--cards-only", "--json", str(js), "--doc", str(doc), "--img", str(img)]
+    assert main([*args, "--cache-dir", str(cache)]) == 0
+    out = json.loads(js.read_text())
+    (c,) = out["cards"]
+    assert (c["model"], c["task"], c["n"]) == ("minilm", "rotten_tomatoes", res["curves"][0]["n"])
+    assert c["variability"] == res["curves"][0]["variability"]  # the curve's states, from the cache
+    assert c["recommended_layer"] == res["curves"][0]["best_layer"]
+    assert len(c["probe_accuracy"]) == len(c["knn_accuracy"]) == len(c["layers"])
+    assert c["same_layer"] == (c["recommended_layer"] == c["probe_best_layer"])
+    assert out["curves"] == res["curves"] and out["verdicts"]["claim1"] == res["verdicts"]["claim1"]
+    text = doc.read_text()
+    assert SECTION in text and out["verdicts"]["cards"] in text
+    assert not img.exists() or not any(img.iterdir())  # the plots are not redrawn
+    # resumable: a second call finds the record and computes nothing
+    js.write_text(json.dumps({**out, "cards": [{**c, "rank_agreement": 0.123}]}))
+    assert main([*args, "--cache-dir", str(tmp_path / "empty")]) == 0
+    assert json.loads(js.read_text())["cards"][0]["rank_agreement"] == 0.123
