@@ -69,6 +69,8 @@ def check_output(
     if make_parents:
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise VariscopeError(f"cannot write {what} '{path}': '{parent}' is a file, not a folder")
     if not parent.is_dir():
         raise VariscopeError(f"cannot write {what} '{path}': folder '{parent}' does not exist")
     if not os.access(parent, os.W_OK):

@@ -325,4 +325,6 @@ def test_cli_train_strategy_and_exports(tmp_path):
     assert [l for l in unsaved.stderr.splitlines() if l.startswith("error:")] == [
         unsaved.stderr.strip().splitlines()[-1]
     ]
-    assert "cannot save the run" in unsaved.stderr and "Traceback" not in unsaved.stderr
+    # refused before any training: the parent of the --save folder is a file
+    assert "cannot write --save" in unsaved.stderr and "is a file, not a folder" in unsaved.stderr
+    assert "Traceback" not in unsaved.stderr
