@@ -93,7 +93,7 @@ def verdicts_markdown(res: dict) -> str:
             *(
                 [
                     "",
-                    f"Layer cards (not one of the paper's claims), *ν picks a probe's layer*: **{v['cards']}**.",
+                    f"Layer cards (not a claim of the paper): **{v['cards']}**.",
                 ]
                 if v.get("cards")
                 else []
