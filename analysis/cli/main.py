@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from ..errors import VariscopeError
 from . import bench, cards, commands, reproduce, train
@@ -18,7 +19,7 @@ from .common import OneLineParser, show_warning
 
 def main(argv=None) -> int:
     p = OneLineParser(
-        prog="python -m analysis",
+        prog="variscope" if Path(sys.argv[0]).name == "variscope" else "python -m analysis",
         description="Variscope: which layers of a language model already separate a task's classes.",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
