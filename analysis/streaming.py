@@ -1,0 +1,194 @@
+"""ν from running statistics: no need to hold all the pooled states.
+
+The labels of a sample are known before the forward pass, so its class sizes
+n_c are too. With class weights π_c (``"equal"``: 1/C, ``"size"``: n_c/N)::
+
+    Σ_w = Σ_c π_c/n_c Σ_{h∈c} (h−m_c)(h−m_c)ᵀ = W − Σ_c π_c m_c m_cᵀ,
+    W   = Σ_c π_c/n_c Σ_{h∈c} h hᵀ
+
+so one d×d float64 accumulator W per layer, the class sums (C×d) and the
+counts give Σ_w and Σ_b exactly. They are sums: batches and processes add up
+(:meth:`LayerStats.merge`, or one ``all_reduce`` of :meth:`LayerStats.flat`).
+:meth:`LayerStats.variability` then evaluates, per layer, the same span
+formula as :func:`analysis.variability.variability`,
+ν = 1/C Σ_k u_kᵀ Σ_w u_k / s_k², with u_kᵀ Σ_w u_k = u_kᵀ W u_k − Σ_c π_c (m_c·u_k)²:
+nothing larger than d×d is formed.
+
+Memory: (L+1)·d² float64 for W (13 layers, d = 768: 61 MB), whatever N is.
+A bottom-k sample (:class:`StateSample`) keeps up to ``keep`` states per
+layer, the same rows for every layer, for projections or cards later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import VariscopeError
+from .variability import WEIGHTINGS, _between_eig, _class_index
+
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _priority(seed: int, index: np.ndarray) -> np.ndarray:
+    """A seeded pseudo-random uint64 per global row index (SplitMix64 of seed and index)."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(index, dtype=np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)) & _MASK
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+class StateSample:
+    """A seeded uniform sample of at most ``keep`` rows (bottom-k by a hash of the row index).
+
+    A row is kept when its priority is among the ``keep`` smallest seen, so the
+    result depends only on the seed and the set of row indices seen, not on the
+    batch order or split, and two samples merge exactly (disjoint rows).
+    ``states`` (L+1, k, d) float32, ``index`` and ``labels`` (k,), sorted by index.
+    """
+
+    def __init__(self, keep: int, seed: int = 0):
+        if keep < 0:
+            raise VariscopeError(f"the state sample size must be ≥ 0, got {keep}")
+        self.keep, self.seed = int(keep), int(seed)
+        self.states: np.ndarray | None = None
+        self.index = np.empty(0, dtype=np.int64)
+        self.labels = np.empty(0, dtype=np.int64)
+        self._prio = np.empty(0, dtype=np.uint64)
+
+    def update(self, states: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+        if self.keep == 0 or len(index) == 0:
+            return
+        prio = _priority(self.seed, index)
+        if len(self._prio) >= self.keep:
+            new = prio < self._prio.max()
+            if not new.any():
+                return
+            states, labels, index, prio = states[:, new], labels[new], index[new], prio[new]
+        self._combine(np.asarray(states, dtype=np.float32), np.asarray(labels), np.asarray(index), prio)
+
+    def merge(self, other: StateSample) -> None:
+        if other.states is not None:
+            self._combine(other.states, other.labels, other.index, other._prio)
+
+    def _combine(self, states, labels, index, prio) -> None:
+        if self.states is not None:
+            states = np.concatenate([self.states, states], axis=1)
+            labels = np.concatenate([self.labels, labels])
+            index = np.concatenate([self.index, index])
+            prio = np.concatenate([self._prio, prio])
+        pick = np.sort(np.argsort(prio, kind="stable")[: self.keep])
+        pick = pick[np.argsort(index[pick], kind="stable")]
+        self.states, self.labels, self.index, self._prio = states[:, pick], labels[pick], index[pick], prio[pick]
+
+
+class LayerStats:
+    """Running statistics of every layer, enough for ν.
+
+    Parameters
+    ----------
+    n_layers : number of layers L+1 (index 0 = embeddings).
+    dim : feature size d.
+    class_sizes : n_c of every class (C ≥ 2, each ≥ 2), known before the pass;
+        labels passed to :meth:`update` are class indices 0..C−1.
+    weighting : "equal" (the paper) or "size", as in :func:`analysis.variability.variability`.
+    keep, seed : size and seed of the state sample (0: none).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        dim: int,
+        class_sizes: Sequence[int] | np.ndarray,
+        *,
+        weighting: str = "equal",
+        keep: int = 0,
+        seed: int = 0,
+        label_names: Sequence[str] | None = None,
+    ):
+        if weighting not in WEIGHTINGS:
+            raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
+        sizes = np.asarray(class_sizes, dtype=np.int64)
+        _class_index(np.repeat(np.arange(len(sizes)), sizes), label_names)  # ≥ 2 classes of ≥ 2
+        self.sizes, self.weighting, self.label_names = sizes, weighting, label_names
+        C = len(sizes)
+        pi = np.full(C, 1.0 / C) if weighting == "equal" else sizes / sizes.sum()
+        self.pi = pi
+        self.row_weight = pi / sizes  # π_c / n_c, the weight of one row of class c in W
+        self.W = np.zeros((n_layers, dim, dim))
+        self.sums = np.zeros((n_layers, C, dim))
+        self.counts = np.zeros(C, dtype=np.int64)
+        self.sample = StateSample(keep, seed)
+
+    @property
+    def n_seen(self) -> int:
+        return int(self.counts.sum())
+
+    def update(self, states: np.ndarray, labels: np.ndarray, index: np.ndarray | None = None) -> None:
+        """Add one batch: ``states`` (L+1, b, d), ``labels`` (b,) class indices, ``index`` (b,) row ids.
+
+        ``index`` (the rows' positions in the whole sample) only decides the
+        state sample; by default rows are numbered in the order they arrive.
+        """
+        X = np.asarray(states, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.int64)
+        if X.ndim != 3 or X.shape[0] != self.W.shape[0] or X.shape[2] != self.W.shape[1]:
+            raise VariscopeError(f"a batch must have shape ({self.W.shape[0]}, b, {self.W.shape[1]}), got {X.shape}")
+        if X.shape[1] != len(y):
+            raise VariscopeError(f"a batch has {X.shape[1]} rows but {len(y)} labels")
+        if len(y) and (y.min() < 0 or y.max() >= len(self.sizes)):
+            raise VariscopeError(f"labels must be class indices 0..{len(self.sizes) - 1}")
+        if index is None:
+            index = self.n_seen + np.arange(len(y))
+        self.W += np.matmul(X.transpose(0, 2, 1) * self.row_weight[y], X)
+        for l in range(X.shape[0]):
+            np.add.at(self.sums[l], y, X[l])
+        self.counts += np.bincount(y, minlength=len(self.sizes))
+        self.sample.update(states, y, np.asarray(index, dtype=np.int64))
+
+    def merge(self, other: LayerStats) -> LayerStats:
+        """Add ``other``'s statistics (another batch range or process) to these; returns self."""
+        if self.W.shape != other.W.shape or not np.array_equal(self.sizes, other.sizes):
+            raise VariscopeError("cannot merge statistics of different layers, sizes or classes")
+        if self.weighting != other.weighting:
+            raise VariscopeError("cannot merge statistics with different class weightings")
+        self.W += other.W
+        self.sums += other.sums
+        self.counts += other.counts
+        self.sample.merge(other.sample)
+        return self
+
+    def flat(self) -> np.ndarray:
+        """W, the class sums and the counts as one float64 vector (for one ``all_reduce``)."""
+        return np.concatenate([self.W.ravel(), self.sums.ravel(), self.counts.astype(np.float64)])
+
+    def load_flat(self, v: np.ndarray) -> None:
+        """Inverse of :meth:`flat` (after the reduction)."""
+        a, b = self.W.size, self.W.size + self.sums.size
+        self.W = np.asarray(v[:a], dtype=np.float64).reshape(self.W.shape).copy()
+        self.sums = np.asarray(v[a:b], dtype=np.float64).reshape(self.sums.shape).copy()
+        self.counts = np.rint(np.asarray(v[b:])).astype(np.int64)
+
+    def variability(self) -> list[float]:
+        """ν per layer from the statistics; every declared row must have been seen."""
+        if not np.array_equal(self.counts, self.sizes):
+            raise VariscopeError(
+                f"the statistics saw {self.counts.tolist()} rows per class but the sample has {self.sizes.tolist()}"
+            )
+        if not (np.all(np.isfinite(self.sums)) and np.all(np.isfinite(self.W))):
+            raise VariscopeError("the hidden states contain NaN or infinite values")
+        return [self._nu(l) for l in range(self.W.shape[0])]
+
+    def _nu(self, l: int) -> float:
+        pi, C = self.pi, len(self.sizes)
+        means = self.sums[l] / self.sizes[:, None]  # (C, d)
+        m = pi @ means
+        U, ev = _between_eig(np.sqrt(pi)[:, None] * (means - m), np.sqrt(pi))
+        if U is None or ev is None:
+            return float("inf")  # all class means coincide
+        WU = self.W[l] @ U  # (d, r)
+        w = np.einsum("dr,dr->r", U, WU) - pi @ np.square(means @ U)  # (r,) u_kᵀ Σ_w u_k
+        return float(np.sum(w / ev) / C)
