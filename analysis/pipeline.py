@@ -132,6 +132,16 @@ def cached_model(
     return load_model(ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
 
 
+def load_for(cfg: AnalysisConfig, target: Target, loader: Callable | None = None) -> tuple:
+    """(model, tokenizer, input device) of ``cfg`` on ``target``; ``loader`` as in :func:`get_states`."""
+    ref, device, dtype = target.ref, target.device, target.dtype
+    if cfg.device_map and loader is None:
+        model, tok = cached_model(ref, device, dtype, cfg.trust_remote_code, cfg.device_map)
+        return model, tok, str(model.get_input_embeddings().weight.device)  # inputs go where the embeddings are
+    model, tok = (loader or cached_model)(ref, device, dtype, cfg.trust_remote_code)
+    return model, tok, device
+
+
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
     """Load and sample the task; refuse samples on which ν is undefined (before any compute)."""
     from .variability import _class_index
@@ -187,13 +197,9 @@ def get_states(
                     manifest["meta"].get("info", {}),
                 )
         sub = prepare_sample(cfg, content)
-        ref, device, dtype = target.ref, target.device, target.dtype
+        dtype = target.dtype
         t1 = time.perf_counter()
-        if cfg.device_map and loader is None:
-            model, tok = cached_model(ref, device, dtype, cfg.trust_remote_code, cfg.device_map)
-            device = str(model.get_input_embeddings().weight.device)  # inputs go where the embeddings are
-        else:
-            model, tok = (loader or cached_model)(ref, device, dtype, cfg.trust_remote_code)
+        model, tok, device = load_for(cfg, target, loader)
         t2 = time.perf_counter()
         states = extract_states(
             model,
@@ -271,10 +277,13 @@ def provenance(cfg: AnalysisConfig, n: int) -> dict:
     }
 
 
-def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rule: str) -> dict:
+def curve_record(
+    cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rule: str, *, mode: str = "states", world_size: int = 1
+) -> dict:
     """The JSON record of a curve (CLI ``--json`` and the app's download share these keys).
 
-    ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``.
+    ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``; ``mode``
+    "states" (ν from the stored states) or "stream" (from running statistics, over ``world_size`` processes).
     """
     return {
         **provenance(cfg, n),
@@ -284,4 +293,6 @@ def curve_record(cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rul
         "counts": curve["counts"],
         "recommended_layer": int(recommended),
         "rule": rule,
+        "mode": mode,
+        "world_size": int(world_size),
     }

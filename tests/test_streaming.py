@@ -79,3 +79,96 @@ def test_refusals():
         st.update(np.zeros((2, 3, 5)), np.zeros(3, dtype=int))
     with pytest.raises(VariscopeError, match="class indices"):
         st.update(np.zeros((2, 3, 4)), np.array([0, 1, 2]))
+
+
+def _cfg(n, task="bbc_news"):
+    from analysis import AnalysisConfig, SampleConfig, TaskConfig
+
+    return AnalysisConfig(model="minilm", task=TaskConfig(task), sampling=SampleConfig(n=n, seed=3), batch_size=8)
+
+
+@pytest.mark.slow
+def test_stream_curve_equals_states_path(minilm):
+    """One process runs the same batches as the states path, so the float32 states are identical and
+    only the float64 algebra differs (summation order, W − Σ π m mᵀ): agreement to 1e-9, not just 1e-6."""
+    from analysis import compute_curve
+    from analysis.streamcurve import stream_curve
+
+    cfg = _cfg(30)
+    curve, st = compute_curve(cfg, use_cache=False)
+    res = stream_curve(cfg, keep=8)
+    np.testing.assert_allclose(res.curve.variability, curve.variability, rtol=1e-9)
+    assert res.curve.counts == curve.counts and res.n == 30 and res.to_dict()["mode"] == "stream"
+    s = res.stats.sample
+    assert s.states is not None and s.states.shape == (7, 8, 384)
+    np.testing.assert_array_equal(s.states, st.states[:, s.index])
+
+
+@pytest.mark.slow
+def test_stream_shards_merge_to_the_whole(minilm):
+    """Rows i % 3 == rank, merged: every row once. The shards' batches are padded differently, so the
+    float32 states differ from the one-process run in the last bits (≈1e-7): ν agrees to 1e-5."""
+    from analysis.streamcurve import shard, stream_curve, stream_stats
+
+    cfg = _cfg(31, task="rotten_tomatoes")
+    whole = stream_curve(cfg)
+    parts = [stream_stats(cfg, rank=k, world_size=3) for k in range(3)]
+    assert [p.rows for p in parts] == [11, 10, 10]
+    assert sorted(np.concatenate([shard(31, k, 3) for k in range(3)]).tolist()) == list(range(31))
+    merged = parts[0].stats.merge(parts[1].stats).merge(parts[2].stats)
+    np.testing.assert_allclose(merged.variability(), whole.curve.variability, rtol=1e-5)
+    with pytest.raises(VariscopeError, match="every process needs"):
+        stream_stats(cfg, rank=0, world_size=40)
+
+
+def _curve_json(tmp_path, name, *args, launcher=None):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import ROOT, run_cli
+
+    out = tmp_path / f"{name}.json"
+    flags = ["curve", "--task", "rotten_tomatoes", "--seed", "3", "--batch-size", "4", "--json", str(out), *args]
+    if launcher is None:
+        r = run_cli(*flags, cache_dir=tmp_path / "cache")
+    else:
+        env = {**__import__("os").environ, "VARISCOPE_CACHE": str(tmp_path / "cache")}
+        torchrun = Path(sys.executable).parent / "torchrun"
+        cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(launcher), "-m", "analysis", *flags]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_cli_stream_matches_default(tmp_path):
+    """Same batches in one process: the float32 states are identical, ν agrees to 1e-9 (float64 algebra only)."""
+    states = _curve_json(tmp_path, "states", "--n", "31", "--no-cache")
+    stream = _curve_json(tmp_path, "stream", "--stream", "--num-texts", "31")
+    assert (states["mode"], states["world_size"]) == ("states", 1)
+    assert (stream["mode"], stream["world_size"], stream["n"]) == ("stream", 1, 31)
+    assert stream["counts"] == states["counts"] and stream["band"] is None
+    np.testing.assert_allclose(stream["variability"], states["variability"], rtol=1e-9)
+    assert not (tmp_path / "cache" / "states").exists() or not any((tmp_path / "cache" / "states").iterdir())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tmp_path):
+    """Rows i % 2 == rank, statistics summed by all_reduce (gloo). The two shards' batches are padded
+    differently from the one-process run, so the float32 states differ in the last bits: ν to 1e-5."""
+    one = _curve_json(tmp_path, "one", "--stream", "--num-texts", "31")
+    two = _curve_json(tmp_path, "two", "--stream", "--num-texts", "31", launcher=2)
+    assert (two["mode"], two["world_size"], two["n"]) == ("stream", 2, 31)
+    assert two["counts"] == one["counts"] and sum(two["counts"].values()) == 31
+    np.testing.assert_allclose(two["variability"], one["variability"], rtol=1e-5)
+
+
+def test_cli_stream_refuses_bootstrap(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("curve", "--stream", "--bootstrap", "10", cache_dir=tmp_path / "c")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --bootstrap needs the stored states; leave out --stream"
+    ]

@@ -14,7 +14,7 @@ from .common import add_data_args, config_from_args, make_cache, prepare_model, 
 
 
 def cmd_curve(a) -> int:
-    from ..pipeline import compute_curve, curve_record
+    from ..pipeline import curve_record
     from ..selection import recommend_layer
 
     cfg = config_from_args(a)
@@ -24,33 +24,31 @@ def cmd_curve(a) -> int:
         raise VariscopeError(f"bootstrap resamples must be between 0 and 1000, got {a.bootstrap}")
     if not math.isfinite(a.tolerance) or a.tolerance < 0:
         raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
+    if a.stream and a.bootstrap:
+        raise VariscopeError("--bootstrap needs the stored states; leave out --stream")
     cache = make_cache(a)
-    prepare_model(cfg.model, cache)
     t0 = time.perf_counter()
-    curve, st = compute_curve(
-        cfg,
-        cache=cache,
-        use_cache=not a.no_cache,
-        bootstrap=a.bootstrap,
-        weighting=a.weighting,
-        progress=tqdm_progress("extracting"),
-    )
+    curve, n, extra = _curve_stream(a, cfg, cache) if a.stream else _curve_states(a, cfg, cache)
     best = recommend_layer(curve.variability, rule=a.rule, tolerance=a.tolerance)
     out = {
-        **curve_record(cfg, curve.to_dict(), len(st.labels), best, a.rule),
+        **curve_record(cfg, curve.to_dict(), n, best, a.rule, mode=extra["mode"], world_size=extra["world_size"]),
         "weighting": a.weighting,
-        "cache_hit": st.cache_hit,
-        "cache_key": st.key,
-        "device": st.info.get("device"),
-        "dtype": st.info.get("dtype"),
-        "warnings": st.info.get("warnings", []),
-        "seconds": {**{k: round(v, 4) for k, v in st.seconds.items()}, "total": round(time.perf_counter() - t0, 4)},
+        **extra,
+        "seconds": {
+            **{k: round(v, 4) for k, v in extra["seconds"].items()},
+            "total": round(time.perf_counter() - t0, 4),
+        },
     }
+    if extra.get("rank", 0) != 0:
+        return 0  # one process writes
+    out.pop("rank", None)
     for w in out["warnings"]:
         print(f"note: {w}", file=sys.stderr)
+    how = "streamed" if a.stream else "cache hit" if out["cache_hit"] else "computed"
     print(
         f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, pooling={cfg.pooling}, "
-        f"{'cache hit' if st.cache_hit else 'computed'} in {out['seconds']['total']:.2f}s"
+        f"{how} in {out['seconds']['total']:.2f}s"
+        + (f" by {out['world_size']} processes" if out["world_size"] > 1 else "")
     )
     print(f"{'layer':>5}  {'nu':>12}" + (f"  {'band':>25}" if curve.band else ""))
     for i, l in enumerate(curve.layers):
@@ -63,6 +61,57 @@ def cmd_curve(a) -> int:
     if a.csv:
         write_atomic(a.csv, curve.to_csv())
     return 0
+
+
+def _curve_states(a, cfg, cache):
+    """The default path: pooled states (from the cache or one pass), then ν. Returns (curve, n, JSON fields)."""
+    import os
+
+    from ..pipeline import compute_curve
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise VariscopeError("several processes (torchrun) need --stream")
+    prepare_model(cfg.model, cache)
+    curve, st = compute_curve(
+        cfg,
+        cache=cache,
+        use_cache=not a.no_cache,
+        bootstrap=a.bootstrap,
+        weighting=a.weighting,
+        progress=tqdm_progress("extracting"),
+    )
+    extra = {"mode": "states", "world_size": 1, "cache_hit": st.cache_hit, "cache_key": st.key}
+    return curve, len(st.labels), {**extra, **_run_info(st.info), "seconds": st.seconds}
+
+
+def _curve_stream(a, cfg, cache):
+    """--stream: statistics instead of states, sharded over torchrun's processes. Returns (curve, n, JSON fields)."""
+    from ..streamcurve import close_distributed, init_distributed, stream_curve
+
+    rank, world = init_distributed(cfg.device)
+    try:
+        if rank == 0:
+            prepare_model(cfg.model, cache)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # the others wait for a model that rank 0 prepares
+        res = stream_curve(
+            cfg,
+            rank=rank,
+            world_size=world,
+            weighting=a.weighting,
+            progress=tqdm_progress("streaming") if rank == 0 else None,
+            cache_root=cache.root,
+        )
+    finally:
+        close_distributed()
+    extra = {"mode": "stream", "world_size": world, "rank": rank, "cache_hit": False, "cache_key": None}
+    return res.curve, res.n, {**extra, **_run_info(res.info), "seconds": res.seconds}
+
+
+def _run_info(info: dict) -> dict:
+    return {"device": info.get("device"), "dtype": info.get("dtype"), "warnings": info.get("warnings", [])}
 
 
 def cmd_cache(a) -> int:
@@ -125,6 +174,12 @@ def register(sub) -> None:
     c.add_argument("--weighting", default="equal", choices=["equal", "size"])
     c.add_argument("--rule", default="argmin", choices=["argmin", "plateau"])
     c.add_argument("--tolerance", type=float, default=10.0, help="plateau rule: %% above the minimum")
+    c.add_argument(
+        "--stream",
+        action="store_true",
+        help="per-layer statistics instead of the states (memory independent of n; no cache, no bootstrap); "
+        "under torchrun the processes share the sample",
+    )
     c.add_argument("--json", default=None)
     c.add_argument("--csv", default=None)
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)

@@ -25,7 +25,14 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bins", type=int, default=None, help="bin a numeric label into K quantile classes")
     g.add_argument("--split", default="train")
     s = p.add_argument_group("sampling")
-    s.add_argument("--n", type=int, default=1000, help="texts in total, stratified (default 1000; 0 = all)")
+    s.add_argument(
+        "--n",
+        "--num-texts",
+        dest="n",
+        type=int,
+        default=1000,
+        help="texts in total, stratified (default 1000; 0 = all)",
+    )
     s.add_argument("--per-class", type=int, default=None, help="cap per class")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--imbalance", default=None, help="class ratios, e.g. 1:9")
