@@ -6,7 +6,8 @@ and feeds each batch's pooled states into :class:`analysis.streaming.LayerStats`
 instead of keeping them: memory is (L+1)·d² float64 whatever the sample size.
 With ``world_size > 1`` each process takes the rows ``i`` with
 ``i % world_size == rank`` (no row twice, none padded) and the statistics are
-summed with one ``all_reduce``; every process gets the same ν.
+summed with one ``all_reduce``; every process gets the same ν
+(and the same state sample, gathered).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .errors import VariscopeError
 from .hidden_states import forward_batches, make_batches, pool
 from .models import resolve_device
 from .pipeline import AnalysisConfig, load_for, prepare_sample, resolve_target
-from .streaming import LayerStats
+from .streaming import LayerStats, StateSample, merge_samples
 from .variability import CurveResult
 
 
@@ -127,6 +128,8 @@ def stream_curve(cfg: AnalysisConfig, *, rank: int = 0, world_size: int = 1, **k
     t1 = time.perf_counter()
     if world_size > 1:
         all_reduce_stats(sp.stats)
+        if sp.stats.sample.keep:
+            sp.stats.sample = gather_sample(sp.stats.sample)
     nu = sp.stats.variability()
     weighting = sp.stats.weighting
     curve = CurveResult(
@@ -141,7 +144,7 @@ def stream_curve(cfg: AnalysisConfig, *, rank: int = 0, world_size: int = 1, **k
 
 
 def all_reduce_stats(stats: LayerStats) -> None:
-    """Sum the statistics of every process in place (one float64 ``all_reduce``; the state samples stay local)."""
+    """Sum the statistics of every process in place (one float64 ``all_reduce``; samples: :func:`gather_sample`)."""
     import torch
     import torch.distributed as dist
 
@@ -152,6 +155,15 @@ def all_reduce_stats(stats: LayerStats) -> None:
         buf = buf.cuda()
     dist.all_reduce(buf, op=dist.ReduceOp.SUM)
     stats.load_flat(buf.cpu().numpy())
+
+
+def gather_sample(sample: StateSample) -> StateSample:
+    """The state sample of the whole world, on every process (one ``all_gather_object``)."""
+    import torch.distributed as dist
+
+    parts: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, sample)
+    return merge_samples([p for p in parts if isinstance(p, StateSample)])
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int]:

@@ -172,3 +172,30 @@ def test_cli_stream_refuses_bootstrap(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: --bootstrap needs the stored states; leave out --stream"
     ]
+
+
+@pytest.mark.slow
+def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
+    """Under torchrun every process ends with the whole world's sample: the same rows as one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from analysis.streamcurve import stream_curve
+    from conftest import ROOT
+
+    out = tmp_path / "sample.json"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/_torchrun_sample.py", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    two = json.loads(out.read_text())
+    assert two["world_size"] == 2 and two["rows"] == 16
+    one = stream_curve(_cfg(31, task="rotten_tomatoes"), keep=6)
+    s = one.stats.sample
+    assert s.states is not None and two["index"] == s.index.tolist()
+    np.testing.assert_allclose(np.array(two["states"]), s.states, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(two["variability"], one.curve.variability, rtol=1e-5)
