@@ -159,8 +159,7 @@ class LayerStats:
         if index is None:
             index = self.n_seen + np.arange(len(y))
         self.W += np.matmul(X.transpose(0, 2, 1) * self.row_weight[y], X)
-        for l in range(X.shape[0]):
-            np.add.at(self.sums[l], y, X[l])
+        self.sums += np.matmul(np.eye(len(self.sizes))[y].T, X)  # (C, b) one-hot @ (L+1, b, d)
         self.counts += np.bincount(y, minlength=len(self.sizes))
         self.sample.update(states, y, np.asarray(index, dtype=np.int64))
 
@@ -193,8 +192,9 @@ class LayerStats:
             raise VariscopeError(
                 f"the statistics saw {self.counts.tolist()} rows per class but the sample has {self.sizes.tolist()}"
             )
-        if not (np.all(np.isfinite(self.sums)) and np.all(np.isfinite(self.W))):
-            raise VariscopeError("the hidden states contain NaN or infinite values")
+        for l in range(self.W.shape[0]):
+            if not (np.all(np.isfinite(self.sums[l])) and np.all(np.isfinite(self.W[l]))):
+                raise VariscopeError(f"layer {l}: the hidden states contain NaN or infinite values")
         return [self._nu(l) for l in range(self.W.shape[0])]
 
     def _nu(self, l: int) -> float:

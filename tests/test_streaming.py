@@ -79,6 +79,11 @@ def test_refusals():
         st.update(np.zeros((2, 3, 5)), np.zeros(3, dtype=int))
     with pytest.raises(VariscopeError, match="class indices"):
         st.update(np.zeros((2, 3, 4)), np.array([0, 1, 2]))
+    X = np.ones((2, 6, 4))
+    X[1, 2, 0] = np.nan
+    st.update(X, np.array([0, 1, 0, 1, 0, 1]))
+    with pytest.raises(VariscopeError, match="^layer 1: the hidden states contain NaN"):
+        st.variability()
 
 
 def _cfg(n, task="bbc_news"):
@@ -138,7 +143,7 @@ def _curve_json(tmp_path, name, *args, launcher=None):
         torchrun = Path(sys.executable).parent / "torchrun"
         cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(launcher), "-m", "analysis", *flags]
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     return json.loads(out.read_text())
 
 
@@ -191,7 +196,7 @@ def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/_torchrun_sample.py", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     two = json.loads(out.read_text())
     assert two["world_size"] == 2 and two["rows"] == 16
     one = stream_curve(_cfg(31, task="rotten_tomatoes"), keep=6)
