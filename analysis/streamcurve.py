@@ -187,9 +187,17 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def close_distributed() -> None:
-    """Leave the process group, if this process joined one."""
+def close_distributed(*, wait: bool = True) -> None:
+    """Leave the process group, if this process joined one.
+
+    ``wait``: first a barrier, so that no process tears gloo down while another
+    still uses it (without it a process sometimes aborts at exit, "terminate
+    called without an active exception"). Pass False after an error, when the
+    others may never arrive.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()

@@ -89,6 +89,7 @@ def _curve_stream(a, cfg, cache):
     from ..streamcurve import close_distributed, init_distributed, stream_curve
 
     rank, world = init_distributed(cfg.device)
+    ok = False
     try:
         if rank == 0:
             prepare_model(cfg.model, cache)
@@ -104,8 +105,9 @@ def _curve_stream(a, cfg, cache):
             progress=tqdm_progress("streaming") if rank == 0 else None,
             cache_root=cache.root,
         )
+        ok = True
     finally:
-        close_distributed()
+        close_distributed(wait=ok)
     extra = {"mode": "stream", "world_size": world, "rank": rank, "cache_hit": False, "cache_key": None}
     return res.curve, res.n, {**extra, **_run_info(res.info), "seconds": res.seconds}
 
