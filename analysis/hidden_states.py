@@ -214,20 +214,26 @@ def extract_states(
         raise VariscopeError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
     if len(texts) == 0:
         raise VariscopeError("no texts to encode")
-    device = device or str(next(model.parameters()).device)
-    batches = make_batches(tokenizer, texts, pairs, max_length=max_length, batch_size=batch_size, sort=sort)
     out: dict = {}
 
-    def keep(b: Batch, o):
-        hs = o.hidden_states
-        p = pool(
-            hs, b.tensors["attention_mask"].to(hs[0].device), b.tensors["special_tokens_mask"].to(hs[0].device), pooling
-        )
+    def keep(index: np.ndarray, p: np.ndarray) -> None:
         if "states" not in out:
             out["states"] = np.empty((p.shape[0], len(texts), p.shape[2]), np.float32)
-        out["states"][:, b.index] = p.cpu().numpy()
+        out["states"][:, index] = p
 
-    forward_batches(model, batches, device=device, progress=progress, on_output=keep)
+    for_each_pooled(
+        model,
+        tokenizer,
+        texts,
+        pairs,
+        keep,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+        sort=sort,
+        progress=progress,
+    )
     return out["states"]
 
 
@@ -242,3 +248,34 @@ class Throughput:
         rate = done / el if el > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else float("nan")
         return {"done": done, "total": total, "rate": rate, "eta": eta, "elapsed": el}
+
+
+def for_each_pooled(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    on_pooled: Callable[[np.ndarray, np.ndarray], None],
+    *,
+    pooling: str = "mean",
+    max_length: int = 128,
+    batch_size: int = 32,
+    device: str | None = None,
+    sort: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """One forward pass over ``texts``; ``on_pooled(index, pooled)`` sees every batch.
+
+    index : positions in ``texts`` (B,); pooled : float32 (L+1, B, d) on the CPU.
+    :func:`extract_states` stores them; the streaming path accumulates statistics.
+    """
+    device = device or str(next(model.parameters()).device)
+    batches = make_batches(tokenizer, texts, pairs, max_length=max_length, batch_size=batch_size, sort=sort)
+
+    def pooled(b: Batch, o) -> None:
+        hs = o.hidden_states
+        dev = hs[0].device
+        p = pool(hs, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
+        on_pooled(np.asarray(b.index), p.cpu().numpy())
+
+    forward_batches(model, batches, device=device, progress=progress, on_output=pooled)

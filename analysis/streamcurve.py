@@ -1,7 +1,7 @@
 """ν per layer in one streaming pass: statistics instead of states.
 
 :func:`stream_curve` samples the task as :func:`analysis.pipeline.get_states`
-does, runs the same batch loop (:func:`analysis.hidden_states.forward_batches`)
+does, runs the same batch loop (:func:`analysis.hidden_states.for_each_pooled`)
 and feeds each batch's pooled states into :class:`analysis.streaming.LayerStats`
 instead of keeping them: memory is (L+1)·d² float64 whatever the sample size.
 With ``world_size > 1`` each process takes the rows ``i`` with
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import VariscopeError
-from .hidden_states import forward_batches, make_batches, pool
+from .hidden_states import for_each_pooled
 from .models import resolve_device
 from .pipeline import AnalysisConfig, load_for, prepare_sample, resolve_target
 from .streaming import LayerStats, StateSample, merge_samples
@@ -96,21 +96,27 @@ def stream_stats(
     t1 = time.perf_counter()
     texts = [sub.texts[i] for i in rows]
     pairs = None if sub.pairs is None else [sub.pairs[i] for i in rows]
-    batches = make_batches(tok, texts, pairs, max_length=cfg.max_length, batch_size=cfg.batch_size)
     holder: dict[str, LayerStats] = {}
 
-    def feed(b, out) -> None:
-        hs = out.hidden_states
-        dev = hs[0].device
-        p = pool(hs, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), cfg.pooling)
-        p = p.cpu().numpy()
+    def feed(index: np.ndarray, p: np.ndarray) -> None:
         if "stats" not in holder:
             holder["stats"] = LayerStats(
                 p.shape[0], p.shape[2], sizes, weighting=weighting, keep=keep, seed=cfg.sampling.seed
             )
-        holder["stats"].update(p, sub.labels[rows[b.index]], rows[b.index])
+        holder["stats"].update(p, sub.labels[rows[index]], rows[index])
 
-    forward_batches(model, batches, device=device, progress=progress, on_output=feed)
+    for_each_pooled(
+        model,
+        tok,
+        texts,
+        pairs,
+        feed,
+        pooling=cfg.pooling,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+        device=device,
+        progress=progress,
+    )
     seconds = {"load_model": t1 - t0, "extract": time.perf_counter() - t1}
     info = dict(sub.info, device=device, dtype=target.dtype, model=cfg.model, task=cfg.task.label())
     return StreamPass(holder["stats"], list(sub.label_names), len(sub), len(rows), seconds, info)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import ROOT
+from conftest import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -92,9 +92,6 @@ def _downloads(app, storages):
 def test_variability_downloads_equal_the_cli(app, monkeypatch, tmp_path):
     """The page's CSV is curve_csv of its curve, and CSV and JSON match `python -m analysis curve`."""
     import json
-    import os
-    import subprocess
-    import sys
 
     import streamlit.testing.v1.app_test as app_test
 
@@ -118,27 +115,26 @@ def test_variability_downloads_equal_the_cli(app, monkeypatch, tmp_path):
     assert csv == curve_csv(record)
 
     out = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "analysis",
+    # the same settings on the command line (its own cache: the page's is the fixture's VARISCOPE_CACHE)
+    r = run_cli(
         "curve",
         "--model",
         "minilm",
         "--task",
         "rotten_tomatoes",
         "--n",
-        "60",
+        60,
         "--max-length",
-        "32",
+        32,
         "--bootstrap",
-        "20",
+        20,
         "--csv",
         f"{out}.csv",
         "--json",
         f"{out}.json",
-    ]
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env={**os.environ})
+        cache_dir=tmp_path / "cli-cache",
+    )
+    assert r.returncode == 0, r.stderr
     assert csv == (tmp_path / "cli.csv").read_text()
     cli = json.loads((tmp_path / "cli.json").read_text())
     shared = {k: v for k, v in cli.items() if k not in ("cache_hit", "seconds", "warnings")}
