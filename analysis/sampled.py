@@ -1,0 +1,230 @@
+"""Samples too large to hold: ν exact from the streamed statistics, everything else on a seeded sample.
+
+Above :data:`STREAM_ABOVE` texts the app does not hold the pooled states of the whole sample
+((L+1)·N·d float32). It streams them instead (:func:`analysis.streamcurve.stream_curve`): ν of
+every layer comes exactly from running statistics over all N texts, and a seeded sample of
+K = :data:`SAMPLE_KEEP` texts keeps its states (the same rows at every layer). The bootstrap
+band, the projections and the layer cards then run on that sample.
+
+:class:`SampledStates` is a :class:`~analysis.pipeline.StatesResult` whose ``states`` are the
+sample (K rows, not N), with the exact curve, N and the rows' positions beside them, so every
+consumer of states (projections, cards, the band) takes it unchanged. :func:`curve_of` and
+:func:`cards_of` give one answer for both kinds: the exact ν, with the band or the probe scores
+from whatever states there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .cache import make_key
+from .cards import CardsConfig, LayerCards, rank_agreement
+from .errors import VariscopeError
+from .pipeline import AnalysisConfig, StatesResult, prepare_sample, resolve_target, states_key
+from .streamcurve import StreamResult, stream_curve
+from .variability import CurveResult, variability_curve
+
+#: Samples of more texts than this are streamed by the app (exact ν, states of a sample only).
+STREAM_ABOVE = 20_000
+#: Texts in the seeded state sample of a streamed run (projections, cards, bootstrap band).
+SAMPLE_KEEP = 2_000
+#: Largest state sample the app offers (UMAP and the leave-one-out kNN grow faster than linearly).
+SAMPLE_KEEP_MAX = 20_000
+SAMPLE_VERSION = 1
+
+
+@dataclass
+class SampledStates(StatesResult):
+    """The states of a seeded sample of K of N texts, with ν of all N beside them.
+
+    states : float32 (L+1, K, d), the sample's pooled states (rows sorted by ``index``);
+    labels : int (K,) class indices into ``label_names`` (the classes of all N texts);
+    texts / pairs : K strings, the sample's texts;
+    index : int (K,), each row's position in the full sample of N texts;
+    curve : ν per layer of all N texts (exact, no band) and their class counts;
+    n : N, the texts streamed. ``key`` identifies the sample (states key, K), not the full states.
+    """
+
+    curve: CurveResult | None = None
+    n: int = 0
+    index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def sample_size(self) -> int:
+        """K, the texts whose states are held."""
+        return len(self.labels)
+
+
+def total_texts(res: StatesResult) -> int:
+    """N: the texts ν was computed from (all of them, also when only a sample's states are held)."""
+    return res.n if isinstance(res, SampledStates) else len(res.labels)
+
+
+def sample_fields(res: StatesResult) -> dict:
+    """The JSON fields of a sampled result (``mode``, ``sample_size``); ``{}`` for in-memory states."""
+    return {"mode": "stream", "sample_size": res.sample_size} if isinstance(res, SampledStates) else {}
+
+
+def needs_streaming(cfg: AnalysisConfig, threshold: int = STREAM_ABOVE, content: bytes | None = None) -> bool:
+    """Whether ``cfg``'s sample has more than ``threshold`` texts.
+
+    An ``n`` at or below the threshold decides without loading the data (n caps the sample);
+    otherwise the task is loaded and sampled to count.
+    """
+    if threshold < 1:
+        raise VariscopeError(f"the streaming threshold must be at least 1 text, got {threshold}")
+    n = cfg.sampling.n
+    if n is not None and 0 < n <= threshold:
+        return False
+    return len(prepare_sample(cfg, content)) > threshold
+
+
+def sample_key(cfg: AnalysisConfig, keep: int, content: bytes | None = None, cache_root=None) -> str:
+    """Cache key of the state sample of ``keep`` rows of ``cfg`` (distinct from its full states' key)."""
+    skey, _ = states_key(cfg, resolve_target(cfg, cache_root), content)
+    return make_key({"what": "sample", "version": SAMPLE_VERSION, "states": skey, "keep": int(keep)})
+
+
+def from_stream(
+    result: StreamResult, texts: Sequence[str], pairs: Sequence[str] | None, label_names: Sequence[str], key: str
+) -> SampledStates:
+    """A :class:`SampledStates` from a :class:`~analysis.streamcurve.StreamResult` kept with ``keep > 0``.
+
+    ``texts`` / ``pairs`` are those of the whole sample of N (the rows are picked by the sample's
+    index); ``label_names`` the classes of the curve. ν is ``result.curve``, from all N texts.
+    """
+    sample = result.stats.sample
+    if sample.states is None or len(sample.index) == 0:
+        raise VariscopeError("the streamed result kept no state sample: stream with keep > 0")
+    if len(texts) != result.n:
+        raise VariscopeError(f"the streamed result has {result.n} texts but {len(texts)} were given")
+    idx = np.asarray(sample.index, dtype=np.int64)
+    return SampledStates(
+        states=sample.states,
+        labels=np.asarray(sample.labels, dtype=np.int64),
+        label_names=list(label_names),
+        texts=[texts[i] for i in idx],
+        pairs=None if pairs is None else [pairs[i] for i in idx],
+        key=key,
+        cache_hit=False,
+        seconds=dict(result.seconds),
+        info={**result.info, "mode": "stream", "n": int(result.n), "sample_size": len(idx)},
+        curve=result.curve,
+        n=int(result.n),
+        index=idx,
+    )
+
+
+def stream_sample(
+    cfg: AnalysisConfig,
+    *,
+    keep: int = SAMPLE_KEEP,
+    content: bytes | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    loader: Callable | None = None,
+    cache_root=None,
+) -> SampledStates:
+    """Stream ``cfg``'s sample once (one process): exact ν of all N texts and the states of ``keep`` of them.
+
+    ``progress(done, total)`` sees every batch; ``loader`` as in :func:`~analysis.pipeline.get_states`.
+    """
+    if keep < 1:
+        raise VariscopeError(f"the state sample needs at least 1 text, got {keep}")
+    key = sample_key(cfg, keep, content, cache_root)
+    res = stream_curve(cfg, keep=keep, content=content, progress=progress, loader=loader, cache_root=cache_root)
+    sub = prepare_sample(cfg, content)  # the texts of the sampled rows (the stream does not return them)
+    return from_stream(res, sub.texts, sub.pairs, sub.label_names, key)
+
+
+def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles) -> tuple[tuple | None, dict]:
+    """(band around the exact ν, what it came from) from resamples of the sample's K texts.
+
+    Per layer the band is ν · q/ν̂: the percentiles q of ν over the resamples relative to the
+    sample's own ν̂, carried over to ν of all N (ν of K texts is biased against ν of N, so the
+    raw percentiles need not contain it). None when a class has fewer than 2 sampled texts.
+    """
+    counts = np.bincount(res.labels, minlength=len(res.label_names))
+    if bootstrap <= 0 or np.any(counts < 2) or res.curve is None:
+        return None, {"band_skipped": "a class has fewer than 2 sampled texts"} if bootstrap > 0 else {}
+    boot = variability_curve(
+        res.states, res.labels, weighting=weighting, bootstrap=bootstrap, percentiles=percentiles, seed=seed
+    )
+    assert boot.band is not None
+    low, high = [], []
+    for nu, q_lo, q_hi, own in zip(res.curve.variability, *boot.band, boot.variability, strict=True):
+        ok = np.isfinite(own) and own > 0
+        low.append(nu * q_lo / own if ok else nu)
+        high.append(nu * q_hi / own if ok else nu)
+    facts = {"sample_variability": boot.variability, "sample_band": {"low": boot.band[0], "high": boot.band[1]}}
+    return (low, high), facts
+
+
+def curve_of(
+    res: StatesResult,
+    *,
+    bootstrap: int = 0,
+    weighting: str = "equal",
+    seed: int = 0,
+    percentiles: tuple[float, float] = (5.0, 95.0),
+) -> CurveResult:
+    """ν per layer of ``res``, with a bootstrap band of ``bootstrap`` resamples.
+
+    In-memory states: :func:`~analysis.variability.variability_curve` of them. A
+    :class:`SampledStates`: ν and the class counts of all N texts (streamed, exact) and the band
+    from resamples of the K sampled texts, relative to the sample's own ν and drawn around the exact
+    ν (see :func:`_band`; it describes K texts, so it is wider than the uncertainty of ν from all N;
+    none when a class has fewer than 2 sampled texts). ``settings`` keeps the sample's raw ν and band.
+    """
+    if not isinstance(res, SampledStates):
+        return variability_curve(
+            res.states,
+            res.labels,
+            bootstrap=bootstrap,
+            weighting=weighting,
+            seed=seed,
+            percentiles=percentiles,
+            label_names=res.label_names,
+        )
+    if res.curve is None:
+        raise VariscopeError("a sampled result needs its streamed curve")
+    streamed = res.curve.settings.get("weighting", "equal")
+    if weighting != streamed:
+        raise VariscopeError(f"ν was streamed with {streamed} class weights; it cannot be shown with {weighting}")
+    band, facts = _band(res, int(bootstrap), weighting, seed, percentiles)
+    settings = {**res.curve.settings, "bootstrap": int(bootstrap), "n": res.n, "sample_size": res.sample_size}
+    if bootstrap:
+        settings.update(percentiles=list(percentiles), seed=seed, band_from="sample", **facts)
+    return replace(res.curve, band=band, settings=settings)
+
+
+def with_exact_nu(cards: LayerCards, res: SampledStates, cc: CardsConfig) -> LayerCards:
+    """The cards of a sample with ν, its band (as in :func:`curve_of`) and the rank agreement of all N texts.
+
+    The probe and kNN scores stay those of the K sampled texts.
+    """
+    if res.curve is None:
+        raise VariscopeError("a sampled result needs its streamed curve")
+    curve = curve_of(res, bootstrap=cc.bootstrap, weighting=cc.weighting, seed=cc.seed)
+    nu = list(curve.variability)
+    settings = {**cards.settings, "n": res.n, "sample_size": res.sample_size}
+    return replace(
+        cards,
+        variability=nu,
+        band=curve.band,
+        rank_agreement=rank_agreement(nu, cards.probe_accuracy),
+        settings=settings,
+    )
+
+
+def cards_of(cfg: AnalysisConfig, cc: CardsConfig, res: StatesResult, **kwargs) -> LayerCards:
+    """The layer cards of ``res`` (:func:`~analysis.cards_model.compute_cards`, ``kwargs`` passed on).
+
+    A :class:`SampledStates` gives the probe and kNN scores of its K texts beside the exact ν of all N.
+    """
+    from .cards_model import compute_cards
+
+    cards, _ = compute_cards(cfg, cc, states=res, **kwargs)
+    return with_exact_nu(cards, res, cc) if isinstance(res, SampledStates) else cards
