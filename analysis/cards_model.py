@@ -93,14 +93,18 @@ def grad_norms(
     return norms
 
 
-def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int) -> dict:
+def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int, *, sample_size: int | None = None) -> dict:
     """The JSON record of the cards (CLI ``--json`` and the Layers page's download share it).
 
     Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
+    ``sample_size`` K: the probe and kNN ran on a seeded sample of K of the ``n`` texts and ν on
+    all of them (streamed); the record then says ``"mode": "stream"`` and ``sample_size``.
     """
     out = {**provenance(cfg, n), **cards.to_dict()}
     if cards.grad_norm is None:
         out.pop("grad_norm")
+    if sample_size is not None:
+        out.update(mode="stream", sample_size=int(sample_size))
     return out
 
 

@@ -187,6 +187,24 @@ def test_cli_errors_are_one_line(labelled_csv, tmp_path, capsys):
     assert err.startswith("error:") and "--folds" in err and "\n" not in err
 
 
+def test_cli_stream_cards_use_a_sample_beside_the_exact_nu(labelled_csv, tmp_path, capsys):
+    """cards --stream --keep K: probe and kNN on a seeded sample of K, ν (streamed) as from all the states."""
+    data = ["--data", labelled_csv, "--text-col", "body", "--label-col", "topic", "--n", 0, "--max-length", 16]
+    full, streamed = tmp_path / "full.json", tmp_path / "stream.json"
+    assert _cli("cards", *data, "--folds", 3, "--cache-dir", tmp_path / "c", "--json", full) == 0
+    capsys.readouterr()
+    args = ["--folds", 3, "--stream", "--keep", 40, "--bootstrap", 5, "--cache-dir", tmp_path / "c", "--json", streamed]
+    assert _cli("cards", *data, *args) == 0
+    assert "probe on a seeded sample of 40 of 60 texts" in capsys.readouterr().out
+    f, s = json.loads(full.read_text()), json.loads(streamed.read_text())
+    assert set(s) >= JSON_KEYS and s["mode"] == "stream" and s["sample_size"] == 40 and s["n"] == 60
+    assert "sample_size" not in f and "mode" not in f  # the default path's record is unchanged
+    np.testing.assert_allclose(s["variability"], f["variability"], rtol=1e-9)
+    assert s["band"] is not None and len(s["band"]["low"]) == 7 and s["settings"]["sample_size"] == 40
+    assert _cli("cards", *data, "--keep", 40, "--cache-dir", tmp_path / "c") == 2
+    assert "--keep needs --stream" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the Layers page (AppTest, no browser)
 @pytest.fixture
 def app(make_app):

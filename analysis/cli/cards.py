@@ -7,6 +7,7 @@ import json
 import time
 
 from ..atomic import check_output, write_atomic
+from ..errors import VariscopeError
 from .common import add_data_args, config_from_args, make_cache, tqdm_progress
 
 
@@ -28,10 +29,26 @@ def print_table(cards) -> None:
     print(agreement_words(cards.rank_agreement))
 
 
+def _states(a, cfg, cache):
+    """The states the cards run on: all of them (disk cache), or with --stream a seeded sample of --keep."""
+    if not a.stream:
+        from ..pipeline import get_states
+
+        if a.keep is not None:
+            raise VariscopeError("--keep needs --stream (without it the cards use every text)")
+        return get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
+    from ..sampled import SAMPLE_KEEP, stream_sample
+
+    keep = SAMPLE_KEEP if a.keep is None else a.keep
+    if keep < 1:
+        raise VariscopeError(f"--keep must be at least 1, got {keep}")
+    return stream_sample(cfg, keep=keep, progress=tqdm_progress("streaming"), cache_root=cache.root)
+
+
 def cmd_cards(a) -> int:
     from ..cards import CardsConfig
-    from ..cards_model import cards_record, compute_cards
-    from ..pipeline import get_states
+    from ..cards_model import cards_record
+    from ..sampled import cards_of, sample_fields, total_texts
 
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
@@ -40,15 +57,15 @@ def cmd_cards(a) -> int:
     cc.check()
     cache = make_cache(a)
     t0 = time.perf_counter()
-    st = get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
+    st = _states(a, cfg, cache)
     cc.validate(st.labels)
-    cards, _ = compute_cards(
-        cfg, cc, cache=cache, use_cache=not a.no_cache, states=st, progress=tqdm_progress("cards", unit="layer")
-    )
-    out = cards_record(cfg, cards, len(st.labels))
+    cards = cards_of(cfg, cc, st, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer"))
+    n, k = total_texts(st), sample_fields(st).get("sample_size")
+    out = cards_record(cfg, cards, n, sample_size=k)
     out.update(cache_hit=cards.cache_hit, states_cache_hit=st.cache_hit, seconds=round(time.perf_counter() - t0, 4))
+    probe = f"{a.folds}-fold probe" + (f" on a seeded sample of {k} of {n} texts (nu from all {n})" if k else "")
     print(
-        f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, {a.folds}-fold probe, k={a.k}, "
+        f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={n}, {probe}, k={a.k}, "
         f"{'cache hit' if cards.cache_hit else 'computed'} in {out['seconds']:.2f}s"
     )
     print_table(cards)
@@ -67,6 +84,12 @@ def register(sub) -> None:
     c.add_argument("--grad", action="store_true", help="also relative gradient norms per block (a backward pass)")
     c.add_argument("--bootstrap", type=int, default=0, help="B resamples for a 5-95%% band of nu")
     c.add_argument("--max-iter", type=int, default=200, help="iterations of the probe's LogisticRegression")
+    c.add_argument(
+        "--stream",
+        action="store_true",
+        help="nu from running statistics over every text; probe, kNN and band on a seeded sample (--keep)",
+    )
+    c.add_argument("--keep", type=int, default=None, help="with --stream: texts in the seeded sample (default 2000)")
     c.add_argument("--json", default=None)
     c.add_argument("--csv", default=None)
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
