@@ -25,7 +25,7 @@ import numpy as np
 from .atomic import publish_dir, staging_dir
 from .errors import VariscopeError
 
-KINDS = ("states", "projections", "runs", "cards")
+KINDS = ("states", "projections", "runs", "cards", "streams")
 CACHE_FORMAT = 1
 
 

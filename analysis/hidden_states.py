@@ -11,9 +11,10 @@ the benchmarks reuse it for the bare-forward floor.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,11 +251,14 @@ class Throughput:
         return {"done": done, "total": total, "rate": rate, "eta": eta, "elapsed": el}
 
 
+CHUNK_TEXTS = 8192  # texts tokenized and length-sorted together when they come from an iterator
+
+
 def for_each_pooled(
     model,
     tokenizer,
-    texts: Sequence[str],
-    pairs: Sequence[str] | None,
+    texts: Iterable[str],
+    pairs: Iterable[str] | None,
     on_pooled: Callable[[np.ndarray, np.ndarray], None],
     *,
     pooling: str = "mean",
@@ -263,19 +267,50 @@ def for_each_pooled(
     device: str | None = None,
     sort: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    chunk_size: int | None = None,
+    total: int | None = None,
 ) -> None:
     """One forward pass over ``texts``; ``on_pooled(index, pooled)`` sees every batch.
 
     index : positions in ``texts`` (B,); pooled : float32 (L+1, B, d) on the CPU.
     :func:`extract_states` stores them; the streaming path accumulates statistics.
+    ``texts`` (and ``pairs``) may be iterators: they are then read ``chunk_size``
+    (default :data:`CHUNK_TEXTS`) at a time, each chunk tokenized and batched on its
+    own, so no more than one chunk of texts is held. A list with no ``chunk_size`` is
+    one chunk (the same batches as before). ``total`` is the number of texts for
+    ``progress`` when an iterator does not know it.
     """
     device = device or str(next(model.parameters()).device)
-    batches = make_batches(tokenizer, texts, pairs, max_length=max_length, batch_size=batch_size, sort=sort)
+    if isinstance(texts, Sequence) and chunk_size is None:
+        chunks: Iterable = [(texts, pairs)]
+        total = len(texts)
+    else:
+        chunks = _chunks(texts, pairs, chunk_size or CHUNK_TEXTS)
+    start = 0
+    for ctexts, cpairs in chunks:
+        batches = make_batches(tokenizer, ctexts, cpairs, max_length=max_length, batch_size=batch_size, sort=sort)
 
-    def pooled(b: Batch, o) -> None:
-        hs = o.hidden_states
-        dev = hs[0].device
-        p = pool(hs, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
-        on_pooled(np.asarray(b.index), p.cpu().numpy())
+        def pooled(b: Batch, o, offset: int = start) -> None:
+            hs = o.hidden_states
+            dev = hs[0].device
+            p = pool(hs, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
+            on_pooled(offset + np.asarray(b.index), p.cpu().numpy())
 
-    forward_batches(model, batches, device=device, progress=progress, on_output=pooled)
+        def step(done: int, n: int, offset: int = start) -> None:
+            if progress is not None:
+                progress(offset + done, max(total or 0, offset + n))
+
+        forward_batches(model, batches, device=device, progress=step, on_output=pooled)
+        start += len(ctexts)
+
+
+def _chunks(texts: Iterable[str], pairs: Iterable[str] | None, size: int) -> Iterator[tuple[list, list | None]]:
+    """Lists of at most ``size`` texts (and their pairs) from iterables."""
+    if size < 1:
+        raise VariscopeError(f"chunk size must be at least 1, got {size}")
+    rows = iter(texts) if pairs is None else zip(texts, pairs, strict=True)
+    while chunk := list(itertools.islice(rows, size)):
+        if pairs is None:
+            yield chunk, None
+        else:
+            yield [t for t, _ in chunk], [p for _, p in chunk]

@@ -20,6 +20,7 @@ from .cache import DiskCache, make_key
 from .errors import VariscopeError
 from .hidden_states import POOLINGS, extract_states
 from .models import ModelRef, load_model, resolve_device, resolve_dtype, resolve_model
+from .sampling import compact_classes
 from .tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
 from .variability import CurveResult, variability_curve
 
@@ -150,11 +151,7 @@ def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskDat
     sub = sample(task, cfg.sampling)
     if len(sub) == 0:
         raise VariscopeError("the sample is empty")
-    present = np.unique(sub.labels)
-    if len(present) < len(sub.label_names):  # drop declared classes that the sample lacks
-        remap = {c: i for i, c in enumerate(present)}
-        sub.labels = np.array([remap[c] for c in sub.labels], dtype=np.int64)
-        sub.label_names = [sub.label_names[c] for c in present]
+    sub.labels, sub.label_names = compact_classes(sub.labels, sub.label_names)  # drop classes the sample lacks
     _class_index(sub.labels, sub.label_names)
     return sub
 

@@ -28,14 +28,27 @@ class SampleConfig:
 
 def sample(task: TaskData, cfg: SampleConfig) -> TaskData:
     """Deterministic stratified subset (indices kept in original order)."""
+    idx, info = sample_index(task.labels, len(task.label_names), cfg, task.info)
+    out = task.subset(idx)
+    out.info = info
+    return out
+
+
+def sample_index(labels: np.ndarray, n_classes: int, cfg: SampleConfig, info: dict | None = None):
+    """The rows :func:`sample` keeps, from the labels alone: (sorted row indices, info with warnings).
+
+    The streamed files (:mod:`analysis.textstream`) read only the labels first and pick the
+    same rows as the in-memory path.
+    """
     if cfg.per_class is not None and cfg.per_class <= 0:
         raise VariscopeError(f"the per-class cap must be a positive number, got {cfg.per_class}")
     if cfg.n is not None and cfg.n <= 0:
         raise VariscopeError(f"n must be a positive number, got {cfg.n}")
     if cfg.fraction is not None and not 0 < cfg.fraction <= 1:
         raise VariscopeError(f"fraction must be in (0, 1], got {cfg.fraction}")
-    C = len(task.label_names)
-    avail = np.bincount(task.labels, minlength=C).astype(float)
+    labels = np.asarray(labels)
+    C = n_classes
+    avail = np.bincount(labels, minlength=C).astype(float)
     want = avail.copy()
     if cfg.fraction is not None:
         want = np.maximum(np.minimum(avail, 2), np.floor(avail * cfg.fraction))
@@ -47,7 +60,7 @@ def sample(task: TaskData, cfg: SampleConfig) -> TaskData:
         want = np.floor(ratio * scale)
     if cfg.per_class is not None:
         want = np.minimum(want, cfg.per_class)
-    info = dict(task.info)
+    info = dict(info or {})
     if cfg.n is not None:
         total = want.sum()
         if cfg.n >= total:
@@ -61,13 +74,21 @@ def sample(task: TaskData, cfg: SampleConfig) -> TaskData:
     rng = np.random.default_rng(cfg.seed)
     picked = []
     for c in range(C):
-        idx = np.flatnonzero(task.labels == c)
+        idx = np.flatnonzero(labels == c)
         picked.append(idx[rng.permutation(len(idx))[: int(want[c])]])
     idx = np.sort(np.concatenate(picked)) if picked else np.array([], int)
-    out = task.subset(idx)
-    out.info = info
-    out.info["n_available"] = int(len(task))
-    return out
+    info["n_available"] = int(len(labels))
+    return idx, info
+
+
+def compact_classes(labels: np.ndarray, label_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Drop declared classes that ``labels`` lacks (renumbering the rest in order)."""
+    present = np.unique(labels)
+    if len(present) == len(label_names):
+        return labels, label_names
+    remap = np.full(len(label_names), -1, dtype=np.int64)
+    remap[present] = np.arange(len(present))
+    return remap[labels].astype(np.int64), [label_names[c] for c in present]
 
 
 def _allocate(want: np.ndarray, n: int) -> np.ndarray:

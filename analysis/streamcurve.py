@@ -12,6 +12,7 @@ summed with one ``all_reduce``; every process gets the same ν
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,18 +22,22 @@ import numpy as np
 from .errors import VariscopeError
 from .hidden_states import for_each_pooled
 from .models import resolve_device
-from .pipeline import AnalysisConfig, load_for, prepare_sample, resolve_target
+from .pipeline import AnalysisConfig, load_for, resolve_target
 from .streaming import LayerStats, StateSample, merge_samples
-from .variability import CurveResult
+from .textstream import open_sample
+from .twopass import Projections, choose_mode, default_budget
+from .variability import CurveResult, variability_curve
 
 
 @dataclass
 class StreamResult:
     """A streamed curve and what it was computed from.
 
-    curve : ν per layer and counts (no bootstrap band: that needs the states);
+    curve : ν per layer and counts, and a bootstrap band when asked for (computed on the
+    state sample, ``band_sample`` states, not on all ``n``);
     stats : the merged statistics (and the state sample, ``stats.sample``);
-    n : texts in the whole sample; rows : texts this process ran.
+    n : texts in the whole sample; rows : texts this process ran;
+    mode : "stream" (one pass, W per layer) or "two-pass" (:mod:`analysis.twopass`).
     """
 
     curve: CurveResult
@@ -43,10 +48,12 @@ class StreamResult:
     world_size: int
     seconds: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    mode: str = "stream"
+    band_sample: int = 0
 
     def to_dict(self) -> dict:
-        """The curve's dict plus ``mode`` ("stream"), ``n`` and ``world_size``."""
-        return {**self.curve.to_dict(), "mode": "stream", "n": self.n, "world_size": self.world_size}
+        """The curve's dict plus ``mode``, ``n`` and ``world_size``."""
+        return {**self.curve.to_dict(), "mode": self.mode, "n": self.n, "world_size": self.world_size}
 
 
 def shard(n: int, rank: int, world_size: int) -> np.ndarray:
@@ -58,7 +65,11 @@ def shard(n: int, rank: int, world_size: int) -> np.ndarray:
 
 @dataclass
 class StreamPass:
-    """One process's share of a streamed pass: its statistics (not yet reduced) and the sample's facts."""
+    """One process's share of a streamed pass: its statistics (not yet reduced) and the sample's facts.
+
+    ``run(on_pooled, progress)`` runs another forward pass over the same rows (the second
+    pass of the two-pass mode); ``labels`` are the classes of this process's rows in order.
+    """
 
     stats: LayerStats
     label_names: list[str]
@@ -66,6 +77,8 @@ class StreamPass:
     rows: int
     seconds: dict
     info: dict
+    run: Callable | None = None
+    labels: np.ndarray | None = None
 
 
 def stream_stats(
@@ -79,88 +92,232 @@ def stream_stats(
     content: bytes | None = None,
     loader: Callable | None = None,
     cache_root=None,
+    mode: str = "stream",
+    memory_budget: int | None = None,
 ) -> StreamPass:
     """Statistics of the rows of ``cfg``'s sample that fall to ``rank`` (:func:`shard`), in one pass.
 
     ``keep`` rows (seeded by the sampling seed) are kept per layer in ``stats.sample``.
+    A data file or Hugging Face dataset is read in chunks (:func:`analysis.textstream.open_sample`).
+    ``mode`` (:func:`analysis.twopass.choose_mode`, with ``memory_budget`` bytes) decides at the
+    first batch, when L+1 and d are known, whether the statistics keep W ("stream") or not ("two-pass").
     """
     cfg.validate()
+    choose_mode(mode, 1, 1, 2, None)  # an unknown mode is refused before any work
     target = resolve_target(cfg, cache_root)
-    sub = prepare_sample(cfg, content)
-    if world_size > len(sub):
-        raise VariscopeError(f"{world_size} processes for {len(sub)} texts: every process needs at least one text")
-    rows = shard(len(sub), rank, world_size)
-    sizes = np.bincount(sub.labels, minlength=len(sub.label_names))
+    source = open_sample(cfg, content)
+    if world_size > len(source):
+        raise VariscopeError(f"{world_size} processes for {len(source)} texts: every process needs at least one text")
+    rows = shard(len(source), rank, world_size)
+    sizes = np.bincount(source.labels, minlength=len(source.label_names))
     t0 = time.perf_counter()
     model, tok, device = load_for(cfg, target, loader)
     t1 = time.perf_counter()
-    texts = [sub.texts[i] for i in rows]
-    pairs = None if sub.pairs is None else [sub.pairs[i] for i in rows]
+
+    def run(on_pooled: Callable, progress: Callable | None = None) -> None:
+        texts, pairs = source.texts(rows)
+        if not source.streamed:  # held anyway: one chunk, the same batches as the states path
+            texts, pairs = list(texts), None if pairs is None else list(pairs)  # type: ignore[assignment]
+        for_each_pooled(
+            model,
+            tok,
+            texts,
+            pairs,
+            on_pooled,
+            pooling=cfg.pooling,
+            max_length=cfg.max_length,
+            batch_size=cfg.batch_size,
+            device=device,
+            progress=progress,
+            total=len(rows),
+        )
+
     holder: dict[str, LayerStats] = {}
 
     def feed(index: np.ndarray, p: np.ndarray) -> None:
         if "stats" not in holder:
+            used = choose_mode(mode, p.shape[0], p.shape[2], len(sizes), memory_budget)
             holder["stats"] = LayerStats(
-                p.shape[0], p.shape[2], sizes, weighting=weighting, keep=keep, seed=cfg.sampling.seed
+                p.shape[0],
+                p.shape[2],
+                sizes,
+                weighting=weighting,
+                keep=keep,
+                seed=cfg.sampling.seed,
+                moments=used == "stream",
             )
-        holder["stats"].update(p, sub.labels[rows[index]], rows[index])
+        holder["stats"].update(p, source.labels[rows[index]], rows[index])
 
-    for_each_pooled(
-        model,
-        tok,
-        texts,
-        pairs,
-        feed,
-        pooling=cfg.pooling,
-        max_length=cfg.max_length,
-        batch_size=cfg.batch_size,
-        device=device,
-        progress=progress,
-    )
+    run(feed, progress)
     seconds = {"load_model": t1 - t0, "extract": time.perf_counter() - t1}
-    info = dict(sub.info, device=device, dtype=target.dtype, model=cfg.model, task=cfg.task.label())
-    return StreamPass(holder["stats"], list(sub.label_names), len(sub), len(rows), seconds, info)
+    info = dict(source.info, device=device, dtype=target.dtype, model=cfg.model, task=cfg.task.label())
+    labels = source.labels[rows]
+    return StreamPass(holder["stats"], list(source.label_names), len(source), len(rows), seconds, info, run, labels)
 
 
-def stream_curve(cfg: AnalysisConfig, *, rank: int = 0, world_size: int = 1, **kwargs) -> StreamResult:
+def stream_curve(
+    cfg: AnalysisConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    mode: str = "stream",
+    memory_budget: int | None = None,
+    bootstrap: int = 0,
+    **kwargs,
+) -> StreamResult:
     """ν per layer of ``cfg`` without holding the states (see the module docstring).
 
-    ``kwargs`` go to :func:`stream_stats`. With ``world_size > 1`` the default
-    process group of ``torch.distributed`` must be initialised
-    (:func:`init_distributed`); every process returns the same ν.
+    ``kwargs`` go to :func:`stream_stats`. ``mode``: "stream" (one pass), "two-pass"
+    (:mod:`analysis.twopass`, two forward passes, no d×d matrix) or "auto" (two-pass when
+    W would not fit ``memory_budget`` bytes; default :func:`analysis.twopass.default_budget`).
+    ``bootstrap`` B > 0 adds a 5–95% band computed on the state sample (``keep`` states).
+    With ``world_size > 1`` the default process group of ``torch.distributed`` must be
+    initialised (:func:`init_distributed`); every process returns the same ν, and a failure
+    in any process raises :class:`RankFailure` in all of them instead of a hang.
     """
     t0 = time.perf_counter()
-    sp = stream_stats(cfg, rank=rank, world_size=world_size, **kwargs)
+    choose_mode(mode, 1, 1, 2, None)
+    if mode == "auto" and memory_budget is None:
+        memory_budget = default_budget()
+    if mode == "auto" and world_size > 1:  # every process must choose the same mode
+        memory_budget = int(_all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
+    sp = collective(
+        lambda: stream_stats(cfg, rank=rank, world_size=world_size, mode=mode, memory_budget=memory_budget, **kwargs),
+        world_size,
+    )
     t1 = time.perf_counter()
     if world_size > 1:
         all_reduce_stats(sp.stats)
         if sp.stats.sample.keep:
             sp.stats.sample = gather_sample(sp.stats.sample)
-    nu = sp.stats.variability()
+    if sp.stats.moments:
+        nu, used = sp.stats.variability(), "stream"
+    else:
+        nu, used = _second_pass(sp, world_size, kwargs.get("progress")), "two-pass"
+    t2 = time.perf_counter()
     weighting = sp.stats.weighting
+    band, k = sample_band(sp.stats, bootstrap, cfg.sampling.seed)
     curve = CurveResult(
         layers=list(range(len(nu))),
         variability=nu,
         counts={name: int(k) for name, k in zip(sp.label_names, sp.stats.sizes, strict=True)},
-        settings={"weighting": weighting, "bootstrap": 0, "mode": "stream", "world_size": world_size},
+        band=band,
+        settings={
+            "weighting": weighting,
+            "bootstrap": int(bootstrap) if band else 0,
+            "mode": used,
+            "world_size": world_size,
+            "band_sample": k,
+        },
     )
-    t2 = time.perf_counter()
-    seconds = {**sp.seconds, "variability": t2 - t1, "total": t2 - t0}
-    return StreamResult(curve, sp.stats, sp.n, sp.rows, rank, world_size, seconds, sp.info)
+    t3 = time.perf_counter()
+    seconds = {**sp.seconds, "variability": t3 - t1, "total": t3 - t0}
+    if used == "two-pass":
+        seconds["second_pass"] = t2 - t1
+    return StreamResult(curve, sp.stats, sp.n, sp.rows, rank, world_size, seconds, sp.info, used, k)
 
 
-def all_reduce_stats(stats: LayerStats) -> None:
-    """Sum the statistics of every process in place (one float64 ``all_reduce``; samples: :func:`gather_sample`)."""
+def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
+    """Pass 2 of the two-pass mode over this process's rows; the squared projections summed over processes."""
+    proj = Projections(sp.stats)
+    labels = sp.labels
+    assert sp.run is not None and labels is not None
+
+    def feed(index: np.ndarray, p: np.ndarray) -> None:
+        proj.update(p, labels[index])
+
+    collective(lambda: sp.run(feed, progress), world_size)  # type: ignore[misc]
+    if world_size > 1:
+        proj.load_flat(_all_reduce(proj.flat()))
+    return proj.variability()
+
+
+def sample_band(stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | None, int]:
+    """(5–95% bootstrap band per layer from the state sample, its size K); (None, K) without ``bootstrap``."""
+    s = stats.sample
+    k = 0 if s.states is None else int(s.states.shape[1])
+    if not bootstrap:
+        return None, k
+    if s.states is None:
+        raise VariscopeError("the bootstrap band of a streamed curve needs a state sample: keep some states (--keep)")
+    try:
+        c = variability_curve(
+            s.states, s.labels, weighting=stats.weighting, bootstrap=bootstrap, seed=seed, label_names=stats.label_names
+        )
+    except VariscopeError as e:
+        raise VariscopeError(f"the bootstrap band uses the sample of {k} states: {e}; keep more (--keep)") from None
+    return c.band, k
+
+
+class RankFailure(VariscopeError):
+    """A process of a torchrun world failed; raised in every process (``rank``: the first that failed)."""
+
+    def __init__(self, rank: int, reason: str):
+        super().__init__(f"rank {rank} failed: {reason}")
+        self.rank = rank
+
+
+def collective(fn: Callable, world_size: int):
+    """``fn()``, then (with several processes) agree that every process succeeded before any all_reduce.
+
+    An exception in one process is not raised at once (the others would wait for it forever in
+    the next collective): every process joins one ``all_gather_object`` of ok/failed flags, and
+    if any failed all of them raise the same :class:`RankFailure`.
+    """
+    if world_size <= 1:
+        return fn()
+    out, error = None, None
+    try:
+        out = fn()
+    except Exception as e:
+        error = e
+    agree(error)
+    return out
+
+
+def agree(error: BaseException | None) -> None:
+    """Exchange this process's ok/failed flag (and reason) with all the others; raise if any failed."""
+    import torch.distributed as dist
+
+    reason = None
+    if error is not None:
+        reason = error.message if isinstance(error, VariscopeError) else f"{type(error).__name__}: {error}"
+        reason = (str(reason).splitlines() or [""])[0][:300]
+    parts: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, reason)
+    for r, why in enumerate(parts):
+        if why is not None:
+            raise RankFailure(r, str(why))
+
+
+def share(flag: bool, world_size: int) -> bool:
+    """Rank 0's ``flag``, on every process (one ``broadcast_object_list``)."""
+    if world_size <= 1:
+        return flag
+    import torch.distributed as dist
+
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _all_reduce(v: np.ndarray, op: str = "sum") -> np.ndarray:
+    """Sum (or min) a float64 vector over every process."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         raise VariscopeError("several processes need torch.distributed's process group: run under torchrun")
-    buf = torch.from_numpy(stats.flat())
+    buf = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
     if dist.get_backend() == "nccl":
         buf = buf.cuda()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-    stats.load_flat(buf.cpu().numpy())
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MIN)
+    return buf.cpu().numpy()
+
+
+def all_reduce_stats(stats: LayerStats) -> None:
+    """Sum the statistics of every process in place (one float64 ``all_reduce``; samples: :func:`gather_sample`)."""
+    stats.load_flat(_all_reduce(stats.flat()))
 
 
 def gather_sample(sample: StateSample) -> StateSample:
@@ -172,10 +329,12 @@ def gather_sample(sample: StateSample) -> StateSample:
     return merge_samples([p for p in parts if isinstance(p, StateSample)])
 
 
-def init_distributed(device: str = "auto") -> tuple[int, int]:
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> tuple[int, int]:
     """(rank, world_size) of this process; with ``WORLD_SIZE > 1`` (torchrun) joins the process group.
 
     gloo on CPU, nccl on CUDA (each process on GPU ``LOCAL_RANK``). One process: (0, 1), nothing started.
+    ``timeout_s``: a collective that waits longer fails instead of hanging (a safety net: a failing
+    process is normally reported through :func:`agree` at once).
     """
     import os
 
@@ -189,7 +348,7 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return dist.get_rank(), dist.get_world_size()
 
 

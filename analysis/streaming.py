@@ -111,6 +111,8 @@ class LayerStats:
         labels passed to :meth:`update` are class indices 0..C−1.
     weighting : "equal" (the paper) or "size", as in :func:`analysis.variability.variability`.
     keep, seed : size and seed of the state sample (0: none).
+    moments : False keeps no W (class sums and counts only, (L+1)·C·d): the first pass of
+        the two-pass variant (:mod:`analysis.twopass`); :meth:`variability` then refuses.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class LayerStats:
         keep: int = 0,
         seed: int = 0,
         label_names: Sequence[str] | None = None,
+        moments: bool = True,
     ):
         if weighting not in WEIGHTINGS:
             raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
@@ -133,7 +136,8 @@ class LayerStats:
         pi = np.full(C, 1.0 / C) if weighting == "equal" else sizes / sizes.sum()
         self.pi = pi
         self.row_weight = pi / sizes  # π_c / n_c, the weight of one row of class c in W
-        self.W = np.zeros((n_layers, dim, dim))
+        self.n_layers, self.dim, self.moments = int(n_layers), int(dim), bool(moments)
+        self.W = np.zeros((n_layers, dim, dim) if moments else (n_layers, 0, 0))
         self.sums = np.zeros((n_layers, C, dim))
         self.counts = np.zeros(C, dtype=np.int64)
         self.sample = StateSample(keep, seed)
@@ -150,22 +154,27 @@ class LayerStats:
         """
         X = np.asarray(states, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64)
-        if X.ndim != 3 or X.shape[0] != self.W.shape[0] or X.shape[2] != self.W.shape[1]:
-            raise VariscopeError(f"a batch must have shape ({self.W.shape[0]}, b, {self.W.shape[1]}), got {X.shape}")
+        if X.ndim != 3 or X.shape[0] != self.n_layers or X.shape[2] != self.dim:
+            raise VariscopeError(f"a batch must have shape ({self.n_layers}, b, {self.dim}), got {X.shape}")
         if X.shape[1] != len(y):
             raise VariscopeError(f"a batch has {X.shape[1]} rows but {len(y)} labels")
         if len(y) and (y.min() < 0 or y.max() >= len(self.sizes)):
             raise VariscopeError(f"labels must be class indices 0..{len(self.sizes) - 1}")
         if index is None:
             index = self.n_seen + np.arange(len(y))
-        self.W += np.matmul(X.transpose(0, 2, 1) * self.row_weight[y], X)
+        if self.moments:
+            self.W += np.matmul(X.transpose(0, 2, 1) * self.row_weight[y], X)
         self.sums += np.matmul(np.eye(len(self.sizes))[y].T, X)  # (C, b) one-hot @ (L+1, b, d)
         self.counts += np.bincount(y, minlength=len(self.sizes))
         self.sample.update(states, y, np.asarray(index, dtype=np.int64))
 
     def merge(self, other: LayerStats) -> LayerStats:
         """Add ``other``'s statistics (another batch range or process) to these; returns self."""
-        if self.W.shape != other.W.shape or not np.array_equal(self.sizes, other.sizes):
+        if (
+            self.W.shape != other.W.shape
+            or self.sums.shape != other.sums.shape
+            or not np.array_equal(self.sizes, other.sizes)
+        ):
             raise VariscopeError("cannot merge statistics of different layers, sizes or classes")
         if self.weighting != other.weighting:
             raise VariscopeError("cannot merge statistics with different class weightings")
@@ -188,14 +197,20 @@ class LayerStats:
 
     def variability(self) -> list[float]:
         """ν per layer from the statistics; every declared row must have been seen."""
+        if not self.moments:
+            raise VariscopeError("these statistics keep no second moments W: ν needs the second pass (two-pass mode)")
+        self.check_complete()
+        return [self._nu(l) for l in range(self.n_layers)]
+
+    def check_complete(self) -> None:
+        """Refuse statistics that missed a row, or that hold NaN or infinite values (naming the layer)."""
         if not np.array_equal(self.counts, self.sizes):
             raise VariscopeError(
                 f"the statistics saw {self.counts.tolist()} rows per class but the sample has {self.sizes.tolist()}"
             )
-        for l in range(self.W.shape[0]):
+        for l in range(self.n_layers):
             if not (np.all(np.isfinite(self.sums[l])) and np.all(np.isfinite(self.W[l]))):
                 raise VariscopeError(f"layer {l}: the hidden states contain NaN or infinite values")
-        return [self._nu(l) for l in range(self.W.shape[0])]
 
     def _nu(self, l: int) -> float:
         pi, C = self.pi, len(self.sizes)

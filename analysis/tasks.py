@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datafiles import MAX_UPLOAD_BYTES, _read_file_bytes, parse_table, shown
+from .datafiles import MAX_UPLOAD_BYTES, _read_file_bytes, check_data_path, parse_table, shown
 from .errors import VariscopeError
 from .sampling import SampleConfig, sample
 from .taskdata import TaskData
@@ -112,8 +112,10 @@ def task_fingerprint(cfg: TaskConfig, content: bytes | None = None) -> str:
     """Identifies the task's data: package version, file content hash or dataset id."""
     kind = task_kind(cfg)
     if kind == "file":
-        data = content if content is not None else _read_file_bytes(_path(cfg))
-        return "file:" + hashlib.sha256(data).hexdigest()[:32]
+        if content is not None:
+            return "file:" + hashlib.sha256(content).hexdigest()[:32]
+        with open(check_data_path(_path(cfg)), "rb") as fh:  # in chunks: a streamed file may be large
+            return "file:" + hashlib.file_digest(fh, "sha256").hexdigest()[:32]
     name = _name(cfg)
     if kind == "offline":
         pkg = OFFLINE[name][0]
@@ -241,16 +243,21 @@ def _fixed_split(texts, labels, split, test_fraction=0.2, seed=20221018):
 
 
 def _from_rows(rows: list[dict], cfg: TaskConfig):
-    cols = list(rows[0].keys())
+    cols = check_columns(list(rows[0].keys()), cfg)
+    texts = [_s(r.get(cfg.text_col)) for r in rows]
+    pairs = [_s(r.get(cfg.text_pair_col)) for r in rows] if cfg.text_pair_col else None
+    labels = [r.get(cfg.label_col) for r in rows]
+    return texts, labels, pairs, None, {"source": cfg.data, "columns": cols}
+
+
+def check_columns(cols: list, cfg: TaskConfig) -> list:
+    """``cols`` when the text, label and pair columns of ``cfg`` are among them; else a one-line error."""
     for role, col in (("text", cfg.text_col), ("label", cfg.label_col), ("text pair", cfg.text_pair_col)):
         if col and col not in cols:
             raise VariscopeError(
                 f"{role} column '{shown(col)}' not found; the columns are: {shown(', '.join(map(str, cols)), 300)}"
             )
-    texts = [_s(r.get(cfg.text_col)) for r in rows]
-    pairs = [_s(r.get(cfg.text_pair_col)) for r in rows] if cfg.text_pair_col else None
-    labels = [r.get(cfg.label_col) for r in rows]
-    return texts, labels, pairs, None, {"source": cfg.data, "columns": cols}
+    return cols
 
 
 def _s(v) -> str:
@@ -283,15 +290,15 @@ def _datasets_offline(offline: bool):
             datasets.config.HF_HUB_OFFLINE = before
 
 
-def _hf_load(path: str, name: str | None, split: str):
-    """``datasets.load_dataset`` with a clear error offline (tests replace this)."""
+def _hf_load(path: str, name: str | None, split: str, streaming: bool = False):
+    """``datasets.load_dataset`` with a clear error offline (tests replace this); ``streaming``: an IterableDataset."""
     import datasets
 
     from .models import hub_reachable
 
     try:
         with _datasets_offline(not hub_reachable()):
-            return datasets.load_dataset(path, name, split=split)
+            return datasets.load_dataset(path, name, split=split, streaming=streaming)
     except (ConnectionError, OSError, FileNotFoundError) as e:
         if not hub_reachable():
             raise VariscopeError(
@@ -306,21 +313,26 @@ def _hf_load(path: str, name: str | None, split: str):
         ) from None
 
 
-def _load_hf(cfg: TaskConfig, kind: str):
+def hf_spec(cfg: TaskConfig, kind: str) -> tuple:
+    """(dataset path, configuration, split, text, pair and label columns) of a GLUE task or HF dataset."""
     name = _name(cfg)
-    if kind == "glue":
-        text_col, pair_col, eval_split = GLUE[name]
-        split = cfg.split
-        if split in ("test", "validation", "eval", "dev"):
-            split = eval_split  # GLUE's test labels are hidden
-        if cfg.name == "mnli" and split in ("validation_mismatched", "mismatched"):
-            split = "validation_mismatched"
-        ds = _hf_load("nyu-mll/glue", name, split)
-        label_col = "label"
-    else:
-        text_col, pair_col, label_col = cfg.text_col, cfg.text_pair_col, cfg.label_col
-        ds = _hf_load(name, cfg.hf_config, cfg.split)
-        split = cfg.split
+    if kind != "glue":
+        return name, cfg.hf_config, cfg.split, cfg.text_col, cfg.text_pair_col, cfg.label_col
+    if cfg.name == "stsb" and not cfg.bins:
+        raise VariscopeError(
+            "stsb is a regression task (similarity 0–5); ν needs classes: "
+            "pass --bins K to bin the scores into K quantile classes"
+        )
+    text_col, pair_col, eval_split = GLUE[name]
+    split = eval_split if cfg.split in ("test", "validation", "eval", "dev") else cfg.split  # test labels are hidden
+    if cfg.name == "mnli" and cfg.split in ("validation_mismatched", "mismatched"):
+        split = "validation_mismatched"
+    return "nyu-mll/glue", name, split, text_col, pair_col, "label"
+
+
+def _load_hf(cfg: TaskConfig, kind: str):
+    path, config, split, text_col, pair_col, label_col = hf_spec(cfg, kind)
+    ds = _hf_load(path, config, split)
     cols = list(ds.column_names)
     for role, col in (("text", text_col), ("label", label_col), ("text pair", pair_col)):
         if col and col not in cols:
@@ -336,19 +348,27 @@ def _load_hf(cfg: TaskConfig, kind: str):
         keep = [i for i, y in enumerate(labels) if y is not None and int(y) >= 0]  # -1 = hidden label
         texts, labels = [texts[i] for i in keep], [names[int(labels[i])] for i in keep]
         pairs = None if pairs is None else [pairs[i] for i in keep]
-    if kind == "glue" and cfg.name == "stsb" and not cfg.bins:
-        raise VariscopeError(
-            "stsb is a regression task (similarity 0–5); ν needs classes: "
-            "pass --bins K to bin the scores into K quantile classes"
-        )
     return texts, labels, pairs, names, {"source": f"{cfg.name} ({split})", "columns": cols}
 
 
 # ---------------------------------------------------------------- labels, cleanup
 def _finish(texts, pairs, labels, names, cfg: TaskConfig, info: dict) -> TaskData:
+    empty = [not t.strip() and (pairs is None or not pairs[i].strip()) for i, t in enumerate(texts)]
+    keep, y, names, info = finish_labels(labels, empty, names, cfg, info)
+    texts = [texts[i] for i in keep]
+    pairs = None if pairs is None else [pairs[i] for i in keep]
+    return TaskData(texts, y, names, pairs, info)
+
+
+def finish_labels(labels, empty, names, cfg: TaskConfig, info: dict):
+    """Which rows a task keeps and their classes, from the raw labels and which texts are empty.
+
+    Returns (kept row positions, class indices of those rows, class names, info with the
+    warnings). :func:`load_task` and the streamed files (:mod:`analysis.textstream`) share it.
+    """
     info = dict(info)
     warnings = list(info.get("warnings", []))
-    n_in = len(texts)
+    n_in = len(labels)
     label_strs: list[str | int | float | None] = []
     blank = 0
     for y in labels:
@@ -362,18 +382,15 @@ def _finish(texts, pairs, labels, names, cfg: TaskConfig, info: dict) -> TaskDat
     keep = [i for i in range(n_in) if label_strs[i] is not None]
     if blank:
         warnings.append(f"dropped {blank} row(s) with a blank label")
-    empty = [i for i in keep if not texts[i].strip() and (pairs is None or not pairs[i].strip())]
-    if empty:
-        keep = [i for i in keep if texts[i].strip() or (pairs is not None and pairs[i].strip())]
-        warnings.append(f"dropped {len(empty)} empty or whitespace-only text(s)")
+    n_empty = sum(1 for i in keep if empty[i])
+    if n_empty:
+        keep = [i for i in keep if not empty[i]]
+        warnings.append(f"dropped {n_empty} empty or whitespace-only text(s)")
     if not keep:
         raise VariscopeError("no usable rows: every text is empty or every label is blank")
-    vals = [label_strs[i] for i in keep]
-    texts = [texts[i] for i in keep]
-    pairs = None if pairs is None else [pairs[i] for i in keep]
-    y, names = _encode_labels(vals, names, cfg)
-    info.update(warnings=warnings, dropped_empty=len(empty), dropped_blank_label=blank, n_rows=n_in)
-    return TaskData(texts, y, names, pairs, info)
+    y, names = _encode_labels([label_strs[i] for i in keep], names, cfg)
+    info.update(warnings=warnings, dropped_empty=n_empty, dropped_blank_label=blank, n_rows=n_in)
+    return np.asarray(keep, dtype=np.int64), y, names, info
 
 
 def _encode_labels(vals, names, cfg: TaskConfig):

@@ -170,13 +170,24 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     np.testing.assert_allclose(two["variability"], one["variability"], rtol=1e-5)
 
 
-def test_cli_stream_refuses_bootstrap(tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--keep", "5"], "error: --stream-mode, --keep and --memory-budget go with --stream"),
+        (["--stream-mode", "two-pass"], "error: --stream-mode, --keep and --memory-budget go with --stream"),
+        (["--stream", "--keep", "-1"], "error: --keep must be a number of states ≥ 0, got -1"),
+        (
+            ["--stream", "--keep", "0", "--bootstrap", "10"],
+            "error: --bootstrap with --stream resamples the state sample: --keep must be above 0",
+        ),
+        (["--stream", "--memory-budget", "0"], "error: --memory-budget must be a positive number of MB, got 0.0"),
+    ],
+)
+def test_cli_stream_refusals(tmp_path, flags, message):
     from conftest import run_cli
 
-    r = run_cli("curve", "--stream", "--bootstrap", "10", cache_dir=tmp_path / "c")
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: --bootstrap needs the stored states; leave out --stream"
-    ]
+    r = run_cli("curve", *flags, cache_dir=tmp_path / "c")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [message]
 
 
 @pytest.mark.slow

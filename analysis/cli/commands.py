@@ -24,11 +24,20 @@ def cmd_curve(a) -> int:
         raise VariscopeError(f"bootstrap resamples must be between 0 and 1000, got {a.bootstrap}")
     if not math.isfinite(a.tolerance) or a.tolerance < 0:
         raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
-    if a.stream and a.bootstrap:
-        raise VariscopeError("--bootstrap needs the stored states; leave out --stream")
+    if not a.stream and (a.stream_mode is not None or a.keep is not None or a.memory_budget is not None):
+        raise VariscopeError("--stream-mode, --keep and --memory-budget go with --stream")
+    if a.keep is not None and a.keep < 0:
+        raise VariscopeError(f"--keep must be a number of states ≥ 0, got {a.keep}")
+    if a.stream and a.bootstrap and a.keep == 0:
+        raise VariscopeError("--bootstrap with --stream resamples the state sample: --keep must be above 0")
+    if a.memory_budget is not None and not (math.isfinite(a.memory_budget) and a.memory_budget > 0):
+        raise VariscopeError(f"--memory-budget must be a positive number of MB, got {a.memory_budget}")
     cache = make_cache(a)
     t0 = time.perf_counter()
     curve, n, extra = _curve_stream(a, cfg, cache) if a.stream else _curve_states(a, cfg, cache)
+    if extra.get("rank", 0) != 0:
+        return 0  # one process prints and writes
+    band_note = extra.pop("band_note", None)
     best = recommend_layer(curve.variability, rule=a.rule, tolerance=a.tolerance)
     out = {
         **curve_record(cfg, curve.to_dict(), n, best, a.rule, mode=extra["mode"], world_size=extra["world_size"]),
@@ -39,17 +48,17 @@ def cmd_curve(a) -> int:
             "total": round(time.perf_counter() - t0, 4),
         },
     }
-    if extra.get("rank", 0) != 0:
-        return 0  # one process writes
     out.pop("rank", None)
     for w in out["warnings"]:
         print(f"note: {w}", file=sys.stderr)
-    how = "streamed" if a.stream else "cache hit" if out["cache_hit"] else "computed"
+    how = "cache hit" if out["cache_hit"] else f"streamed ({out['mode']})" if a.stream else "computed"
     print(
         f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, pooling={cfg.pooling}, "
         f"{how} in {out['seconds']['total']:.2f}s"
         + (f" by {out['world_size']} processes" if out["world_size"] > 1 else "")
     )
+    if band_note:
+        print(band_note)
     print(f"{'layer':>5}  {'nu':>12}" + (f"  {'band':>25}" if curve.band else ""))
     for i, l in enumerate(curve.layers):
         row = f"{l:>5}  {curve.variability[i]:>12.5g}"
@@ -85,31 +94,83 @@ def _curve_states(a, cfg, cache):
 
 
 def _curve_stream(a, cfg, cache):
-    """--stream: statistics instead of states, sharded over torchrun's processes. Returns (curve, n, JSON fields)."""
-    from ..streamcurve import close_distributed, init_distributed, stream_curve
+    """--stream: statistics instead of states, sharded over torchrun's processes. Returns (curve, n, JSON fields).
+
+    Every process joins each step's ok/failed exchange, so a failure anywhere is one error line
+    (printed by rank 0; the others exit 1 silently) instead of a hang. Rank 0 alone reads and
+    writes the cache.
+    """
+    from ..streamcurve import RankFailure, close_distributed, init_distributed
 
     rank, world = init_distributed(cfg.device)
-    ok = False
+    agreed = True
     try:
-        if rank == 0:
-            prepare_model(cfg.model, cache)
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()  # the others wait for a model that rank 0 prepares
-        res = stream_curve(
-            cfg,
-            rank=rank,
-            world_size=world,
-            weighting=a.weighting,
-            progress=tqdm_progress("streaming") if rank == 0 else None,
-            cache_root=cache.root,
-        )
-        ok = True
+        return _stream_steps(a, cfg, cache, rank, world)
+    except VariscopeError as e:
+        agreed = isinstance(e, RankFailure) or world == 1
+        if rank != 0:
+            raise SystemExit(1) from None  # rank 0 prints the one error line
+        raise
+    except BaseException:
+        agreed = False
+        raise
     finally:
-        close_distributed(wait=ok)
-    extra = {"mode": "stream", "world_size": world, "rank": rank, "cache_hit": False, "cache_key": None}
-    return res.curve, res.n, {**extra, **_run_info(res.info), "seconds": res.seconds}
+        close_distributed(wait=agreed)
+
+
+def _stream_steps(a, cfg, cache, rank: int, world: int):
+    from ..streamcache import StreamSettings, load_stream, save_stream, stream_key
+    from ..streamcurve import collective, share, stream_curve
+
+    keep = 2000 if a.keep is None else a.keep
+    how = StreamSettings(mode=a.stream_mode or "auto", keep=keep, weighting=a.weighting, bootstrap=a.bootstrap)
+    budget = None if a.memory_budget is None else int(a.memory_budget * 2**20)
+    use_cache = not a.no_cache
+
+    def look() -> tuple:
+        if rank != 0:
+            return None, None, None
+        prepare_model(cfg.model, cache)
+        if not use_cache:
+            return None, None, None
+        key, conf = stream_key(cfg, how, cache_root=cache.root)
+        return key, conf, load_stream(cache, key)
+
+    key, conf, hit = collective(look, world)
+    if share(hit is not None, world):  # every process learns whether rank 0 has it
+        if rank != 0:
+            return None, 0, {"rank": rank, "seconds": {}}
+        res = hit
+        extra = {"mode": res["mode"], "world_size": res["world_size"], "cache_hit": True, "cache_key": key}
+        extra.update(_run_info(res["info"]), seconds={"total": 0.0}, rank=0)
+        return res["curve"], res["n"], {**extra, **_band_fields(res["curve"], res["band_sample"], res["n"])}
+    res = stream_curve(
+        cfg,
+        rank=rank,
+        world_size=world,
+        mode=how.mode,
+        memory_budget=budget,
+        bootstrap=a.bootstrap,
+        keep=keep,
+        weighting=a.weighting,
+        progress=tqdm_progress("streaming") if rank == 0 else None,
+        cache_root=cache.root,
+    )
+    if rank == 0 and use_cache and key is not None:
+        save_stream(cache, key, conf, res)
+    extra = {"mode": res.mode, "world_size": world, "rank": rank, "cache_hit": False, "cache_key": key}
+    fields = {**extra, **_run_info(res.info), "seconds": res.seconds}
+    return res.curve, res.n, {**fields, **_band_fields(res.curve, res.band_sample, res.n)}
+
+
+def _band_fields(curve, k: int, n: int) -> dict:
+    """JSON fields (and the printed note) saying that a streamed curve's band comes from its state sample."""
+    out: dict = {"keep": k}
+    if curve.band:
+        b = curve.settings.get("bootstrap", 0)
+        out["band_from"] = f"state sample of {k} states"
+        out["band_note"] = f"band: 5-95% of {b} bootstrap resamples of a sample of {k} states (nu itself uses all {n})"
+    return out
 
 
 def _run_info(info: dict) -> dict:
@@ -179,8 +240,26 @@ def register(sub) -> None:
     c.add_argument(
         "--stream",
         action="store_true",
-        help="per-layer statistics instead of the states (memory independent of n; no cache, no bootstrap); "
-        "under torchrun the processes share the sample",
+        help="per-layer statistics instead of the states (memory independent of n); a data file or HF dataset "
+        "is read in chunks; under torchrun the processes share the sample",
+    )
+    c.add_argument(
+        "--stream-mode",
+        default=None,
+        choices=["auto", "stream", "two-pass"],
+        help="with --stream: one pass with d×d statistics, two passes with C×d ones, or auto (by --memory-budget)",
+    )
+    c.add_argument(
+        "--memory-budget",
+        type=float,
+        default=None,
+        help="with --stream-mode auto: MB the statistics may use (default half the available memory)",
+    )
+    c.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        help="with --stream: states kept in a seeded sample, for the bootstrap band (default 2000)",
     )
     c.add_argument("--json", default=None)
     c.add_argument("--csv", default=None)
@@ -189,7 +268,7 @@ def register(sub) -> None:
 
     k = sub.add_parser("cache", help="list or clear the disk cache")
     k.add_argument("action", choices=["list", "clear"])
-    k.add_argument("--kind", default=None, choices=["states", "projections", "runs", "cards"])
+    k.add_argument("--kind", default=None, choices=["states", "projections", "runs", "cards", "streams"])
     k.add_argument("--key", default=None, help="key prefix")
     k.add_argument("--cache-dir", default=None)
     k.set_defaults(func=cmd_cache)

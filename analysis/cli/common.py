@@ -102,6 +102,9 @@ def tqdm_progress(desc: str, unit: str = "text"):
     bar: dict = {}
 
     def cb(done, total):
+        if "b" in bar and done < bar["b"].n:  # a new pass (two-pass mode): a new bar
+            bar["b"].close()
+            del bar["b"]
         if "b" not in bar:
             bar["b"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
         bar["b"].n = done
