@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from analysis.errors import VariscopeError
+from analysis.sampled import SAMPLE_KEEP, SAMPLE_KEEP_MAX, STREAM_ABOVE
 
 # settings shared by all pages and mirrored in the URL
 URL_KEYS = {"model": str, "task": str, "n": int, "seed": int, "pooling": str, "max_length": int, "layer": int}
@@ -33,6 +34,9 @@ DEFAULTS = {
     "rule": "argmin",
     "tolerance": 10.0,
     "comparisons": [],
+    # not in the URL: above this many texts the pages stream (exact ν) and hold the states of a sample
+    "stream_above": STREAM_ABOVE,
+    "sample_keep": SAMPLE_KEEP,
 }
 
 
@@ -190,24 +194,92 @@ def prepare_model_ui(name: str) -> None:
         box.update(label=f"{name} is ready (converted into {root}/models)", state="complete", expanded=False)
 
 
-def get_states_ui(cfg=None, *, label="Computing hidden states"):
-    """States for the current settings with a live progress bar; None after an error."""
-    from analysis.pipeline import get_states
+def streaming_settings() -> tuple[int, int]:
+    """(threshold, sample size K) of the session, clipped to what the Setup page offers."""
+    ss = st.session_state
+    try:
+        above, keep = int(ss.get("stream_above") or STREAM_ABOVE), int(ss.get("sample_keep") or SAMPLE_KEEP)
+    except (TypeError, ValueError):
+        above, keep = STREAM_ABOVE, SAMPLE_KEEP
+    return max(1, above), min(max(10, keep), SAMPLE_KEEP_MAX)
 
-    cfg = cfg or analysis_config()
-    bar = st.empty()
+
+def _digest(content: bytes | None) -> str:
+    import hashlib
+
+    return "" if content is None else hashlib.sha256(content).hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _streams(cfg_repr: str, threshold: int, digest: str, _cfg, _content) -> bool:
+    from analysis.sampled import needs_streaming
+
+    return needs_streaming(_cfg, threshold, _content)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _streamed(key: str, _label: str, _cfg, _keep: int, _content):
+    """The streamed result of ``key`` (exact ν, a sample's states), shared across reruns and sessions.
+
+    Its progress bar is created here (a cached function may only draw into its own elements):
+    replayed, then emptied, on a hit.
+    """
+    from analysis.cache import DiskCache
+    from analysis.sampled import stream_sample
+
+    bar = st.progress(0.0, text=f"{_label}…")
+    try:
+        return stream_sample(
+            _cfg,
+            keep=_keep,
+            content=_content,
+            progress=texts_progress(bar, _label),
+            loader=model_loader,
+            cache_root=DiskCache().root,
+        )
+    finally:
+        bar.empty()
+
+
+def texts_progress(bar, what: str):
+    """A ``progress(done, total)`` drawing texts done, rate and ETA into ``bar`` (``st.progress`` or ``st.empty``)."""
     t0 = time.perf_counter()
 
-    def progress(done, total):
+    def show(done, total):
         el = time.perf_counter() - t0
         rate = done / el if el else 0
         eta = (total - done) / rate if rate else 0
-        bar.progress(done / total, text=f"{label}: {done}/{total} texts · {rate:.0f} texts/s · ETA {eta:.0f}s")
+        bar.progress(done / total, text=f"{what}: {done}/{total} texts · {rate:.0f} texts/s · ETA {eta:.0f}s")
 
+    return show
+
+
+def _states_or_sample(cfg, bar, label):
+    """In-memory states, or above the session's threshold the streamed result with a seeded sample."""
+    from analysis.cache import DiskCache
+    from analysis.pipeline import get_states
+    from analysis.sampled import sample_key
+
+    content = upload_bytes()
+    above, keep = streaming_settings()
+    if _streams(repr(cfg), above, _digest(content), cfg, content):
+        key = sample_key(cfg, keep, content, DiskCache().root)
+        return _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content)
+    with st.spinner("Preparing…"):
+        return get_states(cfg, content=content, progress=texts_progress(bar, label), loader=model_loader)
+
+
+def get_states_ui(cfg=None, *, label="Computing hidden states"):
+    """States for the current settings with a live progress bar; None after an error.
+
+    Above the session's ``stream_above`` texts: a :class:`~analysis.sampled.SampledStates`
+    (ν of every text, the states of a seeded sample of ``sample_keep``).
+    """
+    cfg = cfg or analysis_config()
+    bar = st.empty()
     try:
         prepare_model_ui(cfg.model)
-        with st.spinner("Preparing…"):
-            st_ = get_states(cfg, content=upload_bytes(), progress=progress, loader=model_loader)
+        st_ = _states_or_sample(cfg, bar, label)
     except VariscopeError as e:
         bar.empty()
         st.error(str(e))
@@ -224,12 +296,11 @@ def get_states_ui(cfg=None, *, label="Computing hidden states"):
 
 
 @st.cache_data(show_spinner="Computing ν per layer…", max_entries=32)
-def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _states, _labels, _names):
-    from analysis.variability import variability_curve
+def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _res):
+    """ν per layer of the states under ``key`` (exact ν and a sample's band for a streamed result)."""
+    from analysis.sampled import curve_of
 
-    return variability_curve(
-        _states, _labels, bootstrap=bootstrap, weighting=weighting, seed=seed, label_names=_names
-    ).to_dict()
+    return curve_of(_res, bootstrap=bootstrap, weighting=weighting, seed=seed).to_dict()
 
 
 def selected_layer(n_layers: int) -> int:
@@ -256,7 +327,7 @@ def page_states(min_layer: int = 0):
     if res is None:
         st.page_link("pages/setup.py", label="Fix the settings on the Setup page", icon=":material/tune:")
         st.stop()
-    curve = curve_for(res.key, 0, "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
+    curve = curve_for(res.key, 0, "equal", cfg.sampling.seed, res)
     best = recommend_layer(curve["variability"])
     layer = st.session_state.get("layer")
     if layer is None or not min_layer <= int(layer) <= res.n_layers:

@@ -5,6 +5,8 @@ import json
 import streamlit as st
 
 from analysis.cards import agreement_words
+from analysis.presentation import sample_notice
+from analysis.sampled import sample_fields, total_texts
 from pages._charts import layer_cards_figure
 from pages._common import ensure_app, model_loader, page_states
 
@@ -19,22 +21,25 @@ st.caption(
 )
 
 cfg, res, _, best = page_states()
+if (K := sample_fields(res).get("sample_size")) is not None:
+    st.info(sample_notice("cards", K, total_texts(res)), icon=":material/stream:")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
     """The cards of the states under ``key`` (in-process cache; the disk cache sits below it)."""
     from analysis.cards import CardsConfig
-    from analysis.cards_model import cards_record, compute_cards
+    from analysis.cards_model import cards_record
+    from analysis.sampled import cards_of
 
     bar = st.progress(0.0, text="Computing the layer cards…")  # created here: replayed, then emptied, on a hit
 
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Probes and kNN: {done}/{total} layers")
 
-    cards, _ = compute_cards(_cfg, CardsConfig(folds=folds, k=k), states=_res, progress=progress, loader=model_loader)
+    cards = cards_of(_cfg, CardsConfig(folds=folds, k=k), _res, progress=progress, loader=model_loader)
     bar.empty()
-    return cards_record(_cfg, cards, len(_res.labels))
+    return cards_record(_cfg, cards, total_texts(_res), sample_size=sample_fields(_res).get("sample_size"))
 
 
 c1, c2, _ = st.columns([1, 1, 3])

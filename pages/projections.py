@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.presentation import hover_texts
+from analysis.presentation import hover_texts, sample_notice
 from analysis.projection import ProjectionConfig, gpu_umap_available, project_layers
+from analysis.sampled import sample_fields, total_texts
 from pages._charts import layers_grid, projection_scatter
 from pages._common import bound, ensure_app, page_states
 
@@ -21,6 +22,8 @@ st.caption(
 
 cfg, res, _, _ = page_states()
 L = res.n_layers
+if (K := sample_fields(res).get("sample_size")) is not None:
+    st.info(sample_notice("projections", K, total_texts(res)), icon=":material/stream:")
 
 with st.expander("Projection settings", expanded=False):
     p1, p2, p3, p4, p5 = st.columns(5)

@@ -6,6 +6,7 @@ import streamlit as st
 from analysis.errors import VariscopeError
 from analysis.presentation import counts_text, registry_rows, task_summary
 from analysis.registry import registry_status
+from analysis.sampled import SAMPLE_KEEP_MAX, sample_fields, total_texts
 from analysis.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
 from pages._common import analysis_config, bound, ensure_app, get_states_ui
 
@@ -199,6 +200,14 @@ bound(
     "bfloat16 or float16 cast the weights themselves (half the memory).",
 )
 bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=1000, step=50)
+with st.expander("Large samples (streaming)"):
+    st.caption(
+        "Above this many texts the pages do not hold every text's states: ν is streamed, exact, from all of "
+        "them, and the bootstrap band, projections and layer cards use a seeded sample."
+    )
+    x1, x2 = st.columns(2)
+    bound(x1.number_input, "Stream above (texts)", "stream_above", min_value=1, step=1000)
+    bound(x2.number_input, "Sample kept (texts)", "sample_keep", min_value=10, max_value=SAMPLE_KEEP_MAX, step=500)
 
 # after a rejected (or no) upload there is nothing to compute: never fall back to the previous task
 blocked = "Upload a valid file first." if kind == "Upload a file" and not ss.get("upload") else None
@@ -208,7 +217,11 @@ if st.button("Compute", type="primary", key="compute", disabled=blocked is not N
         st.error(blocked)
     if result is not None:
         how = "loaded from the disk cache" if result.cache_hit else f"computed in {result.seconds['total']:.1f} s"
-        st.success(f"{len(result.labels)} texts × {result.n_layers + 1} layers × d={result.states.shape[2]} — {how}.")
+        K = sample_fields(result).get("sample_size")
+        if K is not None:
+            how = f"streamed in {result.seconds.get('total', 0):.1f} s (ν of every text; the states of {K} kept)"
+        shape = f"{total_texts(result)} texts × {result.n_layers + 1} layers × d={result.states.shape[2]}"
+        st.success(f"{shape} — {how}.")
         for w in result.info.get("warnings", []):
             st.warning(w)
         ss["computed"] = True

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import VariscopeError
+from analysis.sampled import total_texts
 from analysis.selection import tuned_layers
 from analysis.settings import train_settings
 from analysis.training import RunMonitor, Selection, baseline_jobs, cost_preview, start_in_thread
@@ -79,7 +80,7 @@ if sel is not None:
             delta_color="off",
             delta_arrow="off",
         )
-        m4.metric("Train / held-out texts", f"{len(res.labels)} / {eval_n}")
+        m4.metric("Train / held-out texts", f"{total_texts(res)} / {eval_n}")
     except VariscopeError as e:
         st.error(str(e))
         sel = None

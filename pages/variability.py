@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.presentation import curve_label, fraction_size, page_curve_record, top_layer_note
+from analysis.presentation import curve_label, fraction_size, page_curve_record, sample_notice, top_layer_note
+from analysis.sampled import sample_fields, total_texts
 from analysis.selection import recommend_layer
 from analysis.settings import parse_imbalance
 from analysis.variability import curve_csv
@@ -22,6 +23,9 @@ st.caption(
 )
 
 cfg, res, _, _ = page_states()
+N, K = total_texts(res), sample_fields(res).get("sample_size")  # K: only a seeded sample's states are held
+if K is not None:
+    st.info(sample_notice("curve", K, N), icon=":material/stream:")
 
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
 rule = bound(
@@ -45,7 +49,7 @@ tol = bound(
 log = c3.toggle("Log scale", key="log_scale")
 boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=1000, step=50)
 
-curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res.states, res.labels, res.label_names)
+curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res)
 nu, layers = curve["variability"], curve["layers"]
 best = recommend_layer(nu, rule=rule, tolerance=tol)
 L = len(layers) - 1
@@ -54,7 +58,7 @@ if ss.get("_rule_seen") != (rule, tol):  # a new rule moves the selection to its
         ss["layer"] = best
     ss["_rule_seen"] = (rule, tol)
 
-label = curve_label(cfg.model, cfg.task.label(), len(res.labels), cfg.pooling)
+label = curve_label(cfg.model, cfg.task.label(), N, cfg.pooling)
 fig = curve_figure(curve, best, rule, ss["layer"], ss["comparisons"], label, log)
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="curve_chart")
 picked = [p for p in (event.selection.points if event and event.selection else []) if "x" in p]
@@ -62,6 +66,8 @@ if picked and int(picked[0]["x"]) != ss["layer"]:
     ss["layer"] = int(picked[0]["x"])
     ss.pop("w_layer", None)
     st.rerun()
+if K is not None and boot:
+    st.caption(sample_notice("band", K, N) if curve["band"] else "No band: a class has fewer than 2 sampled texts.")
 
 s1, s2 = st.columns([3, 2])
 with s1:
@@ -102,16 +108,16 @@ with tab_rob:
     def overlay(sub, name):
         r = get_states_ui(sub, label=name)
         if r is not None:
-            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r.states, r.labels, r.label_names)
+            c = curve_for(r.key, 0, "equal", cfg.sampling.seed, r)
             ss["comparisons"].append(
-                {"label": f"{name} (n={len(r.labels)})", "layers": c["layers"], "variability": c["variability"]}
+                {"label": f"{name} (n={total_texts(r)})", "layers": c["layers"], "variability": c["variability"]}
             )
             st.rerun()
 
     r1, r2 = st.columns(2)
     frac = r1.select_slider("Fraction of the data", [0.05, 0.1, 0.25, 0.5], value=0.25, key="rob_frac")
     if r1.button("Overlay this fraction", key="rob_frac_btn"):
-        n_sub = fraction_size(len(res.labels), len(res.label_names), frac)
+        n_sub = fraction_size(N, len(res.label_names), frac)
         overlay(replace(cfg, sampling=replace(cfg.sampling, n=n_sub)), f"{int(frac * 100)} % of the data")
     ratio = r2.select_slider("Imbalance (first class : others)", ["1:1", "1:3", "1:9"], value="1:3", key="rob_imb")
     if r2.button("Overlay this imbalance", key="rob_imb_btn"):
@@ -119,14 +125,13 @@ with tab_rob:
         overlay(replace(cfg, sampling=replace(cfg.sampling, imbalance=imb)), f"imbalance {ratio}")
 with tab_dl:
     payload = page_curve_record(
-        cfg, curve, len(res.labels), best, rule, tolerance=tol, weighting="equal", cache_key=res.key, info=res.info
+        cfg, curve, N, best, rule, tolerance=tol, weighting="equal", cache_key=res.key, info=res.info, sample_size=K
     )
     d1, d2, d3 = st.columns(3)
     d1.download_button("Curve as CSV", curve_csv(curve), "variability.csv", "text/csv")
     d2.download_button("Curve as JSON", json.dumps(payload, indent=2), "variability.json", "application/json")
     d3.download_button("Figure as HTML", fig.to_html(include_plotlyjs="cdn"), "variability.html", "text/html")
     st.caption("PNG: use the camera icon in the chart's toolbar.")
-st.caption(
-    f"{'Loaded from the disk cache' if res.cache_hit else 'Computed'} · cache key {res.key[:12]} · "
-    f"device {res.info.get('device', '?')}"
-)
+how = f"Streamed {N:,} texts, states of {K:,} kept" if K is not None else None
+how = how or ("Loaded from the disk cache" if res.cache_hit else "Computed")
+st.caption(f"{how} · cache key {res.key[:12]} · device {res.info.get('device', '?')}")

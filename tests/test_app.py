@@ -65,6 +65,61 @@ def _len(x):
     return len(x)
 
 
+def _values(x):
+    if isinstance(x, dict):  # plotly's typed-array encoding
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
+    return list(x)
+
+
+def _curve_nu(app):
+    import json
+
+    data = json.loads(app.get("plotly_chart")[0].proto.spec)["data"]
+    return _values([t for t in data if t.get("mode") == "lines+markers"][-1]["y"])
+
+
+def test_above_the_threshold_the_pages_stream_a_sample_and_say_so(make_app):
+    """Issue 16: above the session's threshold (the Setup page's 'Large samples' expander; lowered here) the
+    Variability page streams (exact ν, as the in-memory path gives) and says that the band, projections and cards
+    use a seeded sample of K of N texts; below it nothing changes."""
+    import numpy as np
+
+    query = {"model": "minilm", "task": "rotten_tomatoes", "n": "60", "max_length": "32"}
+    below = make_app(**query)
+    below.switch_page("pages/variability.py").run()
+    assert not below.exception and not below.error
+    assert not [m for m in below.info if "sample" in m.value]
+    assert any(c.value.startswith("Computed · cache key") for c in below.caption)
+    app = make_app(**query)
+    app.session_state["stream_above"] = 50
+    app.session_state["sample_keep"] = 40
+    app.switch_page("pages/variability.py").run()
+    assert not app.exception and not app.error
+    assert any("seeded sample of 40 of 60 texts" in m.value and "ν is exact" in m.value for m in app.info)
+    assert any(c.value.startswith("Streamed 60 texts, states of 40 kept") for c in app.caption)
+    np.testing.assert_allclose(_curve_nu(app), _curve_nu(below), rtol=1e-9)
+    app.number_input(key="w_bootstrap").set_value(10).run()
+    assert not app.exception and any(
+        "bootstrap band comes from resamples of a seeded sample" in c.value for c in app.caption
+    )
+    app.switch_page("pages/projections.py").run()
+    app.radio(key="proj_method").set_value("pca").run()
+    assert not app.exception and not app.error
+    assert any("Projections use a seeded sample of 40 of 60 texts" in m.value for m in app.info)
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    main = [s for s in specs if "Layer" in str(s["layout"].get("title", ""))][0]
+    assert sum(_len(t["x"]) for t in main["data"]) == 40
+    app.switch_page("pages/layers.py").run()
+    assert not app.exception and not app.error
+    assert any("probe and kNN scores use a seeded sample of 40 of 60" in m.value for m in app.info)
+
+
 def test_learn_page_nu_follows_the_sliders(app):
     app.switch_page("pages/learn.py").run()
     assert not app.exception
