@@ -1,16 +1,29 @@
-"""The statistics of a reproduction: mean ± sd per strategy and a plain verdict per claim.
+"""The verdicts of a reproduction: per-setting paired comparisons and one verdict per claim.
 
 Pure functions of the results dict of :func:`analysis.reproduce.run` (its "runs",
 "robustness" and "cards" records), so the verdicts can be recomputed from the JSON alone.
-A difference counts only beyond the seeds' noise: max(0.01, 2·sd/√seeds) for claim 1,
-max(0.01, 2·sd of full fine-tuning) for claim 2.
+
+- Claim 1 (variability beats top-k) and claim 2 (variability matches full fine-tuning) compare
+  strategies by the paired difference across seeds (:func:`analysis.reproduce_stats.paired`):
+  "better"/"worse" when the 95 % t interval excludes 0, else "tie". Where ℓ* is the top layer the
+  variability selection *is* the top-k selection: that setting is "void" and does not test claim 1.
+  Claim 2 counts a setting as a match when the interval's lower end is at or above −MARGIN (0.05):
+  a non-inferiority rule on the paired standard error, so a tie with a wide interval is no match.
+- Claim 4 splits the saving of the variability selection into partial tuning (top-k against full
+  fine-tuning: same layers kept, fewer tuned) and truncation (variability against top-k: the same
+  number of tuned layers, the layers above ℓ* removed), in training FLOPs of the cost model and in
+  measured training time; inference cost per example is the share of blocks kept.
+- Each claim's word is :func:`analysis.reproduce_stats.claim_word` ("inconclusive" below 3 settings).
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable
+
+from .reproduce_stats import MIN_SETTINGS, by_seed, claim_word, count_outcomes, paired
+
+MARGIN = 0.05  # claim 2: a match needs the interval's lower end at or above −MARGIN (non-inferiority)
 
 
 def _mean_sd(xs: Iterable[float]) -> tuple[float, float]:
@@ -18,16 +31,21 @@ def _mean_sd(xs: Iterable[float]) -> tuple[float, float]:
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
 
 
-def summarize(res: dict) -> list[dict]:
-    """Mean ± sd of the metric, params, FLOPs and time per (model, task, strategy, k)."""
-    groups: dict[tuple[str, str, str, int | None], list[dict]] = {}
+def _groups(res: dict) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
     for r in res["runs"]:
         groups.setdefault((r["model"], r["task"], r["strategy"], r["k"]), []).append(r)
+    return groups
+
+
+def summarize(res: dict) -> list[dict]:
+    """Mean ± sd of the metric, params, FLOPs, time, learning rate and final loss per (model, task, strategy, k)."""
     rows = []
     for (model, task, strategy, k), rs in sorted(
-        groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][2] != "full", x[0][3] or 0, x[0][2])
+        _groups(res).items(), key=lambda x: (x[0][0], x[0][1], x[0][2] != "full", x[0][3] or 0, x[0][2])
     ):
         m, sd = _mean_sd(r["metric_value"] for r in rs)
+        losses = [r["final_loss"] for r in rs if r.get("final_loss") is not None]
         rows.append(
             {
                 "model": model,
@@ -40,19 +58,22 @@ def summarize(res: dict) -> list[dict]:
                 "sd": sd,
                 "classifier_layer": rs[0]["classifier_layer"],
                 "tuned_layers": rs[0]["tuned_layers"],
+                "layers_kept": rs[0].get("layers_kept", rs[0]["classifier_layer"]),
                 "trainable_params": rs[0]["trainable_params"],
                 "flops_vs_full": rs[0]["flops_vs_full"],
                 "train_seconds": statistics.mean(r["train_seconds"] for r in rs),
                 "identical_to_top": bool(rs[0].get("identical_to_top")),
+                "lr": rs[0].get("lr"),
+                "final_loss": statistics.mean(losses) if losses else None,
             }
         )
     return rows
 
 
 def verdicts(res: dict) -> dict:
-    """A plain verdict per claim, from the numbers only."""
-    rows = summarize(res)
-    c1, c2, c4 = _claim1_detail(rows), _claim2_detail(rows), _claim4_detail(rows)
+    """A verdict per claim, from the numbers only."""
+    groups = _groups(res)
+    c1, c2, c4 = _claim1_detail(groups), _claim2_detail(groups), _claim4_detail(groups)
     rf, ri = _robustness_summaries(res["robustness"])
     out = {
         "claim1": _claim1_verdict(c1),
@@ -63,6 +84,11 @@ def verdicts(res: dict) -> dict:
         "claim2_detail": c2,
         "claim4_detail": c4,
         "claim3_detail": {"scarcity": rf, "imbalance": ri},
+        "rules": {
+            "interval": "95 % t interval of the paired per-seed difference (n − 1 degrees of freedom)",
+            "min_settings": MIN_SETTINGS,
+            "claim2_margin": MARGIN,
+        },
     }
     if res.get("cards"):
         out["cards"] = cards_verdict(res["cards"])
@@ -86,102 +112,125 @@ def cards_verdict(cards: list[dict]) -> str:
     return line
 
 
-def _compared(rows: list[dict]) -> list[tuple[dict, dict | None, dict | None]]:
-    """(variability row, its top-k row, its full fine-tuning row) per variability row of ``summarize``."""
-    by = {(r["model"], r["task"], r["strategy"], r["k"]): r for r in rows}
-    out = []
-    for r in rows:
-        if r["strategy"] != "variability":
-            continue
-        top = by.get((r["model"], r["task"], "top", r["k"]))
-        full = next(
-            (x for x in rows if (x["model"], x["task"], x["strategy"]) == (r["model"], r["task"], "full")), None
-        )
-        out.append((r, top, full))
-    return out
+def _settings(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, int, list[dict]]]:
+    """(model, task, k, variability runs) per variability group, in a stable order."""
+    keys = sorted(k for k in groups if k[2] == "variability")
+    return [(m, t, k, groups[(m, t, s, k)]) for m, t, s, k in keys]
 
 
-def _claim1_detail(rows: list[dict]) -> list[dict]:
-    """Claim 1 per setting: variability vs top-k, "better"/"worse" only beyond the seeds' noise."""
+def _claim1_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
+    """Claim 1 per setting: the paired difference variability − top-k; "void" where they are the same model."""
     out = []
-    for r, top, _ in _compared(rows):
+    for model, task, k, var in _settings(groups):
+        top = groups.get((model, task, "top", k))
         if not top:
             continue
-        if r["identical_to_top"]:
-            outcome = "identical"
-        else:
-            noise = max(0.01, 2 * max(r["sd"], top["sd"]) / math.sqrt(max(r["seeds"], 1)))
-            d = r["mean"] - top["mean"]
-            outcome = "better" if d > noise else "worse" if d < -noise else "tie"
+        p = paired(by_seed(var), by_seed(top))
+        void = any(r.get("identical_to_top") for r in var)
         out.append(
             {
-                "model": r["model"],
-                "task": r["task"],
-                "k": r["k"],
-                "variability": r["mean"],
-                "top": top["mean"],
-                "outcome": outcome,
+                "model": model,
+                "task": task,
+                "k": k,
+                "best_layer": var[0]["classifier_layer"],
+                "n_layers": top[0]["classifier_layer"],
+                "variability": statistics.mean(r["metric_value"] for r in var),
+                "top": statistics.mean(r["metric_value"] for r in top),
+                **{x: None if void else p[x] for x in ("mean", "se", "low", "high")},
+                "n": p["n"],
+                "outcome": "void" if void else p["outcome"],
             }
         )
     return out
 
 
-def _claim2_detail(rows: list[dict]) -> list[dict]:
-    """Claim 2 per setting: the gap to full fine-tuning, and whether it is within the full runs' noise."""
+def _claim2_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
+    """Claim 2 per setting: the paired difference variability − full fine-tuning; a match unless "worse"."""
     out = []
-    for r, _, full in _compared(rows):
+    for model, task, k, var in _settings(groups):
+        full = groups.get((model, task, "full", None))
         if not full:
             continue
-        d = r["mean"] - full["mean"]
+        p = paired(by_seed(var), by_seed(full))
         out.append(
             {
-                "model": r["model"],
-                "task": r["task"],
-                "k": r["k"],
-                "variability": r["mean"],
-                "full": full["mean"],
-                "gap": d,
-                "matches": d >= -max(0.01, 2 * full["sd"]),
+                "model": model,
+                "task": task,
+                "k": k,
+                "variability": statistics.mean(r["metric_value"] for r in var),
+                "full": statistics.mean(r["metric_value"] for r in full),
+                "gap": p["mean"],
+                **{x: p[x] for x in ("n", "se", "low", "high")},
+                "outcome": p["outcome"],
+                "matches": p["low"] is not None and p["low"] >= -MARGIN,
             }
         )
     return out
 
 
-def _claim4_detail(rows: list[dict]) -> list[dict]:
-    """Claim 4 per setting: training FLOPs and measured time relative to full fine-tuning."""
-    return [
-        {
-            "model": r["model"],
-            "task": r["task"],
-            "k": r["k"],
-            "flops_vs_full": r["flops_vs_full"],
-            "time_vs_full": r["train_seconds"] / full["train_seconds"] if full["train_seconds"] else None,
-        }
-        for r, _, full in _compared(rows)
-        if full
-    ]
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _giga(x: float | None) -> float | None:
+    return None if x is None else x / 1e9
+
+
+def _claim4_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
+    """Claim 4 per setting: total, partial-tuning and truncation factors (FLOPs and time) and inference share."""
+    out = []
+    for model, task, k, var in _settings(groups):
+        top, full = groups.get((model, task, "top", k)), groups.get((model, task, "full", None))
+        if not top:
+            continue
+        sec = {n: statistics.mean(r["train_seconds"] for r in rs) if rs else None
+               for n, rs in (("var", var), ("top", top), ("full", full))}  # fmt: skip
+        f_var, f_top = var[0]["flops_vs_full"], top[0]["flops_vs_full"]
+        kept = var[0].get("layers_kept", var[0]["classifier_layer"])
+        out.append(
+            {
+                "model": model,
+                "task": task,
+                "k": k,
+                "has_full": bool(full),
+                "flops_vs_full": f_var,
+                "partial_flops": f_top,
+                "truncation_flops": f_var / f_top,
+                "time_vs_full": _ratio(sec["var"], sec["full"]),
+                "partial_time": _ratio(sec["top"], sec["full"]),
+                "truncation_time": _ratio(sec["var"], sec["top"]),
+                "inference_vs_full": kept / top[0]["classifier_layer"],
+                "inference_gflops": _giga(var[0].get("inference_flops_per_example")),
+                "full_inference_gflops": _giga(top[0].get("inference_flops_per_example")),
+            }
+        )
+    return out
 
 
 def _claim1_verdict(c1: list[dict]) -> str:
-    testable = [x for x in c1 if x["outcome"] != "identical"]
-    better = sum(x["outcome"] == "better" for x in testable)
-    worse = sum(x["outcome"] == "worse" for x in testable)
-    if not testable:
-        return (
-            "not testable here: ℓ* is the top layer for every task, so the variability selection is the top-k selection"
-        )
-    if better > len(testable) / 2:
-        return f"reproduced: better than top-k in {better} of {len(testable)} testable settings (worse in {worse})"
-    counts = f"better in {better}, worse in {worse}, tied in {len(testable) - better - worse} of {len(testable)}"
-    return f"partly reproduced: {counts}" if better > worse else f"not reproduced: {counts}"
+    void = sum(x["outcome"] == "void" for x in c1)
+    testable = [x for x in c1 if x["outcome"] in ("better", "worse", "tie")]
+    c = count_outcomes(testable)
+    word = claim_word(c["better"], c["worse"], len(testable))
+    line = (
+        f"{word}: {len(testable)} testable setting{'' if len(testable) == 1 else 's'} (ℓ* below the top layer); "
+        f"better than top-k in {c['better']}, "
+        f"worse in {c['worse']}, tied in {c['tie']}"
+    )
+    if void:
+        line += f"; void in {void} where ℓ* is the top layer (the same model as top-k)"
+    return line + (f"; fewer than {MIN_SETTINGS} testable settings" if len(testable) < MIN_SETTINGS else "")
 
 
 def _claim2_verdict(c2: list[dict]) -> str:
-    m = sum(x["matches"] for x in c2)
+    testable = [x for x in c2 if x["outcome"] in ("better", "worse", "tie")]
+    c = count_outcomes(testable)
+    match = sum(x["matches"] for x in testable)
+    word = claim_word(match, c["worse"], len(testable))
     return (
-        f"reproduced: within noise of full fine-tuning in {m} of {len(c2)} settings"
-        if c2 and m > len(c2) / 2
-        else f"not reproduced: within noise of full fine-tuning in {m} of {len(c2)} settings"
+        f"{word}: within {MARGIN:g} of full fine-tuning (95 % interval of the paired difference above −{MARGIN:g}) "
+        f"in {match} of {len(testable)} settings; better in {c['better']}, tied in {c['tie']}, worse in {c['worse']}"
+        + (f"; fewer than {MIN_SETTINGS} settings" if len(testable) < MIN_SETTINGS else "")
     )
 
 
@@ -218,13 +267,18 @@ def _claim3_verdict(rf: dict | None, ri: dict | None) -> str:
 
 
 def _claim4_verdict(c4: list[dict]) -> str:
-    fl = [x["flops_vs_full"] for x in c4]
-    tm = [x["time_vs_full"] for x in c4 if x["time_vs_full"]]
-    if not fl:
-        return "no runs"
-    if tm and max(fl) < 1 and statistics.mean(tm) < 1:
-        return (
-            f"reproduced: training FLOPs {min(fl):.2f}–{max(fl):.2f}× and measured time {min(tm):.2f}–{max(tm):.2f}× "
-            f"of full fine-tuning"
-        )
-    return "not reproduced: the selections did not cost less than full fine-tuning"
+    with_full = [x for x in c4 if x["has_full"]]
+    if not with_full:
+        return "inconclusive: no full fine-tuning runs to compare with"
+    cheaper = sum(x["flops_vs_full"] < 1 and (x["time_vs_full"] or 1) < 1 for x in with_full)
+    word = claim_word(cheaper, len(with_full) - cheaper, len(with_full))
+    fl = [x["flops_vs_full"] for x in with_full]
+    tm = [x["time_vs_full"] for x in with_full if x["time_vs_full"]]
+    tr = [x["truncation_flops"] for x in with_full]
+    line = (
+        f"{word}: cheaper than full fine-tuning in FLOPs and measured time in {cheaper} of {len(with_full)} "
+        f"settings; training FLOPs {min(fl):.2f}–{max(fl):.2f}× of full"
+    )
+    if tm:
+        line += f", measured time {min(tm):.2f}–{max(tm):.2f}×"
+    return line + f"; of which truncation (layers above ℓ* removed) {min(tr):.2f}–{max(tr):.2f}× of top-k's FLOPs"

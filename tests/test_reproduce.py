@@ -4,9 +4,9 @@ from dataclasses import asdict, replace
 import pytest
 
 from analysis.cache import DiskCache
-from analysis.reproduce import ReproConfig, _curve, config_from_settings, run
+from analysis.reproduce import ReproConfig, _curve, config_from_settings, finish, run
 from analysis.reproduce_report import report_markdown, write_doc
-from analysis.reproduce_verdicts import summarize, verdicts
+from analysis.reproduce_verdicts import summarize
 
 SECTION = "## Does ν pick the layer a probe would pick?"
 
@@ -26,7 +26,9 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
         fractions=(1.0, 0.5),
         device="cpu",
     )
-    res = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None)
+    saved = []
+    res = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None, save=saved.append)
+    assert len(saved) == 1 and saved[0]["parts"][0]["complete"] is False and res["parts"][0]["complete"]
     strategies = {r["strategy"] for r in res["runs"]}
     assert strategies == {"variability", "top", "full"}
     for r in res["runs"]:
@@ -40,8 +42,12 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
             "trainable_params",
             "flops_vs_full",
             "seconds",
+            "lr",
+            "final_loss",
+            "inference_flops_per_example",
         ):
             assert k in r
+        assert r["lr"] == rc.lr and r["final_loss"] > 0
     assert {r["seed"] for r in res["runs"]} == {0, 1}
     assert all("spearman" in x and "best_layer" in x for x in res["robustness"])
     (cards,) = res["cards"]
@@ -52,6 +58,7 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     doc = tmp_path / "docs" / "reproduction.md"
     write_doc(res, str(doc), str(tmp_path / "docs" / "img"), "python -m analysis reproduce --tiny")
     text = doc.read_text()
+    assert res["summary"] == summarize(res)
     for row in summarize(res):
         assert f"{row['mean']:.4f} ± {row['sd']:.4f}" in text
     for x in res["robustness"]:
@@ -66,21 +73,67 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     assert [r["metric_value"] for r in again["runs"]] == [r["metric_value"] for r in res["runs"]]
 
 
+@pytest.mark.slow
+def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts(tmp_path):
+    from analysis.reproduce_runs import validation_folder
+    from analysis.tasks import TaskConfig, load_task
+
+    rc = ReproConfig(
+        tasks=("rotten_tomatoes",),
+        ks=(1,),
+        seeds=(0, 1),
+        steps=2,
+        n_train=40,
+        eval_n=20,
+        max_length=16,
+        analysis_n=40,
+        bootstrap=0,
+        fractions=(1.0,),
+        imbalances=(),
+        device="cpu",
+        skip_full=("minilm",),
+        lr_grid=(1e-4, 1e-3),
+        lr_steps=2,
+    )
+    cache = DiskCache(tmp_path / "c")
+    res = run(rc, cache=cache, log=lambda s: None)
+    search = res["lr_search"]
+    assert [(x["strategy"], x["lr"]) for x in search] == [(s, lr) for s in ("variability", "top") for lr in rc.lr_grid]
+    for strategy in ("variability", "top"):
+        tried = [x for x in search if x["strategy"] == strategy]
+        (chosen,) = [x for x in tried if x["chosen"]]
+        assert chosen["val_metric"] == max(x["val_metric"] for x in tried)
+        assert {r["lr"] for r in res["runs"] if r["strategy"] == strategy} == {chosen["lr"]}
+        assert (chosen["n_fit"], chosen["n_val"]) == (32, 8)
+    # the validation texts are training texts, never test texts
+    folder, n_fit, n_val = validation_folder(rc, "minilm", "rotten_tomatoes", cache)
+    val = load_task(TaskConfig(str(folder), split="test")).texts
+    fit = load_task(TaskConfig(str(folder), split="train")).texts
+    train = set(load_task(TaskConfig("rotten_tomatoes")).texts)
+    assert (len(fit), len(val)) == (n_fit, n_val) and not set(val) & set(fit) and set(val) <= train
+    assert "Learning-rate search" in report_markdown(res, "c")
+
+
 def _results(cards: list[dict] | None) -> dict:
     """A small synthetic results dict: two curves, no runs (with ``cards`` when given)."""
     rc = ReproConfig(tasks=("rotten_tomatoes", "bbc_news"))
     curve = {"layers": [0, 1, 2, 3], "variability": [2.0, 1.0, 0.5, 0.7], "band": None, "best_layer": 2, "n": 40}
     res: dict = {
-        "settings": {**asdict(rc), "models": ["minilm"], "tasks": list(rc.tasks)},
+        "parts": [
+            {
+                "models": ["minilm"],
+                "settings": {**asdict(rc), "models": ["minilm"], "tasks": list(rc.tasks)},
+                "seconds": 60.0,
+                "complete": True,
+            }
+        ],  # fmt: skip
         "curves": [{"model": "minilm", "task": t, **curve, "counts": [20, 20]} for t in rc.tasks],
         "runs": [],
         "robustness": [],
-        "seconds": 60.0,
     }
     if cards is not None:
         res["cards"] = cards
-    res["verdicts"] = verdicts(res)
-    return res
+    return finish(res)
 
 
 def test_the_cards_section_renders_from_the_results_dict_alone():
@@ -131,7 +184,7 @@ def test_cards_only_adds_the_cards_to_an_existing_json_and_the_doc(tmp_path):
     rc = ReproConfig(tasks=("rotten_tomatoes",), analysis_n=40, max_length=16, device="cpu")
     cache = tmp_path / "c"
     res = _results(None)
-    res["settings"] = {**asdict(rc), "models": ["minilm"], "tasks": ["rotten_tomatoes"]}
+    res["parts"][0]["settings"] = {**asdict(rc), "models": ["minilm"], "tasks": ["rotten_tomatoes"]}
     res["curves"] = [_curve(rc, "minilm", "rotten_tomatoes", DiskCache(cache))]
     js, doc, img = tmp_path / "r.json", tmp_path / "d" / "r.md", tmp_path / "d" / "img"
     js.write_text(json.dumps(res))

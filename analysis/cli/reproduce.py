@@ -1,24 +1,39 @@
-"""``python -m analysis reproduce``: test the paper's claims on offline data."""
+"""``python -m analysis reproduce``: test the paper's claims on offline data.
+
+One command, resumable: every training run is cached (kind "runs"); the JSON and the
+document are rewritten after each (model, task), and the records of models that this
+invocation does not run are kept from the existing ``--json`` (``--fresh`` drops them).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import check_output, write_atomic
 from ..errors import VariscopeError
-from ..reproduce import QUICK, ReproConfig, add_cards, run
+from ..reproduce import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
 from ..reproduce_report import write_doc
 from .common import make_cache
+
+_INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", "batch_size", "lr_steps")
 
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="test the paper's claims on offline data")
     p.add_argument("--quick", action="store_true", help="one task, one seed, few steps (about 10 minutes)")
-    p.add_argument("--models", default=None, help="comma-separated (default minilm, plus mpnet if installed)")
+    p.add_argument(
+        "--models",
+        "--model",
+        default=None,
+        help="comma-separated (default minilm, plus mpnet if installed); gemma3-270m alone uses its own "
+        "defaults (3 tasks, k = 1..3, 3 seeds, learning-rate grid, max length 128)",
+    )
     p.add_argument("--tasks", default=None)
     p.add_argument(
         "--plan",
@@ -27,12 +42,11 @@ def register(sub) -> None:
     )
     p.add_argument("--seeds", default=None)
     p.add_argument("--ks", default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--eval-n", type=int, default=None)
-    p.add_argument("--analysis-n", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--bootstrap", type=int, default=None)
+    for name in _INTS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="the learning rate without a grid")
+    p.add_argument("--lr-grid", default=None, help="comma-separated learning rates chosen per strategy on validation")
+    p.add_argument("--val-fraction", type=float, default=None, help="validation share of the training sample")
     p.add_argument("--skip-full", default="", help="models without the full fine-tuning baseline, e.g. mpnet")
     p.add_argument(
         "--cards-only",
@@ -40,6 +54,12 @@ def register(sub) -> None:
         help="only add the missing layer cards to the curves of --json (its settings; trains nothing), "
         "then regenerate --doc",
     )
+    p.add_argument(
+        "--relabel",
+        action="store_true",
+        help="recompute the verdicts of --json from its stored records and rewrite it and --doc (trains nothing)",
+    )
+    p.add_argument("--fresh", action="store_true", help="do not keep the other models' records of --json")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default="docs/reproduction.json")
@@ -49,22 +69,48 @@ def register(sub) -> None:
 
 
 def cmd_reproduce(a) -> int:
-    from ..registry import registry_status
-
     check_output(a.json, what="--json")
     check_output(a.doc, what="--doc", make_parents=True)
     check_output(a.img, folder=True, what="--img", make_parents=True)
+    if a.cache_dir and not os.environ.get("VARISCOPE_CACHE"):
+        os.environ["VARISCOPE_CACHE"] = a.cache_dir  # training resolves converted models under this root
     if a.cards_only:
         return cards_only(a)
-    for name in ("steps", "n_train", "eval_n", "analysis_n", "max_length"):
-        if getattr(a, name) is not None and getattr(a, name) < 1:
-            raise VariscopeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
-    if a.bootstrap is not None and a.bootstrap < 0:
-        raise VariscopeError(f"--bootstrap must be 0 or more, got {a.bootstrap}")
+    if a.relabel:
+        return relabel(a)
+    started = time.time()
+    rc = _config(a)
+    command = "python -m analysis reproduce " + " ".join(sys.argv[2:])
+    old = None if a.fresh else _existing(a.json)
 
-    rc = QUICK if a.quick else ReproConfig()
-    if a.models:
-        rc = replace(rc, models=tuple(a.models.split(",")))
+    def save(part: dict, *, plots: bool = False) -> dict:
+        part["parts"][0]["command"] = command
+        res = finish(part) if old is None else merge(old, part)
+        write_atomic(a.json, json.dumps(res, indent=1))
+        write_doc(res, a.doc, a.img, command, plots=plots)
+        return res
+
+    res = save(run(rc, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save), plots=True)
+    for c in ("claim1", "claim2", "claim3", "claim4"):
+        print(f"{c}: {res['verdicts'][c]}")
+    print(f"total time: {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+def _config(a) -> ReproConfig:
+    """The ReproConfig of the command line (flags over the preset)."""
+    from ..registry import registry_status
+
+    for name in _INTS:
+        v, least = getattr(a, name), 0 if name == "bootstrap" else 1
+        if v is not None and v < least:
+            raise VariscopeError(f"--{name.replace('_', '-')} must be at least {least}, got {v}")
+    if a.val_fraction is not None and not 0 < a.val_fraction < 1:
+        raise VariscopeError(f"--val-fraction must be between 0 and 1, got {a.val_fraction}")
+    models = tuple(a.models.split(",")) if a.models else None
+    rc = QUICK if a.quick else GEMMA if models == ("gemma3-270m",) else ReproConfig()
+    if models:
+        rc = replace(rc, models=models)
     elif not a.quick and any(r["name"] == "mpnet" and r["installed"] for r in registry_status()):
         rc = replace(rc, models=("minilm", "mpnet"))
     if a.tasks:
@@ -73,28 +119,64 @@ def cmd_reproduce(a) -> int:
         rc = replace(rc, seeds=_int_list(a.seeds, "seeds"))
     if a.ks:
         rc = replace(rc, ks=_int_list(a.ks, "ks"))
-    for name in ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap"):
+    for name in _INTS:
         if getattr(a, name) is not None:
             rc = replace(rc, **{name: getattr(a, name)})
-    if a.plan:
+    if a.lr is not None:
+        rc = replace(rc, lr=a.lr)
+    if a.lr_grid is not None:
         try:
-            entries = []
-            for x in a.plan.split(","):
-                m, rest = x.split(":")
-                ts, _, ks = rest.partition("@")
-                entries.append((m, tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
-            rc = replace(rc, plan=tuple(entries))
+            rc = replace(rc, lr_grid=tuple(float(x) for x in a.lr_grid.split(",") if x))
         except ValueError:
-            raise VariscopeError(
-                "--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes"
-            ) from None
+            raise VariscopeError(f"--lr-grid must be comma-separated numbers, got '{a.lr_grid}'") from None
+    if a.val_fraction is not None:
+        rc = replace(rc, val_fraction=a.val_fraction)
+    if a.plan:
+        rc = replace(rc, plan=_plan(a.plan))
     elif not a.quick and not a.models and not a.tasks and "mpnet" in rc.models:
         rc = replace(rc, plan=(("minilm", rc.tasks), ("mpnet", ("rotten_tomatoes",))))
-    rc = replace(rc, device=a.device, skip_full=tuple(x for x in a.skip_full.split(",") if x))
-    res = run(rc, cache=make_cache(a), log=lambda s: print(s, flush=True))
-    res["command"] = "python -m analysis reproduce " + " ".join(sys.argv[2:])
+    return replace(rc, device=a.device, skip_full=tuple(x for x in a.skip_full.split(",") if x))
+
+
+def _plan(text: str) -> tuple:
+    try:
+        entries = []
+        for x in text.split(","):
+            m, rest = x.split(":")
+            ts, _, ks = rest.partition("@")
+            entries.append((m, tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
+        return tuple(entries)
+    except ValueError:
+        raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes") from None
+
+
+def _existing(path: str) -> dict | None:
+    """The results of an earlier run at ``path`` (None: no such file)."""
+    if not Path(path).is_file():
+        return None
+    return _read(path)
+
+
+def _read(path: str) -> dict:
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise VariscopeError(f"this needs the results JSON of an earlier run: cannot read {path} ({e})") from None
+    if not isinstance(res, dict) or not {"curves", "verdicts"} <= set(res) or not ({"settings", "parts"} & set(res)):
+        raise VariscopeError(f"{path} is not the results JSON of python -m analysis reproduce")
+    return res
+
+
+def relabel(a) -> int:
+    """``--relabel``: the verdicts of ``--json`` recomputed from its records under the current rules; doc rewritten."""
+    res = _read(a.json)
+    command = res.get("command") or _previous_command(a.doc)
+    if command and "parts" not in res:
+        res["command"] = command
+    res = finish(migrate(res))
+    res.pop("command", None)
     write_atomic(a.json, json.dumps(res, indent=1))
-    write_doc(res, a.doc, a.img, res["command"])
+    write_doc(res, a.doc, a.img, None)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
     return 0
@@ -102,15 +184,9 @@ def cmd_reproduce(a) -> int:
 
 def cards_only(a) -> int:
     """``--cards-only``: add the missing cards to ``--json`` (saved after each), then rewrite ``--doc`` (no plots)."""
-    try:
-        res = json.loads(Path(a.json).read_text())
-    except (OSError, ValueError) as e:
-        raise VariscopeError(
-            f"--cards-only needs the results JSON of an earlier run: cannot read {a.json} ({e})"
-        ) from None
-    if not isinstance(res, dict) or not {"settings", "curves", "verdicts"} <= set(res):
-        raise VariscopeError(f"{a.json} is not the results JSON of python -m analysis reproduce")
+    res = _read(a.json)
     res.setdefault("command", _previous_command(a.doc) or "python -m analysis reproduce " + " ".join(sys.argv[2:]))
+    res = finish(migrate(res))
 
     def save(r: dict) -> None:
         write_atomic(a.json, json.dumps(r, indent=1))
@@ -118,13 +194,13 @@ def cards_only(a) -> int:
     device = None if a.device == "auto" else a.device
     add_cards(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save, device=device)
     save(res)
-    write_doc(res, a.doc, a.img, res["command"], plots=False)
+    write_doc(res, a.doc, a.img, None, plots=False)
     print(f"cards: {res['verdicts']['cards']}")
     return 0
 
 
 def _previous_command(doc: str) -> str | None:
-    """The command on the "Regenerate:" line of an existing report (None: no such report)."""
+    """The command on the first "Regenerate:" line of an existing report (None: no such report)."""
     try:
         m = re.search(r"^Regenerate: `([^`]+)`$", Path(doc).read_text(), re.M)
     except OSError:

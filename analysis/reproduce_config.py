@@ -1,0 +1,81 @@
+"""What a reproduction runs: :class:`ReproConfig` and its presets (the default, ``QUICK`` and ``GEMMA``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class ReproConfig:
+    models: tuple[str, ...] = ("minilm",)
+    tasks: tuple[str, ...] = ("rotten_tomatoes", "bbc_news", "reuters_r8")
+    ks: tuple[int, ...] = (1, 2, 3)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 100
+    lr: float = 1e-4
+    batch_size: int = 16
+    n_train: int = 1200
+    eval_n: int = 600
+    max_length: int = 64
+    pooling: str = "mean"
+    analysis_n: int = 2000
+    bootstrap: int = 50
+    fractions: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.05)
+    imbalances: tuple[int, ...] = (1, 3, 9)
+    device: str = "auto"
+    plan: tuple[tuple, ...] | None = None  # (model, tasks[, ks]) entries; default models × tasks × ks
+    skip_full: tuple[str, ...] = ()  # models without the (costly) full fine-tuning baseline
+    lr_grid: tuple[float, ...] = ()  # learning rates tried per strategy on validation (empty: ``lr`` for all)
+    lr_steps: int | None = None  # steps of each validation run (None: ``steps``)
+    lr_seed: int = 0  # the training sample and seed of the validation runs
+    val_fraction: float = 0.2  # share of that training sample held back for validation
+
+    def pairs(self) -> list[tuple[str, str]]:
+        if self.plan:
+            return [(e[0], t) for e in self.plan for t in e[1]]
+        return [(m, t) for m in self.models for t in self.tasks]
+
+    def ks_for(self, model: str) -> tuple[int, ...]:
+        for e in self.plan or ():
+            if e[0] == model and len(e) > 2 and e[2]:
+                return tuple(e[2])
+        return self.ks
+
+
+QUICK = ReproConfig(
+    tasks=("rotten_tomatoes",),
+    ks=(1, 2),
+    seeds=(0,),
+    steps=60,
+    n_train=600,
+    eval_n=300,
+    max_length=64,
+    analysis_n=600,
+    bootstrap=20,
+)
+# The raw language model (issue 15): ℓ* below the top layer, so claim 1 can be tested.
+GEMMA = ReproConfig(
+    models=("gemma3-270m",),
+    tasks=("rotten_tomatoes", "bbc_news", "reuters_r8"),
+    ks=(1, 2, 3),
+    seeds=(0, 1, 2),
+    steps=300,
+    lr=3e-4,
+    lr_grid=(1e-4, 3e-4, 1e-3),
+    batch_size=16,
+    n_train=1200,
+    eval_n=600,
+    max_length=128,
+    analysis_n=1000,
+    bootstrap=20,
+)
+
+
+def config_from_settings(settings: dict) -> ReproConfig:
+    """The ReproConfig of a results dict's "settings" (lists back to tuples; unknown keys ignored)."""
+
+    def tup(x):
+        return tuple(tup(y) for y in x) if isinstance(x, list) else x
+
+    names = {f.name for f in fields(ReproConfig)}
+    return ReproConfig(**{k: tup(v) for k, v in settings.items() if k in names})

@@ -1,0 +1,224 @@
+"""The reproduction's statistics, verdict rules, merging of results and the doc's numbers (no training)."""
+
+import json
+import math
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from analysis.reproduce import ReproConfig, finish, merge, migrate, settings_for
+from analysis.reproduce_report import report_markdown
+from analysis.reproduce_stats import claim_word, final_loss, paired
+from analysis.reproduce_verdicts import MARGIN
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_paired_difference_uses_the_t_interval_over_shared_seeds():
+    a = {0: 0.80, 1: 0.82, 2: 0.84, 3: 0.9}
+    b = {0: 0.70, 1: 0.74, 2: 0.72}  # seed 3 is not shared
+    p = paired(a, b)
+    d = [0.10, 0.08, 0.12]
+    assert p["n"] == 3 and p["seeds"] == [0, 1, 2]
+    assert p["mean"] == pytest.approx(0.10)
+    sd = math.sqrt(sum((x - 0.10) ** 2 for x in d) / 2)
+    assert p["se"] == pytest.approx(sd / math.sqrt(3))
+    assert p["t"] == pytest.approx(4.302653, rel=1e-5)  # t(0.975, 2)
+    assert p["low"] == pytest.approx(0.10 - 4.302653 * p["se"], rel=1e-5)
+    assert p["outcome"] == "better"
+    assert paired(b, a)["outcome"] == "worse"
+    noisy = paired({0: 0.8, 1: 0.6, 2: 0.9}, {0: 0.7, 1: 0.7, 2: 0.7})
+    assert noisy["low"] < 0 < noisy["high"] and noisy["outcome"] == "tie"
+    assert paired({0: 0.8}, {0: 0.7})["outcome"] == "untested"  # one seed: no interval
+
+
+def test_the_claim_words():
+    assert claim_word(2, 0, 2) == "inconclusive"  # fewer than 3 settings, whatever they say
+    assert claim_word(3, 0, 4) == "reproduced"
+    assert claim_word(0, 0, 5) == "not reproduced"  # all ties: no support
+    assert claim_word(1, 3, 6) == "not reproduced"
+    assert claim_word(2, 1, 6) == "mixed"
+
+
+def test_final_loss_is_the_mean_of_the_last_tenth():
+    hist = [{"step": i, "loss": float(i)} for i in range(1, 21)]
+    assert final_loss(hist) == pytest.approx(19.5)
+    assert final_loss([]) is None
+
+
+def _run(model, task, strategy, k, seed, value, *, layer, n_layers, seconds=10.0, flops=0.5, same=False):
+    tuned = list(range(layer - (k or n_layers) + 1, layer + 1))
+    return {
+        "model": model, "task": task, "strategy": strategy, "k": k, "seed": seed, "identical_to_top": same,
+        "classifier_layer": layer, "tuned_layers": tuned, "layers_kept": layer, "trainable_params": 1000 * len(tuned),
+        "total_params": 10**6, "flops_vs_full": flops, "flops_per_example": 1e9 * flops, "eval": {"accuracy": value},
+        "metric": "accuracy", "metric_value": value, "seconds": seconds + 1, "train_seconds": seconds,
+        "steps_per_second": 1.0, "steps": 10, "n_train": 100, "n_eval": 50, "lr": 3e-4, "final_loss": 0.5,
+    }  # fmt: skip
+
+
+def _gemma_like(tasks=("rotten_tomatoes", "bbc_news", "reuters_r8")) -> dict:
+    """Synthetic results: ℓ* = 13 of 18; variability better than top on every task, tied with full."""
+    runs = []
+    for t in tasks:
+        for s, (v, top, full) in enumerate([(0.80, 0.70, 0.805), (0.82, 0.73, 0.81), (0.81, 0.71, 0.82)]):
+            runs.append(_run("g", t, "full", None, s, full, layer=18, n_layers=18, seconds=40.0, flops=1.0))
+            runs.append(_run("g", t, "variability", 1, s, v, layer=13, n_layers=18, seconds=4.0, flops=0.2))
+            runs.append(_run("g", t, "top", 1, s, top, layer=18, n_layers=18, seconds=6.0, flops=0.3))
+    rc = ReproConfig(models=("g",), tasks=tasks, lr_grid=(1e-4, 3e-4))
+    settings = {**asdict(rc), "models": ["g"], "tasks": list(tasks)}
+    curve = {"layers": list(range(19)), "variability": [1.0] * 13 + [0.5] + [0.9] * 5, "band": None, "n": 40}
+    res = {
+        "version": 3,
+        "parts": [{"models": ["g"], "settings": settings, "seconds": 600.0, "complete": True, "command": "c"}],
+        "curves": [{"model": "g", "task": t, **curve, "best_layer": 13, "counts": [20, 20]} for t in tasks],
+        "cards": [],
+        "runs": runs,
+        "robustness": [],
+        "lr_search": [
+            {
+                "model": "g",
+                "task": t,
+                "strategy": "top",
+                "k": 1,
+                "lr": lr,
+                "seed": 0,
+                "metric": "accuracy",
+                "val_metric": 0.6 + lr,
+                "final_loss": 0.4,
+                "steps": 10,
+                "n_fit": 80,
+                "n_val": 20,
+                "chosen": lr == 3e-4,
+            }
+            for t in tasks
+            for lr in (1e-4, 3e-4)
+        ],  # fmt: skip
+    }
+    return finish(res)
+
+
+def test_verdicts_on_a_model_whose_best_layer_is_below_the_top():
+    v = _gemma_like()["verdicts"]
+    assert [x["outcome"] for x in v["claim1_detail"]] == ["better"] * 3
+    assert v["claim1"].startswith("reproduced: 3 testable settings")
+    assert all(x["outcome"] == "tie" for x in v["claim2_detail"])
+    assert v["claim2"].startswith("reproduced" if all(x["low"] >= -MARGIN for x in v["claim2_detail"]) else "mixed")
+    c4 = v["claim4_detail"][0]
+    assert c4["flops_vs_full"] == pytest.approx(c4["partial_flops"] * c4["truncation_flops"])
+    assert c4["time_vs_full"] == pytest.approx(c4["partial_time"] * c4["truncation_time"])
+    assert (c4["partial_flops"], c4["truncation_time"], c4["inference_vs_full"]) == pytest.approx((0.3, 4 / 6, 13 / 18))
+    assert v["claim4"].startswith("reproduced")
+    # two tasks only: claim 1 cannot be settled
+    assert _gemma_like(("rotten_tomatoes", "bbc_news"))["verdicts"]["claim1"].startswith("inconclusive")
+
+
+def test_void_settings_do_not_count_for_claim_1():
+    res = _gemma_like()
+    for r in res["runs"]:
+        if r["strategy"] == "variability":
+            r["identical_to_top"] = True
+    v = finish(res)["verdicts"]
+    assert {x["outcome"] for x in v["claim1_detail"]} == {"void"}
+    assert v["claim1"].startswith("inconclusive: 0 testable settings ") and "void in 3" in v["claim1"]
+
+
+def test_old_results_migrate_and_merge_keeps_the_other_models():
+    old = json.loads((DOCS / "reproduction.json").read_text())
+    flat = {k: old[k] for k in ("curves", "cards", "runs", "robustness")}
+    flat |= {"settings": old["parts"][0]["settings"], "seconds": 30.0, "command": "python -m analysis reproduce"}
+    flat["verdicts"] = {}
+    m = migrate(flat)
+    assert m["parts"][0]["command"] == "python -m analysis reproduce" and m["verdicts"] == old["verdicts"]
+    assert settings_for(m, "minilm")["lr"] == 1e-4
+    new = _gemma_like()
+    both = merge(m, new)
+    assert [p["models"] for p in both["parts"]] == [m["parts"][0]["models"], ["g"]]
+    assert len(both["runs"]) == len(m["runs"]) + len(new["runs"])
+    again = merge(both, _gemma_like(("rotten_tomatoes",)))  # a rerun of "g" replaces its records
+    assert {r["task"] for r in again["runs"] if r["model"] == "g"} == {"rotten_tomatoes"}
+    assert len(again["parts"]) == 2
+
+
+_NUM = re.compile(r"(?<![\w.])[-+−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _json_numbers(x, out: set) -> set:
+    if isinstance(x, bool):
+        return out
+    if isinstance(x, (int, float)):
+        out.add(float(x))
+    elif isinstance(x, dict):
+        for v in x.values():
+            _json_numbers(v, out)
+    elif isinstance(x, list):
+        for v in x:
+            _json_numbers(v, out)
+    return out
+
+
+def _table_numbers(text: str) -> list[str]:
+    """Every number in the body rows of the document's tables."""
+    out, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        if i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            continue  # a header row
+        for cell in line.strip("|").split("|")[3:]:  # after model, task and the first key column
+            out += _NUM.findall(cell.replace("**", ""))
+    return out
+
+
+def _in_json(token: str, nums: set) -> bool:
+    t = token.replace(",", "").replace("−", "-")
+    digits = len(t.split(".")[1]) if "." in t and "e" not in t else 0
+    v = float(t)
+    if any(round(x, digits) == round(v, digits) for x in nums):
+        return True
+    return any(f"{x:.3g}" == token or f"{x:g}" == token for x in nums)  # ν is printed with 3 significant digits
+
+
+@pytest.mark.parametrize("source", ["synthetic", "docs"])
+def test_every_number_in_the_doc_tables_is_in_the_json(source):
+    res = _gemma_like() if source == "synthetic" else json.loads((DOCS / "reproduction.json").read_text())
+    text = report_markdown(res, "c")
+    nums = _json_numbers(res, set())
+    tokens = _table_numbers(text)
+    assert len(tokens) > 50
+    missing = [t for t in tokens if not _in_json(t, nums)]
+    assert not missing, missing[:10]
+    for c in ("claim1", "claim2", "claim3", "claim4"):
+        assert res["verdicts"][c] in text
+
+
+def test_the_committed_doc_is_the_json_rendered():
+    res = json.loads((DOCS / "reproduction.json").read_text())
+    assert (DOCS / "reproduction.md").read_text() == report_markdown(res, None, "img")
+
+
+def test_relabel_turns_an_old_results_file_into_the_new_form_without_training(tmp_path):
+    from analysis.cli.main import main
+
+    cur = json.loads((DOCS / "reproduction.json").read_text())
+    part = cur["parts"][0]
+    old = {k: cur[k] for k in ("curves", "cards", "runs", "robustness")}
+    old |= {"settings": part["settings"], "seconds": 30.0, "verdicts": {"claim1": "not reproduced: old rule"}}
+    for r in old["runs"]:
+        r.pop("lr", None)
+    js, doc = tmp_path / "r.json", tmp_path / "d" / "r.md"
+    js.write_text(json.dumps(old))
+    doc.parent.mkdir()
+    doc.write_text("Regenerate: `python -m analysis reproduce --old`\n")
+    args = ["reproduce", "--relabel", "--json", str(js), "--doc", str(doc), "--img", str(tmp_path / "d" / "img")]
+    assert main([*args, "--cache-dir", str(tmp_path / "empty")]) == 0
+    new = json.loads(js.read_text())
+    assert new["parts"][0]["command"] == "python -m analysis reproduce --old"
+    assert new["verdicts"]["claim1"] == cur["verdicts"]["claim1"]
+    assert new["verdicts"]["claim1"].startswith("inconclusive")
+    assert {r["lr"] for r in new["runs"]} == {part["settings"]["lr"]}
+    assert not (tmp_path / "empty" / "runs").exists()  # nothing trained
+    text = doc.read_text()
+    assert "Regenerate: `python -m analysis reproduce --old`" in text and new["verdicts"]["claim2"] in text
