@@ -187,7 +187,7 @@ def test_cli_errors_are_one_line(labelled_csv, tmp_path, capsys):
     assert err.startswith("error:") and "--folds" in err and "\n" not in err
 
 
-def test_cli_stream_cards_use_a_sample_beside_the_exact_nu(labelled_csv, tmp_path, capsys):
+def test_cli_stream_cards_use_a_sample_beside_the_exact_nu(labelled_csv, tmp_path, capsys, monkeypatch):
     """cards --stream --keep K: probe and kNN on a seeded sample of K, ν (streamed) as from all the states."""
     data = ["--data", labelled_csv, "--text-col", "body", "--label-col", "topic", "--n", 0, "--max-length", 16]
     full, streamed = tmp_path / "full.json", tmp_path / "stream.json"
@@ -203,6 +203,9 @@ def test_cli_stream_cards_use_a_sample_beside_the_exact_nu(labelled_csv, tmp_pat
     assert s["band"] is not None and len(s["band"]["low"]) == 7 and s["settings"]["sample_size"] == 40
     assert _cli("cards", *data, "--keep", 40, "--cache-dir", tmp_path / "c") == 2
     assert "--keep needs --stream" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun every process would write the same cards
+    assert _cli("cards", *data, "--stream", "--cache-dir", tmp_path / "c") == 2
+    assert "under torchrun use curve --stream" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the Layers page (AppTest, no browser)

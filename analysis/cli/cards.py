@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from ..atomic import check_output, write_atomic
@@ -31,6 +32,8 @@ def print_table(cards) -> None:
 
 def _states(a, cfg, cache):
     """The states the cards run on: all of them (disk cache), or with --stream a seeded sample of --keep."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise VariscopeError("cards run in one process; under torchrun use curve --stream")
     if not a.stream:
         from ..pipeline import get_states
 
