@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import streamlit as st
 
@@ -218,7 +219,7 @@ def _streams(cfg_repr: str, threshold: int, digest: str, _cfg, _content) -> bool
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _streamed(key: str, _label: str, _cfg, _keep: int, _content):
+def _streamed(key: str, _label: str, _cfg, _keep: int, _content, _ran: dict):
     """The streamed result of ``key`` (exact ν, a sample's states), shared across reruns and sessions.
 
     Its progress bar is created here (a cached function may only draw into its own elements):
@@ -227,6 +228,7 @@ def _streamed(key: str, _label: str, _cfg, _keep: int, _content):
     from analysis.cache import DiskCache
     from analysis.sampled import stream_sample
 
+    _ran["streamed"] = True  # not set on a hit
     bar = st.progress(0.0, text=f"{_label}…")
     try:
         return stream_sample(
@@ -264,7 +266,9 @@ def _states_or_sample(cfg, bar, label):
     above, keep = streaming_settings()
     if _streams(repr(cfg), above, _digest(content), cfg, content):
         key = sample_key(cfg, keep, content, DiskCache().root)
-        return _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content)
+        ran: dict = {}
+        res = _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content, ran)
+        return replace(res, cache_hit=not ran)  # a shallow copy: the cached arrays are shared, never changed
     with st.spinner("Preparing…"):
         return get_states(cfg, content=content, progress=texts_progress(bar, label), loader=model_loader)
 

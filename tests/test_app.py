@@ -97,6 +97,10 @@ def test_above_the_threshold_the_pages_stream_a_sample_and_say_so(make_app):
     app = make_app(**query)
     app.session_state["stream_above"] = 50
     app.session_state["sample_keep"] = 40
+    app.switch_page("pages/setup.py").run()
+    app.button(key="compute").click().run()
+    assert not app.exception and not app.error
+    assert any("60 texts × 7 layers" in m.value and "the states of 40 kept" in m.value for m in app.success)
     app.switch_page("pages/variability.py").run()
     assert not app.exception and not app.error
     assert any("seeded sample of 40 of 60 texts" in m.value and "ν is exact" in m.value for m in app.info)
