@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from .cache import DiskCache
 from .reproduce_config import GEMMA, QUICK, ReproConfig, config_from_settings
-from .reproduce_runs import REPRO_VERSION, acfg, training_runs
+from .reproduce_runs import REPRO_VERSION, acfg, selections, training_runs
 from .reproduce_verdicts import cards_verdict, summarize, verdicts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,11 +57,13 @@ def run(
     cache: DiskCache | None = None,
     log: Callable[[str], None] = print,
     save: Callable[[dict], object] | None = None,
+    cached_only: bool = False,
 ) -> dict:
     """Run every experiment (resuming from cached runs) and return the results dict (one part).
 
     ``save(results)`` sees the results so far after each (model, task), so an interrupted run
-    leaves what it finished.
+    leaves what it finished. ``cached_only``: train nothing, keep the runs found in the cache (the
+    curves and cards are still computed; the part is marked incomplete when runs are missing).
     """
     from .models import describe, resolve_model
 
@@ -73,6 +75,7 @@ def run(
     }
     started = time.time()
     out: dict = {"curves": [], "cards": [], "runs": [], "robustness": [], "lr_search": []}
+    missing = 0
     for model, task in rc.pairs():
         n_layers = describe(resolve_model(model))["layers"]
         curve = _curve(rc, model, task, cache)
@@ -80,12 +83,18 @@ def run(
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
         out["cards"].append(_cards(rc, model, task, cache, log))
         out["robustness"] += _robustness(rc, model, task, curve, cache)  # claim 3
-        runs, search = training_runs(rc, model, task, n_layers, curve["variability"], cache, log)  # claims 1, 2, 4
+        runs, search = training_runs(  # claims 1, 2, 4
+            rc, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
+        )
+        expected = len(selections(rc, model, n_layers, curve["variability"])) * len(rc.seeds)
+        missing += expected - len(runs)
         out["runs"] += runs
         out["lr_search"] += search
         if save is not None:
             save(_with_part(out, settings, time.time() - started, done=False))
-    return _with_part(out, settings, time.time() - started, done=True)
+    if missing:
+        log(f"{missing} training runs are not in the cache (left out)")
+    return _with_part(out, settings, time.time() - started, done=not missing)
 
 
 def _with_part(records: dict, settings: dict, seconds: float, *, done: bool) -> dict:

@@ -359,7 +359,7 @@ def caveat_lines(res: dict) -> list[str]:
         "",
         "- Layer numbering: the layer the paper numbers j is layer j + 1 here. The paper counts transformer "
         "blocks from 0; here layer 0 is the embedding output and layer ℓ ≥ 1 is the output of the ℓ-th block "
-        "(so ℓ* = 13 here is the paper's layer 12).",
+        "(e.g. layer 13 here is the paper's layer 12).",
         "- Short CPU budgets: the absolute scores are below what long training reaches; the comparison is "
         "between strategies under the same budget. Measured times come from a shared CPU and are noisy.",
         "- Where ℓ* is the top layer, the variability selection and the top-k selection are the same model: "

@@ -88,13 +88,22 @@ def training_runs(
     nu: list[float],
     cache: DiskCache,
     log: Callable[[str], None],
+    *,
+    cached_only: bool = False,
 ) -> tuple[list[dict], list[dict]]:
-    """Claims 1, 2 and 4: (the "runs" records, the "lr_search" records) of (model, task)."""
+    """Claims 1, 2 and 4: (the "runs" records, the "lr_search" records) of (model, task).
+
+    ``cached_only``: train nothing; keep the records found in the cache (a strategy whose
+    learning-rate search is not complete is left out).
+    """
     from .training import TrainConfig, select
 
     runs, search = [], []
     for strategy, k, sel in selections(rc, model, n_layers, nu):
-        lr, tried = choose_lr(rc, model, task, strategy, k, sel, cache, log)
+        chosen = choose_lr(rc, model, task, strategy, k, sel, cache, log, cached_only=cached_only)
+        if chosen is None:
+            continue
+        lr, tried = chosen
         search += tried
         same = strategy == "variability" and k is not None and sel == select("top", n_layers, k)
         for seed in rc.seeds:
@@ -105,10 +114,13 @@ def training_runs(
                 lr=lr,
                 batch_size=rc.batch_size,
                 eval_n=rc.eval_n,
+                eval_every=rc.steps,  # one evaluation, at the end
                 seed=seed,
                 strategy=strategy,
             )
-            rec = cached_train(tc, cache, log)
+            rec = cached_train(tc, cache, log, cached_only=cached_only)
+            if rec is None:
+                continue
             runs.append(
                 {
                     "task": task,
@@ -132,8 +144,13 @@ def choose_lr(
     sel: Selection,
     cache: DiskCache,
     log: Callable[[str], None],
-) -> tuple[float, list[dict]]:
-    """(the learning rate, the "lr_search" records): ``rc.lr`` without a grid, else the best on validation."""
+    *,
+    cached_only: bool = False,
+) -> tuple[float, list[dict]] | None:
+    """(the learning rate, the "lr_search" records): ``rc.lr`` without a grid, else the best on validation.
+
+    None: ``cached_only`` and a run of the grid is not in the cache.
+    """
     from .training import TrainConfig
 
     if not rc.lr_grid:
@@ -148,10 +165,13 @@ def choose_lr(
             lr=lr,
             batch_size=rc.batch_size,
             eval_n=n_val,
+            eval_every=rc.lr_steps or rc.steps,
             seed=rc.lr_seed,
             strategy=strategy,
         )
-        rec = cached_train(tc, cache, log)
+        rec = cached_train(tc, cache, log, cached_only=cached_only)
+        if rec is None:
+            return None
         tried.append(
             {
                 "model": model,
@@ -206,8 +226,10 @@ def validation_folder(rc: ReproConfig, model: str, task: str, cache: DiskCache) 
     return folder, len(fit_data), len(val)
 
 
-def cached_train(tc: TrainConfig, cache: DiskCache, log: Callable[[str], None]) -> dict:
-    """A training record from the runs cache, or train and store it.
+def cached_train(
+    tc: TrainConfig, cache: DiskCache, log: Callable[[str], None], *, cached_only: bool = False
+) -> dict | None:
+    """A training record from the runs cache, or train and store it (``cached_only``: None instead).
 
     The key is every field of the TrainConfig (and of its AnalysisConfig), with the
     model name replaced by its weights' fingerprint; the strategy is only a label
@@ -224,6 +246,8 @@ def cached_train(tc: TrainConfig, cache: DiskCache, log: Callable[[str], None]) 
     hit = cache.load("runs", key, version=REPRO_VERSION)
     if hit is not None:
         return hit[1]["record"]
+    if cached_only:
+        return None
     t = time.time()
     r = train(tc).result.to_dict()
     rec = {k: r[k] for k in RECORD_KEYS}

@@ -268,17 +268,24 @@ def _claim3_verdict(rf: dict | None, ri: dict | None) -> str:
 
 def _claim4_verdict(c4: list[dict]) -> str:
     with_full = [x for x in c4 if x["has_full"]]
+    cut = [x for x in c4 if x["inference_vs_full"] < 1]  # ℓ* below the top layer: layers removed
+    if cut:
+        tf, tt = [x["truncation_flops"] for x in cut], [x["truncation_time"] for x in cut if x["truncation_time"]]
+        trunc = f"truncation (layers above ℓ* removed, {len(cut)} setting{'s' if len(cut) > 1 else ''}): "
+        trunc += f"training FLOPs {min(tf):.2f}–{max(tf):.2f}×"
+        trunc += f", measured time {min(tt):.2f}–{max(tt):.2f}× of top-k's" if tt else " of top-k's"
+    else:
+        trunc = "no truncation anywhere (ℓ* is the top layer in every setting)"
     if not with_full:
-        return "inconclusive: no full fine-tuning runs to compare with"
+        return f"inconclusive: no full fine-tuning runs to compare with; {trunc}"
     cheaper = sum(x["flops_vs_full"] < 1 and (x["time_vs_full"] or 1) < 1 for x in with_full)
     word = claim_word(cheaper, len(with_full) - cheaper, len(with_full))
     fl = [x["flops_vs_full"] for x in with_full]
     tm = [x["time_vs_full"] for x in with_full if x["time_vs_full"]]
-    tr = [x["truncation_flops"] for x in with_full]
     line = (
         f"{word}: cheaper than full fine-tuning in FLOPs and measured time in {cheaper} of {len(with_full)} "
         f"settings; training FLOPs {min(fl):.2f}–{max(fl):.2f}× of full"
     )
     if tm:
         line += f", measured time {min(tm):.2f}–{max(tm):.2f}×"
-    return line + f"; of which truncation (layers above ℓ* removed) {min(tr):.2f}–{max(tr):.2f}× of top-k's FLOPs"
+    return f"{line}; {trunc}"

@@ -87,6 +87,10 @@ if doc.is_file():
     st.markdown(verdicts_markdown(res))
     with st.expander("The whole report (docs/reproduction.md)"):
         st.markdown(report_markdown(res, "python -m analysis reproduce"))
-    st.caption("Regenerate with `python -m analysis reproduce` (or `--quick`).")
+    st.caption(
+        "Claims 1 and 2 compare strategies by the paired difference across seeds (95 % interval); where ℓ* is the "
+        "top layer claim 1 is void. Regenerate with `python -m analysis reproduce` (or `--quick`; "
+        "`--model gemma3-270m` for the raw language model)."
+    )
 else:
     st.info("Run `python -m analysis reproduce --quick` to test the claims on the offline data.")

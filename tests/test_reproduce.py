@@ -112,6 +112,10 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     train = set(load_task(TaskConfig("rotten_tomatoes")).texts)
     assert (len(fit), len(val)) == (n_fit, n_val) and not set(val) & set(fit) and set(val) <= train
     assert "Learning-rate search" in report_markdown(res, "c")
+    # --cached-only: nothing is trained; the runs not in the cache are left out and the part says so
+    part = run(replace(rc, seeds=(0, 1, 2)), cache=cache, log=lambda s: None, cached_only=True)
+    assert part["runs"] == res["runs"] and part["lr_search"] == search
+    assert part["parts"][0]["complete"] is False
 
 
 def _results(cards: list[dict] | None) -> dict:

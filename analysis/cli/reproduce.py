@@ -60,6 +60,11 @@ def register(sub) -> None:
         help="recompute the verdicts of --json from its stored records and rewrite it and --doc (trains nothing)",
     )
     p.add_argument("--fresh", action="store_true", help="do not keep the other models' records of --json")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="train nothing: report the runs already in the cache (e.g. of an interrupted or running reproduction)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default="docs/reproduction.json")
@@ -80,7 +85,7 @@ def cmd_reproduce(a) -> int:
         return relabel(a)
     started = time.time()
     rc = _config(a)
-    command = "python -m analysis reproduce " + " ".join(sys.argv[2:])
+    command = "python -m analysis reproduce " + " ".join(x for x in sys.argv[2:] if x != "--cached-only")
     old = None if a.fresh else _existing(a.json)
 
     def save(part: dict, *, plots: bool = False) -> dict:
@@ -90,7 +95,8 @@ def cmd_reproduce(a) -> int:
         write_doc(res, a.doc, a.img, command, plots=plots)
         return res
 
-    res = save(run(rc, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save), plots=True)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    res = save(run(rc, cache=make_cache(a), log=log, save=save, cached_only=a.cached_only), plots=True)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
     print(f"total time: {(time.time() - started) / 60:.1f} min")
