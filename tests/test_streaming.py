@@ -215,3 +215,262 @@ def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
     assert s.states is not None and two["index"] == s.index.tolist()
     np.testing.assert_allclose(np.array(two["states"]), s.states, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(two["variability"], one.curve.variability, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("C", "sizes"),
+    [(2, [30, 30]), (5, [3, 40, 7, 12, 25]), (20, [2 + 3 * (i % 4) for i in range(20)]), (2, [5, 95])],
+)
+@pytest.mark.parametrize("weighting", ["equal", "size"])
+def test_two_pass_matches_states(C, sizes, weighting):
+    """Pass 1 keeps class sums only (no W); pass 2 the squared projections on Σ_b's eigenvectors."""
+    from analysis.twopass import Projections
+
+    states, labels, counts = _data(C, sizes)
+    n = len(labels)
+    want = [variability(states[l], labels, weighting=weighting) for l in range(len(states))]
+    first = _stream(states, labels, counts, [n // 3], weighting=weighting, moments=False)
+    assert first.W.size == 0
+    with pytest.raises(VariscopeError, match="second pass"):
+        first.variability()
+    a, b = Projections(first), Projections(first)  # two processes' halves, summed as all_reduce would
+    a.update(states[:, : n // 2], labels[: n // 2])
+    b.update(states[:, n // 2 :], labels[n // 2 :])
+    with pytest.raises(VariscopeError, match="the second pass saw"):
+        a.variability()
+    a.load_flat(a.flat() + b.flat())
+    np.testing.assert_allclose(a.variability(), want, rtol=1e-9)
+
+
+def test_two_pass_refuses_an_incomplete_first_pass():
+    from analysis.twopass import Projections
+
+    states, labels, counts = _data(2, [10, 10])
+    first = LayerStats(3, 16, counts, moments=False)
+    first.update(states[:, :5], labels[:5])
+    with pytest.raises(VariscopeError, match="rows per class"):
+        Projections(first)
+
+
+def test_choose_mode_by_budget():
+    from analysis.twopass import choose_mode, memory_needs
+
+    need = memory_needs(13, 768, 2, n_texts=10**6)
+    assert need == {"states": 4 * 13 * 10**6 * 768, "stream": 3 * 8 * 13 * 768**2, "two-pass": 3 * 8 * 13 * 2 * 768}
+    assert choose_mode("auto", 13, 768, 2, need["stream"]) == "stream"
+    assert choose_mode("auto", 13, 768, 2, need["stream"] - 1) == "two-pass"
+    assert choose_mode("stream", 13, 768, 2, 1) == "stream" and choose_mode("two-pass", 13, 768, 2, None) == "two-pass"
+    with pytest.raises(VariscopeError, match="unknown stream mode 'x'"):
+        choose_mode("x", 1, 1, 2, None)
+
+
+class _Tok:
+    pad_token_id = 0
+    model_max_length = 512
+
+    def __call__(self, texts, pairs=None, **kw):
+        ids = [[1] + [2 + len(w) % 40 for w in t.split()][: kw["max_length"] - 1] for t in texts]
+        return {
+            "input_ids": ids,
+            "attention_mask": [[1] * len(i) for i in ids],
+            "special_tokens_mask": [[1] + [0] * (len(i) - 1) for i in ids],
+        }
+
+
+def _fake_model():
+    import types
+
+    import torch
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Embedding(50, 4)
+
+        def forward(self, input_ids, attention_mask, output_hidden_states=True, return_dict=True):
+            h = self.emb(input_ids)
+            return types.SimpleNamespace(hidden_states=(h, torch.tanh(h) * 3 + 1))
+
+    return M()
+
+
+def test_for_each_pooled_reads_an_iterator_chunk_by_chunk():
+    """Texts from an iterator are tokenized and batched chunk by chunk: never more than one chunk pulled
+    ahead of the batches; one chunk holding every text gives the same batches (and states) as a list."""
+    from analysis.hidden_states import extract_states, for_each_pooled
+
+    texts = [" ".join(["w" * (1 + (i * j) % 7) for j in range(1 + i % 5)]) for i in range(10)]
+    model, tok = _fake_model(), _Tok()
+    want = extract_states(model, tok, texts, batch_size=3, device="cpu")
+    pulled, seen, ticks = [], [], []
+
+    def source():
+        for i, t in enumerate(texts):
+            pulled.append(i)
+            yield t
+
+    def on_pooled(index, p):
+        assert len(pulled) <= (max(index) // 4 + 1) * 4  # at most the current chunk has been read
+        seen.append((index, p))
+
+    for_each_pooled(
+        model,
+        tok,
+        source(),
+        None,
+        on_pooled,
+        batch_size=3,
+        device="cpu",
+        chunk_size=4,
+        total=10,
+        progress=lambda d, t: ticks.append((d, t)),
+    )
+    got = np.empty_like(want)
+    for index, p in seen:
+        got[:, index] = p
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert sorted(np.concatenate([i for i, _ in seen]).tolist()) == list(range(10))
+    assert ticks[-1] == (10, 10) and all(t == 10 for _, t in ticks)
+    one = []
+    for_each_pooled(model, tok, iter(texts), None, lambda i, p: one.append((i, p)), batch_size=3, device="cpu")
+    got = np.empty_like(want)
+    for index, p in one:
+        got[:, index] = p
+    np.testing.assert_array_equal(got, want)  # one chunk: the very batches of the list
+
+
+@pytest.mark.slow
+def test_stream_curve_two_pass_and_band(minilm):
+    """Two passes (class means, then projections on Σ_b's eigenvectors) give the states path's ν to 1e-9;
+    auto picks two-pass when W exceeds the budget; the band is the bootstrap of the state sample."""
+    from analysis import compute_curve
+    from analysis.streamcurve import stream_curve
+    from analysis.variability import variability_curve
+
+    cfg = _cfg(30)
+    curve, _st = compute_curve(cfg, use_cache=False)
+    two = stream_curve(cfg, mode="two-pass", keep=20, bootstrap=25)
+    assert two.mode == "two-pass" and two.to_dict()["mode"] == "two-pass" and two.stats.W.size == 0
+    np.testing.assert_allclose(two.curve.variability, curve.variability, rtol=1e-9)
+    s = two.stats.sample
+    assert s.states is not None and two.band_sample == 20 and two.curve.settings["band_sample"] == 20
+    want = variability_curve(s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
+    assert two.curve.band == want.band
+    auto = stream_curve(cfg, mode="auto", memory_budget=1000)
+    assert auto.mode == "two-pass"
+    np.testing.assert_allclose(auto.curve.variability, curve.variability, rtol=1e-9)
+    assert stream_curve(cfg, mode="auto", memory_budget=10**9).mode == "stream"
+
+
+def _labelled_csv(tmp_path, rows=61):
+    """A CSV of rotten_tomatoes texts, with a blank label and an empty text that both paths drop."""
+    import csv
+
+    from analysis.tasks import TaskConfig, load_task
+
+    t = load_task(TaskConfig("rotten_tomatoes"))
+    p = tmp_path / "small.csv"
+    with open(p, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(rows):
+            w.writerow([t.texts[i], t.label_names[t.labels[i]]])
+            if i == 7:
+                w.writerow(["no label here", ""])
+            if i == 11:
+                w.writerow(["   ", "fresh"])
+    return p
+
+
+def _run(tmp_path, name, *args, procs=None, script=None, env=None):
+    """(JSON or None, CompletedProcess) of ``curve`` run by python or torchrun, one thread per process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    out = tmp_path / f"{name}.json"
+    flags = ["curve", "--json", str(out), *map(str, args)]
+    env = {**os.environ, "VARISCOPE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", **(env or {})}
+    env["PYTHONPATH"] = str(ROOT)
+    if procs is None:
+        cmd = [sys.executable, "-m", "analysis", *flags]
+    else:
+        torchrun = Path(sys.executable).parent / "torchrun"
+        cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(procs), *(script or ["-m", "analysis"]), *flags]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return (json.loads(out.read_text()) if out.exists() else None), r
+
+
+@pytest.mark.slow
+def test_cli_streamed_file_matches_states_and_is_cached(tmp_path):
+    """--data read in two passes picks the in-memory rows: ν to 1e-9 of the states path (one process, same
+    batches), in both modes; a second identical run is a cache hit; the band says it is the sample's."""
+    csv_path = _labelled_csv(tmp_path)
+    common = ["--data", csv_path, "--num-texts", "31", "--seed", "3", "--batch-size", "4"]
+    states, r = _run(tmp_path, "states", *common, "--no-cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for mode in ("stream", "two-pass"):
+        got, r = _run(tmp_path, mode, *common, "--stream", "--stream-mode", mode, "--keep", "25", "--bootstrap", "30")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert (got["mode"], got["n"], got["cache_hit"], got["keep"]) == (mode, 31, False, 25)
+        assert got["counts"] == states["counts"] and got["band_from"] == "state sample of 25 states"
+        assert "band: 5-95% of 30 bootstrap resamples of a sample of 25 states (nu itself uses all 31)" in r.stdout
+        np.testing.assert_allclose(got["variability"], states["variability"], rtol=1e-9)
+        assert got["warnings"] == states["warnings"]
+    again, r = _run(
+        tmp_path, "again", *common, "--stream", "--stream-mode", "two-pass", "--keep", "25", "--bootstrap", "30"
+    )
+    assert r.returncode == 0 and again["cache_hit"] and "cache hit" in r.stdout
+    assert again["variability"] == got["variability"] and again["band"] == got["band"] and again["mode"] == "two-pass"
+    assert len(list((tmp_path / "cache" / "streams").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
+    """31 texts of a CSV over 2 processes (16 + 15 rows). With one text per batch every text runs alone in
+    every setting (no padding) on one thread, so the float32 states are the same and ν agrees to 1e-9 with
+    one process and with the states path; counts are equal. Rank 0 alone writes the JSON and the cache."""
+    csv_path = _labelled_csv(tmp_path)
+    common = ["--data", csv_path, "--num-texts", "31", "--seed", "3", "--batch-size", "1"]
+    states, r = _run(tmp_path, "states", *common, "--no-cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, r = _run(tmp_path, "one", *common, "--stream", "--no-cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for mode in ("stream", "two-pass"):
+        two, r = _run(tmp_path, f"two-{mode}", *common, "--stream", "--stream-mode", mode, procs=2)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+        assert (two["mode"], two["world_size"], two["n"]) == (mode, 2, 31)
+        assert two["counts"] == one["counts"] == states["counts"] and sum(two["counts"].values()) == 31
+        np.testing.assert_allclose(two["variability"], one["variability"], rtol=1e-9)
+        np.testing.assert_allclose(two["variability"], states["variability"], rtol=1e-9)
+    assert len(list((tmp_path / "cache" / "streams").iterdir())) == 2
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "one.json",
+        "states.json",
+        "two-stream.json",
+        "two-two-pass.json",
+    ]
+
+
+@pytest.mark.slow
+def test_torchrun_failure_in_one_rank_is_one_error_line(tmp_path):
+    """Rank 1 fails (its model load raises; tests/_torchrun_fail.py) while rank 0 runs its pass: no hang,
+    one error line naming rank 1, a non-zero exit, no JSON, no cache entry. torchrun itself then reports
+    the failed workers (its own ChildFailedError, outside Variscope's processes)."""
+    csv_path = _labelled_csv(tmp_path)
+    flags = ["--data", csv_path, "--num-texts", "31", "--batch-size", "4", "--stream"]
+    out, r = _run(tmp_path, "fail", *flags, procs=2, script=["tests/_torchrun_fail.py"])
+    text = r.stdout + r.stderr
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert r.returncode != 0 and out is None
+    assert errors == ["error: rank 1 failed: RuntimeError: simulated failure: the model cannot be loaded"], text[-4000:]
+    assert "analysis/" not in "".join(line for line in text.splitlines() if line.strip().startswith("File "))
+    assert "_torchrun_fail" not in "".join(line for line in text.splitlines() if line.strip().startswith("File "))
+    streams = tmp_path / "cache" / "streams"
+    assert not streams.exists() or not any(streams.iterdir())
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".*.tmp"))

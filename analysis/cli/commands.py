@@ -103,19 +103,25 @@ def _curve_stream(a, cfg, cache):
     from ..streamcurve import RankFailure, close_distributed, init_distributed
 
     rank, world = init_distributed(cfg.device)
-    agreed = True
-    try:
+    if world == 1:
         return _stream_steps(a, cfg, cache, rank, world)
-    except VariscopeError as e:
-        agreed = isinstance(e, RankFailure) or world == 1
+    try:
+        out = _stream_steps(a, cfg, cache, rank, world)
+    except RankFailure as e:  # every process raised it: rank 0 prints, then all leave together
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        close_distributed(wait=True)  # nobody exits (and gets the others killed) before the line is out
+        raise SystemExit(2 if rank == 0 else 1) from None
+    except VariscopeError:
+        close_distributed(wait=False)
         if rank != 0:
             raise SystemExit(1) from None  # rank 0 prints the one error line
         raise
     except BaseException:
-        agreed = False
+        close_distributed(wait=False)
         raise
-    finally:
-        close_distributed(wait=agreed)
+    close_distributed(wait=True)
+    return out
 
 
 def _stream_steps(a, cfg, cache, rank: int, world: int):
