@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .bench_stream import bench_stream, bench_stream_memory
+
 SECTIONS: dict[str, Callable] = {}
 
 
@@ -405,6 +407,10 @@ def bench_cards(a, res):
     _row(
         f"cards {a.model} (n={n})", f"forward {fwd:.2f}s  cards {crd:.2f}s  cards/forward {crd / fwd:.2f}x (goal <=0.5)"
     )
+
+
+SECTIONS["stream"] = bench_stream  # streaming vs states throughput (analysis/bench_stream.py)
+SECTIONS["stream_memory"] = bench_stream_memory  # peak RSS of a stream vs the states path, fresh processes
 
 
 def measure(a, command: str) -> dict:

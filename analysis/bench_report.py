@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .bench_stream import stream_headlines, stream_report_lines
+
 
 def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
     """Write the plots into ``img_dir`` and, when ``doc`` is given, the Markdown report."""
@@ -37,6 +39,7 @@ def write_plots(res: dict, img: Path) -> None:
     for section, name, size, draw in (
         ("depth", "bench_depth.png", (5, 3.3), _plot_depth),
         ("projection", "bench_umap.png", (6, 3.4), _plot_projection),
+        ("stream_memory", "bench_stream_memory.png", (5, 3.3), _plot_stream_memory),
     ):
         if res.get(section):
             fig, ax = plt.subplots(figsize=size)
@@ -70,6 +73,20 @@ def _plot_projection(p: dict, ax) -> None:
     ax.set_xticks(range(len(kinds)), [lab for _, lab in kinds], fontsize=8)
     ax.set_ylabel("seconds (log scale)")
     ax.set_yscale("log")
+    ax.legend(fontsize=8)
+
+
+def _plot_stream_memory(m: dict, ax) -> None:
+    for mode, style, label in (("stream", "o-", "stream (statistics)"), ("states", "s-", "states kept, then ν")):
+        rows = sorted((r for r in m["rows"] if r["mode"] == mode), key=lambda r: r["n"])
+        ax.plot([r["n"] for r in rows], [r["peak_growth_mb"] for r in rows], style, label=label)
+    ax.axhline(m["goal_mb"], ls="--", c="grey", lw=1)
+    ax.text(
+        ax.get_xlim()[0], m["goal_mb"], f" stream goal: ≤ {m['goal_mb']:.0f} MB", va="bottom", fontsize=7, color="grey"
+    )
+    ax.set_xlabel("texts")
+    ax.set_ylabel("peak RSS growth, MB")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
 
 
@@ -154,6 +171,8 @@ def headline_lines(res: dict) -> list[str]:
     key("training: full step time ÷ selected step time (`train_speedup_vs_full`)", "train_speedup_vs_full", ".2f")
     key("training: full FLOPs ÷ selected FLOPs (`train_flop_speedup_vs_full`)", "train_flop_speedup_vs_full", ".2f")
     key("measured speed-up ÷ FLOP speed-up", "train_speedup_over_flop_ratio", ".2f", "≥ 0.8", lambda v: v >= 0.8)
+    for args in stream_headlines(res):  # the streaming keys (analysis/bench_stream.py)
+        key(*args)
     return L
 
 
@@ -168,6 +187,7 @@ def section_lines(res: dict, rel: str) -> list[str]:
         + _training_section(res)
         + _memory_section(res)
         + _cards_section(res)
+        + stream_report_lines(res, rel)
     )
 
 
@@ -330,7 +350,8 @@ def howto_lines() -> list[str]:
         "```",
         "",
         "`--only curve,metric,...` picks sections (curve, batching, metric, cache, depth, projection, training, "
-        "memory); `--reps` overrides the repetitions.",
+        "memory, cards, stream, stream_memory); `--reps` overrides the repetitions. The full run measures the "
+        "stream's memory at 10,000 and 50,000 texts, `--quick` at 1,000 and 5,000.",
         "",
     ]
 

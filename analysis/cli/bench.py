@@ -24,8 +24,7 @@ def add_args(p) -> None:
     p.add_argument(
         "--only",
         default=None,
-        help="comma-separated sections: "
-        + ", ".join(["curve", "batching", "metric", "cache", "depth", "projection", "training", "memory", "cards"]),
+        help="comma-separated sections: " + ", ".join(bench.SECTIONS),
     )
     p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
     p.add_argument("--reps", type=int, default=None)
