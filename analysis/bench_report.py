@@ -104,6 +104,11 @@ def header_lines(res: dict, command: str) -> list[str]:
         "alternating, in the same process. Absolute times drift with the machine's load (on the shared 2-core CI "
         "machine by ±30 % within minutes); the side-by-side ratios are what to compare.",
         "",
+    ] + [
+        f"Sections {', '.join(p['sections'])}: measured by a later run, `python -m analysis {p['command']}` "
+        f"({'quick sizes, ' if p.get('quick') else ''}device {p['machine']['device']}, "
+        f"{p['machine']['threads']} torch threads), merged into this report.\n"
+        for p in res.get("merged", [])
     ]
 
 
@@ -347,6 +352,8 @@ def howto_lines() -> list[str]:
         ".venv/bin/python -m analysis bench --json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img",
         ".venv/bin/python -m analysis bench --report-from docs/benchmarks.json --doc docs/benchmarks.md "
         "--plots docs/img   # redraw only",
+        ".venv/bin/python -m analysis bench --quick --only stream,stream_memory --merge-into docs/benchmarks.json "
+        "--json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img   # re-measure some sections",
         "```",
         "",
         "`--only curve,metric,...` picks sections (curve, batching, metric, cache, depth, projection, training, "

@@ -31,6 +31,13 @@ def add_args(p) -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--plots", default=None, help="folder for PNG plots")
     p.add_argument(
+        "--merge-into",
+        default=None,
+        metavar="JSON",
+        help="add this run's sections to an earlier run's JSON (replacing theirs; noted in the report) "
+        "and write the result to --json",
+    )
+    p.add_argument(
         "--report-from",
         default=None,
         metavar="JSON",
@@ -50,11 +57,34 @@ def _command(a) -> str:
         ("json", None),
         ("doc", None),
         ("plots", None),
+        ("merge_into", None),
     ):
         v = getattr(a, flag)
         if v is not None and v != default:
-            parts += [f"--{flag}", str(v)]
+            parts += [f"--{flag.replace('_', '-')}", str(v)]
     return " ".join(parts)
+
+
+def _read_results(path: str) -> dict:
+    """An earlier run's results, or a VariscopeError saying why they cannot be used."""
+    try:
+        res = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise VariscopeError(f"cannot read benchmark results from {path}: {e}") from None
+    if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
+        raise VariscopeError(f"{path} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)")
+    return res
+
+
+def merge(base: dict, new: dict) -> dict:
+    """``base`` with ``new``'s sections and keys; ``merged`` records which run measured which sections."""
+    out = dict(base)
+    own = {"command", "quick", "machine", "section_seconds", "merged"}
+    out.update({k: v for k, v in new.items() if k not in own})
+    out["section_seconds"] = {**base.get("section_seconds", {}), **new.get("section_seconds", {})}
+    part = {k: new[k] for k in ("command", "quick", "machine")}
+    out["merged"] = [*base.get("merged", []), {**part, "sections": list(new.get("section_seconds", {}))}]
+    return out
 
 
 def cmd_bench(a) -> int:
@@ -69,17 +99,13 @@ def cmd_bench(a) -> int:
             f"use {', '.join(bench.SECTIONS)}"
         )
     if a.report_from:
-        try:
-            res = json.loads(Path(a.report_from).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise VariscopeError(f"cannot read benchmark results from {a.report_from}: {e}") from None
-        if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
-            raise VariscopeError(
-                f"{a.report_from} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)"
-            )
+        res = _read_results(a.report_from)
         bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
         return 0
+    base = _read_results(a.merge_into) if a.merge_into else None  # refused before anything is measured
     res = bench.measure(a, _command(a))
+    if base is not None:
+        res = merge(base, res)
     if a.json:
         write_atomic(a.json, json.dumps(res, indent=2, default=float))
     if a.plots or a.doc:
