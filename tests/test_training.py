@@ -219,6 +219,8 @@ def test_result_json_keys_are_the_cli_keys():
         "n_train",
         "n_eval",
         "device",
+        "world_size",
+        "eval_examples",
     ]
     r = RunResult(**dict.fromkeys(keys))
     assert list(r.to_dict()) == keys

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from ..atomic import check_output, write_atomic
@@ -38,7 +40,13 @@ def register(sub) -> None:
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
     p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
-    p.add_argument("--log", default=None, help="live metrics as JSON lines")
+    p.add_argument(
+        "--log",
+        "--log-file",
+        dest="log",
+        default=None,
+        help="live metrics as JSON lines (--log-file under torchrun, whose own flags start with --log)",
+    )
     p.add_argument("--json", default=None)
     p.set_defaults(func=cmd_train)
 
@@ -78,52 +86,116 @@ def check_train_outputs(a) -> None:
 
 
 def cmd_train(a) -> int:
-    cfg = config_from_args(a)
-    ts = train_settings(vars(a))  # every number checked before any data or model is loaded
-    check_train_outputs(a)
-    cache = make_cache(a)
-    sel, strategy = resolve_selection(a, cfg, ts, cache)
-    tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy)
-    from tqdm import tqdm
+    """Train; under torchrun/accelerate every process trains and rank 0 alone writes and prints."""
+    from ..training.distributed import PeerFailed, check_launch, launch_env, lost_peer
 
+    rank, world = launch_env()
+    debug = bool(getattr(a, "debug", False)) or os.environ.get("VARISCOPE_DEBUG") == "1"
+    if rank != 0:
+        warnings.simplefilter("ignore")  # the other processes print errors only
+    try:
+        check_launch()
+        cfg = config_from_args(a)
+        ts = train_settings(vars(a))  # every number checked before any data or model is loaded
+        if ts.batch_size % world:
+            raise VariscopeError(
+                f"--batch-size {ts.batch_size} is the batch of all {world} processes together: "
+                f"it must be a multiple of {world}"
+            )
+        if rank == 0:
+            check_train_outputs(a)
+    except VariscopeError:
+        if rank != 0 and not debug:
+            return 2  # every process refuses the same input: rank 0 says it once
+        raise
+    try:
+        return _train(a, cfg, ts)
+    except PeerFailed:
+        return 2  # rank 0 failed and says why
+    except Exception as e:
+        if world == 1 or debug:
+            raise
+        if lost_peer(e):
+            return 1  # another process failed first and says why
+        if isinstance(e, VariscopeError) and rank == 0:
+            raise
+        why = str(e) if isinstance(e, VariscopeError) else f"{type(e).__name__}: {e}"
+        raise VariscopeError(f"process {rank} of {world}: {' '.join(why.split())}") from e
+
+
+def _train(a, cfg, ts: TrainSettings) -> int:
+    from ..training.distributed import join, leave, on_rank0
+
+    rank, world = join(cfg.device)
+    ok = False
+    try:
+        sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts), rank, world)
+        tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy)
+        if a.log and rank == 0:
+            write_atomic(a.log, "")
+        monitor = RunMonitor(log_path=a.log if rank == 0 else None)
+        result, model = _run(tc, monitor, bar=rank == 0)
+        if rank == 0:
+            _write(a, result, model)
+        ok = True
+    finally:
+        leave(wait=ok)
+    return 0
+
+
+def _prepare(a, cfg, ts: TrainSettings) -> tuple[Selection, str | None]:
+    """Rank 0's part before training: the model made ready, the selection (its curve cached)."""
     from ..models import describe, resolve_model
+    from .common import prepare_model
 
+    cache = make_cache(a)
+    prepare_model(cfg.model, cache)
+    sel, strategy = resolve_selection(a, cfg, ts, cache)
     n_layers = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
     if n_layers:
         sel.check(int(n_layers))  # fail before any work
-    if a.log:
-        write_atomic(a.log, "")
-    monitor = RunMonitor(log_path=a.log)
-    bar = {}
+    return sel, strategy
+
+
+def _run(tc, monitor: RunMonitor, *, bar: bool):
+    """``train(tc, monitor)`` with a progress bar on stderr when ``bar``."""
+    from tqdm import tqdm
+
+    b: dict = {}
 
     class _Watch(threading.Thread):
         def run(self):
             while monitor.running:
                 p = monitor.snapshot()["progress"]
                 if p["max_steps"]:
-                    if "b" not in bar:
-                        bar["b"] = tqdm(
-                            total=p["max_steps"], desc="training", unit="step", file=sys.stderr, leave=False
-                        )
-                    bar["b"].n = p["step"]
-                    bar["b"].refresh()
+                    if "b" not in b:
+                        b["b"] = tqdm(total=p["max_steps"], desc="training", unit="step", file=sys.stderr, leave=False)
+                    b["b"].n = p["step"]
+                    b["b"].refresh()
                 time.sleep(0.5)
 
-    _Watch(daemon=True).start()
+    if bar:
+        _Watch(daemon=True).start()
     try:
-        result, model = train(tc, monitor)
+        return train(tc, monitor)
     finally:
-        if "b" in bar:
-            bar["b"].close()
+        if "b" in b:
+            b["b"].close()
+
+
+def _write(a, result, model) -> None:
+    """Rank 0: the exports (--save, --json, each whole or not at all) and the summary line."""
     if a.save:
         save_run(result, a.save, model, overwrite=a.overwrite)
     out = result.to_dict()
     ev = ", ".join(f"{k} {v:.4f}" for k, v in out["eval"].items())
+    w = out["world_size"]
+    on = f" on {w} processes (batch {out['batch_size']} = {w} × {out['batch_size'] // w})" if w > 1 else ""
     print(
-        f"{out['label']}: {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s); "
-        f"held-out {ev}; trainable {out['trainable_params']:,} of {out['total_params']:,} params; "
-        f"FLOPs vs full {out['flops_vs_full']:.2f}" + (" (stopped)" if out["stopped"] else "")
+        f"{out['label']}: {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s)"
+        f"{on}; held-out {ev} ({out['eval_examples']} texts); trainable {out['trainable_params']:,} of "
+        f"{out['total_params']:,} params; FLOPs vs full {out['flops_vs_full']:.2f}"
+        + (" (stopped)" if out["stopped"] else "")
     )
     if a.json:
         write_atomic(a.json, json.dumps(out, indent=2))
-    return 0

@@ -8,7 +8,10 @@ Modules, one idea each:
 - :mod:`.monitor` — :class:`RunMonitor`, a run's live state and its Stop/Skip flags;
 - :mod:`.callbacks` — the Trainer callback that feeds the monitor and honours Stop;
 - :mod:`.data` — training/held-out split, batches, metrics;
-- :mod:`.run` — :class:`TrainConfig`, :class:`RunResult`, :func:`train`, :func:`baseline_jobs`;
+- :mod:`.config` — :class:`TrainConfig`;
+- :mod:`.trainer` — the Hugging Face Trainer of a run (its plan, batch, evaluations);
+- :mod:`.distributed` — several processes (torchrun, accelerate launch): ranks, rank 0's decisions;
+- :mod:`.run` — :class:`RunResult`, :func:`train`, :func:`baseline_jobs`;
 - :mod:`.export` — :func:`save_run`, in-memory artifacts, the LoraConfig snippet;
 - :mod:`.worker` — :func:`start_in_thread`, the app's background worker.
 
@@ -27,6 +30,7 @@ _WHERE = {
     "baseline_jobs": "run",
     "VariscopeClassifier": "model",
     "build_classifier": "model",
+    "freeze_unused": "model",
     "lora_targets": "model",
     "cost": "cost",
     "selection_cost": "cost",
@@ -35,7 +39,7 @@ _WHERE = {
     "LiveMetrics": "callbacks",
     "task_metrics": "data",
     "compute_metrics": "data",
-    "TrainConfig": "run",
+    "TrainConfig": "config",
     "RunResult": "run",
     "TrainOutput": "run",
     "train": "run",

@@ -83,6 +83,31 @@ def _unfreeze(enc, blocks, selection: Selection) -> None:
                 p.requires_grad_(True)
 
 
+def freeze_unused(model: nn.Module, batch: dict) -> list[str]:
+    """Freeze the trainable parameters that the loss does not reach; returns their names.
+
+    One forward and backward pass of ``batch`` in eval mode (no dropout, so the
+    random state is untouched; no optimizer step). A parameter without a gradient
+    afterwards (e.g. a pooler or an embedding the classifier never uses) would
+    never train, and under DDP with ``find_unused_parameters=False`` it would stop
+    the second step ("Expected to have finished reduction ..."): frozen, every
+    trainable parameter is used and DDP needs no search for unused ones.
+    """
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    try:
+        model(**batch)["loss"].backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        for n, p in model.named_parameters():
+            if n in unused:
+                p.requires_grad_(False)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return unused
+
+
 def lora_targets(block) -> list[str]:
     """Names of the attention projections of ``block`` that LoRA adapts (query and value where split)."""
     names = {n.rsplit(".", 1)[-1] for n, m in block.named_modules() if isinstance(m, nn.Linear)}

@@ -1,64 +1,27 @@
-"""One training run: :class:`TrainConfig` in, :class:`RunResult` and the trained model out."""
+"""One training run: :class:`TrainConfig` in, :class:`RunResult` and the trained model out.
+
+Under ``torchrun`` or ``accelerate launch`` every process calls :func:`train`;
+the Trainer runs data-parallel (see :mod:`.trainer` for the batch and the
+evaluation), and every process returns the same result. Writing it is the
+caller's business (the CLI lets rank 0 alone write).
+"""
 
 from __future__ import annotations
 
 import gc
-import math
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-
-from ..errors import VariscopeError
-from ..pipeline import AnalysisConfig
-from ..taskdata import TaskData
+from .config import TrainConfig as TrainConfig  # re-exported: ``from analysis.training.run import TrainConfig``
 from .monitor import RunMonitor
 from .selection import Selection, select
+from .trainer import Plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
-
-EVAL_BATCH = 64
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. ``analysis`` gives model, task and sampling of the training data."""
-
-    analysis: AnalysisConfig
-    selection: Selection
-    steps: int | None = 200
-    epochs: float | None = None
-    lr: float = 1e-4
-    batch_size: int = 16
-    eval_n: int = 500
-    eval_every: int | None = None
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    seed: int = 0
-    remeasure: bool = False
-    strategy: str | None = None
-
-    def label(self) -> str:
-        s = self.selection
-        kind = self.strategy or ("full" if s.tune_embeddings else "custom")
-        return f"{kind}: ℓ*={s.classifier_layer}, tune {','.join(map(str, s.tuned_layers))}" + (
-            " (LoRA)" if s.adapter else ""
-        )
-
-    def check(self) -> None:
-        self.analysis.validate()
-        if self.steps is None and self.epochs is None:
-            raise VariscopeError("give a number of steps or of epochs")
-        if self.steps is not None and self.steps < 1:
-            raise VariscopeError(f"steps must be at least 1, got {self.steps}")
-        if self.lr <= 0:
-            raise VariscopeError(f"learning rate must be positive, got {self.lr}")
-        if self.batch_size < 1:
-            raise VariscopeError(f"batch size must be at least 1, got {self.batch_size}")
 
 
 @dataclass
@@ -98,6 +61,8 @@ class RunResult:
     n_train: int
     n_eval: int
     device: str
+    world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
+    eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -116,20 +81,6 @@ class TrainOutput(NamedTuple):
 
     result: RunResult
     model: nn.Module
-
-
-@dataclass
-class _Plan:
-    """Everything the Trainer needs besides the model, derived from the config and the data."""
-
-    train_data: TaskData
-    eval_data: TaskData
-    enc_tr: dict
-    enc_ev: dict
-    metric_names: list[str]
-    max_steps: int
-    eval_every: int
-    seq_len: float
 
 
 def train(
@@ -153,7 +104,9 @@ def train(
     from ..models import layer_list
     from ..pipeline import cached_model, resolve_target
     from .cost import cost, load_dtype
-    from .model import build_classifier
+    from .distributed import world_size
+    from .model import build_classifier, freeze_unused
+    from .trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
     monitor = monitor or RunMonitor()
     a = cfg.analysis
@@ -166,16 +119,17 @@ def train(
         )
         n_layers = len(layer_list(base)[1])
         cfg.selection.check(n_layers)
-        plan = _plan(cfg, tok)
+        plan = make_plan(cfg, tok, world_size())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
+        freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
         if progress:
             progress(f"training {cfg.label()} for {plan.max_steps} steps")
         with tempfile.TemporaryDirectory() as tmp:
-            trainer, live = _trainer(cfg, model, target, plan, monitor, tmp)
-            stopped = _fit(trainer, monitor)
-            ev, stopped = _final_eval(trainer, live, monitor, plan.metric_names, stopped)
+            trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
+            stopped = fit(trainer, monitor)
+            ev, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
         step = int(trainer.state.global_step)
         monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": ev, "final": True})
         result = _result(
@@ -206,133 +160,10 @@ def train(
             torch.cuda.empty_cache()
 
 
-def _plan(cfg: TrainConfig, tok) -> _Plan:
-    from ..hidden_states import tokenize
-    from .data import split_train_eval, task_metrics
-
-    a = cfg.analysis
-    train_data, eval_data = split_train_eval(a, cfg.eval_n)
-    enc_tr = tokenize(tok, train_data.texts, train_data.pairs, a.max_length)
-    enc_ev = tokenize(tok, eval_data.texts, eval_data.pairs, a.max_length)
-    enc_tr["_pad_id"] = enc_ev["_pad_id"] = tok.pad_token_id
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    if cfg.steps is not None:
-        max_steps = cfg.steps
-    elif cfg.epochs is not None:
-        max_steps = math.ceil(cfg.epochs * steps_per_epoch)
-    else:  # refused by TrainConfig.check
-        raise VariscopeError("give a number of steps or of epochs")
-    return _Plan(
-        train_data,
-        eval_data,
-        enc_tr,
-        enc_ev,
-        task_metrics(a.task.name, len(train_data.label_names)),
-        max_steps,
-        cfg.eval_every or max(1, max_steps // 5),
-        float(np.mean([len(x) for x in enc_tr["input_ids"]])),
-    )
-
-
-def _trainer(cfg: TrainConfig, model, target, plan: _Plan, monitor: RunMonitor, tmp: str):
-    """A Hugging Face Trainer for ``plan`` with the live-metrics callback (and no printing ones)."""
-    from transformers import Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from ..models import split_dtype
-    from .callbacks import LiveMetrics
-    from .data import Encoded, collate, compute_metrics
-
-    device = target.device
-    weights, amp = split_dtype(target.dtype)
-    compute = amp or weights  # the dtype the forward pass runs in (Trainer AMP on CUDA)
-    cuda = device.startswith("cuda")
-
-    def metrics_fn(p):
-        logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
-        return compute_metrics(np.argmax(logits, -1), p.label_ids, plan.metric_names)
-
-    args = TrainingArguments(
-        output_dir=tmp,
-        max_steps=plan.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=EVAL_BATCH,
-        learning_rate=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=int(cfg.warmup_ratio * plan.max_steps),
-        lr_scheduler_type="linear",
-        logging_strategy="steps",
-        logging_steps=1,
-        eval_strategy="steps",
-        eval_steps=plan.eval_every,
-        save_strategy="no",
-        report_to="none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=device == "cpu",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=cuda,
-        bf16=cuda and compute == "bfloat16",
-        fp16=cuda and compute == "float16",
-    )
-    live = LiveMetrics(monitor, cfg.batch_size, EVAL_BATCH, len(plan.eval_data))
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=Encoded(plan.enc_tr, plan.train_data.labels),
-        eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels),
-        data_collator=collate,
-        compute_metrics=metrics_fn,
-        callbacks=[live],
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    return trainer, live
-
-
-def _fit(trainer, monitor: RunMonitor) -> bool:
-    """Run the training loop; True when it ended because of Stop (or an abandoned session)."""
-    from .callbacks import EvalInterrupted
-
-    try:
-        trainer.train()
-    except EvalInterrupted:  # Stop during a periodic evaluation
-        return True
-    return monitor.should_stop()
-
-
-def _final_eval(trainer, live, monitor: RunMonitor, metric_names: list[str], stopped: bool) -> tuple[dict, bool]:
-    """(held-out metrics of the model as it is now, stopped).
-
-    Reuses a periodic evaluation of the last step. After Stop the partial model is
-    evaluated with status "stopping", cut short by Skip; a finished run's final
-    evaluation is cut short by Stop, and the run counts as stopped.
-    """
-    from .callbacks import EvalInterrupted
-
-    done = [e for e in monitor.snapshot()["events"] if "eval" in e]
-    if done and done[-1]["step"] == trainer.state.global_step:
-        return {k: v for k, v in done[-1]["eval"].items() if k in metric_names}, stopped
-    if stopped and monitor.should_skip():
-        return {}, True
-    if stopped:
-        monitor.set(status="stopping")
-    live.start_eval("final_eval", monitor.should_skip if stopped else monitor.should_stop)
-    try:
-        final = trainer.evaluate()
-    except EvalInterrupted:
-        return {}, True
-    finally:
-        monitor.update_progress(phase="train")
-    return {k[5:]: float(v) for k, v in final.items() if k.startswith("eval_") and k[5:] in metric_names}, stopped
-
-
 def _result(
     cfg: TrainConfig,
     model,
-    plan: _Plan,
+    plan: Plan,
     costs: dict,
     monitor: RunMonitor,
     live,
@@ -391,6 +222,8 @@ def _result(
         n_train=len(plan.train_data),
         n_eval=len(plan.eval_data),
         device=device,
+        world_size=plan.world_size,
+        eval_examples=plan.counts[-1] if ev and plan.counts else 0,
     )
 
 
