@@ -127,8 +127,8 @@ def sample_notice(what: str, sample_size: int, n: int) -> str:
     notes = {
         "curve": f"{n:,} texts are too many to hold their states, so they were streamed: ν is exact, "
         f"from all {n:,} texts (running statistics). The band, projections and layer cards use {of}.",
-        "band": f"The bootstrap band comes from resamples of {of}, drawn around the exact ν: it shows how ν of "
-        f"{sample_size:,} texts varies, so it is wider than the uncertainty of ν from all {n:,}.",
+        "band": f"The bootstrap band's width comes from resamples of {of}, centred on the exact ν: it shows how "
+        f"much ν of {sample_size:,} texts varies, so it is wider than the uncertainty of ν from all {n:,}.",
         "projections": f"Projections use {of} (the same texts at every layer).",
         "cards": f"The probe and kNN scores use {of}; ν is exact, from all {n:,} texts.",
     }

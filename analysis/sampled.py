@@ -142,9 +142,11 @@ def stream_sample(
 def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles) -> tuple[tuple | None, dict]:
     """(band around the exact ν, what it came from) from resamples of the sample's K texts.
 
-    Per layer the band is ν · q/ν̂: the percentiles q of ν over the resamples relative to the
-    sample's own ν̂, carried over to ν of all N (ν of K texts is biased against ν of N, so the
-    raw percentiles need not contain it). None when a class has fewer than 2 sampled texts.
+    Per layer the band keeps the resamples' relative spread, the ratio q_hi/q_lo of their
+    percentiles, centred on ν of all N on a log scale: ν·√(q_lo/q_hi) to ν·√(q_hi/q_lo). The raw
+    percentiles would not do: ν of K texts is biased against ν of N (and resampling with
+    replacement biases it again), so on real data they often lie wholly below the exact ν.
+    None when a class has fewer than 2 sampled texts.
     """
     counts = np.bincount(res.labels, minlength=len(res.label_names))
     if bootstrap <= 0 or np.any(counts < 2) or res.curve is None:
@@ -154,10 +156,11 @@ def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percent
     )
     assert boot.band is not None
     low, high = [], []
-    for nu, q_lo, q_hi, own in zip(res.curve.variability, *boot.band, boot.variability, strict=True):
-        ok = np.isfinite(own) and own > 0
-        low.append(nu * q_lo / own if ok else nu)
-        high.append(nu * q_hi / own if ok else nu)
+    for nu, q_lo, q_hi in zip(res.curve.variability, *boot.band, strict=True):
+        ok = np.isfinite(q_lo) and np.isfinite(q_hi) and q_lo > 0
+        half = float(np.sqrt(q_hi / q_lo)) if ok else 1.0
+        low.append(nu / half)
+        high.append(nu * half)
     facts = {"sample_variability": boot.variability, "sample_band": {"low": boot.band[0], "high": boot.band[1]}}
     return (low, high), facts
 
@@ -174,8 +177,8 @@ def curve_of(
 
     In-memory states: :func:`~analysis.variability.variability_curve` of them. A
     :class:`SampledStates`: ν and the class counts of all N texts (streamed, exact) and the band
-    from resamples of the K sampled texts, relative to the sample's own ν and drawn around the exact
-    ν (see :func:`_band`; it describes K texts, so it is wider than the uncertainty of ν from all N;
+    from resamples of the K sampled texts: their relative spread, centred on the exact ν (see
+    :func:`_band`; it describes K texts, so it is wider than the uncertainty of ν from all N;
     none when a class has fewer than 2 sampled texts). ``settings`` keeps the sample's raw ν and band.
     """
     if not isinstance(res, SampledStates):

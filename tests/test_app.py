@@ -108,7 +108,7 @@ def test_above_the_threshold_the_pages_stream_a_sample_and_say_so(make_app):
     np.testing.assert_allclose(_curve_nu(app), _curve_nu(below), rtol=1e-9)
     app.number_input(key="w_bootstrap").set_value(10).run()
     assert not app.exception and any(
-        "bootstrap band comes from resamples of a seeded sample" in c.value for c in app.caption
+        "band's width comes from resamples of a seeded sample of 40 of 60" in c.value for c in app.caption
     )
     app.switch_page("pages/projections.py").run()
     app.radio(key="proj_method").set_value("pca").run()
