@@ -12,7 +12,7 @@ import torch
 
 from analysis.errors import VariscopeError
 from analysis.training import Selection, build_classifier, freeze_unused
-from analysis.training.distributed import check_launch, launch_env, lost_peer, on_rank0
+from analysis.training.distributed import check_launch, launch_env, lost_peer, on_rank0, timeout
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -93,6 +93,16 @@ def test_launch_env_and_the_accelerate_cpu_trap(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "x")
     with pytest.raises(VariscopeError, match="not a process number"):
         launch_env()
+
+
+def test_the_others_wait_hours_for_rank_0(monkeypatch):
+    monkeypatch.delenv("VARISCOPE_DIST_TIMEOUT", raising=False)
+    assert timeout().total_seconds() == 3 * 3600
+    monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "60")
+    assert timeout().total_seconds() == 60
+    monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "0")
+    with pytest.raises(VariscopeError, match="positive number of seconds"):
+        timeout()
 
 
 def test_on_rank0_alone_and_lost_peers():
@@ -194,6 +204,16 @@ def test_a_failing_process_ends_the_run_with_one_error_and_no_exports(tmp_path, 
     assert _errors(r) == [f"error: process {rank} of 2: RuntimeError: injected failure"], r.stderr[-3000:]
     assert not out.exists() and not save.exists() and not list(tmp_path.glob(".saved.staging-*"))
     assert r.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_an_output_rank_0_cannot_write_is_refused_once_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    flags = [*TINY, "--classifier-layer", "2", "--steps", "2", "--json", str(tmp_path / "file" / "r.json")]
+    r = _torchrun(tmp_path, "-m", "analysis", *flags)
+    assert r.returncode != 0 and r.stdout.strip() == ""
+    (e,) = _errors(r)  # rank 0 alone checks the outputs; torchrun then ends the others
+    assert e.startswith("error: cannot write --json") and e.endswith("is a file, not a folder")
 
 
 @pytest.mark.slow

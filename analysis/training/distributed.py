@@ -4,7 +4,7 @@ The Hugging Face Trainer does the data parallelism (DDP through accelerate);
 this module only answers the questions around it: how many processes the
 launcher started (:func:`launch_env`, :func:`world_size`), whether the launch
 can have meant what the user asked (:func:`check_launch`), joining and leaving
-the process group (:func:`join`, :func:`leave`, those of ``curve --stream``),
+the process group (:func:`join`, :func:`leave`, as ``curve --stream`` does),
 and running a step on rank 0 alone and sharing its answer (:func:`on_rank0`).
 """
 
@@ -67,21 +67,47 @@ def check_launch() -> None:
         )
 
 
+def timeout():
+    """How long a process waits for the others in one collective: ``VARISCOPE_DIST_TIMEOUT`` seconds, 3 hours.
+
+    Longer than torch's 30 minutes: the others wait while rank 0 alone prepares the run
+    (e.g. computes the curve of ``--strategy variability``). A process that dies is
+    noticed at once all the same: torchrun ends the others.
+    """
+    from datetime import timedelta
+
+    seconds = _env_int(("VARISCOPE_DIST_TIMEOUT",), 3 * 3600)
+    if seconds < 1:
+        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT must be a positive number of seconds, got {seconds}")
+    return timedelta(seconds=seconds)
+
+
 def join(device: str = "auto") -> tuple[int, int]:
     """(rank, world_size); with several processes, joins the process group (gloo on CPU, nccl on CUDA).
 
+    As ``curve --stream`` does (each process on GPU ``LOCAL_RANK``), with :func:`timeout`.
     An MPI launch (``PMI_*``/``OMPI_*`` variables, e.g. ``accelerate launch --mpirun_hostfile``)
     is given torchrun's variables first, as accelerate does (untested: no MPI here).
     """
-    from ..streamcurve import init_distributed
-
     rank, world = launch_env()
-    if world > 1 and not os.environ.get("WORLD_SIZE"):
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    from ..models import resolve_device
+
+    if not os.environ.get("WORLD_SIZE"):
         local = _env_int(("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"), 0)
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
-    return init_distributed(device)
+    cuda = resolve_device(device).startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout())
+    return dist.get_rank(), dist.get_world_size()
 
 
 def leave(*, wait: bool = True) -> None:
