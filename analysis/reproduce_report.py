@@ -103,6 +103,8 @@ def _part_lines(p: dict, command: str | None) -> list[str]:
     ]
     if s.get("skip_full"):
         lines.append(f"- Full fine-tuning was not run for {', '.join(s['skip_full'])} (cost).")
+    if p.get("note"):
+        lines.append(f"- Note: {p['note']}")
     if p.get("seconds") is not None:
         lines.append(f"- Time of this part: {p['seconds'] / 60:.1f} min (runs found in the cache are not re-timed).")
     if not p.get("complete", True):

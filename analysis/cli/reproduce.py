@@ -60,6 +60,7 @@ def register(sub) -> None:
         help="recompute the verdicts of --json from its stored records and rewrite it and --doc (trains nothing)",
     )
     p.add_argument("--fresh", action="store_true", help="do not keep the other models' records of --json")
+    p.add_argument("--note", default=None, help="a sentence for this part of the report, e.g. the budget and why")
     p.add_argument(
         "--cached-only",
         action="store_true",
@@ -90,6 +91,8 @@ def cmd_reproduce(a) -> int:
 
     def save(part: dict, *, plots: bool = False) -> dict:
         part["parts"][0]["command"] = command
+        if a.note:
+            part["parts"][0]["note"] = a.note
         res = finish(part) if old is None else merge(old, part)
         write_atomic(a.json, json.dumps(res, indent=1))
         write_doc(res, a.doc, a.img, command, plots=plots)
