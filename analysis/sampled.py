@@ -23,8 +23,9 @@ import numpy as np
 from .cache import make_key
 from .cards import CardsConfig, LayerCards, rank_agreement
 from .errors import VariscopeError
-from .pipeline import AnalysisConfig, StatesResult, prepare_sample, resolve_target, states_key
+from .pipeline import AnalysisConfig, StatesResult, resolve_target, states_key
 from .streamcurve import StreamResult, stream_curve
+from .textstream import open_sample
 from .variability import CurveResult, variability_curve
 
 #: Samples of more texts than this are streamed by the app (exact ν, states of a sample only).
@@ -72,14 +73,15 @@ def needs_streaming(cfg: AnalysisConfig, threshold: int = STREAM_ABOVE, content:
     """Whether ``cfg``'s sample has more than ``threshold`` texts.
 
     An ``n`` at or below the threshold decides without loading the data (n caps the sample);
-    otherwise the task is loaded and sampled to count.
+    otherwise the sample is counted (a data file or Hugging Face dataset: from its labels alone,
+    :func:`analysis.textstream.open_sample`).
     """
     if threshold < 1:
         raise VariscopeError(f"the streaming threshold must be at least 1 text, got {threshold}")
     n = cfg.sampling.n
     if n is not None and 0 < n <= threshold:
         return False
-    return len(prepare_sample(cfg, content)) > threshold
+    return len(open_sample(cfg, content)) > threshold
 
 
 def sample_key(cfg: AnalysisConfig, keep: int, content: bytes | None = None, cache_root=None) -> str:
@@ -93,21 +95,22 @@ def from_stream(
 ) -> SampledStates:
     """A :class:`SampledStates` from a :class:`~analysis.streamcurve.StreamResult` kept with ``keep > 0``.
 
-    ``texts`` / ``pairs`` are those of the whole sample of N (the rows are picked by the sample's
-    index); ``label_names`` the classes of the curve. ν is ``result.curve``, from all N texts.
+    ``texts`` / ``pairs``: those of the K sampled rows, in the order of ``result.stats.sample.index``
+    (their positions in the sample of N); ``label_names`` the classes of the curve. ν is
+    ``result.curve``, from all N texts.
     """
     sample = result.stats.sample
     if sample.states is None or len(sample.index) == 0:
         raise VariscopeError("the streamed result kept no state sample: stream with keep > 0")
-    if len(texts) != result.n:
-        raise VariscopeError(f"the streamed result has {result.n} texts but {len(texts)} were given")
     idx = np.asarray(sample.index, dtype=np.int64)
+    if len(texts) != len(idx) or (pairs is not None and len(pairs) != len(idx)):
+        raise VariscopeError(f"the state sample has {len(idx)} rows but {len(texts)} texts were given")
     return SampledStates(
         states=sample.states,
         labels=np.asarray(sample.labels, dtype=np.int64),
         label_names=list(label_names),
-        texts=[texts[i] for i in idx],
-        pairs=None if pairs is None else [pairs[i] for i in idx],
+        texts=list(texts),
+        pairs=None if pairs is None else list(pairs),
         key=key,
         cache_hit=False,
         seconds=dict(result.seconds),
@@ -135,8 +138,9 @@ def stream_sample(
         raise VariscopeError(f"the state sample needs at least 1 text, got {keep}")
     key = sample_key(cfg, keep, content, cache_root)
     res = stream_curve(cfg, keep=keep, content=content, progress=progress, loader=loader, cache_root=cache_root)
-    sub = prepare_sample(cfg, content)  # the texts of the sampled rows (the stream does not return them)
-    return from_stream(res, sub.texts, sub.pairs, sub.label_names, key)
+    source = open_sample(cfg, content)  # the sampled rows' texts, read again (the stream does not return them)
+    texts, pairs = source.texts(res.stats.sample.index)
+    return from_stream(res, list(texts), None if pairs is None else list(pairs), source.label_names, key)
 
 
 def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles) -> tuple[tuple | None, dict]:

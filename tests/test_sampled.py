@@ -39,12 +39,12 @@ def _toy(N=600, d=8, L1=3, keep=90, seed=0, batch=64):
         list(range(L1)), nu, dict(zip(NAMES, sizes.tolist(), strict=True)), settings={"weighting": "equal"}
     )
     res = StreamResult(curve, stats, N, N, 0, 1, {"total": 1.0}, {"device": "cpu"})
-    texts = [f"text {i}" for i in range(N)]
-    return X, y, from_stream(res, texts, None, NAMES, "k" * 32)
+    texts = [f"text {i}" for i in stats.sample.index]
+    return X, y, from_stream(res, texts, None, NAMES, "k" * 32), res
 
 
 def test_sampled_result_has_the_exact_nu_of_all_texts_and_k_sample_rows():
-    X, y, s = _toy()
+    X, y, s, _ = _toy()
     assert isinstance(s, StatesResult) and s.states.shape == (3, 90, 8) and s.sample_size == 90 and s.n == 600
     assert total_texts(s) == 600 and sample_fields(s) == {"mode": "stream", "sample_size": 90}
     want = [variability(X[l], y) for l in range(3)]
@@ -62,7 +62,7 @@ def test_sampled_result_has_the_exact_nu_of_all_texts_and_k_sample_rows():
 
 
 def test_the_band_comes_from_the_sample_around_the_exact_nu():
-    _, _, s = _toy()
+    _, _, s, _ = _toy()
     curve = curve_of(s, bootstrap=30, seed=1)
     raw = variability_curve(s.states, s.labels, bootstrap=30, seed=1)
     assert curve.settings["sample_size"] == 90 and curve.settings["band_from"] == "sample"
@@ -74,14 +74,14 @@ def test_the_band_comes_from_the_sample_around_the_exact_nu():
 
 
 def test_in_memory_states_are_unchanged():
-    X, y, _ = _toy()
+    X, y, _, _ = _toy()
     st = StatesResult(X, y, NAMES, [""] * len(y), None, "k", True, {}, {})
     assert curve_of(st, bootstrap=5, seed=2) == variability_curve(X, y, bootstrap=5, seed=2, label_names=NAMES)
     assert total_texts(st) == len(y) and sample_fields(st) == {}
 
 
 def test_cards_of_a_sample_carry_the_exact_nu(monkeypatch):
-    _, _, s = _toy()
+    _, _, s, _ = _toy()
     cc = CardsConfig(folds=3, bootstrap=10)
     own = layer_cards(s.states, s.labels, cc)
     cards = with_exact_nu(own, s, cc)
@@ -100,9 +100,9 @@ def test_needs_streaming_decides_by_the_sample_size(monkeypatch):
     def no_load(cfg, content=None):
         raise AssertionError("the data was loaded")
 
-    monkeypatch.setattr(sampled, "prepare_sample", no_load)
+    monkeypatch.setattr(sampled, "open_sample", no_load)
     assert not needs_streaming(AnalysisConfig(sampling=SampleConfig(n=500)), 500)
-    monkeypatch.setattr(sampled, "prepare_sample", lambda cfg, content=None: [0] * 700)
+    monkeypatch.setattr(sampled, "open_sample", lambda cfg, content=None: [0] * 700)
     assert needs_streaming(AnalysisConfig(sampling=SampleConfig(n=None)), 500)
     assert needs_streaming(AnalysisConfig(sampling=SampleConfig(n=900)), 500)
     assert not needs_streaming(AnalysisConfig(sampling=SampleConfig(n=None)), 700)
@@ -110,12 +110,14 @@ def test_needs_streaming_decides_by_the_sample_size(monkeypatch):
         needs_streaming(AnalysisConfig(), 0)
 
 
-def test_from_stream_refuses_a_stream_without_a_sample():
-    _, _, s = _toy()
+def test_from_stream_refuses_a_stream_without_a_sample_or_the_wrong_texts():
+    _, _, s, full = _toy()
     stats = LayerStats(3, 8, [2, 2, 2])
     res = StreamResult(s.curve, stats, 6, 6, 0, 1)
     with pytest.raises(VariscopeError, match="keep > 0"):
         from_stream(res, ["t"] * 6, None, NAMES, "k")
+    with pytest.raises(VariscopeError, match="has 90 rows but 89 texts"):
+        from_stream(full, ["t"] * 89, None, NAMES, "k")
 
 
 def test_stream_sample_of_minilm_equals_the_stored_states(minilm, cache):
