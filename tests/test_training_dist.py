@@ -207,13 +207,24 @@ def test_a_failing_process_ends_the_run_with_one_error_and_no_exports(tmp_path, 
 
 
 @pytest.mark.slow
-def test_an_output_rank_0_cannot_write_is_refused_once_before_any_work(tmp_path):
+@pytest.mark.parametrize("bad", ["output", "column"])
+def test_bad_input_is_reported_once_before_any_training(tmp_path, bad):
+    """An output rank 0 cannot write (checked before the processes meet) or a missing column (found by
+    rank 0, which loads the data first and tells the others): one error line, no process trains."""
     (tmp_path / "file").write_text("")
-    flags = [*TINY, "--classifier-layer", "2", "--steps", "2", "--json", str(tmp_path / "file" / "r.json")]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(20)))
+    flags = ["train", "--classifier-layer", "2", "--steps", "2", "--device", "cpu"]
+    if bad == "output":
+        flags += ["--task", "rotten_tomatoes", "--json", str(tmp_path / "file" / "r.json")]
+    else:
+        flags += ["--data", str(tmp_path / "d.csv"), "--text-col", "body", "--label-col", "label"]
     r = _torchrun(tmp_path, "-m", "analysis", *flags)
-    assert r.returncode != 0 and r.stdout.strip() == ""
-    (e,) = _errors(r)  # rank 0 alone checks the outputs; torchrun then ends the others
-    assert e.startswith("error: cannot write --json") and e.endswith("is a file, not a folder")
+    assert r.returncode != 0 and r.stdout.strip() == "" and "note:" not in r.stderr
+    (e,) = _errors(r)
+    if bad == "output":
+        assert e.startswith("error: cannot write --json") and e.endswith("is a file, not a folder")
+    else:
+        assert e.startswith("error: text column 'body' not found"), e
 
 
 @pytest.mark.slow

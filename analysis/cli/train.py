@@ -129,8 +129,11 @@ def _train(a, cfg, ts: TrainSettings) -> int:
     rank, world = join(cfg.device)
     ok = False
     try:
-        sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts), rank, world)
+        sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts, world), rank, world)
         tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy)
+        if rank == 0 and world > 1:
+            b = ts.batch_size
+            print(f"note: {world} processes, each step {b} texts = {world} × {b // world}", file=sys.stderr)
         if a.log and rank == 0:
             write_atomic(a.log, "")
         monitor = RunMonitor(log_path=a.log if rank == 0 else None)
@@ -143,8 +146,12 @@ def _train(a, cfg, ts: TrainSettings) -> int:
     return 0
 
 
-def _prepare(a, cfg, ts: TrainSettings) -> tuple[Selection, str | None]:
-    """Rank 0's part before training: the model made ready, the selection (its curve cached)."""
+def _prepare(a, cfg, ts: TrainSettings, world: int = 1) -> tuple[Selection, str | None]:
+    """Rank 0's part before training: the model made ready, the selection (its curve cached).
+
+    With several processes rank 0 also loads the data first (about a second): a bad task
+    or column is reported once, and a dataset download happens once, before the others read it.
+    """
     from ..models import describe, resolve_model
     from .common import prepare_model
 
@@ -154,6 +161,10 @@ def _prepare(a, cfg, ts: TrainSettings) -> tuple[Selection, str | None]:
     n_layers = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
     if n_layers:
         sel.check(int(n_layers))  # fail before any work
+    if world > 1:
+        from ..training.data import split_train_eval
+
+        split_train_eval(cfg, ts.eval_n)
     return sel, strategy
 
 
