@@ -61,9 +61,10 @@ def run(
 ) -> dict:
     """Run every experiment (resuming from cached runs) and return the results dict (one part).
 
-    ``save(results)`` sees the results so far after each (model, task), so an interrupted run
-    leaves what it finished. ``cached_only``: train nothing, keep the runs found in the cache (the
-    curves and cards are still computed; the part is marked incomplete when runs are missing).
+    ``save(results)`` sees the results so far after the training runs of each (model, task) and
+    after its robustness curves, so an interrupted run leaves what it finished. ``cached_only``:
+    train nothing and keep the runs found in the cache (the curves and cards are still computed,
+    the robustness curves are not; the part is marked incomplete when runs are missing).
     """
     from .models import describe, resolve_model
 
@@ -82,7 +83,6 @@ def run(
         out["curves"].append(curve)
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
         out["cards"].append(_cards(rc, model, task, cache, log))
-        out["robustness"] += _robustness(rc, model, task, curve, cache)  # claim 3
         runs, search = training_runs(  # claims 1, 2, 4
             rc, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
         )
@@ -90,6 +90,10 @@ def run(
         missing += expected - len(runs)
         out["runs"] += runs
         out["lr_search"] += search
+        if save is not None:
+            save(_with_part(out, settings, time.time() - started, done=False))
+        if not cached_only:  # claim 3 (its curves may not be cached yet)
+            out["robustness"] += _robustness(rc, model, task, curve, cache)
         if save is not None:
             save(_with_part(out, settings, time.time() - started, done=False))
     if missing:

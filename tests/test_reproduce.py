@@ -28,7 +28,8 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     )
     saved = []
     res = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None, save=saved.append)
-    assert len(saved) == 1 and saved[0]["parts"][0]["complete"] is False and res["parts"][0]["complete"]
+    assert len(saved) == 2 and saved[0]["parts"][0]["complete"] is False and res["parts"][0]["complete"]
+    assert saved[0]["runs"] == res["runs"] and not saved[0]["robustness"]
     strategies = {r["strategy"] for r in res["runs"]}
     assert strategies == {"variability", "top", "full"}
     for r in res["runs"]:
@@ -115,7 +116,7 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     # --cached-only: nothing is trained; the runs not in the cache are left out and the part says so
     part = run(replace(rc, seeds=(0, 1, 2)), cache=cache, log=lambda s: None, cached_only=True)
     assert part["runs"] == res["runs"] and part["lr_search"] == search
-    assert part["parts"][0]["complete"] is False
+    assert part["parts"][0]["complete"] is False and part["robustness"] == []
 
 
 def _results(cards: list[dict] | None) -> dict:
