@@ -441,17 +441,18 @@ def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     one, r = _run(tmp_path, "one", *common, "--stream", "--no-cache")
     assert r.returncode == 0, r.stderr[-3000:]
-    for mode in ("stream", "two-pass"):
-        two, r = _run(tmp_path, f"two-{mode}", *common, "--stream", "--stream-mode", mode, procs=2)
+    for mode, extra in (("stream", []), ("two-pass", []), ("auto", ["--memory-budget", "0.01"])):
+        two, r = _run(tmp_path, f"two-{mode}", *common, "--stream", "--stream-mode", mode, *extra, procs=2)
         assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
-        assert (two["mode"], two["world_size"], two["n"]) == (mode, 2, 31)
+        assert (two["mode"], two["world_size"], two["n"]) == (mode.replace("auto", "two-pass"), 2, 31)
         assert two["counts"] == one["counts"] == states["counts"] and sum(two["counts"].values()) == 31
         np.testing.assert_allclose(two["variability"], one["variability"], rtol=1e-9)
         np.testing.assert_allclose(two["variability"], states["variability"], rtol=1e-9)
-    assert len(list((tmp_path / "cache" / "streams").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "streams").iterdir())) == 3
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [
         "one.json",
         "states.json",
+        "two-auto.json",
         "two-stream.json",
         "two-two-pass.json",
     ]
@@ -474,3 +475,19 @@ def test_torchrun_failure_in_one_rank_is_one_error_line(tmp_path):
     streams = tmp_path / "cache" / "streams"
     assert not streams.exists() or not any(streams.iterdir())
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_cli_streamed_hf_dataset_matches_states(tmp_path):
+    """--task DATASET --stream reads it with datasets' streaming=True (a local dataset folder, offline):
+    the same sample and ν (1e-9) as the default path, which loads it whole."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    _labelled_csv(folder).rename(folder / "train.csv")
+    common = ["--task", folder, "--num-texts", "25", "--seed", "1", "--batch-size", "4", "--no-cache"]
+    states, r = _run(tmp_path, "states", *common)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got, r = _run(tmp_path, "stream", *common, "--stream")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (got["mode"], got["n"]) == ("stream", 25) and got["counts"] == states["counts"]
+    np.testing.assert_allclose(got["variability"], states["variability"], rtol=1e-9)
