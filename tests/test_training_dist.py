@@ -180,16 +180,17 @@ def test_torchrun_two_processes_take_the_same_steps_as_one(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["full", "variability"])
 def test_torchrun_full_and_variability_strategies(tmp_path, strategy):
-    """Embeddings and every block trainable (full), the curve computed and cached by rank 0 (variability):
-    DDP without find_unused_parameters raises nothing."""
+    """Embeddings and every block trainable (full), the curve computed and cached by rank 0 (variability,
+    with ν re-measured after training): DDP without find_unused_parameters raises nothing."""
     out = tmp_path / "r.json"
-    r = _torchrun(
-        tmp_path, "-m", "analysis", *TINY, "--strategy", strategy, "--k", "1", "--steps", "2", "--json", str(out)
-    )
+    extra = ["--remeasure"] if strategy == "variability" else []
+    flags = [*TINY, "--strategy", strategy, "--k", "1", "--steps", "2", "--json", str(out), *extra]
+    r = _torchrun(tmp_path, "-m", "analysis", *flags)
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(out.read_text())
     assert d["world_size"] == 2 and d["steps"] == 2 and d["eval_examples"] == N_EVAL
     assert d["tune_embeddings"] == (strategy == "full") and d["strategy"] == strategy
+    assert ("variability_before_after" in d) == (strategy == "variability")
     assert "unused parameters" not in r.stderr and _errors(r) == []
     _quiet(r)
 
