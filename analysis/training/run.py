@@ -2,8 +2,9 @@
 
 Under ``torchrun`` or ``accelerate launch`` every process calls :func:`train`;
 the Trainer runs data-parallel (see :mod:`.trainer` for the batch and the
-evaluation), and every process returns the same result. Writing it is the
-caller's business (the CLI lets rank 0 alone write).
+evaluation) and every process returns the same metrics (timings are its own).
+Writing them is the caller's business (the CLI lets rank 0 alone write).
+Stop and Skip act on one process: they are for one-process runs (the app).
 """
 
 from __future__ import annotations
