@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from .cache import make_key
+from .cache import DiskCache
 from .cards import CardsConfig, LayerCards, rank_agreement
 from .errors import VariscopeError
-from .pipeline import AnalysisConfig, StatesResult, resolve_target, states_key
+from .pipeline import AnalysisConfig, StatesResult
+from .streamcache import StreamSettings, load_stream, save_stream, stream_key
 from .streamcurve import StreamResult, stream_curve
 from .textstream import open_sample
 from .variability import CurveResult, variability_curve
@@ -34,7 +36,6 @@ STREAM_ABOVE = 20_000
 SAMPLE_KEEP = 2_000
 #: Largest state sample the app offers (UMAP and the leave-one-out kNN grow faster than linearly).
 SAMPLE_KEEP_MAX = 20_000
-SAMPLE_VERSION = 1
 
 
 @dataclass
@@ -84,10 +85,45 @@ def needs_streaming(cfg: AnalysisConfig, threshold: int = STREAM_ABOVE, content:
     return len(open_sample(cfg, content)) > threshold
 
 
+def stream_settings(keep: int) -> StreamSettings:
+    """How the pages and ``cards --stream`` stream: the mode ``curve --stream`` picks by default, no band."""
+    return StreamSettings(mode="auto", keep=int(keep), weighting="equal", bootstrap=0)
+
+
 def sample_key(cfg: AnalysisConfig, keep: int, content: bytes | None = None, cache_root=None) -> str:
-    """Cache key of the state sample of ``keep`` rows of ``cfg`` (distinct from its full states' key)."""
-    skey, _ = states_key(cfg, resolve_target(cfg, cache_root), content)
-    return make_key({"what": "sample", "version": SAMPLE_VERSION, "states": skey, "keep": int(keep)})
+    """Key of the streamed result with a sample of ``keep`` rows (its ``streams`` cache entry)."""
+    return stream_key(cfg, stream_settings(keep), content=content, cache_root=cache_root)[0]
+
+
+def _assemble(part: dict, texts: Sequence[str], pairs: Sequence[str] | None, label_names, key: str) -> SampledStates:
+    """A :class:`SampledStates` from ``part``: index, states, labels, curve, n, info, seconds, cache_hit."""
+    idx = np.asarray(part["index"], dtype=np.int64)
+    if len(idx) == 0 or part["states"] is None:
+        raise VariscopeError("the streamed result kept no state sample: stream with keep > 0")
+    if len(texts) != len(idx) or (pairs is not None and len(pairs) != len(idx)):
+        raise VariscopeError(f"the state sample has {len(idx)} rows but {len(texts)} texts were given")
+    n = int(part["n"])
+    return SampledStates(
+        states=np.asarray(part["states"], dtype=np.float32),
+        labels=np.asarray(part["labels"], dtype=np.int64),
+        label_names=list(label_names),
+        texts=list(texts),
+        pairs=None if pairs is None else list(pairs),
+        key=key,
+        cache_hit=bool(part["cache_hit"]),
+        seconds=dict(part["seconds"]),
+        info={**part["info"], "mode": "stream", "n": n, "sample_size": len(idx)},
+        curve=part["curve"],
+        n=n,
+        index=idx,
+    )
+
+
+def _part(result: StreamResult) -> dict[str, Any]:
+    s = result.stats.sample
+    part: dict[str, Any] = {"index": s.index, "states": s.states, "labels": s.labels, "curve": result.curve}
+    part.update(n=result.n, info=result.info, seconds=result.seconds, cache_hit=False)
+    return part
 
 
 def from_stream(
@@ -99,26 +135,7 @@ def from_stream(
     (their positions in the sample of N); ``label_names`` the classes of the curve. ν is
     ``result.curve``, from all N texts.
     """
-    sample = result.stats.sample
-    if sample.states is None or len(sample.index) == 0:
-        raise VariscopeError("the streamed result kept no state sample: stream with keep > 0")
-    idx = np.asarray(sample.index, dtype=np.int64)
-    if len(texts) != len(idx) or (pairs is not None and len(pairs) != len(idx)):
-        raise VariscopeError(f"the state sample has {len(idx)} rows but {len(texts)} texts were given")
-    return SampledStates(
-        states=sample.states,
-        labels=np.asarray(sample.labels, dtype=np.int64),
-        label_names=list(label_names),
-        texts=list(texts),
-        pairs=None if pairs is None else list(pairs),
-        key=key,
-        cache_hit=False,
-        seconds=dict(result.seconds),
-        info={**result.info, "mode": "stream", "n": int(result.n), "sample_size": len(idx)},
-        curve=result.curve,
-        n=int(result.n),
-        index=idx,
-    )
+    return _assemble(_part(result), texts, pairs, label_names, key)
 
 
 def stream_sample(
@@ -128,19 +145,36 @@ def stream_sample(
     content: bytes | None = None,
     progress: Callable[[int, int], None] | None = None,
     loader: Callable | None = None,
-    cache_root=None,
+    cache: DiskCache | None = None,
+    use_cache: bool = True,
 ) -> SampledStates:
-    """Stream ``cfg``'s sample once (one process): exact ν of all N texts and the states of ``keep`` of them.
+    """Exact ν of all N texts of ``cfg`` and the states of a seeded sample of ``keep`` of them (one process).
 
-    ``progress(done, total)`` sees every batch; ``loader`` as in :func:`~analysis.pipeline.get_states`.
+    From the disk cache (kind ``streams``, the entry ``curve --stream --keep K`` also uses), or
+    streamed once (:func:`~analysis.streamcurve.stream_curve`) and stored. The K texts are read
+    again from the source. ``progress(done, total)`` sees every batch; ``loader`` as in
+    :func:`~analysis.pipeline.get_states`.
     """
     if keep < 1:
         raise VariscopeError(f"the state sample needs at least 1 text, got {keep}")
-    key = sample_key(cfg, keep, content, cache_root)
-    res = stream_curve(cfg, keep=keep, content=content, progress=progress, loader=loader, cache_root=cache_root)
+    cache = cache or DiskCache()
+    key, conf = stream_key(cfg, stream_settings(keep), content=content, cache_root=cache.root)
+    hit = load_stream(cache, key) if use_cache else None
+    if hit is not None and "sample_states" in hit["arrays"]:
+        a = hit["arrays"]
+        part: dict[str, Any] = {"index": a["sample_index"], "states": a["sample_states"], "labels": a["sample_labels"]}
+        part.update(n=hit["n"], curve=hit["curve"], info=hit["info"], seconds={"total": 0.0}, cache_hit=True)
+    else:
+        res = stream_curve(
+            cfg, keep=keep, content=content, progress=progress, loader=loader, cache_root=cache.root, mode="auto"
+        )
+        if use_cache:
+            with cache.lock("streams", key):
+                save_stream(cache, key, conf, res)
+        part = _part(res)
     source = open_sample(cfg, content)  # the sampled rows' texts, read again (the stream does not return them)
-    texts, pairs = source.texts(res.stats.sample.index)
-    return from_stream(res, list(texts), None if pairs is None else list(pairs), source.label_names, key)
+    texts, pairs = source.texts(np.asarray(part["index"], dtype=np.int64))
+    return _assemble(part, list(texts), None if pairs is None else list(pairs), source.label_names, key)
 
 
 def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles) -> tuple[tuple | None, dict]:

@@ -237,7 +237,7 @@ def _streamed(key: str, _label: str, _cfg, _keep: int, _content, _ran: dict):
             content=_content,
             progress=texts_progress(bar, _label),
             loader=model_loader,
-            cache_root=DiskCache().root,
+            cache=DiskCache(),
         )
     finally:
         bar.empty()
@@ -268,7 +268,7 @@ def _states_or_sample(cfg, bar, label):
         key = sample_key(cfg, keep, content, DiskCache().root)
         ran: dict = {}
         res = _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content, ran)
-        return replace(res, cache_hit=not ran)  # a shallow copy: the cached arrays are shared, never changed
+        return replace(res, cache_hit=res.cache_hit or not ran)  # shallow: the cached arrays are shared, unchanged
     with st.spinner("Preparing…"):
         return get_states(cfg, content=content, progress=texts_progress(bar, label), loader=model_loader)
 

@@ -219,8 +219,7 @@ if st.button("Compute", type="primary", key="compute", disabled=blocked is not N
         how = "loaded from the disk cache" if result.cache_hit else f"computed in {result.seconds['total']:.1f} s"
         K = sample_fields(result).get("sample_size")
         if K is not None:
-            how = "already streamed in this server" if result.cache_hit else "streamed in "
-            how += "" if result.cache_hit else f"{result.seconds.get('total', 0):.1f} s"
+            how = "loaded from the cache" if result.cache_hit else f"streamed in {result.seconds.get('total', 0):.1f} s"
             how += f" (ν of every text; the states of {K} kept)"
         shape = f"{total_texts(result)} texts × {result.n_layers + 1} layers × d={result.states.shape[2]}"
         st.success(f"{shape} — {how}.")

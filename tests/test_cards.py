@@ -201,6 +201,10 @@ def test_cli_stream_cards_use_a_sample_beside_the_exact_nu(labelled_csv, tmp_pat
     assert "sample_size" not in f and "mode" not in f  # the default path's record is unchanged
     np.testing.assert_allclose(s["variability"], f["variability"], rtol=1e-9)
     assert s["band"] is not None and len(s["band"]["low"]) == 7 and s["settings"]["sample_size"] == 40
+    assert not s["states_cache_hit"]
+    assert _cli("cards", *data, *args) == 0  # the streamed result is in the cache (kind streams), so are the cards
+    again = json.loads(streamed.read_text())
+    assert again["states_cache_hit"] and again["cache_hit"] and again["variability"] == s["variability"]
     assert _cli("cards", *data, "--keep", 40, "--cache-dir", tmp_path / "c") == 2
     assert "--keep needs --stream" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun every process would write the same cards

@@ -127,10 +127,14 @@ def test_stream_sample_of_minilm_equals_the_stored_states(minilm, cache):
     from analysis.tasks import TaskConfig
 
     cfg = AnalysisConfig(task=TaskConfig("bbc_news"), sampling=SampleConfig(n=40), max_length=24, device="cpu")
-    s = stream_sample(cfg, keep=15, loader=lambda *a: minilm, cache_root=cache.root)
+    s = stream_sample(cfg, keep=15, loader=lambda *a: minilm, cache=cache)
     full = get_states(cfg, cache=cache, loader=lambda *a: minilm)
     assert isinstance(s, SampledStates) and s.n == 40 and s.sample_size == 15 and s.key != full.key
     want = variability_curve(full.states, full.labels).variability
     np.testing.assert_allclose(s.curve.variability, want, rtol=1e-9)
     np.testing.assert_allclose(s.states, full.states[:, s.index], rtol=0, atol=1e-6)
     assert s.texts == [full.texts[i] for i in s.index] and s.labels.tolist() == full.labels[s.index].tolist()
+    again = stream_sample(cfg, keep=15, loader=lambda *a: minilm, cache=cache)  # the `streams` cache entry
+    assert again.cache_hit and not s.cache_hit and again.key == s.key and again.texts == s.texts
+    np.testing.assert_array_equal(again.states, s.states)
+    assert again.curve.variability == s.curve.variability and again.index.tolist() == s.index.tolist()

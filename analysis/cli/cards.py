@@ -45,7 +45,7 @@ def _states(a, cfg, cache):
     keep = SAMPLE_KEEP if a.keep is None else a.keep
     if keep < 1:
         raise VariscopeError(f"--keep must be at least 1, got {keep}")
-    return stream_sample(cfg, keep=keep, progress=tqdm_progress("streaming"), cache_root=cache.root)
+    return stream_sample(cfg, keep=keep, progress=tqdm_progress("streaming"), cache=cache, use_cache=not a.no_cache)
 
 
 def cmd_cards(a) -> int:
