@@ -144,6 +144,7 @@ def stream_stats(
                 weighting=weighting,
                 keep=keep,
                 seed=cfg.sampling.seed,
+                label_names=list(source.label_names),
                 moments=used == "stream",
             )
         holder["stats"].update(p, source.labels[rows[index]], rows[index])
@@ -190,13 +191,13 @@ def stream_curve(
         all_reduce_stats(sp.stats)
         if sp.stats.sample.keep:
             sp.stats.sample = gather_sample(sp.stats.sample)
-    if sp.stats.moments:
-        nu, used = sp.stats.variability(), "stream"
+    if sp.stats.moments:  # an error here (NaN states) is the same everywhere: still agreed, one line
+        nu, used = collective(sp.stats.variability, world_size), "stream"
     else:
         nu, used = _second_pass(sp, world_size, kwargs.get("progress")), "two-pass"
     t2 = time.perf_counter()
     weighting = sp.stats.weighting
-    band, k = sample_band(sp.stats, bootstrap, cfg.sampling.seed)
+    band, k = collective(lambda: sample_band(sp.stats, bootstrap, cfg.sampling.seed), world_size)
     curve = CurveResult(
         layers=list(range(len(nu))),
         variability=nu,
@@ -219,7 +220,7 @@ def stream_curve(
 
 def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
     """Pass 2 of the two-pass mode over this process's rows; the squared projections summed over processes."""
-    proj = Projections(sp.stats)
+    proj = collective(lambda: Projections(sp.stats), world_size)
     labels = sp.labels
     assert sp.run is not None and labels is not None
 
@@ -229,7 +230,7 @@ def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
     collective(lambda: sp.run(feed, progress), world_size)  # type: ignore[misc]
     if world_size > 1:
         proj.load_flat(_all_reduce(proj.flat()))
-    return proj.variability()
+    return collective(proj.variability, world_size)
 
 
 def sample_band(stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | None, int]:
@@ -252,8 +253,8 @@ def sample_band(stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | N
 class RankFailure(VariscopeError):
     """A process of a torchrun world failed; raised in every process (``rank``: the first that failed)."""
 
-    def __init__(self, rank: int, reason: str):
-        super().__init__(f"rank {rank} failed: {reason}")
+    def __init__(self, rank: int, reason: str, *, everywhere: bool = False):
+        super().__init__(reason if everywhere else f"rank {rank} failed: {reason}")  # the same in all: as one process
         self.rank = rank
 
 
@@ -285,9 +286,10 @@ def agree(error: BaseException | None) -> None:
         reason = (str(reason).splitlines() or [""])[0][:300]
     parts: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, reason)
-    for r, why in enumerate(parts):
-        if why is not None:
-            raise RankFailure(r, str(why))
+    failed = [(r, str(why)) for r, why in enumerate(parts) if why is not None]
+    if failed:
+        r, why = failed[0]
+        raise RankFailure(r, why, everywhere=len(failed) == len(parts) and all(w == why for _, w in failed))
 
 
 def share(flag: bool, world_size: int) -> bool:

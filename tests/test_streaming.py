@@ -459,19 +459,36 @@ def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_failure_in_one_rank_is_one_error_line(tmp_path):
-    """Rank 1 fails (its model load raises; tests/_torchrun_fail.py) while rank 0 runs its pass: no hang,
-    one error line naming rank 1, a non-zero exit, no JSON, no cache entry. torchrun itself then reports
-    the failed workers (its own ChildFailedError, outside Variscope's processes)."""
+@pytest.mark.parametrize(
+    ("script", "flags", "error"),
+    [
+        (
+            ["tests/_torchrun_fail.py"],
+            [],
+            "error: rank 1 failed: RuntimeError: simulated failure: the model cannot be loaded",
+        ),
+        (
+            None,
+            ["--keep", "2", "--bootstrap", "5"],
+            "error: the bootstrap band uses the sample of 2 states: class 'fresh' has only 1 example",
+        ),
+    ],
+    ids=["rank-1-fails", "every-rank-fails-after-the-reduction"],
+)
+def test_torchrun_failure_is_one_error_line(tmp_path, script, flags, error):
+    """Rank 1 fails (its model load raises; tests/_torchrun_fail.py) while rank 0 runs its pass, or every rank
+    fails alike after the reduction (a state sample too small for a band): no hang, one error line, a
+    non-zero exit, no JSON, no cache entry. torchrun itself then reports the failed workers (its own
+    ChildFailedError traceback, from the launcher, not from Variscope's processes)."""
     csv_path = _labelled_csv(tmp_path)
-    flags = ["--data", csv_path, "--num-texts", "31", "--batch-size", "4", "--stream"]
-    out, r = _run(tmp_path, "fail", *flags, procs=2, script=["tests/_torchrun_fail.py"])
+    args = ["--data", csv_path, "--num-texts", "31", "--seed", "3", "--batch-size", "4", "--stream", *flags]
+    out, r = _run(tmp_path, "fail", *args, procs=2, script=script)
     text = r.stdout + r.stderr
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     assert r.returncode != 0 and out is None
-    assert errors == ["error: rank 1 failed: RuntimeError: simulated failure: the model cannot be loaded"], text[-4000:]
-    assert "analysis/" not in "".join(line for line in text.splitlines() if line.strip().startswith("File "))
-    assert "_torchrun_fail" not in "".join(line for line in text.splitlines() if line.strip().startswith("File "))
+    assert len(errors) == 1 and errors[0].startswith(error), text[-4000:]  # the whole line, or its start
+    frames = "".join(line for line in text.splitlines() if line.strip().startswith("File "))
+    assert "analysis/" not in frames and "_torchrun_fail" not in frames
     streams = tmp_path / "cache" / "streams"
     assert not streams.exists() or not any(streams.iterdir())
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".*.tmp"))

@@ -162,8 +162,8 @@ def _stream_steps(a, cfg, cache, rank: int, world: int):
         progress=tqdm_progress("streaming") if rank == 0 else None,
         cache_root=cache.root,
     )
-    if rank == 0 and use_cache and key is not None:
-        save_stream(cache, key, conf, res)
+    if use_cache:  # rank 0 writes; a failure there is agreed on like any other
+        collective(lambda: save_stream(cache, key, conf, res) if rank == 0 and key is not None else None, world)
     extra = {"mode": res.mode, "world_size": world, "rank": rank, "cache_hit": False, "cache_key": key}
     fields = {**extra, **_run_info(res.info), "seconds": res.seconds}
     return res.curve, res.n, {**fields, **_band_fields(res.curve, res.band_sample, res.n)}
