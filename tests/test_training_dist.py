@@ -111,6 +111,7 @@ def test_on_rank0_alone_and_lost_peers():
         on_rank0(lambda: (_ for _ in ()).throw(VariscopeError("bad")), 0, 1)
     assert lost_peer(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1"))
     assert not lost_peer(RuntimeError("injected failure")) and not lost_peer(ValueError("Broken pipe"))
+    assert not lost_peer(torch.distributed.DistBackendError("[gloo] Timed out waiting 1800000ms for recv"))
 
 
 def test_a_trainable_parameter_the_loss_never_reaches_is_frozen(minilm):

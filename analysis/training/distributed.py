@@ -147,9 +147,11 @@ def lost_peer(e: BaseException) -> bool:
     """True when ``e`` only says that another process went away (that process reports its own error)."""
     import torch.distributed as dist
 
+    text = str(e)
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return False  # every process may see this one: it is said
     if isinstance(e, PeerFailed | getattr(dist, "DistBackendError", PeerFailed)):
         return True
-    text = str(e)
     return isinstance(e, RuntimeError) and any(
         s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
     )
