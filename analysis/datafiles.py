@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -217,17 +218,14 @@ class TableFile:
             codec = bom or "utf-8-sig"
             dec, pos, blank = codecs.getincrementaldecoder(codec)(), 0, True
             f.seek(0)
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
+            for chunk in itertools.chain(iter(lambda: f.read(_CHUNK), b""), [b""]):  # b"": the end
                 blank = blank and not chunk.strip()
+                held = len(dec.getstate()[0])  # bytes of a split character, decoded with this chunk
                 try:
-                    dec.decode(chunk)
+                    dec.decode(chunk, final=not chunk)
                 except UnicodeDecodeError as e:
-                    return self._bad(codec, bom, pos + e.start)
+                    return self._bad(codec, bom, pos - held + e.start)
                 pos += len(chunk)
-            try:
-                dec.decode(b"", final=True)
-            except UnicodeDecodeError as e:
-                return self._bad(codec, bom, pos + e.start)
         if blank:
             raise VariscopeError(f"file '{shown(self.name)}' is empty")
         return codec, "strict", []

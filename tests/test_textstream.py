@@ -201,3 +201,27 @@ def test_in_memory_sources_unchanged(tmp_path):
     p = _labelled(tmp_path)
     up = AnalysisConfig(task=TaskConfig(name=None, data=str(p)), sampling=SampleConfig(n=10))
     assert not open_sample(up, p.read_bytes()).streamed  # uploaded bytes are already in memory
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"text,label\nab\xc3",  # a character cut at the end
+        ("text,label\n" + "é" * 600000 + ",1\n").encode()[:1048577] + b"\xff",  # bad byte after a 1 MiB chunk
+        b"text,label\n" + b"a,1\n" * 300000 + b"caf\xe9,1\n",
+        codecs.BOM_UTF16_LE + ("text,label\n" + "é" * 600000).encode("utf-16-le") + b"\x00\xdca\x00",
+    ],
+    ids=["cut", "split", "late", "utf16"],
+)
+def test_encoding_errors_name_the_same_byte(tmp_path, data):
+    """The encoding is chosen chunk by chunk (1 MiB); warnings and errors name the byte parse_table names."""
+    p = _write(tmp_path, "x.csv", data)
+    try:
+        want = parse_table(data, str(p))[1]
+    except VariscopeError as e:
+        want = str(e)
+    try:
+        got = TableFile(str(p)).warnings
+    except VariscopeError as e:
+        got = str(e)
+    assert got == want and "byte" in str(got)
