@@ -441,6 +441,7 @@ def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     one, r = _run(tmp_path, "one", *common, "--stream", "--no-cache")
     assert r.returncode == 0, r.stderr[-3000:]
+    runs = {}
     for mode, extra in (("stream", []), ("two-pass", []), ("auto", ["--memory-budget", "0.01"])):
         two, r = _run(tmp_path, f"two-{mode}", *common, "--stream", "--stream-mode", mode, *extra, procs=2)
         assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
@@ -448,7 +449,12 @@ def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
         assert two["counts"] == one["counts"] == states["counts"] and sum(two["counts"].values()) == 31
         np.testing.assert_allclose(two["variability"], one["variability"], rtol=1e-9)
         np.testing.assert_allclose(two["variability"], states["variability"], rtol=1e-9)
+        runs[mode] = two
     assert len(list((tmp_path / "cache" / "streams").iterdir())) == 3
+    hit, r = _run(tmp_path, "hit", *common, "--stream", "--stream-mode", "two-pass", procs=2)
+    assert r.returncode == 0 and hit["cache_hit"] and hit["variability"] == runs["two-pass"]["variability"]
+    assert r.stdout.count("cache hit") == 1  # rank 0 alone prints
+    (tmp_path / "hit.json").unlink()
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [
         "one.json",
         "states.json",
