@@ -253,6 +253,8 @@ def _robustness_summaries(rob: list[dict]) -> tuple[dict | None, dict | None]:
 
 
 def _claim3_verdict(rf: dict | None, ri: dict | None) -> str:
+    if rf is None and ri is None:
+        return "inconclusive: no robustness curves"
     ok = all(r is None or (r["mean_spearman"] >= 0.8 and r["best_layer_moved"] <= r["settings"] / 3) for r in (rf, ri))
     return (
         ("reproduced" if ok else "not reproduced")
@@ -267,6 +269,8 @@ def _claim3_verdict(rf: dict | None, ri: dict | None) -> str:
 
 
 def _claim4_verdict(c4: list[dict]) -> str:
+    if not c4:
+        return "inconclusive: no training runs to compare"
     with_full = [x for x in c4 if x["has_full"]]
     cut = [x for x in c4 if x["inference_vs_full"] < 1]  # ℓ* below the top layer: layers removed
     if cut:

@@ -222,3 +222,10 @@ def test_relabel_turns_an_old_results_file_into_the_new_form_without_training(tm
     assert not (tmp_path / "empty" / "runs").exists()  # nothing trained
     text = doc.read_text()
     assert "Regenerate: `python -m analysis reproduce --old`" in text and new["verdicts"]["claim2"] in text
+
+
+def test_a_results_dict_without_runs_or_robustness_is_inconclusive_everywhere():
+    res = _gemma_like()
+    res["runs"], res["lr_search"] = [], []
+    v = finish(res)["verdicts"]
+    assert [v[c].split(":")[0] for c in ("claim1", "claim2", "claim3", "claim4")] == ["inconclusive"] * 4
