@@ -229,3 +229,11 @@ def test_a_results_dict_without_runs_or_robustness_is_inconclusive_everywhere():
     res["runs"], res["lr_search"] = [], []
     v = finish(res)["verdicts"]
     assert [v[c].split(":")[0] for c in ("claim1", "claim2", "claim3", "claim4")] == ["inconclusive"] * 4
+
+
+def test_the_regenerate_command_leaves_out_the_note_and_cached_only():
+    from analysis.cli.reproduce import _command
+
+    argv = ["--model", "gemma3-270m", "--note", "a reduced budget: 1 task", "--cached-only", "--steps", "100"]
+    assert _command(argv) == "python -m analysis reproduce --model gemma3-270m --steps 100"
+    assert _command(["--note=x", "--tasks", "a b"]) == "python -m analysis reproduce --tasks 'a b'"

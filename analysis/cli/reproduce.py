@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -86,7 +87,7 @@ def cmd_reproduce(a) -> int:
         return relabel(a)
     started = time.time()
     rc = _config(a)
-    command = "python -m analysis reproduce " + " ".join(x for x in sys.argv[2:] if x != "--cached-only")
+    command = _command(sys.argv[2:])
     old = None if a.fresh else _existing(a.json)
 
     def save(part: dict, *, plots: bool = False) -> dict:
@@ -104,6 +105,20 @@ def cmd_reproduce(a) -> int:
         print(f"{c}: {res['verdicts'][c]}")
     print(f"total time: {(time.time() - started) / 60:.1f} min")
     return 0
+
+
+def _command(argv: list[str]) -> str:
+    """The command that regenerates this part: ``argv`` without --cached-only and --note (quoted for a shell)."""
+    keep, skip = [], False
+    for x in argv:
+        if skip or x == "--cached-only" or x.startswith("--note="):
+            skip = False
+            continue
+        if x == "--note":
+            skip = True
+            continue
+        keep.append(x)
+    return shlex.join(["python", "-m", "analysis", "reproduce", *keep])
 
 
 def _config(a) -> ReproConfig:
