@@ -28,7 +28,7 @@ from .pipeline import AnalysisConfig, StatesResult
 from .streamcache import StreamSettings, load_stream, save_stream, stream_key
 from .streamcurve import StreamResult, stream_curve
 from .textstream import open_sample
-from .variability import CurveResult, variability_curve
+from .variability import CurveResult, sample_band, variability_curve
 
 #: Samples of more texts than this are streamed by the app (exact ν, states of a sample only).
 STREAM_ABOVE = 20_000
@@ -178,29 +178,22 @@ def stream_sample(
 
 
 def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles) -> tuple[tuple | None, dict]:
-    """(band around the exact ν, what it came from) from resamples of the sample's K texts.
+    """(band around the exact ν, what it came from): :func:`analysis.variability.sample_band` on the K texts.
 
-    Per layer the band keeps the resamples' relative spread, the ratio q_hi/q_lo of their
-    percentiles, centred on ν of all N on a log scale: ν·√(q_lo/q_hi) to ν·√(q_hi/q_lo). The raw
-    percentiles would not do: ν of K texts is biased against ν of N (and resampling with
-    replacement biases it again), so on real data they often lie wholly below the exact ν.
     None when a class has fewer than 2 sampled texts.
     """
     counts = np.bincount(res.labels, minlength=len(res.label_names))
     if bootstrap <= 0 or np.any(counts < 2) or res.curve is None:
         return None, {"band_skipped": "a class has fewer than 2 sampled texts"} if bootstrap > 0 else {}
-    boot = variability_curve(
-        res.states, res.labels, weighting=weighting, bootstrap=bootstrap, percentiles=percentiles, seed=seed
+    return sample_band(
+        res.curve.variability,
+        res.states,
+        res.labels,
+        bootstrap=bootstrap,
+        weighting=weighting,
+        seed=seed,
+        percentiles=percentiles,
     )
-    assert boot.band is not None
-    low, high = [], []
-    for nu, q_lo, q_hi in zip(res.curve.variability, *boot.band, strict=True):
-        ok = np.isfinite(q_lo) and np.isfinite(q_hi) and q_lo > 0
-        half = float(np.sqrt(q_hi / q_lo)) if ok else 1.0
-        low.append(nu / half)
-        high.append(nu * half)
-    facts = {"sample_variability": boot.variability, "sample_band": {"low": boot.band[0], "high": boot.band[1]}}
-    return (low, high), facts
 
 
 def curve_of(

@@ -26,7 +26,7 @@ from .pipeline import AnalysisConfig, load_for, resolve_target
 from .streaming import LayerStats, StateSample, merge_samples
 from .textstream import open_sample
 from .twopass import Projections, choose_mode, default_budget
-from .variability import CurveResult, variability_curve
+from .variability import CurveResult, sample_band
 
 
 @dataclass
@@ -197,7 +197,7 @@ def stream_curve(
         nu, used = _second_pass(sp, world_size, kwargs.get("progress")), "two-pass"
     t2 = time.perf_counter()
     weighting = sp.stats.weighting
-    band, k = collective(lambda: sample_band(sp.stats, bootstrap, cfg.sampling.seed), world_size)
+    band, k, facts = collective(lambda: stream_band(nu, sp.stats, bootstrap, cfg.sampling.seed), world_size)
     curve = CurveResult(
         layers=list(range(len(nu))),
         variability=nu,
@@ -209,6 +209,7 @@ def stream_curve(
             "mode": used,
             "world_size": world_size,
             "band_sample": k,
+            **facts,
         },
     )
     t3 = time.perf_counter()
@@ -233,21 +234,30 @@ def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
     return collective(proj.variability, world_size)
 
 
-def sample_band(stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | None, int]:
-    """(5–95% bootstrap band per layer from the state sample, its size K); (None, K) without ``bootstrap``."""
+def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | None, int, dict]:
+    """(band around the exact ν from the state sample, its size K, the sample's own ν and band).
+
+    The same band as the app's (:func:`analysis.variability.sample_band`); (None, K, {}) without ``bootstrap``.
+    """
     s = stats.sample
     k = 0 if s.states is None else int(s.states.shape[1])
     if not bootstrap:
-        return None, k
+        return None, k, {}
     if s.states is None:
         raise VariscopeError("the bootstrap band of a streamed curve needs a state sample: keep some states (--keep)")
     try:
-        c = variability_curve(
-            s.states, s.labels, weighting=stats.weighting, bootstrap=bootstrap, seed=seed, label_names=stats.label_names
+        band, facts = sample_band(
+            nu,
+            s.states,
+            s.labels,
+            bootstrap=bootstrap,
+            weighting=stats.weighting,
+            seed=seed,
+            label_names=stats.label_names,
         )
     except VariscopeError as e:
         raise VariscopeError(f"the bootstrap band uses the sample of {k} states: {e}; keep more (--keep)") from None
-    return c.band, k
+    return band, k, facts
 
 
 class RankFailure(VariscopeError):

@@ -350,3 +350,44 @@ def variability_curve(
         band=band,
         settings={"weighting": weighting, "bootstrap": int(bootstrap), "percentiles": list(percentiles), "seed": seed},
     )
+
+
+def sample_band(
+    nu: Sequence[float],
+    states: np.ndarray,
+    labels: np.ndarray,
+    *,
+    bootstrap: int,
+    weighting: str = "equal",
+    seed: int = 0,
+    percentiles: tuple[float, float] = (5.0, 95.0),
+    label_names: Sequence[str] | None = None,
+) -> tuple[tuple[list[float], list[float]], dict]:
+    """A band around ``nu`` (exact, from all N texts) from ``bootstrap`` resamples of a state sample.
+
+    ``nu`` (L+1,), ``states`` (L+1, K, d) a seeded sample of K of the N texts, ``labels`` (K,).
+    Per layer the band keeps the resamples' relative spread, the ratio q_hi/q_lo of their
+    percentiles, centred on ν on a log scale: ν·√(q_lo/q_hi) to ν·√(q_hi/q_lo). The raw
+    percentiles would not do: ν of K texts is biased against ν of N (and resampling with
+    replacement biases it again), so on real data they often lie wholly below the exact ν.
+    The band describes K texts, so it is wider than the uncertainty of ν from all N.
+    Returns ((low, high), facts): facts keep the sample's own ν and raw band.
+    """
+    boot = variability_curve(
+        states,
+        labels,
+        weighting=weighting,
+        bootstrap=bootstrap,
+        percentiles=percentiles,
+        seed=seed,
+        label_names=label_names,
+    )
+    assert boot.band is not None
+    low, high = [], []
+    for v, q_lo, q_hi in zip(nu, *boot.band, strict=True):
+        ok = np.isfinite(q_lo) and np.isfinite(q_hi) and q_lo > 0
+        half = float(np.sqrt(q_hi / q_lo)) if ok else 1.0
+        low.append(v / half)
+        high.append(v * half)
+    facts = {"sample_variability": boot.variability, "sample_band": {"low": boot.band[0], "high": boot.band[1]}}
+    return (low, high), facts

@@ -343,10 +343,11 @@ def test_for_each_pooled_reads_an_iterator_chunk_by_chunk():
 @pytest.mark.slow
 def test_stream_curve_two_pass_and_band(minilm):
     """Two passes (class means, then projections on Σ_b's eigenvectors) give the states path's ν to 1e-9;
-    auto picks two-pass when W exceeds the budget; the band is the bootstrap of the state sample."""
+    auto picks two-pass when W exceeds the budget; the band is the state sample's bootstrap spread around ν
+    (the same band as the app's, analysis.variability.sample_band)."""
     from analysis import compute_curve
     from analysis.streamcurve import stream_curve
-    from analysis.variability import variability_curve
+    from analysis.variability import sample_band, variability_curve
 
     cfg = _cfg(30)
     curve, _st = compute_curve(cfg, use_cache=False)
@@ -355,8 +356,12 @@ def test_stream_curve_two_pass_and_band(minilm):
     np.testing.assert_allclose(two.curve.variability, curve.variability, rtol=1e-9)
     s = two.stats.sample
     assert s.states is not None and two.band_sample == 20 and two.curve.settings["band_sample"] == 20
-    want = variability_curve(s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
-    assert two.curve.band == want.band
+    want, facts = sample_band(two.curve.variability, s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
+    assert two.curve.band == want
+    raw = variability_curve(s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
+    assert two.curve.settings["sample_band"] == {"low": raw.band[0], "high": raw.band[1]} == facts["sample_band"]
+    for nu, lo, hi in zip(two.curve.variability, *two.curve.band, strict=True):
+        assert lo <= nu <= hi and np.isclose(lo * hi, nu * nu)  # centred on the exact ν (log scale)
     auto = stream_curve(cfg, mode="auto", memory_budget=1000)
     assert auto.mode == "two-pass"
     np.testing.assert_allclose(auto.curve.variability, curve.variability, rtol=1e-9)
@@ -419,7 +424,7 @@ def test_cli_streamed_file_matches_states_and_is_cached(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         assert (got["mode"], got["n"], got["cache_hit"], got["keep"]) == (mode, 31, False, 25)
         assert got["counts"] == states["counts"] and got["band_from"] == "state sample of 25 states"
-        assert "band: 5-95% of 30 bootstrap resamples of a sample of 25 states (nu itself uses all 31)" in r.stdout
+        assert "spread of 30 bootstrap resamples of a sample of 25 states, centred on nu, which itself uses all 31" in r.stdout
         np.testing.assert_allclose(got["variability"], states["variability"], rtol=1e-9)
         assert got["warnings"] == states["warnings"]
     again, r = _run(

@@ -175,7 +175,10 @@ def _band_fields(curve, k: int, n: int) -> dict:
     if curve.band:
         b = curve.settings.get("bootstrap", 0)
         out["band_from"] = f"state sample of {k} states"
-        out["band_note"] = f"band: 5-95% of {b} bootstrap resamples of a sample of {k} states (nu itself uses all {n})"
+        out["band_note"] = (
+            f"band: the relative 5-95% spread of {b} bootstrap resamples of a sample of {k} states,"
+            f" centred on nu, which itself uses all {n}"
+        )
     return out
 
 
