@@ -86,8 +86,9 @@ def _plot_stream_memory(m: dict, ax) -> None:
     )
     ax.set_xlabel("texts")
     ax.set_ylabel("peak RSS growth, MB")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    top = max([m["goal_mb"]] + [r["peak_growth_mb"] for r in m["rows"]])
+    ax.set_ylim(0, top * 1.15)
+    ax.legend(fontsize=8, loc="lower right")
 
 
 # ------------------------------------------------------------------ text

