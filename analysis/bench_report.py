@@ -348,7 +348,7 @@ def howto_lines() -> list[str]:
         "## How to run",
         "",
         "```bash",
-        ".venv/bin/python -m analysis bench --quick --json out.json   # about two minutes on 2 CPU cores",
+        ".venv/bin/python -m analysis bench --quick --json out.json   # a few minutes on 2 idle CPU cores",
         "make mpnet   # optional: the 12-layer model, for the deep-model ratios of the full run",
         ".venv/bin/python -m analysis bench --json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img",
         ".venv/bin/python -m analysis bench --report-from docs/benchmarks.json --doc docs/benchmarks.md "

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def add_args(p) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes, about two minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 idle cores")
     p.add_argument("--model", default="minilm")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
