@@ -302,6 +302,7 @@ def for_each_pooled(
 
         forward_batches(model, batches, device=device, progress=step, on_output=pooled)
         start += len(ctexts)
+        del batches, ctexts, cpairs  # freed before the next chunk is read and batched: one chunk held, not two
 
 
 def _chunks(texts: Iterable[str], pairs: Iterable[str] | None, size: int) -> Iterator[tuple[list, list | None]]:

@@ -340,6 +340,41 @@ def test_for_each_pooled_reads_an_iterator_chunk_by_chunk():
     np.testing.assert_array_equal(got, want)  # one chunk: the very batches of the list
 
 
+def test_for_each_pooled_frees_a_chunk_before_the_next():
+    """The next chunk is read and batched only after the previous chunk's batches are freed:
+    a stream holds one chunk at a time, not two."""
+    import gc
+    import weakref
+
+    from analysis import hidden_states
+
+    made: list[list] = []
+    orig = hidden_states.make_batches
+
+    def make_batches(*a, **k):
+        gc.collect()
+        assert not any(r() is not None for refs in made for r in refs), "the previous chunk is still held"
+        out = orig(*a, **k)
+        made.append([weakref.ref(b) for b in out])
+        return out
+
+    texts = [" ".join(["w" * (1 + (i * j) % 7) for j in range(1 + i % 5)]) for i in range(10)]
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hidden_states, "make_batches", make_batches)
+        hidden_states.for_each_pooled(
+            _fake_model(),
+            _Tok(),
+            iter(texts),
+            None,
+            lambda i, p: seen.extend(i),
+            batch_size=3,
+            device="cpu",
+            chunk_size=4,
+        )
+    assert len(made) == 3 and sorted(seen) == list(range(10))
+
+
 @pytest.mark.slow
 def test_stream_curve_two_pass_and_band(minilm):
     """Two passes (class means, then projections on Σ_b's eigenvectors) give the states path's ν to 1e-9;
@@ -424,7 +459,10 @@ def test_cli_streamed_file_matches_states_and_is_cached(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         assert (got["mode"], got["n"], got["cache_hit"], got["keep"]) == (mode, 31, False, 25)
         assert got["counts"] == states["counts"] and got["band_from"] == "state sample of 25 states"
-        assert "spread of 30 bootstrap resamples of a sample of 25 states, centred on nu, which itself uses all 31" in r.stdout
+        assert (
+            "spread of 30 bootstrap resamples of a sample of 25 states, centred on nu, which itself uses all 31"
+            in r.stdout
+        )
         np.testing.assert_allclose(got["variability"], states["variability"], rtol=1e-9)
         assert got["warnings"] == states["warnings"]
     again, r = _run(
