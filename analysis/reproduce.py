@@ -108,6 +108,10 @@ def _with_part(records: dict, settings: dict, seconds: float, *, done: bool) -> 
 
 def finish(res: dict) -> dict:
     """``res`` with its "summary", "verdicts" and "seconds" (the parts' total) recomputed from its records."""
+    for c in res.get("cards", []):
+        if "not_computed" not in c:  # what the probe gains at its best layer over ℓ* (the report shows it)
+            acc = c["probe_accuracy"]
+            c["probe_gain"] = acc[c["probe_best_layer"]] - acc[c["recommended_layer"]]
     res["summary"] = summarize(res)
     res["verdicts"] = verdicts(res)
     res["seconds"] = sum(p.get("seconds") or 0.0 for p in res["parts"])

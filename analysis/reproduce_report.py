@@ -70,7 +70,10 @@ def setting_lines(res: dict, command: str | None = None) -> list[str]:
     ]
     for p in _parts(res):
         lines += _part_lines(p, command if len(_parts(res)) == 1 else None)
-    lines.append(f"Total time of the runs behind this file: {res.get('seconds', 0) / 60:.1f} min.")
+    lines.append(
+        f"Wall time of the invocations that wrote this file: {res.get('seconds', 0) / 60:.1f} min (runs found in "
+        "the cache are not re-timed; each run's own training time is in the tables)."
+    )
     return lines + [""]
 
 
@@ -106,9 +109,12 @@ def _part_lines(p: dict, command: str | None) -> list[str]:
     if p.get("note"):
         lines.append(f"- Note: {p['note']}")
     if p.get("seconds") is not None:
-        lines.append(f"- Time of this part: {p['seconds'] / 60:.1f} min (runs found in the cache are not re-timed).")
+        lines.append(f"- Wall time of the invocation that wrote this part: {p['seconds'] / 60:.1f} min.")
     if not p.get("complete", True):
-        lines.append("- **Incomplete**: this part was interrupted; its tables hold the settings that finished.")
+        lines.append(
+            "- **Incomplete**: runs of this part were missing when it was written (interrupted or still running); "
+            "its tables hold the runs that had finished."
+        )
     return lines + [""]
 
 
@@ -172,7 +178,7 @@ def _card_verdict(c: dict) -> str:
     if c["same_layer"]:
         return f"yes: ℓ* is the probe's best layer; {_rank_words(c['rank_agreement'])}"
     acc = c["probe_accuracy"]
-    gap = acc[c["probe_best_layer"]] - acc[c["recommended_layer"]]
+    gap = c.get("probe_gain", acc[c["probe_best_layer"]] - acc[c["recommended_layer"]])
     near = " (within 0.01)" if gap <= 0.01 else ""
     return f"no: the probe gains {gap:.3f} at layer {c['probe_best_layer']}{near}; {_rank_words(c['rank_agreement'])}"
 
