@@ -245,6 +245,13 @@ def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -
         return None, k, {}
     if s.states is None:
         raise VariscopeError("the bootstrap band of a streamed curve needs a state sample: keep some states (--keep)")
+    missing = np.flatnonzero(np.bincount(s.labels, minlength=len(stats.sizes)) == 0)
+    if len(missing):  # else the resamples would measure the other classes' ν
+        c = int(missing[0])
+        name = stats.label_names[c] if stats.label_names else str(c)
+        raise VariscopeError(
+            f"the bootstrap band uses the sample of {k} states: class '{name}' has none of them; keep more (--keep)"
+        )
     try:
         band, facts = sample_band(
             nu,

@@ -557,3 +557,19 @@ def test_cli_streamed_hf_dataset_matches_states(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (got["mode"], got["n"]) == ("stream", 25) and got["counts"] == states["counts"]
     np.testing.assert_allclose(got["variability"], states["variability"], rtol=1e-9)
+
+
+def test_stream_band_refuses_a_class_missing_from_the_state_sample():
+    """A class with no sampled state would leave the band to the other classes' ν: refused, naming it."""
+    from analysis.streamcurve import stream_band
+
+    states, labels, counts = _data(3, [20, 20, 3])
+    st = LayerStats(states.shape[0], states.shape[2], counts, keep=40, label_names=["a", "b", "c"])
+    st.update(states, labels, np.arange(len(labels)))
+    nu = st.variability()
+    band, k, _ = stream_band(nu, st, 20, seed=0)
+    assert k == 40 and band is not None
+    present = st.sample.labels != 2
+    st.sample.states, st.sample.labels = st.sample.states[:, present], st.sample.labels[present]
+    with pytest.raises(VariscopeError, match="class 'c' has none of them; keep more"):
+        stream_band(nu, st, 20, seed=0)
