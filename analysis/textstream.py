@@ -179,7 +179,7 @@ def _iterate(ds, path: str) -> Iterator[dict]:
             return
         except (ConnectionError, OSError, ValueError) as e:
             raise VariscopeError(
-                f"reading dataset '{shown_name(path)}' failed: {str(e).splitlines()[0][:200]}"
+                f"reading dataset '{shown_name(path)}' failed: {(str(e).splitlines() or [type(e).__name__])[0][:200]}"
             ) from None
         yield r
 

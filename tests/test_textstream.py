@@ -225,3 +225,17 @@ def test_encoding_errors_name_the_same_byte(tmp_path, data):
     except VariscopeError as e:
         got = str(e)
     assert got == want and "byte" in str(got)
+
+
+def test_streamed_dataset_read_error_without_a_message_is_one_line():
+    """A failing read whose exception has no text (e.g. ConnectionError()) is still one line, not a traceback."""
+    from analysis.textstream import _iterate
+
+    def rows():
+        yield {"text": "a"}
+        raise ConnectionError()
+
+    it = _iterate(rows(), "user/data")
+    assert next(it) == {"text": "a"}
+    with pytest.raises(VariscopeError, match="reading dataset 'user/data' failed: ConnectionError"):
+        next(it)
