@@ -51,16 +51,50 @@ class StateSample:
     result depends only on the seed and the set of row indices seen, not on the
     batch order or split, and two samples merge exactly (disjoint rows).
     ``states`` (L+1, k, d) float32, ``index`` and ``labels`` (k,), sorted by index.
+    Rows that may enter wait until a quarter of ``keep`` of them have come (or the sample is read):
+    the sample is rebuilt about log(N/keep) times in a stream of N rows, not once per batch.
     """
 
     def __init__(self, keep: int, seed: int = 0):
         if keep < 0:
             raise VariscopeError(f"the state sample size must be ≥ 0, got {keep}")
         self.keep, self.seed = int(keep), int(seed)
-        self.states: np.ndarray | None = None
-        self.index = np.empty(0, dtype=np.int64)
-        self.labels = np.empty(0, dtype=np.int64)
+        self._states: np.ndarray | None = None
+        self._index = np.empty(0, dtype=np.int64)
+        self._labels = np.empty(0, dtype=np.int64)
         self._prio = np.empty(0, dtype=np.uint64)
+        self._pending: list[tuple] = []  # (states, labels, index, priorities) not yet combined
+        self._n_pending = 0
+
+    @property
+    def states(self) -> np.ndarray | None:
+        self._flush()
+        return self._states
+
+    @states.setter
+    def states(self, v: np.ndarray | None) -> None:
+        self._flush()
+        self._states = v
+
+    @property
+    def index(self) -> np.ndarray:
+        self._flush()
+        return self._index
+
+    @index.setter
+    def index(self, v: np.ndarray) -> None:
+        self._flush()
+        self._index = v
+
+    @property
+    def labels(self) -> np.ndarray:
+        self._flush()
+        return self._labels
+
+    @labels.setter
+    def labels(self, v: np.ndarray) -> None:
+        self._flush()
+        self._labels = v
 
     def update(self, states: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
         if self.keep == 0 or len(index) == 0:
@@ -71,21 +105,32 @@ class StateSample:
             if not new.any():
                 return
             states, labels, index, prio = states[:, new], labels[new], index[new], prio[new]
-        self._combine(np.asarray(states, dtype=np.float32), np.asarray(labels), np.asarray(index), prio)
+        self._add(np.array(states, dtype=np.float32), np.asarray(labels), np.asarray(index), prio)
 
     def merge(self, other: StateSample) -> None:
-        if other.states is not None:
-            self._combine(other.states, other.labels, other.index, other._prio)
+        if other.states is not None:  # reading it combines other's waiting rows
+            self._add(other.states, other.labels, other.index, other._prio)
+            self._flush()
 
-    def _combine(self, states, labels, index, prio) -> None:
-        if self.states is not None:
-            states = np.concatenate([self.states, states], axis=1)
-            labels = np.concatenate([self.labels, labels])
-            index = np.concatenate([self.index, index])
-            prio = np.concatenate([self._prio, prio])
+    def _add(self, states, labels, index, prio) -> None:
+        self._pending.append((states, labels, index, prio))
+        self._n_pending += len(prio)
+        if self._n_pending >= max(1, self.keep // 4):  # a quarter: at most K/4 rows wait (memory)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            parts, self._pending, self._n_pending = self._pending, [], 0
+            self._combine(parts)
+
+    def _combine(self, parts: list[tuple]) -> None:
+        """Keep the ``keep`` smallest priorities of the sample and ``parts``, sorted by index."""
+        if self._states is not None:
+            parts = [(self._states, self._labels, self._index, self._prio), *parts]
+        states, labels, index, prio = (np.concatenate([p[i] for p in parts], axis=1 if i == 0 else 0) for i in range(4))
         pick = np.sort(np.argsort(prio, kind="stable")[: self.keep])
         pick = pick[np.argsort(index[pick], kind="stable")]
-        self.states, self.labels, self.index, self._prio = states[:, pick], labels[pick], index[pick], prio[pick]
+        self._states, self._labels, self._index, self._prio = states[:, pick], labels[pick], index[pick], prio[pick]
 
 
 def merge_samples(samples: Sequence[StateSample]) -> StateSample:

@@ -71,6 +71,37 @@ def test_state_sample_size_and_seed():
     assert small.states is not None and small.states.shape[1] == 100
 
 
+def test_state_sample_rebuilds_rarely():
+    """A batch with a row among the K smallest priorities no longer rebuilds the whole (L+1, K, d) sample:
+    candidates wait until K/4 of them have come (a stream of N rows rebuilds it O(log N) times, not once per
+    batch), and the result is the bottom-K of all rows, as from one batch."""
+    from analysis import streaming
+
+    rng = np.random.default_rng(1)
+    n, keep = 3000, 40
+    states = rng.normal(size=(2, n, 3)).astype(np.float32)
+    labels = rng.integers(0, 2, n)
+    builds = []
+    real = streaming.StateSample._combine
+
+    def counting(self, *a):
+        builds.append(1)
+        return real(self, *a)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(streaming.StateSample, "_combine", counting)
+        s = streaming.StateSample(keep, seed=3)
+        for b in range(0, n, 4):
+            s.update(states[:, b : b + 4], labels[b : b + 4], np.arange(b, b + 4))
+        got = (s.states, s.index, s.labels)
+    assert len(builds) <= 40  # was once per batch with a new candidate (132 here)
+    whole = streaming.StateSample(keep, seed=3)
+    whole.update(states, labels, np.arange(n))
+    np.testing.assert_array_equal(got[1], whole.index)
+    np.testing.assert_array_equal(got[0], states[:, whole.index])
+    np.testing.assert_array_equal(got[2], labels[whole.index])
+
+
 def test_refusals():
     with pytest.raises(VariscopeError, match="at least 2"):
         LayerStats(2, 4, [5, 1])
