@@ -348,12 +348,28 @@ def gather_sample(sample: StateSample) -> StateSample:
     return merge_samples([p for p in parts if isinstance(p, StateSample)])
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> tuple[int, int]:
+def dist_timeout() -> int:
+    """Seconds a process waits for the others in one collective: ``VARISCOPE_DIST_TIMEOUT``, default 3 hours."""
+    import os
+
+    v = os.environ.get("VARISCOPE_DIST_TIMEOUT", "")
+    try:
+        seconds = int(v) if v else 3 * 3600
+    except ValueError:
+        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT={v!r} is not a number of seconds") from None
+    if seconds < 1:
+        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT must be a positive number of seconds, got {seconds}")
+    return seconds
+
+
+def init_distributed(device: str = "auto", timeout_s: float | None = None) -> tuple[int, int]:
     """(rank, world_size) of this process; with ``WORLD_SIZE > 1`` (torchrun) joins the process group.
 
     gloo on CPU, nccl on CUDA (each process on GPU ``LOCAL_RANK``). One process: (0, 1), nothing started.
     ``timeout_s``: a collective that waits longer fails instead of hanging (a safety net: a failing
-    process is normally reported through :func:`agree` at once).
+    process is normally reported through :func:`agree` at once). Default: ``VARISCOPE_DIST_TIMEOUT``
+    seconds or 3 hours, as for training: the others wait while rank 0 alone prepares the model
+    (a first conversion of a GGUF model takes minutes), longer than torch's 30 minutes would allow.
     """
     import os
 
@@ -367,7 +383,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> tuple[i
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+        seconds = dist_timeout() if timeout_s is None else timeout_s
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=seconds))
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -100,6 +100,9 @@ def test_the_others_wait_hours_for_rank_0(monkeypatch):
     assert timeout().total_seconds() == 3 * 3600
     monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "60")
     assert timeout().total_seconds() == 60
+    from analysis.streamcurve import dist_timeout
+
+    assert dist_timeout() == 60  # curve --stream under torchrun waits as long as training
     monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "0")
     with pytest.raises(VariscopeError, match="positive number of seconds"):
         timeout()

@@ -68,7 +68,7 @@ def check_launch() -> None:
 
 
 def timeout():
-    """How long a process waits for the others in one collective: ``VARISCOPE_DIST_TIMEOUT`` seconds, 3 hours.
+    """How long a process waits for the others in one collective (:func:`analysis.streamcurve.dist_timeout`).
 
     Longer than torch's 30 minutes: the others wait while rank 0 alone prepares the run
     (e.g. computes the curve of ``--strategy variability``). A process that dies is
@@ -76,10 +76,9 @@ def timeout():
     """
     from datetime import timedelta
 
-    seconds = _env_int(("VARISCOPE_DIST_TIMEOUT",), 3 * 3600)
-    if seconds < 1:
-        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT must be a positive number of seconds, got {seconds}")
-    return timedelta(seconds=seconds)
+    from ..streamcurve import dist_timeout
+
+    return timedelta(seconds=dist_timeout())
 
 
 def join(device: str = "auto") -> tuple[int, int]:
@@ -92,22 +91,14 @@ def join(device: str = "auto") -> tuple[int, int]:
     rank, world = launch_env()
     if world <= 1:
         return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    from ..models import resolve_device
-
     if not os.environ.get("WORLD_SIZE"):
         local = _env_int(("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"), 0)
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
-    cuda = resolve_device(device).startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout())
-    return dist.get_rank(), dist.get_world_size()
+    from ..streamcurve import init_distributed
+
+    return init_distributed(device, timeout().total_seconds())  # the same join as curve --stream
 
 
 def leave(*, wait: bool = True) -> None:
