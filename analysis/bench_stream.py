@@ -78,12 +78,13 @@ def _rel_diff(a, b) -> float:
 def _alternate(cfg, reps: int) -> tuple[float, dict, dict]:
     """(ν max rel. diff, wall times, CPU times) of both paths on ``cfg``, alternating which goes first."""
     from .pipeline import compute_curve
+    from .streamcurve import DEFAULT_KEEP as SAMPLE_KEEP
     from .streamcurve import stream_curve
 
     kw = no_cache_kwargs()
 
     def stream():
-        return stream_curve(cfg, **kw).curve.variability
+        return stream_curve(cfg, keep=SAMPLE_KEEP, **kw).curve.variability
 
     def states():
         return compute_curve(cfg, use_cache=False)[0].variability
@@ -225,6 +226,7 @@ class PeakRSS:
 def measure_child(spec: dict) -> dict:
     """In a fresh process: load the model, then one pass of ``spec['mode']`` ("stream" or "states") under PeakRSS."""
     from .pipeline import compute_curve, load_for, resolve_target
+    from .streamcurve import DEFAULT_KEEP as SAMPLE_KEEP
     from .streamcurve import stream_curve
 
     cfg = _config(spec["model"], spec["device"], spec["dtype"], data=spec["data"], batch=MEM_BATCH)
@@ -232,8 +234,10 @@ def measure_child(spec: dict) -> dict:
     with PeakRSS() as p:
         t = time.perf_counter()
         if spec["mode"] == "stream":
-            r = stream_curve(cfg, **no_cache_kwargs())
-            nu, n, held = r.curve.variability, r.n, r.stats.W.nbytes + r.stats.sums.nbytes
+            r = stream_curve(cfg, keep=SAMPLE_KEEP, **no_cache_kwargs())
+            sample = r.stats.sample.states
+            held = r.stats.W.nbytes + r.stats.sums.nbytes + (0 if sample is None else sample.nbytes)
+            nu, n = r.curve.variability, r.n
         else:
             curve, st = compute_curve(cfg, use_cache=False)
             nu, n, held = curve.variability, len(st.labels), st.states.nbytes

@@ -26,14 +26,14 @@ from .cards import CardsConfig, LayerCards, rank_agreement
 from .errors import VariscopeError
 from .pipeline import AnalysisConfig, StatesResult
 from .streamcache import StreamSettings, load_stream, save_stream, stream_key
-from .streamcurve import StreamResult, stream_curve
+from .streamcurve import DEFAULT_KEEP, StreamResult, stream_curve
 from .textstream import open_sample
 from .variability import CurveResult, sample_band, variability_curve
 
 #: Samples of more texts than this are streamed by the app (exact ν, states of a sample only).
 STREAM_ABOVE = 20_000
 #: Texts in the seeded state sample of a streamed run (projections, cards, bootstrap band).
-SAMPLE_KEEP = 2_000
+SAMPLE_KEEP = DEFAULT_KEEP
 #: Largest state sample the app offers (UMAP and the leave-one-out kNN grow faster than linearly).
 SAMPLE_KEEP_MAX = 20_000
 

@@ -28,6 +28,9 @@ from .textstream import open_sample
 from .twopass import Projections, choose_mode, default_budget
 from .variability import CurveResult, sample_band
 
+#: States kept per layer by default (``curve --stream --keep``, the app, ``cards --stream``, the bench).
+DEFAULT_KEEP = 2_000
+
 
 @dataclass
 class StreamResult:

@@ -126,9 +126,9 @@ def _curve_stream(a, cfg, cache):
 
 def _stream_steps(a, cfg, cache, rank: int, world: int):
     from ..streamcache import StreamSettings, load_stream, save_stream, stream_key
-    from ..streamcurve import collective, share, stream_curve
+    from ..streamcurve import DEFAULT_KEEP, collective, share, stream_curve
 
-    keep = 2000 if a.keep is None else a.keep
+    keep = DEFAULT_KEEP if a.keep is None else a.keep
     how = StreamSettings(mode=a.stream_mode or "auto", keep=keep, weighting=a.weighting, bootstrap=a.bootstrap)
     budget = None if a.memory_budget is None else int(a.memory_budget * 2**20)
     use_cache = not a.no_cache
