@@ -308,6 +308,11 @@ def test_merge_adds_sections_and_says_so(tmp_path):
     text = report_markdown(out, "img", out["command"])
     assert "Sections stream, stream_memory: measured by a later run, `python -m analysis bench --quick`" in text
     assert "full-curve cache hit" in text and "`stream_peak_rss_mb`" in text
+    again = merge(out, {**new, "command": "bench --only stream", "quick": False, "section_seconds": {"stream": 50.0}})
+    assert [(p["command"], p["sections"]) for p in again["merged"]] == [
+        ("bench --quick", ["stream_memory"]),  # the earlier merge keeps only what was not measured again
+        ("bench --only stream", ["stream"]),
+    ]
     js = tmp_path / "bad.json"
     js.write_text("[]")
     assert main(["bench", "--only", "metric", "--merge-into", str(js)]) == 2  # refused before measuring

@@ -83,7 +83,13 @@ def merge(base: dict, new: dict) -> dict:
     out.update({k: v for k, v in new.items() if k not in own})
     out["section_seconds"] = {**base.get("section_seconds", {}), **new.get("section_seconds", {})}
     part = {k: new[k] for k in ("command", "quick", "machine")}
-    out["merged"] = [*base.get("merged", []), {**part, "sections": list(new.get("section_seconds", {}))}]
+    sections = list(new.get("section_seconds", {}))
+    earlier = []  # earlier merges, less the sections this run measured again
+    for p in base.get("merged", []):
+        left = [s for s in p["sections"] if s not in sections]
+        if left:
+            earlier.append({**p, "sections": left})
+    out["merged"] = [*earlier, {**part, "sections": sections}]
     return out
 
 
