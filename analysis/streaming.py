@@ -133,6 +133,21 @@ class StateSample:
         self._states, self._labels, self._index, self._prio = states[:, pick], labels[pick], index[pick], prio[pick]
 
 
+def _accumulate(W: np.ndarray | None, sums: np.ndarray, X: np.ndarray, y: np.ndarray, row_weight: np.ndarray) -> None:
+    """W += Xᵀ diag(row_weight[y]) X and sums[:, c] += Σ_{y=c} X, per layer, in float64, in place.
+
+    Through torch's CPU kernels, which run in the forward pass's own thread pool between
+    batches: numpy's OpenBLAS keeps threads of its own that spin after every product and
+    take the cores from the model's (on 2 cores the stream ran ~13 % slower at batch 128).
+    """
+    import torch
+
+    Xt = torch.from_numpy(np.require(X, np.float64, ["C", "W"]))  # a copy only if read-only or strided
+    if W is not None:
+        torch.from_numpy(W).baddbmm_(Xt.transpose(1, 2) * torch.from_numpy(row_weight[y]), Xt)
+    torch.from_numpy(sums).index_add_(1, torch.from_numpy(np.require(y, np.int64, ["C", "W"])), Xt)
+
+
 def merge_samples(samples: Sequence[StateSample]) -> StateSample:
     """One sample from several of the same size and seed (e.g. one per process)."""
     if not samples:
@@ -207,9 +222,7 @@ class LayerStats:
             raise VariscopeError(f"labels must be class indices 0..{len(self.sizes) - 1}")
         if index is None:
             index = self.n_seen + np.arange(len(y))
-        if self.moments:
-            self.W += np.matmul(X.transpose(0, 2, 1) * self.row_weight[y], X)
-        self.sums += np.matmul(np.eye(len(self.sizes))[y].T, X)  # (C, b) one-hot @ (L+1, b, d)
+        _accumulate(self.W if self.moments else None, self.sums, X, y, self.row_weight)
         self.counts += np.bincount(y, minlength=len(self.sizes))
         self.sample.update(states, y, np.asarray(index, dtype=np.int64))
 

@@ -56,6 +56,27 @@ def test_merge_equals_one_pass():
     np.testing.assert_allclose(c.variability(), one.variability(), rtol=1e-12)
 
 
+def test_update_read_only_or_strided_batches_equals_numpy():
+    """W and the class sums (accumulated through torch) equal numpy's sums of products, for any batch array."""
+    states, labels, counts = _data(3, [20, 25, 15])
+    X = states.astype(np.float64)
+    st = LayerStats(3, 16, counts)
+    w = st.row_weight[labels]
+    want_W = np.einsum("lbi,b,lbj->lij", X, w, X)
+    want_sums = np.stack([[X[l, labels == c].sum(0) for c in range(3)] for l in range(3)])
+    ro = X[:, ::-1][:, ::-1]  # negative strides twice: a strided view, made read-only
+    ro.flags.writeable = False
+    y = labels.copy()
+    y.flags.writeable = False
+    for s, e in ((0, 16), (16, 33), (33, len(labels))):
+        st.update(ro[:, s:e], y[s:e], np.arange(s, e))
+    np.testing.assert_allclose(st.W, want_W, rtol=1e-12)
+    np.testing.assert_allclose(st.sums, want_sums, rtol=1e-12)
+    f32 = _stream(states, labels, counts, [16, 33])  # float32 batches, as the forward pass gives
+    np.testing.assert_allclose(f32.W, want_W, rtol=1e-12)
+    np.testing.assert_allclose(f32.sums, want_sums, rtol=1e-12)
+
+
 def test_state_sample_size_and_seed():
     states, labels, counts = _data(3, [40, 30, 30])
     runs = [_stream(states, labels, counts, cuts, keep=25, seed=7).sample for cuts in ([], [5, 50], [33])]
