@@ -50,6 +50,18 @@ def test_lora_trains_only_adapters_and_head(minilm):
     assert layers == {2, 3}  # 0-based blocks of layers 3 and 4
 
 
+def test_the_head_is_built_beside_the_encoder_not_on_the_cpu(minilm):
+    """On a GPU the new head must sit with the encoder before any Trainer moves the model: the probe pass that
+    freezes unused parameters runs first (it failed on CUDA with 'mat1 is on cuda:0 … other tensors on cpu')."""
+    import copy
+
+    base = copy.deepcopy(minilm[0]).to("meta")  # a device other than the CPU, on any machine
+    for sel in (Selection(3, (2, 3)), Selection(3, (3,), adapter="lora")):
+        clf = build_classifier(base, sel, 2)
+        assert {p.device.type for p in clf.head.parameters()} == {"meta"}
+        assert {p.device.type for p in clf.parameters()} == {"meta"}
+
+
 def test_bad_selections_are_refused(minilm):
     base, _ = minilm
     with pytest.raises(VariscopeError, match="above the classifier layer"):

@@ -22,7 +22,7 @@ class VariscopeClassifier(nn.Module):
         self.pooling = pooling
         self.head = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(d, d), nn.Tanh(), nn.Dropout(dropout), nn.Linear(d, num_labels)
-        )
+        ).to(_output_device(encoder))  # beside the encoder's last block, not on the CPU, before any Trainer moves it
         self.num_labels = num_labels
 
     def forward(self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None):
@@ -38,6 +38,12 @@ class VariscopeClassifier(nn.Module):
         if labels is not None:
             out = {"loss": nn.functional.cross_entropy(logits.float(), labels), **out}
         return out
+
+
+def _output_device(encoder) -> torch.device:
+    """The device the encoder's last parameter lives on (where its output appears, also when spread by a device map)."""
+    params = list(encoder.parameters())
+    return params[-1].device if params else torch.device("cpu")
 
 
 def build_classifier(base_model, selection: Selection, num_labels: int, pooling: str = "mean") -> VariscopeClassifier:
