@@ -71,3 +71,35 @@ def test_pairs_change_the_vector(minilm):
     a = extract_states(model, tok, ["the cat sat"], ["on the mat"], device="cpu")
     b = extract_states(model, tok, ["the cat sat"], device="cpu")
     assert np.abs(a - b).max() > 1e-3
+
+
+def test_padded_batches_hold_each_text_and_nothing_else(minilm):
+    """The vectorised padding against the tokenizer's own per-text output, for texts, pairs and the collator."""
+    from analysis.hidden_states import _pad, tokenize
+
+    _, tok = minilm
+    texts = ["a b c", "", "the longest text of them all, by some way " * 3, "x", "mid sized text"]
+    pairs = ["p", "q r", "", "s t u v", "w"]
+    for second in (None, pairs):
+        enc = tokenize(tok, texts, second, 24)
+        batches = make_batches(tok, texts, second, max_length=24, batch_size=2)
+        assert sorted(i for b in batches for i in b.index) == list(range(len(texts)))
+        for b in batches:
+            T = b.tensors["input_ids"].shape[1]
+            assert max(len(enc["input_ids"][i]) for i in b.index) == T
+            for r, i in enumerate(b.index):
+                n = len(enc["input_ids"][i])
+                for k in ("input_ids", "attention_mask", "special_tokens_mask") + (
+                    ("token_type_ids",) if second else ()
+                ):
+                    assert b.tensors[k].dtype == torch.long
+                    assert b.tensors[k][r, :n].tolist() == list(enc[k][i])
+                assert b.tensors["input_ids"][r, n:].eq(tok.pad_token_id).all()
+                assert b.tensors["attention_mask"][r, n:].eq(0).all()
+                assert b.tensors["special_tokens_mask"][r, n:].eq(1).all()
+    enc = tokenize(tok, texts, None, 24)
+    b = _pad(enc, np.array([2, 0]), tok.pad_token_id)  # the training collator's rows, in its order
+    assert (
+        list(b.index) == [2, 0]
+        and b.tensors["input_ids"][1, : len(enc["input_ids"][0])].tolist() == enc["input_ids"][0]
+    )
