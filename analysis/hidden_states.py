@@ -68,7 +68,12 @@ def make_batches(
     return [flat.pad(order[s : s + batch_size], tokenizer.pad_token_id) for s in range(0, len(order), batch_size)]
 
 
-_PAD_KEYS = {"input_ids": None, "attention_mask": 0, "special_tokens_mask": 1, "token_type_ids": 0}  # fill values
+_PAD_KEYS: dict[str, int | None] = {
+    "input_ids": None,
+    "attention_mask": 0,
+    "special_tokens_mask": 1,
+    "token_type_ids": 0,
+}  # fill values
 
 
 class _Flat:
@@ -116,8 +121,10 @@ class _Flat:
         gather = np.where(real, self.starts[idx][:, None] + cols, 0)
         t = {}
         for k, v in self.flat.items():
-            fill = pad_id if _PAD_KEYS[k] is None else _PAD_KEYS[k]
-            t[k] = torch.from_numpy(np.where(real, v[gather] if v.size else fill, fill).astype(np.int64, copy=False))
+            f = _PAD_KEYS[k]
+            fill = int(pad_id if f is None else f)
+            vals = v[gather] if v.size else np.full(gather.shape, fill, np.int64)
+            t[k] = torch.from_numpy(np.where(real, vals, fill).astype(np.int64, copy=False))
         if "special_tokens_mask" not in t:
             t["special_tokens_mask"] = torch.from_numpy((~real).astype(np.int64))
         return Batch(np.asarray(self.rows[idx]), t)

@@ -103,3 +103,25 @@ def test_padded_batches_hold_each_text_and_nothing_else(minilm):
         list(b.index) == [2, 0]
         and b.tensors["input_ids"][1, : len(enc["input_ids"][0])].tolist() == enc["input_ids"][0]
     )
+
+
+def test_rust_tokenizer_path_gives_the_python_path_batches_and_falls_back_when_it_would_not(minilm, monkeypatch):
+    from analysis import hidden_states as hs
+
+    _, tok = minilm
+    words = ["the", "film", "is", "a", "slow", "burn", "that", "never", "quite", "catches", "fire", "but", "superb"]
+    texts = [" ".join(words[: 1 + i % len(words)] * (1 + i % 9)) for i in range(300)] + ["", "ok"]
+    pairs = [t[::-1] for t in texts]
+    for second in (None, pairs):
+        ref = hs._Flat.from_enc(hs.tokenize(tok, texts, second, 32))
+        state = (tok.backend_tokenizer.truncation, tok.backend_tokenizer.padding)  # as __call__ leaves it
+        fast = hs._encode(tok, texts, second, 32)
+        assert tok.__dict__["_variscope_rust_ok"][(32, second is not None)] is True
+        assert fast.same_as(ref) and int(ref.lengths.max()) == 32  # some texts were truncated
+        assert (tok.backend_tokenizer.truncation, tok.backend_tokenizer.padding) == state
+
+    wrong = hs._Flat(np.array([1]), {"input_ids": np.array([0])}, np.arange(1))
+    monkeypatch.setattr(hs, "_rust_encode", lambda *a: wrong)
+    tok.__dict__.pop("_variscope_rust_ok", None)
+    assert hs._encode(tok, texts, None, 32).same_as(hs._Flat.from_enc(hs.tokenize(tok, texts, None, 32)))
+    assert tok.__dict__.pop("_variscope_rust_ok")[(32, False)] is False
