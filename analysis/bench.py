@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .bench_encoder import bench_encoder
 from .bench_stream import bench_stream, bench_stream_memory
 
 SECTIONS: dict[str, Callable] = {}
@@ -300,6 +301,8 @@ def bench_training(a, res):
     sel = Selection(max(1, L - 2), tuple(range(max(1, L - 3), max(1, L - 2) + 1)))
     full = select("full", L, 1)
     runs: dict[str, list[dict]] = {}
+    for s in (sel, full):  # warm-up, not timed: on an H100 the first run took 575 ms/step against 23 for the next
+        train(TrainConfig(cfg, s, steps=2, batch_size=16, eval_n=32, eval_every=10**6, seed=0))
     for name, s in (("selected", sel), ("full", full), ("selected2", sel), ("full2", full)):  # alternate
         r = train(TrainConfig(cfg, s, steps=steps, batch_size=16, eval_n=32, eval_every=10**6, seed=0)).result
         runs.setdefault(name.rstrip("2"), []).append(r.to_dict())
@@ -411,6 +414,7 @@ def bench_cards(a, res):
 
 SECTIONS["stream"] = bench_stream  # streaming vs states throughput (analysis/bench_stream.py)
 SECTIONS["stream_memory"] = bench_stream_memory  # peak RSS of a stream vs the states path, fresh processes
+SECTIONS["encoder"] = bench_encoder  # texts/s of the curve on a random 12-layer d=768 BERT (analysis/bench_encoder.py)
 
 
 def measure(a, command: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .bench_encoder import encoder_headlines, encoder_report_lines
 from .bench_stream import stream_headlines, stream_report_lines
 
 
@@ -177,7 +178,7 @@ def headline_lines(res: dict) -> list[str]:
     key("training: full step time ÷ selected step time (`train_speedup_vs_full`)", "train_speedup_vs_full", ".2f")
     key("training: full FLOPs ÷ selected FLOPs (`train_flop_speedup_vs_full`)", "train_flop_speedup_vs_full", ".2f")
     key("measured speed-up ÷ FLOP speed-up", "train_speedup_over_flop_ratio", ".2f", "≥ 0.8", lambda v: v >= 0.8)
-    for args in stream_headlines(res):  # the streaming keys (analysis/bench_stream.py)
+    for args in stream_headlines(res) + encoder_headlines(res):  # keys of analysis/bench_stream.py, bench_encoder.py
         key(*args)
     return L
 
@@ -194,6 +195,7 @@ def section_lines(res: dict, rel: str) -> list[str]:
         + _memory_section(res)
         + _cards_section(res)
         + stream_report_lines(res, rel)
+        + encoder_report_lines(res)
     )
 
 

@@ -316,3 +316,24 @@ def test_merge_adds_sections_and_says_so(tmp_path):
     js = tmp_path / "bad.json"
     js.write_text("[]")
     assert main(["bench", "--only", "metric", "--merge-into", str(js)]) == 2  # refused before measuring
+
+
+def test_encoder_section_rows_and_goal_in_the_report():
+    from analysis.bench_report import report_markdown
+
+    def res(rate, device="cuda"):
+        row = {"dtype": "bfloat16", "batch_size": 512, "curve_s": 12000 / rate, "floor_s": 0.4, "batching_s": 0.2}
+        row.update(curve_texts_per_s=rate, floor_texts_per_s=30000.0, batching_texts_per_s=60000.0)
+        goal = 20000 if device == "cuda" else None
+        e = {"layers": 12, "hidden_size": 768, "n": 12000, "reps": 3, "mean_tokens": 29.6, "tokenizer_of": "minilm"}
+        e.update(goal_texts_per_s=goal, rows=[row], best=row)
+        m = {"platform": "x", "threads": 16, "torch": "t", "device": device, "card": "H100", "dtype": "bfloat16"}
+        return {"command": "bench", "quick": False, "machine": m, "encoder": e, "encoder_curve_texts_per_s": rate}
+
+    slow_doc, fast_doc = report_markdown(res(16291.0), "img", "bench"), report_markdown(res(21000.0), "img", "bench")
+    head = next(l for l in slow_doc.splitlines() if "`encoder_curve_texts_per_s`" in l)
+    assert "16,291" in head and "≥ 20,000 on a GPU" in head and head.endswith("| **no** |")
+    assert next(l for l in fast_doc.splitlines() if "`encoder_curve_texts_per_s`" in l).endswith("| yes |")
+    assert "| bfloat16 | 512 | 16,291 | 30,000 | 60,000 |" in slow_doc and "29.6 tokens" in slow_doc
+    cpu = next(l for l in report_markdown(res(9.0, "cpu"), "img", "bench").splitlines() if "encoder_curve" in l)
+    assert cpu.endswith("|  |")  # no goal on a CPU
