@@ -26,7 +26,13 @@ def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
 def report_markdown(res: dict, rel: str, command: str) -> str:
     """The whole report; ``rel`` is the plots' folder relative to the document."""
     L = header_lines(res, command) + headline_lines(res) + section_lines(res, rel)
-    return "\n".join(L + howto_lines() + gpu_lines(res)) + "\n"
+    return "\n".join(L + notes_lines(res) + howto_lines() + gpu_lines(res)) + "\n"
+
+
+def notes_lines(res: dict) -> list[str]:
+    """Checks recorded beside the measured sections (a ``notes`` list of Markdown lines in the JSON), if any."""
+    notes = res.get("notes") or []
+    return ["", "## Checks beside the sections", "", *notes] if notes else []
 
 
 # ------------------------------------------------------------------ plots
@@ -345,6 +351,8 @@ def _cards_section(res: dict) -> list[str]:
 
 def howto_lines() -> list[str]:
     """The How to run section (commands to rerun or redraw the benchmarks)."""
+    from .bench import SECTIONS
+
     return [
         "",
         "## How to run",
@@ -359,9 +367,8 @@ def howto_lines() -> list[str]:
         "--json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img   # re-measure some sections",
         "```",
         "",
-        "`--only curve,metric,...` picks sections (curve, batching, metric, cache, depth, projection, training, "
-        "memory, cards, stream, stream_memory); `--reps` overrides the repetitions. The full run measures the "
-        "stream's memory at 10,000 and 50,000 texts, `--quick` at 1,000 and 5,000.",
+        f"`--only curve,metric,...` picks sections ({', '.join(SECTIONS)}); `--reps` overrides the repetitions. "
+        "The full run measures the stream's memory at 10,000 and 50,000 texts, `--quick` at 1,000 and 5,000.",
         "",
     ]
 
@@ -386,8 +393,7 @@ def gpu_lines(res: dict) -> list[str]:
             "This run had no GPU. On a CUDA machine, `python -m analysis bench --quick --device cuda --json "
             "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with float32 "
             "weights under bf16 autocast, pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when "
-            "it is installed); ν stays float64. No GPU run is recorded yet: no CUDA machine was available to this "
-            "project so far."
+            "it is installed); ν stays float64. A run on an NVIDIA H100 is recorded in docs/benchmarks-gpu.md."
         ]
     if res.get("skipped"):
         L += ["", "Skipped: " + "; ".join(res["skipped"])]

@@ -337,3 +337,17 @@ def test_encoder_section_rows_and_goal_in_the_report():
     assert "| bfloat16 | 512 | 16,291 | 30,000 | 60,000 |" in slow_doc and "29.6 tokens" in slow_doc
     cpu = next(l for l in report_markdown(res(9.0, "cpu"), "img", "bench").splitlines() if "encoder_curve" in l)
     assert cpu.endswith("|  |")  # no goal on a CPU
+
+
+def test_recorded_gpu_report_is_what_its_json_rebuilds():
+    """docs/benchmarks-gpu.md is generated from docs/benchmarks-gpu.json (notes included), not edited by hand."""
+    from pathlib import Path
+
+    from analysis.bench_report import report_markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    res = json.loads((docs / "benchmarks-gpu.json").read_text())
+    text = report_markdown(res, "img", res["command"])
+    assert text == (docs / "benchmarks-gpu.md").read_text()
+    assert "## Checks beside the sections" in text and res["machine"]["card"] in text
+    assert f"{res['encoder_curve_texts_per_s']:,.0f}" in text
