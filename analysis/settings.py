@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "fraction": None,
     "max_length": 128,
     "pooling": "mean",
-    "batch_size": 32,
+    "batch_size": None,  # 32 on a CPU, 256 on a GPU (pipeline.batch_for)
     "device": "auto",
     "dtype": "auto",
     "device_map": None,
@@ -150,7 +150,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
         max_length=_int("max length", s["max_length"], minimum=1) or 1,
         dtype=_str(s["dtype"]) or "auto",
         device=_str(s["device"]) or "auto",
-        batch_size=_int("batch size", s["batch_size"], minimum=1) or 1,
+        batch_size=_int("batch size", s["batch_size"], minimum=1, optional=True),
         revision=_str(s["revision"]),
         trust_remote_code=bool(s["trust_remote_code"]),
         device_map=_str(s["device_map"]),

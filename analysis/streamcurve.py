@@ -22,7 +22,7 @@ import numpy as np
 from .errors import VariscopeError
 from .hidden_states import for_each_pooled
 from .models import resolve_device
-from .pipeline import AnalysisConfig, load_for, resolve_target
+from .pipeline import AnalysisConfig, batch_for, load_for, resolve_target
 from .streaming import LayerStats, StateSample, merge_samples
 from .textstream import open_sample
 from .twopass import Projections, choose_mode, default_budget
@@ -129,7 +129,7 @@ def stream_stats(
             on_pooled,
             pooling=cfg.pooling,
             max_length=cfg.max_length,
-            batch_size=cfg.batch_size,
+            batch_size=batch_for(cfg, device),
             device=device,
             progress=progress,
             total=len(rows),

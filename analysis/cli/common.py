@@ -40,7 +40,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("extraction")
     e.add_argument("--max-length", type=int, default=128)
     e.add_argument("--pooling", default="mean", choices=["mean", "mean_all", "first", "last"])
-    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument(
+        "--batch-size", type=int, default=None, help="texts per forward pass (default 32 on a CPU, 256 on a GPU)"
+    )
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     e.add_argument(

@@ -1,0 +1,20 @@
+"""The analysis config and its derived settings."""
+
+import pytest
+
+from analysis.errors import VariscopeError
+from analysis.pipeline import AnalysisConfig
+
+
+def test_batch_size_default_depends_on_the_device_and_stays_out_of_the_cache_key():
+    from analysis.pipeline import BATCH_CPU, BATCH_GPU, batch_for, cache_config, resolve_target
+
+    cfg = AnalysisConfig()
+    assert cfg.batch_size is None and (batch_for(cfg, "cpu"), batch_for(cfg, "cuda:0")) == (BATCH_CPU, BATCH_GPU)
+    assert BATCH_GPU > BATCH_CPU
+    mine = AnalysisConfig(batch_size=8)
+    assert batch_for(mine, "cuda") == 8 and batch_for(mine, "cpu") == 8
+    t = resolve_target(cfg)
+    assert cache_config(cfg, t, "x") == cache_config(mine, t, "x")
+    with pytest.raises(VariscopeError, match="batch size must be at least 1"):
+        AnalysisConfig(batch_size=0).validate()
