@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import memtrim
 from .errors import VariscopeError
 from .hidden_states import for_each_pooled
 from .models import resolve_device
@@ -30,6 +31,8 @@ from .variability import CurveResult, sample_band
 
 #: States kept per layer by default (``curve --stream --keep``, the app, ``cards --stream``, the bench).
 DEFAULT_KEEP = 2_000
+#: Texts between two hand-backs of freed heap to the system (:func:`analysis.memtrim.trim`) in a pass.
+TRIM_ROWS = 128
 
 
 @dataclass
@@ -126,7 +129,7 @@ def stream_stats(
             tok,
             texts,
             pairs,
-            on_pooled,
+            trimming(on_pooled),
             pooling=cfg.pooling,
             max_length=cfg.max_length,
             batch_size=batch_for(cfg, device),
@@ -157,6 +160,27 @@ def stream_stats(
     info = dict(source.info, device=device, dtype=target.dtype, model=cfg.model, task=cfg.task.label())
     labels = source.labels[rows]
     return StreamPass(holder["stats"], list(source.label_names), len(source), len(rows), seconds, info, run, labels)
+
+
+def trimming(on_pooled: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[np.ndarray, np.ndarray], None]:
+    """``on_pooled``, then :func:`analysis.memtrim.trim` after every :data:`TRIM_ROWS` texts.
+
+    The stream holds only its statistics, but glibc keeps the heap that each batch's forward
+    pass frees, spread over the threads' arenas, and the process grows with the batches (MiniLM,
+    30,000 texts, batch 32: +357 to +429 MB peak as is; +246 MB trimming after every batch,
+    +267 MB every 256 texts). One trim takes about 4 ms there.
+    """
+    seen = 0
+
+    def f(index: np.ndarray, pooled: np.ndarray) -> None:
+        nonlocal seen
+        on_pooled(index, pooled)
+        seen += len(index)
+        if seen >= TRIM_ROWS:
+            seen = 0
+            memtrim.trim()
+
+    return f
 
 
 def stream_curve(
