@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,9 +42,23 @@ def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_l
         raise VariscopeError(f"max length {max_length} is above this model's limit of {limit} tokens")
     kw = dict(truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=True)
     texts = list(texts)
-    if pairs is not None:
-        return tokenizer(texts, list(pairs), **kw)
-    return tokenizer(texts, **kw)
+    with tokenizer_lock(tokenizer):  # __call__ sets the shared Rust tokenizer's truncation, then encodes
+        if pairs is not None:
+            return tokenizer(texts, list(pairs), **kw)
+        return tokenizer(texts, **kw)
+
+
+_LOCKS_GUARD = threading.Lock()
+
+
+def tokenizer_lock(tokenizer) -> threading.RLock:
+    """One lock per tokenizer object: setting its truncation and encoding must not interleave with another
+    thread's (the app's sessions share one cached tokenizer; two max lengths would mix)."""
+    lock = tokenizer.__dict__.get("_variscope_lock")
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = tokenizer.__dict__.setdefault("_variscope_lock", threading.RLock())
+    return lock
 
 
 def _model_limit(tokenizer) -> int | None:
@@ -160,16 +175,17 @@ def _rust_encode(tokenizer, texts: list[str], pairs: list[str] | None, max_lengt
     keys = ["input_ids", "special_tokens_mask", "attention_mask"]
     if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
         keys.append("token_type_ids")
-    old_trunc, old_pad = bt.truncation, bt.padding
-    try:
-        bt.no_padding()
-        bt.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
-        rows = texts if pairs is None else list(zip(texts, pairs, strict=True))
-        encs = bt.encode_batch(rows, add_special_tokens=True)
-    except Exception:  # an unusual tokenizer: the Python path decides
-        return None
-    finally:
-        _restore(bt, old_trunc, old_pad)
+    with tokenizer_lock(tokenizer):
+        old_trunc, old_pad = bt.truncation, bt.padding
+        try:
+            bt.no_padding()
+            bt.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
+            rows = texts if pairs is None else list(zip(texts, pairs, strict=True))
+            encs = bt.encode_batch(rows, add_special_tokens=True)
+        except Exception:  # an unusual tokenizer: the Python path decides
+            return None
+        finally:
+            _restore(bt, old_trunc, old_pad)
     return _Flat.from_encodings(encs, keys)
 
 
@@ -190,9 +206,11 @@ def _rust_ok(tokenizer, texts: list[str], pairs: list[str] | None, max_length: i
     key = (max_length, pairs is not None)
     seen = tokenizer.__dict__.setdefault("_variscope_rust_ok", {})
     if key not in seen:
-        long = " ".join(texts[:400])  # longer than max_length in almost any tokenizer: checks the truncation
-        probe = texts[:64] + [long]
-        ppairs = None if pairs is None else pairs[:64] + [long]
+        # longer than max_length in almost any tokenizer (checks the truncation), and capped: a fast tokenizer
+        # computes every piece it cuts off, for a pair every combination of the two sides' pieces
+        long = " ".join(t for t in texts[:400] if isinstance(t, str))[: 8 * max_length]
+        probe = texts[:64] + [long, texts[0], long]
+        ppairs = None if pairs is None else pairs[:64] + [pairs[0], long, long]
         fast = _rust_encode(tokenizer, probe, ppairs, max_length)
         seen[key] = fast is not None and fast.same_as(_Flat.from_enc(tokenize(tokenizer, probe, ppairs, max_length)))
     return seen[key]

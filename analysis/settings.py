@@ -226,7 +226,7 @@ def train_settings(settings: Mapping[str, Any]) -> TrainSettings:
     Steps and epochs are exclusive; neither means 200 steps. Every number is
     checked here, before any data or model is loaded, with a one-line error.
     """
-    s = {**TRAIN_DEFAULTS, **{k: v for k, v in settings.items() if k in TRAIN_DEFAULTS}}
+    s = {**TRAIN_DEFAULTS, **{k: v for k, v in settings.items() if k in TRAIN_DEFAULTS and v is not None}}
     steps = _int("steps", s["steps"], minimum=1, optional=True)
     epochs = _positive("epochs", s["epochs"], optional=True)
     if steps is not None and epochs is not None:

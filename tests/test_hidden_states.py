@@ -125,3 +125,46 @@ def test_rust_tokenizer_path_gives_the_python_path_batches_and_falls_back_when_i
     tok.__dict__.pop("_variscope_rust_ok", None)
     assert hs._encode(tok, texts, None, 32).same_as(hs._Flat.from_enc(hs.tokenize(tok, texts, None, 32)))
     assert tok.__dict__.pop("_variscope_rust_ok")[(32, False)] is False
+
+
+def test_tokenizing_holds_the_tokenizers_lock_and_the_probe_stays_small(minilm, monkeypatch):
+    """Sessions share one tokenizer: setting its truncation and encoding happen under one lock. The probe's long
+    text is capped (a fast tokenizer computes every cut-off piece; for pairs every combination of them)."""
+    import threading
+
+    from analysis import hidden_states as hs
+
+    _, tok = minilm
+    lock = hs.tokenizer_lock(tok)
+    assert lock is hs.tokenizer_lock(tok)
+    seen = []
+
+    def other_thread_can_take_it():
+        got = lock.acquire(blocking=False)
+        if got:
+            lock.release()
+        seen.append(got)
+
+    real = type(tok).__call__
+
+    def call(self, *a, **k):
+        t = threading.Thread(target=other_thread_can_take_it)
+        t.start()
+        t.join()
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(tok), "__call__", call)
+    hs.tokenize(tok, ["a text"], None, 16)
+    assert seen == [False]
+    monkeypatch.undo()
+
+    probes = []
+    monkeypatch.setattr(hs, "_rust_encode", lambda tk, texts, pairs, n: probes.append((texts, pairs)))
+    tok.__dict__.pop("_variscope_rust_ok", None)
+    texts = ["word " * 500] * 300
+    hs._encode(tok, texts, texts, 32)
+    tok.__dict__.pop("_variscope_rust_ok", None)
+    probe_texts, probe_pairs = probes[0]
+    longs = [probe_texts[-3], probe_texts[-1], probe_pairs[-2], probe_pairs[-1]]  # built from the texts, capped
+    assert all(len(t) == 8 * 32 for t in longs)  # 8 characters per token of max_length (here 2500 before the cap)
+    assert (probe_texts[-2], probe_pairs[-3]) == (texts[0], texts[0])  # a long one beside a real one, both sides

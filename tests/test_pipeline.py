@@ -18,3 +18,21 @@ def test_batch_size_default_depends_on_the_device_and_stays_out_of_the_cache_key
     assert cache_config(cfg, t, "x") == cache_config(mine, t, "x")
     with pytest.raises(VariscopeError, match="batch size must be at least 1"):
         AnalysisConfig(batch_size=0).validate()
+
+
+def test_train_flags_without_a_batch_size_train_with_batch_32_and_curve_flags_leave_it_to_the_device():
+    import argparse
+
+    from analysis.cli import train as train_cli
+    from analysis.cli.common import add_data_args
+    from analysis.settings import train_settings
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd")
+    train_cli.register(sub)
+    a = p.parse_args(["train"])
+    assert a.batch_size == 32 and train_settings(vars(a)).batch_size == 32
+    assert train_settings({"batch_size": None}).batch_size == 16  # the Training page's default, not an error
+    c = argparse.ArgumentParser()
+    add_data_args(c)
+    assert c.parse_args([]).batch_size is None

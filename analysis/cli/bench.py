@@ -79,6 +79,7 @@ def _read_results(path: str) -> dict:
 def merge(base: dict, new: dict) -> dict:
     """``base`` with ``new``'s sections and keys; ``merged`` records which run measured which sections."""
     out = dict(base)
+    out.pop("notes", None)  # checks written beside the earlier run's sections may no longer hold
     own = {"command", "quick", "machine", "section_seconds", "merged"}
     out.update({k: v for k, v in new.items() if k not in own})
     out["section_seconds"] = {**base.get("section_seconds", {}), **new.get("section_seconds", {})}

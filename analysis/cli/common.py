@@ -9,8 +9,12 @@ from typing import NoReturn
 
 from ..settings import from_settings
 
+BATCH_HELP = "texts per forward pass (default 32 on a CPU, 256 on a GPU)"
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+
+def add_data_args(
+    p: argparse.ArgumentParser, *, batch_default: int | None = None, batch_help: str = BATCH_HELP
+) -> None:
     """Model, task, sampling and extraction flags shared by curve, train and project."""
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="minilm", help="offline name (minilm, mpnet), folder or HF id")
@@ -40,9 +44,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("extraction")
     e.add_argument("--max-length", type=int, default=128)
     e.add_argument("--pooling", default="mean", choices=["mean", "mean_all", "first", "last"])
-    e.add_argument(
-        "--batch-size", type=int, default=None, help="texts per forward pass (default 32 on a CPU, 256 on a GPU)"
-    )
+    e.add_argument("--batch-size", type=int, default=batch_default, help=batch_help)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     e.add_argument(

@@ -19,7 +19,7 @@ from .common import add_data_args, config_from_args, make_cache
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="partial fine-tuning with live metrics")
-    add_data_args(p)
+    add_data_args(p, batch_default=32, batch_help="training batch, of all processes together (default 32)")
     p.add_argument(
         "--strategy",
         default=None,

@@ -41,7 +41,7 @@ class VariscopeClassifier(nn.Module):
 
 
 def _output_device(encoder) -> torch.device:
-    """The device the encoder's last parameter lives on (where its output appears, also when spread by a device map)."""
+    """The device of the encoder's last parameter: where its output appears on one device."""
     params = list(encoder.parameters())
     return params[-1].device if params else torch.device("cpu")
 
