@@ -127,10 +127,20 @@ class StateSample:
         """Keep the ``keep`` smallest priorities of the sample and ``parts``, sorted by index."""
         if self._states is not None:
             parts = [(self._states, self._labels, self._index, self._prio), *parts]
-        states, labels, index, prio = (np.concatenate([p[i] for p in parts], axis=1 if i == 0 else 0) for i in range(4))
+        labels, index, prio = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
         pick = np.sort(np.argsort(prio, kind="stable")[: self.keep])
         pick = pick[np.argsort(index[pick], kind="stable")]
-        self._states, self._labels, self._index, self._prio = states[:, pick], labels[pick], index[pick], prio[pick]
+        # the kept states gathered part by part and layer by layer, not all concatenated first:
+        # the rebuild then needs the new sample and one layer's rows more, not twice the sample
+        starts = np.cumsum([0] + [len(p[3]) for p in parts])
+        part = np.searchsorted(starts, pick, side="right") - 1
+        first = parts[0][0]
+        states = np.empty((first.shape[0], len(pick), first.shape[2]), np.result_type(*(p[0] for p in parts)))
+        for j, p in enumerate(parts):
+            rows = np.flatnonzero(part == j)
+            for l in range(states.shape[0]):
+                states[l, rows] = p[0][l, pick[rows] - starts[j]]
+        self._states, self._labels, self._index, self._prio = states, labels[pick], index[pick], prio[pick]
 
 
 def _accumulate(W: np.ndarray | None, sums: np.ndarray, X: np.ndarray, y: np.ndarray, row_weight: np.ndarray) -> None:
