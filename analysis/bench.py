@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .bench_common import _median_time, _model, _row, _texts, floor, our_curve
 from .bench_encoder import bench_encoder
 from .bench_stream import bench_stream, bench_stream_memory
 
@@ -27,31 +28,6 @@ def section(name):
         return f
 
     return deco
-
-
-def _median_time(f, reps: int, *args, **kwargs) -> float:
-    """Median wall time of ``f(*args, **kwargs)`` over ``reps`` calls (arguments bound now, not late)."""
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        f(*args, **kwargs)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
-def _texts(n: int, seed: int = 0):
-    from .tasks import SampleConfig, TaskConfig, load_task, sample
-
-    t = sample(load_task(TaskConfig("rotten_tomatoes")), SampleConfig(n=n, seed=seed))
-    return t.texts, t.labels
-
-
-def _model(name, device, dtype):
-    from .pipeline import AnalysisConfig, cached_model, resolve_target
-
-    t = resolve_target(AnalysisConfig(model=name, device=device, dtype=dtype))
-    m, tok = cached_model(t.ref, t.device, t.dtype)
-    return m, tok, t.device
 
 
 def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
@@ -68,26 +44,6 @@ def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
             st = extract_states(model, tok, texts, None, max_length=max_length, batch_size=8, device=device, sort=False)
         nus.append(variability_pinv(st[-1], labels))
     return nus
-
-
-def our_curve(model, tok, texts, labels, *, device, max_length=128, batch_size=32):
-    from .hidden_states import extract_states
-    from .variability import variability_curve
-
-    st = extract_states(model, tok, texts, None, max_length=max_length, batch_size=batch_size, device=device)
-    return variability_curve(st, labels).variability
-
-
-def floor(model, tok, texts, *, device, max_length=128, batch_size=32, sort=True):
-    """A bare forward pass over the same batches: the least any curve can cost."""
-    from .hidden_states import forward_batches, make_batches
-
-    batches = make_batches(tok, texts, None, max_length=max_length, batch_size=batch_size, sort=sort)
-    forward_batches(model, batches, device=device, hidden_states=False)
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()  # GPU work is asynchronous: time it to the end
 
 
 @section("curve")
@@ -371,10 +327,6 @@ def bench_memory(a, res):
             f"memory n={n} len={length}", f"peak RSS +{grow:.0f} MB while extracting (pooled states {states_mb:.0f} MB)"
         )
     res["memory"] = out
-
-
-def _row(name, text):
-    print(f"{name:<34} {text}", flush=True)
 
 
 @section("cards")

@@ -53,8 +53,8 @@ def bench_encoder(a, res: dict) -> None:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from .bench import _median_time, _model, _row, _texts, floor, our_curve
-    from .hidden_states import make_batches
+    from .batching import make_batches
+    from .bench_common import _median_time, _model, _row, _texts, floor, our_curve
     from .models import resolve_device, resolve_dtype, resolve_model
     from .pipeline import cached_model
 
@@ -75,7 +75,7 @@ def bench_encoder(a, res: dict) -> None:
         for dtype in dtypes:
             m, mtok, d = _model(folder, dev, dtype)
             for bs in batch_sizes:
-                w = max(4 * bs, 512)  # warm up, with enough texts for the tokenizer's probe (hidden_states._encode)
+                w = max(4 * bs, 512)  # warm up, with enough texts for the tokenizer's probe (batching._encode)
                 our_curve(m, mtok, texts[:w], labels[:w], device=d, batch_size=bs)
                 t_curve, t_floor, t_batch = [], [], []
                 for _ in range(reps):  # alternate so drift hits all three

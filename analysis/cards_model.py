@@ -37,7 +37,7 @@ _OPTIONAL = ("params_kept", "flops_per_example", "grad_norm")
 
 def mean_tokens(tokenizer, texts, pairs, max_length: int) -> float:
     """Mean token length (special tokens included) of at most 2000 texts."""
-    from .hidden_states import tokenize
+    from .batching import tokenize
 
     texts = list(texts)[:2000]
     enc = tokenize(tokenizer, texts, None if pairs is None else list(pairs)[:2000], max_length)
@@ -63,7 +63,7 @@ def grad_norms(
     """Relative gradient norm ‖∇W‖/‖W‖ per layer (0 = embeddings) from a few batches (see the module doc)."""
     import torch
 
-    from .hidden_states import make_batches
+    from .batching import make_batches
     from .models import layer_list
     from .training import build_classifier, select
 

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from analysis.hidden_states import extract_states, make_batches, pool
+from analysis.batching import make_batches
+from analysis.hidden_states import extract_states, pool
 
 
 def test_alone_equals_in_padded_batch(minilm):
@@ -75,7 +76,7 @@ def test_pairs_change_the_vector(minilm):
 
 def test_padded_batches_hold_each_text_and_nothing_else(minilm):
     """The vectorised padding against the tokenizer's own per-text output, for texts, pairs and the collator."""
-    from analysis.hidden_states import _pad, tokenize
+    from analysis.batching import _pad, tokenize
 
     _, tok = minilm
     texts = ["a b c", "", "the longest text of them all, by some way " * 3, "x", "mid sized text"]
@@ -106,24 +107,25 @@ def test_padded_batches_hold_each_text_and_nothing_else(minilm):
 
 
 def test_rust_tokenizer_path_gives_the_python_path_batches_and_falls_back_when_it_would_not(minilm, monkeypatch):
-    from analysis import hidden_states as hs
+    from analysis import batching
 
     _, tok = minilm
     words = ["the", "film", "is", "a", "slow", "burn", "that", "never", "quite", "catches", "fire", "but", "superb"]
     texts = [" ".join(words[: 1 + i % len(words)] * (1 + i % 9)) for i in range(300)] + ["", "ok"]
     pairs = [t[::-1] for t in texts]
     for second in (None, pairs):
-        ref = hs._Flat.from_enc(hs.tokenize(tok, texts, second, 32))
+        ref = batching._Flat.from_enc(batching.tokenize(tok, texts, second, 32))
         state = (tok.backend_tokenizer.truncation, tok.backend_tokenizer.padding)  # as __call__ leaves it
-        fast = hs._encode(tok, texts, second, 32)
+        fast = batching._encode(tok, texts, second, 32)
         assert tok.__dict__["_variscope_rust_ok"][(32, second is not None)] is True
         assert fast.same_as(ref) and int(ref.lengths.max()) == 32  # some texts were truncated
         assert (tok.backend_tokenizer.truncation, tok.backend_tokenizer.padding) == state
 
-    wrong = hs._Flat(np.array([1]), {"input_ids": np.array([0])}, np.arange(1))
-    monkeypatch.setattr(hs, "_rust_encode", lambda *a: wrong)
+    wrong = batching._Flat(np.array([1]), {"input_ids": np.array([0])}, np.arange(1))
+    monkeypatch.setattr(batching, "_rust_encode", lambda *a: wrong)
     tok.__dict__.pop("_variscope_rust_ok", None)
-    assert hs._encode(tok, texts, None, 32).same_as(hs._Flat.from_enc(hs.tokenize(tok, texts, None, 32)))
+    python_path = batching._Flat.from_enc(batching.tokenize(tok, texts, None, 32))
+    assert batching._encode(tok, texts, None, 32).same_as(python_path)
     assert tok.__dict__.pop("_variscope_rust_ok")[(32, False)] is False
 
 
@@ -132,11 +134,11 @@ def test_tokenizing_holds_the_tokenizers_lock_and_the_probe_stays_small(minilm, 
     text is capped (a fast tokenizer computes every cut-off piece; for pairs every combination of them)."""
     import threading
 
-    from analysis import hidden_states as hs
+    from analysis import batching
 
     _, tok = minilm
-    lock = hs.tokenizer_lock(tok)
-    assert lock is hs.tokenizer_lock(tok)
+    lock = batching.tokenizer_lock(tok)
+    assert lock is batching.tokenizer_lock(tok)
     seen = []
 
     def other_thread_can_take_it():
@@ -154,15 +156,15 @@ def test_tokenizing_holds_the_tokenizers_lock_and_the_probe_stays_small(minilm, 
         return real(self, *a, **k)
 
     monkeypatch.setattr(type(tok), "__call__", call)
-    hs.tokenize(tok, ["a text"], None, 16)
+    batching.tokenize(tok, ["a text"], None, 16)
     assert seen == [False]
     monkeypatch.undo()
 
     probes = []
-    monkeypatch.setattr(hs, "_rust_encode", lambda tk, texts, pairs, n: probes.append((texts, pairs)))
+    monkeypatch.setattr(batching, "_rust_encode", lambda tk, texts, pairs, n: probes.append((texts, pairs)))
     tok.__dict__.pop("_variscope_rust_ok", None)
     texts = ["word " * 500] * 300
-    hs._encode(tok, texts, texts, 32)
+    batching._encode(tok, texts, texts, 32)
     tok.__dict__.pop("_variscope_rust_ok", None)
     probe_texts, probe_pairs = probes[0]
     longs = [probe_texts[-3], probe_texts[-1], probe_pairs[-2], probe_pairs[-1]]  # built from the texts, capped

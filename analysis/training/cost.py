@@ -62,7 +62,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
 
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
     """:func:`cost` with the mean token length of ``texts`` (at most 2000 of them)."""
-    from ..hidden_states import tokenize
+    from ..batching import tokenize
 
     enc = tokenize(tokenizer, list(texts)[:2000], None, max_length)
     return cost(model, selection, float(np.mean([len(x) for x in enc["input_ids"]])), num_labels)

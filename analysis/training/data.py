@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..batching import _pad
 from ..errors import VariscopeError
-from ..hidden_states import _pad
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import AnalysisConfig
@@ -56,7 +56,7 @@ class Encoded:
 
 
 def collate(features):
-    """Pad a list of examples with the same padding as the analysis (hidden_states._pad)."""
+    """Pad a list of examples with the same padding as the analysis (batching._pad)."""
     import torch
 
     enc = features[0]["enc"]

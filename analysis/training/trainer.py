@@ -47,7 +47,7 @@ class Plan:
 
 def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
     """Data, tokens, steps of ``cfg``; ``world_size`` processes share each step's ``cfg.batch_size`` examples."""
-    from ..hidden_states import tokenize
+    from ..batching import tokenize
     from .data import split_train_eval, task_metrics
 
     if cfg.batch_size % world_size:
