@@ -3,10 +3,10 @@
 Functions on arrays and plain dataclasses; no Streamlit here.
 """
 
-from .errors import VariscopeError
-from .pipeline import AnalysisConfig, StatesResult, compute_curve, get_states
-from .tasks import SampleConfig, TaskConfig, TaskData, load_task, sample
-from .variability import CurveResult, variability, variability_curve
+from analysis.data.tasks import SampleConfig, TaskConfig, TaskData, load_task, sample
+from analysis.errors import VariscopeError
+from analysis.pipeline import AnalysisConfig, StatesResult, compute_curve, get_states
+from analysis.variability import CurveResult, variability, variability_curve
 
 __all__ = [
     "VariscopeError",

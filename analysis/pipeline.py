@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .cache import DiskCache, make_key
-from .errors import VariscopeError
-from .hidden_states import POOLINGS, extract_states
-from .models import ModelRef, load_model, resolve_device, resolve_dtype, resolve_model
-from .sampling import compact_classes
-from .tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
-from .variability import CurveResult, variability_curve
+from analysis.data.sampling import compact_classes
+from analysis.data.tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
+from analysis.errors import VariscopeError
+from analysis.models.hidden_states import POOLINGS, extract_states
+from analysis.models.load import ModelRef, load_model, resolve_device, resolve_dtype, resolve_model
+from analysis.store.cache import DiskCache, make_key
+from analysis.variability import CurveResult, variability_curve
 
 EXTRACTION_VERSION = 2  # 2: key derived from the config dataclasses
 
@@ -63,7 +63,7 @@ def batch_for(cfg: AnalysisConfig, device: str) -> int:
 
     On an H100 a 12-layer d=768 encoder pooled 3,500 texts/s at batch 32 and 12,500-16,300 at
     512 (docs/benchmarks-gpu.md); a batch that does not fit is halved and retried
-    (:func:`analysis.hidden_states.forward_batches`). The batch size is not part of any cache key.
+    (:func:`analysis.models.hidden_states.forward_batches`). The batch size is not part of any cache key.
     """
     if cfg.batch_size is not None:
         return cfg.batch_size
@@ -97,7 +97,7 @@ class Target:
     """Where and how a config's model runs, resolved once.
 
     ref : the model's location and fingerprint; device : "cpu", "cuda", ...;
-    dtype : a :func:`~analysis.models.resolve_dtype` result ("float32",
+    dtype : a :func:`~analysis.models.load.resolve_dtype` result ("float32",
     "bfloat16", "autocast-bfloat16", ...).
     """
 
@@ -161,7 +161,7 @@ def load_for(cfg: AnalysisConfig, target: Target, loader: Callable | None = None
 
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
     """Load and sample the task; refuse samples on which ν is undefined (before any compute)."""
-    from .variability import _class_index
+    from analysis.variability import _class_index
 
     task = load_task(cfg.task, content)
     sub = sample(task, cfg.sampling)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cache import DiskCache, make_key
-from .errors import VariscopeError
+from analysis.errors import VariscopeError
+from analysis.store.cache import DiskCache, make_key
 
 PROJECTION_VERSION = 2
 # umap-learn finds exact neighbours below this size, through a Python-level loop

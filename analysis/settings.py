@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import VariscopeError
+from analysis.errors import VariscopeError
 
 if TYPE_CHECKING:
-    from .pipeline import AnalysisConfig
-    from .training import Selection, TrainConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.training import Selection, TrainConfig
 
 #: The settings shared by the CLI's data flags and the app, with their defaults.
 DEFAULTS: dict[str, Any] = {
@@ -114,8 +114,8 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     ``n`` of 0 or None means all texts. ``task`` and ``data`` are exclusive;
     neither means the default task.
     """
-    from .pipeline import AnalysisConfig
-    from .tasks import SampleConfig, TaskConfig
+    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.pipeline import AnalysisConfig
 
     s = {**DEFAULTS, **{k: v for k, v in settings.items() if k in DEFAULTS}}
     data, task = _str(s["data"]), _str(s["task"])
@@ -196,7 +196,7 @@ class TrainSettings:
         remeasure: bool = False,
         strategy: str | None = None,
     ) -> TrainConfig:
-        from .training import TrainConfig
+        from analysis.training import TrainConfig
 
         return TrainConfig(
             analysis,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .variability import variability
+from analysis.variability import variability
 
 
 def gaussian_classes(

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import VariscopeError
+from analysis.errors import VariscopeError
 
 WEIGHTINGS = ("equal", "size")
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.sampled import SAMPLE_KEEP, SAMPLE_KEEP_MAX, STREAM_ABOVE
+from analysis.stream.kept import SAMPLE_KEEP, SAMPLE_KEEP_MAX, STREAM_ABOVE
 
 # settings shared by all pages and mirrored in the URL
 URL_KEYS = {"model": str, "task": str, "n": int, "seed": int, "pooling": str, "max_length": int, "layer": int}
@@ -77,8 +77,8 @@ def names_local_path(key: str, value: str) -> bool:
     """
     from pathlib import Path
 
-    from analysis.registry import REGISTRY
-    from analysis.tasks import GLUE, OFFLINE
+    from analysis.data.tasks import GLUE, OFFLINE
+    from analysis.models.registry import REGISTRY
 
     if key not in ("model", "task") or value in REGISTRY or value in OFFLINE or value in GLUE:
         return False
@@ -165,7 +165,7 @@ def upload_bytes():
 def _load_model(
     source: str, name: str, location: str, fingerprint: str, revision, device: str, dtype: str, trust: bool
 ):
-    from analysis.models import ModelRef, load_model
+    from analysis.models.load import ModelRef, load_model
 
     return load_model(
         ModelRef(name, source, location, fingerprint, revision), device=device, dtype=dtype, trust_remote_code=trust
@@ -179,8 +179,8 @@ def model_loader(ref, device, dtype, trust):
 
 def prepare_model_ui(name: str) -> None:
     """Join, verify and convert an offline GGUF model once, inside a status box with progress."""
-    from analysis.cache import DiskCache
-    from analysis.registry import locate, needs_preparation
+    from analysis.models.registry import locate, needs_preparation
+    from analysis.store.cache import DiskCache
 
     root = DiskCache().root
     if not needs_preparation(name, root):
@@ -213,7 +213,7 @@ def _digest(content: bytes | None) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _streams(cfg_repr: str, threshold: int, digest: str, _cfg, _content) -> bool:
-    from analysis.sampled import needs_streaming
+    from analysis.stream.kept import needs_streaming
 
     return needs_streaming(_cfg, threshold, _content)
 
@@ -225,8 +225,8 @@ def _streamed(key: str, _label: str, _cfg, _keep: int, _content, _ran: dict):
     Its progress bar is created here (a cached function may only draw into its own elements):
     replayed, then emptied, on a hit.
     """
-    from analysis.cache import DiskCache
-    from analysis.sampled import stream_sample
+    from analysis.store.cache import DiskCache
+    from analysis.stream.kept import stream_sample
 
     _ran["streamed"] = True  # not set on a hit
     bar = st.progress(0.0, text=f"{_label}…")
@@ -258,9 +258,9 @@ def texts_progress(bar, what: str):
 
 def _states_or_sample(cfg, bar, label):
     """In-memory states, or above the session's threshold the streamed result with a seeded sample."""
-    from analysis.cache import DiskCache
     from analysis.pipeline import get_states
-    from analysis.sampled import sample_key
+    from analysis.store.cache import DiskCache
+    from analysis.stream.kept import sample_key
 
     content = upload_bytes()
     above, keep = streaming_settings()
@@ -276,7 +276,7 @@ def _states_or_sample(cfg, bar, label):
 def get_states_ui(cfg=None, *, label="Computing hidden states"):
     """States for the current settings with a live progress bar; None after an error.
 
-    Above the session's ``stream_above`` texts: a :class:`~analysis.sampled.SampledStates`
+    Above the session's ``stream_above`` texts: a :class:`~analysis.stream.kept.SampledStates`
     (ν of every text, the states of a seeded sample of ``sample_keep``).
     """
     cfg = cfg or analysis_config()
@@ -302,7 +302,7 @@ def get_states_ui(cfg=None, *, label="Computing hidden states"):
 @st.cache_data(show_spinner="Computing ν per layer…", max_entries=32)
 def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _res):
     """ν per layer of the states under ``key`` (exact ν and a sample's band for a streamed result)."""
-    from analysis.sampled import curve_of
+    from analysis.stream.kept import curve_of
 
     return curve_of(_res, bootstrap=bootstrap, weighting=weighting, seed=seed).to_dict()
 
@@ -320,7 +320,7 @@ def page_states(min_layer: int = 0):
 
     Stops the page (with a link to Setup) when they cannot be had. Returns (cfg, states, curve, best).
     """
-    from analysis.selection import recommend_layer
+    from analysis.recommend import recommend_layer
 
     try:
         cfg = analysis_config()

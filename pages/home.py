@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.presentation import teaching_curves
+from analysis.records import teaching_curves
 from pages._charts import teaching_figure
 from pages._common import ensure_app
 

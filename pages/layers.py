@@ -4,9 +4,9 @@ import json
 
 import streamlit as st
 
-from analysis.cards import agreement_words
-from analysis.presentation import sample_notice
-from analysis.sampled import sample_fields, total_texts
+from analysis.cards.scores import agreement_words
+from analysis.records import sample_notice
+from analysis.stream.kept import sample_fields, total_texts
 from pages._charts import layer_cards_figure
 from pages._common import ensure_app, model_loader, page_states
 
@@ -28,9 +28,9 @@ if (K := sample_fields(res).get("sample_size")) is not None:
 @st.cache_data(show_spinner=False, max_entries=32)
 def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
     """The cards of the states under ``key`` (in-process cache; the disk cache sits below it)."""
-    from analysis.cards import CardsConfig
-    from analysis.cards_model import cards_record
-    from analysis.sampled import cards_of
+    from analysis.cards.compute import cards_record
+    from analysis.cards.scores import CardsConfig
+    from analysis.stream.kept import cards_of
 
     bar = st.progress(0.0, text="Computing the layer cards…")  # created here: replayed, then emptied, on a hit
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.presentation import teaching_curves
-from analysis.reproduce_report import report_markdown, verdicts_markdown
+from analysis.records import teaching_curves
+from analysis.reproduce.report import report_markdown, verdicts_markdown
 from analysis.toy import gaussian_classes
 from pages._charts import teaching_figure, toy_figure
 from pages._common import ensure_app

@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.presentation import hover_texts, sample_notice
 from analysis.projection import ProjectionConfig, gpu_umap_available, project_layers
-from analysis.sampled import sample_fields, total_texts
+from analysis.records import hover_texts, sample_notice
+from analysis.stream.kept import sample_fields, total_texts
 from pages._charts import layers_grid, projection_scatter
 from pages._common import bound, ensure_app, page_states
 
@@ -57,7 +57,7 @@ if method == "umap":
         scatter(preview, title=f"Layer {layer} — PCA preview (UMAP is running…)"), width="stretch", key="proj_preview"
     )
 try:
-    from analysis.cache import DiskCache
+    from analysis.store.cache import DiskCache
 
     first = "umap" not in ss.get("_jit_done", set())
     msg = (

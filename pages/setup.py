@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
+from analysis.data.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
 from analysis.errors import VariscopeError
-from analysis.presentation import counts_text, registry_rows, task_summary
-from analysis.registry import registry_status
-from analysis.sampled import SAMPLE_KEEP_MAX, sample_fields, total_texts
-from analysis.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
+from analysis.models.registry import registry_status
+from analysis.records import counts_text, registry_rows, task_summary
+from analysis.stream.kept import SAMPLE_KEEP_MAX, sample_fields, total_texts
 from pages._common import analysis_config, bound, ensure_app, get_states_ui
 
 ensure_app()
@@ -32,7 +32,7 @@ def _task_summary(cfg: TaskConfig, content: bytes | None):
 
 @st.cache_data(show_spinner=False)
 def _detected_device():
-    from analysis.models import resolve_device
+    from analysis.models.load import resolve_device
 
     return resolve_device("auto")
 

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.sampled import total_texts
-from analysis.selection import tuned_layers
+from analysis.recommend import tuned_layers
 from analysis.settings import train_settings
+from analysis.stream.kept import total_texts
 from analysis.training import RunMonitor, Selection, baseline_jobs, cost_preview, start_in_thread
 from pages._charts import training_comparison_figure, training_history_figure, variability_before_after_figure
 from pages._common import bound, ensure_app, model_loader, page_states, session_alive_probe

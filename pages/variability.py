@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.presentation import curve_label, fraction_size, page_curve_record, sample_notice, top_layer_note
-from analysis.sampled import sample_fields, total_texts
-from analysis.selection import recommend_layer
+from analysis.recommend import recommend_layer
+from analysis.records import curve_label, fraction_size, page_curve_record, sample_notice, top_layer_note
 from analysis.settings import parse_imbalance
+from analysis.stream.kept import sample_fields, total_texts
 from analysis.variability import curve_csv
 from pages._charts import curve_figure
 from pages._common import bound, curve_for, ensure_app, get_states_ui, page_states

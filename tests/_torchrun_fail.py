@@ -7,7 +7,7 @@ The failure is made here, in test code (the library has no switch for it): rank 
 import os
 import sys
 
-from analysis import streamcurve
+from analysis.stream import curve as streamcurve
 
 if os.environ.get("RANK") == "1":
 

@@ -4,7 +4,7 @@ import json
 import sys
 
 from analysis import AnalysisConfig, SampleConfig, TaskConfig
-from analysis.streamcurve import close_distributed, init_distributed, stream_curve
+from analysis.stream.curve import close_distributed, init_distributed, stream_curve
 
 rank, world = init_distributed("cpu")
 cfg = AnalysisConfig(

@@ -15,7 +15,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="session")
 def minilm():
     """(model, tokenizer) of the offline default, loaded once."""
-    from analysis.models import resolve_model
+    from analysis.models.load import resolve_model
     from analysis.pipeline import cached_model
 
     return cached_model(resolve_model("minilm"), "cpu", "float32", False)
@@ -23,7 +23,7 @@ def minilm():
 
 @pytest.fixture
 def cache(tmp_path):
-    from analysis.cache import DiskCache
+    from analysis.store.cache import DiskCache
 
     return DiskCache(tmp_path / "cache")
 

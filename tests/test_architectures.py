@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.hidden_states import extract_states
-from analysis.models import is_decoder, layer_list, load_model, resolve_model
+from analysis.models.hidden_states import extract_states
+from analysis.models.load import is_decoder, layer_list, load_model, resolve_model
 from analysis.training import Selection, build_classifier
 
 

@@ -45,7 +45,7 @@ def test_cuda_paths_fall_back_on_cpu():
     import torch
 
     from analysis.errors import VariscopeError
-    from analysis.models import resolve_device, resolve_dtype
+    from analysis.models.load import resolve_device, resolve_dtype
     from analysis.projection import gpu_umap_available
 
     if torch.cuda.is_available():
@@ -90,7 +90,7 @@ def test_report_from_json_redraws_without_measuring(tmp_path, capsys):
 def test_auto_dtype_on_cuda_means_float32_weights_with_autocast(monkeypatch):
     import torch
 
-    from analysis.models import resolve_dtype
+    from analysis.models.load import resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_dtype("auto", "cuda") == "autocast-bfloat16"
@@ -106,8 +106,8 @@ def test_autocast_models_keep_float32_weights_and_run_under_autocast():
     import numpy as np
     import torch
 
-    from analysis.hidden_states import extract_states
-    from analysis.models import load_model, resolve_model
+    from analysis.models.hidden_states import extract_states
+    from analysis.models.load import load_model, resolve_model
 
     texts = ["a gripping, beautifully acted film", "dull and far too long", "not bad at all", "a mess"] * 2
     ref = resolve_model("minilm")
@@ -181,7 +181,7 @@ def _row(text, start):
 
 @pytest.mark.parametrize("ratio,stream_mb,met", [(1.02, 120.0, "| yes |"), (0.8, 450.0, "| **no** |")])
 def test_stream_keys_render_with_goals(tmp_path, ratio, stream_mb, met):
-    from analysis.bench_report import make
+    from analysis.bench.report import make
 
     res = _stream_results(ratio, stream_mb)
     doc = tmp_path / "d" / "bench.md"
@@ -202,7 +202,7 @@ def test_stream_keys_render_with_goals(tmp_path, ratio, stream_mb, met):
 def test_peak_rss_sees_a_transient_allocation():
     import numpy as np
 
-    from analysis.bench_stream import PeakRSS
+    from analysis.bench.streaming import PeakRSS
 
     with PeakRSS() as p:
         a = np.ones(200 * 2**20 // 8)  # 200 MB, touched
@@ -214,7 +214,7 @@ def test_peak_rss_sees_a_transient_allocation():
 def test_corpus_cycles_the_offline_texts_into_distinct_rows(tmp_path):
     import csv
 
-    from analysis.bench_stream import write_corpus
+    from analysis.bench.streaming import write_corpus
 
     info = write_corpus(str(tmp_path / "c.csv"), 10201 + 50)
     with open(tmp_path / "c.csv", newline="", encoding="utf-8") as f:
@@ -261,7 +261,7 @@ def _tiny_bert(folder):
 
 @slow  # loads a (tiny) model, in this process and in four fresh ones
 def test_stream_sections_write_their_keys(tmp_path, monkeypatch):
-    from analysis import bench_stream
+    from analysis.bench import streaming as bench_stream
 
     monkeypatch.setattr(bench_stream, "QUICK_N", 96)
     monkeypatch.setattr(bench_stream, "QUICK_SIZES", (150, 300))
@@ -288,7 +288,7 @@ def test_stream_sections_write_their_keys(tmp_path, monkeypatch):
 
 
 def test_merge_adds_sections_and_says_so(tmp_path):
-    from analysis.bench_report import report_markdown
+    from analysis.bench.report import report_markdown
     from analysis.cli.bench import merge
 
     base = {
@@ -319,7 +319,7 @@ def test_merge_adds_sections_and_says_so(tmp_path):
 
 
 def test_encoder_section_rows_and_goal_in_the_report():
-    from analysis.bench_report import report_markdown
+    from analysis.bench.report import report_markdown
 
     def res(rate, device="cuda"):
         row = {"dtype": "bfloat16", "batch_size": 512, "curve_s": 12000 / rate, "floor_s": 0.4, "batching_s": 0.2}
@@ -343,7 +343,7 @@ def test_recorded_gpu_report_is_what_its_json_rebuilds():
     """docs/benchmarks-gpu.md is generated from docs/benchmarks-gpu.json (notes included), not edited by hand."""
     from pathlib import Path
 
-    from analysis.bench_report import report_markdown
+    from analysis.bench.report import report_markdown
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     res = json.loads((docs / "benchmarks-gpu.json").read_text())

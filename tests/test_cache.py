@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from analysis.cache import make_key
+from analysis.data.tasks import SampleConfig
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
-from analysis.tasks import SampleConfig
+from analysis.store.cache import make_key
 
 CFG = AnalysisConfig(sampling=SampleConfig(n=60, seed=1), max_length=32, device="cpu")
 
@@ -113,7 +113,7 @@ def test_failure_mid_write_leaves_nothing(cache, monkeypatch):
 WRITER = """
 import sys, time, numpy as np
 sys.path.insert(0, {root!r})
-from analysis.cache import DiskCache
+from analysis.store.cache import DiskCache
 c = DiskCache({root_cache!r})
 big = np.random.default_rng(0).normal(size=(3000, 1000)).astype(np.float32)
 real = np.save
@@ -140,8 +140,8 @@ RACER = """
 import sys, json
 sys.path.insert(0, {root!r})
 from analysis.pipeline import AnalysisConfig, get_states
-from analysis.cache import DiskCache
-from analysis.tasks import SampleConfig
+from analysis.store.cache import DiskCache
+from analysis.data.tasks import SampleConfig
 st = get_states(AnalysisConfig(sampling=SampleConfig(n=40, seed=5), max_length=24, device='cpu'),
                 cache=DiskCache({root_cache!r}))
 print(json.dumps({{'hit': st.cache_hit, 'sum': float(st.states.sum())}}))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis.cards import CardsConfig, knn_loo_accuracy, layer_cards, layer_scores, rank_agreement
+from analysis.cards.scores import CardsConfig, knn_loo_accuracy, layer_cards, layer_scores, rank_agreement
 from analysis.errors import VariscopeError
 
 JSON_KEYS = {
@@ -104,7 +104,7 @@ def test_too_few_texts_per_class_is_one_line(rng):
 
 
 def test_compute_cards_caches_and_adds_costs(rng, minilm, cache):
-    from analysis.cards_model import compute_cards
+    from analysis.cards.compute import compute_cards
     from analysis.pipeline import AnalysisConfig, StatesResult
 
     states, y = _states(rng, n_layers=7, n=60, d=384, sep=(0.1, 0.2, 0.4, 0.8, 1.2, 1.6, 2.0))
@@ -122,7 +122,7 @@ def test_compute_cards_caches_and_adds_costs(rng, minilm, cache):
 # ------------------------------------------------------------------ CLI (model: minilm, tiny n)
 @pytest.fixture(scope="module")
 def labelled_csv(tmp_path_factory):
-    from analysis.tasks import SampleConfig, TaskConfig, load_task, sample
+    from analysis.data.tasks import SampleConfig, TaskConfig, load_task, sample
 
     t = sample(load_task(TaskConfig("bbc_news")), SampleConfig(n=60, seed=1))
     p = tmp_path_factory.mktemp("data") / "news.csv"
@@ -156,7 +156,7 @@ def test_cli_json_keys_probe_and_cache_hit(labelled_csv, tmp_path, capsys):
     assert "Spearman" in capsys.readouterr().out
     # the probe equals scikit-learn's cross_val_score on the cached pooled states
     cfg = from_settings({"data": str(labelled_csv), "text_col": "body", "label_col": "topic", "n": 0, "max_length": 32})
-    from analysis.cache import DiskCache
+    from analysis.store.cache import DiskCache
 
     st = get_states(cfg, cache=DiskCache(cache))
     assert st.cache_hit
@@ -236,7 +236,7 @@ def test_layers_page_card_click_selects_the_layer(app):
 
 # ------------------------------------------------------------------ bench
 def test_bench_report_has_the_cards_rows():
-    from analysis.bench_report import report_markdown
+    from analysis.bench.report import report_markdown
 
     res = {
         "machine": {"platform": "x", "threads": 2, "torch": "2", "device": "cpu", "card": "cpu", "dtype": "float32"},

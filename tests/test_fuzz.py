@@ -66,7 +66,7 @@ def check_run(code: int, err: str) -> None:
 
 def check_cache(cache: Path) -> None:
     """No leftover under .tmp; every states entry loads (no partial entry under a final name)."""
-    from analysis.cache import DiskCache
+    from analysis.store.cache import DiskCache
 
     tmp = cache / ".tmp"
     assert not tmp.exists() or not list(tmp.iterdir()), list(tmp.iterdir())

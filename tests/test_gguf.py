@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import gguf
 from analysis.errors import VariscopeError
+from analysis.models import gguf
 
 V, D, L, FF, H = 300, 32, 3, 64, 4
 
@@ -93,8 +93,8 @@ def test_a_wrong_checksum_is_one_line_and_leaves_no_folder(pkg, wheels, tmp_path
 def test_conversion_gives_a_folder_with_the_gguf_models_states(pkg, tmp_path):
     from transformers import AutoModel
 
-    from analysis.hidden_states import extract_states
-    from analysis.models import is_decoder, load_model, resolve_model
+    from analysis.models.hidden_states import extract_states
+    from analysis.models.load import is_decoder, load_model, resolve_model
     from analysis.variability import variability_curve
 
     seen = []
@@ -144,7 +144,7 @@ def test_a_converted_model_is_not_converted_again_and_an_interrupted_one_is_redo
 
 
 def test_truncation_keeps_a_per_layer_attention_pattern_consistent(pkg, tmp_path):
-    from analysis.models import keep_layers, layer_list, load_model, resolve_model, truncate_model
+    from analysis.models.load import keep_layers, layer_list, load_model, resolve_model, truncate_model
 
     model, _ = load_model(resolve_model(str(gguf.ensure_folder(pkg, tmp_path))), device="cpu", dtype="float32")
     model.config.layer_types = ["sliding_attention", "sliding_attention", "full_attention"]
@@ -156,7 +156,7 @@ def test_truncation_keeps_a_per_layer_attention_pattern_consistent(pkg, tmp_path
 
 
 def test_registry_reports_gemma_with_install_command_and_licence(tmp_path):
-    from analysis.registry import REGISTRY, registry_status
+    from analysis.models.registry import REGISTRY, registry_status
 
     row = next(r for r in registry_status(tmp_path) if r["name"] == "gemma3-270m")
     assert row["layers"] == 18 and row["hidden_size"] == 640 and row["kind"] == "raw"
@@ -167,13 +167,13 @@ def test_registry_reports_gemma_with_install_command_and_licence(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not gguf.installed(__import__("analysis.registry").registry.REGISTRY["gemma3-270m"].gguf),
+    not gguf.installed(__import__("analysis.models.registry").models.registry.REGISTRY["gemma3-270m"].gguf),
     reason="gemma3-270m wheels not installed (make gemma)",
 )
 def test_real_gemma_has_its_lowest_nu_below_the_top_layer():
     """Uses the real wheels and the project cache (the conversion is done once per machine)."""
     from analysis.pipeline import compute_curve
-    from analysis.selection import recommend_layer
+    from analysis.recommend import recommend_layer
     from analysis.settings import from_settings
 
     curve, st = compute_curve(from_settings({"model": "gemma3-270m", "n": 200, "max_length": 48}))

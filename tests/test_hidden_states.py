@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from analysis.batching import make_batches
-from analysis.hidden_states import extract_states, pool
+from analysis.models.batching import make_batches
+from analysis.models.hidden_states import extract_states, pool
 
 
 def test_alone_equals_in_padded_batch(minilm):
@@ -76,7 +76,7 @@ def test_pairs_change_the_vector(minilm):
 
 def test_padded_batches_hold_each_text_and_nothing_else(minilm):
     """The vectorised padding against the tokenizer's own per-text output, for texts, pairs and the collator."""
-    from analysis.batching import _pad, tokenize
+    from analysis.models.batching import _pad, tokenize
 
     _, tok = minilm
     texts = ["a b c", "", "the longest text of them all, by some way " * 3, "x", "mid sized text"]
@@ -107,7 +107,7 @@ def test_padded_batches_hold_each_text_and_nothing_else(minilm):
 
 
 def test_rust_tokenizer_path_gives_the_python_path_batches_and_falls_back_when_it_would_not(minilm, monkeypatch):
-    from analysis import batching
+    from analysis.models import batching
 
     _, tok = minilm
     words = ["the", "film", "is", "a", "slow", "burn", "that", "never", "quite", "catches", "fire", "but", "superb"]
@@ -134,7 +134,7 @@ def test_tokenizing_holds_the_tokenizers_lock_and_the_probe_stays_small(minilm, 
     text is capped (a fast tokenizer computes every cut-off piece; for pairs every combination of them)."""
     import threading
 
-    from analysis import batching
+    from analysis.models import batching
 
     _, tok = minilm
     lock = batching.tokenizer_lock(tok)

@@ -5,7 +5,8 @@ import sys
 
 import numpy as np
 
-from analysis import memtrim, streamcurve
+from analysis.stream import curve as streamcurve
+from analysis.stream import memtrim
 
 
 def test_trim_is_a_bool_and_a_no_op_without_glibc(monkeypatch):

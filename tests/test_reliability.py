@@ -52,9 +52,9 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_files_cli_and_library(case, tmp_path, capsys):
-    from analysis.cache import DiskCache
+    from analysis.data.tasks import SampleConfig, TaskConfig
     from analysis.pipeline import AnalysisConfig, get_states
-    from analysis.tasks import SampleConfig, TaskConfig
+    from analysis.store.cache import DiskCache
 
     name, content, needle = BAD_FILES[case]
     f = _csv(tmp_path, name, content)
@@ -242,7 +242,7 @@ def test_projection_layer_out_of_range():
 
 
 def test_upload_limit(monkeypatch):
-    from analysis import datafiles
+    from analysis.data import files as datafiles
 
     monkeypatch.setattr(datafiles, "MAX_UPLOAD_BYTES", 1000)
     with pytest.raises(VariscopeError, match="the limit is"):
@@ -250,7 +250,7 @@ def test_upload_limit(monkeypatch):
 
 
 def test_cache_keys_never_become_paths(tmp_path):
-    from analysis.cache import DiskCache
+    from analysis.store.cache import DiskCache
 
     c = DiskCache(tmp_path)
     for bad in ("../../etc", "a" * 31, "A" * 32, "zz" * 16):
@@ -285,7 +285,7 @@ class _OOMModel:
 
 
 def test_out_of_memory_halves_the_batch(minilm):
-    from analysis.hidden_states import extract_states
+    from analysis.models.hidden_states import extract_states
 
     model, tok = minilm
     texts = [words(i) * (1 + i % 3) for i in range(9)]
@@ -298,7 +298,7 @@ def test_out_of_memory_halves_the_batch(minilm):
 def test_out_of_memory_at_batch_one_is_a_clear_error(minilm):
     import torch
 
-    from analysis.hidden_states import extract_states
+    from analysis.models.hidden_states import extract_states
 
     class Always(_OOMModel):
         def __call__(self, **kw):
@@ -311,8 +311,8 @@ def test_out_of_memory_at_batch_one_is_a_clear_error(minilm):
 
 @pytest.mark.slow  # training
 def test_failing_run_reports_error_and_worker_survives():
+    from analysis.data.tasks import SampleConfig
     from analysis.pipeline import AnalysisConfig
-    from analysis.tasks import SampleConfig
     from analysis.training import RunMonitor, Selection, TrainConfig, start_in_thread
 
     cfg = AnalysisConfig(sampling=SampleConfig(n=40), max_length=16, device="cpu")
@@ -327,8 +327,8 @@ def test_failing_run_reports_error_and_worker_survives():
 @pytest.mark.slow  # training
 def test_abandoned_run_stops_itself():
     """A closed browser tab stops sending heartbeats: the run ends and frees its model."""
+    from analysis.data.tasks import SampleConfig
     from analysis.pipeline import AnalysisConfig
-    from analysis.tasks import SampleConfig
     from analysis.training import RunMonitor, Selection, TrainConfig, train
 
     m = RunMonitor(abandon_after=0.0)
@@ -390,8 +390,8 @@ def test_nu_properties(data, seed, scale):
 
 @pytest.mark.slow  # UMAP
 def test_aligned_umap_panel_and_cache(tmp_path):
-    from analysis.cache import DiskCache
     from analysis.projection import ProjectionConfig, project_layers
+    from analysis.store.cache import DiskCache
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 30)
@@ -548,7 +548,7 @@ def test_12_8_json_to_a_folder_leaves_nothing(tmp_path, capsys):
     d.mkdir()
     _one_error(capsys, main(["curve", "--n", "8", "--cache-dir", str(tmp_path / "c"), "--json", str(d)]), "folder")
     assert list(d.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    from analysis.atomic import write_atomic
+    from analysis.store.atomic import write_atomic
 
     with pytest.raises(VariscopeError, match="it is a folder"):
         write_atomic(d, "x")

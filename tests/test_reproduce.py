@@ -3,10 +3,10 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from analysis.cache import DiskCache
-from analysis.reproduce import ReproConfig, _curve, config_from_settings, finish, run
-from analysis.reproduce_report import report_markdown, write_doc
-from analysis.reproduce_verdicts import summarize
+from analysis.reproduce.report import report_markdown, write_doc
+from analysis.reproduce.run import ReproConfig, _curve, config_from_settings, finish, run
+from analysis.reproduce.verdicts import summarize
+from analysis.store.cache import DiskCache
 
 SECTION = "## Does ν pick the layer a probe would pick?"
 
@@ -76,8 +76,8 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
 
 @pytest.mark.slow
 def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts(tmp_path):
-    from analysis.reproduce_runs import validation_folder
-    from analysis.tasks import TaskConfig, load_task
+    from analysis.data.tasks import TaskConfig, load_task
+    from analysis.reproduce.runs import validation_folder
 
     rc = ReproConfig(
         tasks=("rotten_tomatoes",),

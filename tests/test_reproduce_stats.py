@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.reproduce import ReproConfig, finish, merge, migrate, settings_for
-from analysis.reproduce_report import report_markdown
-from analysis.reproduce_stats import claim_word, final_loss, paired
-from analysis.reproduce_verdicts import MARGIN
+from analysis.reproduce.report import report_markdown
+from analysis.reproduce.run import ReproConfig, finish, merge, migrate, settings_for
+from analysis.reproduce.stats import claim_word, final_loss, paired
+from analysis.reproduce.verdicts import MARGIN
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from analysis.cards import CardsConfig, layer_cards
+from analysis.cards.scores import CardsConfig, layer_cards
+from analysis.data.sampling import SampleConfig
 from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig, StatesResult
-from analysis.sampled import (
+from analysis.stream.curve import StreamResult
+from analysis.stream.kept import (
     SampledStates,
     cards_of,
     curve_of,
@@ -16,9 +18,7 @@ from analysis.sampled import (
     total_texts,
     with_exact_nu,
 )
-from analysis.sampling import SampleConfig
-from analysis.streamcurve import StreamResult
-from analysis.streaming import LayerStats
+from analysis.stream.stats import LayerStats
 from analysis.variability import CurveResult, variability, variability_curve
 
 NAMES = ["a", "b", "c"]
@@ -88,14 +88,14 @@ def test_cards_of_a_sample_carry_the_exact_nu(monkeypatch):
     assert cards.variability == s.curve.variability and cards.probe_accuracy == own.probe_accuracy
     assert cards.band == curve_of(s, bootstrap=10).band
     assert cards.settings["sample_size"] == 90 and cards.settings["n"] == 600
-    import analysis.cards_model as cm
+    import analysis.cards.compute as cm
 
     monkeypatch.setattr(cm, "compute_cards", lambda cfg, cc, states, **kw: (own, states))
     assert cards_of(AnalysisConfig(), cc, s) == cards
 
 
 def test_needs_streaming_decides_by_the_sample_size(monkeypatch):
-    import analysis.sampled as sampled
+    import analysis.stream.kept as sampled
 
     def no_load(cfg, content=None):
         raise AssertionError("the data was loaded")
@@ -122,9 +122,9 @@ def test_from_stream_refuses_a_stream_without_a_sample_or_the_wrong_texts():
 
 def test_stream_sample_of_minilm_equals_the_stored_states(minilm, cache):
     """The real stream (one process): ν as from the stored states, and the sample's rows are those states."""
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import get_states
-    from analysis.sampled import stream_sample
-    from analysis.tasks import TaskConfig
+    from analysis.stream.kept import stream_sample
 
     cfg = AnalysisConfig(task=TaskConfig("bbc_news"), sampling=SampleConfig(n=40), max_length=24, device="cpu")
     s = stream_sample(cfg, keep=15, loader=lambda *a: minilm, cache=cache)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from analysis.errors import VariscopeError
-from analysis.streaming import LayerStats
+from analysis.stream.stats import LayerStats
 from analysis.variability import variability
 
 
@@ -96,7 +96,7 @@ def test_state_sample_rebuilds_rarely():
     """A batch with a row among the K smallest priorities no longer rebuilds the whole (L+1, K, d) sample:
     candidates wait until K/4 of them have come (a stream of N rows rebuilds it O(log N) times, not once per
     batch), and the result is the bottom-K of all rows, as from one batch."""
-    from analysis import streaming
+    from analysis.stream import stats as streaming
 
     rng = np.random.default_rng(1)
     n, keep = 3000, 40
@@ -149,7 +149,7 @@ def test_stream_curve_equals_states_path(minilm):
     """One process runs the same batches as the states path, so the float32 states are identical and
     only the float64 algebra differs (summation order, W − Σ π m mᵀ): agreement to 1e-9, not just 1e-6."""
     from analysis import compute_curve
-    from analysis.streamcurve import stream_curve
+    from analysis.stream.curve import stream_curve
 
     cfg = _cfg(30)
     curve, st = compute_curve(cfg, use_cache=False)
@@ -165,7 +165,7 @@ def test_stream_curve_equals_states_path(minilm):
 def test_stream_shards_merge_to_the_whole(minilm):
     """Rows i % 3 == rank, merged: every row once. The shards' batches are padded differently, so the
     float32 states differ from the one-process run in the last bits (≈1e-7): ν agrees to 1e-5."""
-    from analysis.streamcurve import shard, stream_curve, stream_stats
+    from analysis.stream.curve import shard, stream_curve, stream_stats
 
     cfg = _cfg(31, task="rotten_tomatoes")
     whole = stream_curve(cfg)
@@ -251,7 +251,7 @@ def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
     import sys
     from pathlib import Path
 
-    from analysis.streamcurve import stream_curve
+    from analysis.stream.curve import stream_curve
     from conftest import ROOT
 
     out = tmp_path / "sample.json"
@@ -276,7 +276,7 @@ def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
 @pytest.mark.parametrize("weighting", ["equal", "size"])
 def test_two_pass_matches_states(C, sizes, weighting):
     """Pass 1 keeps class sums only (no W); pass 2 the squared projections on Σ_b's eigenvectors."""
-    from analysis.twopass import Projections
+    from analysis.stream.twopass import Projections
 
     states, labels, counts = _data(C, sizes)
     n = len(labels)
@@ -295,7 +295,7 @@ def test_two_pass_matches_states(C, sizes, weighting):
 
 
 def test_two_pass_refuses_an_incomplete_first_pass():
-    from analysis.twopass import Projections
+    from analysis.stream.twopass import Projections
 
     states, labels, counts = _data(2, [10, 10])
     first = LayerStats(3, 16, counts, moments=False)
@@ -305,7 +305,7 @@ def test_two_pass_refuses_an_incomplete_first_pass():
 
 
 def test_choose_mode_by_budget():
-    from analysis.twopass import choose_mode, memory_needs
+    from analysis.stream.twopass import choose_mode, memory_needs
 
     need = memory_needs(13, 768, 2, n_texts=10**6)
     assert need == {"states": 4 * 13 * 10**6 * 768, "stream": 3 * 8 * 13 * 768**2, "two-pass": 3 * 8 * 13 * 2 * 768}
@@ -350,7 +350,7 @@ def _fake_model():
 def test_for_each_pooled_reads_an_iterator_chunk_by_chunk():
     """Texts from an iterator are tokenized and batched chunk by chunk: never more than one chunk pulled
     ahead of the batches; one chunk holding every text gives the same batches (and states) as a list."""
-    from analysis.hidden_states import extract_states, for_each_pooled
+    from analysis.models.hidden_states import extract_states, for_each_pooled
 
     texts = [" ".join(["w" * (1 + (i * j) % 7) for j in range(1 + i % 5)]) for i in range(10)]
     model, tok = _fake_model(), _Tok()
@@ -398,7 +398,7 @@ def test_for_each_pooled_frees_a_chunk_before_the_next():
     import gc
     import weakref
 
-    from analysis import hidden_states
+    from analysis.models import hidden_states
 
     made: list[list] = []
     orig = hidden_states.make_batches
@@ -433,7 +433,7 @@ def test_stream_curve_two_pass_and_band(minilm):
     auto picks two-pass when W exceeds the budget; the band is the state sample's bootstrap spread around ν
     (the same band as the app's, analysis.variability.sample_band)."""
     from analysis import compute_curve
-    from analysis.streamcurve import stream_curve
+    from analysis.stream.curve import stream_curve
     from analysis.variability import sample_band, variability_curve
 
     cfg = _cfg(30)
@@ -459,7 +459,7 @@ def _labelled_csv(tmp_path, rows=61):
     """A CSV of rotten_tomatoes texts, with a blank label and an empty text that both paths drop."""
     import csv
 
-    from analysis.tasks import TaskConfig, load_task
+    from analysis.data.tasks import TaskConfig, load_task
 
     t = load_task(TaskConfig("rotten_tomatoes"))
     p = tmp_path / "small.csv"
@@ -613,7 +613,7 @@ def test_cli_streamed_hf_dataset_matches_states(tmp_path):
 
 def test_stream_band_refuses_a_class_missing_from_the_state_sample():
     """A class with no sampled state would leave the band to the other classes' ν: refused, naming it."""
-    from analysis.streamcurve import stream_band
+    from analysis.stream.curve import stream_band
 
     states, labels, counts = _data(3, [20, 20, 3])
     st = LayerStats(states.shape[0], states.shape[2], counts, keep=40, label_names=["a", "b", "c"])

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from analysis import tasks
+from analysis.data import tasks
+from analysis.data.tasks import GLUE, SampleConfig, TaskConfig, load_task, sample
 from analysis.errors import VariscopeError
-from analysis.tasks import GLUE, SampleConfig, TaskConfig, load_task, sample
 
 
 @pytest.mark.parametrize(

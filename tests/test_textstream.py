@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from analysis import AnalysisConfig, SampleConfig, TaskConfig, datafiles
-from analysis.datafiles import TableFile, parse_table
+from analysis import AnalysisConfig, SampleConfig, TaskConfig
+from analysis.data import files as datafiles
+from analysis.data.files import TableFile, parse_table
+from analysis.data.streamed import open_sample
 from analysis.errors import VariscopeError
 from analysis.pipeline import prepare_sample
-from analysis.textstream import open_sample
 
 CSV = (
     'text,label,extra\n"a, quoted\nnewline",pos,1\nplain,neg,2\n\n  ,pos,3\nshort,neg\n'
@@ -166,7 +167,7 @@ def test_second_pass_reads_lazily(tmp_path, monkeypatch):
 
 def test_hf_streaming_dataset_offline(tmp_path, monkeypatch):
     """A local dataset folder through datasets.load_dataset(..., streaming=True): same sample as in memory."""
-    from analysis import tasks
+    from analysis.data import tasks
 
     folder = tmp_path / "ds"
     folder.mkdir()
@@ -229,7 +230,7 @@ def test_encoding_errors_name_the_same_byte(tmp_path, data):
 
 def test_streamed_dataset_read_error_without_a_message_is_one_line():
     """A failing read whose exception has no text (e.g. ConnectionError()) is still one line, not a traceback."""
-    from analysis.textstream import _iterate
+    from analysis.data.streamed import _iterate
 
     def rows():
         yield {"text": "a"}

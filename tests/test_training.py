@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
+from analysis.data.tasks import SampleConfig, TaskConfig
 from analysis.errors import VariscopeError
-from analysis.models import layer_list
+from analysis.models.load import layer_list
 from analysis.pipeline import AnalysisConfig
-from analysis.tasks import SampleConfig, TaskConfig
 from analysis.training import RunMonitor, Selection, TrainConfig, build_classifier, cost, select, train
 from conftest import ROOT
 

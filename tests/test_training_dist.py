@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.distributed import check_launch, launch_env, lost_peer, on_rank0, timeout
 from analysis.errors import VariscopeError
 from analysis.training import Selection, build_classifier, freeze_unused
-from analysis.training.distributed import check_launch, launch_env, lost_peer, on_rank0, timeout
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -100,7 +100,7 @@ def test_the_others_wait_hours_for_rank_0(monkeypatch):
     assert timeout().total_seconds() == 3 * 3600
     monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "60")
     assert timeout().total_seconds() == 60
-    from analysis.streamcurve import dist_timeout
+    from analysis.stream.curve import dist_timeout
 
     assert dist_timeout() == 60  # curve --stream under torchrun waits as long as training
     monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "0")

@@ -1,5 +1,5 @@
 """The ``python -m analysis`` command line (imports the library; the library never imports it)."""
 
-from .main import main
+from analysis.cli.main import main
 
 __all__ = ["main"]

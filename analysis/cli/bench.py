@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import bench, bench_report
-from ..atomic import check_output, write_atomic
-from ..errors import VariscopeError
+from analysis.bench import report as bench_report
+from analysis.bench import sections as bench
+from analysis.errors import VariscopeError
+from analysis.store.atomic import check_output, write_atomic
 
 
 def register(sub) -> None:

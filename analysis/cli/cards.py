@@ -7,13 +7,13 @@ import json
 import os
 import time
 
-from ..atomic import check_output, write_atomic
-from ..errors import VariscopeError
-from .common import add_data_args, config_from_args, make_cache, tqdm_progress
+from analysis.cli.common import add_data_args, config_from_args, make_cache, tqdm_progress
+from analysis.errors import VariscopeError
+from analysis.store.atomic import check_output, write_atomic
 
 
 def print_table(cards) -> None:
-    from ..cards import agreement_words
+    from analysis.cards.scores import agreement_words
 
     cols = [("nu", "variability", "{:>10.4g}"), ("probe", "probe_accuracy", "{:>7.3f}")]
     cols += [("F1", "probe_macro_f1", "{:>7.3f}"), ("kNN", "knn_accuracy", "{:>7.3f}")]
@@ -35,12 +35,12 @@ def _states(a, cfg, cache):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise VariscopeError("cards run in one process; under torchrun use curve --stream")
     if not a.stream:
-        from ..pipeline import get_states
+        from analysis.pipeline import get_states
 
         if a.keep is not None:
             raise VariscopeError("--keep needs --stream (without it the cards use every text)")
         return get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
-    from ..sampled import SAMPLE_KEEP, stream_sample
+    from analysis.stream.kept import SAMPLE_KEEP, stream_sample
 
     keep = SAMPLE_KEEP if a.keep is None else a.keep
     if keep < 1:
@@ -49,9 +49,9 @@ def _states(a, cfg, cache):
 
 
 def cmd_cards(a) -> int:
-    from ..cards import CardsConfig
-    from ..cards_model import cards_record
-    from ..sampled import cards_of, sample_fields, total_texts
+    from analysis.cards.compute import cards_record
+    from analysis.cards.scores import CardsConfig
+    from analysis.stream.kept import cards_of, sample_fields, total_texts
 
     cfg = config_from_args(a)
     check_output(a.json, what="--json")

@@ -8,14 +8,14 @@ import math
 import sys
 import time
 
-from ..atomic import check_output, write_atomic
-from ..errors import VariscopeError
-from .common import add_data_args, config_from_args, make_cache, prepare_model, tqdm_progress
+from analysis.cli.common import add_data_args, config_from_args, make_cache, prepare_model, tqdm_progress
+from analysis.errors import VariscopeError
+from analysis.store.atomic import check_output, write_atomic
 
 
 def cmd_curve(a) -> int:
-    from ..pipeline import curve_record
-    from ..selection import recommend_layer
+    from analysis.pipeline import curve_record
+    from analysis.recommend import recommend_layer
 
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
@@ -76,7 +76,7 @@ def _curve_states(a, cfg, cache):
     """The default path: pooled states (from the cache or one pass), then ν. Returns (curve, n, JSON fields)."""
     import os
 
-    from ..pipeline import compute_curve
+    from analysis.pipeline import compute_curve
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise VariscopeError("several processes (torchrun) need --stream")
@@ -100,7 +100,7 @@ def _curve_stream(a, cfg, cache):
     (printed by rank 0; the others exit 1 silently) instead of a hang. Rank 0 alone reads and
     writes the cache.
     """
-    from ..streamcurve import RankFailure, close_distributed, init_distributed
+    from analysis.stream.curve import RankFailure, close_distributed, init_distributed
 
     rank, world = init_distributed(cfg.device)
     if world == 1:
@@ -125,8 +125,8 @@ def _curve_stream(a, cfg, cache):
 
 
 def _stream_steps(a, cfg, cache, rank: int, world: int):
-    from ..streamcache import StreamSettings, load_stream, save_stream, stream_key
-    from ..streamcurve import DEFAULT_KEEP, collective, share, stream_curve
+    from analysis.stream.curve import DEFAULT_KEEP, collective, share, stream_curve
+    from analysis.stream.curvecache import StreamSettings, load_stream, save_stream, stream_key
 
     keep = DEFAULT_KEEP if a.keep is None else a.keep
     how = StreamSettings(mode=a.stream_mode or "auto", keep=keep, weighting=a.weighting, bootstrap=a.bootstrap)
@@ -201,7 +201,7 @@ def cmd_cache(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from ..registry import registry_status
+    from analysis.models.registry import registry_status
 
     rows = registry_status(make_cache(a).root)
     if a.json:
@@ -226,7 +226,7 @@ def cmd_models(a) -> int:
 
 
 def cmd_tasks(a) -> int:
-    from ..tasks import GLUE, OFFLINE, TaskConfig, load_task
+    from analysis.data.tasks import GLUE, OFFLINE, TaskConfig, load_task
 
     for name, (_pkg, title) in OFFLINE.items():
         try:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
-from ..settings import from_settings
+from analysis.settings import from_settings
 
 BATCH_HELP = "texts per forward pass (default 32 on a CPU, 256 on a GPU)"
 
@@ -63,7 +63,7 @@ def config_from_args(a):
 
 
 def make_cache(a):
-    from ..cache import DiskCache, check_cache_dir
+    from analysis.store.cache import DiskCache, check_cache_dir
 
     root = a.cache_dir or os.environ.get("VARISCOPE_CACHE")
     if root:
@@ -75,7 +75,7 @@ def prepare_model(name: str, cache) -> None:
     """Assemble/convert an offline GGUF model once, with progress bars, before the real work."""
     from tqdm import tqdm
 
-    from ..registry import locate, needs_preparation
+    from analysis.models.registry import locate, needs_preparation
 
     if not needs_preparation(name, cache.root):
         return
@@ -123,13 +123,13 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (``error: ...``, exit 2), like every other user error."""
 
     def error(self, message: str) -> NoReturn:
-        from ..errors import VariscopeError
+        from analysis.errors import VariscopeError
 
         self.exit(2, f"error: {self.prog}: {VariscopeError(message).message} (see {self.prog} --help)\n")
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings on the command line: one ``warning: ...`` line, never a source line or a traceback."""
-    from ..errors import VariscopeError
+    from analysis.errors import VariscopeError
 
     print(f"warning: {VariscopeError(str(message)).message}", file=file or sys.stderr)

@@ -12,9 +12,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import VariscopeError
-from . import bench, cards, commands, reproduce, train
-from .common import OneLineParser, show_warning
+from analysis.cli import bench, cards, commands, reproduce, train
+from analysis.cli.common import OneLineParser, show_warning
+from analysis.errors import VariscopeError
 
 
 def main(argv=None) -> int:

@@ -16,11 +16,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..atomic import check_output, write_atomic
-from ..errors import VariscopeError
-from ..reproduce import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
-from ..reproduce_report import write_doc
-from .common import make_cache
+from analysis.cli.common import make_cache
+from analysis.errors import VariscopeError
+from analysis.reproduce.report import write_doc
+from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
+from analysis.store.atomic import check_output, write_atomic
 
 _INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", "batch_size", "lr_steps")
 
@@ -123,7 +123,7 @@ def _command(argv: list[str]) -> str:
 
 def _config(a) -> ReproConfig:
     """The ReproConfig of the command line (flags over the preset)."""
-    from ..registry import registry_status
+    from analysis.models.registry import registry_status
 
     for name in _INTS:
         v, least = getattr(a, name), 0 if name == "bootstrap" else 1

@@ -10,11 +10,11 @@ import time
 import warnings
 from pathlib import Path
 
-from ..atomic import check_output, write_atomic
-from ..errors import VariscopeError
-from ..settings import TrainSettings, train_settings
-from ..training import STRATEGIES, RunMonitor, Selection, save_run, select, train
-from .common import add_data_args, config_from_args, make_cache
+from analysis.cli.common import add_data_args, config_from_args, make_cache
+from analysis.errors import VariscopeError
+from analysis.settings import TrainSettings, train_settings
+from analysis.store.atomic import check_output, write_atomic
+from analysis.training import STRATEGIES, RunMonitor, Selection, save_run, select, train
 
 
 def register(sub) -> None:
@@ -57,12 +57,12 @@ def resolve_selection(a, cfg, ts: TrainSettings, cache=None) -> tuple[Selection,
     The variability strategy's curve goes through ``cache`` (``--cache-dir``, ``--no-cache``).
     """
     if a.strategy:
-        from ..models import describe, resolve_model
+        from analysis.models.load import describe, resolve_model
 
         L = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
         curve = None
         if a.strategy == "variability":
-            from ..pipeline import compute_curve
+            from analysis.pipeline import compute_curve
 
             curve = compute_curve(cfg, cache=cache, use_cache=not getattr(a, "no_cache", False))[0].variability
             L = len(curve) - 1
@@ -87,7 +87,7 @@ def check_train_outputs(a) -> None:
 
 def cmd_train(a) -> int:
     """Train; under torchrun/accelerate every process trains and rank 0 alone writes and prints."""
-    from ..training.distributed import PeerFailed, check_launch, launch_env, lost_peer
+    from analysis.distributed import PeerFailed, check_launch, launch_env, lost_peer
 
     rank, world = launch_env()
     debug = bool(getattr(a, "debug", False)) or os.environ.get("VARISCOPE_DEBUG") == "1"
@@ -124,7 +124,7 @@ def cmd_train(a) -> int:
 
 
 def _train(a, cfg, ts: TrainSettings) -> int:
-    from ..training.distributed import join, leave, on_rank0
+    from analysis.distributed import join, leave, on_rank0
 
     rank, world = join(cfg.device)
     ok = False
@@ -152,8 +152,8 @@ def _prepare(a, cfg, ts: TrainSettings, world: int = 1) -> tuple[Selection, str 
     With several processes rank 0 also loads the data first (about a second): a bad task
     or column is reported once, and a dataset download happens once, before the others read it.
     """
-    from ..models import describe, resolve_model
-    from .common import prepare_model
+    from analysis.cli.common import prepare_model
+    from analysis.models.load import describe, resolve_model
 
     cache = make_cache(a)
     prepare_model(cfg.model, cache)
@@ -162,7 +162,7 @@ def _prepare(a, cfg, ts: TrainSettings, world: int = 1) -> tuple[Selection, str 
     if n_layers:
         sel.check(int(n_layers))  # fail before any work
     if world > 1:
-        from ..training.data import split_train_eval
+        from analysis.training.data import split_train_eval
 
         split_train_eval(cfg, ts.eval_n)
     return sel, strategy

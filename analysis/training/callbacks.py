@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
-from .monitor import RunMonitor
+from analysis.training.monitor import RunMonitor
 
 _TIMING_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_loss")
 

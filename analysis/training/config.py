@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import VariscopeError
-from ..pipeline import AnalysisConfig
-from .selection import Selection
+from analysis.errors import VariscopeError
+from analysis.pipeline import AnalysisConfig
+from analysis.training.selection import Selection
 
 
 @dataclass(frozen=True)

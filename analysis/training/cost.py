@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .selection import Selection, select
+from analysis.training.selection import Selection, select
 
 
 def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> dict:
@@ -16,7 +16,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
     activations ≈ its forward, weight gradients ≈ 2·P·T for tuned blocks (2·P_lora·T for LoRA).
     Gradients flow from the head down to the lowest tuned block only.
     """
-    from ..models import layer_list
+    from analysis.models.load import layer_list
 
     _, blocks = layer_list(base_model)
     d = base_model.config.hidden_size
@@ -62,7 +62,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
 
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
     """:func:`cost` with the mean token length of ``texts`` (at most 2000 of them)."""
-    from ..batching import tokenize
+    from analysis.models.batching import tokenize
 
     enc = tokenize(tokenizer, list(texts)[:2000], None, max_length)
     return cost(model, selection, float(np.mean([len(x) for x in enc["input_ids"]])), num_labels)
@@ -74,7 +74,7 @@ def cost_preview(cfg, selection: Selection, texts, num_labels: int, *, loader: C
     ``loader(ref, device, dtype, trust_remote_code)`` loads the model (the app passes its cached loader);
     the model is loaded the way :func:`~analysis.training.train` loads it.
     """
-    from ..pipeline import cached_model, resolve_target
+    from analysis.pipeline import cached_model, resolve_target
 
     target = resolve_target(cfg)
     base, tok = (loader or cached_model)(

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..batching import _pad
-from ..errors import VariscopeError
+from analysis.errors import VariscopeError
+from analysis.models.batching import _pad
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..pipeline import AnalysisConfig
-    from ..taskdata import TaskData
+    from analysis.data.taskdata import TaskData
+    from analysis.pipeline import AnalysisConfig
 
 
 def split_train_eval(a: AnalysisConfig, eval_n: int) -> tuple[TaskData, TaskData]:
@@ -21,9 +21,9 @@ def split_train_eval(a: AnalysisConfig, eval_n: int) -> tuple[TaskData, TaskData
     The held-out texts come from the task's test split (``eval_n`` of them);
     without a usable test split, a stratified fifth of the training sample is held out.
     """
-    from ..pipeline import prepare_sample
-    from ..tasks import SampleConfig
-    from ..tasks import sample as _sample
+    from analysis.data.tasks import SampleConfig
+    from analysis.data.tasks import sample as _sample
+    from analysis.pipeline import prepare_sample
 
     train_data = prepare_sample(a)
     eval_cfg = replace(a, task=replace(a.task, split="test"), sampling=SampleConfig(n=eval_n, seed=a.sampling.seed))
@@ -67,7 +67,7 @@ def collate(features):
 
 def task_metrics(task_name: str | None, num_labels: int) -> list[str]:
     """Metric names: accuracy by default; GLUE's own; macro-F1 for imbalanced offline tasks."""
-    from ..tasks import GLUE_METRIC
+    from analysis.data.tasks import GLUE_METRIC
 
     if task_name in GLUE_METRIC:
         return GLUE_METRIC[task_name]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import VariscopeError
-from .run import RunResult
-from .selection import Selection
+from analysis.errors import VariscopeError
+from analysis.training.run import RunResult
+from analysis.training.selection import Selection
 
 
 def lora_snippet(selection: Selection, block_targets: list[str], layers_pattern: str) -> str:
@@ -22,8 +22,8 @@ def lora_snippet(selection: Selection, block_targets: list[str], layers_pattern:
 
 
 def _model_lora_snippet(result: RunResult, model) -> str:
-    from ..models import layer_list
-    from .model import lora_targets
+    from analysis.models.load import layer_list
+    from analysis.training.model import lora_targets
 
     name, blocks = layer_list(model.encoder)
     return lora_snippet(result.selection, lora_targets(blocks[0]), name.rsplit(".", 1)[-1])
@@ -33,7 +33,7 @@ def artifacts(result: RunResult, model) -> dict:
     """In-memory exports of a run: ``weights`` (safetensors bytes), ``json`` and ``lora`` (Python source)."""
     from safetensors.torch import save as st_save
 
-    from .model import trainable_state
+    from analysis.training.model import trainable_state
 
     return {
         "weights": st_save(trainable_state(model)),
@@ -51,7 +51,7 @@ def save_run(result: RunResult, out_dir: str, model=None, *, overwrite: bool = F
     folder that cannot be written is a :class:`VariscopeError` (one line on
     the command line).
     """
-    from ..atomic import check_output, publish_dir, staging_dir
+    from analysis.store.atomic import check_output, publish_dir, staging_dir
 
     out = Path(out_dir)
     check_output(out, folder=True, overwrite=overwrite, make_parents=True, what="run folder")

@@ -7,9 +7,9 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import VariscopeError
-from ..hidden_states import POOLINGS, pool
-from .selection import Selection
+from analysis.errors import VariscopeError
+from analysis.models.hidden_states import POOLINGS, pool
+from analysis.training.selection import Selection
 
 
 class VariscopeClassifier(nn.Module):
@@ -48,7 +48,7 @@ def _output_device(encoder) -> torch.device:
 
 def build_classifier(base_model, selection: Selection, num_labels: int, pooling: str = "mean") -> VariscopeClassifier:
     """A new trainable model for ``selection`` (the base model is not modified)."""
-    from ..models import layer_list, truncate_model
+    from analysis.models.load import layer_list, truncate_model
 
     if pooling not in POOLINGS:
         raise VariscopeError(f"unknown pooling '{pooling}'")

@@ -112,7 +112,7 @@ class RunMonitor:
     def fail(self, error: BaseException | str) -> None:
         """The run (or its export) failed: status "failed" with a one-line reason."""
         if isinstance(error, BaseException):
-            from ..errors import VariscopeError
+            from analysis.errors import VariscopeError
 
             error = str(error) if isinstance(error, VariscopeError) else f"{type(error).__name__}: {error}"
         self.set(status="failed", error=" ".join(str(error).split()) or "unknown error")

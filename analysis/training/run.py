@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
-from .config import TrainConfig as TrainConfig  # re-exported: ``from analysis.training.run import TrainConfig``
-from .monitor import RunMonitor
-from .selection import Selection, select
-from .trainer import Plan
+from analysis.training.config import (
+    TrainConfig as TrainConfig,  # re-exported: ``from analysis.training.run import TrainConfig``
+)
+from analysis.training.monitor import RunMonitor
+from analysis.training.selection import Selection, select
+from analysis.training.trainer import Plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -102,12 +104,12 @@ def train(
     import torch
     import transformers
 
-    from ..models import layer_list
-    from ..pipeline import cached_model, resolve_target
-    from .cost import cost, load_dtype
-    from .distributed import world_size
-    from .model import build_classifier, freeze_unused
-    from .trainer import final_eval, fit, make_plan, make_trainer, probe_batch
+    from analysis.distributed import world_size
+    from analysis.models.load import layer_list
+    from analysis.pipeline import cached_model, resolve_target
+    from analysis.training.cost import cost, load_dtype
+    from analysis.training.model import build_classifier, freeze_unused
+    from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
     monitor = monitor or RunMonitor()
     a = cfg.analysis
@@ -176,7 +178,7 @@ def _result(
     stopped: bool,
     seconds: float,
 ) -> RunResult:
-    from ..models import layer_list
+    from analysis.models.load import layer_list
 
     events = monitor.snapshot()["events"]
     s = cfg.selection
@@ -230,9 +232,9 @@ def _result(
 
 def _remeasure(base, model, tok, data, a, device) -> dict:
     """ν per layer (0..ℓ*) on the eval texts before and after training."""
-    from ..hidden_states import extract_states
-    from ..models import layer_list
-    from ..variability import variability_curve
+    from analysis.models.hidden_states import extract_states
+    from analysis.models.load import layer_list
+    from analysis.variability import variability_curve
 
     enc = model.encoder
     enc.eval()

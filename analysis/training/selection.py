@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import VariscopeError
+from analysis.errors import VariscopeError
 
 STRATEGIES = ("variability", "top", "full")
 
@@ -61,7 +61,7 @@ def select(
 
     ``adapter``/``lora_r``: "lora" puts adapters on the tuned blocks instead of tuning their weights.
     """
-    from ..selection import recommend_layer, top_layers, tuned_layers
+    from analysis.recommend import recommend_layer, top_layers, tuned_layers
 
     if strategy == "full":
         return Selection(n_layers, tuple(range(1, n_layers + 1)), tune_embeddings=True, adapter=adapter, lora_r=lora_r)

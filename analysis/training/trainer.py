@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import VariscopeError
-from ..taskdata import TaskData
-from .config import TrainConfig
-from .monitor import RunMonitor
+from analysis.data.taskdata import TaskData
+from analysis.errors import VariscopeError
+from analysis.training.config import TrainConfig
+from analysis.training.monitor import RunMonitor
 
 EVAL_BATCH = 64
 
@@ -47,8 +47,8 @@ class Plan:
 
 def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
     """Data, tokens, steps of ``cfg``; ``world_size`` processes share each step's ``cfg.batch_size`` examples."""
-    from ..batching import tokenize
-    from .data import split_train_eval, task_metrics
+    from analysis.models.batching import tokenize
+    from analysis.training.data import split_train_eval, task_metrics
 
     if cfg.batch_size % world_size:
         raise VariscopeError(
@@ -83,7 +83,7 @@ def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
 
 def probe_batch(plan: Plan, device: str, n: int = 2) -> dict:
     """The first ``n`` training examples as a padded batch on ``device`` (for :func:`.model.freeze_unused`)."""
-    from .data import Encoded, collate
+    from analysis.training.data import Encoded, collate
 
     ds = Encoded(plan.enc_tr, plan.train_data.labels)
     b = collate([ds[i] for i in range(min(n, len(ds)))])
@@ -95,9 +95,9 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ..models import split_dtype
-    from .callbacks import LiveMetrics
-    from .data import Encoded, collate, compute_metrics
+    from analysis.models.load import split_dtype
+    from analysis.training.callbacks import LiveMetrics
+    from analysis.training.data import Encoded, collate, compute_metrics
 
     device = target.device
     weights, amp = split_dtype(target.dtype)
@@ -155,7 +155,7 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
 
 def fit(trainer, monitor: RunMonitor) -> bool:
     """Run the training loop; True when it ended because of Stop (or an abandoned session)."""
-    from .callbacks import EvalInterrupted
+    from analysis.training.callbacks import EvalInterrupted
 
     try:
         trainer.train()
@@ -171,7 +171,7 @@ def final_eval(trainer, live, monitor: RunMonitor, metric_names: list[str], stop
     evaluated with status "stopping", cut short by Skip; a finished run's final
     evaluation is cut short by Stop, and the run counts as stopped.
     """
-    from .callbacks import EvalInterrupted
+    from analysis.training.callbacks import EvalInterrupted
 
     done = [e for e in monitor.snapshot()["events"] if "eval" in e]
     if done and done[-1]["step"] == trainer.state.global_step:

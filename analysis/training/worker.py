@@ -6,8 +6,8 @@ import gc
 import sys
 import threading
 
-from .monitor import RunMonitor
-from .run import TrainConfig
+from analysis.training.monitor import RunMonitor
+from analysis.training.run import TrainConfig
 
 
 def run_and_export(cfg: TrainConfig, monitor: RunMonitor, **train_kw) -> None:
@@ -16,8 +16,8 @@ def run_and_export(cfg: TrainConfig, monitor: RunMonitor, **train_kw) -> None:
     The run is marked "finished"/"stopped" only once its exports exist: a failed export
     is a failed run, with a one-line reason in ``monitor.error``.
     """
-    from . import export
-    from .run import train
+    from analysis.training import export
+    from analysis.training.run import train
 
     if monitor.should_stop():
         monitor.set(status="stopped")

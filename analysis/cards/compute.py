@@ -1,0 +1,189 @@
+"""Layer cards through the pipeline: cost and gradient columns from the model, the disk cache.
+
+:func:`compute_cards` takes an :class:`~analysis.pipeline.AnalysisConfig` and a
+:class:`~analysis.cards.scores.CardsConfig`, gets the pooled states (disk cache or one forward pass),
+computes the cards (:func:`~analysis.cards.scores.layer_cards`) and stores them under kind ``"cards"``,
+keyed by the states key and ``asdict(CardsConfig)``.
+
+Cost (one definition for every layer): the Training page's cost model
+(:func:`~analysis.training.cost.cost`) for a classifier on layer ℓ with blocks 1..ℓ kept and
+only block ℓ (and the head) tuned, ``Selection(ℓ, (ℓ,))``; layer 0 is the embeddings with a
+head, nothing else tuned. ``params_kept`` is the truncated model's parameter count plus the
+head, ``flops_per_example`` the training FLOPs of one example (forward, backward to block ℓ,
+weight gradients of block ℓ and the head) at the sample's mean token length.
+
+Gradient norms: a classifier on the top layer with every block trainable
+(``build_classifier(select("full", L, 1))``), in eval mode (no dropout), a few batches of the
+sample, loss averaged over them, one backward pass each and no optimizer step; per block
+‖∇W‖ / ‖W‖ over all its weights (auto-RGN, Lee et al. 2023), layer 0 = the embeddings. In float32,
+without autocast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import numpy as np
+
+from analysis.cards.scores import CARDS_VERSION, CardsConfig, LayerCards, Progress, layer_cards
+from analysis.pipeline import AnalysisConfig, StatesResult, cached_model, get_states, provenance, resolve_target
+from analysis.store.cache import DiskCache, make_key
+
+_ARRAYS = ("variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy")
+_OPTIONAL = ("params_kept", "flops_per_example", "grad_norm")
+
+
+def mean_tokens(tokenizer, texts, pairs, max_length: int) -> float:
+    """Mean token length (special tokens included) of at most 2000 texts."""
+    from analysis.models.batching import tokenize
+
+    texts = list(texts)[:2000]
+    enc = tokenize(tokenizer, texts, None if pairs is None else list(pairs)[:2000], max_length)
+    return float(np.mean([len(x) for x in enc["input_ids"]]))
+
+
+def layer_costs(base_model, n_layers: int, seq_len: float, num_labels: int) -> tuple[list[int], list[float]]:
+    """(params_kept, flops_per_example) for a classifier on each layer 0..L (see the module doc)."""
+    from analysis.training.cost import cost
+    from analysis.training.selection import Selection
+
+    params, flops = [], []
+    for layer in range(n_layers + 1):
+        c = cost(base_model, Selection(layer, (layer,) if layer else ()), seq_len, num_labels)
+        params.append(int(c["total_params"]))
+        flops.append(float(c["flops_per_example"]))
+    return params, flops
+
+
+def grad_norms(
+    base_model, tokenizer, st: StatesResult, cfg: AnalysisConfig, cc: CardsConfig, device: str
+) -> list[float]:
+    """Relative gradient norm ‖∇W‖/‖W‖ per layer (0 = embeddings) from a few batches (see the module doc)."""
+    import torch
+
+    from analysis.models.batching import make_batches
+    from analysis.models.load import layer_list
+    from analysis.training import build_classifier, select
+
+    L = st.n_layers
+    clf = build_classifier(base_model, select("full", L, 1), len(st.label_names), cfg.pooling).to(device)
+    clf.eval()  # no dropout: the same numbers every time
+    rng = np.random.default_rng(cc.seed)
+    idx = np.sort(rng.permutation(len(st.labels))[: cc.grad_batches * cc.grad_batch_size])
+    pairs = None if st.pairs is None else [st.pairs[i] for i in idx]
+    batches = make_batches(
+        tokenizer, [st.texts[i] for i in idx], pairs, max_length=cfg.max_length, batch_size=cc.grad_batch_size
+    )
+    labels = torch.as_tensor(st.labels[idx], dtype=torch.long)
+    for b in batches:
+        inputs = {k: v.to(device) for k, v in b.tensors.items()}
+        out = clf(**inputs, labels=labels[torch.as_tensor(b.index)].to(device))
+        (out["loss"] / len(batches)).backward()
+    enc = clf.encoder
+    emb = getattr(enc, "embeddings", None) or enc.get_input_embeddings()
+    groups = [emb] + list(layer_list(enc)[1])
+    norms = []
+    for g in groups:
+        w = sum(float(p.detach().float().square().sum()) for p in g.parameters())
+        gr = sum(float(p.grad.float().square().sum()) for p in g.parameters() if p.grad is not None)
+        norms.append(float(np.sqrt(gr) / np.sqrt(w)) if w > 0 else 0.0)
+    del clf
+    return norms
+
+
+def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int, *, sample_size: int | None = None) -> dict:
+    """The JSON record of the cards (CLI ``--json`` and the Layers page's download share it).
+
+    Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
+    ``sample_size`` K: the probe and kNN ran on a seeded sample of K of the ``n`` texts and ν on
+    all of them (streamed); the record then says ``"mode": "stream"`` and ``sample_size``.
+    """
+    out = {**provenance(cfg, n), **cards.to_dict()}
+    if cards.grad_norm is None:
+        out.pop("grad_norm")
+    if sample_size is not None:
+        out.update(mode="stream", sample_size=int(sample_size))
+    return out
+
+
+def cards_key(states_key: str, cc: CardsConfig) -> tuple[str, dict]:
+    """(cache key, the dict it hashes) of the cards of the states under ``states_key``."""
+    conf = {"what": "cards", "version": CARDS_VERSION, "states": states_key, **asdict(cc)}
+    return make_key(conf), conf
+
+
+def _save(cache: DiskCache, key: str, conf: dict, cards: LayerCards, describe: str) -> None:
+    arrays = {name: np.asarray(getattr(cards, name), dtype=np.float64) for name in _ARRAYS}
+    arrays.update({n: np.asarray(getattr(cards, n), dtype=np.float64) for n in _OPTIONAL if getattr(cards, n)})
+    scalars = {"rank_agreement": cards.rank_agreement, "band": cards.band, "settings": cards.settings}
+    cache.save(
+        "cards", key, arrays, blobs={"cards": scalars}, meta={"describe": describe}, version=CARDS_VERSION, config=conf
+    )
+
+
+def _load(cache: DiskCache, key: str) -> LayerCards | None:
+    hit = cache.load("cards", key, version=CARDS_VERSION)
+    if hit is None:
+        return None
+    arrays, blobs, _ = hit
+    blob = blobs["cards"]
+    cols = {name: arrays[name].tolist() for name in _ARRAYS}
+    opt = {n: arrays[n].tolist() for n in _OPTIONAL if n in arrays}
+    if "params_kept" in opt:
+        opt["params_kept"] = [int(p) for p in opt["params_kept"]]
+    band = blob["band"]
+    return LayerCards(
+        layers=list(range(len(cols["variability"]))),
+        rank_agreement=blob["rank_agreement"],
+        band=None if band is None else (band[0], band[1]),
+        settings=blob["settings"],
+        cache_hit=True,
+        **cols,
+        **opt,
+    )
+
+
+def compute_cards(
+    cfg: AnalysisConfig,
+    cc: CardsConfig | None = None,
+    *,
+    cache: DiskCache | None = None,
+    use_cache: bool = True,
+    content: bytes | None = None,
+    progress: Progress | None = None,
+    loader: Callable | None = None,
+    states: StatesResult | None = None,
+) -> tuple[LayerCards, StatesResult]:
+    """The cards of ``cfg``'s sample: from the disk cache, or from its pooled states and stored.
+
+    ``states`` skips :func:`get_states` (the caller already has them); ``progress(done, total)``
+    sees the layers as they finish; ``loader(ref, device, dtype, trust_remote_code)`` loads the
+    model for the cost and gradient columns (default :func:`~analysis.pipeline.cached_model`,
+    which shares the model that extracted the states).
+    """
+    cc = cc or CardsConfig()
+    cache = cache or DiskCache()
+    st = states or get_states(cfg, cache=cache, use_cache=use_cache, content=content, loader=loader)
+    key, conf = cards_key(st.key, cc)
+    if use_cache and (hit := _load(cache, key)) is not None:
+        return hit, st
+    t0 = time.perf_counter()
+    cards = layer_cards(st.states, st.labels, cc, label_names=st.label_names, progress=progress)
+    t1 = time.perf_counter()
+    target = resolve_target(cfg, cache.root)
+    model, tok = (loader or cached_model)(target.ref, target.device, target.dtype, cfg.trust_remote_code)
+    seq_len = mean_tokens(tok, st.texts, st.pairs, cfg.max_length)
+    cards.params_kept, cards.flops_per_example = layer_costs(model, st.n_layers, seq_len, len(st.label_names))
+    cards.settings["seq_len"] = seq_len
+    t2 = time.perf_counter()
+    if cc.grad:
+        cards.grad_norm = grad_norms(model, tok, st, cfg, cc, target.device)
+    cards.seconds.update(load_and_cost=t2 - t1, grad=time.perf_counter() - t2, total=time.perf_counter() - t0)
+    if use_cache:
+        describe = f"{cfg.model} · {cfg.task.label()} · n={len(st.labels)} · folds={cc.folds} k={cc.k}"
+        describe += " · grad" if cc.grad else ""
+        with cache.lock("cards", key):
+            _save(cache, key, conf, cards, describe)
+    return cards, st

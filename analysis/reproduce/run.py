@@ -1,0 +1,292 @@
+"""``python -m analysis reproduce``: test the paper's four claims on offline data.
+
+1. tuning the k layers ending at the low-ν layer ℓ* beats tuning the top k layers;
+2. it often matches full fine-tuning;
+3. ν is robust to data scarcity and class imbalance;
+4. it cuts computation.
+
+Beside each ν curve, the layer cards of the same states (:mod:`analysis.cards.scores`) ask
+whether ℓ* is the layer a linear probe would pick ("cards" records; :func:`add_cards`
+adds them to an older results dict without re-running anything else).
+
+ℓ* comes from training texts only. Every strategy gets the same budget, batch size and
+seeds; its learning rate is the best of ``lr_grid`` on a validation split of the training
+texts (:mod:`analysis.reproduce.runs`), or ``lr`` without a grid. Finished runs are cached
+on disk (kind "runs"), so an interrupted run resumes. A results dict holds one "parts"
+entry per invocation (its settings, time and command) and the records of all of them;
+:func:`merge` adds a new invocation's records to an older file, replacing its models'.
+The statistics and verdicts are in :mod:`analysis.reproduce.verdicts`; ``write_doc``
+(:mod:`analysis.reproduce.report`) renders docs/reproduction.md from the JSON alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
+
+from analysis.reproduce.config import GEMMA, QUICK, ReproConfig, config_from_settings
+from analysis.reproduce.runs import REPRO_VERSION, acfg, selections, training_runs
+from analysis.reproduce.verdicts import cards_verdict, summarize, verdicts
+from analysis.store.cache import DiskCache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from analysis.pipeline import StatesResult
+    from analysis.variability import CurveResult
+
+RESULTS_VERSION = 3
+__all__ = [
+    "GEMMA",
+    "QUICK",
+    "REPRO_VERSION",
+    "ReproConfig",
+    "add_cards",
+    "config_from_settings",
+    "finish",
+    "merge",
+    "migrate",
+    "run",
+]
+
+
+# ------------------------------------------------------------------ the experiments
+def run(
+    rc: ReproConfig,
+    *,
+    cache: DiskCache | None = None,
+    log: Callable[[str], None] = print,
+    save: Callable[[dict], object] | None = None,
+    cached_only: bool = False,
+) -> dict:
+    """Run every experiment (resuming from cached runs) and return the results dict (one part).
+
+    ``save(results)`` sees the results so far after the training runs of each (model, task) and
+    after its robustness curves, so an interrupted run leaves what it finished. ``cached_only``:
+    train nothing and keep the runs found in the cache (the curves and cards are still computed,
+    the robustness curves are not; the part is marked incomplete when runs are missing).
+    """
+    from analysis.models.load import describe, resolve_model
+
+    cache = cache or DiskCache()
+    settings = {
+        **asdict(rc),
+        "models": sorted({m for m, _ in rc.pairs()}),
+        "tasks": list(dict.fromkeys(t for _, t in rc.pairs())),
+    }
+    started = time.time()
+    out: dict = {"curves": [], "cards": [], "runs": [], "robustness": [], "lr_search": []}
+    missing = 0
+    for model, task in rc.pairs():
+        n_layers = describe(resolve_model(model))["layers"]
+        curve = _curve(rc, model, task, cache)
+        out["curves"].append(curve)
+        log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
+        out["cards"].append(_cards(rc, model, task, cache, log))
+        runs, search = training_runs(  # claims 1, 2, 4
+            rc, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
+        )
+        expected = len(selections(rc, model, n_layers, curve["variability"])) * len(rc.seeds)
+        missing += expected - len(runs)
+        out["runs"] += runs
+        out["lr_search"] += search
+        if save is not None:
+            save(_with_part(out, settings, time.time() - started, done=False))
+        if not cached_only:  # claim 3 (its curves may not be cached yet)
+            out["robustness"] += _robustness(rc, model, task, curve, cache)
+        if save is not None:
+            save(_with_part(out, settings, time.time() - started, done=False))
+    if missing:
+        log(f"{missing} training runs are not in the cache (left out)")
+    return _with_part(out, settings, time.time() - started, done=not missing)
+
+
+def _with_part(records: dict, settings: dict, seconds: float, *, done: bool) -> dict:
+    part = {"models": settings["models"], "settings": settings, "seconds": seconds, "complete": done}
+    return finish({"version": RESULTS_VERSION, "parts": [part], **{k: list(v) for k, v in records.items()}})
+
+
+def finish(res: dict) -> dict:
+    """``res`` with its "summary", "verdicts" and "seconds" (the parts' total) recomputed from its records."""
+    for c in res.get("cards", []):
+        if "not_computed" not in c:  # what the probe gains at its best layer over ℓ* (the report shows it)
+            acc = c["probe_accuracy"]
+            c["probe_gain"] = acc[c["probe_best_layer"]] - acc[c["recommended_layer"]]
+    res["summary"] = summarize(res)
+    res["verdicts"] = verdicts(res)
+    res["seconds"] = sum(p.get("seconds") or 0.0 for p in res["parts"])
+    return res
+
+
+def migrate(res: dict) -> dict:
+    """A results dict of an older version (one "settings") in the current form: one part, same records."""
+    if "parts" in res:
+        return res
+    s = res["settings"]
+    part = {"models": list(s["models"]), "settings": s, "seconds": res.get("seconds"), "complete": True}
+    if res.get("command"):
+        part["command"] = res["command"]
+    out: dict = {"version": RESULTS_VERSION, "parts": [part]}
+    for k in ("curves", "cards", "runs", "robustness", "lr_search"):
+        out[k] = list(res.get(k, []))
+    for r in out["runs"]:
+        r.setdefault("lr", s["lr"])
+    return finish(out)
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``old``'s records of the models that ``new`` does not cover, then ``new``'s (parts likewise)."""
+    old, new = migrate(old), migrate(new)
+    ours = {m for p in new["parts"] for m in p["models"]}
+    parts = []
+    for p in old["parts"]:
+        rest = [m for m in p["models"] if m not in ours]
+        if rest:
+            parts.append({**p, "models": rest})
+    out: dict = {"version": RESULTS_VERSION, "parts": parts + new["parts"]}
+    for k in ("curves", "cards", "runs", "robustness", "lr_search"):
+        out[k] = [x for x in old.get(k, []) if x["model"] not in ours] + list(new.get(k, []))
+    return finish(out)
+
+
+def settings_for(res: dict, model: str) -> dict:
+    """The settings of the part that holds ``model``'s records."""
+    return next(p["settings"] for p in migrate(res)["parts"] if model in p["models"])
+
+
+def _curve(rc: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
+    """The ν curve of (model, task) on ``rc.analysis_n`` texts, as the results' "curves" record."""
+    from analysis.pipeline import compute_curve
+    from analysis.recommend import recommend_layer
+
+    curve, st = compute_curve(acfg(rc, model, task, rc.analysis_n, 0), cache=cache, bootstrap=rc.bootstrap)
+    return {
+        "model": model,
+        "task": task,
+        "layers": curve.layers,
+        "variability": curve.variability,
+        "band": curve.to_dict()["band"],
+        "best_layer": recommend_layer(curve.variability),
+        "n": len(st.labels),
+        "counts": curve.counts,
+    }
+
+
+def _cards(rc: ReproConfig, model: str, task: str, cache: DiskCache, log: Callable[[str], None]) -> dict:
+    """The "cards" record of (model, task): the layer cards of the curve's states (same config, so cached)."""
+    from analysis.cards.compute import compute_cards
+    from analysis.cards.scores import CardsConfig
+
+    cc = CardsConfig()
+    cards, st = compute_cards(acfg(rc, model, task, rc.analysis_n, 0), cc, cache=cache)
+    rec = {
+        "model": model,
+        "task": task,
+        "n": int(len(st.labels)),
+        "layers": cards.layers,
+        "variability": cards.variability,
+        "probe_accuracy": cards.probe_accuracy,
+        "knn_accuracy": cards.knn_accuracy,
+        "rank_agreement": cards.rank_agreement,
+        "recommended_layer": cards.recommended_layer,
+        "probe_best_layer": cards.probe_best_layer,
+        "same_layer": cards.recommended_layer == cards.probe_best_layer,
+        "probe": {k: getattr(cc, k) for k in ("folds", "k", "seed", "max_iter", "C")},
+    }
+    rho = "undefined" if rec["rank_agreement"] is None else f"{rec['rank_agreement']:.2f}"
+    log(
+        f"[{model}/{task}] cards: ℓ* = {rec['recommended_layer']}, probe's best layer = {rec['probe_best_layer']}, "
+        f"Spearman(−ν, probe accuracy) = {rho}"
+    )
+    return rec
+
+
+def add_cards(
+    res: dict,
+    *,
+    cache: DiskCache | None = None,
+    log: Callable[[str], None] = print,
+    save: Callable[[dict], None] | None = None,
+    device: str | None = None,
+) -> dict:
+    """Add the missing "cards" records of ``res``'s curves (with its stored settings) and their verdict.
+
+    Records already there are kept; a model that is not installed gets ``{"not_computed": ...}``
+    (tried again next time). Trains nothing. ``save(res)`` is called after each new record, so an
+    interrupted run keeps what it did (the cards are also in the disk cache); ``device`` overrides the
+    stored one (it does not change the states' cache key). Each model uses the settings of its part.
+    Returns ``res``, changed in place.
+    """
+    from analysis.models.registry import REGISTRY, is_installed
+
+    cache = cache or DiskCache()
+
+    def config(model: str) -> ReproConfig:
+        rc = config_from_settings(settings_for(res, model))
+        return rc if device is None else replace(rc, device=device)
+
+    have = {(c["model"], c["task"]): c for c in res.get("cards", []) if "not_computed" not in c}
+    cards = []
+    for c in res["curves"]:
+        model, task = c["model"], c["task"]
+        rec = have.get((model, task))
+        if rec is None and model in REGISTRY and not is_installed(REGISTRY[model]):
+            log(f"[{model}/{task}] cards not computed: {model} is not installed")
+            rec = {"model": model, "task": task, "not_computed": "model not installed"}
+        elif rec is None:
+            rec = _cards(config(model), model, task, cache, log)
+            if rec["n"] != c["n"] or rec["recommended_layer"] != c["best_layer"]:
+                log(f"[{model}/{task}] warning: the cards' states differ from the curve's (n or ℓ*)")
+        cards.append(rec)
+        if save is not None and rec is not have.get((model, task)):
+            done = {(x["model"], x["task"]) for x in cards}
+            rest = [x for x in res.get("cards", []) if (x["model"], x["task"]) not in done]
+            save({**res, "cards": cards + rest, "verdicts": {**res["verdicts"], "cards": cards_verdict(cards + rest)}})
+    res["cards"] = cards
+    res["verdicts"]["cards"] = cards_verdict(cards)
+    return res
+
+
+def _robustness(rc: ReproConfig, model: str, task: str, full: dict, cache: DiskCache) -> list[dict]:
+    """Claim 3: the curve on fewer texts (``rc.fractions``) and, for two classes, on imbalanced samples."""
+    from analysis.pipeline import compute_curve
+
+    out = []
+    for frac in rc.fractions:
+        n = max(4 * len(full["counts"]), int(round(rc.analysis_n * frac)))
+        c2, s2 = compute_curve(acfg(rc, model, task, n, 0), cache=cache, bootstrap=rc.bootstrap)
+        out.append(_robust(model, task, "fraction", frac, c2, s2, full))
+    if len(full["counts"]) == 2:
+        for ratio in rc.imbalances:
+            c2, s2 = compute_curve(
+                acfg(rc, model, task, rc.analysis_n, 0, imbalance=(1.0, float(ratio))),
+                cache=cache,
+                bootstrap=rc.bootstrap,
+            )
+            out.append(_robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full))
+    return out
+
+
+def _robust(
+    model: str, task: str, kind: str, value: float | str, curve: CurveResult, st: StatesResult, full: dict
+) -> dict:
+    """One robustness record: ``curve`` (a subsample's) against ``full``, the full-sample "curves" record."""
+    from scipy.stats import spearmanr
+
+    from analysis.recommend import recommend_layer
+
+    rho = float(spearmanr(curve.variability, full["variability"]).statistic)
+    b = recommend_layer(curve.variability)
+    return {
+        "model": model,
+        "task": task,
+        "kind": kind,
+        "value": value,
+        "n": int(len(st.labels)),
+        "counts": curve.counts,
+        "variability": curve.variability,
+        "band": curve.to_dict()["band"],
+        "spearman": rho,
+        "best_layer": b,
+        "best_layer_moved": b != full["best_layer"],
+    }

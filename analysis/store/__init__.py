@@ -1,0 +1,1 @@
+"""The on-disk cache (cache) and the atomic writes every output goes through (atomic)."""
