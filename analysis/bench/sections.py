@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -312,7 +313,7 @@ def bench_memory(a, res):
     import os
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(Path(__file__).resolve().parents[2])  # the repository root
     out = []
     for n, length in ((2000, 32), (2000, 128)) if a.quick else ((500, 128), (2000, 32), (2000, 128)):
         p = subprocess.run(

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 MAX_LENGTH = 32  # short texts (rotten_tomatoes snippets average 111 characters), large batches
 BATCH = 128  # throughput comparison
@@ -257,7 +258,7 @@ def measure_child(spec: dict) -> dict:
 
 
 def _run_child(spec: dict) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(Path(__file__).resolve().parents[2])  # the repository root
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     p = subprocess.run(
         [sys.executable, "-m", "analysis.bench.streaming", json.dumps(spec)],

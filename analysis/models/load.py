@@ -75,7 +75,7 @@ class ModelRef:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("VARISCOPE_CACHE") or Path(__file__).resolve().parent.parent / "cache")
+    return Path(os.environ.get("VARISCOPE_CACHE") or Path(__file__).resolve().parents[2] / "cache")
 
 
 def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, progress=None) -> ModelRef:
