@@ -288,8 +288,8 @@ def test_stream_sections_write_their_keys(tmp_path, monkeypatch):
 
 
 def test_merge_adds_sections_and_says_so(tmp_path):
+    from analysis.bench.merge import merge
     from analysis.bench.report import report_markdown
-    from analysis.cli.bench import merge
 
     base = {
         "command": "bench",

@@ -351,7 +351,7 @@ def _cards_section(res: dict) -> list[str]:
 
 def howto_lines() -> list[str]:
     """The How to run section (commands to rerun or redraw the benchmarks)."""
-    from analysis.bench.sections import SECTIONS
+    from analysis.bench.common import SECTION_NAMES
 
     return [
         "",
@@ -367,7 +367,7 @@ def howto_lines() -> list[str]:
         "--json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img   # re-measure some sections",
         "```",
         "",
-        f"`--only curve,metric,...` picks sections ({', '.join(SECTIONS)}); `--reps` overrides the repetitions. "
+        f"`--only curve,metric,...` picks sections ({', '.join(SECTION_NAMES)}); `--reps` overrides the repetitions. "
         "The full run measures the stream's memory at 10,000 and 50,000 texts, `--quick` at 1,000 and 5,000.",
         "",
     ]
