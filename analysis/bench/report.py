@@ -393,7 +393,8 @@ def gpu_lines(res: dict) -> list[str]:
             "This run had no GPU. On a CUDA machine, `python -m analysis bench --quick --device cuda --json "
             "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with float32 "
             "weights under bf16 autocast, pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when "
-            "it is installed); ν stays float64. A run on an NVIDIA H100 is recorded in docs/benchmarks-gpu.md."
+            "it is installed); ν stays float64. A run on an NVIDIA H100 is recorded in docs/benchmarks-gpu.md; "
+            "`make gpu-record` records every GPU section again, on random models and synthetic texts, in 5 minutes."
         ]
     if res.get("skipped"):
         L += ["", "Skipped: " + "; ".join(res["skipped"])]

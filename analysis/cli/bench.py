@@ -4,13 +4,16 @@ measuring, merging and reporting are the library's (analysis/bench/)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from analysis.bench import report as bench_report
 from analysis.bench.common import SECTION_NAMES, BenchSettings
 from analysis.bench.merge import merge, read_results
+from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
 
 _DEFAULT = BenchSettings()
+GPU_JSON, GPU_DOC, GPU_PLOTS = "docs/benchmarks-gpu.json", "docs/benchmarks-gpu.md", "docs/img"
 
 
 def register(sub) -> None:
@@ -42,11 +45,17 @@ def add_args(p) -> None:
         metavar="JSON",
         help="measure nothing: rebuild --doc and --plots from an earlier run's JSON",
     )
+    p.add_argument(
+        "--gpu-record",
+        action="store_true",
+        help=f"on one CUDA GPU, every GPU section on random models and synthetic texts in about 5 minutes "
+        f"(no downloads); writes {GPU_JSON} and {GPU_DOC} unless --json/--doc say otherwise",
+    )
 
 
 def _command(a) -> str:
     """The bench command line that reproduces this run (for the report)."""
-    parts = ["bench"] + (["--quick"] if a.quick else [])
+    parts = ["bench"] + (["--quick"] if a.quick else []) + (["--gpu-record"] if a.gpu_record else [])
     for flag, default in (
         ("model", _DEFAULT.model),
         ("device", _DEFAULT.device),
@@ -72,6 +81,8 @@ def settings(a) -> BenchSettings:
 
 
 def cmd_bench(a) -> int:
+    if a.gpu_record:
+        return _gpu_record(a)
     check_output(a.json, what="--json")
     check_output(a.doc, what="--doc", make_parents=True)
     check_output(a.plots, folder=True, what="--plots", make_parents=True)
@@ -90,4 +101,25 @@ def cmd_bench(a) -> int:
         write_atomic(a.json, json.dumps(res, indent=2, default=float))
     if a.plots or a.doc:
         bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
+    return 0
+
+
+def _gpu_record(a) -> int:
+    """``bench --gpu-record``: the GPU sections on random models, written to docs/benchmarks-gpu.*."""
+    from analysis.bench import gpu_record
+
+    given = [f for f in ("model", "device", "dtype") if getattr(a, f) != getattr(_DEFAULT, f)]
+    given += [f for f in ("merge_into", "report_from") if getattr(a, f)] + (["quick"] if a.quick else [])
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise VariscopeError(f"--gpu-record picks its own models, device and sizes; drop {flags}")
+    json_out, doc, plots = a.json or GPU_JSON, a.doc or GPU_DOC, a.plots or GPU_PLOTS
+    check_output(json_out, what="--json", make_parents=True)
+    check_output(doc, what="--doc", make_parents=True)
+    check_output(plots, folder=True, what="--plots", make_parents=True)
+    only = tuple(a.only.split(",")) if a.only else None
+    res = gpu_record.record(gpu_record.RecordSettings(only=only, reps=a.reps).check(), _command(a))
+    Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(json_out, json.dumps(res, indent=2, default=float))
+    bench_report.make(res, plots, doc, res["command"])
     return 0
