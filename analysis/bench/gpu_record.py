@@ -86,8 +86,11 @@ def tiny() -> bool:
 def prepare(folder: str, r: RecordSettings) -> tuple[BenchSettings, dict]:
     """Texts file, tokenizer and random models in ``folder``; the settings every section runs with, and
     what was made (for the results)."""
+    import transformers
+
     from analysis.bench.encoder import random_encoder
 
+    transformers.utils.logging.disable_progress_bar()  # saving shards: a bar per model, noise in the record's log
     small = tiny()
     vocab = synthetic.words()
     tok = synthetic.tokenizer(os.path.join(folder, "tokenizer"), vocab)
