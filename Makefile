@@ -2,12 +2,14 @@
 #   make run    set up (first time) and open the app on the offline default
 #   make test   set up (first time), check the code (ruff, mypy) and run the whole test suite
 #   make lint   the three code checks alone; make test-fast: the fast tier (under 3 minutes)
+#   make gpu-record   on a machine with one CUDA GPU and only this tree (no venv, no downloads): every GPU
+#                     section in at most 5 minutes, into docs/benchmarks-gpu.{json,md} (PY=... picks the Python)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast lint browser mpnet gemma bench clean
+.PHONY: setup run test test-fast lint browser mpnet gemma bench gpu-record clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +44,9 @@ gemma: setup
 
 bench: setup
 	$(BIN)/python -m analysis bench --quick --json bench.json
+
+gpu-record:
+	HF_HUB_OFFLINE=1 $(PY) -m analysis bench --gpu-record
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -288,8 +288,8 @@ def test_stream_sections_write_their_keys(tmp_path, monkeypatch):
 
 
 def test_merge_adds_sections_and_says_so(tmp_path):
+    from analysis.bench.merge import merge
     from analysis.bench.report import report_markdown
-    from analysis.cli.bench import merge
 
     base = {
         "command": "bench",
@@ -351,3 +351,44 @@ def test_recorded_gpu_report_is_what_its_json_rebuilds():
     assert text == (docs / "benchmarks-gpu.md").read_text()
     assert "## Checks beside the sections" in text and res["machine"]["card"] in text
     assert f"{res['encoder_curve_texts_per_s']:,.0f}" in text
+
+
+def test_bench_settings_refuse_what_cannot_be_measured(tmp_path):
+    from analysis.bench.common import SECTION_NAMES, BenchSettings
+    from analysis.errors import VariscopeError
+
+    assert BenchSettings(only=("curve", "encoder"), reps=1).check().only == ("curve", "encoder")
+    for bad, message in (
+        (BenchSettings(reps=0), "--reps must be at least 1, got 0"),
+        (BenchSettings(only=("curve", "bogus")), "unknown bench section(s) bogus; use " + ", ".join(SECTION_NAMES)),
+        (BenchSettings(data=str(tmp_path / "none.csv")), "does not exist"),
+    ):
+        with pytest.raises(VariscopeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            bad.check()
+
+
+def test_runner_assembles_the_parts_the_sections_return(monkeypatch):
+    from analysis.bench import run
+    from analysis.bench.common import BenchSettings
+
+    seen = []
+
+    def part(name, out):
+        def f(s):
+            seen.append((name, s.model))
+            return out
+
+        return f
+
+    fake = {
+        "curve": part("curve", {"curve": {"m": 1}, "curve_vs_floor": 1.0, "skipped": ["curve/mpnet: absent"]}),
+        "metric": part("metric", {"metric": [], "skipped": ["metric: none"]}),
+        "cards": part("cards", {"cards_vs_forward": 0.3}),
+    }
+    monkeypatch.setattr(run, "SECTIONS", fake)
+    res = run.measure(BenchSettings(model="x", device="cpu", only=("curve", "metric")), "bench --only curve,metric")
+    assert seen == [("curve", "x"), ("metric", "x")]  # in the registry's order, only those asked for
+    assert res["command"] == "bench --only curve,metric" and res["machine"]["device"] == "cpu"
+    assert res["curve_vs_floor"] == 1.0 and "cards_vs_forward" not in res
+    assert res["skipped"] == ["curve/mpnet: absent", "metric: none"]  # appended, not replaced
+    assert list(res["section_seconds"]) == ["curve", "metric"]

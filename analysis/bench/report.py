@@ -351,7 +351,7 @@ def _cards_section(res: dict) -> list[str]:
 
 def howto_lines() -> list[str]:
     """The How to run section (commands to rerun or redraw the benchmarks)."""
-    from analysis.bench.sections import SECTIONS
+    from analysis.bench.common import SECTION_NAMES
 
     return [
         "",
@@ -367,7 +367,7 @@ def howto_lines() -> list[str]:
         "--json docs/benchmarks.json --doc docs/benchmarks.md --plots docs/img   # re-measure some sections",
         "```",
         "",
-        f"`--only curve,metric,...` picks sections ({', '.join(SECTIONS)}); `--reps` overrides the repetitions. "
+        f"`--only curve,metric,...` picks sections ({', '.join(SECTION_NAMES)}); `--reps` overrides the repetitions. "
         "The full run measures the stream's memory at 10,000 and 50,000 texts, `--quick` at 1,000 and 5,000.",
         "",
     ]
@@ -393,7 +393,8 @@ def gpu_lines(res: dict) -> list[str]:
             "This run had no GPU. On a CUDA machine, `python -m analysis bench --quick --device cuda --json "
             "gpu.json --doc docs/benchmarks-gpu.md --plots docs/img-gpu` runs the same sections with float32 "
             "weights under bf16 autocast, pinned-memory transfers and CUDA-synchronised timings (cuML's UMAP when "
-            "it is installed); ν stays float64. A run on an NVIDIA H100 is recorded in docs/benchmarks-gpu.md."
+            "it is installed); ν stays float64. A run on an NVIDIA H100 is recorded in docs/benchmarks-gpu.md; "
+            "`make gpu-record` records every GPU section again, on random models and synthetic texts, in 5 minutes."
         ]
     if res.get("skipped"):
         L += ["", "Skipped: " + "; ".join(res["skipped"])]

@@ -12,7 +12,8 @@ the baseline. The peak of the pass alone is the kernel's high-water mark
 (``VmHWM``, reset through ``/proc/self/clear_refs`` once the baseline is
 taken), checked by a thread sampling RSS every 5 ms. Texts: the offline
 rotten_tomatoes train split (10,201 snippets) cycled into a CSV of n rows,
-copies after the first marked " (2)", " (3)", ... so every row is distinct.
+copies after the first marked " (2)", " (3)", ... so every row is distinct
+(or the texts of :attr:`BenchSettings.data` in their place).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+
+from analysis.bench.common import BenchSettings, row
+from analysis.bench.memory import run_child
 
 MAX_LENGTH = 32  # short texts (rotten_tomatoes snippets average 111 characters), large batches
 BATCH = 128  # throughput comparison
@@ -39,15 +41,12 @@ QUICK_N, FULL_N = 1000, 2000  # texts of the throughput comparison
 QUICK_SIZES, FULL_SIZES = (1000, 5000), (10000, 50000)  # texts of the memory measurements
 
 
-def _row(name: str, text: str) -> None:
-    print(f"{name:<34} {text}", flush=True)
-
-
-def _config(model: str, device: str, dtype: str, *, n: int | None = None, data: str | None = None, batch: int = BATCH):
+def _config(model: str, device: str, dtype: str, *, data: str, n: int | None = None, batch: int = BATCH):
+    """The AnalysisConfig of every text of the CSV file ``data`` (or ``n`` of them)."""
     from analysis.data.tasks import SampleConfig, TaskConfig
     from analysis.pipeline import AnalysisConfig
 
-    task = TaskConfig(name=None, data=data) if data else TaskConfig("rotten_tomatoes")
+    task = TaskConfig(name=None, data=data)
     return AnalysisConfig(
         model=model,
         task=task,
@@ -104,23 +103,23 @@ def _alternate(cfg, reps: int) -> tuple[float, dict, dict]:
     return diff, times, cpu
 
 
-def bench_stream(a, res: dict) -> None:
+def bench_stream(s: BenchSettings) -> dict:
     """Throughput of the streaming path ÷ the states path on one CSV of n texts, alternating, medians of ``reps``.
 
     A data file, because that is what the stream reads in chunks (an offline task is held in memory anyway).
     """
-    n = QUICK_N if a.quick else FULL_N
-    reps = a.reps or (3 if a.quick else 5)
+    n = QUICK_N if s.quick else FULL_N
+    reps = s.reps or (3 if s.quick else 5)
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "texts.csv")
-        write_corpus(data, n)
-        diff, times, cpu = _alternate(_config(a.model, a.device, a.dtype, data=data, batch=BATCH), reps)
+        corpus = write_corpus(data, n, s.task())
+        diff, times, cpu = _alternate(_config(s.model, s.device, s.dtype, data=data, batch=BATCH), reps)
     ts, tb = statistics.median(times["stream"]), statistics.median(times["states"])
     cpu_ratio = statistics.median(cpu["states"]) / statistics.median(cpu["stream"])
     r = {
-        "model": a.model,
+        "model": s.label(s.model),
         "n": n,
-        "texts": f"the first {n} rotten_tomatoes train snippets, as a CSV file",
+        "texts": f"the first {n} {corpus['source']} texts, as a CSV file",
         "max_length": MAX_LENGTH,
         "batch_size": BATCH,
         "reps": reps,
@@ -134,22 +133,23 @@ def bench_stream(a, res: dict) -> None:
         "goal": f">= {THROUGHPUT_GOAL}",
         "met": tb / ts >= THROUGHPUT_GOAL,
     }
-    res["stream"] = r
-    res["stream_vs_states_throughput"] = r["ratio"]
-    _row(
-        f"stream {a.model} (n={n})",
+    row(
+        f"stream {r['model']} (n={n})",
         f"stream {r['stream_texts_per_s']:.0f} texts/s  states {r['states_texts_per_s']:.0f} texts/s  "
         f"stream/states {r['ratio']:.2f}x (goal >={THROUGHPUT_GOAL}: {'met' if r['met'] else 'NOT met'}; "
         f"CPU time {cpu_ratio:.2f}x)  ν max rel diff {diff:.1e}",
     )
+    return {"stream": r, "stream_vs_states_throughput": r["ratio"]}
 
 
 # ------------------------------------------------------------------ memory
-def write_corpus(path: str, n: int) -> dict:
-    """A CSV (text,label) of ``n`` rows: the rotten_tomatoes train split, cycled, copies marked distinct."""
+def write_corpus(path: str, n: int, task=None) -> dict:
+    """A CSV (text,label) of ``n`` rows: the texts of ``task`` (a TaskConfig; default the rotten_tomatoes
+    train split), cycled, copies marked distinct. Returns where the rows came from."""
     from analysis.data.tasks import TaskConfig, load_task
 
-    base = load_task(TaskConfig("rotten_tomatoes"))
+    task = task or TaskConfig("rotten_tomatoes")
+    base = load_task(task)
     m = len(base)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -158,7 +158,8 @@ def write_corpus(path: str, n: int) -> dict:
             k, j = divmod(i, m)
             text = base.texts[j] if k == 0 else f"{base.texts[j]} ({k + 1})"
             w.writerow([text, base.label_names[int(base.labels[j])]])
-    return {"source": "rotten_tomatoes train split", "distinct_base_texts": m, "copies": -(-n // m)}
+    source = f"{task.name} {task.split} split" if task.name else f"texts of {os.path.basename(str(task.data))}"
+    return {"source": source, "distinct_base_texts": m, "copies": -(-n // m)}
 
 
 def _rss() -> int:
@@ -257,39 +258,24 @@ def measure_child(spec: dict) -> dict:
     }
 
 
-def _run_child(spec: dict) -> dict:
-    root = str(Path(__file__).resolve().parents[2])  # the repository root
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    p = subprocess.run(
-        [sys.executable, "-m", "analysis.bench.streaming", json.dumps(spec)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if p.returncode != 0:
-        raise RuntimeError(f"memory measurement {spec['mode']} n={spec['n']} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def bench_stream_memory(a, res: dict) -> None:
+def bench_stream_memory(s: BenchSettings) -> dict:
     """Peak RSS growth of a stream and of the states path at two sizes, each in a fresh process."""
     from analysis.models import hidden_states
 
-    sizes = sorted(QUICK_SIZES if a.quick else FULL_SIZES)
+    sizes = sorted(QUICK_SIZES if s.quick else FULL_SIZES)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             data = os.path.join(tmp, f"corpus_{n}.csv")
-            corpus = write_corpus(data, n)
+            corpus = write_corpus(data, n, s.task())
             got = {}
             for mode in ("stream", "states"):
-                spec = {"mode": mode, "n": n, "data": data, "model": a.model, "device": a.device, "dtype": a.dtype}
-                got[mode] = _run_child(spec)
+                spec = {"mode": mode, "n": n, "data": data, "model": s.model, "device": s.device, "dtype": s.dtype}
+                got[mode] = run_child("analysis.bench.streaming", spec, f"memory measurement {mode} n={n}")
             d = _rel_diff(got["stream"].pop("nu"), got["states"].pop("nu"))
             for mode in ("stream", "states"):
                 rows.append({**got[mode], "max_rel_diff_nu": d})
-            _row(
+            row(
                 f"stream memory n={n}",
                 f"peak RSS growth: stream +{got['stream']['peak_growth_mb']:.0f} MB "
                 f"(goal <={RSS_GOAL_MB:.0f}), states +{got['states']['peak_growth_mb']:.0f} MB; "
@@ -298,8 +284,9 @@ def bench_stream_memory(a, res: dict) -> None:
     top = max(sizes)
     stream_top = next(r for r in rows if r["mode"] == "stream" and r["n"] == top)
     states_top = next(r for r in rows if r["mode"] == "states" and r["n"] == top)
-    res["stream_memory"] = {
-        "model": a.model,
+    part: dict = {}
+    part["stream_memory"] = {
+        "model": s.label(s.model),
         "max_length": MAX_LENGTH,
         "batch_size": MEM_BATCH,
         "corpus": corpus,
@@ -309,12 +296,13 @@ def bench_stream_memory(a, res: dict) -> None:
         "chunk_texts": getattr(hidden_states, "CHUNK_TEXTS", None),  # texts a stream tokenizes at a time
         "met": all(r["peak_growth_mb"] <= RSS_GOAL_MB for r in rows if r["mode"] == "stream"),
     }
-    res["stream_peak_rss_mb"] = stream_top["peak_growth_mb"]
-    res["stream_peak_rss_n"] = top
-    res["states_peak_rss_mb"] = states_top["peak_growth_mb"]
+    part["stream_peak_rss_mb"] = stream_top["peak_growth_mb"]
+    part["stream_peak_rss_n"] = top
+    part["states_peak_rss_mb"] = states_top["peak_growth_mb"]
+    return part
 
 
-# ------------------------------------------------------------------ report (analysis/bench_report.py)
+# ------------------------------------------------------------------ report (analysis/bench/report.py)
 def stream_headlines(res: dict) -> list[tuple]:
     """(measure, key, format, goal, test) of the headline table's streaming rows."""
     n = res.get("stream_peak_rss_n", "?")

@@ -1,4 +1,5 @@
-"""``python -m analysis bench``: speed measured as ratios, side by side in one run (see analysis/bench.py)."""
+"""``python -m analysis bench``: the flags, read into :class:`~analysis.bench.common.BenchSettings`; the
+measuring, merging and reporting are the library's (analysis/bench/)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import json
 from pathlib import Path
 
 from analysis.bench import report as bench_report
-from analysis.bench import sections as bench
+from analysis.bench.common import SECTION_NAMES, BenchSettings
+from analysis.bench.merge import merge, read_results
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
+
+_DEFAULT = BenchSettings()
+GPU_JSON, GPU_DOC, GPU_PLOTS = "docs/benchmarks-gpu.json", "docs/benchmarks-gpu.md", "docs/img"
 
 
 def register(sub) -> None:
@@ -19,14 +24,10 @@ def register(sub) -> None:
 
 def add_args(p) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 idle cores")
-    p.add_argument("--model", default="minilm")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument(
-        "--only",
-        default=None,
-        help="comma-separated sections: " + ", ".join(bench.SECTIONS),
-    )
+    p.add_argument("--model", default=_DEFAULT.model)
+    p.add_argument("--device", default=_DEFAULT.device)
+    p.add_argument("--dtype", default=_DEFAULT.dtype)
+    p.add_argument("--only", default=None, help="comma-separated sections: " + ", ".join(SECTION_NAMES))
     p.add_argument("--doc", default=None, help="write a Markdown report (e.g. docs/benchmarks.md)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--json", default=None)
@@ -44,15 +45,21 @@ def add_args(p) -> None:
         metavar="JSON",
         help="measure nothing: rebuild --doc and --plots from an earlier run's JSON",
     )
+    p.add_argument(
+        "--gpu-record",
+        action="store_true",
+        help=f"on one CUDA GPU, every GPU section on random models and synthetic texts in about 5 minutes "
+        f"(no downloads); writes {GPU_JSON} and {GPU_DOC} unless --json/--doc say otherwise",
+    )
 
 
 def _command(a) -> str:
     """The bench command line that reproduces this run (for the report)."""
-    parts = ["bench"] + (["--quick"] if a.quick else [])
+    parts = ["bench"] + (["--quick"] if a.quick else []) + (["--gpu-record"] if a.gpu_record else [])
     for flag, default in (
-        ("model", "minilm"),
-        ("device", "auto"),
-        ("dtype", "auto"),
+        ("model", _DEFAULT.model),
+        ("device", _DEFAULT.device),
+        ("dtype", _DEFAULT.dtype),
         ("only", None),
         ("reps", None),
         ("json", None),
@@ -66,56 +73,53 @@ def _command(a) -> str:
     return " ".join(parts)
 
 
-def _read_results(path: str) -> dict:
-    """An earlier run's results, or a VariscopeError saying why they cannot be used."""
-    try:
-        res = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise VariscopeError(f"cannot read benchmark results from {path}: {e}") from None
-    if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
-        raise VariscopeError(f"{path} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)")
-    return res
-
-
-def merge(base: dict, new: dict) -> dict:
-    """``base`` with ``new``'s sections and keys; ``merged`` records which run measured which sections."""
-    out = dict(base)
-    out.pop("notes", None)  # checks written beside the earlier run's sections may no longer hold
-    own = {"command", "quick", "machine", "section_seconds", "merged"}
-    out.update({k: v for k, v in new.items() if k not in own})
-    out["section_seconds"] = {**base.get("section_seconds", {}), **new.get("section_seconds", {})}
-    part = {k: new[k] for k in ("command", "quick", "machine")}
-    sections = list(new.get("section_seconds", {}))
-    earlier = []  # earlier merges, less the sections this run measured again
-    for p in base.get("merged", []):
-        left = [s for s in p["sections"] if s not in sections]
-        if left:
-            earlier.append({**p, "sections": left})
-    out["merged"] = [*earlier, {**part, "sections": sections}]
-    return out
+def settings(a) -> BenchSettings:
+    """The flags as checked settings (a VariscopeError names the first that cannot be used)."""
+    only = tuple(a.only.split(",")) if a.only else None
+    s = BenchSettings(model=a.model, quick=a.quick, device=a.device, dtype=a.dtype, reps=a.reps, only=only)
+    return s.check()
 
 
 def cmd_bench(a) -> int:
+    if a.gpu_record:
+        return _gpu_record(a)
     check_output(a.json, what="--json")
     check_output(a.doc, what="--doc", make_parents=True)
     check_output(a.plots, folder=True, what="--plots", make_parents=True)
-    if a.reps is not None and a.reps < 1:
-        raise VariscopeError(f"--reps must be at least 1, got {a.reps}")
-    if a.only and set(a.only.split(",")) - set(bench.SECTIONS):
-        raise VariscopeError(
-            f"unknown bench section(s) {', '.join(sorted(set(a.only.split(',')) - set(bench.SECTIONS)))}; "
-            f"use {', '.join(bench.SECTIONS)}"
-        )
+    s = settings(a)
     if a.report_from:
-        res = _read_results(a.report_from)
+        res = read_results(a.report_from)
         bench_report.make(res, a.plots or "docs/img", a.doc, res.get("command", "bench"))
         return 0
-    base = _read_results(a.merge_into) if a.merge_into else None  # refused before anything is measured
-    res = bench.measure(a, _command(a))
+    base = read_results(a.merge_into) if a.merge_into else None  # refused before anything is measured
+    from analysis.bench.run import measure
+
+    res = measure(s, _command(a))
     if base is not None:
         res = merge(base, res)
     if a.json:
         write_atomic(a.json, json.dumps(res, indent=2, default=float))
     if a.plots or a.doc:
         bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
+    return 0
+
+
+def _gpu_record(a) -> int:
+    """``bench --gpu-record``: the GPU sections on random models, written to docs/benchmarks-gpu.*."""
+    from analysis.bench import gpu_record
+
+    given = [f for f in ("model", "device", "dtype") if getattr(a, f) != getattr(_DEFAULT, f)]
+    given += [f for f in ("merge_into", "report_from") if getattr(a, f)] + (["quick"] if a.quick else [])
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise VariscopeError(f"--gpu-record picks its own models, device and sizes; drop {flags}")
+    json_out, doc, plots = a.json or GPU_JSON, a.doc or GPU_DOC, a.plots or GPU_PLOTS
+    check_output(json_out, what="--json", make_parents=True)
+    check_output(doc, what="--doc", make_parents=True)
+    check_output(plots, folder=True, what="--plots", make_parents=True)
+    only = tuple(a.only.split(",")) if a.only else None
+    res = gpu_record.record(gpu_record.RecordSettings(only=only, reps=a.reps).check(), _command(a))
+    Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(json_out, json.dumps(res, indent=2, default=float))
+    bench_report.make(res, plots, doc, res["command"])
     return 0

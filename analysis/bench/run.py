@@ -1,0 +1,83 @@
+"""The benchmark runner: the sections of :data:`SECTIONS`, one after another, assembled into one results dict."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from analysis.bench.common import SECTION_NAMES, BenchSettings
+from analysis.bench.encoder import bench_encoder
+from analysis.bench.memory import bench_memory
+from analysis.bench.sections import (
+    bench_batching,
+    bench_cache,
+    bench_cards,
+    bench_curve,
+    bench_depth,
+    bench_metric,
+    bench_projection,
+    bench_training,
+)
+from analysis.bench.streaming import bench_stream, bench_stream_memory
+
+#: Section name → the function that measures it (settings in, its part of the results out).
+SECTIONS: dict[str, Callable[[BenchSettings], dict]] = {
+    "curve": bench_curve,
+    "batching": bench_batching,
+    "metric": bench_metric,
+    "cache": bench_cache,
+    "depth": bench_depth,
+    "projection": bench_projection,
+    "training": bench_training,
+    "memory": bench_memory,  # peak RSS of extraction, fresh processes
+    "cards": bench_cards,
+    "stream": bench_stream,  # streaming vs states throughput
+    "stream_memory": bench_stream_memory,  # peak RSS of a stream vs the states path, fresh processes
+    "encoder": bench_encoder,  # texts/s of the curve on a random 12-layer d=768 BERT
+}
+assert tuple(SECTIONS) == SECTION_NAMES
+
+
+def machine(s: BenchSettings) -> dict:
+    """Where the run measures: platform, torch threads and version, device, card and resolved dtype."""
+    import platform
+
+    import torch
+
+    from analysis.models.load import resolve_device, resolve_dtype
+
+    dev = resolve_device(s.device)
+    card = torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine()
+    return {
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": dev,
+        "card": card,
+        "dtype": resolve_dtype(s.dtype, dev),
+    }
+
+
+def add_part(res: dict, part: dict) -> dict:
+    """``res`` with a section's part added (the notes of skipped work appended, not replaced)."""
+    for k, v in part.items():
+        if k == "skipped":
+            res.setdefault("skipped", []).extend(v)
+        else:
+            res[k] = v
+    return res
+
+
+def measure(s: BenchSettings, command: str) -> dict:
+    """Run the sections named in ``s.only`` (all by default) and return the results dict.
+
+    ``command`` is the command line that reproduces the run (the report shows it).
+    """
+    res: dict = {"command": command, "quick": bool(s.quick), "machine": machine(s)}
+    for name, f in SECTIONS.items():
+        if s.only and name not in s.only:
+            continue
+        t = time.perf_counter()
+        add_part(res, f(s))
+        res.setdefault("section_seconds", {})[name] = time.perf_counter() - t
+    return res
