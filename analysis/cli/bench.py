@@ -8,6 +8,7 @@ from pathlib import Path
 from analysis.bench import report as bench_report
 from analysis.bench import sections as bench
 from analysis.errors import VariscopeError
+from analysis.settings import DEFAULTS
 from analysis.store.atomic import check_output, write_atomic
 
 
@@ -19,9 +20,9 @@ def register(sub) -> None:
 
 def add_args(p) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 idle cores")
-    p.add_argument("--model", default="minilm")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--model", default=DEFAULTS["model"])
+    p.add_argument("--device", default=DEFAULTS["device"])
+    p.add_argument("--dtype", default=DEFAULTS["dtype"])
     p.add_argument(
         "--only",
         default=None,

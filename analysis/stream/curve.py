@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis import settings
 from analysis.data.streamed import open_sample
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
@@ -30,7 +31,7 @@ from analysis.stream.twopass import Projections, choose_mode, default_budget
 from analysis.variability import CurveResult, sample_band
 
 #: States kept per layer by default (``curve --stream --keep``, the app, ``cards --stream``, the bench).
-DEFAULT_KEEP = 2_000
+DEFAULT_KEEP = settings.DEFAULT_KEEP
 #: Texts between two hand-backs of freed heap to the system (:func:`analysis.stream.memtrim.trim`) in a pass.
 TRIM_ROWS = 128
 

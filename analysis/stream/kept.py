@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis import settings
 from analysis.cards.scores import CardsConfig, LayerCards, rank_agreement
 from analysis.data.streamed import open_sample
 from analysis.errors import VariscopeError
@@ -31,11 +32,11 @@ from analysis.stream.curvecache import StreamSettings, load_stream, save_stream,
 from analysis.variability import CurveResult, sample_band, variability_curve
 
 #: Samples of more texts than this are streamed by the app (exact ν, states of a sample only).
-STREAM_ABOVE = 20_000
+STREAM_ABOVE = settings.STREAM_ABOVE
 #: Texts in the seeded state sample of a streamed run (projections, cards, bootstrap band).
 SAMPLE_KEEP = DEFAULT_KEEP
 #: Largest state sample the app offers (UMAP and the leave-one-out kNN grow faster than linearly).
-SAMPLE_KEEP_MAX = 20_000
+SAMPLE_KEEP_MAX = settings.MAX_KEEP
 
 
 @dataclass
