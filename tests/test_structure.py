@@ -90,7 +90,7 @@ def test_cycle_finder_finds_a_circle():
 
 def test_import_graph_has_no_circle():
     graph = _graph()
-    assert "analysis.cli" in graph and "analysis.pipeline" in graph["analysis.cli.commands"]
+    assert "analysis.cli" in graph and "analysis.pipeline" in graph["analysis.cli.curve"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
