@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from analysis.errors import VariscopeError
+from analysis.recommend import DEFAULT_TOLERANCE, RULES
 
 if TYPE_CHECKING:
     from analysis.pipeline import AnalysisConfig
@@ -62,8 +63,8 @@ MAX_KEEP, MIN_KEEP = 20_000, 10
 CURVE_DEFAULTS: dict[str, Any] = {
     "bootstrap": 0,
     "weighting": "equal",
-    "rule": "argmin",
-    "tolerance": 10.0,
+    "rule": RULES[0],
+    "tolerance": DEFAULT_TOLERANCE,
     "stream": False,
     "stream_mode": None,
     "keep": None,
@@ -216,7 +217,6 @@ def curve_settings(settings: Mapping[str, Any]) -> CurveSettings:
 
     ``keep`` and ``memory_budget`` go with ``stream``; a streamed band needs kept states.
     """
-    from analysis.recommend import RULES
     from analysis.stream.twopass import MODES
     from analysis.variability import WEIGHTINGS
 

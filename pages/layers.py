@@ -8,7 +8,8 @@ from analysis.cards.scores import agreement_words
 from analysis.records import sample_notice
 from analysis.stream.kept import sample_fields, total_texts
 from pages._charts import layer_cards_figure
-from pages._common import ensure_app, model_loader, page_states
+from pages._compute import model_loader, page_states
+from pages._state import ensure_app
 
 ensure_app()
 

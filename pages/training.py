@@ -10,7 +10,8 @@ from analysis.stream.kept import total_texts
 from analysis.training import RunMonitor, Selection, baseline_jobs, cost_preview, start_in_thread
 from analysis.training.config import PAGE_TRAIN_DEFAULTS
 from pages._charts import training_comparison_figure, training_history_figure, variability_before_after_figure
-from pages._common import bound, ensure_app, model_loader, page_states, session_alive_probe
+from pages._compute import model_loader, page_states
+from pages._state import bound, ensure_app, session_alive_probe
 
 ensure_app()
 
@@ -54,14 +55,16 @@ with c2:
     bs = st.number_input("Batch size", 1, 512, d["train_batch"], key="train_bs")
     eval_n = st.number_input("Held-out texts (test split)", 20, 20_000, d["eval_n"], 50, key="train_eval_n")
 
-bad = [l for l in tuned if l > ell]
+sel = None
 if not tuned:
     st.warning("Pick at least one layer to tune.")
-elif bad:
-    st.error(f"Tuned layer {bad[0]} is above the classifier layer {ell}; layers above ℓ* are removed.")
-sel = (
-    Selection(ell, tuple(tuned), adapter="lora" if adapter.startswith("LoRA") else None) if tuned and not bad else None
-)
+else:
+    try:  # the same check as train --classifier-layer/--tune-layers
+        sel = Selection(ell, tuple(tuned), adapter="lora" if adapter.startswith("LoRA") else None)
+        sel.check(L)
+    except VariscopeError as e:
+        st.error(str(e))
+        sel = None
 
 if sel is not None:
     try:

@@ -5,13 +5,15 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.recommend import recommend_layer
+from analysis.errors import VariscopeError
+from analysis.recommend import RULES, recommend_layer
 from analysis.records import curve_label, fraction_size, page_curve_record, sample_notice, top_layer_note
-from analysis.settings import parse_imbalance
+from analysis.settings import MAX_BOOTSTRAP, curve_settings, parse_imbalance
 from analysis.stream.kept import sample_fields, total_texts
 from analysis.variability import curve_csv
 from pages._charts import curve_figure
-from pages._common import bound, curve_for, ensure_app, get_states_ui, page_states
+from pages._compute import curve_for, get_states_ui, page_states
+from pages._state import bound, ensure_app
 
 ensure_app()
 
@@ -32,7 +34,7 @@ rule = bound(
     c1.radio,
     "Recommendation rule",
     "rule",
-    options=["argmin", "plateau"],
+    options=RULES,
     horizontal=True,
     help="argmin: the layer of lowest ν (the paper). plateau: the lowest layer within a tolerance "
     "of the minimum — fewer layers kept, less compute.",
@@ -47,7 +49,13 @@ tol = bound(
     disabled=rule != "plateau",
 )
 log = c3.toggle("Log scale", key="log_scale")
-boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=1000, step=50)
+boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=MAX_BOOTSTRAP, step=50)
+try:  # the same checks as curve --bootstrap/--rule/--tolerance
+    opts = curve_settings({"bootstrap": boot, "rule": rule, "tolerance": tol})
+except VariscopeError as e:
+    st.error(str(e))
+    st.stop()
+rule, tol, boot = opts.rule, opts.tolerance, opts.bootstrap
 
 curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res)
 nu, layers = curve["variability"], curve["layers"]

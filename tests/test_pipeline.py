@@ -41,3 +41,48 @@ def test_train_has_one_training_batch_default_and_leaves_the_forward_batch_to_th
     c = argparse.ArgumentParser()
     add_data_args(c)
     assert c.parse_args([]).batch_size is None
+
+
+def test_settings_refuse_out_of_range_values_with_one_line_instead_of_clipping_them():
+    from analysis.settings import (
+        DEFAULT_KEEP,
+        MAX_BOOTSTRAP,
+        MAX_KEEP,
+        STREAM_ABOVE,
+        check_bootstrap,
+        check_upload,
+        curve_settings,
+        stream_settings,
+    )
+
+    assert stream_settings(None, "") == (STREAM_ABOVE, DEFAULT_KEEP) and stream_settings("50", 40) == (50, 40)
+    with pytest.raises(VariscopeError, match=f"states kept must be at most {MAX_KEEP}"):
+        stream_settings(100, MAX_KEEP + 1)
+    with pytest.raises(VariscopeError, match="stream above .* at least 1"):
+        stream_settings(0, 100)
+    assert check_bootstrap(MAX_BOOTSTRAP) == MAX_BOOTSTRAP and check_bootstrap(None) == 0
+    with pytest.raises(VariscopeError, match=f"between 0 and {MAX_BOOTSTRAP}"):
+        check_bootstrap(MAX_BOOTSTRAP + 1)
+    for bad, words in [
+        ({"tolerance": -1}, "tolerance"),
+        ({"tolerance": "nan"}, "finite"),
+        ({"keep": 10}, "go with --stream"),
+        ({"stream": True, "keep": -1}, "at least 0"),
+        ({"stream": True, "bootstrap": 5, "keep": 0}, "--keep must be above 0"),
+        ({"stream": True, "memory_budget": 0}, "positive number of MB"),
+        ({"rule": "median"}, "rule must be one of argmin, plateau"),
+    ]:
+        with pytest.raises(VariscopeError, match=words):
+            curve_settings(bad)
+    check_upload("small.csv", 10)
+    with pytest.raises(VariscopeError, match="the limit is"):
+        check_upload("big.csv", 2**40)
+
+
+def test_the_app_names_a_local_path_by_the_model_resolvers_rule(tmp_path):
+    from analysis.models.load import is_local_path
+
+    for spec in ("./m", "/abs", "~/m", "\\\\server\\m", str(tmp_path)):
+        assert is_local_path(spec), spec
+    for spec in ("minilm-not-here", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert not is_local_path(spec), spec
