@@ -49,8 +49,9 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_TASK = "rotten_tomatoes"
 MAX_BINS = 1000  # quantile classes of a numeric label
 
-#: Resamples of the bootstrap band (and of the ℓ* shares); more is slow and changes little.
-MAX_BOOTSTRAP = 1000
+#: Resamples of the bootstrap band and the ℓ* shares: the CLI's and the pages' default (its cost on the
+#: default sample is in docs/benchmarks.md), and the most a user may ask for.
+DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP = 20, 1000
 #: Above this many texts the app streams (exact ν of all, the states of a seeded sample only).
 STREAM_ABOVE = 20_000
 #: States a stream keeps in its seeded sample (bootstrap band, projections, cards).
@@ -61,7 +62,7 @@ MAX_KEEP, MIN_KEEP = 20_000, 10
 
 #: The curve's options (CLI ``curve`` flags, the Variability page), with their defaults.
 CURVE_DEFAULTS: dict[str, Any] = {
-    "bootstrap": 0,
+    "bootstrap": None,  # DEFAULT_BOOTSTRAP, or 0 for a stream that keeps no states
     "weighting": "equal",
     "rule": RULES[0],
     "tolerance": DEFAULT_TOLERANCE,
@@ -199,11 +200,11 @@ class CurveSettings:
 
 
 def check_bootstrap(v) -> int:
-    """Bootstrap resamples, 0..MAX_BOOTSTRAP (the one home of that limit)."""
+    """Bootstrap resamples, 0..MAX_BOOTSTRAP (the one home of that limit); blank: DEFAULT_BOOTSTRAP."""
     b = _int("bootstrap resamples", v, minimum=0, optional=True)
     if b is not None and b > MAX_BOOTSTRAP:
         raise VariscopeError(f"bootstrap resamples must be between 0 and {MAX_BOOTSTRAP}, got {b}")
-    return b or 0
+    return DEFAULT_BOOTSTRAP if b is None else b
 
 
 def _choice(name: str, v, choices: tuple[str, ...]) -> str:
@@ -228,7 +229,7 @@ def curve_settings(settings: Mapping[str, Any]) -> CurveSettings:
     if not stream and (s["stream_mode"] is not None or s["keep"] is not None or s["memory_budget"] is not None):
         raise VariscopeError("--stream-mode, --keep and --memory-budget go with --stream")
     keep = _int("--keep (states kept)", s["keep"], minimum=0, optional=True)
-    bootstrap = check_bootstrap(s["bootstrap"])
+    bootstrap = 0 if stream and keep == 0 and _blank(s["bootstrap"]) else check_bootstrap(s["bootstrap"])
     if stream and bootstrap and keep == 0:
         raise VariscopeError("--bootstrap with --stream resamples the kept states: --keep must be above 0")
     budget = _float("--memory-budget", s["memory_budget"], optional=True)

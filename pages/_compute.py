@@ -12,6 +12,7 @@ from dataclasses import replace
 import streamlit as st
 
 from analysis.errors import VariscopeError
+from analysis.recommend import DEFAULT_TOLERANCE
 from pages._state import analysis_config, upload_bytes
 
 
@@ -155,12 +156,12 @@ def get_states_ui(cfg=None, *, label="Computing hidden states"):
     return res
 
 
-@st.cache_data(show_spinner="Computing ν per layer…", max_entries=32)
-def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _res):
-    """ν per layer of the states under ``key`` (exact ν and a sample's band for a streamed result)."""
+@st.cache_data(show_spinner="Computing ν per layer and its bootstrap resamples…", max_entries=32)
+def curve_for(key: str, bootstrap: int, weighting: str, seed: int, _res, tolerance: float = DEFAULT_TOLERANCE):
+    """ν per layer of the states under ``key``, its band and ℓ* shares (a sample's, for a streamed result)."""
     from analysis.stream.kept import curve_of
 
-    return curve_of(_res, bootstrap=bootstrap, weighting=weighting, seed=seed).to_dict()
+    return curve_of(_res, bootstrap=bootstrap, weighting=weighting, seed=seed, tolerance=tolerance).to_dict()
 
 
 def page_states(min_layer: int = 0):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.settings import CURVE_DEFAULTS, DEFAULT_KEEP, DEFAULT_TASK, STREAM_ABOVE
+from analysis.settings import CURVE_DEFAULTS, DEFAULT_BOOTSTRAP, DEFAULT_KEEP, DEFAULT_TASK, STREAM_ABOVE
 from analysis.settings import DEFAULTS as SETTINGS
 
 #: Settings shared by all pages and mirrored in the URL.
@@ -18,7 +18,8 @@ _SHARED += ("text_pair_col", "label_col", "split", "trust_remote_code", "hf_conf
 DEFAULTS = {
     **{k: SETTINGS[k] for k in _SHARED},
     "task": DEFAULT_TASK,
-    **{k: CURVE_DEFAULTS[k] for k in ("bootstrap", "rule", "tolerance")},
+    **{k: CURVE_DEFAULTS[k] for k in ("rule", "tolerance")},
+    "bootstrap": DEFAULT_BOOTSTRAP,
     "layer": None,  # None: the recommended layer
     "upload": None,
     "comparisons": [],

@@ -7,7 +7,16 @@ import streamlit as st
 
 from analysis.errors import VariscopeError
 from analysis.recommend import RULES, recommend_layer
-from analysis.records import curve_label, fraction_size, page_curve_record, sample_notice, top_layer_note
+from analysis.records import (
+    curve_label,
+    fraction_size,
+    no_majority_line,
+    page_curve_record,
+    sample_notice,
+    share_line,
+    spans_decade,
+    top_layer_note,
+)
 from analysis.settings import MAX_BOOTSTRAP, curve_settings, parse_imbalance
 from analysis.stream.kept import sample_fields, total_texts
 from analysis.variability import curve_csv
@@ -24,7 +33,7 @@ st.caption(
     "Low ν: the classes are already well separated there."
 )
 
-cfg, res, _, _ = page_states()
+cfg, res, base, _ = page_states()
 N, K = total_texts(res), sample_fields(res).get("sample_size")  # K: only a seeded sample's states are held
 if K is not None:
     st.info(sample_notice("curve", K, N), icon=":material/stream:")
@@ -48,7 +57,7 @@ tol = bound(
     step=5.0,
     disabled=rule != "plateau",
 )
-log = c3.toggle("Log scale", key="log_scale")
+log = c3.toggle("Log scale", value=spans_decade(base["variability"]), key="log_scale")
 boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=MAX_BOOTSTRAP, step=50)
 try:  # the same checks as curve --bootstrap/--rule/--tolerance
     opts = curve_settings({"bootstrap": boot, "rule": rule, "tolerance": tol})
@@ -57,7 +66,7 @@ except VariscopeError as e:
     st.stop()
 rule, tol, boot = opts.rule, opts.tolerance, opts.bootstrap
 
-curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res)
+curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res, tol)
 nu, layers = curve["variability"], curve["layers"]
 best = recommend_layer(nu, rule=rule, tolerance=tol)
 L = len(layers) - 1
@@ -82,6 +91,11 @@ with s1:
     bound(st.slider, "Selected layer (shared with the other pages)", "layer", min_value=0, max_value=L)
 with s2:
     st.metric(f"Recommended classifier layer ℓ* ({rule})", best, help=f"ν = {nu[best]:.4g}")
+    share = curve["argmin_share"] if rule == "argmin" else curve["plateau_share"]
+    if (line := share_line(share)) is not None:
+        st.caption(line + (f" (of the {K:,} kept texts)" if K is not None else ""))
+    if (line := no_majority_line(share)) is not None:
+        st.info(line, icon=":material/balance:")
     st.caption(
         f"Drop layers {best + 1}..{L}, tune a few layers at or below {best}."
         if best < L

@@ -45,6 +45,7 @@ def test_train_has_one_training_batch_default_and_leaves_the_forward_batch_to_th
 
 def test_settings_refuse_out_of_range_values_with_one_line_instead_of_clipping_them():
     from analysis.settings import (
+        DEFAULT_BOOTSTRAP,
         DEFAULT_KEEP,
         MAX_BOOTSTRAP,
         MAX_KEEP,
@@ -60,7 +61,7 @@ def test_settings_refuse_out_of_range_values_with_one_line_instead_of_clipping_t
         stream_settings(100, MAX_KEEP + 1)
     with pytest.raises(VariscopeError, match="stream above .* at least 1"):
         stream_settings(0, 100)
-    assert check_bootstrap(MAX_BOOTSTRAP) == MAX_BOOTSTRAP and check_bootstrap(None) == 0
+    assert check_bootstrap(MAX_BOOTSTRAP) == MAX_BOOTSTRAP and check_bootstrap(None) == DEFAULT_BOOTSTRAP
     with pytest.raises(VariscopeError, match=f"between 0 and {MAX_BOOTSTRAP}"):
         check_bootstrap(MAX_BOOTSTRAP + 1)
     for bad, words in [
@@ -69,11 +70,14 @@ def test_settings_refuse_out_of_range_values_with_one_line_instead_of_clipping_t
         ({"keep": 10}, "go with --stream"),
         ({"stream": True, "keep": -1}, "at least 0"),
         ({"stream": True, "bootstrap": 5, "keep": 0}, "--keep must be above 0"),
+        ({"bootstrap": MAX_BOOTSTRAP + 1}, "between 0"),
         ({"stream": True, "memory_budget": 0}, "positive number of MB"),
         ({"rule": "median"}, "rule must be one of argmin, plateau"),
     ]:
         with pytest.raises(VariscopeError, match=words):
             curve_settings(bad)
+    assert curve_settings({}).bootstrap == DEFAULT_BOOTSTRAP
+    assert curve_settings({"stream": True, "keep": 0}).bootstrap == 0  # no kept states: no band by default
     check_upload("small.csv", 10)
     with pytest.raises(VariscopeError, match="the limit is"):
         check_upload("big.csv", 2**40)

@@ -9,6 +9,7 @@ import time
 
 from analysis.cli.common import add_data_args, config_from_args, make_cache, tqdm_progress
 from analysis.errors import VariscopeError
+from analysis.settings import check_bootstrap
 from analysis.store.atomic import check_output, write_atomic
 
 
@@ -57,7 +58,7 @@ def cmd_cards(a) -> int:
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
-    cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=a.bootstrap, max_iter=a.max_iter)
+    cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=check_bootstrap(a.bootstrap), max_iter=a.max_iter)
     cc.check()
     cache = make_cache(a)
     t0 = time.perf_counter()

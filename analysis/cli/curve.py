@@ -16,6 +16,7 @@ from analysis.store.atomic import check_output, write_atomic
 def cmd_curve(a) -> int:
     from analysis.pipeline import curve_record
     from analysis.recommend import recommend_layer
+    from analysis.records import no_majority_line, share_line
 
     cfg = config_from_args(a)
     o = curve_settings(vars(a))  # bootstrap, tolerance, keep and memory budget checked once, there
@@ -54,6 +55,10 @@ def cmd_curve(a) -> int:
         if curve.band:
             row += f"  [{curve.band[0][i]:>11.5g}, {curve.band[1][i]:>11.5g}]"
         print(row + ("   <- recommended" if l == best else ""))
+    share = curve.argmin_share if o.rule == "argmin" else curve.plateau_share
+    for line in (share_line(share), no_majority_line(share)):
+        if line:
+            print(line + (f" (of the {out['keep']} kept states)" if o.stream and line.startswith("ℓ*") else ""))
     if a.json:
         write_atomic(a.json, json.dumps(out, indent=2))
     if a.csv:
@@ -164,6 +169,7 @@ def _band_fields(curve, k: int, n: int) -> dict:
     if curve.band:
         b = curve.settings.get("bootstrap", 0)
         out["band_from"] = f"state sample of {k} states"
+        out["shares_from"] = f"the {k} kept states: argmin_share and plateau_share describe them, not all {n}"
         out["band_note"] = (
             f"band: the relative 5-95% spread of {b} bootstrap resamples of a sample of {k} states,"
             f" centred on nu, which itself uses all {n}"
@@ -177,14 +183,19 @@ def _run_info(info: dict) -> dict:
 
 def register(sub) -> None:
     from analysis.recommend import RULES
-    from analysis.settings import CURVE_DEFAULTS, DEFAULT_KEEP
+    from analysis.settings import CURVE_DEFAULTS, DEFAULT_BOOTSTRAP, DEFAULT_KEEP
     from analysis.stream.twopass import MODES
     from analysis.variability import WEIGHTINGS
 
     d = CURVE_DEFAULTS
     c = sub.add_parser("curve", help="variability ratio per layer")
     add_data_args(c)
-    c.add_argument("--bootstrap", type=int, default=d["bootstrap"], help="B resamples for a 5-95%% band")
+    c.add_argument(
+        "--bootstrap",
+        type=int,
+        default=d["bootstrap"],
+        help=f"B resamples for a 5-95%% band and the ℓ* shares (default {DEFAULT_BOOTSTRAP})",
+    )
     c.add_argument("--weighting", default=d["weighting"], choices=WEIGHTINGS)
     c.add_argument("--rule", default=d["rule"], choices=RULES)
     c.add_argument("--tolerance", type=float, default=d["tolerance"], help="plateau rule: %% above the minimum")
