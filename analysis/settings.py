@@ -224,17 +224,19 @@ def curve_settings(settings: Mapping[str, Any]) -> CurveSettings:
     s = {**CURVE_DEFAULTS, **{k: v for k, v in settings.items() if k in CURVE_DEFAULTS and v is not None}}
     tolerance = _float("plateau tolerance", s["tolerance"]) or 0.0
     if tolerance < 0:
-        raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {tolerance:g}")
+        raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {tolerance}")
     stream = bool(s["stream"])
     if not stream and (s["stream_mode"] is not None or s["keep"] is not None or s["memory_budget"] is not None):
         raise VariscopeError("--stream-mode, --keep and --memory-budget go with --stream")
-    keep = _int("--keep (states kept)", s["keep"], minimum=0, optional=True)
+    keep = _int("--keep", s["keep"], optional=True)
+    if keep is not None and keep < 0:
+        raise VariscopeError(f"--keep must be a number of states ≥ 0, got {keep}")
     bootstrap = 0 if stream and keep == 0 and _blank(s["bootstrap"]) else check_bootstrap(s["bootstrap"])
     if stream and bootstrap and keep == 0:
-        raise VariscopeError("--bootstrap with --stream resamples the kept states: --keep must be above 0")
+        raise VariscopeError("--bootstrap with --stream resamples the state sample: --keep must be above 0")
     budget = _float("--memory-budget", s["memory_budget"], optional=True)
     if budget is not None and budget <= 0:
-        raise VariscopeError(f"--memory-budget must be a positive number of MB, got {budget:g}")
+        raise VariscopeError(f"--memory-budget must be a positive number of MB, got {budget}")
     mode = None if s["stream_mode"] is None else _choice("stream mode", s["stream_mode"], MODES)
     return CurveSettings(
         bootstrap=bootstrap,

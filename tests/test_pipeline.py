@@ -68,7 +68,7 @@ def test_settings_refuse_out_of_range_values_with_one_line_instead_of_clipping_t
         ({"tolerance": -1}, "tolerance"),
         ({"tolerance": "nan"}, "finite"),
         ({"keep": 10}, "go with --stream"),
-        ({"stream": True, "keep": -1}, "at least 0"),
+        ({"stream": True, "keep": -1}, "--keep must be a number of states ≥ 0, got -1"),
         ({"stream": True, "bootstrap": 5, "keep": 0}, "--keep must be above 0"),
         ({"bootstrap": MAX_BOOTSTRAP + 1}, "between 0"),
         ({"stream": True, "memory_budget": 0}, "positive number of MB"),
