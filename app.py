@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages._common import init_state, sync_url
+from pages._state import init_state, sync_url
 
 st.set_page_config(page_title="Variscope", page_icon=":material/biotech:", layout="wide")
 init_state()

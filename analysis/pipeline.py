@@ -295,7 +295,8 @@ def curve_record(
 ) -> dict:
     """The JSON record of a curve (CLI ``--json`` and the app's download share these keys).
 
-    ``curve`` is ``CurveResult.to_dict()``; ``recommended`` the layer ℓ* under ``rule``; ``mode``
+    ``curve`` is ``CurveResult.to_dict()`` (its ℓ* shares are None without bootstrap resamples);
+    ``recommended`` the layer ℓ* under ``rule``; ``mode``
     "states" (ν from the stored states) or "stream" (from running statistics, over ``world_size`` processes).
     """
     return {
@@ -303,6 +304,8 @@ def curve_record(
         "layers": curve["layers"],
         "variability": curve["variability"],
         "band": curve["band"],
+        "argmin_share": curve.get("argmin_share"),
+        "plateau_share": curve.get("plateau_share"),
         "counts": curve["counts"],
         "recommended_layer": int(recommended),
         "rule": rule,

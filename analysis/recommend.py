@@ -9,9 +9,13 @@ import numpy as np
 from analysis.errors import VariscopeError
 
 RULES = ("argmin", "plateau")
+#: The plateau rule's tolerance, percent above the minimum (read by settings.CURVE_DEFAULTS).
+DEFAULT_TOLERANCE = 10.0
 
 
-def recommend_layer(nu: Sequence[float], *, rule: str = "argmin", tolerance: float = 10.0, min_layer: int = 1) -> int:
+def recommend_layer(
+    nu: Sequence[float], *, rule: str = RULES[0], tolerance: float = DEFAULT_TOLERANCE, min_layer: int = 1
+) -> int:
     """Index of the recommended classifier layer ℓ*.
 
     nu : ν per layer, index 0 = embeddings (never recommended unless it is the only one).

@@ -1,8 +1,10 @@
 """Settings → configs: one place where a flat dict of user settings becomes an AnalysisConfig
-(:func:`from_settings`) or checked training numbers (:func:`train_settings`).
+(:func:`from_settings`), the curve's options (:func:`curve_settings`), the app's streaming
+threshold (:func:`stream_settings`) or checked training numbers (:func:`train_settings`).
 
 The CLI passes ``vars(args)``, the app passes its session state (values from
-the URL arrive as strings). Keys that are absent take the defaults below.
+the URL arrive as strings). Keys that are absent take the defaults below, which
+argparse, the pages and the URL read from here (training defaults: ``analysis.training.config``).
 Every value a user can type is checked here, once, with a one-line error.
 """
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from analysis.errors import VariscopeError
+from analysis.recommend import DEFAULT_TOLERANCE, RULES
 
 if TYPE_CHECKING:
     from analysis.pipeline import AnalysisConfig
@@ -45,6 +48,29 @@ DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_TASK = "rotten_tomatoes"
 MAX_BINS = 1000  # quantile classes of a numeric label
+
+#: Resamples of the bootstrap band and the ℓ* shares: the CLI's and the pages' default (its cost on the
+#: default sample is in docs/benchmarks.md), and the most a user may ask for.
+DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP = 20, 1000
+#: Above this many texts the app streams (exact ν of all, the states of a seeded sample only).
+STREAM_ABOVE = 20_000
+#: States a stream keeps in its seeded sample (bootstrap band, projections, cards).
+DEFAULT_KEEP = 2_000
+#: Most states the app keeps (UMAP and the leave-one-out kNN grow faster than linearly); fewer than
+#: MIN_KEEP leave too few per class for a band.
+MAX_KEEP, MIN_KEEP = 20_000, 10
+
+#: The curve's options (CLI ``curve`` flags, the Variability page), with their defaults.
+CURVE_DEFAULTS: dict[str, Any] = {
+    "bootstrap": None,  # DEFAULT_BOOTSTRAP, or 0 for a stream that keeps no states
+    "weighting": "equal",
+    "rule": RULES[0],
+    "tolerance": DEFAULT_TOLERANCE,
+    "stream": False,
+    "stream_mode": None,
+    "keep": None,
+    "memory_budget": None,
+}
 
 
 def _blank(v) -> bool:
@@ -159,19 +185,86 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     return cfg
 
 
-#: The training settings (CLI ``train`` flags, the Training page's inputs), with their defaults.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": None,
-    "epochs": None,
-    "lr": 1e-4,
-    "batch_size": 16,
-    "eval_n": 500,
-    "eval_every": None,
-    "k": 2,
-    "lora_r": 8,
-    "classifier_layer": None,
-}
-DEFAULT_STEPS = 200
+@dataclass(frozen=True)
+class CurveSettings:
+    """Checked options of a curve: band, weighting, recommendation rule and streaming."""
+
+    bootstrap: int
+    weighting: str
+    rule: str
+    tolerance: float
+    stream: bool
+    stream_mode: str | None
+    keep: int | None
+    memory_budget: float | None  # MB
+
+
+def check_bootstrap(v) -> int:
+    """Bootstrap resamples, 0..MAX_BOOTSTRAP (the one home of that limit); blank: DEFAULT_BOOTSTRAP."""
+    b = _int("bootstrap resamples", v, minimum=0, optional=True)
+    if b is not None and b > MAX_BOOTSTRAP:
+        raise VariscopeError(f"bootstrap resamples must be between 0 and {MAX_BOOTSTRAP}, got {b}")
+    return DEFAULT_BOOTSTRAP if b is None else b
+
+
+def _choice(name: str, v, choices: tuple[str, ...]) -> str:
+    if v not in choices:
+        raise VariscopeError(f"{name} must be one of {', '.join(choices)}, got {str(v)[:40]!r}")
+    return v
+
+
+def curve_settings(settings: Mapping[str, Any]) -> CurveSettings:
+    """:class:`CurveSettings` from a flat dict (CLI ``vars(args)`` or the Variability page's inputs).
+
+    ``keep`` and ``memory_budget`` go with ``stream``; a streamed band needs kept states.
+    """
+    from analysis.stream.twopass import MODES
+    from analysis.variability import WEIGHTINGS
+
+    s = {**CURVE_DEFAULTS, **{k: v for k, v in settings.items() if k in CURVE_DEFAULTS and v is not None}}
+    tolerance = _float("plateau tolerance", s["tolerance"]) or 0.0
+    if tolerance < 0:
+        raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {tolerance}")
+    stream = bool(s["stream"])
+    if not stream and (s["stream_mode"] is not None or s["keep"] is not None or s["memory_budget"] is not None):
+        raise VariscopeError("--stream-mode, --keep and --memory-budget go with --stream")
+    keep = _int("--keep", s["keep"], optional=True)
+    if keep is not None and keep < 0:
+        raise VariscopeError(f"--keep must be a number of states ≥ 0, got {keep}")
+    bootstrap = 0 if stream and keep == 0 and _blank(s["bootstrap"]) else check_bootstrap(s["bootstrap"])
+    if stream and bootstrap and keep == 0:
+        raise VariscopeError("--bootstrap with --stream resamples the state sample: --keep must be above 0")
+    budget = _float("--memory-budget", s["memory_budget"], optional=True)
+    if budget is not None and budget <= 0:
+        raise VariscopeError(f"--memory-budget must be a positive number of MB, got {budget}")
+    mode = None if s["stream_mode"] is None else _choice("stream mode", s["stream_mode"], MODES)
+    return CurveSettings(
+        bootstrap=bootstrap,
+        weighting=_choice("weighting", s["weighting"], WEIGHTINGS),
+        rule=_choice("rule", s["rule"], RULES),
+        tolerance=tolerance,
+        stream=stream,
+        stream_mode=mode,
+        keep=keep,
+        memory_budget=budget,
+    )
+
+
+def stream_settings(above, keep) -> tuple[int, int]:
+    """The app's (stream above N texts, states kept K), checked: N ≥ 1, MIN_KEEP ≤ K ≤ MAX_KEEP."""
+    n = _int("stream above (texts)", STREAM_ABOVE if _blank(above) else above, minimum=1) or STREAM_ABOVE
+    k = _int("states kept", DEFAULT_KEEP if _blank(keep) else keep, minimum=MIN_KEEP, maximum=MAX_KEEP)
+    return n, k or DEFAULT_KEEP
+
+
+def check_upload(name: str, size: int) -> None:
+    """An uploaded file's size against the data files' limit (the same one as ``--data``)."""
+    from analysis.data.files import MAX_UPLOAD_BYTES, shown
+
+    if size > MAX_UPLOAD_BYTES:
+        raise VariscopeError(
+            f"file '{shown(name)}' is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +274,7 @@ class TrainSettings:
     steps: int | None
     epochs: float | None
     lr: float
-    batch_size: int
+    train_batch: int  # examples per optimizer step, all processes together
     eval_n: int
     eval_every: int | None
     k: int
@@ -204,7 +297,7 @@ class TrainSettings:
             steps=self.steps,
             epochs=self.epochs,
             lr=self.lr,
-            batch_size=self.batch_size,
+            batch_size=self.train_batch,
             eval_n=self.eval_n,
             eval_every=self.eval_every,
             seed=analysis.sampling.seed,
@@ -223,9 +316,12 @@ def _positive(name: str, v, *, optional: bool = False) -> float | None:
 def train_settings(settings: Mapping[str, Any]) -> TrainSettings:
     """:class:`TrainSettings` from a flat dict (CLI ``vars(args)`` or the Training page's inputs).
 
-    Steps and epochs are exclusive; neither means 200 steps. Every number is
-    checked here, before any data or model is loaded, with a one-line error.
+    Steps and epochs are exclusive; neither means the default steps. Every number is
+    checked here, before any data or model is loaded, with a one-line error. ``train_batch``
+    is the training batch; ``batch_size`` (the forward pass's) is :func:`from_settings`'s.
     """
+    from analysis.training.config import DEFAULT_STEPS, TRAIN_DEFAULTS
+
     s = {**TRAIN_DEFAULTS, **{k: v for k, v in settings.items() if k in TRAIN_DEFAULTS and v is not None}}
     steps = _int("steps", s["steps"], minimum=1, optional=True)
     epochs = _positive("epochs", s["epochs"], optional=True)
@@ -238,7 +334,7 @@ def train_settings(settings: Mapping[str, Any]) -> TrainSettings:
         steps=DEFAULT_STEPS if steps is None and epochs is None else steps,
         epochs=epochs,
         lr=_positive("learning rate", s["lr"]) or 0.0,
-        batch_size=_int("batch size", s["batch_size"], minimum=1) or 1,
+        train_batch=_int("training batch", s["train_batch"], minimum=1) or 1,
         eval_n=_int("held-out texts (eval-n)", s["eval_n"], minimum=2) or 2,
         eval_every=_int("eval-every", s["eval_every"], minimum=1, optional=True),
         k=k,

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from analysis.errors import VariscopeError
+from analysis.recommend import DEFAULT_TOLERANCE, recommend_layer
 
 WEIGHTINGS = ("equal", "size")
 
@@ -263,7 +264,10 @@ class CurveResult:
     variability : list of float, ν per layer (same order).
     band : optional (low, high) lists, bootstrap percentiles per layer.
     counts : examples per class name.
-    settings : how it was computed (weighting, bootstrap, percentiles, seed).
+    settings : how it was computed (weighting, bootstrap, percentiles, seed, tolerance).
+    argmin_share, plateau_share : optional, per layer (aligned with ``layers``), the share of the
+        bootstrap resamples in which that layer is ℓ* under the argmin or the plateau rule; each
+        sums to 1, layer 0 has 0 (ℓ* is chosen over 1..L). How sure the recommendation is.
     """
 
     layers: list[int]
@@ -271,6 +275,8 @@ class CurveResult:
     counts: dict[str, int]
     band: tuple[list[float], list[float]] | None = None
     settings: dict = field(default_factory=dict)
+    argmin_share: list[float] | None = None
+    plateau_share: list[float] | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -293,6 +299,28 @@ def curve_csv(curve: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def layer_shares(boot: np.ndarray, *, rule: str, tolerance: float = DEFAULT_TOLERANCE) -> list[float]:
+    """Per layer, the share of bootstrap resamples in which it is ℓ* under ``rule``.
+
+    boot : (B, L+1) ν of each resample at each layer. Returns L+1 floats summing to 1
+    (0 at layer 0 for L ≥ 1: ℓ* is chosen over 1..L, as :func:`recommend_layer` does).
+    """
+    boot = np.asarray(boot, dtype=float)
+    picks = [recommend_layer(row, rule=rule, tolerance=tolerance) for row in boot]
+    return (np.bincount(picks, minlength=boot.shape[1]) / max(len(picks), 1)).tolist()
+
+
+#: The CurveResult fields of the ℓ* shares (the streamed paths move them out of a band's facts).
+SHARE_KEYS = ("argmin_share", "plateau_share")
+
+
+def _shares(boot: np.ndarray, tolerance: float) -> dict:
+    return {
+        "argmin_share": layer_shares(boot, rule="argmin"),
+        "plateau_share": layer_shares(boot, rule="plateau", tolerance=tolerance),
+    }
+
+
 def variability_curve(
     states: np.ndarray,
     labels: np.ndarray,
@@ -302,6 +330,7 @@ def variability_curve(
     percentiles: tuple[float, float] = (5.0, 95.0),
     seed: int = 0,
     label_names: Sequence[str] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> CurveResult:
     """ν for every layer.
 
@@ -312,7 +341,8 @@ def variability_curve(
     labels : array of shape (n_samples,)
     bootstrap : int
         Number B of resamples (with replacement, within each class, so class
-        sizes stay fixed) for a percentile band; 0 for none.
+        sizes stay fixed) for a percentile band and the ℓ* shares; 0 for none.
+    tolerance : the plateau rule's, for ``plateau_share``.
     """
     states = np.asarray(states)
     if states.ndim != 3:
@@ -339,16 +369,23 @@ def variability_curve(
             raise VariscopeError(f"layer {l}: {e}") from None
         for b, idx in enumerate(resamples):
             boot[b, l] = _nu(hl[idx], inverse[idx], counts, weighting)
-    band = None
+    band, shares = None, {}
     if resamples:
         lo, hi = np.percentile(boot, percentiles, axis=0)
-        band = (lo.tolist(), hi.tolist())
+        band, shares = (lo.tolist(), hi.tolist()), _shares(boot, tolerance)
     return CurveResult(
         layers=list(range(len(states))),
         variability=[float(v) for v in nus],
         counts={n: int(k) for n, k in zip(names, counts, strict=True)},
         band=band,
-        settings={"weighting": weighting, "bootstrap": int(bootstrap), "percentiles": list(percentiles), "seed": seed},
+        settings={
+            "weighting": weighting,
+            "bootstrap": int(bootstrap),
+            "percentiles": list(percentiles),
+            "seed": seed,
+            "tolerance": tolerance,
+        },
+        **shares,
     )
 
 
@@ -362,6 +399,7 @@ def sample_band(
     seed: int = 0,
     percentiles: tuple[float, float] = (5.0, 95.0),
     label_names: Sequence[str] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> tuple[tuple[list[float], list[float]], dict]:
     """A band around ``nu`` (exact, from all N texts) from ``bootstrap`` resamples of a state sample.
 
@@ -371,7 +409,8 @@ def sample_band(
     percentiles would not do: ν of K texts is biased against ν of N (and resampling with
     replacement biases it again), so on real data they often lie wholly below the exact ν.
     The band describes K texts, so it is wider than the uncertainty of ν from all N.
-    Returns ((low, high), facts): facts keep the sample's own ν and raw band.
+    Returns ((low, high), facts): facts keep the sample's own ν and raw band, and the ℓ* shares
+    of its resamples (``argmin_share``, ``plateau_share``: they describe the K kept texts).
     """
     boot = variability_curve(
         states,
@@ -381,6 +420,7 @@ def sample_band(
         percentiles=percentiles,
         seed=seed,
         label_names=label_names,
+        tolerance=tolerance,
     )
     assert boot.band is not None
     low, high = [], []
@@ -389,5 +429,10 @@ def sample_band(
         half = float(np.sqrt(q_hi / q_lo)) if ok else 1.0
         low.append(v / half)
         high.append(v * half)
-    facts = {"sample_variability": boot.variability, "sample_band": {"low": boot.band[0], "high": boot.band[1]}}
+    facts = {
+        "sample_variability": boot.variability,
+        "sample_band": {"low": boot.band[0], "high": boot.band[1]},
+        "argmin_share": boot.argmin_share,
+        "plateau_share": boot.plateau_share,
+    }
     return (low, high), facts

@@ -6,6 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+#: Axis ticks as a person reads them: ν to 3 significant digits (no trailing zeros), accuracy in percent.
+NU_TICKS, ACCURACY_TICKS, METRIC_TICKS = ".3~g", ".0%", ".2~f"
 PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52"]
 
 
@@ -59,6 +61,7 @@ def curve_figure(
         xaxis_title="layer (0 = embeddings)",
         yaxis_title="variability ratio ν",
         yaxis_type="log" if log else "linear",
+        yaxis_tickformat=NU_TICKS,
         margin=dict(l=10, r=10, t=30, b=10),
         legend=dict(orientation="h", y=-0.2),
         clickmode="event+select",
@@ -169,7 +172,7 @@ def teaching_figure(records: list[dict]) -> go.Figure:
             col=i,
         )
         fig.update_xaxes(title_text="layer (0 = embeddings)", row=1, col=i)
-    fig.update_yaxes(type="log")  # ν spans orders of magnitude across a raw model's layers
+    fig.update_yaxes(type="log", tickformat=NU_TICKS)  # ν spans orders of magnitude across a raw model's layers
     fig.update_yaxes(title_text="ν (log scale)", row=1, col=1)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
     return fig
@@ -193,7 +196,7 @@ def training_history_figure(events: list[dict]) -> go.Figure:
         height=320,
         margin=dict(l=10, r=10, t=10, b=10),
         xaxis_title="step",
-        yaxis=dict(title="loss"),
+        yaxis=dict(title="loss", tickformat=NU_TICKS),
         yaxis2=dict(
             title="metric",
             overlaying="y",
@@ -215,6 +218,7 @@ def variability_before_after_figure(ba: dict) -> go.Figure:
     fig.add_scatter(x=ba["layers"], y=ba["before"], name="ν before training", mode="lines+markers")
     fig.add_scatter(x=ba["layers"], y=ba["after"], name="ν after training", mode="lines+markers")
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="layer", yaxis_title="ν")
+    fig.update_yaxes(tickformat=NU_TICKS)
     return fig
 
 
@@ -235,6 +239,7 @@ def training_comparison_figure(runs: list[tuple[str, dict]]) -> go.Figure:
         height=300,
         xaxis_title="trainable parameters",
         yaxis_title="held-out metric",
+        yaxis_tickformat=METRIC_TICKS,
         xaxis_type="log",
         margin=dict(l=10, r=10, t=10, b=10),
         showlegend=True,
@@ -276,6 +281,6 @@ def layer_cards_figure(cards: dict, best: int, selected: int | None) -> go.Figur
         height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25), hovermode="x unified"
     )
     fig.update_xaxes(title_text="layer (0 = embeddings)", tickmode="linear", dtick=1)
-    fig.update_yaxes(title_text="variability ratio ν", secondary_y=False)
-    fig.update_yaxes(title_text="held-out accuracy", secondary_y=True)
+    fig.update_yaxes(title_text="variability ratio ν", tickformat=NU_TICKS, secondary_y=False)
+    fig.update_yaxes(title_text="held-out accuracy", tickformat=ACCURACY_TICKS, secondary_y=True)
     return fig

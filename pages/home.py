@@ -6,7 +6,7 @@ import streamlit as st
 
 from analysis.records import teaching_curves
 from pages._charts import teaching_figure
-from pages._common import ensure_app
+from pages._state import ensure_app
 
 ensure_app()
 

@@ -8,7 +8,8 @@ from analysis.cards.scores import agreement_words
 from analysis.records import sample_notice
 from analysis.stream.kept import sample_fields, total_texts
 from pages._charts import layer_cards_figure
-from pages._common import ensure_app, model_loader, page_states
+from pages._compute import curve_for, model_loader, page_states
+from pages._state import ensure_app
 
 ensure_app()
 
@@ -52,6 +53,8 @@ except Exception as e:  # VariscopeError (e.g. a class smaller than the folds) o
     st.stop()
 
 L = len(cards["layers"]) - 1
+# ℓ* shares of the session's bootstrap resamples (the Variability page's curve; cached across pages)
+share = curve_for(res.key, int(ss.get("bootstrap") or 0), "equal", cfg.sampling.seed, res)["argmin_share"]
 selected = ss.get("layer")
 rho = cards["rank_agreement"]
 (st.success if rho is not None and rho >= 0.5 else st.warning)(agreement_words(rho))
@@ -68,7 +71,9 @@ for start in range(0, L + 1, PER_ROW):
             tags += [":green-badge[best probe]"] if l == cards["probe_best_layer"] else []
             st.markdown(f"**Layer {l}**" + (" · embeddings" if l == 0 else "") + "  \n" + (" ".join(tags) or "&nbsp;"))
             st.markdown(
-                f"ν **{cards['variability'][l]:.3g}**  \n"
+                f"ν **{cards['variability'][l]:.3g}**"
+                + (f" · ℓ* in **{share[l]:.0%}** of resamples" if share and l > 0 else "")
+                + "  \n"
                 f"probe **{cards['probe_accuracy'][l]:.1%}** · F1 {cards['probe_macro_f1'][l]:.2f}  \n"
                 f"kNN **{cards['knn_accuracy'][l]:.1%}**  \n"
                 f"cost **{cards['params_kept'][l] / 1e6:.1f}M** params · "

@@ -9,7 +9,7 @@ from analysis.records import teaching_curves
 from analysis.reproduce.report import report_markdown, verdicts_markdown
 from analysis.toy import gaussian_classes
 from pages._charts import teaching_figure, toy_figure
-from pages._common import ensure_app
+from pages._state import ensure_app
 
 ensure_app()
 

@@ -9,7 +9,8 @@ from analysis.projection import ProjectionConfig, gpu_umap_available, project_la
 from analysis.records import hover_texts, sample_notice
 from analysis.stream.kept import sample_fields, total_texts
 from pages._charts import layers_grid, projection_scatter
-from pages._common import bound, ensure_app, page_states
+from pages._compute import page_states
+from pages._state import bound, ensure_app
 
 ensure_app()
 

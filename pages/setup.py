@@ -5,10 +5,13 @@ import streamlit as st
 
 from analysis.data.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
 from analysis.errors import VariscopeError
+from analysis.models.hidden_states import POOLINGS
 from analysis.models.registry import registry_status
 from analysis.records import counts_text, registry_rows, task_summary
-from analysis.stream.kept import SAMPLE_KEEP_MAX, sample_fields, total_texts
-from pages._common import analysis_config, bound, ensure_app, get_states_ui
+from analysis.settings import DEFAULT_TASK, MAX_BOOTSTRAP, MAX_KEEP, MIN_KEEP, check_upload, stream_settings
+from analysis.stream.kept import sample_fields, total_texts
+from pages._compute import get_states_ui
+from pages._state import analysis_config, bound, ensure_app
 
 ensure_app()
 
@@ -91,7 +94,7 @@ with right:
         ss["upload"] = None
     if kind == "Offline":
         if ss["task"] not in OFFLINE:
-            ss["task"] = "rotten_tomatoes"
+            ss["task"] = DEFAULT_TASK
             ss.pop("w_task", None)
         bound(st.selectbox, "Offline task", "task", options=list(OFFLINE), format_func=lambda k: OFFLINE[k][1])
     elif kind == "GLUE":
@@ -120,11 +123,12 @@ with right:
         )
         if f is not None:
             data = f.getvalue()
-            if len(data) > MAX_UPLOAD_BYTES:
-                st.error(f"{f.name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-                ss["upload"] = None  # never fall back to an earlier file or task
-            else:
+            try:
+                check_upload(f.name, len(data))
                 ss["upload"] = {"name": f.name, "bytes": data}
+            except VariscopeError as e:
+                st.error(str(e))
+                ss["upload"] = None  # never fall back to an earlier file or task
         if ss.get("upload"):
             try:
                 rows, _ = parse_table(ss["upload"]["bytes"], ss["upload"]["name"])
@@ -185,7 +189,7 @@ bound(
     o5.selectbox,
     "Pooling",
     "pooling",
-    options=["mean", "mean_all", "first", "last"],
+    options=POOLINGS,
     help="mean: over real tokens (no padding, no special tokens), as in the paper.",
 )
 bound(
@@ -199,7 +203,7 @@ bound(
     help="auto: float32 on CPU; on a CUDA GPU float32 weights with a bfloat16 autocast forward pass. "
     "bfloat16 or float16 cast the weights themselves (half the memory).",
 )
-bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=1000, step=50)
+bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=MAX_BOOTSTRAP, step=50)
 with st.expander("Large samples (streaming)"):
     st.caption(
         "Above this many texts the pages do not hold every text's states: ν is streamed, exact, from all of "
@@ -207,7 +211,11 @@ with st.expander("Large samples (streaming)"):
     )
     x1, x2 = st.columns(2)
     bound(x1.number_input, "Stream above (texts)", "stream_above", min_value=1, step=1000)
-    bound(x2.number_input, "Sample kept (texts)", "sample_keep", min_value=10, max_value=SAMPLE_KEEP_MAX, step=500)
+    bound(x2.number_input, "Sample kept (texts)", "sample_keep", min_value=MIN_KEEP, max_value=MAX_KEEP, step=500)
+    try:
+        stream_settings(ss.get("stream_above"), ss.get("sample_keep"))
+    except VariscopeError as e:
+        st.error(str(e))
 
 # after a rejected (or no) upload there is nothing to compute: never fall back to the previous task
 blocked = "Upload a valid file first." if kind == "Upload a file" and not ss.get("upload") else None

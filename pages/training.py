@@ -8,8 +8,10 @@ from analysis.recommend import tuned_layers
 from analysis.settings import train_settings
 from analysis.stream.kept import total_texts
 from analysis.training import RunMonitor, Selection, baseline_jobs, cost_preview, start_in_thread
+from analysis.training.config import PAGE_TRAIN_DEFAULTS
 from pages._charts import training_comparison_figure, training_history_figure, variability_before_after_figure
-from pages._common import bound, ensure_app, model_loader, page_states, session_alive_probe
+from pages._compute import model_loader, page_states
+from pages._state import bound, ensure_app, session_alive_probe
 
 ensure_app()
 
@@ -35,7 +37,7 @@ with c1:
         help=f"Recommended by the variability curve: {best}",
     )
     if ss.get("_tuned_for") != ell or "w_tuned" not in ss:
-        ss["w_tuned"] = tuned_layers(ell, ss.get("train_k", 2))
+        ss["w_tuned"] = tuned_layers(ell, ss.get("train_k", PAGE_TRAIN_DEFAULTS["k"]))
         ss["_tuned_for"] = ell
     tuned = st.pills(
         "Layers to tune (layers above ℓ* are removed)",
@@ -47,19 +49,22 @@ with c1:
     tuned = sorted(tuned or [])
 with c2:
     adapter = st.radio("Tune", ["weights", "LoRA adapters"], horizontal=True, key="train_adapter")
-    steps = st.number_input("Steps", 1, 100_000, 150, 10, key="train_steps")
-    lr = st.number_input("Learning rate", 1e-6, 1e-1, 1e-4, format="%.0e", key="train_lr")
-    bs = st.number_input("Batch size", 1, 512, 16, key="train_bs")
-    eval_n = st.number_input("Held-out texts (test split)", 20, 20_000, 300, 50, key="train_eval_n")
+    d = PAGE_TRAIN_DEFAULTS
+    steps = st.number_input("Steps", 1, 100_000, d["steps"], 10, key="train_steps")
+    lr = st.number_input("Learning rate", 1e-6, 1e-1, d["lr"], format="%.0e", key="train_lr")
+    bs = st.number_input("Batch size", 1, 512, d["train_batch"], key="train_bs")
+    eval_n = st.number_input("Held-out texts (test split)", 20, 20_000, d["eval_n"], 50, key="train_eval_n")
 
-bad = [l for l in tuned if l > ell]
+sel = None
 if not tuned:
     st.warning("Pick at least one layer to tune.")
-elif bad:
-    st.error(f"Tuned layer {bad[0]} is above the classifier layer {ell}; layers above ℓ* are removed.")
-sel = (
-    Selection(ell, tuple(tuned), adapter="lora" if adapter.startswith("LoRA") else None) if tuned and not bad else None
-)
+else:
+    try:  # the same check as train --classifier-layer/--tune-layers
+        sel = Selection(ell, tuple(tuned), adapter="lora" if adapter.startswith("LoRA") else None)
+        sel.check(L)
+    except VariscopeError as e:
+        st.error(str(e))
+        sel = None
 
 if sel is not None:
     try:
@@ -93,7 +98,7 @@ with_top = cmp1.checkbox(f"Then compare with: the top {len(tuned) or 1} layer(s)
 with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_full")
 
 try:  # the same checks as python -m analysis train, before a run can start
-    ts = train_settings({"steps": steps, "lr": lr, "batch_size": bs, "eval_n": eval_n, "classifier_layer": ell})
+    ts = train_settings({"steps": steps, "lr": lr, "train_batch": bs, "eval_n": eval_n, "classifier_layer": ell})
 except VariscopeError as e:
     st.error(str(e))
     ts = None

@@ -5,13 +5,24 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.recommend import recommend_layer
-from analysis.records import curve_label, fraction_size, page_curve_record, sample_notice, top_layer_note
-from analysis.settings import parse_imbalance
+from analysis.errors import VariscopeError
+from analysis.recommend import RULES, recommend_layer
+from analysis.records import (
+    curve_label,
+    fraction_size,
+    no_majority_line,
+    page_curve_record,
+    sample_notice,
+    share_line,
+    spans_decade,
+    top_layer_note,
+)
+from analysis.settings import MAX_BOOTSTRAP, curve_settings, parse_imbalance
 from analysis.stream.kept import sample_fields, total_texts
 from analysis.variability import curve_csv
 from pages._charts import curve_figure
-from pages._common import bound, curve_for, ensure_app, get_states_ui, page_states
+from pages._compute import curve_for, get_states_ui, page_states
+from pages._state import bound, ensure_app
 
 ensure_app()
 
@@ -22,7 +33,7 @@ st.caption(
     "Low ν: the classes are already well separated there."
 )
 
-cfg, res, _, _ = page_states()
+cfg, res, base, _ = page_states()
 N, K = total_texts(res), sample_fields(res).get("sample_size")  # K: only a seeded sample's states are held
 if K is not None:
     st.info(sample_notice("curve", K, N), icon=":material/stream:")
@@ -32,7 +43,7 @@ rule = bound(
     c1.radio,
     "Recommendation rule",
     "rule",
-    options=["argmin", "plateau"],
+    options=RULES,
     horizontal=True,
     help="argmin: the layer of lowest ν (the paper). plateau: the lowest layer within a tolerance "
     "of the minimum — fewer layers kept, less compute.",
@@ -46,10 +57,16 @@ tol = bound(
     step=5.0,
     disabled=rule != "plateau",
 )
-log = c3.toggle("Log scale", key="log_scale")
-boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=1000, step=50)
+log = c3.toggle("Log scale", value=spans_decade(base["variability"]), key="log_scale")
+boot = bound(c4.number_input, "Bootstrap resamples", "bootstrap", min_value=0, max_value=MAX_BOOTSTRAP, step=50)
+try:  # the same checks as curve --bootstrap/--rule/--tolerance
+    opts = curve_settings({"bootstrap": boot, "rule": rule, "tolerance": tol})
+except VariscopeError as e:
+    st.error(str(e))
+    st.stop()
+rule, tol, boot = opts.rule, opts.tolerance, opts.bootstrap
 
-curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res)
+curve = curve_for(res.key, int(boot), "equal", cfg.sampling.seed, res, tol)
 nu, layers = curve["variability"], curve["layers"]
 best = recommend_layer(nu, rule=rule, tolerance=tol)
 L = len(layers) - 1
@@ -74,6 +91,11 @@ with s1:
     bound(st.slider, "Selected layer (shared with the other pages)", "layer", min_value=0, max_value=L)
 with s2:
     st.metric(f"Recommended classifier layer ℓ* ({rule})", best, help=f"ν = {nu[best]:.4g}")
+    share = curve["argmin_share"] if rule == "argmin" else curve["plateau_share"]
+    if (line := share_line(share)) is not None:
+        st.caption(line + (f" (of the {K:,} kept texts)" if K is not None else ""))
+    if (line := no_majority_line(share)) is not None:
+        st.info(line, icon=":material/balance:")
     st.caption(
         f"Drop layers {best + 1}..{L}, tune a few layers at or below {best}."
         if best < L

@@ -55,7 +55,7 @@ def make_app(tmp_path, monkeypatch):
     """``make_app(**query)``: an AppTest of app.py with its own disk cache and these URL parameters.
 
     AppTest resets Streamlit's folder-navigation flag before every run; the real
-    server leaves it once app.py's st.navigation ran (see pages._common.ensure_app,
+    server leaves it once app.py's st.navigation ran (see pages._state.ensure_app,
     tested in a real browser in test_e2e.py). Here app.py always drives the navigation.
     """
     from streamlit.runtime.pages_manager import PagesManager

@@ -275,3 +275,25 @@ def test_url_cannot_open_server_paths_and_bad_settings_are_errors(app, monkeypat
     up.run()
     assert not up.exception and not up.success
     assert not (tmp_path / "cache" / "states").exists() or not list((tmp_path / "cache" / "states").iterdir())
+
+
+def test_variability_page_says_how_sure_the_recommendation_is_on_a_flat_gemma_like_curve(make_app, monkeypatch):
+    """Synthetic states (no model): ν flat over layers 11..18, so the page shows the ℓ* shares of its default
+    bootstrap resamples and says that no layer wins a majority."""
+    from test_shares import flat_states
+
+    import analysis.pipeline as pipeline
+    from analysis.pipeline import StatesResult
+
+    states, labels = flat_states()
+    fake = StatesResult(
+        states, labels, ["neg", "pos"], [f"t{i}" for i in range(len(labels))], None, "flat-gemma-like", False, {}, {}
+    )
+    monkeypatch.setattr(pipeline, "get_states", lambda cfg, **kw: fake)
+    at = make_app(model="minilm", task="rotten_tomatoes", n="120")
+    at.switch_page("pages/variability.py").run()
+    assert not at.exception and not at.error
+    lines = [c.value for c in at.caption if c.value.startswith("ℓ* = ")]
+    assert len(lines) == 1 and " % of resamples" in lines[0]
+    assert any("No layer is ℓ* in most resamples" in i.value for i in at.info)
+    assert at.toggle(key="log_scale").value  # ν spans more than 10x: a log axis by default

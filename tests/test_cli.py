@@ -38,7 +38,10 @@ def test_curve_end_to_end_offline_default_and_cache_hit(tmp_path):
     assert r2.returncode == 0, r2.stderr
     d2 = json.loads(out2.read_text())
     assert d2["cache_hit"] is True and d2["variability"] == d["variability"]
-    assert (tmp_path / "a.csv").read_text().splitlines()[0] == "layer,variability"
+    # the default bootstrap resamples: a band and the ℓ* shares (per layer, summing to 1, none at layer 0)
+    assert (tmp_path / "a.csv").read_text().splitlines()[0] == "layer,variability,band_low,band_high"
+    assert len(d["argmin_share"]) == 7 and abs(sum(d["argmin_share"]) - 1) < 1e-9 and d["argmin_share"][0] == 0
+    assert "of resamples" in r.stdout
 
 
 def _independent_nu(X, y):

@@ -521,8 +521,8 @@ def test_12_train_refuses_before_loading(args, needle, tmp_path, capsys, monkeyp
 def test_12_the_settings_layer_checks_training_numbers_for_cli_and_app():
     from analysis.settings import train_settings
 
-    ts = train_settings({"steps": "150", "lr": "1e-4", "batch_size": 16, "eval_n": 300})
-    assert (ts.steps, ts.lr, ts.batch_size, ts.eval_n) == (150, 1e-4, 16, 300)
+    ts = train_settings({"steps": "150", "lr": "1e-4", "train_batch": 16, "eval_n": 300})
+    assert (ts.steps, ts.lr, ts.train_batch, ts.eval_n) == (150, 1e-4, 16, 300)
     assert train_settings({}).steps == 200 and train_settings({"epochs": 1.5}).steps is None
     for bad in ({"lr": float("nan")}, {"lr": "inf"}, {"steps": 0}, {"steps": 2, "epochs": 1}, {"k": 0}):
         with pytest.raises(VariscopeError):

@@ -187,7 +187,8 @@ def _curve_json(tmp_path, name, *args, launcher=None):
     from conftest import ROOT, run_cli
 
     out = tmp_path / f"{name}.json"
-    flags = ["curve", "--task", "rotten_tomatoes", "--seed", "3", "--batch-size", "4", "--json", str(out), *args]
+    flags = ["curve", "--task", "rotten_tomatoes", "--seed", "3", "--batch-size", "4", "--bootstrap", "0"]
+    flags += ["--json", str(out), *args]
     if launcher is None:
         r = run_cli(*flags, cache_dir=tmp_path / "cache")
     else:

@@ -90,7 +90,7 @@ def test_cycle_finder_finds_a_circle():
 
 def test_import_graph_has_no_circle():
     graph = _graph()
-    assert "analysis.cli" in graph and "analysis.pipeline" in graph["analysis.cli.commands"]
+    assert "analysis.cli" in graph and "analysis.pipeline" in graph["analysis.cli.curve"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
@@ -135,3 +135,46 @@ def test_modules_and_functions_stay_small(folder):
             too_long.append(f"{rel}: {lines} lines")
         too_long += [f"{rel}:{name}: {n} lines" for name, n in _long_functions(f) if f"{rel}:{name}" not in LONG_OK]
     assert not too_long, too_long
+
+
+def _literal_argparse_defaults(path: Path):
+    """(flag's dest, line) of each ``add_argument(..., default=<number or string>)`` in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"):
+            continue
+        kw = {k.arg: k.value for k in node.keywords}
+        default = kw.get("default")
+        if not isinstance(default, ast.Constant) or isinstance(default.value, bool) or default.value is None:
+            continue
+        if "dest" in kw and isinstance(kw["dest"], ast.Constant):
+            dest = kw["dest"].value
+        else:
+            flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            dest = next((f for f in flags if f.startswith("--")), flags[0] if flags else "").lstrip("-")
+        yield dest.replace("-", "_"), node.lineno
+
+
+def test_literal_argparse_defaults_are_found():
+    tmp = ROOT / "tests" / "_literal_defaults_probe.py"
+    src = 'p.add_argument("--seed", type=int, default=0)\np.add_argument("--x", default=None)\n'
+    src += 'p.add_argument("--num", dest="n", default=5)\np.add_argument("--device", default=D["device"])\n'
+    try:
+        tmp.write_text(src)
+        assert list(_literal_argparse_defaults(tmp)) == [("seed", 1), ("n", 3)]
+    finally:
+        tmp.unlink()
+
+
+def test_no_argparse_default_repeats_a_setting_as_a_literal():
+    """Every default settings defines (or training.config for ``train``) is read from there, not typed again."""
+    from analysis.settings import CURVE_DEFAULTS, DEFAULTS
+    from analysis.training.config import TRAIN_DEFAULTS
+
+    shared = set(DEFAULTS) | set(CURVE_DEFAULTS)
+    typed = [
+        f"{f.relative_to(ROOT)}:{line} --{dest}"
+        for f in sorted((ROOT / "analysis" / "cli").glob("*.py"))
+        for dest, line in _literal_argparse_defaults(f)
+        if dest in shared or (f.name == "train.py" and dest in TRAIN_DEFAULTS)
+    ]
+    assert not typed, typed

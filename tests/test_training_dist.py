@@ -26,7 +26,7 @@ TINY = [
     "64",
     "--max-length",
     "16",
-    "--batch-size",
+    "--train-batch",
     "8",
     "--eval-n",
     str(N_EVAL),
@@ -139,11 +139,11 @@ def test_a_trainable_parameter_the_loss_never_reaches_is_frozen(minilm):
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_batch_that_the_processes_cannot_share_is_refused_once(tmp_path, rank):
-    """--batch-size is the global batch: 7 texts per step cannot be split over 2 processes."""
-    cmd = [sys.executable, "-m", "analysis", *TINY, "--batch-size", "7", "--classifier-layer", "2"]
+    """--train-batch is the global batch: 7 texts per step cannot be split over 2 processes."""
+    cmd = [sys.executable, "-m", "analysis", *TINY, "--train-batch", "7", "--classifier-layer", "2"]
     r = _run(cmd, tmp_path, RANK=str(rank), WORLD_SIZE="2")
     assert r.returncode == 2
-    expected = ["error: --batch-size 7 is the batch of all 2 processes together: it must be a multiple of 2"]
+    expected = ["error: --train-batch 7 is the batch of all 2 processes together: it must be a multiple of 2"]
     assert _errors(r) == (expected if rank == 0 else [])  # every process refuses it; rank 0 alone says so
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from analysis.errors import VariscopeError
+from analysis.settings import check_bootstrap
 from analysis.variability import variability_curve
 
 CARDS_VERSION = 1
@@ -66,8 +67,7 @@ class CardsConfig:
             raise VariscopeError(f"k of the nearest-neighbour score must be at least 1, got {self.k}")
         if self.max_iter < 1 or not self.C > 0:
             raise VariscopeError("the probe needs max_iter ≥ 1 and C > 0")
-        if not 0 <= self.bootstrap <= 1000:
-            raise VariscopeError(f"bootstrap resamples must be between 0 and 1000, got {self.bootstrap}")
+        check_bootstrap(self.bootstrap)
         if self.grad_batches < 1 or self.grad_batch_size < 1:
             raise VariscopeError("the gradient norms need at least one batch of at least one text")
 

@@ -9,6 +9,7 @@ import time
 
 from analysis.cli.common import add_data_args, config_from_args, make_cache, tqdm_progress
 from analysis.errors import VariscopeError
+from analysis.settings import check_bootstrap
 from analysis.store.atomic import check_output, write_atomic
 
 
@@ -40,9 +41,10 @@ def _states(a, cfg, cache):
         if a.keep is not None:
             raise VariscopeError("--keep needs --stream (without it the cards use every text)")
         return get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
-    from analysis.stream.kept import SAMPLE_KEEP, stream_sample
+    from analysis.settings import DEFAULT_KEEP
+    from analysis.stream.kept import stream_sample
 
-    keep = SAMPLE_KEEP if a.keep is None else a.keep
+    keep = DEFAULT_KEEP if a.keep is None else a.keep
     if keep < 1:
         raise VariscopeError(f"--keep must be at least 1, got {keep}")
     return stream_sample(cfg, keep=keep, progress=tqdm_progress("streaming"), cache=cache, use_cache=not a.no_cache)
@@ -56,7 +58,7 @@ def cmd_cards(a) -> int:
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
-    cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=a.bootstrap, max_iter=a.max_iter)
+    cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=check_bootstrap(a.bootstrap), max_iter=a.max_iter)
     cc.check()
     cache = make_cache(a)
     t0 = time.perf_counter()
@@ -80,19 +82,28 @@ def cmd_cards(a) -> int:
 
 
 def register(sub) -> None:
+    from analysis.settings import CURVE_DEFAULTS, DEFAULT_KEEP
+
     c = sub.add_parser("cards", help="per layer: nu, linear probe, kNN accuracy, cost (and gradient norms)")
     add_data_args(c)
     c.add_argument("--folds", type=int, default=5, help="stratified folds of the linear probe (default 5)")
     c.add_argument("--k", type=int, default=10, help="neighbours of the leave-one-out kNN score (default 10)")
     c.add_argument("--grad", action="store_true", help="also relative gradient norms per block (a backward pass)")
-    c.add_argument("--bootstrap", type=int, default=0, help="B resamples for a 5-95%% band of nu")
+    c.add_argument(
+        "--bootstrap", type=int, default=CURVE_DEFAULTS["bootstrap"], help="B resamples for a 5-95%% band of nu"
+    )
     c.add_argument("--max-iter", type=int, default=200, help="iterations of the probe's LogisticRegression")
     c.add_argument(
         "--stream",
         action="store_true",
         help="nu from running statistics over every text; probe, kNN and band on a seeded sample (--keep)",
     )
-    c.add_argument("--keep", type=int, default=None, help="with --stream: texts in the seeded sample (default 2000)")
+    c.add_argument(
+        "--keep",
+        type=int,
+        default=CURVE_DEFAULTS["keep"],
+        help=f"with --stream: texts in the seeded sample (default {DEFAULT_KEEP})",
+    )
     c.add_argument("--json", default=None)
     c.add_argument("--csv", default=None)
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)

@@ -7,49 +7,52 @@ import os
 import sys
 from typing import NoReturn
 
-from analysis.settings import from_settings
+from analysis.settings import DEFAULT_TASK, DEFAULTS, from_settings
 
 BATCH_HELP = "texts per forward pass (default 32 on a CPU, 256 on a GPU)"
 
 
-def add_data_args(
-    p: argparse.ArgumentParser, *, batch_default: int | None = None, batch_help: str = BATCH_HELP
-) -> None:
-    """Model, task, sampling and extraction flags shared by curve, train and project."""
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Model, task, sampling and extraction flags shared by curve, cards and train (defaults: settings.DEFAULTS)."""
+    from analysis.models.hidden_states import POOLINGS
+
+    d = DEFAULTS
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="minilm", help="offline name (minilm, mpnet), folder or HF id")
-    g.add_argument("--revision", default=None, help="hub revision of the model (default main)")
+    g.add_argument("--model", default=d["model"], help="offline name (minilm, mpnet), folder or HF id")
+    g.add_argument("--revision", default=d["revision"], help="hub revision of the model (default main)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code (off by default)")
-    g.add_argument("--task", default=None, help="offline task, GLUE task or HF dataset id (default rotten_tomatoes)")
-    g.add_argument("--data", default=None, help="CSV/TSV/JSONL file instead of --task")
-    g.add_argument("--text-col", default="text")
-    g.add_argument("--text-pair-col", default=None)
-    g.add_argument("--label-col", default="label")
-    g.add_argument("--hf-config", default=None, help="configuration (subset) of an HF dataset")
-    g.add_argument("--bins", type=int, default=None, help="bin a numeric label into K quantile classes")
-    g.add_argument("--split", default="train")
+    g.add_argument(
+        "--task", default=d["task"], help=f"offline task, GLUE task or HF dataset id (default {DEFAULT_TASK})"
+    )
+    g.add_argument("--data", default=d["data"], help="CSV/TSV/JSONL file instead of --task")
+    g.add_argument("--text-col", default=d["text_col"])
+    g.add_argument("--text-pair-col", default=d["text_pair_col"])
+    g.add_argument("--label-col", default=d["label_col"])
+    g.add_argument("--hf-config", default=d["hf_config"], help="configuration (subset) of an HF dataset")
+    g.add_argument("--bins", type=int, default=d["bins"], help="bin a numeric label into K quantile classes")
+    g.add_argument("--split", default=d["split"])
     s = p.add_argument_group("sampling")
     s.add_argument(
         "--n",
         "--num-texts",
         dest="n",
         type=int,
-        default=1000,
-        help="texts in total, stratified (default 1000; 0 = all)",
+        default=d["n"],
+        help=f"texts in total, stratified (default {d['n']}; 0 = all)",
     )
-    s.add_argument("--per-class", type=int, default=None, help="cap per class")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--imbalance", default=None, help="class ratios, e.g. 1:9")
-    s.add_argument("--fraction", type=float, default=None, help="keep this fraction of each class")
+    s.add_argument("--per-class", type=int, default=d["per_class"], help="cap per class")
+    s.add_argument("--seed", type=int, default=d["seed"])
+    s.add_argument("--imbalance", default=d["imbalance"], help="class ratios, e.g. 1:9")
+    s.add_argument("--fraction", type=float, default=d["fraction"], help="keep this fraction of each class")
     e = p.add_argument_group("extraction")
-    e.add_argument("--max-length", type=int, default=128)
-    e.add_argument("--pooling", default="mean", choices=["mean", "mean_all", "first", "last"])
-    e.add_argument("--batch-size", type=int, default=batch_default, help=batch_help)
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    e.add_argument("--max-length", type=int, default=d["max_length"])
+    e.add_argument("--pooling", default=d["pooling"], choices=POOLINGS)
+    e.add_argument("--batch-size", type=int, default=d["batch_size"], help=BATCH_HELP)
+    e.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N, mps")
+    e.add_argument("--dtype", default=d["dtype"], help="auto, float32, bfloat16, float16")
     e.add_argument(
         "--device-map",
-        default=None,
+        default=d["device_map"],
         choices=["auto"],
         help="spread a model too large for one GPU over the available devices (accelerate)",
     )

@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from analysis.cli import bench, cards, commands, reproduce, train
+from analysis.cli import bench, cards, curve, info, reproduce, train
 from analysis.cli.common import OneLineParser, show_warning
 from analysis.errors import VariscopeError
 
@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    commands.register(sub)
+    curve.register(sub)
+    info.register(sub)
     cards.register(sub)
     bench.register(sub)
     train.register(sub)

@@ -20,6 +20,7 @@ from analysis.cli.common import make_cache
 from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
 from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
+from analysis.settings import DEFAULTS
 from analysis.store.atomic import check_output, write_atomic
 
 _INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", "batch_size", "lr_steps")
@@ -67,7 +68,7 @@ def register(sub) -> None:
         action="store_true",
         help="train nothing: report the runs already in the cache (e.g. of an interrupted or running reproduction)",
     )
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=DEFAULTS["device"])
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default="docs/reproduction.json")
     p.add_argument("--doc", default="docs/reproduction.md")

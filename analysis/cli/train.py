@@ -18,25 +18,35 @@ from analysis.training import STRATEGIES, RunMonitor, Selection, save_run, selec
 
 
 def register(sub) -> None:
+    from analysis.training.config import DEFAULT_STEPS, TRAIN_DEFAULTS
+
+    d = TRAIN_DEFAULTS
     p = sub.add_parser("train", help="partial fine-tuning with live metrics")
-    add_data_args(p, batch_default=32, batch_help="training batch, of all processes together (default 32)")
+    add_data_args(p)
+    p.add_argument(
+        "--train-batch",
+        type=int,
+        default=d["train_batch"],
+        help=f"examples per optimizer step, of all processes together (default {d['train_batch']}); "
+        "--batch-size is the forward pass's, as for curve",
+    )
     p.add_argument(
         "--strategy",
         default=None,
         choices=STRATEGIES,
         help="pick the selection: variability (argmin ν), top (top k) or full",
     )
-    p.add_argument("--k", type=int, default=2, help="number of tuned layers for --strategy")
-    p.add_argument("--classifier-layer", type=int, default=None)
+    p.add_argument("--k", type=int, default=d["k"], help="number of tuned layers for --strategy")
+    p.add_argument("--classifier-layer", type=int, default=d["classifier_layer"])
     p.add_argument("--tune-layers", default=None, help="comma-separated, e.g. 3,4")
     p.add_argument("--adapter", default=None, choices=["lora"])
-    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-r", type=int, default=d["lora_r"])
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int, default=None)
-    g.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--eval-n", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=None)
+    g.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps (default {DEFAULT_STEPS})")
+    g.add_argument("--epochs", type=float, default=d["epochs"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--eval-n", type=int, default=d["eval_n"])
+    p.add_argument("--eval-every", type=int, default=d["eval_every"])
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
     p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
@@ -97,9 +107,9 @@ def cmd_train(a) -> int:
         check_launch()
         cfg = config_from_args(a)
         ts = train_settings(vars(a))  # every number checked before any data or model is loaded
-        if ts.batch_size % world:
+        if ts.train_batch % world:
             raise VariscopeError(
-                f"--batch-size {ts.batch_size} is the batch of all {world} processes together: "
+                f"--train-batch {ts.train_batch} is the batch of all {world} processes together: "
                 f"it must be a multiple of {world}"
             )
         if rank == 0:
@@ -132,7 +142,7 @@ def _train(a, cfg, ts: TrainSettings) -> int:
         sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts, world), rank, world)
         tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy)
         if rank == 0 and world > 1:
-            b = ts.batch_size
+            b = ts.train_batch
             print(f"note: {world} processes, each step {b} texts = {world} × {b // world}", file=sys.stderr)
         if a.log and rank == 0:
             write_atomic(a.log, "")

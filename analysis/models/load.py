@@ -91,8 +91,8 @@ def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, pro
     if spec in REGISTRY:
         folder, fingerprint, info = locate(spec, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
         return ModelRef(spec, "registry", folder, fingerprint, info=info)
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith((".", "/", "~")):
+    if is_local_path(spec):
+        path = Path(spec).expanduser()
         if not path.is_dir():
             raise VariscopeError(f"model folder '{spec}' does not exist or is not a folder")
         if not (path / "config.json").is_file():
@@ -105,6 +105,16 @@ def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, pro
     raise VariscopeError(
         f"unknown model '{spec}': not an offline model ({known}), an existing folder or a Hugging Face id"
     )
+
+
+def is_local_path(spec: str) -> bool:
+    """Whether :func:`resolve_model` reads ``spec`` (not a registry name) from this machine's disk:
+    it exists there, or starts like a path (``.``, ``/``, ``~``, ``\\``)."""
+    spec = (spec or "").strip()
+    try:
+        return spec.startswith((".", "/", "~", "\\")) or Path(spec).expanduser().exists()
+    except (OSError, ValueError):  # e.g. an embedded NUL: never a name, so never read as one
+        return True
 
 
 def _folder_fingerprint(path: Path) -> str:

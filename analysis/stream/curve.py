@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis import settings
 from analysis.data.streamed import open_sample
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
@@ -27,10 +28,10 @@ from analysis.pipeline import AnalysisConfig, batch_for, load_for, resolve_targe
 from analysis.stream import memtrim
 from analysis.stream.stats import LayerStats, StateSample, merge_samples
 from analysis.stream.twopass import Projections, choose_mode, default_budget
-from analysis.variability import CurveResult, sample_band
+from analysis.variability import SHARE_KEYS, CurveResult, sample_band
 
 #: States kept per layer by default (``curve --stream --keep``, the app, ``cards --stream``, the bench).
-DEFAULT_KEEP = 2_000
+DEFAULT_KEEP = settings.DEFAULT_KEEP
 #: Texts between two hand-backs of freed heap to the system (:func:`analysis.stream.memtrim.trim`) in a pass.
 TRIM_ROWS = 128
 
@@ -225,6 +226,7 @@ def stream_curve(
     t2 = time.perf_counter()
     weighting = sp.stats.weighting
     band, k, facts = collective(lambda: stream_band(nu, sp.stats, bootstrap, cfg.sampling.seed), world_size)
+    shares = {key: facts.pop(key, None) for key in SHARE_KEYS}  # of the kept states' resamples
     curve = CurveResult(
         layers=list(range(len(nu))),
         variability=nu,
@@ -238,6 +240,7 @@ def stream_curve(
             "band_sample": k,
             **facts,
         },
+        **shares,
     )
     t3 = time.perf_counter()
     seconds = {**sp.seconds, "variability": t3 - t1, "total": t3 - t0}

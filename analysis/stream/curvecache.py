@@ -17,7 +17,7 @@ from analysis.data.tasks import task_fingerprint
 from analysis.pipeline import AnalysisConfig, cache_config, resolve_target
 from analysis.store.cache import DiskCache, make_key
 from analysis.stream.curve import StreamResult
-from analysis.variability import CurveResult
+from analysis.variability import SHARE_KEYS, CurveResult
 
 STREAM_VERSION = 1
 
@@ -85,6 +85,7 @@ def load_stream(cache: DiskCache, key: str) -> dict | None:
         counts=c["counts"],
         band=None if band is None else (band["low"], band["high"]),
         settings=c.get("settings", {}),
+        **{key: c.get(key) for key in SHARE_KEYS},
     )
     rec["arrays"] = arrays
     return rec

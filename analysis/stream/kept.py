@@ -21,21 +21,23 @@ from typing import Any
 
 import numpy as np
 
+from analysis import settings
 from analysis.cards.scores import CardsConfig, LayerCards, rank_agreement
 from analysis.data.streamed import open_sample
 from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig, StatesResult
+from analysis.recommend import DEFAULT_TOLERANCE
 from analysis.store.cache import DiskCache
 from analysis.stream.curve import DEFAULT_KEEP, StreamResult, stream_curve
 from analysis.stream.curvecache import StreamSettings, load_stream, save_stream, stream_key
-from analysis.variability import CurveResult, sample_band, variability_curve
+from analysis.variability import SHARE_KEYS, CurveResult, sample_band, variability_curve
 
 #: Samples of more texts than this are streamed by the app (exact ν, states of a sample only).
-STREAM_ABOVE = 20_000
+STREAM_ABOVE = settings.STREAM_ABOVE
 #: Texts in the seeded state sample of a streamed run (projections, cards, bootstrap band).
 SAMPLE_KEEP = DEFAULT_KEEP
 #: Largest state sample the app offers (UMAP and the leave-one-out kNN grow faster than linearly).
-SAMPLE_KEEP_MAX = 20_000
+SAMPLE_KEEP_MAX = settings.MAX_KEEP
 
 
 @dataclass
@@ -177,7 +179,9 @@ def stream_sample(
     return _assemble(part, list(texts), None if pairs is None else list(pairs), source.label_names, key)
 
 
-def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles) -> tuple[tuple | None, dict]:
+def _band(
+    res: SampledStates, bootstrap: int, weighting: str, seed: int, percentiles, tolerance: float
+) -> tuple[tuple | None, dict]:
     """(band around the exact ν, what it came from): :func:`analysis.variability.sample_band` on the K texts.
 
     None when a class has fewer than 2 sampled texts.
@@ -193,6 +197,7 @@ def _band(res: SampledStates, bootstrap: int, weighting: str, seed: int, percent
         weighting=weighting,
         seed=seed,
         percentiles=percentiles,
+        tolerance=tolerance,
     )
 
 
@@ -203,8 +208,9 @@ def curve_of(
     weighting: str = "equal",
     seed: int = 0,
     percentiles: tuple[float, float] = (5.0, 95.0),
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> CurveResult:
-    """ν per layer of ``res``, with a bootstrap band of ``bootstrap`` resamples.
+    """ν per layer of ``res``, with a bootstrap band and the ℓ* shares of ``bootstrap`` resamples.
 
     In-memory states: :func:`~analysis.variability.variability_curve` of them. A
     :class:`SampledStates`: ν and the class counts of all N texts (streamed, exact) and the band
@@ -221,17 +227,19 @@ def curve_of(
             seed=seed,
             percentiles=percentiles,
             label_names=res.label_names,
+            tolerance=tolerance,
         )
     if res.curve is None:
         raise VariscopeError("a sampled result needs its streamed curve")
     streamed = res.curve.settings.get("weighting", "equal")
     if weighting != streamed:
         raise VariscopeError(f"ν was streamed with {streamed} class weights; it cannot be shown with {weighting}")
-    band, facts = _band(res, int(bootstrap), weighting, seed, percentiles)
+    band, facts = _band(res, int(bootstrap), weighting, seed, percentiles, tolerance)
+    shares = {key: facts.pop(key, None) for key in SHARE_KEYS}  # of the kept states' resamples
     settings = {**res.curve.settings, "bootstrap": int(bootstrap), "n": res.n, "sample_size": res.sample_size}
     if bootstrap:
         settings.update(percentiles=list(percentiles), seed=seed, band_from="sample", **facts)
-    return replace(res.curve, band=band, settings=settings)
+    return replace(res.curve, band=band, settings=settings, **shares)
 
 
 def with_exact_nu(cards: LayerCards, res: SampledStates, cc: CardsConfig) -> LayerCards:

@@ -1,12 +1,33 @@
-"""A training run's settings: :class:`TrainConfig`."""
+"""A training run's settings: :class:`TrainConfig`, and the defaults of every training setting.
+
+The ``train`` command's flags, the Training page and :func:`analysis.settings.train_settings`
+read their defaults from :data:`TRAIN_DEFAULTS` (the page from :data:`PAGE_TRAIN_DEFAULTS`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig
 from analysis.training.selection import Selection
+
+DEFAULT_STEPS = 200
+#: Training settings (``train`` flags, the Training page) and their defaults; None: not set.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": None,  # neither steps nor epochs: DEFAULT_STEPS
+    "epochs": None,
+    "lr": 1e-4,
+    "train_batch": 16,  # examples per optimizer step, all processes together
+    "eval_n": 500,
+    "eval_every": None,
+    "k": 2,
+    "lora_r": 8,
+    "classifier_layer": None,
+}
+#: The Training page starts shorter runs than ``train``: a person waits in front of it.
+PAGE_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "steps": 150, "eval_n": 300}
 
 
 @dataclass(frozen=True)
@@ -15,12 +36,12 @@ class TrainConfig:
 
     analysis: AnalysisConfig
     selection: Selection
-    steps: int | None = 200
-    epochs: float | None = None
-    lr: float = 1e-4
-    batch_size: int = 16
-    eval_n: int = 500
-    eval_every: int | None = None
+    steps: int | None = DEFAULT_STEPS
+    epochs: float | None = TRAIN_DEFAULTS["epochs"]
+    lr: float = TRAIN_DEFAULTS["lr"]
+    batch_size: int = TRAIN_DEFAULTS["train_batch"]
+    eval_n: int = TRAIN_DEFAULTS["eval_n"]
+    eval_every: int | None = TRAIN_DEFAULTS["eval_every"]
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     seed: int = 0

@@ -36,7 +36,7 @@ class Plan:
     max_steps: int
     eval_every: int
     seq_len: float
-    batch_size: int = 16  # examples per optimizer step, all processes together
+    batch_size: int  # examples per optimizer step, all processes together
     world_size: int = 1
     counts: list[int] = field(default_factory=list)  # predictions seen by each evaluation, in order
 
@@ -52,7 +52,7 @@ def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
 
     if cfg.batch_size % world_size:
         raise VariscopeError(
-            f"--batch-size {cfg.batch_size} is the batch of all {world_size} processes together "
+            f"the training batch {cfg.batch_size} is the batch of all {world_size} processes together "
             f"and must be a multiple of {world_size}"
         )
     a = cfg.analysis

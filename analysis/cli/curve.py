@@ -1,47 +1,37 @@
-"""The analysis subcommands: curve, cache, models, tasks."""
+"""``python -m analysis curve``: ν per layer, its band and the recommended layer (in memory or streamed)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
 from analysis.cli.common import add_data_args, config_from_args, make_cache, prepare_model, tqdm_progress
 from analysis.errors import VariscopeError
+from analysis.settings import DEFAULT_KEEP, CurveSettings, curve_settings
 from analysis.store.atomic import check_output, write_atomic
 
 
 def cmd_curve(a) -> int:
     from analysis.pipeline import curve_record
     from analysis.recommend import recommend_layer
+    from analysis.records import no_majority_line, share_line
 
     cfg = config_from_args(a)
+    o = curve_settings(vars(a))  # bootstrap, tolerance, keep and memory budget checked once, there
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
-    if not 0 <= a.bootstrap <= 1000:
-        raise VariscopeError(f"bootstrap resamples must be between 0 and 1000, got {a.bootstrap}")
-    if not math.isfinite(a.tolerance) or a.tolerance < 0:
-        raise VariscopeError(f"plateau tolerance must be a finite number ≥ 0, got {a.tolerance}")
-    if not a.stream and (a.stream_mode is not None or a.keep is not None or a.memory_budget is not None):
-        raise VariscopeError("--stream-mode, --keep and --memory-budget go with --stream")
-    if a.keep is not None and a.keep < 0:
-        raise VariscopeError(f"--keep must be a number of states ≥ 0, got {a.keep}")
-    if a.stream and a.bootstrap and a.keep == 0:
-        raise VariscopeError("--bootstrap with --stream resamples the state sample: --keep must be above 0")
-    if a.memory_budget is not None and not (math.isfinite(a.memory_budget) and a.memory_budget > 0):
-        raise VariscopeError(f"--memory-budget must be a positive number of MB, got {a.memory_budget}")
     cache = make_cache(a)
     t0 = time.perf_counter()
-    curve, n, extra = _curve_stream(a, cfg, cache) if a.stream else _curve_states(a, cfg, cache)
+    curve, n, extra = _curve_stream(a, o, cfg, cache) if o.stream else _curve_states(a, o, cfg, cache)
     if extra.get("rank", 0) != 0:
         return 0  # one process prints and writes
     band_note = extra.pop("band_note", None)
-    best = recommend_layer(curve.variability, rule=a.rule, tolerance=a.tolerance)
+    best = recommend_layer(curve.variability, rule=o.rule, tolerance=o.tolerance)
     out = {
-        **curve_record(cfg, curve.to_dict(), n, best, a.rule, mode=extra["mode"], world_size=extra["world_size"]),
-        "weighting": a.weighting,
+        **curve_record(cfg, curve.to_dict(), n, best, o.rule, mode=extra["mode"], world_size=extra["world_size"]),
+        "weighting": o.weighting,
         **extra,
         "seconds": {
             **{k: round(v, 4) for k, v in extra["seconds"].items()},
@@ -51,7 +41,7 @@ def cmd_curve(a) -> int:
     out.pop("rank", None)
     for w in out["warnings"]:
         print(f"note: {w}", file=sys.stderr)
-    how = "cache hit" if out["cache_hit"] else f"streamed ({out['mode']})" if a.stream else "computed"
+    how = "cache hit" if out["cache_hit"] else f"streamed ({out['mode']})" if o.stream else "computed"
     print(
         f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={out['n']}, pooling={cfg.pooling}, "
         f"{how} in {out['seconds']['total']:.2f}s"
@@ -65,6 +55,10 @@ def cmd_curve(a) -> int:
         if curve.band:
             row += f"  [{curve.band[0][i]:>11.5g}, {curve.band[1][i]:>11.5g}]"
         print(row + ("   <- recommended" if l == best else ""))
+    share = curve.argmin_share if o.rule == "argmin" else curve.plateau_share
+    for line in (share_line(share), no_majority_line(share)):
+        if line:
+            print(line + (f" (of the {out['keep']} kept states)" if o.stream and line.startswith("ℓ*") else ""))
     if a.json:
         write_atomic(a.json, json.dumps(out, indent=2))
     if a.csv:
@@ -72,7 +66,7 @@ def cmd_curve(a) -> int:
     return 0
 
 
-def _curve_states(a, cfg, cache):
+def _curve_states(a, o: CurveSettings, cfg, cache):
     """The default path: pooled states (from the cache or one pass), then ν. Returns (curve, n, JSON fields)."""
     import os
 
@@ -85,15 +79,15 @@ def _curve_states(a, cfg, cache):
         cfg,
         cache=cache,
         use_cache=not a.no_cache,
-        bootstrap=a.bootstrap,
-        weighting=a.weighting,
+        bootstrap=o.bootstrap,
+        weighting=o.weighting,
         progress=tqdm_progress("extracting"),
     )
     extra = {"mode": "states", "world_size": 1, "cache_hit": st.cache_hit, "cache_key": st.key}
     return curve, len(st.labels), {**extra, **_run_info(st.info), "seconds": st.seconds}
 
 
-def _curve_stream(a, cfg, cache):
+def _curve_stream(a, o: CurveSettings, cfg, cache):
     """--stream: statistics instead of states, sharded over torchrun's processes. Returns (curve, n, JSON fields).
 
     Every process joins each step's ok/failed exchange, so a failure anywhere is one error line
@@ -104,9 +98,9 @@ def _curve_stream(a, cfg, cache):
 
     rank, world = init_distributed(cfg.device)
     if world == 1:
-        return _stream_steps(a, cfg, cache, rank, world)
+        return _stream_steps(a, o, cfg, cache, rank, world)
     try:
-        out = _stream_steps(a, cfg, cache, rank, world)
+        out = _stream_steps(a, o, cfg, cache, rank, world)
     except RankFailure as e:  # every process raised it: rank 0 prints, then all leave together
         if rank == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
@@ -124,13 +118,13 @@ def _curve_stream(a, cfg, cache):
     return out
 
 
-def _stream_steps(a, cfg, cache, rank: int, world: int):
-    from analysis.stream.curve import DEFAULT_KEEP, collective, share, stream_curve
+def _stream_steps(a, o: CurveSettings, cfg, cache, rank: int, world: int):
+    from analysis.stream.curve import collective, share, stream_curve
     from analysis.stream.curvecache import StreamSettings, load_stream, save_stream, stream_key
 
-    keep = DEFAULT_KEEP if a.keep is None else a.keep
-    how = StreamSettings(mode=a.stream_mode or "auto", keep=keep, weighting=a.weighting, bootstrap=a.bootstrap)
-    budget = None if a.memory_budget is None else int(a.memory_budget * 2**20)
+    keep = DEFAULT_KEEP if o.keep is None else o.keep
+    how = StreamSettings(mode=o.stream_mode or "auto", keep=keep, weighting=o.weighting, bootstrap=o.bootstrap)
+    budget = None if o.memory_budget is None else int(o.memory_budget * 2**20)
     use_cache = not a.no_cache
 
     def look() -> tuple:
@@ -156,9 +150,9 @@ def _stream_steps(a, cfg, cache, rank: int, world: int):
         world_size=world,
         mode=how.mode,
         memory_budget=budget,
-        bootstrap=a.bootstrap,
+        bootstrap=o.bootstrap,
         keep=keep,
-        weighting=a.weighting,
+        weighting=o.weighting,
         progress=tqdm_progress("streaming") if rank == 0 else None,
         cache_root=cache.root,
     )
@@ -175,6 +169,7 @@ def _band_fields(curve, k: int, n: int) -> dict:
     if curve.band:
         b = curve.settings.get("bootstrap", 0)
         out["band_from"] = f"state sample of {k} states"
+        out["shares_from"] = f"the {k} kept states: argmin_share and plateau_share describe them, not all {n}"
         out["band_note"] = (
             f"band: the relative 5-95% spread of {b} bootstrap resamples of a sample of {k} states,"
             f" centred on nu, which itself uses all {n}"
@@ -186,66 +181,24 @@ def _run_info(info: dict) -> dict:
     return {"device": info.get("device"), "dtype": info.get("dtype"), "warnings": info.get("warnings", [])}
 
 
-def cmd_cache(a) -> int:
-    cache = make_cache(a)
-    if a.action == "list":
-        rows = cache.entries()
-        total = sum(r["bytes"] for r in rows)
-        for r in rows:
-            print(f"{r['kind']:<12} {r['key']}  {r['bytes'] / 2**20:8.2f} MB  {r['describe']}")
-        print(f"{len(rows)} entries, {total / 2**20:.2f} MB in {cache.root}")
-    else:
-        n = cache.clear(kind=a.kind, key=a.key)
-        print(f"deleted {n} entries from {cache.root}")
-    return 0
-
-
-def cmd_models(a) -> int:
-    from analysis.models.registry import registry_status
-
-    rows = registry_status(make_cache(a).root)
-    if a.json:
-        keys = ("name", "installed", "layers", "hidden_size", "params", "licence", "install", "path", "kind", "title")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
-        return 0
-    for r in rows:
-        state = ("ready" if r["path"] else "installed") if r["installed"] else f"not installed: {r['install']}"
-        print(
-            f"{r['name']:<12} {r['layers']:>2} layers  d={r['hidden']:<4} {r['params'] / 1e6:6.1f}M params  "
-            f"{r['kind']:<18}  {state}"
-        )
-        print(
-            f"{'':<12} {r['title']}; licence: {r['licence']}" + (f"\n{'':<12} folder: {r['path']}" if r["path"] else "")
-        )
-    print("Also: any local model folder, or any Hugging Face model id (needs the hub or its local cache).")
-    print(
-        "Sentence-embedding models separate texts best at their top layer; a raw model (gemma3-270m) shows "
-        "a middle layer that already separates the classes."
-    )
-    return 0
-
-
-def cmd_tasks(a) -> int:
-    from analysis.data.tasks import GLUE, OFFLINE, TaskConfig, load_task
-
-    for name, (_pkg, title) in OFFLINE.items():
-        try:
-            t = load_task(TaskConfig(name=name))
-            state = f"{len(t)} train texts, {len(t.label_names)} classes"
-        except VariscopeError as e:
-            state = str(e)
-        print(f"{name:<18} {title:<55} {state}")
-    print(f"GLUE (needs the hub or its cache): {', '.join(GLUE)}; any HF dataset id; --data FILE.")
-    return 0
-
-
 def register(sub) -> None:
+    from analysis.recommend import RULES
+    from analysis.settings import CURVE_DEFAULTS, DEFAULT_BOOTSTRAP, DEFAULT_KEEP
+    from analysis.stream.twopass import MODES
+    from analysis.variability import WEIGHTINGS
+
+    d = CURVE_DEFAULTS
     c = sub.add_parser("curve", help="variability ratio per layer")
     add_data_args(c)
-    c.add_argument("--bootstrap", type=int, default=0, help="B resamples for a 5-95%% band")
-    c.add_argument("--weighting", default="equal", choices=["equal", "size"])
-    c.add_argument("--rule", default="argmin", choices=["argmin", "plateau"])
-    c.add_argument("--tolerance", type=float, default=10.0, help="plateau rule: %% above the minimum")
+    c.add_argument(
+        "--bootstrap",
+        type=int,
+        default=d["bootstrap"],
+        help=f"B resamples for a 5-95%% band and the ℓ* shares (default {DEFAULT_BOOTSTRAP})",
+    )
+    c.add_argument("--weighting", default=d["weighting"], choices=WEIGHTINGS)
+    c.add_argument("--rule", default=d["rule"], choices=RULES)
+    c.add_argument("--tolerance", type=float, default=d["tolerance"], help="plateau rule: %% above the minimum")
     c.add_argument(
         "--stream",
         action="store_true",
@@ -254,37 +207,23 @@ def register(sub) -> None:
     )
     c.add_argument(
         "--stream-mode",
-        default=None,
-        choices=["auto", "stream", "two-pass"],
+        default=d["stream_mode"],
+        choices=MODES,
         help="with --stream: one pass with d×d statistics, two passes with C×d ones, or auto (by --memory-budget)",
     )
     c.add_argument(
         "--memory-budget",
         type=float,
-        default=None,
+        default=d["memory_budget"],
         help="with --stream-mode auto: MB the statistics may use (default half the available memory)",
     )
     c.add_argument(
         "--keep",
         type=int,
-        default=None,
-        help="with --stream: states kept in a seeded sample, for the bootstrap band (default 2000)",
+        default=d["keep"],
+        help=f"with --stream: states kept in a seeded sample, for the bootstrap band (default {DEFAULT_KEEP})",
     )
     c.add_argument("--json", default=None)
     c.add_argument("--csv", default=None)
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_curve)
-
-    k = sub.add_parser("cache", help="list or clear the disk cache")
-    k.add_argument("action", choices=["list", "clear"])
-    k.add_argument("--kind", default=None, choices=["states", "projections", "runs", "cards", "streams"])
-    k.add_argument("--key", default=None, help="key prefix")
-    k.add_argument("--cache-dir", default=None)
-    k.set_defaults(func=cmd_cache)
-
-    m = sub.add_parser("models", help="offline models: layers, size, licence, installed or not")
-    m.add_argument("--json", action="store_true", help="print the table as a JSON list")
-    m.add_argument("--cache-dir", default=None)
-    m.set_defaults(func=cmd_models)
-    t = sub.add_parser("tasks", help="offline tasks")
-    t.set_defaults(func=cmd_tasks)
