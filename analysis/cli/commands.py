@@ -100,9 +100,9 @@ def _curve_stream(a, cfg, cache):
     (printed by rank 0; the others exit 1 silently) instead of a hang. Rank 0 alone reads and
     writes the cache.
     """
-    from analysis.stream.curve import RankFailure, close_distributed, init_distributed
+    from analysis.distributed import RankFailure, join, leave
 
-    rank, world = init_distributed(cfg.device)
+    rank, world = join(cfg.device)
     if world == 1:
         return _stream_steps(a, cfg, cache, rank, world)
     try:
@@ -110,22 +110,23 @@ def _curve_stream(a, cfg, cache):
     except RankFailure as e:  # every process raised it: rank 0 prints, then all leave together
         if rank == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
-        close_distributed(wait=True)  # nobody exits (and gets the others killed) before the line is out
+        leave(wait=True)  # nobody exits (and gets the others killed) before the line is out
         raise SystemExit(2 if rank == 0 else 1) from None
     except VariscopeError:
-        close_distributed(wait=False)
+        leave(wait=False)
         if rank != 0:
             raise SystemExit(1) from None  # rank 0 prints the one error line
         raise
     except BaseException:
-        close_distributed(wait=False)
+        leave(wait=False)
         raise
-    close_distributed(wait=True)
+    leave(wait=True)
     return out
 
 
 def _stream_steps(a, cfg, cache, rank: int, world: int):
-    from analysis.stream.curve import DEFAULT_KEEP, collective, share, stream_curve
+    from analysis.distributed import collective, on_rank0
+    from analysis.stream.curve import DEFAULT_KEEP, stream_curve
     from analysis.stream.curvecache import StreamSettings, load_stream, save_stream, stream_key
 
     keep = DEFAULT_KEEP if a.keep is None else a.keep
@@ -143,7 +144,7 @@ def _stream_steps(a, cfg, cache, rank: int, world: int):
         return key, conf, load_stream(cache, key)
 
     key, conf, hit = collective(look, world)
-    if share(hit is not None, world):  # every process learns whether rank 0 has it
+    if on_rank0(lambda: hit is not None, rank, world):  # every process learns whether rank 0 has it
         if rank != 0:
             return None, 0, {"rank": rank, "seconds": {}}
         res = hit

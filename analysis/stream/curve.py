@@ -12,7 +12,6 @@ summed with one ``all_reduce``; every process gets the same ν
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.data.streamed import open_sample
+from analysis.distributed import all_gather, all_reduce, collective
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
-from analysis.models.load import resolve_device
 from analysis.pipeline import AnalysisConfig, batch_for, load_for, resolve_target
 from analysis.stream import memtrim
 from analysis.stream.stats import LayerStats, StateSample, merge_samples
@@ -200,15 +199,15 @@ def stream_curve(
     W would not fit ``memory_budget`` bytes; default :func:`analysis.stream.twopass.default_budget`).
     ``bootstrap`` B > 0 adds a 5–95% band computed on the state sample (``keep`` states).
     With ``world_size > 1`` the default process group of ``torch.distributed`` must be
-    initialised (:func:`init_distributed`); every process returns the same ν, and a failure
-    in any process raises :class:`RankFailure` in all of them instead of a hang.
+    initialised (:func:`analysis.distributed.join`); every process returns the same ν, and a failure
+    in any process raises :class:`analysis.distributed.RankFailure` in all of them instead of a hang.
     """
     t0 = time.perf_counter()
     choose_mode(mode, 1, 1, 2, None)
     if mode == "auto" and memory_budget is None:
         memory_budget = default_budget()
     if mode == "auto" and world_size > 1:  # every process must choose the same mode
-        memory_budget = int(_all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
+        memory_budget = int(all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
     sp = collective(
         lambda: stream_stats(cfg, rank=rank, world_size=world_size, mode=mode, memory_budget=memory_budget, **kwargs),
         world_size,
@@ -257,7 +256,7 @@ def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
 
     collective(lambda: sp.run(feed, progress), world_size)  # type: ignore[misc]
     if world_size > 1:
-        proj.load_flat(_all_reduce(proj.flat()))
+        proj.load_flat(all_reduce(proj.flat()))
     return collective(proj.variability, world_size)
 
 
@@ -294,138 +293,11 @@ def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -
     return band, k, facts
 
 
-class RankFailure(VariscopeError):
-    """A process of a torchrun world failed; raised in every process (``rank``: the first that failed)."""
-
-    def __init__(self, rank: int, reason: str, *, everywhere: bool = False):
-        super().__init__(reason if everywhere else f"rank {rank} failed: {reason}")  # the same in all: as one process
-        self.rank = rank
-
-
-def collective(fn: Callable, world_size: int):
-    """``fn()``, then (with several processes) agree that every process succeeded before any all_reduce.
-
-    An exception in one process is not raised at once (the others would wait for it forever in
-    the next collective): every process joins one ``all_gather_object`` of ok/failed flags, and
-    if any failed all of them raise the same :class:`RankFailure`.
-    """
-    if world_size <= 1:
-        return fn()
-    out, error = None, None
-    try:
-        out = fn()
-    except Exception as e:
-        error = e
-    agree(error)
-    return out
-
-
-def agree(error: BaseException | None) -> None:
-    """Exchange this process's ok/failed flag (and reason) with all the others; raise if any failed."""
-    import torch.distributed as dist
-
-    reason = None
-    if error is not None:
-        reason = error.message if isinstance(error, VariscopeError) else f"{type(error).__name__}: {error}"
-        reason = (str(reason).splitlines() or [""])[0][:300]
-    parts: list[object] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, reason)
-    failed = [(r, str(why)) for r, why in enumerate(parts) if why is not None]
-    if failed:
-        r, why = failed[0]
-        raise RankFailure(r, why, everywhere=len(failed) == len(parts) and all(w == why for _, w in failed))
-
-
-def share(flag: bool, world_size: int) -> bool:
-    """Rank 0's ``flag``, on every process (one ``broadcast_object_list``)."""
-    if world_size <= 1:
-        return flag
-    import torch.distributed as dist
-
-    box = [flag]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
-
-
-def _all_reduce(v: np.ndarray, op: str = "sum") -> np.ndarray:
-    """Sum (or min) a float64 vector over every process."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        raise VariscopeError("several processes need torch.distributed's process group: run under torchrun")
-    buf = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
-    if dist.get_backend() == "nccl":
-        buf = buf.cuda()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MIN)
-    return buf.cpu().numpy()
-
-
 def all_reduce_stats(stats: LayerStats) -> None:
     """Sum the statistics of every process in place (one float64 ``all_reduce``; samples: :func:`gather_sample`)."""
-    stats.load_flat(_all_reduce(stats.flat()))
+    stats.load_flat(all_reduce(stats.flat()))
 
 
 def gather_sample(sample: StateSample) -> StateSample:
     """The state sample of the whole world, on every process (one ``all_gather_object``)."""
-    import torch.distributed as dist
-
-    parts: list[object] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, sample)
-    return merge_samples([p for p in parts if isinstance(p, StateSample)])
-
-
-def dist_timeout() -> int:
-    """Seconds a process waits for the others in one collective: ``VARISCOPE_DIST_TIMEOUT``, default 3 hours."""
-    import os
-
-    v = os.environ.get("VARISCOPE_DIST_TIMEOUT", "")
-    try:
-        seconds = int(v) if v else 3 * 3600
-    except ValueError:
-        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT={v!r} is not a number of seconds") from None
-    if seconds < 1:
-        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT must be a positive number of seconds, got {seconds}")
-    return seconds
-
-
-def init_distributed(device: str = "auto", timeout_s: float | None = None) -> tuple[int, int]:
-    """(rank, world_size) of this process; with ``WORLD_SIZE > 1`` (torchrun) joins the process group.
-
-    gloo on CPU, nccl on CUDA (each process on GPU ``LOCAL_RANK``). One process: (0, 1), nothing started.
-    ``timeout_s``: a collective that waits longer fails instead of hanging (a safety net: a failing
-    process is normally reported through :func:`agree` at once). Default: ``VARISCOPE_DIST_TIMEOUT``
-    seconds or 3 hours, as for training: the others wait while rank 0 alone prepares the model
-    (a first conversion of a GGUF model takes minutes), longer than torch's 30 minutes would allow.
-    """
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    cuda = resolve_device(device).startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        seconds = dist_timeout() if timeout_s is None else timeout_s
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=seconds))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def close_distributed(*, wait: bool = True) -> None:
-    """Leave the process group, if this process joined one.
-
-    ``wait``: first a barrier, so that no process tears gloo down while another
-    still uses it (without it a process sometimes aborts at exit, "terminate
-    called without an active exception"). Pass False after an error, when the
-    others may never arrive.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if wait:
-            dist.barrier()
-        dist.destroy_process_group()
+    return merge_samples([p for p in all_gather(sample) if isinstance(p, StateSample)])
