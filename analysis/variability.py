@@ -193,7 +193,7 @@ def _blocks64(h: np.ndarray):
     import torch
 
     N, d = h.shape
-    if h.dtype not in (np.float16, np.float32, np.float64) or any(st < 0 for st in h.strides):
+    if h.dtype not in (np.float16, np.float32, np.float64) or any(stride < 0 for stride in h.strides):
         h = np.array(h, dtype=np.float64 if h.dtype.itemsize > 8 else h.dtype)  # torch cannot view these
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only arrays: we only read them
@@ -332,13 +332,13 @@ def variability_curve(
         ]
     nus, boot = [], np.empty((len(resamples), len(states)))
     for l in range(len(states)):
-        hl = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
+        h_layer = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
         try:
-            nus.append(_nu(hl, inverse, counts, weighting))
+            nus.append(_nu(h_layer, inverse, counts, weighting))
         except VariscopeError as e:
             raise VariscopeError(f"layer {l}: {e}") from None
         for b, idx in enumerate(resamples):
-            boot[b, l] = _nu(hl[idx], inverse[idx], counts, weighting)
+            boot[b, l] = _nu(h_layer[idx], inverse[idx], counts, weighting)
     band = None
     if resamples:
         lo, hi = np.percentile(boot, percentiles, axis=0)
@@ -352,7 +352,7 @@ def variability_curve(
     )
 
 
-def sample_band(
+def kept_band(
     nu: Sequence[float],
     states: np.ndarray,
     labels: np.ndarray,
@@ -363,9 +363,9 @@ def sample_band(
     percentiles: tuple[float, float] = (5.0, 95.0),
     label_names: Sequence[str] | None = None,
 ) -> tuple[tuple[list[float], list[float]], dict]:
-    """A band around ``nu`` (exact, from all N texts) from ``bootstrap`` resamples of a state sample.
+    """A band around ``nu`` (exact, from all N texts) from ``bootstrap`` resamples of K kept rows.
 
-    ``nu`` (L+1,), ``states`` (L+1, K, d) a seeded sample of K of the N texts, ``labels`` (K,).
+    ``nu`` (L+1,), ``states`` (L+1, K, d) of K seeded rows kept from the N texts, ``labels`` (K,).
     Per layer the band keeps the resamples' relative spread, the ratio q_hi/q_lo of their
     percentiles, centred on ν on a log scale: ν·√(q_lo/q_hi) to ν·√(q_hi/q_lo). The raw
     percentiles would not do: ν of K texts is biased against ν of N (and resampling with

@@ -8,7 +8,8 @@ from dataclasses import replace
 import streamlit as st
 
 from analysis.errors import VariscopeError
-from analysis.stream.kept import SAMPLE_KEEP, SAMPLE_KEEP_MAX, STREAM_ABOVE
+from analysis.stream.curve import DEFAULT_KEEP
+from analysis.stream.kept import KEEP_MAX, STREAM_ABOVE
 
 # settings shared by all pages and mirrored in the URL
 URL_KEYS = {"model": str, "task": str, "n": int, "seed": int, "pooling": str, "max_length": int, "layer": int}
@@ -37,7 +38,7 @@ DEFAULTS = {
     "comparisons": [],
     # not in the URL: above this many texts the pages stream (exact ν) and hold the states of a sample
     "stream_above": STREAM_ABOVE,
-    "sample_keep": SAMPLE_KEEP,
+    "sample_keep": DEFAULT_KEEP,
 }
 
 
@@ -199,10 +200,10 @@ def streaming_settings() -> tuple[int, int]:
     """(threshold, sample size K) of the session, clipped to what the Setup page offers."""
     ss = st.session_state
     try:
-        above, keep = int(ss.get("stream_above") or STREAM_ABOVE), int(ss.get("sample_keep") or SAMPLE_KEEP)
+        above, keep = int(ss.get("stream_above") or STREAM_ABOVE), int(ss.get("sample_keep") or DEFAULT_KEEP)
     except (TypeError, ValueError):
-        above, keep = STREAM_ABOVE, SAMPLE_KEEP
-    return max(1, above), min(max(10, keep), SAMPLE_KEEP_MAX)
+        above, keep = STREAM_ABOVE, DEFAULT_KEEP
+    return max(1, above), min(max(10, keep), KEEP_MAX)
 
 
 def _digest(content: bytes | None) -> str:
@@ -226,12 +227,12 @@ def _streamed(key: str, _label: str, _cfg, _keep: int, _content, _ran: dict):
     replayed, then emptied, on a hit.
     """
     from analysis.store.cache import DiskCache
-    from analysis.stream.kept import stream_sample
+    from analysis.stream.kept import stream_kept
 
     _ran["streamed"] = True  # not set on a hit
     bar = st.progress(0.0, text=f"{_label}…")
     try:
-        return stream_sample(
+        return stream_kept(
             _cfg,
             keep=_keep,
             content=_content,
@@ -260,12 +261,12 @@ def _states_or_sample(cfg, bar, label):
     """In-memory states, or above the session's threshold the streamed result with a seeded sample."""
     from analysis.pipeline import get_states
     from analysis.store.cache import DiskCache
-    from analysis.stream.kept import sample_key
+    from analysis.stream.kept import kept_key
 
     content = upload_bytes()
     above, keep = streaming_settings()
     if _streams(repr(cfg), above, _digest(content), cfg, content):
-        key = sample_key(cfg, keep, content, DiskCache().root)
+        key = kept_key(cfg, keep, content, DiskCache().root)
         ran: dict = {}
         res = _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content, ran)
         return replace(res, cache_hit=res.cache_hit or not ran)  # shallow: the cached arrays are shared, unchanged
@@ -276,7 +277,7 @@ def _states_or_sample(cfg, bar, label):
 def get_states_ui(cfg=None, *, label="Computing hidden states"):
     """States for the current settings with a live progress bar; None after an error.
 
-    Above the session's ``stream_above`` texts: a :class:`~analysis.stream.kept.SampledStates`
+    Above the session's ``stream_above`` texts: a :class:`~analysis.stream.kept.KeptStates`
     (ν of every text, the states of a seeded sample of ``sample_keep``).
     """
     cfg = cfg or analysis_config()

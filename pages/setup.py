@@ -7,7 +7,7 @@ from analysis.data.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, loa
 from analysis.errors import VariscopeError
 from analysis.models.registry import registry_status
 from analysis.records import counts_text, registry_rows, task_summary
-from analysis.stream.kept import SAMPLE_KEEP_MAX, sample_fields, total_texts
+from analysis.stream.kept import KEEP_MAX, kept_fields, total_texts
 from pages._common import analysis_config, bound, ensure_app, get_states_ui
 
 ensure_app()
@@ -207,7 +207,7 @@ with st.expander("Large samples (streaming)"):
     )
     x1, x2 = st.columns(2)
     bound(x1.number_input, "Stream above (texts)", "stream_above", min_value=1, step=1000)
-    bound(x2.number_input, "Sample kept (texts)", "sample_keep", min_value=10, max_value=SAMPLE_KEEP_MAX, step=500)
+    bound(x2.number_input, "Sample kept (texts)", "sample_keep", min_value=10, max_value=KEEP_MAX, step=500)
 
 # after a rejected (or no) upload there is nothing to compute: never fall back to the previous task
 blocked = "Upload a valid file first." if kind == "Upload a file" and not ss.get("upload") else None
@@ -217,7 +217,7 @@ if st.button("Compute", type="primary", key="compute", disabled=blocked is not N
         st.error(blocked)
     if result is not None:
         how = "loaded from the disk cache" if result.cache_hit else f"computed in {result.seconds['total']:.1f} s"
-        K = sample_fields(result).get("sample_size")
+        K = kept_fields(result).get("sample_size")
         if K is not None:
             how = "loaded from the cache" if result.cache_hit else f"streamed in {result.seconds.get('total', 0):.1f} s"
             how += f" (ν of every text; the states of {K} kept)"

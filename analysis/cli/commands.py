@@ -167,7 +167,7 @@ def _stream_steps(a, cfg, cache, rank: int, world: int):
         collective(lambda: save_stream(cache, key, conf, res) if rank == 0 and key is not None else None, world)
     extra = {"mode": res.mode, "world_size": world, "rank": rank, "cache_hit": False, "cache_key": key}
     fields = {**extra, **_run_info(res.info), "seconds": res.seconds}
-    return res.curve, res.n, {**fields, **_band_fields(res.curve, res.band_sample, res.n)}
+    return res.curve, res.n, {**fields, **_band_fields(res.curve, res.n_kept, res.n)}
 
 
 def _band_fields(curve, k: int, n: int) -> dict:

@@ -110,7 +110,7 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
         if len(want) == 0:
             return
         j = 0
-        for i, (text, pair, _y) in enumerate(rows()):
+        for i, (text, pair, _label) in enumerate(rows()):
             if i == want[j]:
                 yield text, pair
                 j += 1

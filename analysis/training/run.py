@@ -132,9 +132,9 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
-            ev, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
+            evals, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
         step = int(trainer.state.global_step)
-        monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": ev, "final": True})
+        monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": evals, "final": True})
         result = _result(
             cfg,
             model,
@@ -142,7 +142,7 @@ def train(
             costs,
             monitor,
             live,
-            ev,
+            evals,
             step=step,
             n_layers=n_layers,
             device=target.device,

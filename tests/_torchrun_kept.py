@@ -12,7 +12,7 @@ cfg = AnalysisConfig(
     model="minilm", task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=31, seed=3), batch_size=4, device="cpu"
 )
 res = stream_curve(cfg, rank=rank, world_size=world, keep=6)
-s = res.stats.sample
+s = res.stats.kept
 assert s.states is not None
 if rank == 0:
     out = {"variability": res.curve.variability, "index": s.index.tolist(), "states": s.states.tolist()}
