@@ -161,14 +161,14 @@ def load_for(cfg: AnalysisConfig, target: Target, loader: Callable | None = None
 
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
     """Load and sample the task; refuse samples on which ν is undefined (before any compute)."""
-    from analysis.variability import _class_index
+    from analysis.variability import class_index
 
     task = load_task(cfg.task, content)
     sub = sample(task, cfg.sampling)
     if len(sub) == 0:
         raise VariscopeError("the sample is empty")
     sub.labels, sub.label_names = compact_classes(sub.labels, sub.label_names)  # drop classes the sample lacks
-    _class_index(sub.labels, sub.label_names)
+    class_index(sub.labels, sub.label_names)
     return sub
 
 

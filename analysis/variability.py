@@ -33,7 +33,7 @@ from analysis.errors import VariscopeError
 WEIGHTINGS = ("equal", "size")
 
 
-def _class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
+def class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
     """Return (classes, inverse, counts) and check that ν is defined."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -94,7 +94,7 @@ def variability(
         raise VariscopeError(f"h must have shape (n_samples, n_features), got {h.shape}")
     if len(h) != len(labels):
         raise VariscopeError(f"h has {len(h)} rows but labels has {len(labels)}")
-    classes, inverse, counts = _class_index(labels, label_names)
+    classes, inverse, counts = class_index(labels, label_names)
     return _nu(h, inverse, counts, weighting)
 
 
@@ -130,7 +130,7 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     means = sums / counts[:, None]  # (C, d) class means m_y
     m = pi @ means  # (d,) weighted mean of the means
     Mw = np.sqrt(pi)[:, None] * (means - m)  # (C, d); Σ_b = Mwᵀ Mw
-    U, ev = _between_eig(Mw, np.sqrt(pi))  # (d, r) directions, (r,) eigenvalues of Σ_b
+    U, ev = between_eig(Mw, np.sqrt(pi))  # (d, r) directions, (r,) eigenvalues of Σ_b
     if ev is None:
         return float("inf")  # all class means coincide
     Ud = torch.from_numpy(np.ascontiguousarray(U))  # (d, r)
@@ -145,7 +145,7 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     return float(np.sum(w / ev) / C)
 
 
-def _between_eig(Mw: np.ndarray, root_pi: np.ndarray):
+def between_eig(Mw: np.ndarray, root_pi: np.ndarray):
     """Eigenvectors U (d, r) and eigenvalues ev (r,) of Σ_b = Mwᵀ Mw above the rank tolerance.
 
     Mw (C, d) holds the weighted centred class means, so ``root_pi @ Mw = 0``
@@ -239,7 +239,7 @@ def variability_pinv(h: np.ndarray, labels: np.ndarray, *, weighting: str = "equ
     tolerance max(d, C)·eps·σ_max, the same rank rule as :func:`variability`.
     """
     h = np.asarray(h, dtype=np.float64)
-    classes, inverse, counts = _class_index(labels)
+    classes, inverse, counts = class_index(labels)
     C, d = len(classes), h.shape[1]
     pi = np.full(C, 1.0 / C) if weighting == "equal" else counts / counts.sum()
     means = np.stack([h[inverse == c].mean(axis=0) for c in range(C)])
@@ -319,7 +319,7 @@ def variability_curve(
         raise VariscopeError(f"states must have shape (layers, n, d), got {states.shape}")
     if states.shape[1] != len(labels):
         raise VariscopeError(f"states have {states.shape[1]} rows but labels has {len(labels)}")
-    classes, inverse, counts = _class_index(labels, label_names)
+    classes, inverse, counts = class_index(labels, label_names)
     if weighting not in WEIGHTINGS:
         raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
     names = [_name(c, label_names) for c in classes]

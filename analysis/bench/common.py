@@ -6,7 +6,7 @@ import statistics
 import time
 
 
-def _median_time(f, reps: int, *args, **kwargs) -> float:
+def median_time(f, reps: int, *args, **kwargs) -> float:
     """Median wall time of ``f(*args, **kwargs)`` over ``reps`` calls (arguments bound now, not late)."""
     ts = []
     for _ in range(reps):
@@ -16,14 +16,14 @@ def _median_time(f, reps: int, *args, **kwargs) -> float:
     return statistics.median(ts)
 
 
-def _texts(n: int, seed: int = 0):
+def bench_texts(n: int, seed: int = 0):
     from analysis.data.tasks import SampleConfig, TaskConfig, load_task, sample
 
     t = sample(load_task(TaskConfig("rotten_tomatoes")), SampleConfig(n=n, seed=seed))
     return t.texts, t.labels
 
 
-def _model(name, device, dtype):
+def bench_model(name, device, dtype):
     from analysis.pipeline import AnalysisConfig, cached_model, resolve_target
 
     t = resolve_target(AnalysisConfig(model=name, device=device, dtype=dtype))
@@ -52,5 +52,5 @@ def floor(model, tok, texts, *, device, max_length=128, batch_size=32, sort=True
         torch.cuda.synchronize()  # GPU work is asynchronous: time it to the end
 
 
-def _row(name, text):
+def bench_row(name, text):
     print(f"{name:<34} {text}", flush=True)

@@ -53,7 +53,7 @@ def bench_encoder(a, res: dict) -> None:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from analysis.bench.common import _median_time, _model, _row, _texts, floor, our_curve
+    from analysis.bench.common import bench_model, bench_row, bench_texts, floor, median_time, our_curve
     from analysis.models.batching import make_batches
     from analysis.models.load import resolve_device, resolve_dtype, resolve_model
     from analysis.pipeline import cached_model
@@ -61,7 +61,7 @@ def bench_encoder(a, res: dict) -> None:
     dev = resolve_device(a.device)
     cuda = dev.startswith("cuda")
     n, batch_sizes, reps = _sizes(a, cuda)
-    texts, labels = _texts(min(n, 12000))
+    texts, labels = bench_texts(min(n, 12000))
     while len(texts) < n:  # the task has about 12.8k texts; repeat them for larger n
         texts, labels = texts + texts[: n - len(texts)], np.concatenate([labels, labels[: n - len(labels)]])
     dtypes = [a.dtype]  # as the user gives it ("auto": bf16 autocast on a GPU); the rows record the resolved one
@@ -73,15 +73,15 @@ def bench_encoder(a, res: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = random_encoder(tmp, tok)
         for dtype in dtypes:
-            m, mtok, d = _model(folder, dev, dtype)
+            m, mtok, d = bench_model(folder, dev, dtype)
             for bs in batch_sizes:
                 w = max(4 * bs, 512)  # warm up, with enough texts for the tokenizer's probe (batching._encode)
                 our_curve(m, mtok, texts[:w], labels[:w], device=d, batch_size=bs)
                 t_curve, t_floor, t_batch = [], [], []
                 for _ in range(reps):  # alternate so drift hits all three
-                    t_curve.append(_median_time(our_curve, 1, m, mtok, texts, labels, device=d, batch_size=bs))
-                    t_floor.append(_median_time(floor, 1, m, mtok, texts, device=d, batch_size=bs))
-                    t_batch.append(_median_time(make_batches, 1, mtok, texts, None, max_length=128, batch_size=bs))
+                    t_curve.append(median_time(our_curve, 1, m, mtok, texts, labels, device=d, batch_size=bs))
+                    t_floor.append(median_time(floor, 1, m, mtok, texts, device=d, batch_size=bs))
+                    t_batch.append(median_time(make_batches, 1, mtok, texts, None, max_length=128, batch_size=bs))
                 c, f, b = statistics.median(t_curve), statistics.median(t_floor), statistics.median(t_batch)
                 r = {
                     "dtype": resolve_dtype(dtype, dev),
@@ -94,7 +94,7 @@ def bench_encoder(a, res: dict) -> None:
                     "batching_texts_per_s": n / b,
                 }
                 rows.append(r)
-                _row(
+                bench_row(
                     f"encoder 12x768 {resolve_dtype(dtype, dev)} b={bs}",
                     f"curve {n / c:,.0f} texts/s  floor {n / f:,.0f}  tokenise+pad {n / b:,.0f}",
                 )
@@ -113,7 +113,7 @@ def bench_encoder(a, res: dict) -> None:
         "best": best,
     }
     res["encoder_curve_texts_per_s"] = best["curve_texts_per_s"]
-    _row("encoder best", f"{best['curve_texts_per_s']:,.0f} texts/s ({best['dtype']}, batch {best['batch_size']})")
+    bench_row("encoder best", f"{best['curve_texts_per_s']:,.0f} texts/s ({best['dtype']}, batch {best['batch_size']})")
 
 
 def encoder_headlines(res: dict) -> list[tuple]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.bench.common import _median_time, _model, _row, _texts, floor, our_curve
+from analysis.bench.common import bench_model, bench_row, bench_texts, floor, median_time, our_curve
 from analysis.bench.encoder import bench_encoder
 from analysis.bench.streaming import bench_stream, bench_stream_memory
 
@@ -51,19 +51,19 @@ def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
 def bench_curve(a, res):
     n = 128 if a.quick else 512
     reps = a.reps or (3 if a.quick else 5)
-    texts, labels = _texts(n)
+    texts, labels = bench_texts(n)
     for name in [a.model] if a.quick else [a.model, "mpnet", "gemma3-270m"]:  # deeper models when installed
         try:
-            m, tok, dev = _model(name, a.device, a.dtype)
+            m, tok, dev = bench_model(name, a.device, a.dtype)
         except Exception as e:  # mpnet may be absent
             res.setdefault("skipped", []).append(f"curve/{name}: {e}")
             continue
         floor(m, tok, texts[:32], device=dev)  # warm up
         t_floor, t_curve = [], []
         for _ in range(reps):  # alternate so drift hits both
-            t_floor.append(_median_time(floor, 1, m, tok, texts, device=dev))
-            t_curve.append(_median_time(our_curve, 1, m, tok, texts, labels, device=dev))
-        t_paper = _median_time(paper_algorithm, 1 if a.quick else 2, m, tok, texts, labels, device=dev)
+            t_floor.append(median_time(floor, 1, m, tok, texts, device=dev))
+            t_curve.append(median_time(our_curve, 1, m, tok, texts, labels, device=dev))
+        t_paper = median_time(paper_algorithm, 1 if a.quick else 2, m, tok, texts, labels, device=dev)
         ours, paper = our_curve(m, tok, texts, labels, device=dev), paper_algorithm(m, tok, texts, labels, device=dev)
         agree = float(np.max(np.abs(np.array(ours[1:]) - paper) / np.abs(paper)))
         L = len(ours) - 1
@@ -81,7 +81,7 @@ def bench_curve(a, res):
         if name == a.model:
             res["curve_vs_floor"] = r["curve_vs_floor"]
             res["paper_algorithm_vs_curve"] = r["paper_algorithm_vs_curve"]
-        _row(
+        bench_row(
             f"curve {name} ({L} layers, n={n})",
             f"floor {r['floor_s']:.2f}s  ours {r['curve_s']:.2f}s  paper {t_paper:.2f}s  "
             f"ours/floor {r['curve_vs_floor']:.2f}x (goal <=1.1)  paper/ours {r['paper_algorithm_vs_curve']:.1f}x "
@@ -92,16 +92,16 @@ def bench_curve(a, res):
 @section("batching")
 def bench_batching(a, res):
     n = 128 if a.quick else 512
-    texts, _ = _texts(n, seed=1)
-    m, tok, dev = _model(a.model, a.device, a.dtype)
+    texts, _ = bench_texts(n, seed=1)
+    m, tok, dev = bench_model(a.model, a.device, a.dtype)
     ts, tu = [], []
     for _ in range(a.reps or 3):
-        ts.append(_median_time(floor, 1, m, tok, texts, device=dev, sort=True))
-        tu.append(_median_time(floor, 1, m, tok, texts, device=dev, sort=False))
+        ts.append(median_time(floor, 1, m, tok, texts, device=dev, sort=True))
+        tu.append(median_time(floor, 1, m, tok, texts, device=dev, sort=False))
     r = {"sorted_texts_per_s": n / statistics.median(ts), "unsorted_texts_per_s": n / statistics.median(tu)}
     r["speedup"] = r["sorted_texts_per_s"] / r["unsorted_texts_per_s"]
     res["batching"] = r
-    _row(
+    bench_row(
         "batching",
         f"sorted {r['sorted_texts_per_s']:.0f} texts/s, unsorted {r['unsorted_texts_per_s']:.0f} texts/s, "
         f"speed-up {r['speedup']:.2f}x",
@@ -125,10 +125,10 @@ def bench_metric(a, res):
             variability(h, y)
             t_ours, t_gemm = [], []
             for _ in range(a.reps or (31 if a.quick else 61)):  # alternate with a reference product
-                t_ours.append(_median_time(variability, 1, h, y))
-                t_gemm.append(_median_time(torch.matmul, 1, h64, W))
+                t_ours.append(median_time(variability, 1, h, y))
+                t_gemm.append(median_time(torch.matmul, 1, h64, W))
             ours, gemm = statistics.median(t_ours), statistics.median(t_gemm)
-            pinv = _median_time(variability_pinv, 1 if a.quick else 3, h, y)
+            pinv = median_time(variability_pinv, 1 if a.quick else 3, h, y)
             diff = abs(variability(h, y) - variability_pinv(h, y)) / variability_pinv(h, y)
             out.append(
                 {
@@ -141,7 +141,7 @@ def bench_metric(a, res):
                     "ours_in_gemms": ours / gemm,
                 }
             )
-            _row(
+            bench_row(
                 f"metric d={d} C={C}",
                 f"ours {ours * 1e3:.2f} ms/layer (= {ours / gemm:.1f} products N×d·d×C), "
                 f"d×d pinv {pinv * 1e3:.0f} ms, {pinv / ours:.0f}x, rel diff {diff:.1e}",
@@ -162,21 +162,23 @@ def bench_cache(a, res):
         cache = DiskCache(tmp)
         cfg = AnalysisConfig(model=a.model, sampling=SampleConfig(n=n), device=a.device, dtype=a.dtype)
         compute_curve(cfg, cache=cache)
-        hit = _median_time(compute_curve, a.reps or 5, cfg, cache=cache)
+        hit = median_time(compute_curve, a.reps or 5, cfg, cache=cache)
         size = sum(r["bytes"] for r in cache.entries())
         _, st = compute_curve(cfg, cache=cache)
         per = size / (n / 1000) / st.states.shape[0]
     res["cache_hit_seconds"] = hit
     res["cache_mb_per_1000_texts_per_layer"] = per / 2**20
-    _row("cache", f"full-curve hit {hit * 1e3:.0f} ms (goal <500 ms); {per / 2**20:.2f} MB per 1000 texts per layer")
+    bench_row(
+        "cache", f"full-curve hit {hit * 1e3:.0f} ms (goal <500 ms); {per / 2**20:.2f} MB per 1000 texts per layer"
+    )
 
 
 @section("depth")
 def bench_depth(a, res):
     """Ours vs the paper's algorithm as the model gets deeper (the first l blocks of the model)."""
     n = 96 if a.quick else 256
-    texts, labels = _texts(n, seed=2)
-    m, tok, dev = _model(a.model, a.device, a.dtype)
+    texts, labels = bench_texts(n, seed=2)
+    m, tok, dev = bench_model(a.model, a.device, a.dtype)
     from analysis.models.load import keep_layers, layer_list
 
     L = len(layer_list(m)[1])
@@ -184,8 +186,8 @@ def bench_depth(a, res):
     out = []
     for depth in depths:
         with keep_layers(m, depth):
-            ours = _median_time(our_curve, a.reps or 2, m, tok, texts, labels, device=dev)
-            paper = _median_time(paper_algorithm, 1, m, tok, texts, labels, device=dev)
+            ours = median_time(our_curve, a.reps or 2, m, tok, texts, labels, device=dev)
+            paper = median_time(paper_algorithm, 1, m, tok, texts, labels, device=dev)
         out.append(
             {
                 "depth": depth,
@@ -196,7 +198,7 @@ def bench_depth(a, res):
                 "paper_s_per_layer": paper / depth,
             }
         )
-        _row(f"depth {depth}", f"ours {ours:.2f}s, paper {paper:.2f}s, paper/ours {paper / ours:.1f}x")
+        bench_row(f"depth {depth}", f"ours {ours:.2f}s, paper {paper:.2f}s, paper/ours {paper / ours:.1f}x")
     res["depth"] = out
 
 
@@ -205,31 +207,31 @@ def bench_projection(a, res):
     from analysis.projection import ProjectionConfig, pca, project_layers
     from analysis.store.cache import DiskCache
 
-    m, tok, dev = _model(a.model, a.device, a.dtype)
+    m, tok, dev = bench_model(a.model, a.device, a.dtype)
     sizes = (1000,) if a.quick else (1000, 2000)
     out = {}
     for n in sizes:
-        texts, _ = _texts(n, seed=3)
+        texts, _ = bench_texts(n, seed=3)
         from analysis.models.hidden_states import extract_states
 
         st = extract_states(m, tok, texts, max_length=64, device=dev)
         layers = range(st.shape[0])
         r: dict[str, float] = {"n": n}
-        r["pca_layer_s"] = _median_time(pca, 3, st[-1], 2)
+        r["pca_layer_s"] = median_time(pca, 3, st[-1], 2)
         t = time.perf_counter()
         project_layers(st, [len(st) - 1], ProjectionConfig())  # first call: numba JIT (if not yet compiled)
         r["umap_layer_first_s"] = time.perf_counter() - t
-        r["umap_layer_warm_s"] = _median_time(project_layers, a.reps or 2, st, [len(st) - 1], ProjectionConfig())
+        r["umap_layer_warm_s"] = median_time(project_layers, a.reps or 2, st, [len(st) - 1], ProjectionConfig())
         with tempfile.TemporaryDirectory() as tmp:
             cache = DiskCache(tmp)
             t = time.perf_counter()
             project_layers(st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache)
             r["umap_panel_warm_s"] = time.perf_counter() - t
-            r["umap_panel_cache_hit_s"] = _median_time(
+            r["umap_panel_cache_hit_s"] = median_time(
                 project_layers, 3, st, layers, ProjectionConfig(), states_key="b" * 32, cache=cache
             )
         out[str(n)] = r
-        _row(
+        bench_row(
             f"projection n={n}",
             f"PCA {r['pca_layer_s'] * 1e3:.0f} ms/layer; UMAP first {r['umap_layer_first_s']:.1f}s, "
             f"warm {r['umap_layer_warm_s']:.1f}s/layer, panel of {len(st)} layers "
@@ -249,7 +251,7 @@ def bench_training(a, res):
     from analysis.pipeline import AnalysisConfig
     from analysis.training import Selection, TrainConfig, select, train
 
-    m, _, dev = _model(a.model, a.device, a.dtype)
+    m, _, dev = bench_model(a.model, a.device, a.dtype)
     L = len(layer_list(m)[1])
     steps = 12 if a.quick else 40
     cfg = AnalysisConfig(
@@ -275,7 +277,7 @@ def bench_training(a, res):
     res["train_speedup_vs_full"] = ft / st
     res["train_flop_speedup_vs_full"] = flop
     res["train_speedup_over_flop_ratio"] = (ft / st) / flop
-    _row(
+    bench_row(
         "training",
         f"{res['training']['selection']}: {st * 1e3:.0f} ms/step vs full {ft * 1e3:.0f} ms/step → "
         f"{ft / st:.2f}x; FLOP ratio {flop:.2f}x; measured/FLOP {(ft / st) / flop:.2f} (goal >=0.8)",
@@ -286,10 +288,10 @@ MEM_SCRIPT = """
 import sys, threading, time, gc
 sys.path.insert(0, {root!r})
 import psutil
-from analysis.bench.sections import _model, _texts
+from analysis.bench.sections import bench_model, bench_texts
 from analysis.models.hidden_states import extract_states
-m, tok, dev = _model({model!r}, 'cpu', 'float32')
-texts, _ = _texts({n})
+m, tok, dev = bench_model({model!r}, 'cpu', 'float32')
+texts, _ = bench_texts({n})
 extract_states(m, tok, texts[:64], max_length={length}, batch_size=32, device=dev)  # warm allocator
 gc.collect()
 proc = psutil.Process()
@@ -324,7 +326,7 @@ def bench_memory(a, res):
         )
         grow, states_mb = map(float, p.stdout.split()[-2:])
         out.append({"n": n, "max_length": length, "peak_rss_growth_mb": grow, "states_mb": states_mb})
-        _row(
+        bench_row(
             f"memory n={n} len={length}", f"peak RSS +{grow:.0f} MB while extracting (pooled states {states_mb:.0f} MB)"
         )
     res["memory"] = out
@@ -349,18 +351,18 @@ def bench_cards(a, res):
         def cards():  # states read from the disk cache, cards computed (their own cache bypassed)
             compute_cards(cfg, CardsConfig(), cache=cache, use_cache=False, states=get_states(cfg, cache=cache))
 
-        m, tok, dev = _model(a.model, a.device, a.dtype)
+        m, tok, dev = bench_model(a.model, a.device, a.dtype)
         texts = get_states(cfg, cache=cache).texts
         floor(m, tok, texts[:32], device=dev)  # warm up
         cards()
         t_fwd, t_cards = [], []
         for _ in range(reps):  # alternate so drift hits both
-            t_fwd.append(_median_time(floor, 1, m, tok, texts, device=dev))
-            t_cards.append(_median_time(cards, 1))
+            t_fwd.append(median_time(floor, 1, m, tok, texts, device=dev))
+            t_cards.append(median_time(cards, 1))
     fwd, crd = statistics.median(t_fwd), statistics.median(t_cards)
     res["cards"] = {"model": a.model, "n": n, "reps": reps, "forward_s": fwd, "cards_s": crd, "ratio": crd / fwd}
     res["cards_vs_forward"] = crd / fwd
-    _row(
+    bench_row(
         f"cards {a.model} (n={n})", f"forward {fwd:.2f}s  cards {crd:.2f}s  cards/forward {crd / fwd:.2f}x (goal <=0.5)"
     )
 

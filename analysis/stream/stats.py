@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from analysis.errors import VariscopeError
-from analysis.variability import WEIGHTINGS, _between_eig, _class_index
+from analysis.variability import WEIGHTINGS, between_eig, class_index
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -200,7 +200,7 @@ class LayerStats:
         if weighting not in WEIGHTINGS:
             raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
         sizes = np.asarray(class_sizes, dtype=np.int64)
-        _class_index(np.repeat(np.arange(len(sizes)), sizes), label_names)  # ≥ 2 classes of ≥ 2
+        class_index(np.repeat(np.arange(len(sizes)), sizes), label_names)  # ≥ 2 classes of ≥ 2
         self.sizes, self.weighting, self.label_names = sizes, weighting, label_names
         C = len(sizes)
         pi = np.full(C, 1.0 / C) if weighting == "equal" else sizes / sizes.sum()
@@ -284,7 +284,7 @@ class LayerStats:
         pi, C = self.pi, len(self.sizes)
         means = self.sums[l] / self.sizes[:, None]  # (C, d)
         m = pi @ means
-        U, ev = _between_eig(np.sqrt(pi)[:, None] * (means - m), np.sqrt(pi))
+        U, ev = between_eig(np.sqrt(pi)[:, None] * (means - m), np.sqrt(pi))
         if U is None or ev is None:
             return float("inf")  # all class means coincide
         WU = self.W[l] @ U  # (d, r)

@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis.errors import VariscopeError
 from analysis.stream.stats import LayerStats
-from analysis.variability import _between_eig
+from analysis.variability import between_eig
 
 MODES = ("auto", "stream", "two-pass")
 
@@ -74,7 +74,7 @@ class Projections:
         for l in range(self.n_layers):
             means = first.sums[l] / self.sizes[:, None]  # (C, d)
             m = self.pi @ means
-            U, ev = _between_eig(np.sqrt(self.pi)[:, None] * (means - m), np.sqrt(self.pi))
+            U, ev = between_eig(np.sqrt(self.pi)[:, None] * (means - m), np.sqrt(self.pi))
             self.U.append(U)
             self.ev.append(ev)
             self.mU.append(np.zeros((self.C, 0)) if U is None else means @ U)  # (C, r)
