@@ -43,7 +43,7 @@ def registry_rows(reg: Sequence[dict]) -> list[dict]:
         {
             "model": r["name"],
             "layers": r["layers"],
-            "hidden size": r["hidden"],
+            "hidden size": r["hidden_size"],
             "parameters": f"{r['params'] / 1e6:.1f} M",
             "installed": "yes" if r["installed"] else f"no — {r['install']}",
         }

@@ -1,4 +1,4 @@
-"""A streamed result as the pages and cards see it (analysis/sampled.py): exact ν of all N, states of K."""
+"""Kept states as the pages and cards see them (analysis/stream/kept.py): exact ν of all N, states of K rows."""
 
 import numpy as np
 import pytest
@@ -12,7 +12,6 @@ from analysis.stream.kept import (
     KeptStates,
     cards_of,
     curve_of,
-    from_stream,
     kept_fields,
     needs_streaming,
     total_texts,
@@ -39,8 +38,23 @@ def _toy(N=600, d=8, L1=3, keep=90, seed=0, batch=64):
         list(range(L1)), nu, dict(zip(NAMES, sizes.tolist(), strict=True)), settings={"weighting": "equal"}
     )
     res = StreamResult(curve, stats, N, N, 0, 1, {"total": 1.0}, {"device": "cpu"})
-    texts = [f"text {i}" for i in stats.kept.index]
-    return X, y, from_stream(res, texts, None, NAMES, "k" * 32), res
+    kept = stats.kept
+    texts = [f"text {i}" for i in kept.index]
+    states = KeptStates(
+        states=kept.states,
+        labels=kept.labels,
+        label_names=NAMES,
+        texts=texts,
+        pairs=None,
+        key="k" * 32,
+        cache_hit=False,
+        seconds={"total": 1.0},
+        info={"device": "cpu", "mode": "stream", "n": N, "sample_size": len(kept.index)},
+        curve=curve,
+        n=N,
+        index=kept.index,
+    )
+    return X, y, states, res
 
 
 def test_kept_result_has_the_exact_nu_of_all_texts_and_k_kept_rows():
@@ -108,16 +122,6 @@ def test_needs_streaming_decides_by_the_sample_size(monkeypatch):
     assert not needs_streaming(AnalysisConfig(sampling=SampleConfig(n=None)), 700)
     with pytest.raises(VariscopeError, match="at least 1"):
         needs_streaming(AnalysisConfig(), 0)
-
-
-def test_from_stream_refuses_a_stream_without_a_sample_or_the_wrong_texts():
-    _, _, s, full = _toy()
-    stats = LayerStats(3, 8, [2, 2, 2])
-    res = StreamResult(s.curve, stats, 6, 6, 0, 1)
-    with pytest.raises(VariscopeError, match="keep > 0"):
-        from_stream(res, ["t"] * 6, None, NAMES, "k")
-    with pytest.raises(VariscopeError, match="have 90 rows but 89 texts"):
-        from_stream(full, ["t"] * 89, None, NAMES, "k")
 
 
 def test_stream_kept_of_minilm_equals_the_stored_states(minilm, cache):

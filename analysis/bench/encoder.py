@@ -6,12 +6,12 @@ folder, with the tokenizer of ``--model`` (MiniLM's BERT vocabulary by default).
 are Rotten Tomatoes snippets (about 30 tokens each with the special tokens). For each
 batch size and dtype the section times, alternating:
 
-- ``curve``: texts → ν of every layer (:func:`analysis.bench.sections.our_curve`: tokenising,
+- ``curve``: texts → ν of every layer (:func:`analysis.bench.common.our_curve`: tokenising,
   the one forward pass with every layer pooled, the float32 states on the CPU, ν);
 - ``floor``: the same batches through the bare forward pass (no hidden states kept);
 - ``batching``: tokenising and padding alone (CPU work the forward pass waits for).
 
-The goal (issue 16) is ≥ 20,000 texts/s for the curve on a GPU in bf16; on a CPU the
+The goal is ≥ 20,000 texts/s for the curve on a GPU in bf16; on a CPU the
 section runs a few hundred texts and only reports.
 """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -172,19 +171,6 @@ def extract_states(
         progress=progress,
     )
     return out["states"]
-
-
-class Throughput:
-    """Progress helper: texts/s and ETA from (done, total) calls."""
-
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> dict:
-        el = time.perf_counter() - self.t0
-        rate = done / el if el > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        return {"done": done, "total": total, "rate": rate, "eta": eta, "elapsed": el}
 
 
 CHUNK_TEXTS = 8192  # texts tokenized and length-sorted together when they come from an iterator

@@ -35,25 +35,6 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
 )
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-DECODER_TYPES = {
-    "gpt2",
-    "gpt_neo",
-    "gpt_neox",
-    "gptj",
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "phi",
-    "phi3",
-    "gemma",
-    "gemma2",
-    "opt",
-    "bloom",
-    "falcon",
-    "olmo",
-    "smollm",
-}
 
 
 @dataclass(frozen=True)
@@ -307,11 +288,6 @@ def load_model(
     model.config.output_hidden_states = True
     model.variscope_autocast = autocast  # read by hidden_states.forward_batches
     return model, tokenizer
-
-
-def is_decoder(model) -> bool:
-    cfg = model.config
-    return bool(getattr(cfg, "is_decoder", False)) or cfg.model_type in DECODER_TYPES
 
 
 def _first_line(e: Exception) -> str:

@@ -145,7 +145,7 @@ def needs_preparation(name: str, cache_dir: Path) -> bool:
 def registry_status(cache_dir: Path | None = None) -> list[dict]:
     """One dict per offline model.
 
-    Keys: name, title, layers, hidden, hidden_size, params, installed, install, licence, kind and
+    Keys: name, title, layers, hidden_size, params, installed, install, licence, kind and
     path (the loadable folder when it is ready, else None; needs ``cache_dir``).
     """
     rows = []
@@ -156,7 +156,6 @@ def registry_status(cache_dir: Path | None = None) -> list[dict]:
                 "name": e.name,
                 "title": e.title,
                 "layers": e.layers,
-                "hidden": e.hidden,
                 "hidden_size": e.hidden,
                 "params": e.params,
                 "installed": installed,

@@ -165,9 +165,9 @@ def trimming(on_pooled: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[n
     """``on_pooled``, then :func:`analysis.stream.memtrim.trim` after every :data:`TRIM_ROWS` texts.
 
     The stream holds only its statistics, but glibc keeps the heap that each batch's forward
-    pass frees, spread over the threads' arenas, and the process grows with the batches (MiniLM,
-    30,000 texts, batch 32: +357 to +429 MB peak as is; +246 MB trimming after every batch,
-    +267 MB every 256 texts). One trim takes about 4 ms there.
+    pass frees, spread over the threads' arenas, and the process grows with the batches
+    (:mod:`analysis.stream.memtrim`). A trim costs milliseconds, so it runs every few batches
+    rather than after each one.
     """
     seen = 0
 

@@ -125,18 +125,6 @@ def _part(result: StreamResult) -> dict[str, Any]:
     return part
 
 
-def from_stream(
-    result: StreamResult, texts: Sequence[str], pairs: Sequence[str] | None, label_names: Sequence[str], key: str
-) -> KeptStates:
-    """A :class:`KeptStates` from a :class:`~analysis.stream.curve.StreamResult` kept with ``keep > 0``.
-
-    ``texts`` / ``pairs``: those of the K kept rows, in the order of ``result.stats.kept.index``
-    (their positions in the sample of N); ``label_names`` the classes of the curve. ν is
-    ``result.curve``, from all N texts.
-    """
-    return _assemble(_part(result), texts, pairs, label_names, key)
-
-
 def stream_kept(
     cfg: AnalysisConfig,
     *,
