@@ -144,7 +144,8 @@ def test_a_converted_model_is_not_converted_again_and_an_interrupted_one_is_redo
 
 
 def test_truncation_keeps_a_per_layer_attention_pattern_consistent(pkg, tmp_path):
-    from analysis.models.load import keep_layers, layer_list, load_model, resolve_model, truncate_model
+    from analysis.models.layers import keep_layers, layer_list, truncate_model
+    from analysis.models.load import load_model, resolve_model
 
     model, _ = load_model(resolve_model(str(gguf.ensure_folder(pkg, tmp_path))), device="cpu", dtype="float32")
     model.config.layer_types = ["sliding_attention", "sliding_attention", "full_attention"]

@@ -35,7 +35,7 @@ def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
     """The reference code's way: one truncated model per layer, batch 8, in input
     order, pooled states concatenated, ν by the d×d pseudo-inverse formula."""
     from analysis.models.hidden_states import extract_states
-    from analysis.models.load import keep_layers, layer_list
+    from analysis.models.layers import keep_layers, layer_list
     from analysis.variability import variability_pinv
 
     L = len(layer_list(model)[1])
@@ -179,7 +179,7 @@ def bench_depth(a, res):
     n = 96 if a.quick else 256
     texts, labels = bench_texts(n, seed=2)
     m, tok, dev = bench_model(a.model, a.device, a.dtype)
-    from analysis.models.load import keep_layers, layer_list
+    from analysis.models.layers import keep_layers, layer_list
 
     L = len(layer_list(m)[1])
     depths = sorted({max(1, L // 3), max(1, 2 * L // 3), L}) if a.quick else list(range(1, L + 1))
@@ -247,7 +247,7 @@ def bench_projection(a, res):
 def bench_training(a, res):
     """Steps/s of a selected-layers run vs full fine-tuning on the same batches, next to the FLOP ratio."""
     from analysis.data.tasks import SampleConfig
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.pipeline import AnalysisConfig
     from analysis.training import Selection, TrainConfig, select, train
 

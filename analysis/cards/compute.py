@@ -64,7 +64,7 @@ def grad_norms(
     import torch
 
     from analysis.models.batching import make_batches
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.training import build_classifier, select
 
     L = states.n_layers

@@ -277,7 +277,7 @@ def cached_train(
 
 def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int) -> float:
     """Forward FLOPs per example of the kept blocks (2·P·T + 4·T²·d each, the cost model's forward pass)."""
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import load_dtype
 
