@@ -161,14 +161,14 @@ def load_for(cfg: AnalysisConfig, target: Target, loader: Callable | None = None
 
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
     """Load and sample the task; refuse samples on which ν is undefined (before any compute)."""
-    from analysis.variability import _class_index
+    from analysis.variability import class_index
 
     task = load_task(cfg.task, content)
     sub = sample(task, cfg.sampling)
     if len(sub) == 0:
         raise VariscopeError("the sample is empty")
     sub.labels, sub.label_names = compact_classes(sub.labels, sub.label_names)  # drop classes the sample lacks
-    _class_index(sub.labels, sub.label_names)
+    class_index(sub.labels, sub.label_names)
     return sub
 
 
@@ -262,19 +262,19 @@ def compute_curve(
     cfg: AnalysisConfig, *, bootstrap: int = 0, weighting: str = "equal", seed: int | None = None, **kwargs
 ) -> tuple[CurveResult, StatesResult]:
     """ν per layer for ``cfg`` (states from :func:`get_states`)."""
-    st = get_states(cfg, **kwargs)
+    result = get_states(cfg, **kwargs)
     t = time.perf_counter()
     curve = variability_curve(
-        st.states,
-        st.labels,
+        result.states,
+        result.labels,
         weighting=weighting,
         bootstrap=bootstrap,
         seed=cfg.sampling.seed if seed is None else seed,
-        label_names=st.label_names,
+        label_names=result.label_names,
     )
-    st.seconds["variability"] = time.perf_counter() - t
-    st.seconds["total"] += st.seconds["variability"]
-    return curve, st
+    result.seconds["variability"] = time.perf_counter() - t
+    result.seconds["total"] += result.seconds["variability"]
+    return curve, result
 
 
 def provenance(cfg: AnalysisConfig, n: int) -> dict:

@@ -43,7 +43,7 @@ def registry_rows(reg: Sequence[dict]) -> list[dict]:
         {
             "model": r["name"],
             "layers": r["layers"],
-            "hidden size": r["hidden"],
+            "hidden size": r["hidden_size"],
             "parameters": f"{r['params'] / 1e6:.1f} M",
             "installed": "yes" if r["installed"] else f"no — {r['install']}",
         }
@@ -62,18 +62,18 @@ def page_curve_record(
     weighting: str,
     cache_key: str,
     info: dict,
-    sample_size: int | None = None,
+    n_kept: int | None = None,
 ) -> dict:
     """The Variability page's JSON download: the CLI's ``curve --json`` record plus provenance keys.
 
-    ``sample_size`` K: ν was streamed over all ``n`` texts and the band comes from a sample of K
+    ``n_kept`` K: ν was streamed over all ``n`` texts and the band comes from a sample of K
     (``mode`` "stream", ``sample_size`` K in the record).
     """
     from analysis.pipeline import curve_record
 
-    extra = {} if sample_size is None else {"sample_size": int(sample_size)}
+    extra = {} if n_kept is None else {"sample_size": int(n_kept)}
     return {
-        **curve_record(cfg, curve, n, recommended, rule, mode="states" if sample_size is None else "stream"),
+        **curve_record(cfg, curve, n, recommended, rule, mode="states" if n_kept is None else "stream"),
         **extra,
         "tolerance": tolerance,
         "weighting": weighting,
@@ -118,19 +118,19 @@ def teaching_curves(folder: str | Path, task: str = "rotten_tomatoes") -> list[d
     return out
 
 
-def sample_notice(what: str, sample_size: int, n: int) -> str:
+def kept_notice(what: str, n_kept: int, n: int) -> str:
     """The plain sentence a page shows when only a seeded sample of K of N texts has its states held.
 
     ``what``: "curve" (ν itself), "band" (the bootstrap band), "projections" or "cards".
     """
-    of = f"a seeded sample of {sample_size:,} of {n:,} texts"
+    which = f"a seeded sample of {n_kept:,} of {n:,} texts"
     notes = {
         "curve": f"{n:,} texts are too many to hold their states, so they were streamed: ν is exact, "
-        f"from all {n:,} texts (running statistics). The band, projections and layer cards use {of}.",
-        "band": f"The bootstrap band's width comes from resamples of {of}, centred on the exact ν: it shows how "
-        f"much ν of {sample_size:,} texts varies, so it is wider than the uncertainty of ν from all {n:,}.",
-        "projections": f"Projections use {of} (the same texts at every layer).",
-        "cards": f"The probe and kNN scores use {of}; ν is exact, from all {n:,} texts.",
+        f"from all {n:,} texts (running statistics). The band, projections and layer cards use {which}.",
+        "band": f"The bootstrap band's width comes from resamples of {which}, centred on the exact ν: it shows how "
+        f"much ν of {n_kept:,} texts varies, so it is wider than the uncertainty of ν from all {n:,}.",
+        "projections": f"Projections use {which} (the same texts at every layer).",
+        "cards": f"The probe and kNN scores use {which}; ν is exact, from all {n:,} texts.",
     }
     if what not in notes:
         raise ValueError(f"unknown notice '{what}'; use one of {', '.join(notes)}")

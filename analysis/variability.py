@@ -34,7 +34,7 @@ from analysis.recommend import DEFAULT_TOLERANCE, recommend_layer
 WEIGHTINGS = ("equal", "size")
 
 
-def _class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
+def class_index(labels: np.ndarray, label_names: Sequence[str] | None = None):
     """Return (classes, inverse, counts) and check that ν is defined."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -95,7 +95,7 @@ def variability(
         raise VariscopeError(f"h must have shape (n_samples, n_features), got {h.shape}")
     if len(h) != len(labels):
         raise VariscopeError(f"h has {len(h)} rows but labels has {len(labels)}")
-    classes, inverse, counts = _class_index(labels, label_names)
+    classes, inverse, counts = class_index(labels, label_names)
     return _nu(h, inverse, counts, weighting)
 
 
@@ -131,7 +131,7 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     means = sums / counts[:, None]  # (C, d) class means m_y
     m = pi @ means  # (d,) weighted mean of the means
     Mw = np.sqrt(pi)[:, None] * (means - m)  # (C, d); Σ_b = Mwᵀ Mw
-    U, ev = _between_eig(Mw, np.sqrt(pi))  # (d, r) directions, (r,) eigenvalues of Σ_b
+    U, ev = between_eig(Mw, np.sqrt(pi))  # (d, r) directions, (r,) eigenvalues of Σ_b
     if ev is None:
         return float("inf")  # all class means coincide
     Ud = torch.from_numpy(np.ascontiguousarray(U))  # (d, r)
@@ -146,7 +146,7 @@ def _nu(h: np.ndarray, inverse: np.ndarray, counts: np.ndarray, weighting: str) 
     return float(np.sum(w / ev) / C)
 
 
-def _between_eig(Mw: np.ndarray, root_pi: np.ndarray):
+def between_eig(Mw: np.ndarray, root_pi: np.ndarray):
     """Eigenvectors U (d, r) and eigenvalues ev (r,) of Σ_b = Mwᵀ Mw above the rank tolerance.
 
     Mw (C, d) holds the weighted centred class means, so ``root_pi @ Mw = 0``
@@ -194,7 +194,7 @@ def _blocks64(h: np.ndarray):
     import torch
 
     N, d = h.shape
-    if h.dtype not in (np.float16, np.float32, np.float64) or any(st < 0 for st in h.strides):
+    if h.dtype not in (np.float16, np.float32, np.float64) or any(stride < 0 for stride in h.strides):
         h = np.array(h, dtype=np.float64 if h.dtype.itemsize > 8 else h.dtype)  # torch cannot view these
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only arrays: we only read them
@@ -240,7 +240,7 @@ def variability_pinv(h: np.ndarray, labels: np.ndarray, *, weighting: str = "equ
     tolerance max(d, C)·eps·σ_max, the same rank rule as :func:`variability`.
     """
     h = np.asarray(h, dtype=np.float64)
-    classes, inverse, counts = _class_index(labels)
+    classes, inverse, counts = class_index(labels)
     C, d = len(classes), h.shape[1]
     pi = np.full(C, 1.0 / C) if weighting == "equal" else counts / counts.sum()
     means = np.stack([h[inverse == c].mean(axis=0) for c in range(C)])
@@ -349,7 +349,7 @@ def variability_curve(
         raise VariscopeError(f"states must have shape (layers, n, d), got {states.shape}")
     if states.shape[1] != len(labels):
         raise VariscopeError(f"states have {states.shape[1]} rows but labels has {len(labels)}")
-    classes, inverse, counts = _class_index(labels, label_names)
+    classes, inverse, counts = class_index(labels, label_names)
     if weighting not in WEIGHTINGS:
         raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
     names = [_name(c, label_names) for c in classes]
@@ -362,13 +362,13 @@ def variability_curve(
         ]
     nus, boot = [], np.empty((len(resamples), len(states)))
     for l in range(len(states)):
-        hl = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
+        h_layer = states[l] if states.dtype.kind == "f" else states[l].astype(np.float64)
         try:
-            nus.append(_nu(hl, inverse, counts, weighting))
+            nus.append(_nu(h_layer, inverse, counts, weighting))
         except VariscopeError as e:
             raise VariscopeError(f"layer {l}: {e}") from None
         for b, idx in enumerate(resamples):
-            boot[b, l] = _nu(hl[idx], inverse[idx], counts, weighting)
+            boot[b, l] = _nu(h_layer[idx], inverse[idx], counts, weighting)
     band, shares = None, {}
     if resamples:
         lo, hi = np.percentile(boot, percentiles, axis=0)
@@ -389,7 +389,7 @@ def variability_curve(
     )
 
 
-def sample_band(
+def kept_band(
     nu: Sequence[float],
     states: np.ndarray,
     labels: np.ndarray,
@@ -401,9 +401,9 @@ def sample_band(
     label_names: Sequence[str] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> tuple[tuple[list[float], list[float]], dict]:
-    """A band around ``nu`` (exact, from all N texts) from ``bootstrap`` resamples of a state sample.
+    """A band around ``nu`` (exact, from all N texts) from ``bootstrap`` resamples of K kept rows.
 
-    ``nu`` (L+1,), ``states`` (L+1, K, d) a seeded sample of K of the N texts, ``labels`` (K,).
+    ``nu`` (L+1,), ``states`` (L+1, K, d) of K seeded rows kept from the N texts, ``labels`` (K,).
     Per layer the band keeps the resamples' relative spread, the ratio q_hi/q_lo of their
     percentiles, centred on ν on a log scale: ν·√(q_lo/q_hi) to ν·√(q_hi/q_lo). The raw
     percentiles would not do: ν of K texts is biased against ν of N (and resampling with

@@ -79,12 +79,12 @@ def _streamed(key: str, _label: str, _cfg, _keep: int, _content, _ran: dict):
     replayed, then emptied, on a hit.
     """
     from analysis.store.cache import DiskCache
-    from analysis.stream.kept import stream_sample
+    from analysis.stream.kept import stream_kept
 
     _ran["streamed"] = True  # not set on a hit
     bar = st.progress(0.0, text=f"{_label}…")
     try:
-        return stream_sample(
+        return stream_kept(
             _cfg,
             keep=_keep,
             content=_content,
@@ -113,12 +113,12 @@ def _states_or_sample(cfg, bar, label):
     """In-memory states, or above the session's threshold the streamed result with a seeded sample."""
     from analysis.pipeline import get_states
     from analysis.store.cache import DiskCache
-    from analysis.stream.kept import sample_key
+    from analysis.stream.kept import kept_key
 
     content = upload_bytes()
     above, keep = streaming_settings()
     if _streams(repr(cfg), above, _digest(content), cfg, content):
-        key = sample_key(cfg, keep, content, DiskCache().root)
+        key = kept_key(cfg, keep, content, DiskCache().root)
         ran: dict = {}
         res = _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content, ran)
         return replace(res, cache_hit=res.cache_hit or not ran)  # shallow: the cached arrays are shared, unchanged
@@ -140,7 +140,7 @@ def show_error(e: BaseException) -> None:
 def get_states_ui(cfg=None, *, label="Computing hidden states"):
     """States for the current settings with a live progress bar; None after an error.
 
-    Above the session's ``stream_above`` texts: a :class:`~analysis.stream.kept.SampledStates`
+    Above the session's ``stream_above`` texts: a :class:`~analysis.stream.kept.KeptStates`
     (ν of every text, the states of a seeded sample of ``sample_keep``).
     """
     bar = st.empty()

@@ -5,8 +5,8 @@ import json
 import streamlit as st
 
 from analysis.cards.scores import agreement_words
-from analysis.records import sample_notice
-from analysis.stream.kept import sample_fields, total_texts
+from analysis.records import kept_notice
+from analysis.stream.kept import kept_fields, total_texts
 from pages._charts import layer_cards_figure
 from pages._compute import curve_for, model_loader, page_states
 from pages._state import ensure_app
@@ -22,8 +22,8 @@ st.caption(
 )
 
 cfg, res, _, best = page_states()
-if (K := sample_fields(res).get("sample_size")) is not None:
-    st.info(sample_notice("cards", K, total_texts(res)), icon=":material/stream:")
+if (K := kept_fields(res).get("sample_size")) is not None:
+    st.info(kept_notice("cards", K, total_texts(res)), icon=":material/stream:")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -40,7 +40,7 @@ def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
 
     cards = cards_of(_cfg, CardsConfig(folds=folds, k=k), _res, progress=progress, loader=model_loader)
     bar.empty()
-    return cards_record(_cfg, cards, total_texts(_res), sample_size=sample_fields(_res).get("sample_size"))
+    return cards_record(_cfg, cards, total_texts(_res), n_kept=kept_fields(_res).get("sample_size"))
 
 
 c1, c2, _ = st.columns([1, 1, 3])

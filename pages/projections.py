@@ -6,8 +6,8 @@ import streamlit as st
 
 from analysis.errors import VariscopeError
 from analysis.projection import ProjectionConfig, gpu_umap_available, project_layers
-from analysis.records import hover_texts, sample_notice
-from analysis.stream.kept import sample_fields, total_texts
+from analysis.records import hover_texts, kept_notice
+from analysis.stream.kept import kept_fields, total_texts
 from pages._charts import layers_grid, projection_scatter
 from pages._compute import page_states
 from pages._state import bound, ensure_app
@@ -23,8 +23,8 @@ st.caption(
 
 cfg, res, _, _ = page_states()
 L = res.n_layers
-if (K := sample_fields(res).get("sample_size")) is not None:
-    st.info(sample_notice("projections", K, total_texts(res)), icon=":material/stream:")
+if (K := kept_fields(res).get("sample_size")) is not None:
+    st.info(kept_notice("projections", K, total_texts(res)), icon=":material/stream:")
 
 with st.expander("Projection settings", expanded=False):
     p1, p2, p3, p4, p5 = st.columns(5)

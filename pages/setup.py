@@ -9,7 +9,7 @@ from analysis.models.hidden_states import POOLINGS
 from analysis.models.registry import registry_status
 from analysis.records import counts_text, registry_rows, task_summary
 from analysis.settings import DEFAULT_TASK, MAX_BOOTSTRAP, MAX_KEEP, MIN_KEEP, check_upload, stream_settings
-from analysis.stream.kept import sample_fields, total_texts
+from analysis.stream.kept import kept_fields, total_texts
 from pages._compute import get_states_ui
 from pages._state import analysis_config, bound, ensure_app
 
@@ -225,7 +225,7 @@ if st.button("Compute", type="primary", key="compute", disabled=blocked is not N
         st.error(blocked)
     if result is not None:
         how = "loaded from the disk cache" if result.cache_hit else f"computed in {result.seconds['total']:.1f} s"
-        K = sample_fields(result).get("sample_size")
+        K = kept_fields(result).get("sample_size")
         if K is not None:
             how = "loaded from the cache" if result.cache_hit else f"streamed in {result.seconds.get('total', 0):.1f} s"
             how += f" (ν of every text; the states of {K} kept)"

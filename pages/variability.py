@@ -10,15 +10,15 @@ from analysis.recommend import RULES, recommend_layer
 from analysis.records import (
     curve_label,
     fraction_size,
+    kept_notice,
     no_majority_line,
     page_curve_record,
-    sample_notice,
     share_line,
     spans_decade,
     top_layer_note,
 )
 from analysis.settings import MAX_BOOTSTRAP, curve_settings, parse_imbalance
-from analysis.stream.kept import sample_fields, total_texts
+from analysis.stream.kept import kept_fields, total_texts
 from analysis.variability import curve_csv
 from pages._charts import curve_figure
 from pages._compute import curve_for, get_states_ui, page_states
@@ -34,9 +34,9 @@ st.caption(
 )
 
 cfg, res, base, _ = page_states()
-N, K = total_texts(res), sample_fields(res).get("sample_size")  # K: only a seeded sample's states are held
+N, K = total_texts(res), kept_fields(res).get("sample_size")  # K: only a seeded sample's states are held
 if K is not None:
-    st.info(sample_notice("curve", K, N), icon=":material/stream:")
+    st.info(kept_notice("curve", K, N), icon=":material/stream:")
 
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
 rule = bound(
@@ -84,7 +84,7 @@ if picked and int(picked[0]["x"]) != ss["layer"]:
     ss.pop("w_layer", None)
     st.rerun()
 if K is not None and boot:
-    st.caption(sample_notice("band", K, N) if curve["band"] else "No band: a class has fewer than 2 sampled texts.")
+    st.caption(kept_notice("band", K, N) if curve["band"] else "No band: a class has fewer than 2 sampled texts.")
 
 s1, s2 = st.columns([3, 2])
 with s1:
@@ -147,7 +147,7 @@ with tab_rob:
         overlay(replace(cfg, sampling=replace(cfg.sampling, imbalance=imb)), f"imbalance {ratio}")
 with tab_dl:
     payload = page_curve_record(
-        cfg, curve, N, best, rule, tolerance=tol, weighting="equal", cache_key=res.key, info=res.info, sample_size=K
+        cfg, curve, N, best, rule, tolerance=tol, weighting="equal", cache_key=res.key, info=res.info, n_kept=K
     )
     d1, d2, d3 = st.columns(3)
     d1.download_button("Curve as CSV", curve_csv(curve), "variability.csv", "text/csv")

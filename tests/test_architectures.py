@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from analysis.models.hidden_states import extract_states
-from analysis.models.load import is_decoder, layer_list, load_model, resolve_model
+from analysis.models.layers import layer_list
+from analysis.models.load import load_model, resolve_model
 from analysis.training import Selection, build_classifier
 
 
@@ -51,7 +52,6 @@ def test_family(kind, tmp_path):
     ref = resolve_model(str(folder))
     model, tok = load_model(ref, device="cpu", dtype="float32")
     assert len(layer_list(model)[1]) == 3
-    assert is_decoder(model) == (kind == "gpt2")
     texts = ["a short text", "a somewhat longer text with more words in it", "mid length one"]
     pooling = "last" if kind == "gpt2" else "mean"
     st = extract_states(model, tok, texts, pooling=pooling, max_length=32, batch_size=2, device="cpu")

@@ -9,6 +9,7 @@ import pytest
 from analysis.data.tasks import SampleConfig
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
 from analysis.store.cache import make_key
+from conftest import ROOT
 
 CFG = AnalysisConfig(sampling=SampleConfig(n=60, seed=1), max_length=32, device="cpu")
 
@@ -165,3 +166,31 @@ def test_two_processes_same_key_one_valid_entry(cache):
     entries = cache.entries()
     assert len(entries) == 1
     assert cache.load("states", entries[0]["key"]) is not None
+
+
+OLD_CACHE = ROOT / "tests" / "fixtures" / "old_cache"
+
+
+def test_a_curve_cached_by_the_code_before_the_restructure_is_still_a_hit(tmp_path):
+    """tests/fixtures/old_cache was written by commit 287df54 (before analysis/ moved into folders):
+    ``curve --model minilm --data tiny.csv --max-length 8 --device cpu``. The current code must compute
+    the same key and read the entry, without loading the model. A later change that alters cache keys on
+    purpose regenerates this fixture in the same commit and says so."""
+    import json
+    import shutil
+
+    from analysis.data.tasks import TaskConfig
+    from analysis.store.cache import DiskCache
+
+    want = json.loads((OLD_CACHE / "expected.json").read_text())
+    shutil.copytree(OLD_CACHE / "states", tmp_path / "cache" / "states")
+    data = tmp_path / "elsewhere.csv"  # the key hashes the file's content, not its path
+    shutil.copyfile(OLD_CACHE / "tiny.csv", data)
+    cfg = AnalysisConfig(model="minilm", task=TaskConfig(data=str(data)), max_length=8, device="cpu")
+
+    def no_model(*args):
+        raise AssertionError("a cache hit loads no model")
+
+    curve, states = compute_curve(cfg, cache=DiskCache(tmp_path / "cache"), loader=no_model)
+    assert states.cache_hit and states.key == want["key"]
+    np.testing.assert_allclose(curve.variability, want["variability"], rtol=1e-12)

@@ -1,4 +1,4 @@
-"""Fuzzing the command line in-process (issue 12).
+"""Fuzzing the command line in-process.
 
 Generated flag values, data files and output paths go to ``analysis.cli.main``.
 Every run ends with exit 0, or exit 2 and one ``error: ...`` line on stderr

@@ -94,7 +94,7 @@ def test_conversion_gives_a_folder_with_the_gguf_models_states(pkg, tmp_path):
     from transformers import AutoModel
 
     from analysis.models.hidden_states import extract_states
-    from analysis.models.load import is_decoder, load_model, resolve_model
+    from analysis.models.load import load_model, resolve_model
     from analysis.variability import variability_curve
 
     seen = []
@@ -103,7 +103,7 @@ def test_conversion_gives_a_folder_with_the_gguf_models_states(pkg, tmp_path):
     assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf"))
     assert "assembling" in seen and "converting" in seen
     model, tok = load_model(resolve_model(str(folder)), device="cpu", dtype="float32")
-    assert is_decoder(model) and tok.pad_token is not None
+    assert model.config.model_type == "llama" and tok.pad_token is not None
     texts = [f"w{i} w{i + 1} abc w{2 * i}" for i in range(12)] + ["w3", "a b c d e f g h"]
     labels = np.array([0, 1] * 7)
     ours = extract_states(model, tok, texts, pooling="mean", max_length=16, batch_size=4, device="cpu")
@@ -144,7 +144,8 @@ def test_a_converted_model_is_not_converted_again_and_an_interrupted_one_is_redo
 
 
 def test_truncation_keeps_a_per_layer_attention_pattern_consistent(pkg, tmp_path):
-    from analysis.models.load import keep_layers, layer_list, load_model, resolve_model, truncate_model
+    from analysis.models.layers import keep_layers, layer_list, truncate_model
+    from analysis.models.load import load_model, resolve_model
 
     model, _ = load_model(resolve_model(str(gguf.ensure_folder(pkg, tmp_path))), device="cpu", dtype="float32")
     model.config.layer_types = ["sliding_attention", "sliding_attention", "full_attention"]

@@ -76,7 +76,7 @@ def test_pairs_change_the_vector(minilm):
 
 def test_padded_batches_hold_each_text_and_nothing_else(minilm):
     """The vectorised padding against the tokenizer's own per-text output, for texts, pairs and the collator."""
-    from analysis.models.batching import _pad, tokenize
+    from analysis.models.batching import pad_rows, tokenize
 
     _, tok = minilm
     texts = ["a b c", "", "the longest text of them all, by some way " * 3, "x", "mid sized text"]
@@ -99,7 +99,7 @@ def test_padded_batches_hold_each_text_and_nothing_else(minilm):
                 assert b.tensors["attention_mask"][r, n:].eq(0).all()
                 assert b.tensors["special_tokens_mask"][r, n:].eq(1).all()
     enc = tokenize(tok, texts, None, 24)
-    b = _pad(enc, np.array([2, 0]), tok.pad_token_id)  # the training collator's rows, in its order
+    b = pad_rows(enc, np.array([2, 0]), tok.pad_token_id)  # the training collator's rows, in its order
     assert (
         list(b.index) == [2, 0]
         and b.tensors["input_ids"][1, : len(enc["input_ids"][0])].tolist() == enc["input_ids"][0]

@@ -405,7 +405,7 @@ def test_aligned_umap_panel_and_cache(tmp_path):
     assert again["cache_hit"] and np.array_equal(again["coords"][1], out["coords"][1])
 
 
-# ---------------------------------------------------------------- issue 12, second round
+# ---------------------------------------------------------------- more bad input: files, numbers, encodings
 def _main(argv):
     try:
         return main(argv)

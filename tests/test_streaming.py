@@ -77,18 +77,18 @@ def test_update_read_only_or_strided_batches_equals_numpy():
     np.testing.assert_allclose(f32.sums, want_sums, rtol=1e-12)
 
 
-def test_state_sample_size_and_seed():
+def test_kept_rows_size_and_seed():
     states, labels, counts = _data(3, [40, 30, 30])
-    runs = [_stream(states, labels, counts, cuts, keep=25, seed=7).sample for cuts in ([], [5, 50], [33])]
+    runs = [_stream(states, labels, counts, cuts, keep=25, seed=7).kept for cuts in ([], [5, 50], [33])]
     for s in runs:
         assert s.states is not None and s.states.shape == (3, 25, 16)
         assert len(set(s.index.tolist())) == 25
         np.testing.assert_array_equal(s.index, runs[0].index)  # the same rows whatever the batches
         np.testing.assert_array_equal(s.states, states[:, s.index])  # the same rows in every layer
         np.testing.assert_array_equal(s.labels, labels[s.index])
-    other = _stream(states, labels, counts, [], keep=25, seed=8).sample
+    other = _stream(states, labels, counts, [], keep=25, seed=8).kept
     assert not np.array_equal(other.index, runs[0].index)
-    small = _stream(states, labels, counts, [10], keep=500).sample
+    small = _stream(states, labels, counts, [10], keep=500).kept
     assert small.states is not None and small.states.shape[1] == 100
 
 
@@ -103,20 +103,20 @@ def test_state_sample_rebuilds_rarely():
     states = rng.normal(size=(2, n, 3)).astype(np.float32)
     labels = rng.integers(0, 2, n)
     builds = []
-    real = streaming.StateSample._combine
+    real = streaming.KeptRows._combine
 
     def counting(self, *a):
         builds.append(1)
         return real(self, *a)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(streaming.StateSample, "_combine", counting)
-        s = streaming.StateSample(keep, seed=3)
+        mp.setattr(streaming.KeptRows, "_combine", counting)
+        s = streaming.KeptRows(keep, seed=3)
         for b in range(0, n, 4):
             s.update(states[:, b : b + 4], labels[b : b + 4], np.arange(b, b + 4))
         got = (s.states, s.index, s.labels)
     assert len(builds) <= 40  # was once per batch with a new candidate (132 here)
-    whole = streaming.StateSample(keep, seed=3)
+    whole = streaming.KeptRows(keep, seed=3)
     whole.update(states, labels, np.arange(n))
     np.testing.assert_array_equal(got[1], whole.index)
     np.testing.assert_array_equal(got[0], states[:, whole.index])
@@ -156,7 +156,7 @@ def test_stream_curve_equals_states_path(minilm):
     res = stream_curve(cfg, keep=8)
     np.testing.assert_allclose(res.curve.variability, curve.variability, rtol=1e-9)
     assert res.curve.counts == curve.counts and res.n == 30 and res.to_dict()["mode"] == "stream"
-    s = res.stats.sample
+    s = res.stats.kept
     assert s.states is not None and s.states.shape == (7, 8, 384)
     np.testing.assert_array_equal(s.states, st.states[:, s.index])
 
@@ -257,14 +257,14 @@ def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
 
     out = tmp_path / "sample.json"
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/_torchrun_sample.py", str(out)]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/_torchrun_kept.py", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     two = json.loads(out.read_text())
     assert two["world_size"] == 2 and two["rows"] == 16
     one = stream_curve(_cfg(31, task="rotten_tomatoes"), keep=6)
-    s = one.stats.sample
+    s = one.stats.kept
     assert s.states is not None and two["index"] == s.index.tolist()
     np.testing.assert_allclose(np.array(two["states"]), s.states, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(two["variability"], one.curve.variability, rtol=1e-5)
@@ -432,19 +432,19 @@ def test_for_each_pooled_frees_a_chunk_before_the_next():
 def test_stream_curve_two_pass_and_band(minilm):
     """Two passes (class means, then projections on Σ_b's eigenvectors) give the states path's ν to 1e-9;
     auto picks two-pass when W exceeds the budget; the band is the state sample's bootstrap spread around ν
-    (the same band as the app's, analysis.variability.sample_band)."""
+    (the same band as the app's, analysis.variability.kept_band)."""
     from analysis import compute_curve
     from analysis.stream.curve import stream_curve
-    from analysis.variability import sample_band, variability_curve
+    from analysis.variability import kept_band, variability_curve
 
     cfg = _cfg(30)
     curve, _st = compute_curve(cfg, use_cache=False)
     two = stream_curve(cfg, mode="two-pass", keep=20, bootstrap=25)
     assert two.mode == "two-pass" and two.to_dict()["mode"] == "two-pass" and two.stats.W.size == 0
     np.testing.assert_allclose(two.curve.variability, curve.variability, rtol=1e-9)
-    s = two.stats.sample
-    assert s.states is not None and two.band_sample == 20 and two.curve.settings["band_sample"] == 20
-    want, facts = sample_band(two.curve.variability, s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
+    s = two.stats.kept
+    assert s.states is not None and two.n_kept == 20 and two.curve.settings["band_sample"] == 20
+    want, facts = kept_band(two.curve.variability, s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
     assert two.curve.band == want
     raw = variability_curve(s.states, s.labels, bootstrap=25, seed=cfg.sampling.seed)
     assert two.curve.settings["sample_band"] == {"low": raw.band[0], "high": raw.band[1]} == facts["sample_band"]
@@ -622,7 +622,7 @@ def test_stream_band_refuses_a_class_missing_from_the_state_sample():
     nu = st.variability()
     band, k, _ = stream_band(nu, st, 20, seed=0)
     assert k == 40 and band is not None
-    present = st.sample.labels != 2
-    st.sample.states, st.sample.labels = st.sample.states[:, present], st.sample.labels[present]
+    present = st.kept.labels != 2
+    st.kept.states, st.kept.labels = st.kept.states[:, present], st.kept.labels[present]
     with pytest.raises(VariscopeError, match="class 'c' has none of them; keep more"):
         stream_band(nu, st, 20, seed=0)

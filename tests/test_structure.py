@@ -178,3 +178,71 @@ def test_no_argparse_default_repeats_a_setting_as_a_literal():
         if dest in shared or (f.name == "train.py" and dest in TRAIN_DEFAULTS)
     ]
     assert not typed, typed
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_uses(path: Path, mods: set[str]) -> list[str]:
+    """``from m import _x`` and ``m._x`` in ``path`` where ``m`` is one of the project modules ``mods``."""
+    tree = ast.parse(path.read_text())
+    aliases, bad = set(), []  # aliases: local names bound to project modules
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in mods:
+                    aliases.add(a.asname or a.name)
+                elif node.module in mods and _private(a.name):
+                    bad.append(f"{path.name}:{node.lineno}: {a.name} from {node.module}")
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname for a in node.names if a.asname and a.name in mods}
+    for node in ast.walk(tree):
+        is_module = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+        if is_module and _private(node.attr):
+            bad.append(f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A name that another module uses is public. Module paths may start with ``_`` (``pages/_common.py``):
+    the rule is about the names in them."""
+    mods = _modules()
+    bad = [b for path in mods.values() for b in _private_uses(path, set(mods))]
+    assert not bad, bad
+
+
+def test_the_private_name_rule_sees_both_spellings(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from analysis.variability import _nu, variability\nfrom analysis.data import tasks\ntasks._name(1)\n")
+    found = _private_uses(f, {"analysis.variability", "analysis.data", "analysis.data.tasks"})
+    assert [b.split(": ")[1] for b in found] == ["_nu from analysis.variability", "tasks._name"]
+
+
+def test_torch_distributed_has_one_home():
+    allowed = ROOT / "analysis" / "distributed.py"
+    found = []
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "torch.distributed" or n.startswith("torch.distributed.") for n in names) and path != allowed:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, found
+
+
+def test_analysis_top_level_is_small_and_each_name_says_one_thing():
+    """At most 25 entries at the top of analysis/; no two top-level modules (files or folders) share the first
+    word of their name (before the first ``_``), so one concern has one home (``__init__``/``__main__`` aside)."""
+    entries = [p for p in (ROOT / "analysis").iterdir() if p.name != "__pycache__"]
+    assert len(entries) <= 25, sorted(p.name for p in entries)
+    modules = [
+        p.stem if p.is_file() else p.name
+        for p in entries
+        if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists())) and not p.name.startswith("__")
+    ]
+    first: dict[str, list[str]] = {}
+    for m in modules:
+        first.setdefault(m.split("_")[0], []).append(m)
+    assert not {w: ms for w, ms in first.items() if len(ms) > 1}

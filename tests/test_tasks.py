@@ -77,7 +77,7 @@ def test_glue_paths_on_local_fixtures(monkeypatch, name):
             return _glue_like({**rows, "label": [-1] * n}, pair)
         return _glue_like(rows, pair)
 
-    monkeypatch.setattr(tasks, "_hf_load", fake)
+    monkeypatch.setattr(tasks, "hf_load", fake)
     t = load_task(TaskConfig(name=name, split="validation"))
     assert calls[-1] == ("nyu-mll/glue", name, "validation")
     assert len(t) == n and (t.pairs is not None) == pair
@@ -97,7 +97,7 @@ def test_stsb_refused_without_bins(monkeypatch):
     ds = datasets.Dataset.from_dict(
         {"sentence1": ["a", "b", "c", "d"], "sentence2": ["e", "f", "g", "h"], "label": [0.5, 4.2, 3.1, 1.0]}
     )
-    monkeypatch.setattr(tasks, "_hf_load", lambda *a: ds)
+    monkeypatch.setattr(tasks, "hf_load", lambda *a: ds)
     with pytest.raises(VariscopeError, match="regression"):
         load_task(TaskConfig(name="stsb"))
     t = load_task(TaskConfig(name="stsb", bins=2))

@@ -173,13 +173,13 @@ def test_hf_streaming_dataset_offline(tmp_path, monkeypatch):
     folder.mkdir()
     _labelled(folder, n=60, name="train.csv")
     calls = []
-    real = tasks._hf_load
+    real = tasks.hf_load
 
     def spy(path, name, split, streaming=False):
         calls.append(streaming)
         return real(path, name, split, streaming)
 
-    monkeypatch.setattr(tasks, "_hf_load", spy)
+    monkeypatch.setattr(tasks, "hf_load", spy)
     cfg = AnalysisConfig(task=TaskConfig(name=str(folder)), sampling=SampleConfig(n=25, seed=5))
     src = open_sample(cfg)
     want = prepare_sample(cfg)

@@ -5,7 +5,7 @@ import torch
 
 from analysis.data.tasks import SampleConfig, TaskConfig
 from analysis.errors import VariscopeError
-from analysis.models.load import layer_list
+from analysis.models.layers import layer_list
 from analysis.pipeline import AnalysisConfig
 from analysis.training import RunMonitor, Selection, TrainConfig, build_classifier, cost, select, train
 from conftest import ROOT

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.distributed import check_launch, launch_env, lost_peer, on_rank0, timeout
+from analysis.distributed import check_launch, dist_timeout, launch_env, lost_peer, on_rank0
 from analysis.errors import VariscopeError
 from analysis.training import Selection, build_classifier, freeze_unused
 from conftest import ROOT
@@ -97,15 +97,12 @@ def test_launch_env_and_the_accelerate_cpu_trap(monkeypatch):
 
 def test_the_others_wait_hours_for_rank_0(monkeypatch):
     monkeypatch.delenv("VARISCOPE_DIST_TIMEOUT", raising=False)
-    assert timeout().total_seconds() == 3 * 3600
+    assert dist_timeout() == 3 * 3600  # curve --stream and train under torchrun wait alike
     monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "60")
-    assert timeout().total_seconds() == 60
-    from analysis.stream.curve import dist_timeout
-
-    assert dist_timeout() == 60  # curve --stream under torchrun waits as long as training
+    assert dist_timeout() == 60
     monkeypatch.setenv("VARISCOPE_DIST_TIMEOUT", "0")
     with pytest.raises(VariscopeError, match="positive number of seconds"):
-        timeout()
+        dist_timeout()
 
 
 def test_on_rank0_alone_and_lost_peers():

@@ -11,7 +11,7 @@ run's own texts file. For each batch size and dtype the section times, alternati
 - ``floor``: the same batches through the bare forward pass (no hidden states kept);
 - ``batching``: tokenising and padding alone (CPU work the forward pass waits for).
 
-The goal (issue 16) is ≥ 20,000 texts/s for the curve on a GPU in bf16; on a CPU the
+The goal is ≥ 20,000 texts/s for the curve on a GPU in bf16; on a CPU the
 section runs a few hundred texts and only reports.
 """
 

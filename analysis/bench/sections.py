@@ -30,7 +30,7 @@ def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
     """The reference code's way: one truncated model per layer, batch 8, in input
     order, pooled states concatenated, ν by the d×d pseudo-inverse formula."""
     from analysis.models.hidden_states import extract_states
-    from analysis.models.load import keep_layers, layer_list
+    from analysis.models.layers import keep_layers, layer_list
     from analysis.variability import variability_pinv
 
     L = len(layer_list(model)[1])
@@ -174,7 +174,7 @@ def bench_depth(s: BenchSettings) -> dict:
     n = 96 if s.quick else 256
     texts, labels = bench_texts(s, n, seed=2)
     m, tok, dev = bench_model(s.model, s.device, s.dtype)
-    from analysis.models.load import keep_layers, layer_list
+    from analysis.models.layers import keep_layers, layer_list
 
     L = len(layer_list(m)[1])
     depths = sorted({max(1, L // 3), max(1, 2 * L // 3), L}) if s.quick else list(range(1, L + 1))
@@ -242,7 +242,7 @@ def bench_projection(s: BenchSettings) -> dict:
 
 def bench_training(s: BenchSettings) -> dict:
     """Steps/s of a selected-layers run vs full fine-tuning on the same batches, next to the FLOP ratio."""
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.training import Selection, TrainConfig, select, train
 
     m, _, dev = bench_model(s.model, s.device, s.dtype)

@@ -78,13 +78,12 @@ def _rel_diff(a, b) -> float:
 def _alternate(cfg, reps: int) -> tuple[float, dict, dict]:
     """(ν max rel. diff, wall times, CPU times) of both paths on ``cfg``, alternating which goes first."""
     from analysis.pipeline import compute_curve
-    from analysis.stream.curve import DEFAULT_KEEP as SAMPLE_KEEP
-    from analysis.stream.curve import stream_curve
+    from analysis.stream.curve import DEFAULT_KEEP, stream_curve
 
     kw = no_cache_kwargs()
 
     def stream():
-        return stream_curve(cfg, keep=SAMPLE_KEEP, **kw).curve.variability
+        return stream_curve(cfg, keep=DEFAULT_KEEP, **kw).curve.variability
 
     def states():
         return compute_curve(cfg, use_cache=False)[0].variability
@@ -228,16 +227,15 @@ class PeakRSS:
 def measure_child(spec: dict) -> dict:
     """In a fresh process: load the model, then one pass of ``spec['mode']`` ("stream" or "states") under PeakRSS."""
     from analysis.pipeline import compute_curve, load_for, resolve_target
-    from analysis.stream.curve import DEFAULT_KEEP as SAMPLE_KEEP
-    from analysis.stream.curve import stream_curve
+    from analysis.stream.curve import DEFAULT_KEEP, stream_curve
 
     cfg = _config(spec["model"], spec["device"], spec["dtype"], data=spec["data"], batch=MEM_BATCH)
     load_for(cfg, resolve_target(cfg))  # the same cached_model call as the pass makes: loaded once, before the baseline
     with PeakRSS() as p:
         t = time.perf_counter()
         if spec["mode"] == "stream":
-            r = stream_curve(cfg, keep=SAMPLE_KEEP, **no_cache_kwargs())
-            sample = r.stats.sample.states
+            r = stream_curve(cfg, keep=DEFAULT_KEEP, **no_cache_kwargs())
+            sample = r.stats.kept.states
             held = r.stats.W.nbytes + r.stats.sums.nbytes + (0 if sample is None else sample.nbytes)
             nu, n = r.curve.variability, r.n
         else:

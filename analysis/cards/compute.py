@@ -27,7 +27,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from analysis.cards.scores import CARDS_VERSION, CardsConfig, LayerCards, Progress, layer_cards
+from analysis.cards.scores import CARDS_VERSION, CardsConfig, LayerCards, LayerProgress, layer_cards
 from analysis.pipeline import AnalysisConfig, StatesResult, cached_model, get_states, provenance, resolve_target
 from analysis.store.cache import DiskCache, make_key
 
@@ -58,25 +58,29 @@ def layer_costs(base_model, n_layers: int, seq_len: float, num_labels: int) -> t
 
 
 def grad_norms(
-    base_model, tokenizer, st: StatesResult, cfg: AnalysisConfig, cc: CardsConfig, device: str
+    base_model, tokenizer, states: StatesResult, cfg: AnalysisConfig, cards_cfg: CardsConfig, device: str
 ) -> list[float]:
     """Relative gradient norm ‖∇W‖/‖W‖ per layer (0 = embeddings) from a few batches (see the module doc)."""
     import torch
 
     from analysis.models.batching import make_batches
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.training import build_classifier, select
 
-    L = st.n_layers
-    clf = build_classifier(base_model, select("full", L, 1), len(st.label_names), cfg.pooling).to(device)
+    L = states.n_layers
+    clf = build_classifier(base_model, select("full", L, 1), len(states.label_names), cfg.pooling).to(device)
     clf.eval()  # no dropout: the same numbers every time
-    rng = np.random.default_rng(cc.seed)
-    idx = np.sort(rng.permutation(len(st.labels))[: cc.grad_batches * cc.grad_batch_size])
-    pairs = None if st.pairs is None else [st.pairs[i] for i in idx]
+    rng = np.random.default_rng(cards_cfg.seed)
+    idx = np.sort(rng.permutation(len(states.labels))[: cards_cfg.grad_batches * cards_cfg.grad_batch_size])
+    pairs = None if states.pairs is None else [states.pairs[i] for i in idx]
     batches = make_batches(
-        tokenizer, [st.texts[i] for i in idx], pairs, max_length=cfg.max_length, batch_size=cc.grad_batch_size
+        tokenizer,
+        [states.texts[i] for i in idx],
+        pairs,
+        max_length=cfg.max_length,
+        batch_size=cards_cfg.grad_batch_size,
     )
-    labels = torch.as_tensor(st.labels[idx], dtype=torch.long)
+    labels = torch.as_tensor(states.labels[idx], dtype=torch.long)
     for b in batches:
         inputs = {k: v.to(device) for k, v in b.tensors.items()}
         out = clf(**inputs, labels=labels[torch.as_tensor(b.index)].to(device))
@@ -87,30 +91,30 @@ def grad_norms(
     norms = []
     for g in groups:
         w = sum(float(p.detach().float().square().sum()) for p in g.parameters())
-        gr = sum(float(p.grad.float().square().sum()) for p in g.parameters() if p.grad is not None)
-        norms.append(float(np.sqrt(gr) / np.sqrt(w)) if w > 0 else 0.0)
+        grad_sq = sum(float(p.grad.float().square().sum()) for p in g.parameters() if p.grad is not None)
+        norms.append(float(np.sqrt(grad_sq) / np.sqrt(w)) if w > 0 else 0.0)
     del clf
     return norms
 
 
-def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int, *, sample_size: int | None = None) -> dict:
+def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int, *, n_kept: int | None = None) -> dict:
     """The JSON record of the cards (CLI ``--json`` and the Layers page's download share it).
 
     Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
-    ``sample_size`` K: the probe and kNN ran on a seeded sample of K of the ``n`` texts and ν on
+    ``n_kept`` K: the probe and kNN ran on a seeded sample of K of the ``n`` texts and ν on
     all of them (streamed); the record then says ``"mode": "stream"`` and ``sample_size``.
     """
     out = {**provenance(cfg, n), **cards.to_dict()}
     if cards.grad_norm is None:
         out.pop("grad_norm")
-    if sample_size is not None:
-        out.update(mode="stream", sample_size=int(sample_size))
+    if n_kept is not None:
+        out.update(mode="stream", sample_size=int(n_kept))
     return out
 
 
-def cards_key(states_key: str, cc: CardsConfig) -> tuple[str, dict]:
+def cards_key(states_key: str, cards_cfg: CardsConfig) -> tuple[str, dict]:
     """(cache key, the dict it hashes) of the cards of the states under ``states_key``."""
-    conf = {"what": "cards", "version": CARDS_VERSION, "states": states_key, **asdict(cc)}
+    conf = {"what": "cards", "version": CARDS_VERSION, "states": states_key, **asdict(cards_cfg)}
     return make_key(conf), conf
 
 
@@ -147,12 +151,12 @@ def _load(cache: DiskCache, key: str) -> LayerCards | None:
 
 def compute_cards(
     cfg: AnalysisConfig,
-    cc: CardsConfig | None = None,
+    cards_cfg: CardsConfig | None = None,
     *,
     cache: DiskCache | None = None,
     use_cache: bool = True,
     content: bytes | None = None,
-    progress: Progress | None = None,
+    progress: LayerProgress | None = None,
     loader: Callable | None = None,
     states: StatesResult | None = None,
 ) -> tuple[LayerCards, StatesResult]:
@@ -163,27 +167,29 @@ def compute_cards(
     model for the cost and gradient columns (default :func:`~analysis.pipeline.cached_model`,
     which shares the model that extracted the states).
     """
-    cc = cc or CardsConfig()
+    cards_cfg = cards_cfg or CardsConfig()
     cache = cache or DiskCache()
-    st = states or get_states(cfg, cache=cache, use_cache=use_cache, content=content, loader=loader)
-    key, conf = cards_key(st.key, cc)
+    states = states or get_states(cfg, cache=cache, use_cache=use_cache, content=content, loader=loader)
+    key, conf = cards_key(states.key, cards_cfg)
     if use_cache and (hit := _load(cache, key)) is not None:
-        return hit, st
+        return hit, states
     t0 = time.perf_counter()
-    cards = layer_cards(st.states, st.labels, cc, label_names=st.label_names, progress=progress)
+    cards = layer_cards(states.states, states.labels, cards_cfg, label_names=states.label_names, progress=progress)
     t1 = time.perf_counter()
     target = resolve_target(cfg, cache.root)
     model, tok = (loader or cached_model)(target.ref, target.device, target.dtype, cfg.trust_remote_code)
-    seq_len = mean_tokens(tok, st.texts, st.pairs, cfg.max_length)
-    cards.params_kept, cards.flops_per_example = layer_costs(model, st.n_layers, seq_len, len(st.label_names))
+    seq_len = mean_tokens(tok, states.texts, states.pairs, cfg.max_length)
+    cards.params_kept, cards.flops_per_example = layer_costs(model, states.n_layers, seq_len, len(states.label_names))
     cards.settings["seq_len"] = seq_len
     t2 = time.perf_counter()
-    if cc.grad:
-        cards.grad_norm = grad_norms(model, tok, st, cfg, cc, target.device)
+    if cards_cfg.grad:
+        cards.grad_norm = grad_norms(model, tok, states, cfg, cards_cfg, target.device)
     cards.seconds.update(load_and_cost=t2 - t1, grad=time.perf_counter() - t2, total=time.perf_counter() - t0)
     if use_cache:
-        describe = f"{cfg.model} · {cfg.task.label()} · n={len(st.labels)} · folds={cc.folds} k={cc.k}"
-        describe += " · grad" if cc.grad else ""
+        describe = (
+            f"{cfg.model} · {cfg.task.label()} · n={len(states.labels)} · folds={cards_cfg.folds} k={cards_cfg.k}"
+        )
+        describe += " · grad" if cards_cfg.grad else ""
         with cache.lock("cards", key):
             _save(cache, key, conf, cards, describe)
-    return cards, st
+    return cards, states

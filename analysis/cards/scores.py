@@ -36,7 +36,8 @@ from analysis.variability import variability_curve
 
 CARDS_VERSION = 1
 
-Progress = Callable[[int, int], None]
+#: progress(done_layers, total_layers): the layers whose cards are computed so far
+LayerProgress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -129,13 +130,13 @@ class LayerCards:
 
 
 # ------------------------------------------------------------------ probe
-def probe_estimator(cc: CardsConfig):
+def probe_estimator(cards_cfg: CardsConfig):
     """The probe: StandardScaler then LogisticRegression (lbfgs), as one Pipeline."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=cc.C, max_iter=cc.max_iter))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=cards_cfg.C, max_iter=cards_cfg.max_iter))
 
 
 def probe_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -146,13 +147,13 @@ def probe_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndar
     return list(skf.split(np.zeros(len(labels)), labels))
 
 
-def probe_layer(X: np.ndarray, labels: np.ndarray, splits, cc: CardsConfig) -> tuple[float, float]:
+def probe_layer(X: np.ndarray, labels: np.ndarray, splits, cards_cfg: CardsConfig) -> tuple[float, float]:
     """Mean held-out accuracy and macro-F1 of the probe over ``splits``."""
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import f1_score
 
-    est = probe_estimator(cc)
+    est = probe_estimator(cards_cfg)
     acc, f1 = [], []
     for train, test in splits:
         with warnings.catch_warnings():
@@ -187,12 +188,14 @@ def knn_loo_accuracy(X: np.ndarray, labels: np.ndarray, k: int = 10, *, block: i
         sim[rows, np.arange(s, e)] = -np.inf  # never vote for yourself
         part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n - 1 else np.argsort(-sim, axis=1)[:, :k]
         order = np.lexsort((part, -np.take_along_axis(sim, part, axis=1)), axis=1)  # by similarity, then index
-        nb = np.take_along_axis(part, order, axis=1)  # (b, k) nearest first
-        yn = y[nb]
+        neighbours = np.take_along_axis(part, order, axis=1)  # (b, k) nearest first
+        neighbour_labels = y[neighbours]
         counts = np.zeros((e - s, len(classes)), dtype=np.int64)
-        np.add.at(counts, (rows[:, None], yn), 1)
-        top = counts[rows[:, None], yn] == counts.max(axis=1, keepdims=True)  # neighbours of a winning class
-        pred = yn[rows, np.argmax(top, axis=1)]  # the nearest of them decides
+        np.add.at(counts, (rows[:, None], neighbour_labels), 1)
+        top = counts[rows[:, None], neighbour_labels] == counts.max(
+            axis=1, keepdims=True
+        )  # neighbours of a winning class
+        pred = neighbour_labels[rows, np.argmax(top, axis=1)]  # the nearest of them decides
         correct += int(np.sum(pred == y[s:e]))
     return correct / n
 
@@ -220,7 +223,7 @@ def agreement_words(rho: float | None) -> str:
 
 # ------------------------------------------------------------------ all layers
 def layer_scores(
-    states: np.ndarray, labels: np.ndarray, cc: CardsConfig, *, progress: Progress | None = None
+    states: np.ndarray, labels: np.ndarray, cards_cfg: CardsConfig, *, progress: LayerProgress | None = None
 ) -> tuple[list[float], list[float], list[float]]:
     """Probe accuracy, probe macro-F1 and kNN accuracy of every layer, layers in parallel threads.
 
@@ -229,14 +232,14 @@ def layer_scores(
     from threadpoolctl import threadpool_limits
 
     labels = np.asarray(labels)
-    splits = probe_folds(labels, cc.folds, cc.seed)
+    splits = probe_folds(labels, cards_cfg.folds, cards_cfg.seed)
     n_layers = len(states)
     out: dict[int, tuple[float, float, float]] = {}
 
     def one(layer: int) -> tuple[float, float, float]:
         X = states[layer]
-        acc, f1 = probe_layer(X, labels, splits, cc)
-        return acc, f1, knn_loo_accuracy(X, labels, cc.k)
+        acc, f1 = probe_layer(X, labels, splits, cards_cfg)
+        return acc, f1, knn_loo_accuracy(X, labels, cards_cfg.k)
 
     workers = max(1, min(os.cpu_count() or 1, n_layers))
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
@@ -252,23 +255,28 @@ def layer_scores(
 def layer_cards(
     states: np.ndarray,
     labels: np.ndarray,
-    cc: CardsConfig | None = None,
+    cards_cfg: CardsConfig | None = None,
     *,
     label_names: list[str] | None = None,
-    progress: Progress | None = None,
+    progress: LayerProgress | None = None,
 ) -> LayerCards:
     """The cards of every layer from pooled states (L+1, n, d); no cost or gradient columns."""
-    cc = cc or CardsConfig()
+    cards_cfg = cards_cfg or CardsConfig()
     states = np.asarray(states)
     if states.ndim != 3 or states.shape[1] != len(labels):
         raise VariscopeError(f"states must have shape (layers, {len(labels)}, d), got {states.shape}")
-    cc.validate(np.asarray(labels))
+    cards_cfg.validate(np.asarray(labels))
     t0 = time.perf_counter()
     curve = variability_curve(
-        states, labels, weighting=cc.weighting, bootstrap=cc.bootstrap, seed=cc.seed, label_names=label_names
+        states,
+        labels,
+        weighting=cards_cfg.weighting,
+        bootstrap=cards_cfg.bootstrap,
+        seed=cards_cfg.seed,
+        label_names=label_names,
     )
     t1 = time.perf_counter()
-    acc, f1, knn = layer_scores(states, labels, cc, progress=progress)
+    acc, f1, knn = layer_scores(states, labels, cards_cfg, progress=progress)
     t2 = time.perf_counter()
     return LayerCards(
         layers=curve.layers,
@@ -278,6 +286,6 @@ def layer_cards(
         knn_accuracy=knn,
         rank_agreement=rank_agreement(curve.variability, acc),
         band=curve.band,
-        settings=asdict(cc),
+        settings=asdict(cards_cfg),
         seconds={"variability": t1 - t0, "probe_knn": t2 - t1},
     )

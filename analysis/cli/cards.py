@@ -42,18 +42,18 @@ def _states(a, cfg, cache):
             raise VariscopeError("--keep needs --stream (without it the cards use every text)")
         return get_states(cfg, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("extracting"))
     from analysis.settings import DEFAULT_KEEP
-    from analysis.stream.kept import stream_sample
+    from analysis.stream.kept import stream_kept
 
     keep = DEFAULT_KEEP if a.keep is None else a.keep
     if keep < 1:
         raise VariscopeError(f"--keep must be at least 1, got {keep}")
-    return stream_sample(cfg, keep=keep, progress=tqdm_progress("streaming"), cache=cache, use_cache=not a.no_cache)
+    return stream_kept(cfg, keep=keep, progress=tqdm_progress("streaming"), cache=cache, use_cache=not a.no_cache)
 
 
 def cmd_cards(a) -> int:
     from analysis.cards.compute import cards_record
     from analysis.cards.scores import CardsConfig
-    from analysis.stream.kept import cards_of, sample_fields, total_texts
+    from analysis.stream.kept import cards_of, kept_fields, total_texts
 
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
@@ -65,8 +65,8 @@ def cmd_cards(a) -> int:
     st = _states(a, cfg, cache)
     cc.validate(st.labels)
     cards = cards_of(cfg, cc, st, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer"))
-    n, k = total_texts(st), sample_fields(st).get("sample_size")
-    out = cards_record(cfg, cards, n, sample_size=k)
+    n, k = total_texts(st), kept_fields(st).get("sample_size")
+    out = cards_record(cfg, cards, n, n_kept=k)
     out.update(cache_hit=cards.cache_hit, states_cache_hit=st.cache_hit, seconds=round(time.perf_counter() - t0, 4))
     probe = f"{a.folds}-fold probe" + (f" on a seeded sample of {k} of {n} texts (nu from all {n})" if k else "")
     print(

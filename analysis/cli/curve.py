@@ -94,9 +94,9 @@ def _curve_stream(a, o: CurveSettings, cfg, cache):
     (printed by rank 0; the others exit 1 silently) instead of a hang. Rank 0 alone reads and
     writes the cache.
     """
-    from analysis.stream.curve import RankFailure, close_distributed, init_distributed
+    from analysis.distributed import RankFailure, join, leave
 
-    rank, world = init_distributed(cfg.device)
+    rank, world = join(cfg.device)
     if world == 1:
         return _stream_steps(a, o, cfg, cache, rank, world)
     try:
@@ -104,22 +104,23 @@ def _curve_stream(a, o: CurveSettings, cfg, cache):
     except RankFailure as e:  # every process raised it: rank 0 prints, then all leave together
         if rank == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
-        close_distributed(wait=True)  # nobody exits (and gets the others killed) before the line is out
+        leave(wait=True)  # nobody exits (and gets the others killed) before the line is out
         raise SystemExit(2 if rank == 0 else 1) from None
     except VariscopeError:
-        close_distributed(wait=False)
+        leave(wait=False)
         if rank != 0:
             raise SystemExit(1) from None  # rank 0 prints the one error line
         raise
     except BaseException:
-        close_distributed(wait=False)
+        leave(wait=False)
         raise
-    close_distributed(wait=True)
+    leave(wait=True)
     return out
 
 
 def _stream_steps(a, o: CurveSettings, cfg, cache, rank: int, world: int):
-    from analysis.stream.curve import collective, share, stream_curve
+    from analysis.distributed import collective, on_rank0
+    from analysis.stream.curve import stream_curve
     from analysis.stream.curvecache import StreamSettings, load_stream, save_stream, stream_key
 
     keep = DEFAULT_KEEP if o.keep is None else o.keep
@@ -137,7 +138,7 @@ def _stream_steps(a, o: CurveSettings, cfg, cache, rank: int, world: int):
         return key, conf, load_stream(cache, key)
 
     key, conf, hit = collective(look, world)
-    if share(hit is not None, world):  # every process learns whether rank 0 has it
+    if on_rank0(lambda: hit is not None, rank, world):  # every process learns whether rank 0 has it
         if rank != 0:
             return None, 0, {"rank": rank, "seconds": {}}
         res = hit
@@ -160,7 +161,7 @@ def _stream_steps(a, o: CurveSettings, cfg, cache, rank: int, world: int):
         collective(lambda: save_stream(cache, key, conf, res) if rank == 0 and key is not None else None, world)
     extra = {"mode": res.mode, "world_size": world, "rank": rank, "cache_hit": False, "cache_key": key}
     fields = {**extra, **_run_info(res.info), "seconds": res.seconds}
-    return res.curve, res.n, {**fields, **_band_fields(res.curve, res.band_sample, res.n)}
+    return res.curve, res.n, {**fields, **_band_fields(res.curve, res.n_kept, res.n)}
 
 
 def _band_fields(curve, k: int, n: int) -> dict:

@@ -33,7 +33,7 @@ def cmd_models(a) -> int:
     for r in rows:
         state = ("ready" if r["path"] else "installed") if r["installed"] else f"not installed: {r['install']}"
         print(
-            f"{r['name']:<12} {r['layers']:>2} layers  d={r['hidden']:<4} {r['params'] / 1e6:6.1f}M params  "
+            f"{r['name']:<12} {r['layers']:>2} layers  d={r['hidden_size']:<4} {r['params'] / 1e6:6.1f}M params  "
             f"{r['kind']:<18}  {state}"
         )
         print(

@@ -97,7 +97,7 @@ def check_train_outputs(a) -> None:
 
 def cmd_train(a) -> int:
     """Train; under torchrun/accelerate every process trains and rank 0 alone writes and prints."""
-    from analysis.distributed import PeerFailed, check_launch, launch_env, lost_peer
+    from analysis.distributed import RankFailure, check_launch, launch_env, lost_peer
 
     rank, world = launch_env()
     debug = bool(getattr(a, "debug", False)) or os.environ.get("VARISCOPE_DEBUG") == "1"
@@ -120,7 +120,7 @@ def cmd_train(a) -> int:
         raise
     try:
         return _train(a, cfg, ts)
-    except PeerFailed:
+    except RankFailure:
         return 2  # rank 0 failed and says why
     except Exception as e:
         if world == 1 or debug:

@@ -37,7 +37,7 @@ def check_data_path(path: str) -> Path:
     return p
 
 
-def _read_file_bytes(path: str) -> bytes:
+def read_file_bytes(path: str) -> bytes:
     p = check_data_path(path)
     size = p.stat().st_size
     if size > MAX_UPLOAD_BYTES:

@@ -100,9 +100,9 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
     if len(idx) == 0:
         raise VariscopeError("the sample is empty")
     sample_labels, names = compact_classes(y[idx], list(names))
-    from analysis.variability import _class_index
+    from analysis.variability import class_index
 
-    _class_index(sample_labels, names)
+    class_index(sample_labels, names)
     raw = keep[idx]  # row numbers in the source, ascending
 
     def read(positions: np.ndarray) -> Iterator[tuple[str, str | None]]:
@@ -110,7 +110,7 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
         if len(want) == 0:
             return
         j = 0
-        for i, (text, pair, _y) in enumerate(rows()):
+        for i, (text, pair, _label) in enumerate(rows()):
             if i == want[j]:
                 yield text, pair
                 j += 1
@@ -146,7 +146,7 @@ def _hf_rows(task: TaskConfig, kind: str) -> tuple[Rows, list[str] | None, dict]
     from analysis.data import tasks
 
     path, config, split, text_col, pair_col, label_col = hf_spec(task, kind)
-    ds = tasks._hf_load(path, config, split, streaming=True)
+    ds = tasks.hf_load(path, config, split, streaming=True)
     feat = (getattr(ds, "features", None) or {}).get(label_col)
     names = list(feat.names) if feat is not None and hasattr(feat, "names") else None
     info: dict = {"source": f"{task.name} ({split})"}

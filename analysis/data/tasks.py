@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.data.files import MAX_UPLOAD_BYTES, _read_file_bytes, check_data_path, parse_table, shown
+from analysis.data.files import MAX_UPLOAD_BYTES, check_data_path, parse_table, read_file_bytes, shown
 from analysis.data.sampling import SampleConfig, sample
 from analysis.data.taskdata import TaskData
 from analysis.errors import VariscopeError
@@ -158,7 +158,7 @@ def load_task(cfg: TaskConfig, content: bytes | None = None) -> TaskData:
         texts, labels, pairs, names = _load_offline(_name(cfg), cfg.split)
         info = {"source": OFFLINE[_name(cfg)][1]}
     elif kind == "file":
-        data = content if content is not None else _read_file_bytes(_path(cfg))
+        data = content if content is not None else read_file_bytes(_path(cfg))
         rows, warnings = parse_table(data, _path(cfg))
         texts, labels, pairs, names, info = _from_rows(rows, cfg)
         info["warnings"] = warnings + info.get("warnings", [])
@@ -290,7 +290,7 @@ def _datasets_offline(offline: bool):
             datasets.config.HF_HUB_OFFLINE = before
 
 
-def _hf_load(path: str, name: str | None, split: str, streaming: bool = False):
+def hf_load(path: str, name: str | None, split: str, streaming: bool = False):
     """``datasets.load_dataset`` with a clear error offline (tests replace this); ``streaming``: an IterableDataset."""
     import datasets
 
@@ -332,7 +332,7 @@ def hf_spec(cfg: TaskConfig, kind: str) -> tuple:
 
 def _load_hf(cfg: TaskConfig, kind: str):
     path, config, split, text_col, pair_col, label_col = hf_spec(cfg, kind)
-    ds = _hf_load(path, config, split)
+    ds = hf_load(path, config, split)
     cols = list(ds.column_names)
     for role, col in (("text", text_col), ("label", label_col), ("text pair", pair_col)):
         if col and col not in cols:

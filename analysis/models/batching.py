@@ -1,7 +1,7 @@
 """Texts to padded, length-sorted batches: tokenising once, padding by vectorised gathers.
 
 ``make_batches`` is what :func:`analysis.models.hidden_states.for_each_pooled` (the one loop over
-batches) and the benchmarks' bare forward pass feed the model; ``tokenize`` and ``_pad``
+batches) and the benchmarks' bare forward pass feed the model; ``tokenize`` and ``pad_rows``
 give the training collator the same tokens and padding.
 """
 
@@ -208,7 +208,7 @@ def _rust_ok(tokenizer, texts: list[str], pairs: list[str] | None, max_length: i
     return seen[key]
 
 
-def _pad(enc, idx: np.ndarray, pad_id: int) -> Batch:
+def pad_rows(enc, idx: np.ndarray, pad_id: int) -> Batch:
     """The rows ``idx`` of a tokenizer's output as one right-padded batch (the training collator uses it)."""
     b = _Flat.from_enc(enc, idx).pad(np.arange(len(idx)), pad_id)
     return Batch(np.asarray(idx), b.tensors)

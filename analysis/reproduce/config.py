@@ -53,7 +53,7 @@ QUICK = ReproConfig(
     analysis_n=600,
     bootstrap=20,
 )
-# The raw language model (issue 15): ℓ* below the top layer, so claim 1 can be tested.
+# The raw language model: its ℓ* lies below the top layer, so claim 1 (tuning below the top) can be tested.
 GEMMA = ReproConfig(
     models=("gemma3-270m",),
     tasks=("rotten_tomatoes", "bbc_news", "reuters_r8"),

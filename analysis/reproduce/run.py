@@ -52,7 +52,7 @@ __all__ = [
 
 # ------------------------------------------------------------------ the experiments
 def run(
-    rc: ReproConfig,
+    repro: ReproConfig,
     *,
     cache: DiskCache | None = None,
     log: Callable[[str], None] = print,
@@ -70,30 +70,30 @@ def run(
 
     cache = cache or DiskCache()
     settings = {
-        **asdict(rc),
-        "models": sorted({m for m, _ in rc.pairs()}),
-        "tasks": list(dict.fromkeys(t for _, t in rc.pairs())),
+        **asdict(repro),
+        "models": sorted({m for m, _ in repro.pairs()}),
+        "tasks": list(dict.fromkeys(t for _, t in repro.pairs())),
     }
     started = time.time()
     out: dict = {"curves": [], "cards": [], "runs": [], "robustness": [], "lr_search": []}
     missing = 0
-    for model, task in rc.pairs():
+    for model, task in repro.pairs():
         n_layers = describe(resolve_model(model))["layers"]
-        curve = _curve(rc, model, task, cache)
+        curve = _curve(repro, model, task, cache)
         out["curves"].append(curve)
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
-        out["cards"].append(_cards(rc, model, task, cache, log))
+        out["cards"].append(_cards(repro, model, task, cache, log))
         runs, search = training_runs(  # claims 1, 2, 4
-            rc, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
+            repro, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
         )
-        expected = len(selections(rc, model, n_layers, curve["variability"])) * len(rc.seeds)
+        expected = len(selections(repro, model, n_layers, curve["variability"])) * len(repro.seeds)
         missing += expected - len(runs)
         out["runs"] += runs
         out["lr_search"] += search
         if save is not None:
             save(_with_part(out, settings, time.time() - started, done=False))
         if not cached_only:  # claim 3 (its curves may not be cached yet)
-            out["robustness"] += _robustness(rc, model, task, curve, cache)
+            out["robustness"] += _robustness(repro, model, task, curve, cache)
         if save is not None:
             save(_with_part(out, settings, time.time() - started, done=False))
     if missing:
@@ -154,12 +154,12 @@ def settings_for(res: dict, model: str) -> dict:
     return next(p["settings"] for p in migrate(res)["parts"] if model in p["models"])
 
 
-def _curve(rc: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
+def _curve(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
     """The ν curve of (model, task) on ``rc.analysis_n`` texts, as the results' "curves" record."""
     from analysis.pipeline import compute_curve
     from analysis.recommend import recommend_layer
 
-    curve, st = compute_curve(acfg(rc, model, task, rc.analysis_n, 0), cache=cache, bootstrap=rc.bootstrap)
+    curve, states = compute_curve(acfg(repro, model, task, repro.analysis_n, 0), cache=cache, bootstrap=repro.bootstrap)
     return {
         "model": model,
         "task": task,
@@ -167,22 +167,22 @@ def _curve(rc: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
         "variability": curve.variability,
         "band": curve.to_dict()["band"],
         "best_layer": recommend_layer(curve.variability),
-        "n": len(st.labels),
+        "n": len(states.labels),
         "counts": curve.counts,
     }
 
 
-def _cards(rc: ReproConfig, model: str, task: str, cache: DiskCache, log: Callable[[str], None]) -> dict:
+def _cards(repro: ReproConfig, model: str, task: str, cache: DiskCache, log: Callable[[str], None]) -> dict:
     """The "cards" record of (model, task): the layer cards of the curve's states (same config, so cached)."""
     from analysis.cards.compute import compute_cards
     from analysis.cards.scores import CardsConfig
 
-    cc = CardsConfig()
-    cards, st = compute_cards(acfg(rc, model, task, rc.analysis_n, 0), cc, cache=cache)
+    cards_cfg = CardsConfig()
+    cards, states = compute_cards(acfg(repro, model, task, repro.analysis_n, 0), cards_cfg, cache=cache)
     rec = {
         "model": model,
         "task": task,
-        "n": int(len(st.labels)),
+        "n": int(len(states.labels)),
         "layers": cards.layers,
         "variability": cards.variability,
         "probe_accuracy": cards.probe_accuracy,
@@ -191,7 +191,7 @@ def _cards(rc: ReproConfig, model: str, task: str, cache: DiskCache, log: Callab
         "recommended_layer": cards.recommended_layer,
         "probe_best_layer": cards.probe_best_layer,
         "same_layer": cards.recommended_layer == cards.probe_best_layer,
-        "probe": {k: getattr(cc, k) for k in ("folds", "k", "seed", "max_iter", "C")},
+        "probe": {k: getattr(cards_cfg, k) for k in ("folds", "k", "seed", "max_iter", "C")},
     }
     rho = "undefined" if rec["rank_agreement"] is None else f"{rec['rank_agreement']:.2f}"
     log(
@@ -222,8 +222,8 @@ def add_cards(
     cache = cache or DiskCache()
 
     def config(model: str) -> ReproConfig:
-        rc = config_from_settings(settings_for(res, model))
-        return rc if device is None else replace(rc, device=device)
+        repro = config_from_settings(settings_for(res, model))
+        return repro if device is None else replace(repro, device=device)
 
     have = {(c["model"], c["task"]): c for c in res.get("cards", []) if "not_computed" not in c}
     cards = []
@@ -247,28 +247,28 @@ def add_cards(
     return res
 
 
-def _robustness(rc: ReproConfig, model: str, task: str, full: dict, cache: DiskCache) -> list[dict]:
+def _robustness(repro: ReproConfig, model: str, task: str, full: dict, cache: DiskCache) -> list[dict]:
     """Claim 3: the curve on fewer texts (``rc.fractions``) and, for two classes, on imbalanced samples."""
     from analysis.pipeline import compute_curve
 
     out = []
-    for frac in rc.fractions:
-        n = max(4 * len(full["counts"]), int(round(rc.analysis_n * frac)))
-        c2, s2 = compute_curve(acfg(rc, model, task, n, 0), cache=cache, bootstrap=rc.bootstrap)
+    for frac in repro.fractions:
+        n = max(4 * len(full["counts"]), int(round(repro.analysis_n * frac)))
+        c2, s2 = compute_curve(acfg(repro, model, task, n, 0), cache=cache, bootstrap=repro.bootstrap)
         out.append(_robust(model, task, "fraction", frac, c2, s2, full))
     if len(full["counts"]) == 2:
-        for ratio in rc.imbalances:
+        for ratio in repro.imbalances:
             c2, s2 = compute_curve(
-                acfg(rc, model, task, rc.analysis_n, 0, imbalance=(1.0, float(ratio))),
+                acfg(repro, model, task, repro.analysis_n, 0, imbalance=(1.0, float(ratio))),
                 cache=cache,
-                bootstrap=rc.bootstrap,
+                bootstrap=repro.bootstrap,
             )
             out.append(_robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full))
     return out
 
 
 def _robust(
-    model: str, task: str, kind: str, value: float | str, curve: CurveResult, st: StatesResult, full: dict
+    model: str, task: str, kind: str, value: float | str, curve: CurveResult, states: StatesResult, full: dict
 ) -> dict:
     """One robustness record: ``curve`` (a subsample's) against ``full``, the full-sample "curves" record."""
     from scipy.stats import spearmanr
@@ -282,7 +282,7 @@ def _robust(
         "task": task,
         "kind": kind,
         "value": value,
-        "n": int(len(st.labels)),
+        "n": int(len(states.labels)),
         "counts": curve.counts,
         "variability": curve.variability,
         "band": curve.to_dict()["band"],

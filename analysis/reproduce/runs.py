@@ -52,7 +52,7 @@ RECORD_KEYS = (
 )
 
 
-def acfg(rc: ReproConfig, model: str, task: str, n: int | None, seed: int, **sampling) -> AnalysisConfig:
+def acfg(repro: ReproConfig, model: str, task: str, n: int | None, seed: int, **sampling) -> AnalysisConfig:
     """The AnalysisConfig of (model, task) with ``n`` texts drawn with ``seed`` (``task`` may be a folder)."""
     from analysis.data.tasks import SampleConfig, TaskConfig
     from analysis.pipeline import AnalysisConfig
@@ -61,27 +61,29 @@ def acfg(rc: ReproConfig, model: str, task: str, n: int | None, seed: int, **sam
         model=model,
         task=TaskConfig(task),
         sampling=SampleConfig(n=n, seed=seed, **sampling),
-        pooling=rc.pooling,
-        max_length=rc.max_length,
-        device=rc.device,
+        pooling=repro.pooling,
+        max_length=repro.max_length,
+        device=repro.device,
     )
 
 
-def selections(rc: ReproConfig, model: str, n_layers: int, nu: list[float]) -> list[tuple[str, int | None, Selection]]:
+def selections(
+    repro: ReproConfig, model: str, n_layers: int, nu: list[float]
+) -> list[tuple[str, int | None, Selection]]:
     """(strategy, k, selection) of ``model``: full (unless skipped), then variability and top per k."""
     from analysis.training import select
 
     out: list[tuple[str, int | None, Selection]] = []
-    if model not in rc.skip_full:
+    if model not in repro.skip_full:
         out.append(("full", None, select("full", n_layers, 1)))
-    for k in rc.ks_for(model):
+    for k in repro.ks_for(model):
         out.append(("variability", k, select("variability", n_layers, k, nu)))
         out.append(("top", k, select("top", n_layers, k)))
     return out
 
 
 def training_runs(
-    rc: ReproConfig,
+    repro: ReproConfig,
     model: str,
     task: str,
     n_layers: int,
@@ -99,26 +101,26 @@ def training_runs(
     from analysis.training import TrainConfig, select
 
     runs, search = [], []
-    for strategy, k, sel in selections(rc, model, n_layers, nu):
-        chosen = choose_lr(rc, model, task, strategy, k, sel, cache, log, cached_only=cached_only)
+    for strategy, k, sel in selections(repro, model, n_layers, nu):
+        chosen = choose_lr(repro, model, task, strategy, k, sel, cache, log, cached_only=cached_only)
         if chosen is None:
             continue
         lr, tried = chosen
         search += tried
         same = strategy == "variability" and k is not None and sel == select("top", n_layers, k)
-        for seed in rc.seeds:
-            tc = TrainConfig(
-                acfg(rc, model, task, rc.n_train, seed),
+        for seed in repro.seeds:
+            train_cfg = TrainConfig(
+                acfg(repro, model, task, repro.n_train, seed),
                 sel,
-                steps=rc.steps,
+                steps=repro.steps,
                 lr=lr,
-                batch_size=rc.batch_size,
-                eval_n=rc.eval_n,
-                eval_every=rc.steps,  # one evaluation, at the end
+                batch_size=repro.batch_size,
+                eval_n=repro.eval_n,
+                eval_every=repro.steps,  # one evaluation, at the end
                 seed=seed,
                 strategy=strategy,
             )
-            rec = cached_train(tc, cache, log, cached_only=cached_only)
+            rec = cached_train(train_cfg, cache, log, cached_only=cached_only)
             if rec is None:
                 continue
             runs.append(
@@ -136,7 +138,7 @@ def training_runs(
 
 
 def choose_lr(
-    rc: ReproConfig,
+    repro: ReproConfig,
     model: str,
     task: str,
     strategy: str,
@@ -153,23 +155,23 @@ def choose_lr(
     """
     from analysis.training import TrainConfig
 
-    if not rc.lr_grid:
-        return rc.lr, []
-    folder, n_fit, n_val = validation_folder(rc, model, task, cache)
+    if not repro.lr_grid:
+        return repro.lr, []
+    folder, n_fit, n_val = validation_folder(repro, model, task, cache)
     tried = []
-    for lr in rc.lr_grid:
-        tc = TrainConfig(
-            acfg(rc, model, str(folder), None, rc.lr_seed),
+    for lr in repro.lr_grid:
+        train_cfg = TrainConfig(
+            acfg(repro, model, str(folder), None, repro.lr_seed),
             sel,
-            steps=rc.lr_steps or rc.steps,
+            steps=repro.lr_steps or repro.steps,
             lr=lr,
-            batch_size=rc.batch_size,
+            batch_size=repro.batch_size,
             eval_n=n_val,
-            eval_every=rc.lr_steps or rc.steps,
-            seed=rc.lr_seed,
+            eval_every=repro.lr_steps or repro.steps,
+            seed=repro.lr_seed,
             strategy=strategy,
         )
-        rec = cached_train(tc, cache, log, cached_only=cached_only)
+        rec = cached_train(train_cfg, cache, log, cached_only=cached_only)
         if rec is None:
             return None
         tried.append(
@@ -179,7 +181,7 @@ def choose_lr(
                 "strategy": strategy,
                 "k": k,
                 "lr": lr,
-                "seed": rc.lr_seed,
+                "seed": repro.lr_seed,
                 "metric": rec["metric"],
                 "val_metric": rec["metric_value"],
                 "final_loss": rec.get("final_loss"),
@@ -195,7 +197,7 @@ def choose_lr(
     return best["lr"], tried
 
 
-def validation_folder(rc: ReproConfig, model: str, task: str, cache: DiskCache) -> tuple[Path, int, int]:
+def validation_folder(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> tuple[Path, int, int]:
     """(folder, fit texts, validation texts): the training sample of ``rc.lr_seed`` split into fit and validation.
 
     Only the task's training split is read. The validation part is a stratified ``rc.val_fraction``
@@ -204,9 +206,9 @@ def validation_folder(rc: ReproConfig, model: str, task: str, cache: DiskCache) 
     from analysis.data.sampling import SampleConfig, sample
     from analysis.pipeline import prepare_sample
 
-    data = prepare_sample(acfg(rc, model, task, rc.n_train, rc.lr_seed))
-    n_val = max(len(data.label_names), int(round(len(data) * rc.val_fraction)))
-    val = sample(data, SampleConfig(n=n_val, seed=rc.lr_seed + 1000))
+    data = prepare_sample(acfg(repro, model, task, repro.n_train, repro.lr_seed))
+    n_val = max(len(data.label_names), int(round(len(data) * repro.val_fraction)))
+    val = sample(data, SampleConfig(n=n_val, seed=repro.lr_seed + 1000))
     held = set(zip(val.texts, val.labels.tolist(), strict=True))
     fit = [i for i, x in enumerate(zip(data.texts, data.labels.tolist(), strict=True)) if x not in held]
     fit_data = data.subset(fit)
@@ -227,7 +229,7 @@ def validation_folder(rc: ReproConfig, model: str, task: str, cache: DiskCache) 
 
 
 def cached_train(
-    tc: TrainConfig, cache: DiskCache, log: Callable[[str], None], *, cached_only: bool = False
+    train_cfg: TrainConfig, cache: DiskCache, log: Callable[[str], None], *, cached_only: bool = False
 ) -> dict | None:
     """A training record from the runs cache, or train and store it (``cached_only``: None instead).
 
@@ -238,8 +240,8 @@ def cached_train(
     from analysis.models.load import resolve_model
     from analysis.training import train
 
-    a = tc.analysis
-    conf = asdict(tc)
+    a = train_cfg.analysis
+    conf = asdict(train_cfg)
     del conf["strategy"]
     conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision).fingerprint
     key = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
@@ -249,33 +251,37 @@ def cached_train(
     if cached_only:
         return None
     t = time.time()
-    r = train(tc).result.to_dict()
+    r = train(train_cfg).result.to_dict()
     rec = {k: r[k] for k in RECORD_KEYS}
     rec["metric_value"] = r["eval"][r["metric"]]
     rec["final_loss"] = final_loss(r["history"])
-    rec["inference_flops_per_example"] = inference_flops(tc, r["seq_len"], r["layers_kept"])
+    rec["inference_flops_per_example"] = inference_flops(train_cfg, r["seq_len"], r["layers_kept"])
     cache.save(
         "runs",
         key,
         {},
         blobs={"record": rec},
         version=REPRO_VERSION,
-        meta={"describe": f"{a.model} · {a.task.label()} · {tc.strategy} · lr {tc.lr:g} · seed {tc.seed}"},
+        meta={
+            "describe": f"{a.model} · {a.task.label()} · {train_cfg.strategy} · lr {train_cfg.lr:g} · "
+            f"seed {train_cfg.seed}"
+        },
     )
     log(
-        f"  {tc.strategy:<11} k={len(tc.selection.tuned_layers)} lr={tc.lr:g} seed={tc.seed}: {r['metric']} "
+        f"  {train_cfg.strategy:<11} k={len(train_cfg.selection.tuned_layers)} lr={train_cfg.lr:g} "
+        f"seed={train_cfg.seed}: {r['metric']} "
         f"{rec['metric_value']:.4f}, final loss {rec['final_loss']:.3f} in {time.time() - t:.0f}s"
     )
     return rec
 
 
-def inference_flops(tc: TrainConfig, seq_len: float, kept: int) -> float:
+def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int) -> float:
     """Forward FLOPs per example of the kept blocks (2·P·T + 4·T²·d each, the cost model's forward pass)."""
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import load_dtype
 
-    target = resolve_target(tc.analysis)
+    target = resolve_target(train_cfg.analysis)
     base, _ = cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
     _, blocks = layer_list(base)
     d, t = base.config.hidden_size, float(seq_len)

@@ -41,29 +41,29 @@ def _groups(res: dict) -> dict[tuple, list[dict]]:
 def summarize(res: dict) -> list[dict]:
     """Mean ± sd of the metric, params, FLOPs, time, learning rate and final loss per (model, task, strategy, k)."""
     rows = []
-    for (model, task, strategy, k), rs in sorted(
+    for (model, task, strategy, k), runs in sorted(
         _groups(res).items(), key=lambda x: (x[0][0], x[0][1], x[0][2] != "full", x[0][3] or 0, x[0][2])
     ):
-        m, sd = _mean_sd(r["metric_value"] for r in rs)
-        losses = [r["final_loss"] for r in rs if r.get("final_loss") is not None]
+        m, sd = _mean_sd(r["metric_value"] for r in runs)
+        losses = [r["final_loss"] for r in runs if r.get("final_loss") is not None]
         rows.append(
             {
                 "model": model,
                 "task": task,
                 "strategy": strategy,
                 "k": k,
-                "seeds": len(rs),
-                "metric": rs[0]["metric"],
+                "seeds": len(runs),
+                "metric": runs[0]["metric"],
                 "mean": m,
                 "sd": sd,
-                "classifier_layer": rs[0]["classifier_layer"],
-                "tuned_layers": rs[0]["tuned_layers"],
-                "layers_kept": rs[0].get("layers_kept", rs[0]["classifier_layer"]),
-                "trainable_params": rs[0]["trainable_params"],
-                "flops_vs_full": rs[0]["flops_vs_full"],
-                "train_seconds": statistics.mean(r["train_seconds"] for r in rs),
-                "identical_to_top": bool(rs[0].get("identical_to_top")),
-                "lr": rs[0].get("lr"),
+                "classifier_layer": runs[0]["classifier_layer"],
+                "tuned_layers": runs[0]["tuned_layers"],
+                "layers_kept": runs[0].get("layers_kept", runs[0]["classifier_layer"]),
+                "trainable_params": runs[0]["trainable_params"],
+                "flops_vs_full": runs[0]["flops_vs_full"],
+                "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+                "identical_to_top": bool(runs[0].get("identical_to_top")),
+                "lr": runs[0].get("lr"),
                 "final_loss": statistics.mean(losses) if losses else None,
             }
         )
@@ -73,17 +73,17 @@ def summarize(res: dict) -> list[dict]:
 def verdicts(res: dict) -> dict:
     """A verdict per claim, from the numbers only."""
     groups = _groups(res)
-    c1, c2, c4 = _claim1_detail(groups), _claim2_detail(groups), _claim4_detail(groups)
-    rf, ri = _robustness_summaries(res["robustness"])
+    claim1, claim2, claim4 = _claim1_detail(groups), _claim2_detail(groups), _claim4_detail(groups)
+    scarcity, imbalance = _robustness_summaries(res["robustness"])
     out = {
-        "claim1": _claim1_verdict(c1),
-        "claim2": _claim2_verdict(c2),
-        "claim3": _claim3_verdict(rf, ri),
-        "claim4": _claim4_verdict(c4),
-        "claim1_detail": c1,
-        "claim2_detail": c2,
-        "claim4_detail": c4,
-        "claim3_detail": {"scarcity": rf, "imbalance": ri},
+        "claim1": _claim1_verdict(claim1),
+        "claim2": _claim2_verdict(claim2),
+        "claim3": _claim3_verdict(scarcity, imbalance),
+        "claim4": _claim4_verdict(claim4),
+        "claim1_detail": claim1,
+        "claim2_detail": claim2,
+        "claim4_detail": claim4,
+        "claim3_detail": {"scarcity": scarcity, "imbalance": imbalance},
         "rules": {
             "interval": "95 % t interval of the paired per-seed difference (n − 1 degrees of freedom)",
             "min_settings": MIN_SETTINGS,
@@ -237,14 +237,14 @@ def _claim2_verdict(c2: list[dict]) -> str:
 def _robustness_summaries(rob: list[dict]) -> tuple[dict | None, dict | None]:
     """Claim 3's (scarcity, imbalance) summaries of the robustness records (None: no such records)."""
 
-    def summary(xs: list[dict]) -> dict | None:
-        if not xs:
+    def summary(records: list[dict]) -> dict | None:
+        if not records:
             return None
         return {
-            "mean_spearman": statistics.mean(x["spearman"] for x in xs),
-            "min_spearman": min(x["spearman"] for x in xs),
-            "best_layer_moved": sum(x["best_layer_moved"] for x in xs),
-            "settings": len(xs),
+            "mean_spearman": statistics.mean(x["spearman"] for x in records),
+            "min_spearman": min(x["spearman"] for x in records),
+            "best_layer_moved": sum(x["best_layer_moved"] for x in records),
+            "settings": len(records),
         }
 
     frac = [x for x in rob if x["kind"] == "fraction" and x["value"] != 1.0]

@@ -43,12 +43,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """The cache folder: ``VARISCOPE_CACHE``, else ``cache/`` at the repository root (models, states, curves)."""
+    return Path(os.environ.get("VARISCOPE_CACHE") or Path(__file__).resolve().parents[2] / "cache")
+
+
 class DiskCache:
     """Arrays and JSON blobs under hashed keys. ``root`` defaults to ``cache/``."""
 
     def __init__(self, root=None):
-        from analysis.models.load import default_cache_dir
-
         self.root = Path(root) if root else default_cache_dir()
 
     def _dir(self, kind: str, key: str) -> Path:

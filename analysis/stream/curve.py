@@ -7,12 +7,11 @@ instead of keeping them: memory is (L+1)·d² float64 whatever the sample size.
 With ``world_size > 1`` each process takes the rows ``i`` with
 ``i % world_size == rank`` (no row twice, none padded) and the statistics are
 summed with one ``all_reduce``; every process gets the same ν
-(and the same state sample, gathered).
+(and the same kept rows, gathered).
 """
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +20,14 @@ import numpy as np
 
 from analysis import settings
 from analysis.data.streamed import open_sample
+from analysis.distributed import all_gather, all_reduce, collective
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
-from analysis.models.load import resolve_device
 from analysis.pipeline import AnalysisConfig, batch_for, load_for, resolve_target
 from analysis.stream import memtrim
-from analysis.stream.stats import LayerStats, StateSample, merge_samples
+from analysis.stream.stats import KeptRows, LayerStats, merge_kept
 from analysis.stream.twopass import Projections, choose_mode, default_budget
-from analysis.variability import SHARE_KEYS, CurveResult, sample_band
+from analysis.variability import SHARE_KEYS, CurveResult, kept_band
 
 #: States kept per layer by default (``curve --stream --keep``, the app, ``cards --stream``, the bench).
 DEFAULT_KEEP = settings.DEFAULT_KEEP
@@ -41,8 +40,8 @@ class StreamResult:
     """A streamed curve and what it was computed from.
 
     curve : ν per layer and counts, and a bootstrap band when asked for (computed on the
-    state sample, ``band_sample`` states, not on all ``n``);
-    stats : the merged statistics (and the state sample, ``stats.sample``);
+    kept states, ``n_kept`` of them, not on all ``n``);
+    stats : the merged statistics (and the kept rows, ``stats.kept``);
     n : texts in the whole sample; rows : texts this process ran;
     mode : "stream" (one pass, W per layer) or "two-pass" (:mod:`analysis.stream.twopass`).
     """
@@ -56,7 +55,7 @@ class StreamResult:
     seconds: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     mode: str = "stream"
-    band_sample: int = 0
+    n_kept: int = 0
 
     def to_dict(self) -> dict:
         """The curve's dict plus ``mode``, ``n`` and ``world_size``."""
@@ -104,7 +103,7 @@ def stream_stats(
 ) -> StreamPass:
     """Statistics of the rows of ``cfg``'s sample that fall to ``rank`` (:func:`shard`), in one pass.
 
-    ``keep`` rows (seeded by the sampling seed) are kept per layer in ``stats.sample``.
+    ``keep`` rows (seeded by the sampling seed) are kept per layer in ``stats.kept``.
     A data file or Hugging Face dataset is read in chunks (:func:`analysis.data.streamed.open_sample`).
     ``mode`` (:func:`analysis.stream.twopass.choose_mode`, with ``memory_budget`` bytes) decides at the
     first batch, when L+1 and d are known, whether the statistics keep W ("stream") or not ("two-pass").
@@ -167,9 +166,9 @@ def trimming(on_pooled: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[n
     """``on_pooled``, then :func:`analysis.stream.memtrim.trim` after every :data:`TRIM_ROWS` texts.
 
     The stream holds only its statistics, but glibc keeps the heap that each batch's forward
-    pass frees, spread over the threads' arenas, and the process grows with the batches (MiniLM,
-    30,000 texts, batch 32: +357 to +429 MB peak as is; +246 MB trimming after every batch,
-    +267 MB every 256 texts). One trim takes about 4 ms there.
+    pass frees, spread over the threads' arenas, and the process grows with the batches
+    (:mod:`analysis.stream.memtrim`). A trim costs milliseconds, so it runs every few batches
+    rather than after each one.
     """
     seen = 0
 
@@ -199,38 +198,38 @@ def stream_curve(
     ``kwargs`` go to :func:`stream_stats`. ``mode``: "stream" (one pass), "two-pass"
     (:mod:`analysis.stream.twopass`, two forward passes, no d×d matrix) or "auto" (two-pass when
     W would not fit ``memory_budget`` bytes; default :func:`analysis.stream.twopass.default_budget`).
-    ``bootstrap`` B > 0 adds a 5–95% band computed on the state sample (``keep`` states).
+    ``bootstrap`` B > 0 adds a 5–95% band computed on the kept rows (``keep`` of them).
     With ``world_size > 1`` the default process group of ``torch.distributed`` must be
-    initialised (:func:`init_distributed`); every process returns the same ν, and a failure
-    in any process raises :class:`RankFailure` in all of them instead of a hang.
+    initialised (:func:`analysis.distributed.join`); every process returns the same ν, and a failure
+    in any process raises :class:`analysis.distributed.RankFailure` in all of them instead of a hang.
     """
     t0 = time.perf_counter()
     choose_mode(mode, 1, 1, 2, None)
     if mode == "auto" and memory_budget is None:
         memory_budget = default_budget()
     if mode == "auto" and world_size > 1:  # every process must choose the same mode
-        memory_budget = int(_all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
-    sp = collective(
+        memory_budget = int(all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
+    part = collective(
         lambda: stream_stats(cfg, rank=rank, world_size=world_size, mode=mode, memory_budget=memory_budget, **kwargs),
         world_size,
     )
     t1 = time.perf_counter()
     if world_size > 1:
-        all_reduce_stats(sp.stats)
-        if sp.stats.sample.keep:
-            sp.stats.sample = gather_sample(sp.stats.sample)
-    if sp.stats.moments:  # an error here (NaN states) is the same everywhere: still agreed, one line
-        nu, used = collective(sp.stats.variability, world_size), "stream"
+        all_reduce_stats(part.stats)
+        if part.stats.kept.keep:
+            part.stats.kept = gather_kept(part.stats.kept)
+    if part.stats.moments:  # an error here (NaN states) is the same everywhere: still agreed, one line
+        nu, used = collective(part.stats.variability, world_size), "stream"
     else:
-        nu, used = _second_pass(sp, world_size, kwargs.get("progress")), "two-pass"
+        nu, used = _second_pass(part, world_size, kwargs.get("progress")), "two-pass"
     t2 = time.perf_counter()
-    weighting = sp.stats.weighting
-    band, k, facts = collective(lambda: stream_band(nu, sp.stats, bootstrap, cfg.sampling.seed), world_size)
+    weighting = part.stats.weighting
+    band, k, facts = collective(lambda: stream_band(nu, part.stats, bootstrap, cfg.sampling.seed), world_size)
     shares = {key: facts.pop(key, None) for key in SHARE_KEYS}  # of the kept states' resamples
     curve = CurveResult(
         layers=list(range(len(nu))),
         variability=nu,
-        counts={name: int(k) for name, k in zip(sp.label_names, sp.stats.sizes, strict=True)},
+        counts={name: int(k) for name, k in zip(part.label_names, part.stats.sizes, strict=True)},
         band=band,
         settings={
             "weighting": weighting,
@@ -243,33 +242,33 @@ def stream_curve(
         **shares,
     )
     t3 = time.perf_counter()
-    seconds = {**sp.seconds, "variability": t3 - t1, "total": t3 - t0}
+    seconds = {**part.seconds, "variability": t3 - t1, "total": t3 - t0}
     if used == "two-pass":
         seconds["second_pass"] = t2 - t1
-    return StreamResult(curve, sp.stats, sp.n, sp.rows, rank, world_size, seconds, sp.info, used, k)
+    return StreamResult(curve, part.stats, part.n, part.rows, rank, world_size, seconds, part.info, used, k)
 
 
-def _second_pass(sp: StreamPass, world_size: int, progress) -> list[float]:
+def _second_pass(part: StreamPass, world_size: int, progress) -> list[float]:
     """Pass 2 of the two-pass mode over this process's rows; the squared projections summed over processes."""
-    proj = collective(lambda: Projections(sp.stats), world_size)
-    labels = sp.labels
-    assert sp.run is not None and labels is not None
+    proj = collective(lambda: Projections(part.stats), world_size)
+    labels = part.labels
+    assert part.run is not None and labels is not None
 
     def feed(index: np.ndarray, p: np.ndarray) -> None:
         proj.update(p, labels[index])
 
-    collective(lambda: sp.run(feed, progress), world_size)  # type: ignore[misc]
+    collective(lambda: part.run(feed, progress), world_size)  # type: ignore[misc]
     if world_size > 1:
-        proj.load_flat(_all_reduce(proj.flat()))
+        proj.load_flat(all_reduce(proj.flat()))
     return collective(proj.variability, world_size)
 
 
 def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -> tuple[tuple | None, int, dict]:
-    """(band around the exact ν from the state sample, its size K, the sample's own ν and band).
+    """(band around the exact ν from the kept rows, their number K, the kept rows' own ν and band).
 
-    The same band as the app's (:func:`analysis.variability.sample_band`); (None, K, {}) without ``bootstrap``.
+    The same band as the app's (:func:`analysis.variability.kept_band`); (None, K, {}) without ``bootstrap``.
     """
-    s = stats.sample
+    s = stats.kept
     k = 0 if s.states is None else int(s.states.shape[1])
     if not bootstrap:
         return None, k, {}
@@ -283,7 +282,7 @@ def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -
             f"the bootstrap band uses the sample of {k} states: class '{name}' has none of them; keep more (--keep)"
         )
     try:
-        band, facts = sample_band(
+        band, facts = kept_band(
             nu,
             s.states,
             s.labels,
@@ -297,138 +296,11 @@ def stream_band(nu: list[float], stats: LayerStats, bootstrap: int, seed: int) -
     return band, k, facts
 
 
-class RankFailure(VariscopeError):
-    """A process of a torchrun world failed; raised in every process (``rank``: the first that failed)."""
-
-    def __init__(self, rank: int, reason: str, *, everywhere: bool = False):
-        super().__init__(reason if everywhere else f"rank {rank} failed: {reason}")  # the same in all: as one process
-        self.rank = rank
-
-
-def collective(fn: Callable, world_size: int):
-    """``fn()``, then (with several processes) agree that every process succeeded before any all_reduce.
-
-    An exception in one process is not raised at once (the others would wait for it forever in
-    the next collective): every process joins one ``all_gather_object`` of ok/failed flags, and
-    if any failed all of them raise the same :class:`RankFailure`.
-    """
-    if world_size <= 1:
-        return fn()
-    out, error = None, None
-    try:
-        out = fn()
-    except Exception as e:
-        error = e
-    agree(error)
-    return out
-
-
-def agree(error: BaseException | None) -> None:
-    """Exchange this process's ok/failed flag (and reason) with all the others; raise if any failed."""
-    import torch.distributed as dist
-
-    reason = None
-    if error is not None:
-        reason = error.message if isinstance(error, VariscopeError) else f"{type(error).__name__}: {error}"
-        reason = (str(reason).splitlines() or [""])[0][:300]
-    parts: list[object] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, reason)
-    failed = [(r, str(why)) for r, why in enumerate(parts) if why is not None]
-    if failed:
-        r, why = failed[0]
-        raise RankFailure(r, why, everywhere=len(failed) == len(parts) and all(w == why for _, w in failed))
-
-
-def share(flag: bool, world_size: int) -> bool:
-    """Rank 0's ``flag``, on every process (one ``broadcast_object_list``)."""
-    if world_size <= 1:
-        return flag
-    import torch.distributed as dist
-
-    box = [flag]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
-
-
-def _all_reduce(v: np.ndarray, op: str = "sum") -> np.ndarray:
-    """Sum (or min) a float64 vector over every process."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        raise VariscopeError("several processes need torch.distributed's process group: run under torchrun")
-    buf = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
-    if dist.get_backend() == "nccl":
-        buf = buf.cuda()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MIN)
-    return buf.cpu().numpy()
-
-
 def all_reduce_stats(stats: LayerStats) -> None:
-    """Sum the statistics of every process in place (one float64 ``all_reduce``; samples: :func:`gather_sample`)."""
-    stats.load_flat(_all_reduce(stats.flat()))
+    """Sum the statistics of every process in place (one float64 ``all_reduce``; kept rows: :func:`gather_kept`)."""
+    stats.load_flat(all_reduce(stats.flat()))
 
 
-def gather_sample(sample: StateSample) -> StateSample:
-    """The state sample of the whole world, on every process (one ``all_gather_object``)."""
-    import torch.distributed as dist
-
-    parts: list[object] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, sample)
-    return merge_samples([p for p in parts if isinstance(p, StateSample)])
-
-
-def dist_timeout() -> int:
-    """Seconds a process waits for the others in one collective: ``VARISCOPE_DIST_TIMEOUT``, default 3 hours."""
-    import os
-
-    v = os.environ.get("VARISCOPE_DIST_TIMEOUT", "")
-    try:
-        seconds = int(v) if v else 3 * 3600
-    except ValueError:
-        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT={v!r} is not a number of seconds") from None
-    if seconds < 1:
-        raise VariscopeError(f"VARISCOPE_DIST_TIMEOUT must be a positive number of seconds, got {seconds}")
-    return seconds
-
-
-def init_distributed(device: str = "auto", timeout_s: float | None = None) -> tuple[int, int]:
-    """(rank, world_size) of this process; with ``WORLD_SIZE > 1`` (torchrun) joins the process group.
-
-    gloo on CPU, nccl on CUDA (each process on GPU ``LOCAL_RANK``). One process: (0, 1), nothing started.
-    ``timeout_s``: a collective that waits longer fails instead of hanging (a safety net: a failing
-    process is normally reported through :func:`agree` at once). Default: ``VARISCOPE_DIST_TIMEOUT``
-    seconds or 3 hours, as for training: the others wait while rank 0 alone prepares the model
-    (a first conversion of a GGUF model takes minutes), longer than torch's 30 minutes would allow.
-    """
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    cuda = resolve_device(device).startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        seconds = dist_timeout() if timeout_s is None else timeout_s
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=seconds))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def close_distributed(*, wait: bool = True) -> None:
-    """Leave the process group, if this process joined one.
-
-    ``wait``: first a barrier, so that no process tears gloo down while another
-    still uses it (without it a process sometimes aborts at exit, "terminate
-    called without an active exception"). Pass False after an error, when the
-    others may never arrive.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if wait:
-            dist.barrier()
-        dist.destroy_process_group()
+def gather_kept(kept: KeptRows) -> KeptRows:
+    """The kept rows of the whole world, on every process (one ``all_gather_object``)."""
+    return merge_kept([p for p in all_gather(kept) if isinstance(p, KeptRows)])

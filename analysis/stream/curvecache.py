@@ -1,7 +1,7 @@
 """Streamed curves in the disk cache: the merged statistics' result, never the states.
 
-An entry (kind ``streams``) holds ν per layer, the class sums and counts, the state
-sample (when kept) as ``.npy`` arrays and the curve's record as JSON: nothing is
+An entry (kind ``streams``) holds ν per layer, the class sums and counts, the kept
+rows' states (when kept) as ``.npy`` arrays and the curve's record as JSON: nothing is
 pickled. Its key is the states key of the config (:func:`analysis.pipeline.cache_config`,
 from the config dataclasses) plus :class:`StreamSettings`. The number of processes is
 not in the key: it changes ν only in the float32 rounding of the states.
@@ -47,7 +47,7 @@ def save_stream(cache: DiskCache, key: str, conf: dict, res: StreamResult) -> No
         "sums": res.stats.sums,
         "counts": res.stats.counts,
     }
-    s = res.stats.sample
+    s = res.stats.kept
     if s.states is not None:
         arrays.update(sample_states=s.states, sample_index=s.index, sample_labels=s.labels)
     record = {
@@ -55,7 +55,7 @@ def save_stream(cache: DiskCache, key: str, conf: dict, res: StreamResult) -> No
         "n": res.n,
         "mode": res.mode,
         "world_size": res.world_size,
-        "band_sample": res.band_sample,
+        "band_sample": res.n_kept,
         "info": res.info,
     }
     describe = f"{res.info.get('model')} · {res.info.get('task')} · n={res.n} · {res.mode}"

@@ -3,16 +3,16 @@
 A stream holds little (its statistics), but glibc's allocator keeps what the batches free:
 each thread of the forward pass allocates from an arena of its own, large blocks come from
 the heap once the dynamic mmap threshold has grown, and a heap is only shrunk from its top.
-The process then grows beyond what it holds (MiniLM, 30,000 texts, batch 32: +357 to
-+429 MB peak, 28 MB held). :func:`trim` (``malloc_trim(0)``) returns the free pages of every
-arena, those between live blocks too; :func:`analysis.stream.curve.trimming` calls it every
-:data:`analysis.stream.curve.TRIM_ROWS` texts (measured, same 30,000 texts: +246 MB peak
-trimming after every batch of 32, +267 MB every 256 texts).
+The process then grows with the number of batches, far beyond what it holds. :func:`trim`
+(``malloc_trim(0)``) returns the free pages of every arena, those between live blocks too;
+:func:`analysis.stream.curve.trimming` calls it every :data:`analysis.stream.curve.TRIM_ROWS`
+texts, which keeps most of the gain of trimming after every batch at a fraction of the calls
+(the stream's peak growth is the ``stream_memory`` section of docs/benchmarks.md).
 
 Not done: ``mallopt`` thresholds (``M_MMAP_THRESHOLD``/``M_TRIM_THRESHOLD`` 1 MiB, one arena;
-what ``MALLOC_MMAP_THRESHOLD_=1048576`` etc. set from the environment). They gave +236 MB but
-last for the whole process (glibc cannot go back to its dynamic threshold) and every block of
-a MiB or more became an mmap and page faults: 55 s of system time in that run against 6 s.
+what ``MALLOC_MMAP_THRESHOLD_=1048576`` etc. set from the environment). They last for the whole
+process (glibc cannot go back to its dynamic threshold), and every block of a MiB or more then
+becomes an mmap with its page faults: the pass spends many times the system time.
 """
 
 from __future__ import annotations

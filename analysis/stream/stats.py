@@ -18,7 +18,7 @@ Memory: (L+1)·d² float64 for W (13 layers, d = 768: 61 MB), whatever N is.
 Rounding: Σ_w is a difference, so its relative error grows like
 eps·(|m|/σ)² (class means m, spread σ): 3e-8 when every feature sits 10⁴
 spreads away from zero, still below the float32 noise of the states.
-A bottom-k sample (:class:`StateSample`) keeps up to ``keep`` states per
+The kept rows (:class:`KeptRows`, a bottom-k choice) hold up to ``keep`` states per
 layer, the same rows for every layer, for projections or cards later.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from analysis.errors import VariscopeError
-from analysis.variability import WEIGHTINGS, _between_eig, _class_index
+from analysis.variability import WEIGHTINGS, between_eig, class_index
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -44,20 +44,20 @@ def _priority(seed: int, index: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-class StateSample:
-    """A seeded uniform sample of at most ``keep`` rows (bottom-k by a hash of the row index).
+class KeptRows:
+    """At most ``keep`` rows kept uniformly at random, seeded (bottom-k by a hash of the row index).
 
     A row is kept when its priority is among the ``keep`` smallest seen, so the
     result depends only on the seed and the set of row indices seen, not on the
-    batch order or split, and two samples merge exactly (disjoint rows).
+    batch order or split, and two sets of kept rows merge exactly (disjoint rows).
     ``states`` (L+1, k, d) float32, ``index`` and ``labels`` (k,), sorted by index.
-    Rows that may enter wait until a quarter of ``keep`` of them have come (or the sample is read):
-    the sample is rebuilt about log(N/keep) times in a stream of N rows, not once per batch.
+    Rows that may enter wait until a quarter of ``keep`` of them have come (or the states are read):
+    the kept set is rebuilt about log(N/keep) times in a stream of N rows, not once per batch.
     """
 
     def __init__(self, keep: int, seed: int = 0):
         if keep < 0:
-            raise VariscopeError(f"the state sample size must be ≥ 0, got {keep}")
+            raise VariscopeError(f"keep must be ≥ 0 rows, got {keep}")
         self.keep, self.seed = int(keep), int(seed)
         self._states: np.ndarray | None = None
         self._index = np.empty(0, dtype=np.int64)
@@ -107,7 +107,7 @@ class StateSample:
             states, labels, index, prio = states[:, new], labels[new], index[new], prio[new]
         self._add(np.array(states, dtype=np.float32), np.asarray(labels), np.asarray(index), prio)
 
-    def merge(self, other: StateSample) -> None:
+    def merge(self, other: KeptRows) -> None:
         if other.states is not None:  # reading it combines other's waiting rows
             self._add(other.states, other.labels, other.index, other._prio)
             self._flush()
@@ -124,14 +124,14 @@ class StateSample:
             self._combine(parts)
 
     def _combine(self, parts: list[tuple]) -> None:
-        """Keep the ``keep`` smallest priorities of the sample and ``parts``, sorted by index."""
+        """Keep the ``keep`` smallest priorities of the kept rows and ``parts``, sorted by index."""
         if self._states is not None:
             parts = [(self._states, self._labels, self._index, self._prio), *parts]
         labels, index, prio = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
         pick = np.sort(np.argsort(prio, kind="stable")[: self.keep])
         pick = pick[np.argsort(index[pick], kind="stable")]
         # the kept states gathered part by part and layer by layer, not all concatenated first:
-        # the rebuild then needs the new sample and one layer's rows more, not twice the sample
+        # the rebuild then needs the new kept set and one layer's rows more, not twice the kept set
         starts = np.cumsum([0] + [len(p[3]) for p in parts])
         part = np.searchsorted(starts, pick, side="right") - 1
         first = parts[0][0]
@@ -158,15 +158,15 @@ def _accumulate(W: np.ndarray | None, sums: np.ndarray, X: np.ndarray, y: np.nda
     torch.from_numpy(sums).index_add_(1, torch.from_numpy(np.require(y, np.int64, ["C", "W"])), Xt)
 
 
-def merge_samples(samples: Sequence[StateSample]) -> StateSample:
-    """One sample from several of the same size and seed (e.g. one per process)."""
-    if not samples:
-        raise VariscopeError("no state samples to merge")
-    out = StateSample(samples[0].keep, samples[0].seed)
-    for s in samples:
-        if (s.keep, s.seed) != (out.keep, out.seed):
-            raise VariscopeError("cannot merge state samples of different sizes or seeds")
-        out.merge(s)
+def merge_kept(parts: Sequence[KeptRows]) -> KeptRows:
+    """One set of kept rows from several of the same size and seed (e.g. one per process)."""
+    if not parts:
+        raise VariscopeError("no kept rows to merge")
+    out = KeptRows(parts[0].keep, parts[0].seed)
+    for part in parts:
+        if (part.keep, part.seed) != (out.keep, out.seed):
+            raise VariscopeError("cannot merge kept rows of different sizes or seeds")
+        out.merge(part)
     return out
 
 
@@ -180,7 +180,7 @@ class LayerStats:
     class_sizes : n_c of every class (C ≥ 2, each ≥ 2), known before the pass;
         labels passed to :meth:`update` are class indices 0..C−1.
     weighting : "equal" (the paper) or "size", as in :func:`analysis.variability.variability`.
-    keep, seed : size and seed of the state sample (0: none).
+    keep, seed : how many rows keep their states, and their seed (keep 0: none).
     moments : False keeps no W (class sums and counts only, (L+1)·C·d): the first pass of
         the two-pass variant (:mod:`analysis.stream.twopass`); :meth:`variability` then refuses.
     """
@@ -200,7 +200,7 @@ class LayerStats:
         if weighting not in WEIGHTINGS:
             raise VariscopeError(f"unknown weighting '{weighting}'; use one of {WEIGHTINGS}")
         sizes = np.asarray(class_sizes, dtype=np.int64)
-        _class_index(np.repeat(np.arange(len(sizes)), sizes), label_names)  # ≥ 2 classes of ≥ 2
+        class_index(np.repeat(np.arange(len(sizes)), sizes), label_names)  # ≥ 2 classes of ≥ 2
         self.sizes, self.weighting, self.label_names = sizes, weighting, label_names
         C = len(sizes)
         pi = np.full(C, 1.0 / C) if weighting == "equal" else sizes / sizes.sum()
@@ -210,7 +210,7 @@ class LayerStats:
         self.W = np.zeros((n_layers, dim, dim) if moments else (n_layers, 0, 0))
         self.sums = np.zeros((n_layers, C, dim))
         self.counts = np.zeros(C, dtype=np.int64)
-        self.sample = StateSample(keep, seed)
+        self.kept = KeptRows(keep, seed)
 
     @property
     def n_seen(self) -> int:
@@ -220,7 +220,7 @@ class LayerStats:
         """Add one batch: ``states`` (L+1, b, d), ``labels`` (b,) class indices, ``index`` (b,) row ids.
 
         ``index`` (the rows' positions in the whole sample) only decides the
-        state sample; by default rows are numbered in the order they arrive.
+        kept rows; by default rows are numbered in the order they arrive.
         """
         X = np.asarray(states, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64)
@@ -234,7 +234,7 @@ class LayerStats:
             index = self.n_seen + np.arange(len(y))
         _accumulate(self.W if self.moments else None, self.sums, X, y, self.row_weight)
         self.counts += np.bincount(y, minlength=len(self.sizes))
-        self.sample.update(states, y, np.asarray(index, dtype=np.int64))
+        self.kept.update(states, y, np.asarray(index, dtype=np.int64))
 
     def merge(self, other: LayerStats) -> LayerStats:
         """Add ``other``'s statistics (another batch range or process) to these; returns self."""
@@ -249,7 +249,7 @@ class LayerStats:
         self.W += other.W
         self.sums += other.sums
         self.counts += other.counts
-        self.sample.merge(other.sample)
+        self.kept.merge(other.kept)
         return self
 
     def flat(self) -> np.ndarray:
@@ -284,7 +284,7 @@ class LayerStats:
         pi, C = self.pi, len(self.sizes)
         means = self.sums[l] / self.sizes[:, None]  # (C, d)
         m = pi @ means
-        U, ev = _between_eig(np.sqrt(pi)[:, None] * (means - m), np.sqrt(pi))
+        U, ev = between_eig(np.sqrt(pi)[:, None] * (means - m), np.sqrt(pi))
         if U is None or ev is None:
             return float("inf")  # all class means coincide
         WU = self.W[l] @ U  # (d, r)

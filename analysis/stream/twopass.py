@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis.errors import VariscopeError
 from analysis.stream.stats import LayerStats
-from analysis.variability import _between_eig
+from analysis.variability import between_eig
 
 MODES = ("auto", "stream", "two-pass")
 
@@ -74,7 +74,7 @@ class Projections:
         for l in range(self.n_layers):
             means = first.sums[l] / self.sizes[:, None]  # (C, d)
             m = self.pi @ means
-            U, ev = _between_eig(np.sqrt(self.pi)[:, None] * (means - m), np.sqrt(self.pi))
+            U, ev = between_eig(np.sqrt(self.pi)[:, None] * (means - m), np.sqrt(self.pi))
             self.U.append(U)
             self.ev.append(ev)
             self.mU.append(np.zeros((self.C, 0)) if U is None else means @ U)  # (C, r)
@@ -99,11 +99,11 @@ class Projections:
         return np.concatenate([*(s.ravel() for s in self.sq), self.counts.astype(np.float64)])
 
     def load_flat(self, v: np.ndarray) -> None:
-        at = 0
+        offset = 0
         for l, s in enumerate(self.sq):
-            self.sq[l] = np.asarray(v[at : at + s.size], dtype=np.float64).reshape(s.shape).copy()
-            at += s.size
-        self.counts = np.rint(np.asarray(v[at:])).astype(np.int64)
+            self.sq[l] = np.asarray(v[offset : offset + s.size], dtype=np.float64).reshape(s.shape).copy()
+            offset += s.size
+        self.counts = np.rint(np.asarray(v[offset:])).astype(np.int64)
 
     def variability(self) -> list[float]:
         """ν per layer; every row of the sample must have been seen in this pass too."""
@@ -113,12 +113,12 @@ class Projections:
             )
         out = []
         for l in range(self.n_layers):
-            ev = self.ev[l]
-            if ev is None:
+            eigvals = self.ev[l]
+            if eigvals is None:
                 out.append(float("inf"))  # all class means coincide
                 continue
             if not np.all(np.isfinite(self.sq[l])):
                 raise VariscopeError(f"layer {l}: the hidden states contain NaN or infinite values")
             w = self.pi @ (self.sq[l] / self.sizes[:, None])  # (r,) u_kᵀ Σ_w u_k
-            out.append(float(np.sum(w / ev) / self.C))
+            out.append(float(np.sum(w / eigvals) / self.C))
         return out

@@ -10,7 +10,7 @@ Modules, one idea each:
 - :mod:`.data` — training/held-out split, batches, metrics;
 - :mod:`.config` — :class:`TrainConfig`;
 - :mod:`.trainer` — the Hugging Face Trainer of a run (its plan, batch, evaluations);
-- :mod:`.distributed` — several processes (torchrun, accelerate launch): ranks, rank 0's decisions;
+- :mod:`analysis.distributed` (shared with ``curve --stream``) — several processes: ranks, rank 0's decisions;
 - :mod:`.run` — :class:`RunResult`, :func:`train`, :func:`baseline_jobs`;
 - :mod:`.export` — :func:`save_run`, in-memory artifacts, the LoraConfig snippet;
 - :mod:`.worker` — :func:`start_in_thread`, the app's background worker.

@@ -82,9 +82,9 @@ class LiveMetrics(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = dict(logs or {})
-        ev = {"step": state.global_step, "elapsed": round(self.elapsed(), 3)}
+        entry = {"step": state.global_step, "elapsed": round(self.elapsed(), 3)}
         if "loss" in logs:
-            ev.update(
+            entry.update(
                 loss=float(logs["loss"]),
                 learning_rate=float(logs.get("learning_rate", 0.0)),
                 examples_per_s=self.steps * self.bs / self.train_time if self.train_time else 0.0,
@@ -92,8 +92,8 @@ class LiveMetrics(TrainerCallback):
             )
         evals = {k[5:]: float(v) for k, v in logs.items() if k.startswith("eval_") and k not in _TIMING_KEYS}
         if evals:
-            ev["eval"] = evals
+            entry["eval"] = evals
             if "eval_loss" in logs:
-                ev["eval_loss"] = float(logs["eval_loss"])
-        if "loss" in ev or "eval" in ev:
-            self.m.push(ev)
+                entry["eval_loss"] = float(logs["eval_loss"])
+        if "loss" in entry or "eval" in entry:
+            self.m.push(entry)

@@ -16,7 +16,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
     activations ≈ its forward, weight gradients ≈ 2·P·T for tuned blocks (2·P_lora·T for LoRA).
     Gradients flow from the head down to the lowest tuned block only.
     """
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
 
     _, blocks = layer_list(base_model)
     d = base_model.config.hidden_size

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analysis.errors import VariscopeError
-from analysis.models.batching import _pad
+from analysis.models.batching import pad_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.data.taskdata import TaskData
@@ -56,12 +56,12 @@ class Encoded:
 
 
 def collate(features):
-    """Pad a list of examples with the same padding as the analysis (batching._pad)."""
+    """Pad a list of examples with the same padding as the analysis (batching.pad_rows)."""
     import torch
 
     enc = features[0]["enc"]
     idx = np.array([f["i"] for f in features])
-    b = _pad(enc, idx, enc["_pad_id"])
+    b = pad_rows(enc, idx, enc["_pad_id"])
     return {**b.tensors, "labels": torch.tensor([f["label"] for f in features], dtype=torch.long)}
 
 

@@ -22,7 +22,7 @@ def lora_snippet(selection: Selection, block_targets: list[str], layers_pattern:
 
 
 def _model_lora_snippet(result: RunResult, model) -> str:
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.training.model import lora_targets
 
     name, blocks = layer_list(model.encoder)

@@ -48,7 +48,7 @@ def _output_device(encoder) -> torch.device:
 
 def build_classifier(base_model, selection: Selection, num_labels: int, pooling: str = "mean") -> VariscopeClassifier:
     """A new trainable model for ``selection`` (the base model is not modified)."""
-    from analysis.models.load import layer_list, truncate_model
+    from analysis.models.layers import layer_list, truncate_model
 
     if pooling not in POOLINGS:
         raise VariscopeError(f"unknown pooling '{pooling}'")

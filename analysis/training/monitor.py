@@ -11,7 +11,7 @@ from typing import TypedDict, Unpack
 RUNNING = ("pending", "running", "stopping")
 
 
-class Progress(TypedDict, total=False):
+class TrainingProgress(TypedDict, total=False):
     """``RunMonitor.progress`` (which always holds every key) and the keywords of ``update_progress``."""
 
     step: int
@@ -49,7 +49,7 @@ class RunMonitor:
         self.abandon_after = abandon_after
         self.alive = alive  # e.g. "is the browser session still connected?"
         self._seen = time.time()
-        self.progress: Progress = {
+        self.progress: TrainingProgress = {
             "step": 0,
             "max_steps": 0,
             "elapsed": 0.0,
@@ -72,7 +72,7 @@ class RunMonitor:
             for k, v in kw.items():
                 setattr(self, k, v)
 
-    def update_progress(self, **kw: Unpack[Progress]) -> None:
+    def update_progress(self, **kw: Unpack[TrainingProgress]) -> None:
         with self._lock:
             self.progress = {**self.progress, **kw}
 

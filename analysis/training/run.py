@@ -105,7 +105,7 @@ def train(
     import transformers
 
     from analysis.distributed import world_size
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
     from analysis.training.model import build_classifier, freeze_unused
@@ -132,9 +132,9 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
-            ev, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
+            evals, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
         step = int(trainer.state.global_step)
-        monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": ev, "final": True})
+        monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": evals, "final": True})
         result = _result(
             cfg,
             model,
@@ -142,7 +142,7 @@ def train(
             costs,
             monitor,
             live,
-            ev,
+            evals,
             step=step,
             n_layers=n_layers,
             device=target.device,
@@ -178,7 +178,7 @@ def _result(
     stopped: bool,
     seconds: float,
 ) -> RunResult:
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
 
     events = monitor.snapshot()["events"]
     s = cfg.selection
@@ -233,7 +233,7 @@ def _result(
 def _remeasure(base, model, tok, data, a, device) -> dict:
     """ν per layer (0..ℓ*) on the eval texts before and after training."""
     from analysis.models.hidden_states import extract_states
-    from analysis.models.load import layer_list
+    from analysis.models.layers import layer_list
     from analysis.variability import variability_curve
 
     enc = model.encoder

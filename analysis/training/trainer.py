@@ -85,8 +85,8 @@ def probe_batch(plan: Plan, device: str, n: int = 2) -> dict:
     """The first ``n`` training examples as a padded batch on ``device`` (for :func:`.model.freeze_unused`)."""
     from analysis.training.data import Encoded, collate
 
-    ds = Encoded(plan.enc_tr, plan.train_data.labels)
-    b = collate([ds[i] for i in range(min(n, len(ds)))])
+    encoded = Encoded(plan.enc_tr, plan.train_data.labels)
+    b = collate([encoded[i] for i in range(min(n, len(encoded)))])
     return {k: v.to(device) for k, v in b.items()}
 
 

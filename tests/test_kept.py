@@ -1,4 +1,4 @@
-"""A streamed result as the pages and cards see it (analysis/sampled.py): exact ν of all N, states of K."""
+"""Kept states as the pages and cards see them (analysis/stream/kept.py): exact ν of all N, states of K rows."""
 
 import numpy as np
 import pytest
@@ -9,12 +9,11 @@ from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig, StatesResult
 from analysis.stream.curve import StreamResult
 from analysis.stream.kept import (
-    SampledStates,
+    KeptStates,
     cards_of,
     curve_of,
-    from_stream,
+    kept_fields,
     needs_streaming,
-    sample_fields,
     total_texts,
     with_exact_nu,
 )
@@ -39,14 +38,29 @@ def _toy(N=600, d=8, L1=3, keep=90, seed=0, batch=64):
         list(range(L1)), nu, dict(zip(NAMES, sizes.tolist(), strict=True)), settings={"weighting": "equal"}
     )
     res = StreamResult(curve, stats, N, N, 0, 1, {"total": 1.0}, {"device": "cpu"})
-    texts = [f"text {i}" for i in stats.sample.index]
-    return X, y, from_stream(res, texts, None, NAMES, "k" * 32), res
+    kept = stats.kept
+    texts = [f"text {i}" for i in kept.index]
+    states = KeptStates(
+        states=kept.states,
+        labels=kept.labels,
+        label_names=NAMES,
+        texts=texts,
+        pairs=None,
+        key="k" * 32,
+        cache_hit=False,
+        seconds={"total": 1.0},
+        info={"device": "cpu", "mode": "stream", "n": N, "sample_size": len(kept.index)},
+        curve=curve,
+        n=N,
+        index=kept.index,
+    )
+    return X, y, states, res
 
 
-def test_sampled_result_has_the_exact_nu_of_all_texts_and_k_sample_rows():
+def test_kept_result_has_the_exact_nu_of_all_texts_and_k_kept_rows():
     X, y, s, _ = _toy()
-    assert isinstance(s, StatesResult) and s.states.shape == (3, 90, 8) and s.sample_size == 90 and s.n == 600
-    assert total_texts(s) == 600 and sample_fields(s) == {"mode": "stream", "sample_size": 90}
+    assert isinstance(s, StatesResult) and s.states.shape == (3, 90, 8) and s.n_kept == 90 and s.n == 600
+    assert total_texts(s) == 600 and kept_fields(s) == {"mode": "stream", "sample_size": 90}
     want = [variability(X[l], y) for l in range(3)]
     np.testing.assert_allclose(s.curve.variability, want, rtol=1e-9)
     # the sample is rows of the full states, with their labels and texts, in index order
@@ -61,7 +75,7 @@ def test_sampled_result_has_the_exact_nu_of_all_texts_and_k_sample_rows():
     assert not np.allclose(sample_nu, want, rtol=1e-6)  # (the sample's own ν differs)
 
 
-def test_the_band_comes_from_the_sample_around_the_exact_nu():
+def test_the_band_comes_from_the_kept_states_around_the_exact_nu():
     _, _, s, _ = _toy()
     curve = curve_of(s, bootstrap=30, seed=1)
     raw = variability_curve(s.states, s.labels, bootstrap=30, seed=1)
@@ -77,10 +91,10 @@ def test_in_memory_states_are_unchanged():
     X, y, _, _ = _toy()
     st = StatesResult(X, y, NAMES, [""] * len(y), None, "k", True, {}, {})
     assert curve_of(st, bootstrap=5, seed=2) == variability_curve(X, y, bootstrap=5, seed=2, label_names=NAMES)
-    assert total_texts(st) == len(y) and sample_fields(st) == {}
+    assert total_texts(st) == len(y) and kept_fields(st) == {}
 
 
-def test_cards_of_a_sample_carry_the_exact_nu(monkeypatch):
+def test_cards_of_kept_states_carry_the_exact_nu(monkeypatch):
     _, _, s, _ = _toy()
     cc = CardsConfig(folds=3, bootstrap=10)
     own = layer_cards(s.states, s.labels, cc)
@@ -110,31 +124,21 @@ def test_needs_streaming_decides_by_the_sample_size(monkeypatch):
         needs_streaming(AnalysisConfig(), 0)
 
 
-def test_from_stream_refuses_a_stream_without_a_sample_or_the_wrong_texts():
-    _, _, s, full = _toy()
-    stats = LayerStats(3, 8, [2, 2, 2])
-    res = StreamResult(s.curve, stats, 6, 6, 0, 1)
-    with pytest.raises(VariscopeError, match="keep > 0"):
-        from_stream(res, ["t"] * 6, None, NAMES, "k")
-    with pytest.raises(VariscopeError, match="has 90 rows but 89 texts"):
-        from_stream(full, ["t"] * 89, None, NAMES, "k")
-
-
-def test_stream_sample_of_minilm_equals_the_stored_states(minilm, cache):
+def test_stream_kept_of_minilm_equals_the_stored_states(minilm, cache):
     """The real stream (one process): ν as from the stored states, and the sample's rows are those states."""
     from analysis.data.tasks import TaskConfig
     from analysis.pipeline import get_states
-    from analysis.stream.kept import stream_sample
+    from analysis.stream.kept import stream_kept
 
     cfg = AnalysisConfig(task=TaskConfig("bbc_news"), sampling=SampleConfig(n=40), max_length=24, device="cpu")
-    s = stream_sample(cfg, keep=15, loader=lambda *a: minilm, cache=cache)
+    s = stream_kept(cfg, keep=15, loader=lambda *a: minilm, cache=cache)
     full = get_states(cfg, cache=cache, loader=lambda *a: minilm)
-    assert isinstance(s, SampledStates) and s.n == 40 and s.sample_size == 15 and s.key != full.key
+    assert isinstance(s, KeptStates) and s.n == 40 and s.n_kept == 15 and s.key != full.key
     want = variability_curve(full.states, full.labels).variability
     np.testing.assert_allclose(s.curve.variability, want, rtol=1e-9)
     np.testing.assert_allclose(s.states, full.states[:, s.index], rtol=0, atol=1e-6)
     assert s.texts == [full.texts[i] for i in s.index] and s.labels.tolist() == full.labels[s.index].tolist()
-    again = stream_sample(cfg, keep=15, loader=lambda *a: minilm, cache=cache)  # the `streams` cache entry
+    again = stream_kept(cfg, keep=15, loader=lambda *a: minilm, cache=cache)  # the `streams` cache entry
     assert again.cache_hit and not s.cache_hit and again.key == s.key and again.texts == s.texts
     np.testing.assert_array_equal(again.states, s.states)
     assert again.curve.variability == s.curve.variability and again.index.tolist() == s.index.tolist()
