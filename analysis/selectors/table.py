@@ -39,8 +39,8 @@ def state_scores(states: np.ndarray, labels: np.ndarray) -> dict[str, list[float
     """The :data:`STATE_SELECTORS` of pooled states (L+1, n, d) with labels (n,): name → (L+1,) scores."""
     return {
         "nu_standardised": list(nu_standardised_scores(states, labels)),
-        "fisher_lda": fisher_scores(states, labels),
-        "logme": logme_scores(states, labels),
+        "fisher_lda": list[float | None](fisher_scores(states, labels)),
+        "logme": list[float | None](logme_scores(states, labels)),
         "cka_change": cka_change_scores(states),
         "cosine_change": cosine_change_scores(states),
     }
@@ -76,5 +76,5 @@ def pick(name: str, score: Sequence[float | None] | None, nu: Sequence[float], l
         return layers[nu_plateau_layer([nu[i] for i in layers], min_layer=0)]
     if score is None:
         return None
-    vals = [(float(score[i]), i) for i in layers if score[i] is not None and np.isfinite(score[i])]
+    vals = [(float(v), i) for i in layers if (v := score[i]) is not None and np.isfinite(v)]
     return max(vals, key=lambda v: (v[0], -v[1]))[1] if vals else None
