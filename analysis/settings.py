@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "fraction": None,
     "max_length": 128,
     "pooling": "mean",
+    "representation": "raw",  # or "final-norm": decoder states through the final norm (hidden_states.py)
     "batch_size": None,  # 32 on a CPU, 256 on a GPU (pipeline.batch_for)
     "device": "auto",
     "dtype": "auto",
@@ -147,6 +148,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
         task=tc,
         sampling=sc,
         pooling=_str(s["pooling"]) or "mean",
+        representation=_str(s["representation"]) or "raw",
         max_length=_int("max length", s["max_length"], minimum=1) or 1,
         dtype=_str(s["dtype"]) or "auto",
         device=_str(s["device"]) or "auto",

@@ -44,6 +44,12 @@ def add_data_args(
     e = p.add_argument_group("extraction")
     e.add_argument("--max-length", type=int, default=128)
     e.add_argument("--pooling", default="mean", choices=["mean", "mean_all", "first", "last"])
+    e.add_argument(
+        "--representation",
+        default="raw",
+        choices=["raw", "final-norm"],
+        help="decoders: final-norm pools every layer through the final norm, as the truncated classifier sees it",
+    )
     e.add_argument("--batch-size", type=int, default=batch_default, help=batch_help)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
