@@ -172,6 +172,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "k": 2,
     "lora_r": 8,
     "classifier_layer": None,
+    "train_seed": None,  # None: the sampling seed (--seed)
 }
 DEFAULT_STEPS = 200
 
@@ -189,6 +190,7 @@ class TrainSettings:
     k: int
     lora_r: int
     classifier_layer: int | None
+    train_seed: int | None = None
 
     def config(
         self,
@@ -209,7 +211,7 @@ class TrainSettings:
             batch_size=self.batch_size,
             eval_n=self.eval_n,
             eval_every=self.eval_every,
-            seed=analysis.sampling.seed,
+            seed=analysis.sampling.seed if self.train_seed is None else self.train_seed,
             remeasure=remeasure,
             strategy=strategy,
         )
@@ -246,4 +248,5 @@ def train_settings(settings: Mapping[str, Any]) -> TrainSettings:
         k=k,
         lora_r=_int("LoRA rank", s["lora_r"], minimum=1) or 1,
         classifier_layer=_int("classifier layer", s["classifier_layer"], minimum=1, optional=True),
+        train_seed=_int("training seed", s["train_seed"], minimum=0, optional=True),
     )

@@ -35,6 +35,12 @@ def register(sub) -> None:
     g.add_argument("--steps", type=int, default=None)
     g.add_argument("--epochs", type=float, default=None)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="seed of the training (head, dropout, batch order) apart from the data sample's --seed (default --seed)",
+    )
     p.add_argument("--eval-n", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")

@@ -26,6 +26,8 @@ class TrainConfig:
     seed: int = 0
     remeasure: bool = False
     strategy: str | None = None
+    # the learning-rate search: held out is a stratified fifth of the training sample (seed 0), never test texts
+    validation: bool = False
 
     def label(self) -> str:
         s = self.selection
