@@ -58,7 +58,8 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     out, again = tmp_path / "sweep.json", tmp_path / "train.json"
     common = ["--model", "minilm", "--data", str(three_class_csv), "--n", "45", "--cache-dir", str(tmp_path / "c")]
     argv = ["sweep", *common, "--layers", "5-6", "--seeds", "0", "--steps", "4", "--eval-n", "15"]
-    assert main([*argv, "--lr-grid", "1e-3,3e-3", "--lr-steps", "2", "--json", str(out)]) == 0
+    argv += ["--lr-grid", "1e-3,3e-3", "--lr-steps", "2"]
+    assert main([*argv, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "sweep: 2 layers" in printed and "training steps" in printed and "oracle layer" in printed
     d = json.loads(out.read_text())
@@ -75,5 +76,5 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     assert main(["train", *args, "--cache-dir", str(tmp_path / "c"), "--json", str(again)]) == 0
     run = json.loads(again.read_text())
     assert abs(run["eval"][d["metric"]] - d["per_seed"][i][0]) <= 1 / run["eval_examples"] + 1e-9
-    assert main([*argv, "--json", str(out)]) == 0  # resumed: every run from the cache, the same numbers
+    assert main([*argv, "--json", str(out)]) == 0  # rerun: every run from the cache, the same numbers
     assert json.loads(out.read_text())["per_seed"] == d["per_seed"]
