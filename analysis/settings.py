@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "fraction": None,
     "max_length": 128,
     "pooling": "mean",
+    "representation": "raw",  # or "final-norm": decoder states through the final norm (hidden_states.py)
     "batch_size": None,  # 32 on a CPU, 256 on a GPU (pipeline.batch_for)
     "device": "auto",
     "dtype": "auto",
@@ -173,6 +174,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
         task=tc,
         sampling=sc,
         pooling=_str(s["pooling"]) or "mean",
+        representation=_str(s["representation"]) or "raw",
         max_length=_int("max length", s["max_length"], minimum=1) or 1,
         dtype=_str(s["dtype"]) or "auto",
         device=_str(s["device"]) or "auto",
@@ -280,6 +282,7 @@ class TrainSettings:
     k: int
     lora_r: int
     classifier_layer: int | None
+    train_seed: int | None = None
 
     def config(
         self,
@@ -300,7 +303,7 @@ class TrainSettings:
             batch_size=self.train_batch,
             eval_n=self.eval_n,
             eval_every=self.eval_every,
-            seed=analysis.sampling.seed,
+            seed=analysis.sampling.seed if self.train_seed is None else self.train_seed,
             remeasure=remeasure,
             strategy=strategy,
         )
@@ -340,4 +343,5 @@ def train_settings(settings: Mapping[str, Any]) -> TrainSettings:
         k=k,
         lora_r=_int("LoRA rank", s["lora_r"], minimum=1) or 1,
         classifier_layer=_int("classifier layer", s["classifier_layer"], minimum=1, optional=True),
+        train_seed=_int("training seed", s["train_seed"], minimum=0, optional=True),
     )

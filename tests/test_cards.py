@@ -115,6 +115,10 @@ def test_compute_cards_caches_and_adds_costs(rng, minilm, cache):
     again, _ = compute_cards(AnalysisConfig(), CardsConfig(folds=3), **kw)
     assert not first.cache_hit and again.cache_hit and again.to_dict() == first.to_dict()
     assert len(first.params_kept) == 7 and first.params_kept == sorted(first.params_kept)
+    sel = again.to_dict()["selectors"]  # the selector columns survive the cache, None at layer 0 included
+    assert set(sel) == {"nu_standardised", "fisher_lda", "logme", "cka_change", "cosine_change"}
+    assert sel["cka_change"][0] is None and all(len(v) == 7 for v in sel.values())
+    assert sel["logme"][6] > sel["logme"][0] and "logme" in again.to_csv().splitlines()[0]
     other, _ = compute_cards(AnalysisConfig(), CardsConfig(folds=4), **kw)  # another config: another key
     assert not other.cache_hit and [r["kind"] for r in cache.entries()] == ["cards", "cards"]
 

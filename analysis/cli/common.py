@@ -14,7 +14,7 @@ BATCH_HELP = "texts per forward pass (default 32 on a CPU, 256 on a GPU)"
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """Model, task, sampling and extraction flags shared by curve, cards and train (defaults: settings.DEFAULTS)."""
-    from analysis.models.hidden_states import POOLINGS
+    from analysis.models.hidden_states import POOLINGS, REPRESENTATIONS
 
     d = DEFAULTS
     g = p.add_argument_group("model and data")
@@ -47,6 +47,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("extraction")
     e.add_argument("--max-length", type=int, default=d["max_length"])
     e.add_argument("--pooling", default=d["pooling"], choices=POOLINGS)
+    e.add_argument(
+        "--representation",
+        default=d["representation"],
+        choices=REPRESENTATIONS,
+        help="decoders: final-norm pools every layer through the final norm, as the truncated classifier sees it",
+    )
     e.add_argument("--batch-size", type=int, default=d["batch_size"], help=BATCH_HELP)
     e.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N, mps")
     e.add_argument("--dtype", default=d["dtype"], help="auto, float32, bfloat16, float16")

@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from analysis.cli import bench, cards, curve, info, reproduce, train
+from analysis.cli import bench, cards, curve, info, reproduce, sweep, train
 from analysis.cli.common import OneLineParser, show_warning
 from analysis.errors import VariscopeError
 
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     bench.register(sub)
     train.register(sub)
     reproduce.register(sub)
+    sweep.register(sub)
 
     a = p.parse_args(argv)
     debug = a.debug or os.environ.get("VARISCOPE_DEBUG") == "1"

@@ -45,6 +45,12 @@ def register(sub) -> None:
     g.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps (default {DEFAULT_STEPS})")
     g.add_argument("--epochs", type=float, default=d["epochs"])
     p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        default=d["train_seed"],
+        help="seed of the training (head, dropout, batch order) apart from the data sample's --seed (default --seed)",
+    )
     p.add_argument("--eval-n", type=int, default=d["eval_n"])
     p.add_argument("--eval-every", type=int, default=d["eval_every"])
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")

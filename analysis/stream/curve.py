@@ -131,6 +131,7 @@ def stream_stats(
             pairs,
             trimming(on_pooled),
             pooling=cfg.pooling,
+            representation=cfg.representation,
             max_length=cfg.max_length,
             batch_size=batch_for(cfg, device),
             device=device,

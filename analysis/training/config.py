@@ -25,6 +25,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "k": 2,
     "lora_r": 8,
     "classifier_layer": None,
+    "train_seed": None,  # None: the sampling seed (--seed)
 }
 #: The Training page starts shorter runs than ``train``: a person waits in front of it.
 PAGE_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "steps": 150, "eval_n": 300}
@@ -47,6 +48,8 @@ class TrainConfig:
     seed: int = 0
     remeasure: bool = False
     strategy: str | None = None
+    # the learning-rate search: held out is a stratified fifth of the training sample (seed 0), never test texts
+    validation: bool = False
 
     def label(self) -> str:
         s = self.selection

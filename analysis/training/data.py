@@ -42,6 +42,18 @@ def split_train_eval(a: AnalysisConfig, eval_n: int) -> tuple[TaskData, TaskData
     return train_data.subset(keep), held
 
 
+def split_validation(train_data: TaskData, seed: int = 0) -> tuple[TaskData, TaskData]:
+    """(the rest, a stratified fifth) of a training sample: a validation split that never touches test texts."""
+    from analysis.data.tasks import SampleConfig
+    from analysis.data.tasks import sample as _sample
+
+    n_val = max(len(train_data) // 5, len(train_data.label_names) * 2)
+    held = _sample(train_data, SampleConfig(n=n_val, seed=seed))
+    held_set = set(zip(held.texts, held.labels.tolist(), strict=True))
+    pairs = zip(train_data.texts, train_data.labels.tolist(), strict=True)
+    return train_data.subset([i for i, (t, y) in enumerate(pairs) if (t, y) not in held_set]), held
+
+
 class Encoded:
     """Tokenized texts and labels as a map-style dataset of indices (batches are padded by :func:`collate`)."""
 

@@ -48,7 +48,7 @@ class Plan:
 def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
     """Data, tokens, steps of ``cfg``; ``world_size`` processes share each step's ``cfg.batch_size`` examples."""
     from analysis.models.batching import tokenize
-    from analysis.training.data import split_train_eval, task_metrics
+    from analysis.training.data import split_train_eval, split_validation, task_metrics
 
     if cfg.batch_size % world_size:
         raise VariscopeError(
@@ -57,6 +57,8 @@ def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
         )
     a = cfg.analysis
     train_data, eval_data = split_train_eval(a, cfg.eval_n)
+    if cfg.validation:
+        train_data, eval_data = split_validation(train_data)
     enc_tr = tokenize(tok, train_data.texts, train_data.pairs, a.max_length)
     enc_ev = tokenize(tok, eval_data.texts, eval_data.pairs, a.max_length)
     enc_tr["_pad_id"] = enc_ev["_pad_id"] = tok.pad_token_id

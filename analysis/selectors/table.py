@@ -1,0 +1,80 @@
+"""Every selector in one table: its per-layer score from the layer cards, and the layer it picks.
+
+A selector's score is a list indexed by layer (0 = embeddings), higher = better pick; None where a
+layer has no score. Selectors without a score (the top layer, ν's plateau rule) give only a layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from analysis.cards.scores import LayerCards
+from analysis.selectors.change import cka_change_scores, cosine_change_scores
+from analysis.selectors.fisher import fisher_scores
+from analysis.selectors.logme import logme_scores
+from analysis.selectors.nu import nu_plateau_layer, nu_standardised_scores
+
+#: name → one line: what it scores, and its source
+SELECTORS: dict[str, str] = {
+    "nu_argmin": "lowest ν, the hidden-state variability ratio (Xie et al. 2022, eq. 3)",
+    "nu_plateau": "lowest layer within 10 % of ν's minimum (Variscope's plateau rule; no score)",
+    "nu_standardised": "lowest ν of states with every feature standardised (rogue dimensions removed)",
+    "fisher_lda": "largest tr(Σ_w⁻¹Σ_b) on standardised states, Ledoit–Wolf Σ_w (Fisher 1936; Ledoit & Wolf 2004)",
+    "probe": "best cross-validated linear-probe accuracy on frozen states (the layer cards)",
+    "knn": "best leave-one-out cosine kNN accuracy on frozen states (the layer cards)",
+    "logme": "largest LogME, the evidence of a Bayesian linear model on the states (You et al. 2021)",
+    "rgn": "largest relative gradient norm ‖∇W‖/‖W‖ of the block, one backward pass (auto-RGN, Lee et al. 2023)",
+    "cka_change": "largest 1 − linear CKA between layers ℓ−1 and ℓ (Kornblith et al. 2019; arXiv 2602.05988)",
+    "cosine_change": "largest 1 − mean cosine of each text's state at ℓ−1 and ℓ (PRiSM, LREC 2026)",
+    "top": "the top layer (the usual default; no score)",
+}
+
+#: the selectors computed from the states alone, stored as columns of the layer cards
+STATE_SELECTORS = ("nu_standardised", "fisher_lda", "logme", "cka_change", "cosine_change")
+
+
+def state_scores(states: np.ndarray, labels: np.ndarray) -> dict[str, list[float | None]]:
+    """The :data:`STATE_SELECTORS` of pooled states (L+1, n, d) with labels (n,): name → (L+1,) scores."""
+    return {
+        "nu_standardised": list(nu_standardised_scores(states, labels)),
+        "fisher_lda": list[float | None](fisher_scores(states, labels)),
+        "logme": list[float | None](logme_scores(states, labels)),
+        "cka_change": cka_change_scores(states),
+        "cosine_change": cosine_change_scores(states),
+    }
+
+
+def selector_scores(cards: LayerCards) -> dict[str, list[float | None] | None]:
+    """name → per-layer score (L+1,) from the cards, None for the selectors without one (or not computed)."""
+    extra = cards.selectors or {}
+    return {
+        "nu_argmin": [-v for v in cards.variability],
+        "nu_plateau": None,
+        "nu_standardised": extra.get("nu_standardised"),
+        "fisher_lda": extra.get("fisher_lda"),
+        "probe": list(cards.probe_accuracy),
+        "knn": list(cards.knn_accuracy),
+        "logme": extra.get("logme"),
+        "rgn": None if cards.grad_norm is None else list(cards.grad_norm),
+        "cka_change": extra.get("cka_change"),
+        "cosine_change": extra.get("cosine_change"),
+        "top": None,
+    }
+
+
+def pick(name: str, score: Sequence[float | None] | None, nu: Sequence[float], layers: Sequence[int]) -> int | None:
+    """The layer among ``layers`` that selector ``name`` picks: the best score, or its rule (top, plateau).
+
+    None when a scored selector has no finite score on those layers (e.g. RGN not computed).
+    """
+    layers = list(layers)
+    if name == "top":
+        return max(layers)
+    if name == "nu_plateau":
+        return layers[nu_plateau_layer([nu[i] for i in layers], min_layer=0)]
+    if score is None:
+        return None
+    vals = [(float(v), i) for i in layers if (v := score[i]) is not None and np.isfinite(v)]
+    return max(vals, key=lambda v: (v[0], -v[1]))[1] if vals else None

@@ -1,0 +1,1 @@
+"""Train every layer and score every selector against that truth (``python -m analysis sweep``)."""

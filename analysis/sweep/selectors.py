@@ -1,0 +1,22 @@
+"""The selectors' inputs for a sweep: the layer cards (with gradient norms) of the training sample."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.cards.compute import compute_cards
+from analysis.cards.scores import CardsConfig
+from analysis.pipeline import AnalysisConfig
+from analysis.selectors import selector_scores
+from analysis.store.cache import DiskCache
+
+
+def selector_inputs(cfg: AnalysisConfig, cache: DiskCache, use_cache: bool = True) -> tuple[dict, list[float]]:
+    """(name → per-layer score (L+1,) or None, ν (L+1,)) from the cards of ``cfg``'s sample (cached)."""
+    from analysis.pipeline import get_states
+
+    st = get_states(cfg, cache=cache, use_cache=use_cache)
+    smallest = int(np.unique(st.labels, return_counts=True)[1].min())
+    cc = CardsConfig(folds=max(2, min(5, smallest)), grad=True)
+    cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=use_cache, states=st)
+    return selector_scores(cards), list(cards.variability)

@@ -1,0 +1,80 @@
+"""The sweep: every layer trained, the oracle and its tied set, the selectors scored, train_args that repeat a run."""
+
+import json
+
+import pytest
+
+from analysis.sweep.config import SweepConfig, parse_layers
+from analysis.sweep.stats import spearman, tied_layers
+
+DONE_KEYS = {"layers", "metric", "per_seed", "mean", "oracle_layer", "tied_layers", "selectors", "lr", "settings"}
+
+
+def test_tied_set_uses_the_paired_interval_with_a_binomial_floor():
+    per_seed = {1: [0.80, 0.81, 0.79], 2: [0.70, 0.71, 0.69], 3: [0.795, 0.805, 0.80]}
+    tied, how = tied_layers(per_seed, 1, n_eval=600)
+    assert tied == [1, 3] and "floor" in how  # layer 3 lies within the held-out sampling error
+    one = tied_layers({1: [0.8], 2: [0.79]}, 1, 600)
+    assert one == ([1], "one seed: no interval, the tied set is the oracle alone")
+
+
+def test_spearman_skips_layers_without_a_score_and_is_none_when_undefined():
+    assert spearman([None, 1.0, 2.0, 3.0], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)
+    assert spearman(None, [0.1, 0.2]) is None and spearman([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]) is None
+
+
+def test_layers_flag_and_config_checks_are_one_line():
+    from analysis.errors import VariscopeError
+
+    assert parse_layers("2-4,6", 6) == (2, 3, 4, 6)
+    with pytest.raises(VariscopeError, match="--layers"):
+        parse_layers("a-b", 6)
+    with pytest.raises(VariscopeError, match="within 1-6"):
+        SweepConfig(layers=(0, 1)).check(6)
+    assert SweepConfig(layers=(1, 2), seeds=(0,), lr_grid=(1e-3, 3e-3), lr_steps=5, steps=10).total_steps == 40
+
+
+@pytest.fixture
+def three_class_csv(tmp_path):
+    """A task the project has never seen: three classes of short invented sentences."""
+    words = {
+        "weather": ["rain", "sunny", "storm", "cloudy", "snow"],
+        "food": ["bread", "soup", "pasta", "apple", "cheese"],
+        "sport": ["football", "tennis", "running", "swimming", "cycling"],
+    }
+    rows = ["text,label"]
+    for label, ws in words.items():
+        for i in range(20):
+            rows.append(f"today it is about {ws[i % 5]} and more {ws[(i + 2) % 5]} number {i},{label}")
+    path = tmp_path / "three.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow  # trains a dozen tiny runs of MiniLM
+def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_class_csv, tmp_path, capsys):
+    from analysis.cli.main import main
+
+    out, again = tmp_path / "sweep.json", tmp_path / "train.json"
+    common = ["--model", "minilm", "--data", str(three_class_csv), "--n", "45", "--cache-dir", str(tmp_path / "c")]
+    argv = ["sweep", *common, "--layers", "5-6", "--seeds", "0", "--steps", "4", "--eval-n", "15"]
+    argv += ["--lr-grid", "1e-3,3e-3", "--lr-steps", "2"]
+    assert main([*argv, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep: 2 layers" in printed and "training steps" in printed and "oracle layer" in printed
+    d = json.loads(out.read_text())
+    assert DONE_KEYS | {"train_args"} <= set(d) and d["layers"] == [5, 6]
+    assert len(d["lr"]) == len(d["train_args"]) == len(d["per_seed"]) == 2 and all(len(p) == 1 for p in d["per_seed"])
+    assert d["tied_layers"] == [d["oracle_layer"]] and "one seed" in d["tied_rule"]
+    for name in ("nu_argmin", "nu_plateau", "probe", "knn", "logme", "rgn", "cka_change", "top", "fisher_lda"):
+        assert {"layer", "score", "regret", "spearman"} <= set(d["selectors"][name])
+    assert d["selectors"]["top"]["layer"] == 6 and d["selectors"]["top"]["spearman"] is None
+    assert d["selectors"]["nu_plateau"]["spearman"] is None
+    i = d["layers"].index(d["oracle_layer"])
+    args = d["train_args"][i]
+    assert args[args.index("--lr") + 1] == repr(d["lr"][i])
+    assert main(["train", *args, "--cache-dir", str(tmp_path / "c"), "--json", str(again)]) == 0
+    run = json.loads(again.read_text())
+    assert abs(run["eval"][d["metric"]] - d["per_seed"][i][0]) <= 1 / run["eval_examples"] + 1e-9
+    assert main([*argv, "--json", str(out)]) == 0  # rerun: every run from the cache, the same numbers
+    assert json.loads(out.read_text())["per_seed"] == d["per_seed"]
