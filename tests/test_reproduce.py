@@ -50,7 +50,9 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
             assert k in r
         assert r["lr"] == rc.lr and r["final_loss"] > 0
     assert {r["seed"] for r in res["runs"]} == {0, 1}
-    assert all("spearman" in x and "best_layer" in x for x in res["robustness"])
+    assert all(len(x["draws"]) == rc.draws and "spearman_mean" in x for x in res["robustness"])
+    assert {x["source"] for x in res["robustness"]} == {"disjoint"}  # bbc_news has texts outside 60
+    assert all(d["shared_with_reference"] == 0 for x in res["robustness"] for d in x["draws"])
     (cards,) = res["cards"]
     assert cards["n"] == res["curves"][0]["n"] and cards["variability"] == res["curves"][0]["variability"]
     assert cards["same_layer"] == (cards["recommended_layer"] == cards["probe_best_layer"])

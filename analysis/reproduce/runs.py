@@ -149,50 +149,67 @@ def choose_lr(
 ) -> tuple[float, list[dict]] | None:
     """(the learning rate, the "lr_search" records): ``rc.lr`` without a grid, else the best on validation.
 
+    When the best rate sits at an edge of the rates tried, one more rate past that edge (the
+    grid's ratio there) is tried, up to ``rc.lr_extend`` times, so a chosen rate is inside the
+    rates tried unless the extension ran out (the chosen record then says ``at_edge``).
     None: ``cached_only`` and a run of the grid is not in the cache.
     """
-    from analysis.training import TrainConfig
-
     if not rc.lr_grid:
         return rc.lr, []
     folder, n_fit, n_val = validation_folder(rc, model, task, cache)
-    tried = []
-    for lr in rc.lr_grid:
-        tc = TrainConfig(
-            acfg(rc, model, str(folder), None, rc.lr_seed),
-            sel,
-            steps=rc.lr_steps or rc.steps,
-            lr=lr,
-            batch_size=rc.batch_size,
-            eval_n=n_val,
-            eval_every=rc.lr_steps or rc.steps,
-            seed=rc.lr_seed,
-            strategy=strategy,
-        )
-        rec = cached_train(tc, cache, log, cached_only=cached_only)
-        if rec is None:
-            return None
-        tried.append(
-            {
-                "model": model,
-                "task": task,
-                "strategy": strategy,
-                "k": k,
-                "lr": lr,
-                "seed": rc.lr_seed,
-                "metric": rec["metric"],
-                "val_metric": rec["metric_value"],
-                "final_loss": rec.get("final_loss"),
-                "steps": rec["steps"],
-                "n_fit": n_fit,
-                "n_val": n_val,
-            }  # fmt: skip
-        )
+    tried: list[dict] = []
+
+    def trial(lr: float, extended: bool) -> bool:
+        rec = _lr_trial(rc, model, folder, n_val, sel, strategy, lr, cache, log, cached_only)
+        if rec is not None:
+            tried.append({"model": model, "task": task, "strategy": strategy, "k": k, "lr": lr, "seed": rc.lr_seed,
+                          "metric": rec["metric"], "val_metric": rec["metric_value"],
+                          "final_loss": rec.get("final_loss"), "steps": rec["steps"], "n_fit": n_fit,
+                          "n_val": n_val, "extended": extended})  # fmt: skip
+        return rec is not None
+
+    if not all(trial(lr, False) for lr in sorted(set(rc.lr_grid))):
+        return None
     best = max(tried, key=lambda r: (r["val_metric"], -r["lr"]))
+    for _ in range(rc.lr_extend if len(tried) > 1 else 0):
+        nxt = edge_step(sorted(r["lr"] for r in tried), best["lr"])
+        if nxt is None or not trial(nxt, True):
+            break
+        best = max(tried, key=lambda r: (r["val_metric"], -r["lr"]))
     for r in tried:
         r["chosen"] = r is best
+    best["at_edge"] = edge_step(sorted(r["lr"] for r in tried), best["lr"]) is not None
     log(f"  {strategy:<11} k={k}: learning rate {best['lr']:g} (validation {best['metric']} {best['val_metric']:.4f})")
     return best["lr"], tried
+
+
+def edge_step(lrs: list[float], best: float) -> float | None:
+    """The next rate past the edge of the sorted ``lrs`` that ``best`` is on (same ratio); None: inside, or one rate."""
+    if len(lrs) < 2:
+        return None
+    if best == lrs[-1]:
+        return float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.3g}")
+    if best == lrs[0]:
+        return float(f"{lrs[0] * lrs[0] / lrs[1]:.3g}")
+    return None
+
+
+def _lr_trial(rc, model, folder, n_val, sel, strategy, lr, cache, log, cached_only) -> dict | None:
+    """One validation run of the learning-rate search (a cached training record; None: not cached and cached_only)."""
+    from analysis.training import TrainConfig
+
+    tc = TrainConfig(
+        acfg(rc, model, str(folder), None, rc.lr_seed),
+        sel,
+        steps=rc.lr_steps or rc.steps,
+        lr=lr,
+        batch_size=rc.batch_size,
+        eval_n=n_val,
+        eval_every=rc.lr_steps or rc.steps,
+        seed=rc.lr_seed,
+        strategy=strategy,
+    )
+    return cached_train(tc, cache, log, cached_only=cached_only)
 
 
 def validation_folder(rc: ReproConfig, model: str, task: str, cache: DiskCache) -> tuple[Path, int, int]:
@@ -270,13 +287,13 @@ def cached_train(
 
 
 def inference_flops(tc: TrainConfig, seq_len: float, kept: int) -> float:
-    """Forward FLOPs per example of the kept blocks (2·P·T + 4·T²·d each, the cost model's forward pass)."""
+    """Forward FLOPs per example of the kept blocks (the cost model's forward pass, analysis.training.cost)."""
     from analysis.models.load import layer_list
     from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import load_dtype
+    from analysis.training.cost import attention_width, block_flops, load_dtype
 
     target = resolve_target(tc.analysis)
     base, _ = cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
     _, blocks = layer_list(base)
-    d, t = base.config.hidden_size, float(seq_len)
-    return float(sum(2 * sum(p.numel() for p in b.parameters()) * t + 4 * t * t * d for b in blocks[:kept]))
+    w = attention_width(base.config)
+    return float(sum(block_flops(sum(p.numel() for p in b.parameters()), seq_len, w)[0] for b in blocks[:kept]))
