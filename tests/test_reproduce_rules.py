@@ -197,3 +197,13 @@ def test_the_doc_says_each_rule_in_how_to_read_them():
     for phrase in phrases:
         assert phrase in rules, phrase
     assert "| fraction 0.5 | 20 | 3 | disjoint | 0.840 ± 0.070 | 0.770–0.910 | 12, 13 | 1 |" in text
+
+
+def test_a_stored_search_whose_choice_is_the_largest_rate_is_marked_at_the_edge():
+    from analysis.reproduce.run import mark_edges
+
+    search = [{"model": "g", "task": "t", "strategy": "top", "k": 1, "lr": lr, "chosen": lr == 1e-3}
+              for lr in (3e-4, 1e-3)] + [{"model": "g", "task": "t", "strategy": "variability", "k": 1, "lr": lr,
+                                          "chosen": lr == 3e-4} for lr in (1e-4, 3e-4, 1e-3)]  # fmt: skip
+    mark_edges(search)
+    assert [r.get("at_edge") for r in search if r["chosen"]] == [True, False]

@@ -318,6 +318,13 @@ def caveat_lines(res: dict) -> list[str]:
             "fine-tuning might gain from a smaller one, partial tuning from a larger one. These results were "
             "produced before the current rules and are relabelled from their stored per-seed records."
         )
+    old_cost = sorted({r["model"] for r in res.get("runs", []) if r.get("cost_model", 1) < 2})
+    if old_cost:
+        lines.append(
+            f"- {', '.join(old_cost)}: the FLOPs ratios are those recorded with the runs, by the earlier cost model "
+            "(attention's backward counted as 1× its forward, not 2×; the attention width taken as the hidden size, "
+            "which for gemma3-270m is 640 instead of 4 heads × 256 = 1024). The measured times are unaffected."
+        )
     if "gemma3-270m" in models:
         lines.append(
             "- gemma3-270m is Gemma 3 270M base from a Q4_K_M GGUF file dequantised to float32: its weights "

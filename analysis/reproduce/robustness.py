@@ -79,10 +79,15 @@ def robustness(
     ref_rows = sample_index(data.labels, C, SampleConfig(n=rc.analysis_n, seed=0))[0]
     pool_rows = sample_index(data.labels, C, SampleConfig(n=POOL_FACTOR * rc.analysis_n, seed=0))[0]
     log(f"[{model}/{task}] claim 3: states of {len(pool_rows)} training texts (the reference's and a disjoint pool)")
-    pool = get_states(acfg(rc, model, task, POOL_FACTOR * rc.analysis_n, 0), cache=cache)
-    refst = get_states(acfg(rc, model, task, rc.analysis_n, 0), cache=cache)
-    if len(pool.labels) != len(pool_rows) or len(refst.labels) != len(ref_rows):
+    pool = get_states(acfg(rc, model, task, POOL_FACTOR * rc.analysis_n, 0), cache=cache, progress=_eta(log))
+    if len(pool.labels) != len(pool_rows):
         raise RuntimeError("the states of the claim-3 pool do not match its rows")  # a sampling change
+    if np.isin(ref_rows, pool_rows).all():  # seed 0's per-class permutations: the reference lies inside the pool
+        pos = np.searchsorted(pool_rows, ref_rows)
+        ref_states, ref_labels = pool.states[:, pos], pool.labels[pos]
+    else:
+        refst = get_states(acfg(rc, model, task, rc.analysis_n, 0), cache=cache)
+        ref_states, ref_labels = refst.states, refst.labels
     subsets: list[tuple[str, float | str, int, tuple[float, ...] | None]] = [
         ("fraction", f, max(4 * C, int(round(rc.analysis_n * f))), None) for f in rc.fractions
     ]
@@ -93,13 +98,30 @@ def robustness(
         draws, sources = [], set()
         for seed in range(1, rc.draws + 1):
             rows, source = draw_rows(data.labels, C, ref_rows, pool_rows, n, seed, imb)
-            st, base = (pool, pool_rows) if source == "disjoint" else (refst, ref_rows)
+            states, labels, base = (
+                (pool.states, pool.labels, pool_rows) if source == "disjoint" else (ref_states, ref_labels, ref_rows)
+            )
             pos = np.searchsorted(base, rows)
-            draws.append(_draw(st.states[:, pos], st.labels[pos], ref, seed, np.isin(rows, ref_rows).sum()))
+            draws.append(_draw(states[:, pos], labels[pos], ref, seed, int(np.isin(rows, ref_rows).sum())))
             sources.add(source)
         out.append({"model": model, "task": task, "kind": kind, "value": value, "n": n,
                     "source": "/".join(sorted(sources)), **spread(draws), "draws": draws})  # fmt: skip
     return out
+
+
+def _eta(log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` that logs about every tenth of the texts with the time left at the rate so far."""
+    import time
+
+    start, last = time.time(), [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if total > 0 and (done / total - last[0] >= 0.1 or done == total):
+            last[0] = done / total
+            rate = done / max(time.time() - start, 1e-9)
+            log(f"  {done} of {total} texts embedded, about {(total - done) / rate:.0f} s left")
+
+    return progress
 
 
 def _draw(states: np.ndarray, labels: np.ndarray, ref: dict, seed: int, shared: int) -> dict:

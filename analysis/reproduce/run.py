@@ -110,10 +110,24 @@ def finish(res: dict) -> dict:
             acc = c["probe_accuracy"]
             c["probe_gain"] = acc[c["probe_best_layer"]] - acc[c["recommended_layer"]]
             c["rank_p"] = rank_p(c)  # the Spearman's two-sided p over the card's layers
+    mark_edges(res.get("lr_search", []))
     res["summary"] = summarize(res)
     res["verdicts"] = verdicts(res)
     res["seconds"] = sum(p.get("seconds") or 0.0 for p in res["parts"])
     return res
+
+
+def mark_edges(search: list[dict]) -> None:
+    """Mark each chosen "lr_search" record with ``at_edge``: its rate is the smallest or largest its search tried."""
+    from analysis.reproduce.runs import edge_step
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in search:
+        groups.setdefault((r["model"], r["task"], r["strategy"], r["k"]), []).append(r)
+    for rs in groups.values():
+        for r in rs:
+            if r.get("chosen"):
+                r["at_edge"] = edge_step(sorted(x["lr"] for x in rs), r["lr"]) is not None
 
 
 def migrate(res: dict) -> dict:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from analysis.reproduce.stats import final_loss
 from analysis.store.cache import DiskCache, make_key
+from analysis.training.cost import COST_MODEL
 
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.pipeline import AnalysisConfig
@@ -271,6 +272,7 @@ def cached_train(
     rec["metric_value"] = r["eval"][r["metric"]]
     rec["final_loss"] = final_loss(r["history"])
     rec["inference_flops_per_example"] = inference_flops(tc, r["seq_len"], r["layers_kept"])
+    rec["cost_model"] = COST_MODEL  # which cost model computed the FLOPs (older records have none: model 1)
     cache.save(
         "runs",
         key,

@@ -8,6 +8,9 @@ import numpy as np
 
 from analysis.training.selection import Selection, select
 
+# 2: attention at heads × head_dim with a backward of twice its forward (1: the hidden size, backward = forward).
+COST_MODEL = 2
+
 
 def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> dict:
     """Parameters and training FLOPs per example for a selection, and the same for full fine-tuning.
