@@ -164,7 +164,8 @@ def test_the_cards_section_renders_from_the_results_dict_alone():
     assert SECTION in text
     assert res["verdicts"]["cards"] in text
     assert res["verdicts"]["cards"].startswith("ν and the probe agree on the best layer in 1 of 1 settings")
-    assert "| minilm | rotten_tomatoes | 40 | 2 | 2 | 0.812 | 0.812 | 1.00 | yes: ℓ* is the probe's best layer" in text
+    row = "| minilm | rotten_tomatoes | 40 | 2 | 2 | 0.812 | 0.812 | 1.00 | 0.000 | yes: ℓ* is the probe's best layer"
+    assert row + "; rankings agree (p = 0.000) |" in text
     assert "not computed (model not installed)" in text
     # a different layer: the verdict says how much the probe gains there
     res = _results([{**rec, "probe_best_layer": 3, "same_layer": False, "probe_accuracy": [0.6, 0.7, 0.8, 0.85]}])

@@ -288,7 +288,7 @@ def training_lines(res: dict, rows: list[dict], rel: str | Path | None = None) -
         for x in search:
             b = "**" if x["chosen"] else ""
             mark = " (extended)" if x.get("extended") else ""
-            mark += " (at the edge: not extended further)" if x.get("at_edge") else ""
+            mark += " (at the edge of the rates tried)" if x.get("at_edge") else ""
             lines.append(
                 f"| {x['model']} | {x['task']} | {x['strategy']} | {x['k'] or '–'} | {b}{x['lr']:g}{b}{mark} | "
                 f"{x['metric']} | {x['val_metric']:.4f} | {fmt(x.get('final_loss'), 3)} | {x['n_fit']} / {x['n_val']} |"

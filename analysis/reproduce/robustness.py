@@ -104,7 +104,7 @@ def robustness(
             pos = np.searchsorted(base, rows)
             draws.append(_draw(states[:, pos], labels[pos], ref, seed, int(np.isin(rows, ref_rows).sum())))
             sources.add(source)
-        out.append({"model": model, "task": task, "kind": kind, "value": value, "n": n,
+        out.append({"model": model, "task": task, "kind": kind, "value": value, "n": draws[0]["n"],
                     "source": "/".join(sorted(sources)), **spread(draws), "draws": draws})  # fmt: skip
     return out
 
