@@ -65,7 +65,7 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     for row in summarize(res):
         assert f"{row['mean']:.4f} ± {row['sd']:.4f}" in text
     for x in res["robustness"]:
-        assert f"{x['spearman']:.3f}" in text
+        assert f"{x['spearman_mean']:.3f} ± {x['spearman_sd']:.3f}" in text
     for c in ("claim1", "claim2", "claim3", "claim4", "cards"):
         assert res["verdicts"][c] in text
     assert SECTION in text
@@ -101,9 +101,11 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     cache = DiskCache(tmp_path / "c")
     res = run(rc, cache=cache, log=lambda s: None)
     search = res["lr_search"]
-    assert [(x["strategy"], x["lr"]) for x in search] == [(s, lr) for s in ("variability", "top") for lr in rc.lr_grid]
+    assert search[0]["strategy"] == "variability" and {x["strategy"] for x in search} == {"variability", "top"}
     for strategy in ("variability", "top"):
         tried = [x for x in search if x["strategy"] == strategy]
+        assert [x["lr"] for x in tried[:2]] == list(rc.lr_grid) and not any(x["extended"] for x in tried[:2])
+        assert all(x["extended"] for x in tried[2:]) and len(tried) <= 2 + rc.lr_extend  # past the edge it chose
         (chosen,) = [x for x in tried if x["chosen"]]
         assert chosen["val_metric"] == max(x["val_metric"] for x in tried)
         assert {r["lr"] for r in res["runs"] if r["strategy"] == strategy} == {chosen["lr"]}
