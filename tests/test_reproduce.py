@@ -50,7 +50,9 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
             assert k in r
         assert r["lr"] == rc.lr and r["final_loss"] > 0
     assert {r["seed"] for r in res["runs"]} == {0, 1}
-    assert all("spearman" in x and "best_layer" in x for x in res["robustness"])
+    assert all(len(x["draws"]) == rc.draws and "spearman_mean" in x for x in res["robustness"])
+    assert {x["source"] for x in res["robustness"]} == {"disjoint"}  # bbc_news has texts outside 60
+    assert all(d["shared_with_reference"] == 0 for x in res["robustness"] for d in x["draws"])
     (cards,) = res["cards"]
     assert cards["n"] == res["curves"][0]["n"] and cards["variability"] == res["curves"][0]["variability"]
     assert cards["same_layer"] == (cards["recommended_layer"] == cards["probe_best_layer"])
@@ -63,7 +65,7 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     for row in summarize(res):
         assert f"{row['mean']:.4f} ± {row['sd']:.4f}" in text
     for x in res["robustness"]:
-        assert f"{x['spearman']:.3f}" in text
+        assert f"{x['spearman_mean']:.3f} ± {x['spearman_sd']:.3f}" in text
     for c in ("claim1", "claim2", "claim3", "claim4", "cards"):
         assert res["verdicts"][c] in text
     assert SECTION in text
@@ -99,9 +101,11 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     cache = DiskCache(tmp_path / "c")
     res = run(rc, cache=cache, log=lambda s: None)
     search = res["lr_search"]
-    assert [(x["strategy"], x["lr"]) for x in search] == [(s, lr) for s in ("variability", "top") for lr in rc.lr_grid]
+    assert search[0]["strategy"] == "variability" and {x["strategy"] for x in search} == {"variability", "top"}
     for strategy in ("variability", "top"):
         tried = [x for x in search if x["strategy"] == strategy]
+        assert [x["lr"] for x in tried[:2]] == list(rc.lr_grid) and not any(x["extended"] for x in tried[:2])
+        assert all(x["extended"] for x in tried[2:]) and len(tried) <= 2 + rc.lr_extend  # past the edge it chose
         (chosen,) = [x for x in tried if x["chosen"]]
         assert chosen["val_metric"] == max(x["val_metric"] for x in tried)
         assert {r["lr"] for r in res["runs"] if r["strategy"] == strategy} == {chosen["lr"]}
@@ -162,7 +166,8 @@ def test_the_cards_section_renders_from_the_results_dict_alone():
     assert SECTION in text
     assert res["verdicts"]["cards"] in text
     assert res["verdicts"]["cards"].startswith("ν and the probe agree on the best layer in 1 of 1 settings")
-    assert "| minilm | rotten_tomatoes | 40 | 2 | 2 | 0.812 | 0.812 | 1.00 | yes: ℓ* is the probe's best layer" in text
+    row = "| minilm | rotten_tomatoes | 40 | 2 | 2 | 0.812 | 0.812 | 1.00 | 0.000 | yes: ℓ* is the probe's best layer"
+    assert row + "; rankings agree (p = 0.000) |" in text
     assert "not computed (model not installed)" in text
     # a different layer: the verdict says how much the probe gains there
     res = _results([{**rec, "probe_best_layer": 3, "same_layer": False, "probe_accuracy": [0.6, 0.7, 0.8, 0.85]}])

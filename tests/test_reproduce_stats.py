@@ -11,7 +11,6 @@ import pytest
 from analysis.reproduce.report import report_markdown
 from analysis.reproduce.run import ReproConfig, finish, merge, migrate, settings_for
 from analysis.reproduce.stats import claim_word, final_loss, paired
-from analysis.reproduce.verdicts import MARGIN
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -49,34 +48,54 @@ def test_final_loss_is_the_mean_of_the_last_tenth():
 
 
 def _run(model, task, strategy, k, seed, value, *, layer, n_layers, seconds=10.0, flops=0.5, same=False):
-    tuned = list(range(layer - (k or n_layers) + 1, layer + 1))
+    tuned = list(range(max(1, layer - (k or n_layers) + 1), layer + 1))  # as select(): never below layer 1
     return {
         "model": model, "task": task, "strategy": strategy, "k": k, "seed": seed, "identical_to_top": same,
         "classifier_layer": layer, "tuned_layers": tuned, "layers_kept": layer, "trainable_params": 1000 * len(tuned),
         "total_params": 10**6, "flops_vs_full": flops, "flops_per_example": 1e9 * flops, "eval": {"accuracy": value},
         "metric": "accuracy", "metric_value": value, "seconds": seconds + 1, "train_seconds": seconds,
-        "steps_per_second": 1.0, "steps": 10, "n_train": 100, "n_eval": 50, "lr": 3e-4, "final_loss": 0.5,
+        "steps_per_second": 1.0, "steps": 10, "n_train": 100, "n_eval": 600, "lr": 3e-4, "final_loss": 0.5,
     }  # fmt: skip
 
 
-def _gemma_like(tasks=("rotten_tomatoes", "bbc_news", "reuters_r8")) -> dict:
-    """Synthetic results: ℓ* = 13 of 18; variability better than top on every task, tied with full."""
+SEEDS = [(0.80, 0.70, 0.805), (0.82, 0.73, 0.81), (0.81, 0.71, 0.82)]  # (variability, top, full) per seed
+
+
+def _draws_record(task: str, layer: int) -> dict:
+    """A claim-3 record of three disjoint draws at fraction 0.5 (synthetic curves)."""
+    from analysis.reproduce.robustness import spread
+
+    draws = []
+    for seed, (rho, best) in enumerate([(0.91, layer), (0.84, layer), (0.77, layer - 1)], start=1):
+        nu = [1.0 + 0.01 * seed] * 19
+        nu[best] = 0.5
+        draws.append({"seed": seed, "n": 20, "shared_with_reference": 0, "spearman": rho, "best_layer": best,
+                      "moved": best != layer, "variability": nu})  # fmt: skip
+    return {"model": "g", "task": task, "kind": "fraction", "value": 0.5, "n": 20, "source": "disjoint",
+            **spread(draws), "draws": draws}  # fmt: skip
+
+
+def _gemma_like(tasks=("rotten_tomatoes", "bbc_news", "reuters_r8"), ks=(1,), layer=13, seeds=SEEDS) -> dict:
+    """Synthetic results: ℓ* = ``layer`` of 18; by default variability better than top on every task, tied with full."""
     runs = []
     for t in tasks:
-        for s, (v, top, full) in enumerate([(0.80, 0.70, 0.805), (0.82, 0.73, 0.81), (0.81, 0.71, 0.82)]):
+        for s, (v, top, full) in enumerate(seeds):
             runs.append(_run("g", t, "full", None, s, full, layer=18, n_layers=18, seconds=40.0, flops=1.0))
-            runs.append(_run("g", t, "variability", 1, s, v, layer=13, n_layers=18, seconds=4.0, flops=0.2))
-            runs.append(_run("g", t, "top", 1, s, top, layer=18, n_layers=18, seconds=6.0, flops=0.3))
+            for k in ks:
+                runs.append(_run("g", t, "variability", k, s, v, layer=layer, n_layers=18, seconds=4.0, flops=0.2))
+                runs.append(_run("g", t, "top", k, s, top, layer=18, n_layers=18, seconds=6.0, flops=0.3))
     rc = ReproConfig(models=("g",), tasks=tasks, lr_grid=(1e-4, 3e-4))
     settings = {**asdict(rc), "models": ["g"], "tasks": list(tasks)}
-    curve = {"layers": list(range(19)), "variability": [1.0] * 13 + [0.5] + [0.9] * 5, "band": None, "n": 40}
+    nu = [1.0] * 19
+    nu[layer] = 0.5
+    curve = {"layers": list(range(19)), "variability": nu, "band": None, "n": 40}
     res = {
         "version": 3,
         "parts": [{"models": ["g"], "settings": settings, "seconds": 600.0, "complete": True, "command": "c"}],
-        "curves": [{"model": "g", "task": t, **curve, "best_layer": 13, "counts": [20, 20]} for t in tasks],
+        "curves": [{"model": "g", "task": t, **curve, "best_layer": layer, "counts": [20, 20]} for t in tasks],
         "cards": [],
         "runs": runs,
-        "robustness": [],
+        "robustness": [_draws_record(t, layer) for t in tasks],
         "lr_search": [
             {
                 "model": "g",
@@ -103,9 +122,9 @@ def _gemma_like(tasks=("rotten_tomatoes", "bbc_news", "reuters_r8")) -> dict:
 def test_verdicts_on_a_model_whose_best_layer_is_below_the_top():
     v = _gemma_like()["verdicts"]
     assert [x["outcome"] for x in v["claim1_detail"]] == ["better"] * 3
-    assert v["claim1"].startswith("reproduced: 3 testable settings")
-    assert all(x["outcome"] == "tie" for x in v["claim2_detail"])
-    assert v["claim2"].startswith("reproduced" if all(x["low"] >= -MARGIN for x in v["claim2_detail"]) else "mixed")
+    assert v["claim1"].startswith("reproduced: holds on 3 of 3 testable tasks")
+    assert all(x["difference"] == "tie" for x in v["claim2_detail"])
+    assert [x["outcome"] for x in v["claim2_detail"]] == ["match"] * 3 and v["claim2"].startswith("reproduced")
     c4 = v["claim4_detail"][0]
     assert c4["flops_vs_full"] == pytest.approx(c4["partial_flops"] * c4["truncation_flops"])
     assert c4["time_vs_full"] == pytest.approx(c4["partial_time"] * c4["truncation_time"])
@@ -122,7 +141,7 @@ def test_void_settings_do_not_count_for_claim_1():
             r["identical_to_top"] = True
     v = finish(res)["verdicts"]
     assert {x["outcome"] for x in v["claim1_detail"]} == {"void"}
-    assert v["claim1"].startswith("inconclusive: 0 testable settings ") and "void in 3" in v["claim1"]
+    assert v["claim1"].startswith("inconclusive: holds on 0 of 0 testable tasks") and "top-k) in 3" in v["claim1"]
 
 
 def test_old_results_migrate_and_merge_keeps_the_other_models():
@@ -226,7 +245,7 @@ def test_relabel_turns_an_old_results_file_into_the_new_form_without_training(tm
 
 def test_a_results_dict_without_runs_or_robustness_is_inconclusive_everywhere():
     res = _gemma_like()
-    res["runs"], res["lr_search"] = [], []
+    res["runs"], res["lr_search"], res["robustness"] = [], [], []
     v = finish(res)["verdicts"]
     assert [v[c].split(":")[0] for c in ("claim1", "claim2", "claim3", "claim4")] == ["inconclusive"] * 4
 

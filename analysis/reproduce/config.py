@@ -22,6 +22,7 @@ class ReproConfig:
     bootstrap: int = 50
     fractions: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.05)
     imbalances: tuple[int, ...] = (1, 3, 9)
+    draws: int = 5  # claim 3: independent samples per fraction and imbalance (analysis.reproduce.robustness)
     device: str = "auto"
     plan: tuple[tuple, ...] | None = None  # (model, tasks[, ks]) entries; default models × tasks × ks
     skip_full: tuple[str, ...] = ()  # models without the (costly) full fine-tuning baseline
@@ -29,6 +30,7 @@ class ReproConfig:
     lr_steps: int | None = None  # steps of each validation run (None: ``steps``)
     lr_seed: int = 0  # the training sample and seed of the validation runs
     val_fraction: float = 0.2  # share of that training sample held back for validation
+    lr_extend: int = 2  # extra rates tried beyond an edge of ``lr_grid`` when the best rate sits on that edge
 
     def pairs(self) -> list[tuple[str, str]]:
         if self.plan:

@@ -68,9 +68,10 @@ def _plot_robustness(res: dict, tasks, axes) -> None:
             if (x["model"], x["task"]) != (model, task):
                 continue
             lab = f"{x['value'] * 100:g}%" if x["kind"] == "fraction" else x["value"]
+            nu = _mean_curve(x)
             ax.plot(
-                range(len(x["variability"])),
-                x["variability"],
+                range(len(nu)),
+                nu,
                 "-" if x["kind"] == "fraction" else "--",
                 marker=".",
                 label=str(lab),
@@ -78,5 +79,14 @@ def _plot_robustness(res: dict, tasks, axes) -> None:
             )
         ax.set_title(f"{model} · {task}", fontsize=10)
         ax.set_xlabel("layer")
-        ax.set_ylabel("ν")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("ν (mean over draws)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+
+
+def _mean_curve(x: dict) -> list[float]:
+    """A claim-3 record's curve: the mean over its draws (an older record's single curve)."""
+    if "draws" not in x:
+        return x["variability"]
+    curves = [d["variability"] for d in x["draws"]]
+    return [sum(c[i] for c in curves) / len(curves) for i in range(len(curves[0]))]

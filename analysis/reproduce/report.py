@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.reproduce.stats import MIN_SETTINGS
-from analysis.reproduce.verdicts import MARGIN, summarize
+from analysis.reproduce.robustness import SPEARMAN_MIN
+from analysis.reproduce.stats import MIN_TASKS
+from analysis.reproduce.tables import claim_lines, fmt, image, lr_text, robustness_lines
+from analysis.reproduce.verdicts import MARGIN, rank_p, summarize
 
 
 def write_doc(res: dict, doc_path: str, img_dir: str, command: str | None = None, *, plots: bool = True) -> None:
@@ -33,12 +35,6 @@ def _parts(res: dict) -> list[dict]:
              "command": res.get("command"), "complete": True}]  # fmt: skip
 
 
-def _f(x: float | None, digits: int = 4, sign: bool = False) -> str:
-    if x is None:
-        return "–"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
 def report_markdown(res: dict, command: str | None = None, rel: str | Path | None = None) -> str:
     """The whole report as Markdown; ``rel`` is the plots' folder relative to the document (None: no images)."""
     rows = res.get("summary") or summarize(res)
@@ -51,10 +47,6 @@ def report_markdown(res: dict, command: str | None = None, rel: str | Path | Non
     lines += robustness_lines(res, rel)
     lines += caveat_lines(res)
     return "\n".join(lines)
-
-
-def _image(rel: str | Path | None, alt: str, name: str) -> list[str]:
-    return [] if rel is None else [f"![{alt}]({rel}/{name})", ""]
 
 
 def setting_lines(res: dict, command: str | None = None) -> list[str]:
@@ -133,18 +125,43 @@ def verdicts_markdown(res: dict) -> str:
 
 
 def rules_lines() -> list[str]:
-    """How the verdicts are reached, in words."""
+    """How the verdicts are reached, in words (each rule of analysis.reproduce.verdicts and .robustness)."""
     return [
-        "How to read them: strategies share seeds (and so batches), so claims 1 and 2 use the per-seed paired "
-        "difference of the held-out metric: its mean, standard error (sd/√n) and 95 % interval "
-        "(mean ± t₀.₉₇₅,ₙ₋₁ · se). A setting is *better* or *worse* when the interval excludes 0, else a *tie*. "
-        "Where ℓ* is the top layer the variability selection is the top-k selection (the same model): the "
-        "comparison is *void* and does not count as testing claim 1. Claim 2 counts a setting as matching full "
-        f"fine-tuning when the interval's lower end is at or above −{MARGIN:g} (at most {MARGIN:g} worse, with 95 % "
-        "confidence). A claim is *inconclusive* when fewer than "
-        f"{MIN_SETTINGS} settings can test it, *reproduced* when more than half support it, *not reproduced* when "
-        "none does or at least half contradict it, else *mixed*. A tie with 3 seeds has a wide interval: it is "
-        "an absence of evidence of a difference, not evidence of equality.",
+        "How to read them:",
+        "",
+        "- *Paired intervals.* Strategies share seeds (and so batches), so claims 1 and 2 use the per-seed paired "
+        "difference of the held-out metric: its mean, standard error and 95 % interval (mean ± t₀.₉₇₅,ₙ₋₁ · se). "
+        "The se is sd/√n with the per-seed sd floored at the binomial sd √(p̄(1−p̄)/m) of the metric on the m "
+        "held-out texts (p̄: the two strategies' mean): a metric on m texts moves in steps of 1/m, so three seeds "
+        "can share one difference and give a zero-width interval that the texts cannot support. An exact sign or "
+        "permutation test was not used: with n ≤ 5 seeds its smallest two-sided p is 2/2ⁿ ≥ 0.0625, so it could "
+        "never find a difference at 95 %. A setting is *better* or *worse* when the interval excludes 0, else a "
+        "*tie* (an absence of evidence of a difference, not evidence of equality).",
+        "- *Not counted.* Where ℓ* is the top layer the variability selection is the top-k selection: *void* for "
+        "claim 1, and *void for ν* for claims 2 and 4 (there they compare top-k with full fine-tuning, plain partial "
+        "tuning that owes nothing to ν; the verdict lines say what that comparison showed). Where ℓ* < k the "
+        "variability selection tunes only ℓ* layers, fewer than top-k's k: claim 1's pair is *not like-for-like* "
+        "and is not counted. A setting whose partner strategy has no runs is *no partner*; one with fewer than 2 "
+        "shared seeds is *untested*.",
+        f"- *Claim 2* is non-inferiority with a margin of {MARGIN:g}: a setting *matches* full fine-tuning when its "
+        f"interval's lower end is at or above −{MARGIN:g} (a setting that is worse but within the margin is a "
+        f"match), is *worse beyond the margin* (evidence against the claim) when its upper end is below −{MARGIN:g}, "
+        "else *undecided*.",
+        "- *Claim 4*: a setting is *cheaper* when the variability run's training FLOPs (cost model) and measured "
+        "training time are both below full fine-tuning's.",
+        f"- *Claim 3* (independent draws, below): it holds on a task when the mean Spearman between each draw's "
+        f"curve and the reference curve, over the task's draws of fractions below 1 and of the imbalances, is at "
+        f"least {SPEARMAN_MIN:g} and ℓ* moved in at most a third of those draws.",
+        "- *Counting tasks.* k = 1, 2, 3 of a task share ℓ*, the texts and the full runs, so settings are not "
+        "independent: a claim *holds* on a (model, task) when more than half of its testable k support it, *fails* "
+        "when more than half contradict it, else it is *split*. A claim is *inconclusive* with fewer than "
+        f"{MIN_TASKS} testable tasks, *reproduced* when it holds on more than half of them, *not reproduced* when it "
+        "holds on none or fails on at least half, else *mixed*.",
+        "- *Spearman between −ν and the probe* (layer cards): the rankings *agree* only where the correlation is "
+        "significant (two-sided p < 0.05, t approximation over the L + 1 layers); p is given.",
+        "- *Learning rates*: when the rate chosen on validation sits at an edge of its grid, the grid is extended "
+        "past that edge (same ratio, up to `lr_extend` rates) until the best rate is inside; extended rates are "
+        "marked in the search table.",
         "",
     ]
 
@@ -154,7 +171,7 @@ def curves_lines(res: dict, rel: str | Path | None = None) -> list[str]:
     lines = [
         "## ν per layer",
         "",
-        *_image(rel, "curves", "repro_curves.png"),
+        *image(rel, "curves", "repro_curves.png"),
         "| model | task | n | ν per layer (0 = embeddings) | ℓ* | L | ℓ* is the top layer |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -167,20 +184,27 @@ def curves_lines(res: dict, rel: str | Path | None = None) -> list[str]:
     return lines
 
 
-def _rank_words(rho: float | None) -> str:
-    if rho is None:
+def _rank_words(rho: float | None, p: float | None) -> str:
+    if rho is None or p is None:
         return "rankings not comparable"
-    return "rankings agree" if rho >= 0.5 else "rankings agree only weakly" if rho > 0 else "rankings disagree"
+    if p >= 0.05:
+        return f"no significant rank agreement (p = {p:.2f})"
+    return f"rankings {'agree' if rho > 0 else 'disagree'} (p = {p:.3f})"
 
 
 def _card_verdict(c: dict) -> str:
     """The verdict of one "cards" record in words."""
     if c["same_layer"]:
-        return f"yes: ℓ* is the probe's best layer; {_rank_words(c['rank_agreement'])}"
+        return f"yes: ℓ* is the probe's best layer; {_rank_words(c['rank_agreement'], _p(c))}"
     acc = c["probe_accuracy"]
     gap = c.get("probe_gain", acc[c["probe_best_layer"]] - acc[c["recommended_layer"]])
     near = " (within 0.01)" if gap <= 0.01 else ""
-    return f"no: the probe gains {gap:.3f} at layer {c['probe_best_layer']}{near}; {_rank_words(c['rank_agreement'])}"
+    rank = _rank_words(c["rank_agreement"], _p(c))
+    return f"no: the probe gains {gap:.3f} at layer {c['probe_best_layer']}{near}; {rank}"
+
+
+def _p(c: dict) -> float | None:
+    return c["rank_p"] if "rank_p" in c else rank_p(c)
 
 
 def cards_lines(res: dict) -> list[str]:
@@ -198,21 +222,22 @@ def cards_lines(res: dict) -> list[str]:
         f"(logistic regression on standardised states, mean held-out accuracy over {p['folds']} stratified folds) "
         f"and a leave-one-out {p['k']}-nearest-neighbour vote (cosine). ℓ* = argmin of ν over layers 1..L; the "
         "probe's best layer = argmax of its accuracy over layers 0..L. Spearman: rank correlation across layers "
-        "0..L between −ν and the probe accuracy (rankings agree from 0.5, only weakly above 0).",
+        "0..L between −ν and the probe accuracy, with its two-sided p (rankings agree only where p < 0.05).",
         "",
-        "| model | task | n | ℓ* | probe's best layer | probe accuracy at ℓ* | at the probe's best | Spearman "
+        "| model | task | n | ℓ* | probe's best layer | probe accuracy at ℓ* | at the probe's best | Spearman | p "
         "| does ν pick the probe's layer? |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cards:
         if "not_computed" in c:
-            lines.append(f"| {c['model']} | {c['task']} | – | – | – | – | – | – | not computed ({c['not_computed']}) |")
+            dash = " – |" * 7
+            lines.append(f"| {c['model']} | {c['task']} |{dash} not computed ({c['not_computed']}) |")
             continue
         acc, rho = c["probe_accuracy"], c["rank_agreement"]
         lines.append(
             f"| {c['model']} | {c['task']} | {c['n']} | {c['recommended_layer']} | {c['probe_best_layer']} | "
             f"{acc[c['recommended_layer']]:.3f} | {acc[c['probe_best_layer']]:.3f} | "
-            f"{'–' if rho is None else f'{rho:.2f}'} | {_card_verdict(c)} |"
+            f"{'–' if rho is None else f'{rho:.2f}'} | {fmt(_p(c), 3)} | {_card_verdict(c)} |"
         )
     if done:
         lines += [
@@ -247,11 +272,11 @@ def training_lines(res: dict, rows: list[dict], rel: str | Path | None = None) -
         lines.append(
             f"| {r['model']} | {r['task']} | {r['strategy']}{note} | {r['k'] or '–'} | {r['classifier_layer']} | "
             f"{', '.join(map(str, r['tuned_layers'])) if r['strategy'] != 'full' else 'all'} | {r['metric']} | "
-            f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['seeds']} | {_lr(r)} | "
-            f"{_f(r.get('final_loss'), 3)} | {r['trainable_params']:,} | {r['flops_vs_full']:.3f} | "
+            f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['seeds']} | {lr_text(r)} | "
+            f"{fmt(r.get('final_loss'), 3)} | {r['trainable_params']:,} | {r['flops_vs_full']:.3f} | "
             f"{r['train_seconds']:.1f} |"
         )
-    lines += ["", *_image(rel, "metric vs params", "repro_metric_vs_params.png")]
+    lines += ["", *image(rel, "metric vs params", "repro_metric_vs_params.png")]
     search = res.get("lr_search") or []
     if search:
         lines += [
@@ -262,100 +287,14 @@ def training_lines(res: dict, rows: list[dict], rel: str | Path | None = None) -
         ]
         for x in search:
             b = "**" if x["chosen"] else ""
+            mark = " (extended)" if x.get("extended") else ""
+            mark += " (at the edge of the rates tried)" if x.get("at_edge") else ""
             lines.append(
-                f"| {x['model']} | {x['task']} | {x['strategy']} | {x['k'] or '–'} | {b}{x['lr']:g}{b} | "
-                f"{x['metric']} | {x['val_metric']:.4f} | {_f(x.get('final_loss'), 3)} | {x['n_fit']} / {x['n_val']} |"
+                f"| {x['model']} | {x['task']} | {x['strategy']} | {x['k'] or '–'} | {b}{x['lr']:g}{b}{mark} | "
+                f"{x['metric']} | {x['val_metric']:.4f} | {fmt(x.get('final_loss'), 3)} | {x['n_fit']} / {x['n_val']} |"
             )
         lines.append("")
     return lines
-
-
-def claim_lines(res: dict) -> list[str]:
-    """The per-setting tables of claims 1, 2 and 4."""
-    v = res["verdicts"]
-    lines = [
-        "### Claim 1: variability − top-k, paired over seeds",
-        "",
-        "| model | task | k | ℓ* | L | variability | top | mean difference | se | 95 % interval | seeds | outcome |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for x in v["claim1_detail"]:
-        out = "void (ℓ* is the top layer: the same model)" if x["outcome"] == "void" else x["outcome"]
-        lines.append(
-            f"| {x['model']} | {x['task']} | {x['k']} | {x.get('best_layer', '–')} | {x.get('n_layers', '–')} | "
-            f"{x['variability']:.4f} | {x['top']:.4f} | {_f(x.get('mean'), 4, True)} | {_f(x.get('se'))} | "
-            f"{_interval(x)} | {x.get('n', '–')} | {out} |"
-        )
-    lines += [
-        "",
-        "### Claim 2: variability − full fine-tuning, paired over seeds",
-        "",
-        "| model | task | k | variability | full | mean difference | se | 95 % interval | seeds | outcome | match |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for x in v["claim2_detail"]:
-        lines.append(
-            f"| {x['model']} | {x['task']} | {x['k']} | {x['variability']:.4f} | {x['full']:.4f} | "
-            f"{_f(x['gap'], 4, True)} | {_f(x.get('se'))} | {_interval(x)} | {x.get('n', '–')} | "
-            f"{x.get('outcome', '–')} | {'yes' if x['matches'] else 'no'} |"
-        )
-    return lines + claim4_lines(v)
-
-
-def _lr(r: dict) -> str:
-    return "–" if r.get("lr") is None else f"{r['lr']:g}"
-
-
-def _interval(x: dict) -> str:
-    return "–" if x.get("low") is None else f"[{x['low']:+.4f}, {x['high']:+.4f}]"
-
-
-def claim4_lines(v: dict) -> list[str]:
-    """Claim 4: the saving split into partial tuning and truncation, training and inference."""
-    lines = [
-        "",
-        "### Claim 4: where the saving comes from",
-        "",
-        "Training FLOPs per example (cost model) and measured training time (mean over seeds of each run's "
-        "timed training loop, excluding evaluation), as factors: **total** = variability ÷ full "
-        "fine-tuning = **partial tuning** (top-k ÷ full: same layers kept, only k tuned) × **truncation** "
-        "(variability ÷ top-k: same k tuned, the layers above ℓ* removed). Inference: the share of the blocks "
-        "kept, ℓ*/L (the blocks are the same size; the classifier head is negligible), and the cost model's "
-        "forward FLOPs per example where recorded. Where ℓ* is the top layer truncation is 1 by construction.",
-        "",
-        "| model | task | k | FLOPs total | partial | truncation | time total | partial | truncation | inference "
-        "ℓ*/L | inference GFLOPs / example |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for x in v["claim4_detail"]:
-        full = x.get("has_full", True)
-        lines.append(
-            f"| {x['model']} | {x['task']} | {x['k']} | {_f(x['flops_vs_full'] if full else None, 3)} "
-            f"| {_f(x.get('partial_flops') if full else None, 3)} | {_f(x.get('truncation_flops'), 3)} "
-            f"| {_f(x.get('time_vs_full'), 3)} | {_f(x.get('partial_time'), 3)} | {_f(x.get('truncation_time'), 3)} "
-            f"| {_f(x.get('inference_vs_full'), 3)} | {_f(x.get('inference_gflops'), 2)} |"
-        )
-    return lines
-
-
-def robustness_lines(res: dict, rel: str | Path | None = None) -> list[str]:
-    """Claim 3's table and plot."""
-    lines = [
-        "",
-        "## Claim 3: robustness of ν",
-        "",
-        "Spearman correlation of each curve with the full-sample curve, and whether ℓ* moves.",
-        "",
-        "| model | task | subset | n | Spearman | ℓ* | moved |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for x in res["robustness"]:
-        sub = f"fraction {x['value']:g}" if x["kind"] == "fraction" else f"imbalance {x['value']}"
-        lines.append(
-            f"| {x['model']} | {x['task']} | {sub} | {x['n']} | {x['spearman']:.3f} | {x['best_layer']} | "
-            f"{'yes' if x['best_layer_moved'] else 'no'} |"
-        )
-    return lines + ["", *_image(rel, "robustness", "repro_robustness.png")]
 
 
 def caveat_lines(res: dict) -> list[str]:
@@ -378,6 +317,13 @@ def caveat_lines(res: dict) -> list[str]:
             f"- {'; '.join(one_lr)}: one learning rate for all strategies (no per-strategy tuning); full "
             "fine-tuning might gain from a smaller one, partial tuning from a larger one. These results were "
             "produced before the current rules and are relabelled from their stored per-seed records."
+        )
+    old_cost = sorted({r["model"] for r in res.get("runs", []) if r.get("cost_model", 1) < 2})
+    if old_cost:
+        lines.append(
+            f"- {', '.join(old_cost)}: the FLOPs ratios are those recorded with the runs, by the earlier cost model "
+            "(attention's backward counted as 1× its forward, not 2×; the attention width taken as the hidden size, "
+            "which for gemma3-270m is 640 instead of 4 heads × 256 = 1024). The measured times are unaffected."
         )
     if "gemma3-270m" in models:
         lines.append(

@@ -24,16 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING
 
 from analysis.reproduce.config import GEMMA, QUICK, ReproConfig, config_from_settings
+from analysis.reproduce.robustness import robustness
 from analysis.reproduce.runs import REPRO_VERSION, acfg, selections, training_runs
-from analysis.reproduce.verdicts import cards_verdict, summarize, verdicts
+from analysis.reproduce.verdicts import cards_verdict, rank_p, summarize, verdicts
 from analysis.store.cache import DiskCache
-
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.pipeline import StatesResult
-    from analysis.variability import CurveResult
 
 RESULTS_VERSION = 3
 __all__ = [
@@ -42,6 +38,7 @@ __all__ = [
     "REPRO_VERSION",
     "ReproConfig",
     "add_cards",
+    "add_robustness",
     "config_from_settings",
     "finish",
     "merge",
@@ -92,8 +89,8 @@ def run(
         out["lr_search"] += search
         if save is not None:
             save(_with_part(out, settings, time.time() - started, done=False))
-        if not cached_only:  # claim 3 (its curves may not be cached yet)
-            out["robustness"] += _robustness(repro, model, task, curve, cache)
+        if not cached_only:  # claim 3 (its states may not be cached yet)
+            out["robustness"] += robustness(repro, model, task, curve, cache, log)
         if save is not None:
             save(_with_part(out, settings, time.time() - started, done=False))
     if missing:
@@ -112,10 +109,25 @@ def finish(res: dict) -> dict:
         if "not_computed" not in c:  # what the probe gains at its best layer over ℓ* (the report shows it)
             acc = c["probe_accuracy"]
             c["probe_gain"] = acc[c["probe_best_layer"]] - acc[c["recommended_layer"]]
+            c["rank_p"] = rank_p(c)  # the Spearman's two-sided p over the card's layers
+    mark_edges(res.get("lr_search", []))
     res["summary"] = summarize(res)
     res["verdicts"] = verdicts(res)
     res["seconds"] = sum(p.get("seconds") or 0.0 for p in res["parts"])
     return res
+
+
+def mark_edges(search: list[dict]) -> None:
+    """Mark each chosen "lr_search" record with ``at_edge``: its rate is the smallest or largest its search tried."""
+    from analysis.reproduce.runs import edge_step
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in search:
+        groups.setdefault((r["model"], r["task"], r["strategy"], r["k"]), []).append(r)
+    for rs in groups.values():
+        for r in rs:
+            if r.get("chosen"):
+                r["at_edge"] = edge_step(sorted(x["lr"] for x in rs), r["lr"]) is not None
 
 
 def migrate(res: dict) -> dict:
@@ -155,7 +167,7 @@ def settings_for(res: dict, model: str) -> dict:
 
 
 def _curve(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
-    """The ν curve of (model, task) on ``rc.analysis_n`` texts, as the results' "curves" record."""
+    """The ν curve of (model, task) on ``repro.analysis_n`` texts, as the results' "curves" record."""
     from analysis.pipeline import compute_curve
     from analysis.recommend import recommend_layer
 
@@ -247,46 +259,30 @@ def add_cards(
     return res
 
 
-def _robustness(repro: ReproConfig, model: str, task: str, full: dict, cache: DiskCache) -> list[dict]:
-    """Claim 3: the curve on fewer texts (``rc.fractions``) and, for two classes, on imbalanced samples."""
-    from analysis.pipeline import compute_curve
-
-    out = []
-    for frac in repro.fractions:
-        n = max(4 * len(full["counts"]), int(round(repro.analysis_n * frac)))
-        c2, s2 = compute_curve(acfg(repro, model, task, n, 0), cache=cache, bootstrap=repro.bootstrap)
-        out.append(_robust(model, task, "fraction", frac, c2, s2, full))
-    if len(full["counts"]) == 2:
-        for ratio in repro.imbalances:
-            c2, s2 = compute_curve(
-                acfg(repro, model, task, repro.analysis_n, 0, imbalance=(1.0, float(ratio))),
-                cache=cache,
-                bootstrap=repro.bootstrap,
-            )
-            out.append(_robust(model, task, "imbalance", f"1:{ratio}", c2, s2, full))
-    return out
-
-
-def _robust(
-    model: str, task: str, kind: str, value: float | str, curve: CurveResult, states: StatesResult, full: dict
+def add_robustness(
+    res: dict,
+    *,
+    cache: DiskCache | None = None,
+    log: Callable[[str], None] = print,
+    save: Callable[[dict], None] | None = None,
+    models: tuple[str, ...] | None = None,
 ) -> dict:
-    """One robustness record: ``curve`` (a subsample's) against ``full``, the full-sample "curves" record."""
-    from scipy.stats import spearmanr
+    """Replace the claim-3 records of ``res``'s curves (of ``models``; None: all) by independent draws.
 
-    from analysis.recommend import recommend_layer
-
-    rho = float(spearmanr(curve.variability, full["variability"]).statistic)
-    b = recommend_layer(curve.variability)
-    return {
-        "model": model,
-        "task": task,
-        "kind": kind,
-        "value": value,
-        "n": int(len(states.labels)),
-        "counts": curve.counts,
-        "variability": curve.variability,
-        "band": curve.to_dict()["band"],
-        "spearman": rho,
-        "best_layer": b,
-        "best_layer_moved": b != full["best_layer"],
-    }
+    Each model uses the settings of its part (trains nothing). ``save(res)`` sees the results
+    (verdicts recomputed) after each (model, task), so an interrupted run keeps what it did.
+    Returns the finished results dict.
+    """
+    cache = cache or DiskCache()
+    for c in res["curves"]:
+        model, task = c["model"], c["task"]
+        if models is not None and model not in models:
+            continue
+        repro = config_from_settings(settings_for(res, model))
+        new = robustness(repro, model, task, c, cache, log)
+        rest = [x for x in res["robustness"] if (x["model"], x["task"]) != (model, task)]
+        res = finish({**res, "robustness": rest + new})
+        log(f"[{model}/{task}] claim 3: " + ", ".join(f"{x['value']}: {x['spearman_mean']:.2f}" for x in new))
+        if save is not None:
+            save(res)
+    return res

@@ -1,8 +1,8 @@
 """The training runs of a reproduction: a learning rate per strategy, chosen on a validation split, then the seeds.
 
-For each (model, task, strategy, k) the learning rate comes from ``rc.lr_grid`` (when given):
-one run per rate on the training sample of seed ``rc.lr_seed`` less a stratified
-``rc.val_fraction`` of it, scored on that held-back part (training texts only: the test
+For each (model, task, strategy, k) the learning rate comes from ``repro.lr_grid`` (when given):
+one run per rate on the training sample of seed ``repro.lr_seed`` less a stratified
+``repro.val_fraction`` of it, scored on that held-back part (training texts only: the test
 split is never seen). The rate with the best validation metric (ties: the smaller rate)
 then trains every seed on the whole training sample, scored on the test split. Every run
 is cached on disk (kind "runs"), so an interrupted reproduction resumes where it stopped.
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from analysis.reproduce.stats import final_loss
 from analysis.store.cache import DiskCache, make_key
+from analysis.training.cost import COST_MODEL
 
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.pipeline import AnalysisConfig
@@ -149,58 +150,75 @@ def choose_lr(
     *,
     cached_only: bool = False,
 ) -> tuple[float, list[dict]] | None:
-    """(the learning rate, the "lr_search" records): ``rc.lr`` without a grid, else the best on validation.
+    """(the learning rate, the "lr_search" records): ``repro.lr`` without a grid, else the best on validation.
 
+    When the best rate sits at an edge of the rates tried, one more rate past that edge (the
+    grid's ratio there) is tried, up to ``repro.lr_extend`` times, so a chosen rate is inside the
+    rates tried unless the extension ran out (the chosen record then says ``at_edge``).
     None: ``cached_only`` and a run of the grid is not in the cache.
     """
-    from analysis.training import TrainConfig
-
     if not repro.lr_grid:
         return repro.lr, []
     folder, n_fit, n_val = validation_folder(repro, model, task, cache)
-    tried = []
-    for lr in repro.lr_grid:
-        train_cfg = TrainConfig(
-            acfg(repro, model, str(folder), None, repro.lr_seed),
-            sel,
-            steps=repro.lr_steps or repro.steps,
-            lr=lr,
-            batch_size=repro.batch_size,
-            eval_n=n_val,
-            eval_every=repro.lr_steps or repro.steps,
-            seed=repro.lr_seed,
-            strategy=strategy,
-        )
-        rec = cached_train(train_cfg, cache, log, cached_only=cached_only)
-        if rec is None:
-            return None
-        tried.append(
-            {
-                "model": model,
-                "task": task,
-                "strategy": strategy,
-                "k": k,
-                "lr": lr,
-                "seed": repro.lr_seed,
-                "metric": rec["metric"],
-                "val_metric": rec["metric_value"],
-                "final_loss": rec.get("final_loss"),
-                "steps": rec["steps"],
-                "n_fit": n_fit,
-                "n_val": n_val,
-            }  # fmt: skip
-        )
+    tried: list[dict] = []
+
+    def trial(lr: float, extended: bool) -> bool:
+        rec = _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached_only)
+        if rec is not None:
+            tried.append({"model": model, "task": task, "strategy": strategy, "k": k, "lr": lr, "seed": repro.lr_seed,
+                          "metric": rec["metric"], "val_metric": rec["metric_value"],
+                          "final_loss": rec.get("final_loss"), "steps": rec["steps"], "n_fit": n_fit,
+                          "n_val": n_val, "extended": extended})  # fmt: skip
+        return rec is not None
+
+    if not all(trial(lr, False) for lr in sorted(set(repro.lr_grid))):
+        return None
     best = max(tried, key=lambda r: (r["val_metric"], -r["lr"]))
+    for _ in range(repro.lr_extend if len(tried) > 1 else 0):
+        nxt = edge_step(sorted(r["lr"] for r in tried), best["lr"])
+        if nxt is None or not trial(nxt, True):
+            break
+        best = max(tried, key=lambda r: (r["val_metric"], -r["lr"]))
     for r in tried:
         r["chosen"] = r is best
+    best["at_edge"] = edge_step(sorted(r["lr"] for r in tried), best["lr"]) is not None
     log(f"  {strategy:<11} k={k}: learning rate {best['lr']:g} (validation {best['metric']} {best['val_metric']:.4f})")
     return best["lr"], tried
 
 
-def validation_folder(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> tuple[Path, int, int]:
-    """(folder, fit texts, validation texts): the training sample of ``rc.lr_seed`` split into fit and validation.
+def edge_step(lrs: list[float], best: float) -> float | None:
+    """The next rate past the edge of the sorted ``lrs`` that ``best`` is on (same ratio); None: inside, or one rate."""
+    if len(lrs) < 2:
+        return None
+    if best == lrs[-1]:
+        return float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.3g}")
+    if best == lrs[0]:
+        return float(f"{lrs[0] * lrs[0] / lrs[1]:.3g}")
+    return None
 
-    Only the task's training split is read. The validation part is a stratified ``rc.val_fraction``
+
+def _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached_only) -> dict | None:
+    """One validation run of the learning-rate search (a cached training record; None: not cached and cached_only)."""
+    from analysis.training import TrainConfig
+
+    train_cfg = TrainConfig(
+        acfg(repro, model, str(folder), None, repro.lr_seed),
+        sel,
+        steps=repro.lr_steps or repro.steps,
+        lr=lr,
+        batch_size=repro.batch_size,
+        eval_n=n_val,
+        eval_every=repro.lr_steps or repro.steps,
+        seed=repro.lr_seed,
+        strategy=strategy,
+    )
+    return cached_train(train_cfg, cache, log, cached_only=cached_only)
+
+
+def validation_folder(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> tuple[Path, int, int]:
+    """(folder, fit texts, validation texts): the training sample of ``repro.lr_seed`` split into fit and validation.
+
+    Only the task's training split is read. The validation part is a stratified ``repro.val_fraction``
     (seeded), at least one text per class; the folder is named by its content, so reruns reuse it.
     """
     from analysis.data.sampling import SampleConfig, sample
@@ -256,6 +274,7 @@ def cached_train(
     rec["metric_value"] = r["eval"][r["metric"]]
     rec["final_loss"] = final_loss(r["history"])
     rec["inference_flops_per_example"] = inference_flops(train_cfg, r["seq_len"], r["layers_kept"])
+    rec["cost_model"] = COST_MODEL  # which cost model computed the FLOPs (older records have none: model 1)
     cache.save(
         "runs",
         key,
@@ -276,13 +295,13 @@ def cached_train(
 
 
 def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int) -> float:
-    """Forward FLOPs per example of the kept blocks (2·P·T + 4·T²·d each, the cost model's forward pass)."""
+    """Forward FLOPs per example of the kept blocks (the cost model's forward pass, analysis.training.cost)."""
     from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import load_dtype
+    from analysis.training.cost import attention_width, block_flops, load_dtype
 
     target = resolve_target(train_cfg.analysis)
     base, _ = cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
     _, blocks = layer_list(base)
-    d, t = base.config.hidden_size, float(seq_len)
-    return float(sum(2 * sum(p.numel() for p in b.parameters()) * t + 4 * t * t * d for b in blocks[:kept]))
+    w = attention_width(base.config)
+    return float(sum(block_flops(sum(p.numel() for p in b.parameters()), seq_len, w)[0] for b in blocks[:kept]))

@@ -1,29 +1,45 @@
-"""The verdicts of a reproduction: per-setting paired comparisons and one verdict per claim.
+"""The verdicts of a reproduction: per-setting paired comparisons, per-task words and one verdict per claim.
 
 Pure functions of the results dict of :func:`analysis.reproduce.run.run` (its "runs",
-"robustness" and "cards" records), so the verdicts can be recomputed from the JSON alone.
+"robustness", "curves" and "cards" records), so the verdicts can be recomputed from the JSON alone.
 
 - Claim 1 (variability beats top-k) and claim 2 (variability matches full fine-tuning) compare
-  strategies by the paired difference across seeds (:func:`analysis.reproduce.stats.paired`):
-  "better"/"worse" when the 95 % t interval excludes 0, else "tie". Where ℓ* is the top layer the
-  variability selection *is* the top-k selection: that setting is "void" and does not test claim 1.
-  Claim 2 counts a setting as a match when the interval's lower end is at or above −MARGIN (0.05):
-  a non-inferiority rule on the paired standard error, so a tie with a wide interval is no match.
+  strategies by the paired difference across seeds (:func:`analysis.reproduce.stats.paired`, the
+  per-seed sd floored at the binomial sd of the metric on the held-out texts).
+- Where ℓ* is the top layer the variability selection *is* the top-k selection: such a setting is
+  "void" for claim 1, and for claims 2 and 4 "void for ν" (top-k against full fine-tuning: whatever
+  it shows owes nothing to ν; it is reported beside the verdict, not counted in it).
+- Where ℓ* < k the variability selection tunes only ℓ* layers (:func:`analysis.recommend.tuned_layers`),
+  fewer than top-k's k: claim 1's pair is not like-for-like ("unequal") and is not counted.
+- Claim 2 is non-inferiority with margin MARGIN (0.05): a setting "matches" when the interval's lower
+  end is at or above −MARGIN, is "worse beyond the margin" (against the claim) when its upper end is
+  below −MARGIN, else "undecided". A worse setting inside the margin is a match.
+- A setting whose partner strategy has no runs is "no partner"; one with fewer than two shared seeds
+  is "untested". Neither is counted.
 - Claim 4 splits the saving of the variability selection into partial tuning (top-k against full
-  fine-tuning: same layers kept, fewer tuned) and truncation (variability against top-k: the same
-  number of tuned layers, the layers above ℓ* removed), in training FLOPs of the cost model and in
-  measured training time; inference cost per example is the share of blocks kept.
-- Each claim's word is :func:`analysis.reproduce.stats.claim_word` ("inconclusive" below 3 settings).
+  fine-tuning) and truncation (variability against top-k: the layers above ℓ* removed).
+- Each claim is judged per (model, task) (:func:`analysis.reproduce.stats.task_word`: most of the
+  task's testable k) and then over tasks (:func:`analysis.reproduce.stats.claim_word`, ≥ 3 tasks).
+- Claim 3 (:mod:`analysis.reproduce.robustness`) on independent draws, per task.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from analysis.reproduce.stats import MIN_SETTINGS, by_seed, claim_word, count_outcomes, paired
+from analysis.reproduce.robustness import claim3_tasks, claim3_verdict
+from analysis.reproduce.stats import MIN_TASKS, binomial_sd, by_seed, claim_word, paired, spearman_p, task_word
 
 MARGIN = 0.05  # claim 2: a match needs the interval's lower end at or above −MARGIN (non-inferiority)
+COUNTED = ("better", "worse", "tie")
+NOT_COUNTED = {
+    "void": "void (ℓ* is the top layer: the same model as top-k)",
+    "void for ν": "void for ν (ℓ* is the top layer: top-k against full, nothing of ν)",
+    "unequal": "not like-for-like (ℓ* < k: variability tunes only ℓ* layers)",
+    "no partner": "no partner (the other strategy has no runs)",
+    "untested": "untested (fewer than 2 shared seeds)",
+}
 
 
 def _mean_sd(xs: Iterable[float]) -> tuple[float, float]:
@@ -72,21 +88,28 @@ def summarize(res: dict) -> list[dict]:
 
 def verdicts(res: dict) -> dict:
     """A verdict per claim, from the numbers only."""
-    groups = _groups(res)
-    claim1, claim2, claim4 = _claim1_detail(groups), _claim2_detail(groups), _claim4_detail(groups)
-    scarcity, imbalance = _robustness_summaries(res["robustness"])
+    groups, tops = _groups(res), _top_layers(res)
+    c1, c2, c4 = _claim1_detail(groups, tops), _claim2_detail(groups, tops), _claim4_detail(groups, tops)
+    t1 = _tasks(c1, lambda x: x["outcome"] == "better", lambda x: x["outcome"] == "worse")
+    t2 = _tasks(c2, lambda x: x["outcome"] == "match", lambda x: x["outcome"] == "worse beyond the margin")
+    t4 = _tasks(c4, lambda x: x["outcome"] == "cheaper", lambda x: x["outcome"] == "not cheaper")
+    t3 = claim3_tasks(res["robustness"])
     out = {
-        "claim1": _claim1_verdict(claim1),
-        "claim2": _claim2_verdict(claim2),
-        "claim3": _claim3_verdict(scarcity, imbalance),
-        "claim4": _claim4_verdict(claim4),
-        "claim1_detail": claim1,
-        "claim2_detail": claim2,
-        "claim4_detail": claim4,
-        "claim3_detail": {"scarcity": scarcity, "imbalance": imbalance},
+        "claim1": _claim1_verdict(c1, t1),
+        "claim2": _claim2_verdict(c2, t2),
+        "claim3": claim3_verdict(res["robustness"], t3),
+        "claim4": _claim4_verdict(c4, t4),
+        "claim1_detail": c1,
+        "claim2_detail": c2,
+        "claim4_detail": c4,
+        "claim1_tasks": t1,
+        "claim2_tasks": t2,
+        "claim3_tasks": t3,
+        "claim4_tasks": t4,
         "rules": {
-            "interval": "95 % t interval of the paired per-seed difference (n − 1 degrees of freedom)",
-            "min_settings": MIN_SETTINGS,
+            "interval": "95 % t interval of the paired per-seed difference (n − 1 degrees of freedom), the per-seed "
+            "sd floored at the binomial sd √(p̄(1−p̄)/m) of the metric on the m held-out texts",
+            "min_tasks": MIN_TASKS,
             "claim2_margin": MARGIN,
         },
     }
@@ -102,14 +125,26 @@ def cards_verdict(cards: list[dict]) -> str:
     rhos = sorted(c["rank_agreement"] for c in done if c["rank_agreement"] is not None)
     line = f"ν and the probe agree on the best layer in {same} of {len(done)} settings"
     if rhos:
+        ps = [rank_p(c) for c in done]
+        sig = sum(p is not None and p < 0.05 and c["rank_agreement"] > 0 for p, c in zip(ps, done, strict=True))
         line += (
             f"; Spearman between −ν and probe accuracy across layers {rhos[0]:.2f}–{rhos[-1]:.2f} "
-            f"(median {statistics.median(rhos):.2f})"
+            f"(median {statistics.median(rhos):.2f}), a significant agreement (p < 0.05) in {sig} of {len(done)}"
         )
     missing = [f"{c['model']}/{c['task']}" for c in cards if "not_computed" in c]
     if missing:
         line += f"; not computed for {', '.join(missing)}"
     return line
+
+
+def rank_p(card: dict) -> float | None:
+    """The two-sided p of a cards record's Spearman across its layers (None: undefined)."""
+    return spearman_p(card.get("rank_agreement"), len(card.get("layers") or []))
+
+
+def _top_layers(res: dict) -> dict[tuple[str, str], int]:
+    """{(model, task): L} from the curves (layer 0 is the embeddings)."""
+    return {(c["model"], c["task"]): len(c["layers"]) - 1 for c in res.get("curves", [])}
 
 
 def _settings(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, int, list[dict]]]:
@@ -118,51 +153,74 @@ def _settings(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, int, list
     return [(m, t, k, groups[(m, t, s, k)]) for m, t, s, k in keys]
 
 
-def _claim1_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
-    """Claim 1 per setting: the paired difference variability − top-k; "void" where they are the same model."""
+def _pair(var: list[dict], other: list[dict]) -> dict:
+    """:func:`paired` of two strategies' runs, floored at the binomial sd of their mean metric on the held-out texts."""
+    vals = [r["metric_value"] for r in var + other]
+    m = min(int(r.get("n_eval") or 0) for r in var + other)
+    return paired(by_seed(var), by_seed(other), binomial_sd(statistics.mean(vals), m))
+
+
+def _is_top(var: list[dict], tops: dict, model: str, task: str) -> bool:
+    return var[0]["classifier_layer"] == tops.get((model, task), -1) or any(r.get("identical_to_top") for r in var)
+
+
+def _claim1_detail(groups: dict[tuple, list[dict]], tops: dict) -> list[dict]:
+    """Claim 1 per setting: the paired difference variability − top-k, or why it is not counted."""
     out = []
     for model, task, k, var in _settings(groups):
         top = groups.get((model, task, "top", k))
+        p = _pair(var, top) if top else {}
         if not top:
-            continue
-        p = paired(by_seed(var), by_seed(top))
-        void = any(r.get("identical_to_top") for r in var)
+            outcome = "no partner"
+        elif _is_top(var, tops, model, task):
+            outcome = "void"
+        elif len(var[0]["tuned_layers"]) < k:
+            outcome = "unequal"
+        else:
+            outcome = p["outcome"]
+        keep = outcome in (*COUNTED, "unequal")
         out.append(
             {
                 "model": model,
                 "task": task,
                 "k": k,
                 "best_layer": var[0]["classifier_layer"],
-                "n_layers": top[0]["classifier_layer"],
+                "n_layers": tops.get((model, task)),
+                "tuned": len(var[0]["tuned_layers"]),
                 "variability": statistics.mean(r["metric_value"] for r in var),
-                "top": statistics.mean(r["metric_value"] for r in top),
-                **{x: None if void else p[x] for x in ("mean", "se", "low", "high")},
-                "n": p["n"],
-                "outcome": "void" if void else p["outcome"],
+                "top": statistics.mean(r["metric_value"] for r in top) if top else None,
+                **{x: p.get(x) if keep else None for x in ("mean", "se", "low", "high", "sd_floor", "floored")},
+                "n": p.get("n", 0),
+                "outcome": outcome,
             }
         )
     return out
 
 
-def _claim2_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
-    """Claim 2 per setting: the paired difference variability − full fine-tuning; a match unless "worse"."""
+def _claim2_detail(groups: dict[tuple, list[dict]], tops: dict) -> list[dict]:
+    """Claim 2 per setting: variability − full fine-tuning against the margin (match / worse beyond / undecided)."""
     out = []
     for model, task, k, var in _settings(groups):
         full = groups.get((model, task, "full", None))
-        if not full:
-            continue
-        p = paired(by_seed(var), by_seed(full))
+        p: dict = _pair(var, full) if full else {"outcome": "no partner"}
+        if p["outcome"] in COUNTED:
+            word = "match" if p["low"] >= -MARGIN else "worse beyond the margin" if p["high"] < -MARGIN else "undecided"
+        else:
+            word = p["outcome"]
+        void = word != "no partner" and _is_top(var, tops, model, task)
         out.append(
             {
                 "model": model,
                 "task": task,
                 "k": k,
                 "variability": statistics.mean(r["metric_value"] for r in var),
-                "full": statistics.mean(r["metric_value"] for r in full),
-                "gap": p["mean"],
-                **{x: p[x] for x in ("n", "se", "low", "high")},
-                "outcome": p["outcome"],
-                "matches": p["low"] is not None and p["low"] >= -MARGIN,
+                "full": statistics.mean(r["metric_value"] for r in full) if full else None,
+                "gap": p.get("mean"),
+                **{x: p.get(x) for x in ("n", "se", "low", "high", "sd_floor", "floored")},
+                "difference": p["outcome"],
+                "top_vs_full": word if void else None,
+                "outcome": "void for ν" if void else word,
+                "matches": word == "match",
             }
         )
     return out
@@ -176,7 +234,7 @@ def _giga(x: float | None) -> float | None:
     return None if x is None else x / 1e9
 
 
-def _claim4_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
+def _claim4_detail(groups: dict[tuple, list[dict]], tops: dict) -> list[dict]:
     """Claim 4 per setting: total, partial-tuning and truncation factors (FLOPs and time) and inference share."""
     out = []
     for model, task, k, var in _settings(groups):
@@ -187,6 +245,13 @@ def _claim4_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
                for n, rs in (("var", var), ("top", top), ("full", full))}  # fmt: skip
         f_var, f_top = var[0]["flops_vs_full"], top[0]["flops_vs_full"]
         kept = var[0].get("layers_kept", var[0]["classifier_layer"])
+        t_full = _ratio(sec["var"], sec["full"])
+        if not full:
+            outcome = "no partner"
+        elif _is_top(var, tops, model, task):
+            outcome = "void for ν"
+        else:
+            outcome = "cheaper" if f_var < 1 and t_full is not None and t_full < 1 else "not cheaper"
         out.append(
             {
                 "model": model,
@@ -196,100 +261,93 @@ def _claim4_detail(groups: dict[tuple, list[dict]]) -> list[dict]:
                 "flops_vs_full": f_var,
                 "partial_flops": f_top,
                 "truncation_flops": f_var / f_top,
-                "time_vs_full": _ratio(sec["var"], sec["full"]),
+                "time_vs_full": t_full,
                 "partial_time": _ratio(sec["top"], sec["full"]),
                 "truncation_time": _ratio(sec["var"], sec["top"]),
                 "inference_vs_full": kept / top[0]["classifier_layer"],
                 "inference_gflops": _giga(var[0].get("inference_flops_per_example")),
                 "full_inference_gflops": _giga(top[0].get("inference_flops_per_example")),
+                "outcome": outcome,
             }
         )
     return out
 
 
-def _claim1_verdict(c1: list[dict]) -> str:
-    void = sum(x["outcome"] == "void" for x in c1)
-    testable = [x for x in c1 if x["outcome"] in ("better", "worse", "tie")]
-    c = count_outcomes(testable)
-    word = claim_word(c["better"], c["worse"], len(testable))
-    line = (
-        f"{word}: {len(testable)} testable setting{'' if len(testable) == 1 else 's'} (ℓ* below the top layer); "
-        f"better than top-k in {c['better']}, "
-        f"worse in {c['worse']}, tied in {c['tie']}"
+def _tasks(details: list[dict], support: Callable[[dict], bool], against: Callable[[dict], bool]) -> list[dict]:
+    """One record per (model, task): its testable k, how many support / contradict, and its word (stats.task_word)."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for x in details:
+        by.setdefault((x["model"], x["task"]), []).append(x)
+    out = []
+    for (model, task), xs in by.items():
+        test = [x for x in xs if x["outcome"] not in NOT_COUNTED]
+        s, a = sum(map(support, test)), sum(map(against, test))
+        word = task_word(s, a, len(test))
+        if not test:  # why: the most common reason among its settings
+            reasons = [x["outcome"] for x in xs]
+            word = max(set(reasons), key=reasons.count)
+        out.append({"model": model, "task": task, "ks": [x["k"] for x in test], "support": s, "against": a,
+                    "testable": len(test), "word": word})  # fmt: skip
+    return out
+
+
+def _tally(tasks: list[dict]) -> tuple[str, list[dict], str]:
+    """(the claim word over tasks, the testable tasks, a clause naming the tasks that are not testable and why)."""
+    test = [t for t in tasks if t["testable"]]
+    hold, fail = sum(t["word"] == "holds" for t in test), sum(t["word"] == "fails" for t in test)
+    word = claim_word(hold, fail, len(test))
+    rest = [f"{t['model']}/{t['task']} {t['word']}" for t in tasks if not t["testable"]]
+    return word, test, ("; not testable: " + ", ".join(rest)) if rest else ""
+
+
+def _task_clause(test: list[dict]) -> str:
+    n = len(test)
+    c = {w: sum(t["word"] == w for t in test) for w in ("holds", "fails", "split")}
+    line = f"holds on {c['holds']} of {n} testable task{'' if n == 1 else 's'}, fails on {c['fails']}, "
+    line += f"split on {c['split']} (a task counts when most of its k agree)"
+    return line + (f"; fewer than {MIN_TASKS} testable tasks" if n < MIN_TASKS else "")
+
+
+def _setting_clause(details: list[dict], words: tuple[str, ...]) -> str:
+    c = {w: sum(x["outcome"] == w for x in details) for w in (*words, *NOT_COUNTED)}
+    return ", ".join(f"{w} {c[w]}" for w in words) + "".join(
+        f"; {NOT_COUNTED[w]} in {c[w]}" for w in NOT_COUNTED if c[w]
     )
+
+
+def _claim1_verdict(c1: list[dict], tasks: list[dict]) -> str:
+    word, test, rest = _tally(tasks)
+    return f"{word}: {_task_clause(test)}; settings: {_setting_clause(c1, COUNTED)}{rest}"
+
+
+def _claim2_verdict(c2: list[dict], tasks: list[dict]) -> str:
+    word, test, rest = _tally(tasks)
+    words = ("match", "undecided", "worse beyond the margin")
+    line = f"{word}: {_task_clause(test)}; settings (95 % interval against the −{MARGIN:g} margin): "
+    line += _setting_clause(c2, words) + rest
+    void = [x for x in c2 if x["outcome"] == "void for ν"]
     if void:
-        line += f"; void in {void} where ℓ* is the top layer (the same model as top-k)"
-    return line + (f"; fewer than {MIN_SETTINGS} testable settings" if len(testable) < MIN_SETTINGS else "")
+        m = sum(x["top_vs_full"] == "match" for x in void)
+        line += f"; there, top-k (plain partial tuning) matched full fine-tuning in {m} of {len(void)}"
+    return line
 
 
-def _claim2_verdict(c2: list[dict]) -> str:
-    testable = [x for x in c2 if x["outcome"] in ("better", "worse", "tie")]
-    c = count_outcomes(testable)
-    match = sum(x["matches"] for x in testable)
-    word = claim_word(match, c["worse"], len(testable))
-    return (
-        f"{word}: within {MARGIN:g} of full fine-tuning (95 % interval of the paired difference above −{MARGIN:g}) "
-        f"in {match} of {len(testable)} settings; better in {c['better']}, tied in {c['tie']}, worse in {c['worse']}"
-        + (f"; fewer than {MIN_SETTINGS} settings" if len(testable) < MIN_SETTINGS else "")
-    )
-
-
-def _robustness_summaries(rob: list[dict]) -> tuple[dict | None, dict | None]:
-    """Claim 3's (scarcity, imbalance) summaries of the robustness records (None: no such records)."""
-
-    def summary(records: list[dict]) -> dict | None:
-        if not records:
-            return None
-        return {
-            "mean_spearman": statistics.mean(x["spearman"] for x in records),
-            "min_spearman": min(x["spearman"] for x in records),
-            "best_layer_moved": sum(x["best_layer_moved"] for x in records),
-            "settings": len(records),
-        }
-
-    frac = [x for x in rob if x["kind"] == "fraction" and x["value"] != 1.0]
-    imb = [x for x in rob if x["kind"] == "imbalance"]
-    return summary(frac), summary(imb)
-
-
-def _claim3_verdict(rf: dict | None, ri: dict | None) -> str:
-    if rf is None and ri is None:
-        return "inconclusive: no robustness curves"
-    ok = all(r is None or (r["mean_spearman"] >= 0.8 and r["best_layer_moved"] <= r["settings"] / 3) for r in (rf, ri))
-    return (
-        ("reproduced" if ok else "not reproduced")
-        + ": "
-        + "; ".join(
-            f"{name}: mean Spearman {r['mean_spearman']:.2f} (min {r['min_spearman']:.2f}), ℓ* moved in "
-            f"{r['best_layer_moved']} of {r['settings']}"
-            for name, r in (("scarcity", rf), ("imbalance", ri))
-            if r
-        )
-    )
-
-
-def _claim4_verdict(c4: list[dict]) -> str:
+def _claim4_verdict(c4: list[dict], tasks: list[dict]) -> str:
     if not c4:
         return "inconclusive: no training runs to compare"
-    with_full = [x for x in c4 if x["has_full"]]
+    word, test, rest = _tally(tasks)
+    line = f"{word}: {_task_clause(test)}; settings: {_setting_clause(c4, ('cheaper', 'not cheaper'))}{rest}"
     cut = [x for x in c4 if x["inference_vs_full"] < 1]  # ℓ* below the top layer: layers removed
     if cut:
         tf, tt = [x["truncation_flops"] for x in cut], [x["truncation_time"] for x in cut if x["truncation_time"]]
-        trunc = f"truncation (layers above ℓ* removed, {len(cut)} setting{'s' if len(cut) > 1 else ''}): "
-        trunc += f"training FLOPs {min(tf):.2f}–{max(tf):.2f}×"
-        trunc += f", measured time {min(tt):.2f}–{max(tt):.2f}× of top-k's" if tt else " of top-k's"
-    else:
-        trunc = "no truncation anywhere (ℓ* is the top layer in every setting)"
-    if not with_full:
-        return f"inconclusive: no full fine-tuning runs to compare with; {trunc}"
-    cheaper = sum(x["flops_vs_full"] < 1 and (x["time_vs_full"] or 1) < 1 for x in with_full)
-    word = claim_word(cheaper, len(with_full) - cheaper, len(with_full))
-    fl = [x["flops_vs_full"] for x in with_full]
-    tm = [x["time_vs_full"] for x in with_full if x["time_vs_full"]]
-    line = (
-        f"{word}: cheaper than full fine-tuning in FLOPs and measured time in {cheaper} of {len(with_full)} "
-        f"settings; training FLOPs {min(fl):.2f}–{max(fl):.2f}× of full"
-    )
-    if tm:
-        line += f", measured time {min(tm):.2f}–{max(tm):.2f}×"
-    return f"{line}; {trunc}"
+        line += f"; truncation (layers above ℓ* removed, {len(cut)} setting{'s' if len(cut) > 1 else ''}): "
+        line += f"training FLOPs {min(tf):.2f}–{max(tf):.2f}×"
+        line += f", measured time {min(tt):.2f}–{max(tt):.2f}× of top-k's" if tt else " of top-k's"
+    void = [x for x in c4 if x["outcome"] == "void for ν" and x["time_vs_full"]]
+    if void:
+        fl, tm = [x["flops_vs_full"] for x in void], [x["time_vs_full"] for x in void]
+        line += (
+            f"; where ℓ* is the top layer the saving is plain partial tuning: training FLOPs "
+            f"{min(fl):.2f}–{max(fl):.2f}×, measured time {min(tm):.2f}–{max(tm):.2f}× of full"
+        )
+    return line

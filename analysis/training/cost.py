@@ -8,21 +8,28 @@ import numpy as np
 
 from analysis.training.selection import Selection, select
 
+# 2: attention at heads × head_dim with a backward of twice its forward (1: the hidden size, backward = forward).
+COST_MODEL = 2
+
 
 def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> dict:
     """Parameters and training FLOPs per example for a selection, and the same for full fine-tuning.
 
-    Per block: forward ≈ 2·P·T + 4·T²·d (weights and attention), backward through a block for
-    activations ≈ its forward, weight gradients ≈ 2·P·T for tuned blocks (2·P_lora·T for LoRA).
-    Gradients flow from the head down to the lowest tuned block only.
+    Per block (:func:`block_flops`): forward ≈ 2·P·T + 4·T²·w (weights, then QKᵀ and AV at the
+    attention width w = heads × head_dim); backward through a block for activations ≈ 2·P·T + 8·T²·w
+    (both operands of QKᵀ and AV are activations, so attention's backward is twice its forward);
+    weight gradients ≈ 2·P·T for tuned blocks (2·P_lora·T for LoRA). Gradients flow from the
+    head down to the lowest tuned block only.
     """
     from analysis.models.layers import layer_list
 
     _, blocks = layer_list(base_model)
     d = base_model.config.hidden_size
+    w = attention_width(base_model.config)
     T = float(seq_len)
     P = [sum(p.numel() for p in b.parameters()) for b in blocks]
-    fwd = [2 * p * T + 4 * T * T * d for p in P]
+    fwd = [block_flops(p, T, w)[0] for p in P]
+    bwd = [block_flops(p, T, w)[1] for p in P]
     head_p = d * d + d + d * num_labels + num_labels
     emb_p = sum(p.numel() for p in base_model.get_input_embeddings().parameters())
     total_base = sum(p.numel() for p in base_model.parameters())
@@ -31,7 +38,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
         keep = sel.classifier_layer
         lo = 1 if sel.tune_embeddings else (min(sel.tuned_layers) if sel.tuned_layers else keep + 1)
         f = sum(fwd[:keep]) + 2 * head_p
-        f += sum(fwd[lo - 1 : keep])  # activation gradients
+        f += sum(bwd[lo - 1 : keep])  # activation gradients
         if sel.adapter == "lora":
             f += sum(2 * _lora_params(d, sel.lora_r) * T for _ in sel.tuned_layers)
         else:
@@ -58,6 +65,27 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
         "seq_len": T,
         "layers_kept": selection.classifier_layer,
     }
+
+
+def attention_width(config) -> int:
+    """The width of QKᵀ and AV: heads × head_dim (gemma3-270m: 4 × 256 = 1024, not its hidden size 640).
+
+    Models without a ``head_dim`` split the hidden size over the heads (width = hidden size).
+    """
+    heads, head_dim = getattr(config, "num_attention_heads", None), getattr(config, "head_dim", None)
+    if isinstance(heads, int) and isinstance(head_dim, int) and heads > 0 and head_dim > 0:
+        return heads * head_dim
+    return int(config.hidden_size)
+
+
+def block_flops(params: int, seq_len: float, width: int) -> tuple[float, float]:
+    """(forward, backward for activations) FLOPs per example of one block of ``params`` weights.
+
+    forward 2·P·T + 4·T²·w; backward 2·P·T + 8·T²·w (attention's two matmuls need a gradient
+    for each of their two activation operands). Weight gradients are counted by the caller.
+    """
+    T = float(seq_len)
+    return 2 * params * T + 4 * T * T * width, 2 * params * T + 8 * T * T * width
 
 
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
