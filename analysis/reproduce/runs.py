@@ -270,13 +270,10 @@ def cached_train(
 
 
 def inference_flops(tc: TrainConfig, seq_len: float, kept: int) -> float:
-    """Forward FLOPs per example of the kept blocks (2·P·T + 4·T²·d each, the cost model's forward pass)."""
-    from analysis.models.load import layer_list
+    """Forward FLOPs per example of the kept blocks (the cost model's forward pass)."""
     from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import load_dtype
+    from analysis.training.cost import block_forward_flops, load_dtype
 
     target = resolve_target(tc.analysis)
     base, _ = cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
-    _, blocks = layer_list(base)
-    d, t = base.config.hidden_size, float(seq_len)
-    return float(sum(2 * sum(p.numel() for p in b.parameters()) * t + 4 * t * t * d for b in blocks[:kept]))
+    return float(sum(block_forward_flops(base, seq_len)[:kept]))

@@ -22,7 +22,7 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
     d = base_model.config.hidden_size
     T = float(seq_len)
     P = [sum(p.numel() for p in b.parameters()) for b in blocks]
-    fwd = [2 * p * T + 4 * T * T * d for p in P]
+    fwd = block_forward_flops(base_model, T)
     head_p = d * d + d + d * num_labels + num_labels
     emb_p = sum(p.numel() for p in base_model.get_input_embeddings().parameters())
     total_base = sum(p.numel() for p in base_model.parameters())
@@ -57,7 +57,19 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
         "params_vs_full": trainable(selection) / trainable(full),
         "seq_len": T,
         "layers_kept": selection.classifier_layer,
+        "block_forward_flops": fwd,  # per example, blocks 1..L (the estimator's evaluations and one-off passes)
+        "head_forward_flops": 2.0 * head_p,
     }
+
+
+def block_forward_flops(model, seq_len: float) -> list[float]:
+    """Forward FLOPs per example of each block of ``model`` at ``seq_len`` tokens: 2·P·T + 4·T²·d, shape (L,)."""
+    from analysis.models.load import layer_list
+
+    _, blocks = layer_list(model)
+    d = model.config.hidden_size
+    T = float(seq_len)
+    return [2.0 * sum(p.numel() for p in b.parameters()) * T + 4.0 * T * T * d for b in blocks]
 
 
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
