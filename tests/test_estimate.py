@@ -26,9 +26,7 @@ def tiny():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64
-    )
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
     return BertModel(cfg).eval()
 
 
@@ -94,7 +92,8 @@ def test_the_estimate_reads_as_one_line():
     e = Estimate(200.0, 1.3, 150, {"train": 190.0, "eval": 10.0}, "probe", "probe of 3 steps")
     assert e.text() == "about 3 min 20 s on this machine (probe of 3 steps)"
     assert e.to_dict()["text"] == e.text() and e.to_dict()["parts"]["eval"] == 10.0
-    cases = {0.2: "1 s", 7.4: "7 s", 43: "45 s", 58: "1 min", 61: "1 min", 125: "2 min 10 s", 3599: "1 h", 7800: "2 h 10 min"}
+    cases = {0.2: "1 s", 7.4: "7 s", 43: "45 s", 58: "1 min", 61: "1 min", 125: "2 min 10 s"}
+    cases |= {3599: "1 h", 7800: "2 h 10 min"}
     assert {s: duration(s) for s in cases} == cases
 
 
@@ -140,3 +139,20 @@ def test_train_prints_the_estimate_before_the_first_step(tmp_path):
     first = events[0]["estimate"]  # the first line of the live log, before any step's
     assert first["steps"] == 3 and first["method"] == "probe" and first["seconds"] > 0 and first["text"] in line
     assert set(first["parts"]) == {"train", "eval"} and [e["step"] for e in events if "loss" in e] == [1, 2, 3]
+
+
+def test_a_reproduction_plan_is_estimated_by_the_same_estimator():
+    from dataclasses import replace
+
+    from analysis.reproduce.config import QUICK
+    from analysis.reproduce.runs import plan_estimate
+
+    rc = replace(QUICK, models=("minilm",), n_train=120, eval_n=40, analysis_n=100, device="cpu")
+    est = plan_estimate(rc)  # full, then variability and top for k = 1, 2: five runs of one seed
+    assert est.steps == 5 * rc.steps and "; 5 training runs" in est.how and est.method == "cost model"
+    assert set(est.parts) == {"train", "eval", "ν curves"} and est.text().startswith("about ")
+    longer = plan_estimate(replace(rc, steps=2 * rc.steps))  # the rate is measured once: the same here
+    assert longer.parts["train"] == pytest.approx(2 * est.parts["train"])
+    assert longer.parts["ν curves"] == pytest.approx(est.parts["ν curves"])
+    grid = plan_estimate(replace(rc, lr_grid=(1e-4, 3e-4)))  # two validation runs per strategy before the seeds
+    assert grid.steps == 3 * est.steps and "; 15 training runs" in grid.how

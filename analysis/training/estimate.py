@@ -8,8 +8,9 @@ An :class:`Estimate` comes one of two ways:
   warm-up passes; its weights, gradients and random state are left as they were;
 - **cost model** (:func:`from_costs` with a rate): the FLOPs of :func:`.cost.cost` divided by the FLOP/s
   of a forward pass of the model on this device (:func:`measure_rate`, measured once per model, device and
-  dtype and kept in memory). The Training page uses it (no copy of the model, no backward pass), and so
-  does ``train`` when a probe would take longer than :data:`PROBE_BUDGET` seconds.
+  dtype and kept in memory). The Training page and ``reproduce`` use it (:func:`estimate_configs`: no copy
+  of the model, no backward pass), and so does ``train`` when a probe would take longer than
+  :data:`PROBE_BUDGET` seconds.
 
 Both add the held-out evaluations (a forward pass of the kept blocks over the held-out texts every
 ``eval_every`` steps and at the end) and one-off passes (:class:`OneOffPass`, e.g. the frozen-prefix pass:
@@ -19,6 +20,7 @@ data, the optimizer's update (small next to a forward+backward pass of a batch),
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -205,7 +207,12 @@ def probe(model, batch: dict, *, amp: str | None = None, warmup: int = PROBE_WAR
     try:
         for _ in range(warmup):
             one()
-        seconds = _timed(lambda: [one() for _ in range(steps)], device)
+
+        def timed_steps() -> None:
+            for _ in range(steps):
+                one()
+
+        seconds = _timed(timed_steps, device)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -259,43 +266,54 @@ def rate_for(base, tok, texts: Sequence[str], key: tuple, *, max_length: int, de
     return measure_rate(base, {k: v.to(device) for k, v in tensors.items()}, key)
 
 
-def estimate_preview(
-    cfg,
-    costs: dict,
+def estimate_configs(
+    configs: Sequence,
     texts: Sequence[str],
+    num_labels: int,
     *,
-    steps: int,
-    batch_size: int,
-    eval_n: int,
-    eval_every: int | None = None,
-    one_off: Sequence[OneOffPass] = (),
     loader: Callable | None = None,
-) -> Estimate:
-    """The Training page's estimate before Start: the cost model at this model's measured forward rate.
+    one_off: Sequence[OneOffPass] = (),
+) -> list[Estimate]:
+    """The cost-model estimate of each TrainConfig of ``configs`` before any of them starts (the Training page's
+    runs, a reproduction's plan), at this model's measured forward rate.
 
-    ``cfg`` is the AnalysisConfig, ``costs`` the selection's (:func:`.cost.cost_preview`), ``texts``
-    the training texts; the model comes from ``loader`` as in :func:`.cost.cost_preview`. Nothing is
-    copied or trained; the rate is measured once per model and device (a forward pass of a batch).
+    The configs share one model and task; ``texts`` are their training texts (the mean token length of
+    at most 2000 of them, and the rate's batch). The model comes from ``loader(ref, device, dtype,
+    trust_remote_code)`` (default: the in-process cache), loaded as :func:`~analysis.training.train`
+    loads it. Nothing is copied or trained; the rate is measured once per model and device.
+    ``one_off`` passes are counted once, with the first config.
     """
-    from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import load_dtype
+    import numpy as np
 
-    target = resolve_target(cfg)
-    key = rate_key(target)
+    from analysis.models.batching import tokenize
+    from analysis.pipeline import cached_model, resolve_target
+    from analysis.training.cost import cost, load_dtype
+
+    if not configs:
+        return []
+    a = configs[0].analysis
+    target = resolve_target(a)
     base, tok = (loader or cached_model)(
-        target.ref, target.device, load_dtype(target.device, target.dtype), cfg.trust_remote_code
+        target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
     )
-    rate = rate_for(base, tok, texts, key, max_length=cfg.max_length, device=target.device)
-    return from_costs(
-        costs,
-        steps=steps,
-        batch_size=batch_size,
-        eval_n=eval_n,
-        eval_every=eval_every,
-        rate=rate,
-        one_off=one_off,
-        how=f"cost model at {rate / 1e9:.3g} GFLOP/s measured here",
-    )
+    seq_len = float(np.mean([len(x) for x in tokenize(tok, list(texts)[:2000], None, a.max_length)["input_ids"]]))
+    rate = rate_for(base, tok, texts, rate_key(target), max_length=a.max_length, device=target.device)
+    out: list[Estimate] = []
+    for tc in configs:
+        steps = tc.steps or math.ceil(tc.epochs * math.ceil(len(texts) / tc.batch_size))
+        out.append(
+            from_costs(
+                cost(base, tc.selection, seq_len, num_labels),
+                steps=steps,
+                batch_size=tc.batch_size,
+                eval_n=tc.eval_n,
+                eval_every=tc.eval_every,
+                rate=rate,
+                one_off=() if out else one_off,
+                how=f"cost model at {rate / 1e9:.3g} GFLOP/s measured here",
+            )
+        )
+    return out
 
 
 def _autocast(device: str, amp: str | None):
