@@ -130,11 +130,7 @@ def train(
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
-        est = estimate_run(model, plan, costs, target)
-        monitor.push({"estimate": est.to_dict()})  # before the first step's events
-        monitor.update_progress(estimate=est.seconds)
-        if progress:
-            progress(f"training {cfg.label()} for {plan.max_steps} steps: {est.text()}")
+        _announce(cfg, estimate_run(model, plan, costs, target), monitor, progress, plan.max_steps)
         with tempfile.TemporaryDirectory() as tmp:
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
@@ -167,6 +163,14 @@ def train(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _announce(cfg: TrainConfig, est, monitor: RunMonitor, progress: Callable[[str], None] | None, steps: int) -> None:
+    """The estimate before the first step: the monitor's first event, its progress, ``progress``'s line."""
+    monitor.push({"estimate": est.to_dict()})
+    monitor.update_progress(estimate=est.seconds)
+    if progress:
+        progress(f"training {cfg.label()} for {steps} steps: {est.text()}")
 
 
 def _result(
