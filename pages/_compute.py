@@ -7,6 +7,7 @@ draws progress, and turns a failure into one line on the page.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 import streamlit as st
@@ -16,7 +17,7 @@ from analysis.recommend import DEFAULT_TOLERANCE
 from pages._state import analysis_config, upload_bytes
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)  # model_loader's spinner names the model
 def _load_model(
     source: str, name: str, location: str, fingerprint: str, revision, device: str, dtype: str, trust: bool
 ):
@@ -28,8 +29,29 @@ def _load_model(
 
 
 def model_loader(ref, device, dtype, trust):
-    """Loader for analysis.get_states, cached across reruns and sessions (keys are primitives)."""
-    return _load_model(ref.source, ref.name, ref.location, ref.fingerprint, ref.revision, device, dtype, bool(trust))
+    """Loader for analysis.get_states, cached across reruns and sessions (keys are primitives).
+
+    On a page it says "Loading <model>…" while it loads (a cached model returns before a spinner
+    shows); in a training run's worker thread, which draws nothing, it loads silently.
+    """
+    with st.spinner(f"Loading {ref.name}…") if _on_page() else nullcontext():
+        return _load_model(
+            ref.source, ref.name, ref.location, ref.fingerprint, ref.revision, device, dtype, bool(trust)
+        )
+
+
+def _on_page() -> bool:
+    """True in a page's script run (which can draw), False in a worker thread."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    return get_script_run_ctx(suppress_warning=True) is not None
+
+
+def states_message(cfg) -> str:
+    """What the pages say while a sample's states are computed, e.g. "Computing states for 600 texts…"."""
+    s = cfg.sampling
+    n = f"{s.n:,} texts" if s.n else f"at most {s.per_class:,} texts per class" if s.per_class else "every text"
+    return f"Computing states for {n} of {cfg.task.label()} with {cfg.model}…"
 
 
 def prepare_model_ui(name: str) -> None:
@@ -122,7 +144,7 @@ def _states_or_sample(cfg, bar, label):
         ran: dict = {}
         res = _streamed(key, f"{label} (streaming: ν of every text, {keep:,} kept)", cfg, keep, content, ran)
         return replace(res, cache_hit=res.cache_hit or not ran)  # shallow: the cached arrays are shared, unchanged
-    with st.spinner("Preparing…"):
+    with st.spinner(states_message(cfg)):  # a cached sample returns before it shows
         return get_states(cfg, content=content, progress=texts_progress(bar, label), loader=model_loader)
 
 

@@ -9,6 +9,7 @@ from analysis.settings import train_settings
 from analysis.stream.kept import total_texts
 from analysis.training import RunMonitor, Selection, baseline_jobs, cost_preview, start_in_thread
 from analysis.training.config import PAGE_TRAIN_DEFAULTS
+from analysis.training.estimate import combine, duration, estimate_configs
 from pages._charts import training_comparison_figure, training_history_figure, variability_before_after_figure
 from pages._compute import model_loader, page_states
 from pages._state import bound, ensure_app, session_alive_probe
@@ -103,12 +104,26 @@ except VariscopeError as e:
     st.error(str(e))
     ts = None
 
-running = [r for r in ss["runs"] if r["monitor"].running]
-b1, b2 = st.columns([1, 4])
-start = b1.button("Start", type="primary", key="train_start", disabled=sel is None or ts is None or bool(running))
-if start and sel is not None and ts is not None and not running:
+jobs = []
+if sel is not None and ts is not None:
     base_tc = ts.config(cfg, sel, strategy="selected", remeasure=bool(remeasure))
     jobs = baseline_jobs(base_tc, L, top=with_top, full=with_full)
+    try:  # before Start, without starting anything: the cost model at this model's speed here
+        with st.spinner(f"Measuring how fast {cfg.model} runs on this machine…"):
+            ests = estimate_configs(jobs, res.texts, len(res.label_names), loader=model_loader)
+        plan = combine(ests, ests[0].how)
+        what = "this run" if len(ests) == 1 else f"these {len(ests)} runs"
+        st.caption(
+            f":material/timer: Time for {what}: {plan.text()}; training {duration(plan.parts['train'])}, "
+            f"held-out evaluations {duration(plan.parts['eval'])}. The ETA updates while it runs."
+        )
+    except VariscopeError as e:
+        st.error(str(e))
+
+running = [r for r in ss["runs"] if r["monitor"].running]
+b1, b2 = st.columns([1, 4])
+start = b1.button("Start", type="primary", key="train_start", disabled=not jobs or bool(running))
+if start and jobs and not running:
     alive = session_alive_probe()  # the run stops (and frees its model) once this browser session disconnects
     monitors = [RunMonitor(alive=alive) for _ in jobs]
     ss["runs"] += [{"label": j.label(), "monitor": m} for j, m in zip(jobs, monitors, strict=True)]

@@ -297,3 +297,38 @@ def test_variability_page_says_how_sure_the_recommendation_is_on_a_flat_gemma_li
     assert len(lines) == 1 and " % of resamples" in lines[0]
     assert any("No layer is ℓ* in most resamples" in i.value for i in at.info)
     assert at.toggle(key="log_scale").value  # ν spans more than 10x: a log axis by default
+
+
+def test_training_page_shows_the_time_before_start_without_starting_a_run(app):
+    app.query_params.update({"n": "48", "max_length": "24", "layer": "2"})
+    app.switch_page("pages/training.py").run()
+    assert not app.exception and not app.error
+    lines = [c.value for c in app.caption if "on this machine" in c.value]
+    assert len(lines) == 1 and lines[0].startswith(":material/timer: Time for this run: about ")
+    assert "(cost model at " in lines[0] and "GFLOP/s measured here)" in lines[0]
+    assert app.session_state["runs"] == [] and not app.button(key="train_start").disabled
+    app.checkbox(key="train_cmp_full").check().run()  # the baselines join the estimate
+    assert any(c.value.startswith(":material/timer: Time for these 2 runs: about ") for c in app.caption)
+    assert app.session_state["runs"] == []
+
+
+def test_pages_say_what_they_load(make_app, monkeypatch):
+    """The model's name while it loads, the number of texts while their states are computed."""
+    import contextlib
+
+    import streamlit as st
+
+    seen, real = [], st.spinner
+
+    @contextlib.contextmanager
+    def spy(text="", *a, **k):
+        seen.append(text)
+        with real(text, *a, **k):
+            yield
+
+    monkeypatch.setattr(st, "spinner", spy)
+    at = make_app(model="minilm", task="rotten_tomatoes", n="60", max_length="24")
+    at.switch_page("pages/projections.py").run()
+    assert not at.exception and not at.error
+    assert "Computing states for 60 texts of rotten_tomatoes with minilm…" in seen and "Loading minilm…" in seen
+    assert seen.index("Loading minilm…") > seen.index("Computing states for 60 texts of rotten_tomatoes with minilm…")

@@ -20,6 +20,7 @@ from analysis.cli.common import make_cache
 from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
 from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, add_robustness, finish, merge, migrate, run
+from analysis.reproduce.runs import plan_estimate
 from analysis.settings import DEFAULTS
 from analysis.store.atomic import check_output, write_atomic
 
@@ -28,7 +29,9 @@ _INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", 
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="test the paper's claims on offline data")
-    p.add_argument("--quick", action="store_true", help="one task, one seed, few steps (about 10 minutes)")
+    p.add_argument(
+        "--quick", action="store_true", help="one task, one seed, few steps (its time estimate is printed first)"
+    )
     p.add_argument(
         "--models",
         "--model",
@@ -109,6 +112,8 @@ def cmd_reproduce(a) -> int:
         return res
 
     log = lambda s: print(s, flush=True)  # noqa: E731
+    if not a.cached_only:
+        log(f"estimate: {plan_estimate(rc).text()}")
     res = save(run(rc, cache=make_cache(a), log=log, save=save, cached_only=a.cached_only), plots=True)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")

@@ -185,7 +185,7 @@ def _prepare(a, cfg, ts: TrainSettings, world: int = 1) -> tuple[Selection, str 
 
 
 def _run(tc, monitor: RunMonitor, *, bar: bool):
-    """``train(tc, monitor)`` with a progress bar on stderr when ``bar``."""
+    """``train(tc, monitor)`` with its time estimate and a progress bar on stderr when ``bar``."""
     from tqdm import tqdm
 
     b: dict = {}
@@ -203,8 +203,9 @@ def _run(tc, monitor: RunMonitor, *, bar: bool):
 
     if bar:
         _Watch(daemon=True).start()
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if bar else None  # the estimate, before the first step
     try:
-        return train(tc, monitor)
+        return train(tc, monitor, progress=say)
     finally:
         if "b" in b:
             b["b"].close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from analysis.training.cost import COST_MODEL
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.pipeline import AnalysisConfig
     from analysis.reproduce.config import ReproConfig
+    from analysis.training.estimate import Estimate
     from analysis.training.run import TrainConfig
     from analysis.training.selection import Selection
 
@@ -136,6 +137,41 @@ def training_runs(
                 }  # fmt: skip
             )
     return runs, search
+
+
+def plan_estimate(rc: ReproConfig) -> Estimate:
+    """The time of ``rc``'s training runs and ν curves before any starts, by the one estimator
+    (:func:`analysis.training.estimate.estimate_configs`, the cost model at each model's measured rate).
+
+    ℓ* is not known yet, so a variability run is counted as the top-k run of its k (every layer
+    kept: an upper bound); a learning-rate search's runs are counted on the whole training sample;
+    runs already in the cache are counted too. The ν curves (the full sample's and the robustness
+    samples') are forward passes through every layer.
+    """
+    from analysis.models.load import describe, resolve_model
+    from analysis.pipeline import prepare_sample
+    from analysis.training import TrainConfig, select
+    from analysis.training.estimate import OneOffPass, combine, estimate_configs
+
+    parts = []
+    for model, task in rc.pairs():
+        n_layers = int(describe(resolve_model(model))["layers"])
+        data = prepare_sample(acfg(rc, model, task, rc.n_train, rc.seeds[0]))
+        n_val = max(len(data.label_names), int(round(len(data) * rc.val_fraction)))
+        curves = rc.analysis_n * (1 + sum(rc.fractions) + (len(rc.imbalances) if len(data.label_names) == 2 else 0))
+        jobs = []
+        for strategy, k, sel in selections(rc, model, n_layers, [0.0] * (n_layers + 1)):
+            sel = select("top", n_layers, k) if strategy == "variability" else sel
+            a = acfg(rc, model, task, rc.n_train, rc.seeds[0])
+            lr_steps = rc.lr_steps or rc.steps
+            search = [TrainConfig(a, sel, steps=lr_steps, batch_size=rc.batch_size, eval_n=n_val)] * len(rc.lr_grid)
+            seeds = [TrainConfig(a, sel, steps=rc.steps, batch_size=rc.batch_size, eval_n=rc.eval_n)] * len(rc.seeds)
+            jobs += [replace(tc, eval_every=tc.steps) for tc in search + seeds]  # one evaluation, at the end
+        parts += estimate_configs(
+            jobs, data.texts, len(data.label_names), one_off=[OneOffPass(int(curves), n_layers, "ν curves")]
+        )
+    rate = parts[0].how if len(rc.pairs()) == 1 or len({m for m, _ in rc.pairs()}) == 1 else "cost model"
+    return combine(parts, f"{rate}; {len(parts)} training runs, the variability ones counted with every layer kept")
 
 
 def choose_lr(
@@ -295,13 +331,10 @@ def cached_train(
 
 
 def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int) -> float:
-    """Forward FLOPs per example of the kept blocks (the cost model's forward pass, analysis.training.cost)."""
-    from analysis.models.layers import layer_list
+    """Forward FLOPs per example of the kept blocks (the cost model's forward pass)."""
     from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import attention_width, block_flops, load_dtype
+    from analysis.training.cost import block_forward_flops, load_dtype
 
     target = resolve_target(train_cfg.analysis)
     base, _ = cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
-    _, blocks = layer_list(base)
-    w = attention_width(base.config)
-    return float(sum(block_flops(sum(p.numel() for p in b.parameters()), seq_len, w)[0] for b in blocks[:kept]))
+    return float(sum(block_forward_flops(base, seq_len)[:kept]))

@@ -5,6 +5,7 @@ Modules, one idea each:
 - :mod:`.selection` — :class:`Selection`, the strategies (:func:`select`);
 - :mod:`.model` — the truncated classifier (:func:`build_classifier`) and LoRA targets;
 - :mod:`.cost` — parameters and FLOPs (:func:`cost`, :func:`selection_cost`, :func:`cost_preview`);
+- :mod:`.estimate` — the time of a run before it starts (:class:`Estimate`, :func:`estimate_configs`);
 - :mod:`.monitor` — :class:`RunMonitor`, a run's live state and its Stop/Skip flags;
 - :mod:`.callbacks` — the Trainer callback that feeds the monitor and honours Stop;
 - :mod:`.data` — training/held-out split, batches, metrics;
@@ -35,6 +36,8 @@ _WHERE = {
     "cost": "cost",
     "selection_cost": "cost",
     "cost_preview": "cost",
+    "Estimate": "estimate",
+    "estimate_configs": "estimate",
     "RunMonitor": "monitor",
     "LiveMetrics": "callbacks",
     "task_metrics": "data",

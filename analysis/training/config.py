@@ -27,6 +27,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "classifier_layer": None,
     "train_seed": None,  # None: the sampling seed (--seed)
 }
+
+
+def default_eval_every(steps: int) -> int:
+    """Steps between held-out evaluations when ``eval_every`` is not set: five evaluations per run."""
+    return max(1, steps // 5)
+
+
 #: The Training page starts shorter runs than ``train``: a person waits in front of it.
 PAGE_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "steps": 150, "eval_n": 300}
 

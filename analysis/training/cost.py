@@ -64,6 +64,8 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
         "params_vs_full": trainable(selection) / trainable(full),
         "seq_len": T,
         "layers_kept": selection.classifier_layer,
+        "block_forward_flops": fwd,  # per example, blocks 1..L (the estimator's evaluations and one-off passes)
+        "head_forward_flops": 2.0 * head_p,
     }
 
 
@@ -86,6 +88,15 @@ def block_flops(params: int, seq_len: float, width: int) -> tuple[float, float]:
     """
     T = float(seq_len)
     return 2 * params * T + 4 * T * T * width, 2 * params * T + 8 * T * T * width
+
+
+def block_forward_flops(model, seq_len: float) -> list[float]:
+    """Forward FLOPs per example of each block of ``model`` at ``seq_len`` tokens (:func:`block_flops`), shape (L,)."""
+    from analysis.models.layers import layer_list
+
+    _, blocks = layer_list(model)
+    w = attention_width(model.config)
+    return [block_flops(sum(p.numel() for p in b.parameters()), seq_len, w)[0] for b in blocks]
 
 
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:

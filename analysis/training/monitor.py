@@ -18,6 +18,7 @@ class TrainingProgress(TypedDict, total=False):
     max_steps: int
     elapsed: float
     eta: float | None
+    estimate: float | None  # seconds the run was estimated to take before it started
     phase: str  # "train", "eval", "final_eval", "export"
     eval_done: int
     eval_total: int
@@ -54,6 +55,7 @@ class RunMonitor:
             "max_steps": 0,
             "elapsed": 0.0,
             "eta": None,
+            "estimate": None,
             "phase": "train",
             "eval_done": 0,
             "eval_total": 0,

@@ -96,6 +96,8 @@ def train(
 ) -> TrainOutput:
     """Train ``cfg``; live metrics go to ``monitor``. Returns ``TrainOutput(result, model)``.
 
+    Before the first step the run's time is estimated (:func:`.estimate.estimate_run`): the first
+    event of ``monitor`` is ``{"estimate": Estimate.to_dict()}``, and ``progress`` sees its line.
     Stop (``monitor.request_stop()``) ends training within one step and an evaluation in
     flight within one batch; the partial model is then evaluated (status "stopping") unless
     ``monitor.request_skip()``. ``finalize=False`` leaves the final status to the caller
@@ -108,6 +110,7 @@ def train(
     from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
+    from analysis.training.estimate import estimate_run
     from analysis.training.model import build_classifier, freeze_unused
     from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
@@ -127,8 +130,7 @@ def train(
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
-        if progress:
-            progress(f"training {cfg.label()} for {plan.max_steps} steps")
+        _announce(cfg, estimate_run(model, plan, costs, target), monitor, progress, plan.max_steps)
         with tempfile.TemporaryDirectory() as tmp:
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
@@ -161,6 +163,14 @@ def train(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _announce(cfg: TrainConfig, est, monitor: RunMonitor, progress: Callable[[str], None] | None, steps: int) -> None:
+    """The estimate before the first step: the monitor's first event, its progress, ``progress``'s line."""
+    monitor.push({"estimate": est.to_dict()})
+    monitor.update_progress(estimate=est.seconds)
+    if progress:
+        progress(f"training {cfg.label()} for {steps} steps: {est.text()}")
 
 
 def _result(

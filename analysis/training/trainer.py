@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis.data.taskdata import TaskData
 from analysis.errors import VariscopeError
-from analysis.training.config import TrainConfig
+from analysis.training.config import TrainConfig, default_eval_every
 from analysis.training.monitor import RunMonitor
 
 EVAL_BATCH = 64
@@ -76,7 +76,7 @@ def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
         enc_ev,
         task_metrics(a.task.name, len(train_data.label_names)),
         max_steps,
-        cfg.eval_every or max(1, max_steps // 5),
+        cfg.eval_every or default_eval_every(max_steps),
         float(np.mean([len(x) for x in enc_tr["input_ids"]])),
         world_size=world_size,
         batch_size=cfg.batch_size,
