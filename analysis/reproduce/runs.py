@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from analysis.training.run import TrainConfig
     from analysis.training.selection import Selection
 
-REPRO_VERSION = 3
+REPRO_VERSION = 4  # 4: frozen prefix without dropout (training.model.VariscopeClassifier.train)
 # The fields of a RunResult that a "runs" record keeps (plus "metric_value", "final_loss").
 RECORD_KEYS = (
     "classifier_layer",
