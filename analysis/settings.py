@@ -195,7 +195,9 @@ class TrainSettings:
         *,
         remeasure: bool = False,
         strategy: str | None = None,
+        prefix_cache: bool | None = None,
     ) -> TrainConfig:
+        """``prefix_cache=None``: TrainConfig's default (on)."""
         from analysis.training import TrainConfig
 
         return TrainConfig(
@@ -210,6 +212,7 @@ class TrainSettings:
             seed=analysis.sampling.seed,
             remeasure=remeasure,
             strategy=strategy,
+            **({} if prefix_cache is None else {"prefix_cache": prefix_cache}),
         )
 
 

@@ -233,6 +233,7 @@ def test_result_json_keys_are_the_cli_keys():
         "device",
         "world_size",
         "eval_examples",
+        "prefix_cache",
     ]
     r = RunResult(**dict.fromkeys(keys))
     assert list(r.to_dict()) == keys

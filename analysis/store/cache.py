@@ -25,7 +25,7 @@ import numpy as np
 from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
 
-KINDS = ("states", "projections", "runs", "cards", "streams")
+KINDS = ("states", "projections", "runs", "cards", "streams", "prefix")
 CACHE_FORMAT = 1
 
 
@@ -128,8 +128,8 @@ class DiskCache:
             publish_dir(tmp, final)  # another process may have won the race: keep its entry
         return final
 
-    def load(self, kind: str, key: str, *, version: int | None = None):
-        """Return ``(arrays, blobs, manifest)`` or None if absent or invalid.
+    def load(self, kind: str, key: str, *, version: int | None = None, mmap: bool = False):
+        """Return ``(arrays, blobs, manifest)`` or None if absent or invalid (``mmap``: arrays memory-mapped).
 
         Invalid entries (unreadable manifest, missing file, checksum, shape or
         dtype mismatch, other code version) are deleted with a warning.
@@ -154,7 +154,7 @@ class DiskCache:
                 if _sha256(p) != spec["sha256"]:
                     raise ValueError(f"checksum mismatch in {fname}")
                 if "array" in spec:
-                    arr = np.load(p, allow_pickle=False)
+                    arr = np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
                     if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
                         raise ValueError(
                             f"{fname} has shape {arr.shape} {arr.dtype}, manifest says {spec['shape']} {spec['dtype']}"

@@ -8,6 +8,10 @@ from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig
 from analysis.training.selection import Selection
 
+# The frozen-prefix cache keeps a run's states (tokens × d floats per text, training and held-out texts) in
+# memory up to this many bytes; above, they go to a memory-mapped entry of the disk cache.
+PREFIX_MEMORY_BYTES = 2 << 30
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -26,6 +30,7 @@ class TrainConfig:
     seed: int = 0
     remeasure: bool = False
     strategy: str | None = None
+    prefix_cache: bool = True  # run the frozen prefix once per text (analysis.training.prefix), where exact
 
     def label(self) -> str:
         s = self.selection

@@ -43,11 +43,22 @@ class VariscopeClassifier(nn.Module):
                 block.train(True)
         return self
 
-    def forward(self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None):
+    def forward(
+        self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None, prefix_states=None
+    ):
+        """Logits (and the loss with ``labels``); ``prefix_states`` (B, T, d): the cached input of the lowest
+        tuned block when the prefix cache is attached (:mod:`.prefix`)."""
         kw = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kw["token_type_ids"] = token_type_ids
-        h = self.encoder(**kw, return_dict=True).last_hidden_state
+        inject = getattr(self, "_inject", None)
+        if inject is not None:
+            inject.states = prefix_states
+        try:
+            h = self.encoder(**kw, return_dict=True).last_hidden_state
+        finally:
+            if inject is not None:
+                inject.states = None
         if special_tokens_mask is None:
             special_tokens_mask = torch.zeros_like(attention_mask)
         pooled = pool((h,), attention_mask, special_tokens_mask, self.pooling)[0].to(h.dtype)

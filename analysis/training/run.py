@@ -66,6 +66,7 @@ class RunResult:
     device: str
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
+    prefix_cache: dict | None = None  # {"used": True, "block": t, "where", "bytes"} or {"used": False, "why"}
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -109,6 +110,7 @@ def train(
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
     from analysis.training.model import build_classifier, freeze_unused
+    from analysis.training.prefix import detach, prepare
     from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
     monitor = monitor or RunMonitor()
@@ -125,6 +127,7 @@ def train(
         plan = make_plan(cfg, tok, world_size())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
+        prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
         if progress:
@@ -133,6 +136,7 @@ def train(
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
             ev, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
+        detach(model)  # the real frozen blocks back: exports, re-measurement and predictions run the whole model
         step = int(trainer.state.global_step)
         monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": ev, "final": True})
         result = _result(
@@ -149,6 +153,7 @@ def train(
             stopped=stopped,
             seconds=time.perf_counter() - t_start,
         )
+        result.prefix_cache = prefix
         if cfg.remeasure and not stopped:
             result.variability_before_after = _remeasure(base, model, tok, plan.eval_data, a, target.device)
         if finalize:

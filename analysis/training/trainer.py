@@ -39,6 +39,8 @@ class Plan:
     batch_size: int = 16  # examples per optimizer step, all processes together
     world_size: int = 1
     counts: list[int] = field(default_factory=list)  # predictions seen by each evaluation, in order
+    prefix_tr: object = None  # PrefixStates of the training texts when the prefix cache is attached
+    prefix_ev: object = None
 
     @property
     def per_device_batch(self) -> int:
@@ -85,7 +87,7 @@ def probe_batch(plan: Plan, device: str, n: int = 2) -> dict:
     """The first ``n`` training examples as a padded batch on ``device`` (for :func:`.model.freeze_unused`)."""
     from analysis.training.data import Encoded, collate
 
-    ds = Encoded(plan.enc_tr, plan.train_data.labels)
+    ds = Encoded(plan.enc_tr, plan.train_data.labels, plan.prefix_tr)
     b = collate([ds[i] for i in range(min(n, len(ds)))])
     return {k: v.to(device) for k, v in b.items()}
 
@@ -142,8 +144,8 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=Encoded(plan.enc_tr, plan.train_data.labels),
-        eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels),
+        train_dataset=Encoded(plan.enc_tr, plan.train_data.labels, plan.prefix_tr),
+        eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels, plan.prefix_ev),
         data_collator=collate,
         compute_metrics=metrics_fn,
         callbacks=[live],
