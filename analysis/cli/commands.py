@@ -193,6 +193,10 @@ def cmd_cache(a) -> int:
         total = sum(r["bytes"] for r in rows)
         for r in rows:
             print(f"{r['kind']:<12} {r['key']}  {r['bytes'] / 2**20:8.2f} MB  {r['describe']}")
+        kinds = sorted({r["kind"] for r in rows})
+        for k in kinds:
+            mine = [r["bytes"] for r in rows if r["kind"] == k]
+            print(f"{k:<12} {len(mine)} entries, {sum(mine) / 2**20:.2f} MB")
         print(f"{len(rows)} entries, {total / 2**20:.2f} MB in {cache.root}")
     else:
         n = cache.clear(kind=a.kind, key=a.key)
