@@ -196,8 +196,9 @@ class TrainSettings:
         remeasure: bool = False,
         strategy: str | None = None,
         prefix_cache: bool | None = None,
+        full_vocab: bool | None = None,
     ) -> TrainConfig:
-        """``prefix_cache=None``: TrainConfig's default (on)."""
+        """``prefix_cache=None``, ``full_vocab=None``: TrainConfig's defaults (cache on, task-sized vocabulary)."""
         from analysis.training import TrainConfig
 
         return TrainConfig(
@@ -213,6 +214,7 @@ class TrainSettings:
             remeasure=remeasure,
             strategy=strategy,
             **({} if prefix_cache is None else {"prefix_cache": prefix_cache}),
+            **({} if full_vocab is None else {"full_vocab": full_vocab}),
         )
 
 

@@ -91,6 +91,11 @@ remeasure = st.checkbox(
 cmp1, cmp2 = st.columns(2)
 with_top = cmp1.checkbox(f"Then compare with: the top {len(tuned) or 1} layer(s)", key="train_cmp_top")
 with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_full")
+full_vocab = cmp2.checkbox(
+    "… training the whole vocabulary (slower; by default only the rows of the task's tokens train)",
+    key="train_full_vocab",
+    disabled=not with_full,
+)
 
 try:  # the same checks as python -m analysis train, before a run can start
     ts = train_settings({"steps": steps, "lr": lr, "batch_size": bs, "eval_n": eval_n, "classifier_layer": ell})
@@ -102,7 +107,7 @@ running = [r for r in ss["runs"] if r["monitor"].running]
 b1, b2 = st.columns([1, 4])
 start = b1.button("Start", type="primary", key="train_start", disabled=sel is None or ts is None or bool(running))
 if start and sel is not None and ts is not None and not running:
-    base_tc = ts.config(cfg, sel, strategy="selected", remeasure=bool(remeasure))
+    base_tc = ts.config(cfg, sel, strategy="selected", remeasure=bool(remeasure), full_vocab=bool(full_vocab))
     jobs = baseline_jobs(base_tc, L, top=with_top, full=with_full)
     alive = session_alive_probe()  # the run stops (and frees its model) once this browser session disconnects
     monitors = [RunMonitor(alive=alive) for _ in jobs]

@@ -43,6 +43,11 @@ def register(sub) -> None:
         action="store_true",
         help="run the frozen prefix at every step instead of once per text (for comparison)",
     )
+    p.add_argument(
+        "--full-vocab",
+        action="store_true",
+        help="when the embeddings train, train the whole matrix, not only the rows of the task's tokens",
+    )
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
     p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
     p.add_argument(
@@ -135,7 +140,14 @@ def _train(a, cfg, ts: TrainSettings) -> int:
     ok = False
     try:
         sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts, world), rank, world)
-        tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy, prefix_cache=not a.no_prefix_cache)
+        tc = ts.config(
+            cfg,
+            sel,
+            remeasure=a.remeasure,
+            strategy=strategy,
+            prefix_cache=not a.no_prefix_cache,
+            full_vocab=a.full_vocab,
+        )
         if rank == 0 and world > 1:
             b = ts.batch_size
             print(f"note: {world} processes, each step {b} texts = {world} × {b // world}", file=sys.stderr)

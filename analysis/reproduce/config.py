@@ -29,6 +29,8 @@ class ReproConfig:
     lr_steps: int | None = None  # steps of each validation run (None: ``steps``)
     lr_seed: int = 0  # the training sample and seed of the validation runs
     val_fraction: float = 0.2  # share of that training sample held back for validation
+    prefix_cache: bool = True  # the runs' frozen-prefix cache (analysis.training.prefix)
+    full_vocab: bool = False  # full fine-tuning trains the whole embedding matrix (analysis.training.vocab)
 
     def pairs(self) -> list[tuple[str, str]]:
         if self.plan:

@@ -49,6 +49,8 @@ RECORD_KEYS = (
     "lr",
     "seq_len",
     "device",
+    "prefix_cache",
+    "vocab",
 )
 
 
@@ -117,6 +119,8 @@ def training_runs(
                 eval_every=rc.steps,  # one evaluation, at the end
                 seed=seed,
                 strategy=strategy,
+                prefix_cache=rc.prefix_cache,
+                full_vocab=rc.full_vocab,
             )
             rec = cached_train(tc, cache, log, cached_only=cached_only)
             if rec is None:
@@ -168,6 +172,8 @@ def choose_lr(
             eval_every=rc.lr_steps or rc.steps,
             seed=rc.lr_seed,
             strategy=strategy,
+            prefix_cache=rc.prefix_cache,
+            full_vocab=rc.full_vocab,
         )
         rec = cached_train(tc, cache, log, cached_only=cached_only)
         if rec is None:

@@ -31,6 +31,7 @@ class TrainConfig:
     remeasure: bool = False
     strategy: str | None = None
     prefix_cache: bool = True  # run the frozen prefix once per text (analysis.training.prefix), where exact
+    full_vocab: bool = False  # train the whole embedding matrix, not the task's rows (analysis.training.vocab)
 
     def label(self) -> str:
         s = self.selection

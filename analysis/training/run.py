@@ -67,6 +67,7 @@ class RunResult:
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
     prefix_cache: dict | None = None  # {"used": True, "block": t, "where", "bytes"} or {"used": False, "why"}
+    vocab: dict | None = None  # {"task_sized": True, "rows": trained rows, "of": V} or {"task_sized": False, "why"}
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -110,7 +111,6 @@ def train(
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
     from analysis.training.model import build_classifier, freeze_unused
-    from analysis.training.prefix import detach, prepare
     from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
     monitor = monitor or RunMonitor()
@@ -127,7 +127,7 @@ def train(
         plan = make_plan(cfg, tok, world_size())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
-        prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache)
+        prefix, vocab = _wrap(cfg, model, plan, target, progress)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
         if progress:
@@ -136,7 +136,7 @@ def train(
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
             ev, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
-        detach(model)  # the real frozen blocks back: exports, re-measurement and predictions run the whole model
+        _unwrap(model)
         step = int(trainer.state.global_step)
         monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": ev, "final": True})
         result = _result(
@@ -153,7 +153,7 @@ def train(
             stopped=stopped,
             seconds=time.perf_counter() - t_start,
         )
-        result.prefix_cache = prefix
+        result.prefix_cache, result.vocab = prefix, vocab
         if cfg.remeasure and not stopped:
             result.variability_before_after = _remeasure(base, model, tok, plan.eval_data, a, target.device)
         if finalize:
@@ -166,6 +166,25 @@ def train(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _wrap(cfg: TrainConfig, model, plan: Plan, target, progress) -> tuple[dict, dict]:
+    """The frozen-prefix cache and the task-sized vocabulary put in place where they apply; their JSON records."""
+    from analysis.training.prefix import prepare
+    from analysis.training.vocab import compact
+
+    prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache)
+    return prefix, compact(model, plan, on=not cfg.full_vocab, progress=progress)
+
+
+def _unwrap(model) -> None:
+    """The real frozen blocks back (exports, re-measurement and predictions run the whole model) and the trained
+    rows into the whole embedding matrix (``trainable_params`` counts all of it, as the paper does)."""
+    from analysis.training.prefix import detach
+    from analysis.training.vocab import restore
+
+    detach(model)
+    restore(model)
 
 
 def _result(
