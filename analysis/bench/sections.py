@@ -370,6 +370,17 @@ SECTIONS["stream_memory"] = bench_stream_memory  # peak RSS of a stream vs the s
 SECTIONS["encoder"] = bench_encoder  # texts/s of the curve on a random 12-layer d=768 BERT (analysis/bench_encoder.py)
 
 
+def bench_training_cache(a, res):  # analysis/bench/training_cache.py; it picks its model (gemma3-270m if installed)
+    from analysis.bench.training_cache import training_cache
+
+    res.update(
+        training_cache(quick=a.quick, device=a.device, dtype=a.dtype, progress=lambda s: _row("training_cache", s))
+    )
+
+
+SECTIONS["training_cache"] = bench_training_cache
+
+
 def measure(a, command: str) -> dict:
     """Run the benchmark sections named in ``a.only`` (all by default) and return the results dict.
 

@@ -60,6 +60,35 @@ def cost(base_model, selection: Selection, seq_len: float, num_labels: int) -> d
     }
 
 
+def run_flops(
+    base_model,
+    selection: Selection,
+    seq_len: float,
+    num_labels: int,
+    *,
+    examples: int,
+    texts: int,
+    evaluated: int,
+    cached: bool,
+) -> float:
+    """FLOPs of a whole run: ``examples`` trained (steps × batch), ``evaluated`` held-out predictions (evaluations ×
+    held-out texts), and with the frozen-prefix cache (``cached``) its pass over ``texts`` (training + held-out).
+
+    Without the cache each trained example costs :func:`cost`'s ``flops_per_example`` and each prediction the
+    forward pass of blocks 1..ℓ*; with it, the forward pass of blocks 1..t-1 (t the lowest tuned block) leaves
+    both and runs once per text instead.
+    """
+    from analysis.models.load import layer_list
+    from analysis.training.model import lowest_trained
+
+    T, d = float(seq_len), base_model.config.hidden_size
+    fwd = [2 * sum(p.numel() for p in b.parameters()) * T + 4 * T * T * d for b in layer_list(base_model)[1]]
+    keep, t = selection.classifier_layer, lowest_trained(selection)
+    prefix = sum(fwd[: t - 1]) if cached else 0.0
+    per_example = cost(base_model, selection, seq_len, num_labels)["flops_per_example"] - prefix
+    return examples * per_example + evaluated * (sum(fwd[:keep]) - prefix) + texts * prefix
+
+
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
     """:func:`cost` with the mean token length of ``texts`` (at most 2000 of them)."""
     from analysis.models.batching import tokenize
