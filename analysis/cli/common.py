@@ -46,7 +46,12 @@ def add_data_args(
     e.add_argument("--pooling", default="mean", choices=["mean", "mean_all", "first", "last"])
     e.add_argument("--batch-size", type=int, default=batch_default, help=batch_help)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    e.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto, float32, bfloat16, float16, autocast-bfloat16 (float32 weights, bfloat16 compute; opt-in, "
+        "on CPUs and GPUs with native bfloat16)",
+    )
     e.add_argument(
         "--device-map",
         default=None,

@@ -113,8 +113,11 @@ def cost_preview(cfg, selection: Selection, texts, num_labels: int, *, loader: C
 
 
 def load_dtype(device: str, dtype: str) -> str:
-    """The dtype a training run loads its model in: float32 on the CPU, the resolved dtype elsewhere."""
-    return "float32" if device == "cpu" else dtype
+    """The dtype a training run loads its model in: the resolved dtype, but on the CPU float32 weights (under
+    bfloat16 autocast when "autocast-bfloat16" was asked for: weights cast to bfloat16 do not train well)."""
+    from analysis.models.load import AUTOCAST
+
+    return "float32" if device == "cpu" and not dtype.startswith(AUTOCAST) else dtype
 
 
 def _lora_params(d: int, r: int) -> int:

@@ -67,6 +67,7 @@ class RunResult:
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
     prefix_cache: dict | None = None  # {"used": True, "block": t, "where", "bytes"} or {"used": False, "why"}
+    dtype: str = "float32"  # the weights' dtype, or "autocast-bfloat16": float32 weights under bf16 autocast
     vocab: dict | None = None  # {"task_sized": True, "rows": trained rows, "of": V} or {"task_sized": False, "why"}
     variability_before_after: dict | None = field(default=None)
 
@@ -149,7 +150,7 @@ def train(
             ev,
             step=step,
             n_layers=n_layers,
-            device=target.device,
+            target=target,
             stopped=stopped,
             seconds=time.perf_counter() - t_start,
         )
@@ -198,11 +199,12 @@ def _result(
     *,
     step: int,
     n_layers: int,
-    device: str,
+    target,
     stopped: bool,
     seconds: float,
 ) -> RunResult:
     from analysis.models.load import layer_list
+    from analysis.training.cost import load_dtype
 
     events = monitor.snapshot()["events"]
     s = cfg.selection
@@ -248,7 +250,8 @@ def _result(
         batch_size=cfg.batch_size,
         n_train=len(plan.train_data),
         n_eval=len(plan.eval_data),
-        device=device,
+        device=target.device,
+        dtype=load_dtype(target.device, target.dtype),
         world_size=plan.world_size,
         eval_examples=plan.counts[-1] if ev and plan.counts else 0,
     )

@@ -103,8 +103,9 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
 
     device = target.device
     weights, amp = split_dtype(target.dtype)
-    compute = amp or weights  # the dtype the forward pass runs in (Trainer AMP on CUDA)
+    compute = amp or weights  # the dtype the forward pass runs in (Trainer AMP on CUDA; bf16 autocast on the CPU)
     cuda = device.startswith("cuda")
+    mixed = cuda or (device == "cpu" and amp is not None)  # the CPU trains float32 weights unless autocast was asked
 
     def metrics_fn(p):
         logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
@@ -133,7 +134,7 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
-        bf16=cuda and compute == "bfloat16",
+        bf16=mixed and compute == "bfloat16",
         fp16=cuda and compute == "float16",
         # every trainable parameter takes part in the loss (model.freeze_unused): DDP needs no
         # search for unused ones (an extra pass over the graph each step, and a warning)
