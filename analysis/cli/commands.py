@@ -198,6 +198,10 @@ def cmd_cache(a) -> int:
             mine = [r["bytes"] for r in rows if r["kind"] == k]
             print(f"{k:<12} {len(mine)} entries, {sum(mine) / 2**20:.2f} MB")
         print(f"{len(rows)} entries, {total / 2**20:.2f} MB in {cache.root}")
+        print(
+            f"budget {cache.budget / 1e9:g} GB (CACHE_BUDGET_BYTES in analysis/settings.py): least recently used "
+            "entries go after each write, prefix states first"
+        )
     else:
         n = cache.clear(kind=a.kind, key=a.key)
         print(f"deleted {n} entries from {cache.root}")

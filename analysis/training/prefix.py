@@ -49,6 +49,7 @@ class PrefixStates:
     states: np.ndarray
     offsets: np.ndarray
     where: str = "memory"  # or "disk" (memory-mapped cache entry)
+    hold: object = None  # on disk: the cache's hold on the entry (closed with this object), so no budget deletes it
 
     @property
     def nbytes(self) -> int:
@@ -283,8 +284,14 @@ class _DiskStore:
         return make_key({**self.base, "t": t})
 
     def load(self, t: int) -> PrefixStates | None:
-        hit = self._cache().load("prefix", self.key(t), version=PREFIX_VERSION, mmap=True)
-        return None if hit is None else PrefixStates(hit[0]["states"], hit[0]["offsets"], "disk")
+        cache = self._cache()
+        hold = cache.hold("prefix", self.key(t))  # before reading: the budget of another process leaves it alone
+        hit = cache.load("prefix", self.key(t), version=PREFIX_VERSION, mmap=True)
+        if hit is None:
+            if hold is not None:
+                hold.close()
+            return None
+        return PrefixStates(hit[0]["states"], hit[0]["offsets"], "disk", hold)
 
     def __call__(self, t: int, states: np.ndarray, offsets: np.ndarray) -> PrefixStates:
         cache = self._cache()
