@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 from analysis.errors import VariscopeError
 from analysis.recommend import DEFAULT_TOLERANCE, RULES
 
+# The disk cache's size budget: after each write, least recently used entries go (prefix states first, never an
+# entry a live process holds) until the cache fits (analysis.store.cache.DiskCache.enforce_budget).
+CACHE_BUDGET_BYTES = 20 * 10**9
+
 if TYPE_CHECKING:
     from analysis.pipeline import AnalysisConfig
     from analysis.training import Selection, TrainConfig
@@ -291,7 +295,10 @@ class TrainSettings:
         *,
         remeasure: bool = False,
         strategy: str | None = None,
+        prefix_cache: bool | None = None,
+        full_vocab: bool | None = None,
     ) -> TrainConfig:
+        """``prefix_cache=None``, ``full_vocab=None``: TrainConfig's defaults (cache on, task-sized vocabulary)."""
         from analysis.training import TrainConfig
 
         return TrainConfig(
@@ -306,6 +313,8 @@ class TrainSettings:
             seed=analysis.sampling.seed if self.train_seed is None else self.train_seed,
             remeasure=remeasure,
             strategy=strategy,
+            **({} if prefix_cache is None else {"prefix_cache": prefix_cache}),
+            **({} if full_vocab is None else {"full_vocab": full_vocab}),
         )
 
 

@@ -199,9 +199,10 @@ bound(
     o7.selectbox,
     "Dtype",
     "dtype",
-    options=["auto", "float32", "bfloat16", "float16"],
+    options=["auto", "float32", "bfloat16", "float16", "autocast-bfloat16"],
     help="auto: float32 on CPU; on a CUDA GPU float32 weights with a bfloat16 autocast forward pass. "
-    "bfloat16 or float16 cast the weights themselves (half the memory).",
+    "bfloat16 or float16 cast the weights themselves (half the memory). autocast-bfloat16: float32 weights, "
+    "bfloat16 compute, for curves and training, on CPUs with native bfloat16 (results then depend on the machine).",
 )
 bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=MAX_BOOTSTRAP, step=50)
 with st.expander("Large samples (streaming)"):

@@ -97,6 +97,11 @@ remeasure = st.checkbox(
 cmp1, cmp2 = st.columns(2)
 with_top = cmp1.checkbox(f"Then compare with: the top {len(tuned) or 1} layer(s)", key="train_cmp_top")
 with_full = cmp2.checkbox("Then compare with: full fine-tuning", key="train_cmp_full")
+full_vocab = cmp2.checkbox(
+    "… training the whole vocabulary (slower; by default only the rows of the task's tokens train)",
+    key="train_full_vocab",
+    disabled=not with_full,
+)
 
 try:  # the same checks as python -m analysis train, before a run can start
     ts = train_settings({"steps": steps, "lr": lr, "train_batch": bs, "eval_n": eval_n, "classifier_layer": ell})
@@ -106,7 +111,7 @@ except VariscopeError as e:
 
 jobs = []
 if sel is not None and ts is not None:
-    base_tc = ts.config(cfg, sel, strategy="selected", remeasure=bool(remeasure))
+    base_tc = ts.config(cfg, sel, strategy="selected", remeasure=bool(remeasure), full_vocab=bool(full_vocab))
     jobs = baseline_jobs(base_tc, L, top=with_top, full=with_full)
     try:  # before Start, without starting anything: the cost model at this model's speed here
         with st.spinner(f"Measuring how fast {cfg.model} runs on this machine…"):

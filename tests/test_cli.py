@@ -128,6 +128,7 @@ def test_bad_input_one_line_exit_2(tmp_path, args, needle):
 def test_cache_list_and_clear(tmp_path):
     run_cli("curve", "--n", 30, "--max-length", 16, cache_dir=tmp_path / "c")
     r = run_cli("cache", "list", cache_dir=tmp_path / "c")
-    assert "1 entries" in r.stdout and "minilm" in r.stdout
+    assert "1 entries" in r.stdout and "minilm" in r.stdout and "budget 20 GB" in r.stdout
+    assert any(l.startswith("states") and l.endswith(" MB") and "1 entries" in l for l in r.stdout.splitlines())
     r = run_cli("cache", "clear", cache_dir=tmp_path / "c")
     assert "deleted 1" in r.stdout

@@ -233,6 +233,7 @@ def test_result_json_keys_are_the_cli_keys():
         "device",
         "world_size",
         "eval_examples",
+        "prefix_cache",
     ]
     r = RunResult(**dict.fromkeys(keys))
     assert list(r.to_dict()) == keys
@@ -342,3 +343,24 @@ def test_cli_train_strategy_and_exports(tmp_path):
     # refused before any training: the parent of the --save folder is a file
     assert "cannot write --save" in unsaved.stderr and "is a file, not a folder" in unsaved.stderr
     assert "Traceback" not in unsaved.stderr
+
+
+def test_the_frozen_prefix_runs_without_dropout_in_train_mode(minilm):
+    """Embeddings and the blocks below the lowest tuned one stay in eval mode when the Trainer calls train():
+    the input of the lowest tuned block is the same on every pass, as the prefix cache assumes."""
+    base, tok = minilm
+    model = build_classifier(base, Selection(4, (3, 4)), num_labels=2)
+    model.train()
+    blocks = layer_list(model.encoder)[1]
+    assert not model.encoder.embeddings.training and [b.training for b in blocks] == [False, False, True, True]
+    assert model.head.training
+    seen = []
+    blocks[2].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    enc = tok(["a film", "another film here"], padding=True, return_tensors="pt")
+    outs = [model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])["logits"] for _ in range(2)]
+    assert torch.equal(seen[0], seen[1])
+    assert not torch.equal(outs[0], outs[1])  # the tuned blocks and the head still drop out
+    model.eval()
+    assert not any(b.training for b in blocks) and not model.head.training
+    full = build_classifier(base, select("full", 6, 1), num_labels=2).train()
+    assert full.encoder.embeddings.training and all(b.training for b in layer_list(full.encoder)[1])

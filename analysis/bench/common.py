@@ -24,6 +24,7 @@ SECTION_NAMES: tuple[str, ...] = (
     "stream",
     "stream_memory",
     "encoder",
+    "training_cache",
 )
 #: The models the curve section adds on a full run, when they are installed.
 DEEPER_MODELS: tuple[str, ...] = ("mpnet", "gemma3-270m")

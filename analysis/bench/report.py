@@ -7,6 +7,8 @@ from pathlib import Path
 
 from analysis.bench.encoder import encoder_headlines, encoder_report_lines
 from analysis.bench.streaming import stream_headlines, stream_report_lines
+from analysis.bench.training_cache import headlines as cache_headlines
+from analysis.bench.training_cache import report_lines as cache_report_lines
 
 
 def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
@@ -184,7 +186,8 @@ def headline_lines(res: dict) -> list[str]:
     key("training: full step time ÷ selected step time (`train_speedup_vs_full`)", "train_speedup_vs_full", ".2f")
     key("training: full FLOPs ÷ selected FLOPs (`train_flop_speedup_vs_full`)", "train_flop_speedup_vs_full", ".2f")
     key("measured speed-up ÷ FLOP speed-up", "train_speedup_over_flop_ratio", ".2f", "≥ 0.8", lambda v: v >= 0.8)
-    for args in stream_headlines(res) + encoder_headlines(res):  # keys of analysis/bench_stream.py, bench_encoder.py
+    # keys of analysis/bench/streaming.py, encoder.py, training_cache.py
+    for args in stream_headlines(res) + encoder_headlines(res) + cache_headlines(res):
         key(*args)
     return L
 
@@ -202,6 +205,7 @@ def section_lines(res: dict, rel: str) -> list[str]:
         + _cards_section(res)
         + stream_report_lines(res, rel)
         + encoder_report_lines(res)
+        + cache_report_lines(res)
     )
 
 

@@ -19,6 +19,15 @@ from analysis.bench.sections import (
     bench_training,
 )
 from analysis.bench.streaming import bench_stream, bench_stream_memory
+from analysis.bench.training_cache import training_cache
+
+
+def bench_training_cache(s: BenchSettings) -> dict:
+    """The frozen-prefix cache and the task-sized vocabulary, each with and without (it picks its own model)."""
+    from analysis.bench.common import row
+
+    return training_cache(quick=s.quick, device=s.device, dtype=s.dtype, progress=lambda m: row("training_cache", m))
+
 
 #: Section name → the function that measures it (settings in, its part of the results out).
 SECTIONS: dict[str, Callable[[BenchSettings], dict]] = {
@@ -34,6 +43,7 @@ SECTIONS: dict[str, Callable[[BenchSettings], dict]] = {
     "stream": bench_stream,  # streaming vs states throughput
     "stream_memory": bench_stream_memory,  # peak RSS of a stream vs the states path, fresh processes
     "encoder": bench_encoder,  # texts/s of the curve on a random 12-layer d=768 BERT
+    "training_cache": bench_training_cache,  # the frozen-prefix cache and the task-sized vocabulary
 }
 assert tuple(SECTIONS) == SECTION_NAMES
 

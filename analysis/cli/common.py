@@ -55,7 +55,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     )
     e.add_argument("--batch-size", type=int, default=d["batch_size"], help=BATCH_HELP)
     e.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N, mps")
-    e.add_argument("--dtype", default=d["dtype"], help="auto, float32, bfloat16, float16")
+    e.add_argument(
+        "--dtype",
+        default=d["dtype"],
+        help="auto, float32, bfloat16, float16, autocast-bfloat16 (float32 weights, bfloat16 compute; opt-in, "
+        "on CPUs and GPUs with native bfloat16)",
+    )
     e.add_argument(
         "--device-map",
         default=d["device_map"],

@@ -15,7 +15,14 @@ def cmd_cache(a) -> int:
         total = sum(r["bytes"] for r in rows)
         for r in rows:
             print(f"{r['kind']:<12} {r['key']}  {r['bytes'] / 2**20:8.2f} MB  {r['describe']}")
+        for kind in sorted({r["kind"] for r in rows}):
+            mine = [r["bytes"] for r in rows if r["kind"] == kind]
+            print(f"{kind:<12} {len(mine)} entries, {sum(mine) / 2**20:.2f} MB")
         print(f"{len(rows)} entries, {total / 2**20:.2f} MB in {cache.root}")
+        print(
+            f"budget {cache.budget / 1e9:g} GB (CACHE_BUDGET_BYTES in analysis/settings.py): least recently used "
+            "entries go after each write, prefix states first"
+        )
     else:
         n = cache.clear(kind=a.kind, key=a.key)
         print(f"deleted {n} entries from {cache.root}")

@@ -77,6 +77,12 @@ def register(sub) -> None:
         action="store_true",
         help="train nothing: report the runs already in the cache (e.g. of an interrupted or running reproduction)",
     )
+    p.add_argument(
+        "--no-prefix-cache", action="store_true", help="run every frozen prefix at every step (for comparison)"
+    )
+    p.add_argument(
+        "--full-vocab", action="store_true", help="full fine-tuning trains the whole embedding matrix (for comparison)"
+    )
     p.add_argument("--device", default=DEFAULTS["device"])
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default="docs/reproduction.json")
@@ -173,7 +179,13 @@ def _config(a) -> ReproConfig:
         rc = replace(rc, plan=_plan(a.plan))
     elif not a.quick and not a.models and not a.tasks and "mpnet" in rc.models:
         rc = replace(rc, plan=(("minilm", rc.tasks), ("mpnet", ("rotten_tomatoes",))))
-    return replace(rc, device=a.device, skip_full=tuple(x for x in a.skip_full.split(",") if x))
+    return replace(
+        rc,
+        device=a.device,
+        skip_full=tuple(x for x in a.skip_full.split(",") if x),
+        prefix_cache=not a.no_prefix_cache,
+        full_vocab=a.full_vocab,
+    )
 
 
 def _plan(text: str) -> tuple:

@@ -54,6 +54,16 @@ def register(sub) -> None:
     p.add_argument("--eval-n", type=int, default=d["eval_n"])
     p.add_argument("--eval-every", type=int, default=d["eval_every"])
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")
+    p.add_argument(
+        "--no-prefix-cache",
+        action="store_true",
+        help="run the frozen prefix at every step instead of once per text (for comparison)",
+    )
+    p.add_argument(
+        "--full-vocab",
+        action="store_true",
+        help="when the embeddings train, train the whole matrix, not only the rows of the task's tokens",
+    )
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
     p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
     p.add_argument(
@@ -146,7 +156,14 @@ def _train(a, cfg, ts: TrainSettings) -> int:
     ok = False
     try:
         sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts, world), rank, world)
-        tc = ts.config(cfg, sel, remeasure=a.remeasure, strategy=strategy)
+        tc = ts.config(
+            cfg,
+            sel,
+            remeasure=a.remeasure,
+            strategy=strategy,
+            prefix_cache=not a.no_prefix_cache,
+            full_vocab=a.full_vocab,
+        )
         if rank == 0 and world > 1:
             b = ts.train_batch
             print(f"note: {world} processes, each step {b} texts = {world} × {b // world}", file=sys.stderr)

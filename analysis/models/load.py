@@ -177,10 +177,21 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "autocast-bfloat16")
 
 
 AUTOCAST = "autocast-"
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether torch reports native bfloat16 arithmetic on this CPU (AVX512-BF16 or AMX tiles).
+
+    Without it bfloat16 autocast still runs, emulated and slower than float32: refused, not offered.
+    """
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -190,9 +201,18 @@ def resolve_dtype(dtype: str, device: str) -> str:
     with the forward pass under ``torch.autocast`` in bfloat16 (float16 on
     cards without bf16), returned as ``"autocast-bfloat16"``. An explicit
     'bfloat16'/'float16' casts the weights themselves (half the memory).
+    'autocast-bfloat16' (opt-in, results then depend on the machine) keeps
+    float32 weights under bfloat16 autocast, on a CPU or GPU that reports
+    native bfloat16 (refused with one line elsewhere).
     """
     dtype = (dtype or "auto").lower()
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+    aliases = {
+        "fp32": "float32",
+        "bf16": "bfloat16",
+        "fp16": "float16",
+        "half": "float16",
+        "amp-bf16": AUTOCAST + "bfloat16",
+    }
     dtype = aliases.get(dtype, dtype)
     if dtype not in DTYPES:
         raise VariscopeError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
@@ -204,6 +224,13 @@ def resolve_dtype(dtype: str, device: str) -> str:
         return "float32"
     if device == "cpu" and dtype == "float16":
         raise VariscopeError("float16 is not supported on the CPU; use float32 or bfloat16")
+    if dtype == AUTOCAST + "bfloat16":
+        import torch
+
+        ok = cpu_bf16_supported() if device == "cpu" else device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        if not ok:
+            where = "this CPU has neither AVX512-BF16 nor AMX" if device == "cpu" else f"not on {device}"
+            raise VariscopeError(f"bfloat16 autocast needs native bfloat16 support, {where}; use float32")
     return dtype
 
 

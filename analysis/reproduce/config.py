@@ -31,6 +31,8 @@ class ReproConfig:
     lr_seed: int = 0  # the training sample and seed of the validation runs
     val_fraction: float = 0.2  # share of that training sample held back for validation
     lr_extend: int = 2  # extra rates tried beyond an edge of ``lr_grid`` when the best rate sits on that edge
+    prefix_cache: bool = True  # the runs' frozen-prefix cache (analysis.training.prefix)
+    full_vocab: bool = False  # full fine-tuning trains the whole embedding matrix (analysis.training.vocab)
 
     def pairs(self) -> list[tuple[str, str]]:
         if self.plan:

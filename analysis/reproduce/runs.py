@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from analysis.training.run import TrainConfig
     from analysis.training.selection import Selection
 
-REPRO_VERSION = 3
+REPRO_VERSION = 4  # 4: frozen prefix without dropout (training.model.VariscopeClassifier.train)
 # The fields of a RunResult that a "runs" record keeps (plus "metric_value", "final_loss").
 RECORD_KEYS = (
     "classifier_layer",
@@ -51,6 +51,8 @@ RECORD_KEYS = (
     "lr",
     "seq_len",
     "device",
+    "prefix_cache",
+    "vocab",
 )
 
 
@@ -121,6 +123,8 @@ def training_runs(
                 eval_every=repro.steps,  # one evaluation, at the end
                 seed=seed,
                 strategy=strategy,
+                prefix_cache=repro.prefix_cache,
+                full_vocab=repro.full_vocab,
             )
             rec = cached_train(train_cfg, cache, log, cached_only=cached_only)
             if rec is None:
@@ -139,8 +143,8 @@ def training_runs(
     return runs, search
 
 
-def plan_estimate(rc: ReproConfig) -> Estimate:
-    """The time of ``rc``'s training runs and ν curves before any starts, by the one estimator
+def plan_estimate(repro: ReproConfig) -> Estimate:
+    """The time of ``repro``'s training runs and ν curves before any starts, by the one estimator
     (:func:`analysis.training.estimate.estimate_configs`, the cost model at each model's measured rate).
 
     ℓ* is not known yet, so a variability run is counted as the top-k run of its k (every layer
@@ -154,23 +158,31 @@ def plan_estimate(rc: ReproConfig) -> Estimate:
     from analysis.training.estimate import OneOffPass, combine, estimate_configs
 
     parts = []
-    for model, task in rc.pairs():
+    for model, task in repro.pairs():
         n_layers = int(describe(resolve_model(model))["layers"])
-        data = prepare_sample(acfg(rc, model, task, rc.n_train, rc.seeds[0]))
-        n_val = max(len(data.label_names), int(round(len(data) * rc.val_fraction)))
-        curves = rc.analysis_n * (1 + sum(rc.fractions) + (len(rc.imbalances) if len(data.label_names) == 2 else 0))
+        data = prepare_sample(acfg(repro, model, task, repro.n_train, repro.seeds[0]))
+        n_val = max(len(data.label_names), int(round(len(data) * repro.val_fraction)))
+        curves = repro.analysis_n * (
+            1 + sum(repro.fractions) + (len(repro.imbalances) if len(data.label_names) == 2 else 0)
+        )
         jobs = []
-        for strategy, k, sel in selections(rc, model, n_layers, [0.0] * (n_layers + 1)):
+        for strategy, k, sel in selections(repro, model, n_layers, [0.0] * (n_layers + 1)):
             sel = select("top", n_layers, k) if strategy == "variability" else sel
-            a = acfg(rc, model, task, rc.n_train, rc.seeds[0])
-            lr_steps = rc.lr_steps or rc.steps
-            search = [TrainConfig(a, sel, steps=lr_steps, batch_size=rc.batch_size, eval_n=n_val)] * len(rc.lr_grid)
-            seeds = [TrainConfig(a, sel, steps=rc.steps, batch_size=rc.batch_size, eval_n=rc.eval_n)] * len(rc.seeds)
-            jobs += [replace(tc, eval_every=tc.steps) for tc in search + seeds]  # one evaluation, at the end
+            a = acfg(repro, model, task, repro.n_train, repro.seeds[0])
+            lr_steps = repro.lr_steps or repro.steps
+            search = [TrainConfig(a, sel, steps=lr_steps, batch_size=repro.batch_size, eval_n=n_val)] * len(
+                repro.lr_grid
+            )
+            seeds = [TrainConfig(a, sel, steps=repro.steps, batch_size=repro.batch_size, eval_n=repro.eval_n)] * len(
+                repro.seeds
+            )
+            jobs += [
+                replace(train_cfg, eval_every=train_cfg.steps) for train_cfg in search + seeds
+            ]  # one evaluation, at the end
         parts += estimate_configs(
             jobs, data.texts, len(data.label_names), one_off=[OneOffPass(int(curves), n_layers, "ν curves")]
         )
-    rate = parts[0].how if len(rc.pairs()) == 1 or len({m for m, _ in rc.pairs()}) == 1 else "cost model"
+    rate = parts[0].how if len(repro.pairs()) == 1 or len({m for m, _ in repro.pairs()}) == 1 else "cost model"
     return combine(parts, f"{rate}; {len(parts)} training runs, the variability ones counted with every layer kept")
 
 
@@ -247,6 +259,8 @@ def _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached
         eval_every=repro.lr_steps or repro.steps,
         seed=repro.lr_seed,
         strategy=strategy,
+        prefix_cache=repro.prefix_cache,
+        full_vocab=repro.full_vocab,
     )
     return cached_train(train_cfg, cache, log, cached_only=cached_only)
 

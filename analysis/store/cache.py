@@ -7,6 +7,12 @@ temporary folder under ``<root>/.tmp`` and renamed into place, so a crash or
 a second process never leaves a half entry under the final name. Arrays are
 read with ``allow_pickle=False``; nothing is ever unpickled. An entry that
 fails any check is discarded with a warning and the caller recomputes.
+
+Size: after each write the cache is brought within its budget (``CACHE_BUDGET_BYTES``
+in analysis/settings.py) by deleting the least recently used entries (an entry's folder
+time is touched at every read), ``prefix`` entries first (large and cheap to remake);
+never one whose key lock is taken (being computed or written) or that a process holds
+(:meth:`DiskCache.hold`: a shared lock, e.g. on prefix states read memory-mapped).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +31,7 @@ import numpy as np
 from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
 
-KINDS = ("states", "projections", "runs", "cards", "streams")
+KINDS = ("states", "projections", "runs", "cards", "streams", "prefix")
 CACHE_FORMAT = 1
 
 
@@ -51,8 +57,11 @@ def default_cache_dir() -> Path:
 class DiskCache:
     """Arrays and JSON blobs under hashed keys. ``root`` defaults to ``cache/``."""
 
-    def __init__(self, root=None):
+    def __init__(self, root=None, budget: int | None = None):
+        from analysis.settings import CACHE_BUDGET_BYTES
+
         self.root = Path(root) if root else default_cache_dir()
+        self.budget = CACHE_BUDGET_BYTES if budget is None else int(budget)
 
     def _dir(self, kind: str, key: str) -> Path:
         if kind not in KINDS:
@@ -69,6 +78,59 @@ class DiskCache:
         d = self._folder(".locks")
         with FileLock(str(d / f"{kind}-{key}.lock")):
             yield
+
+    def hold(self, kind: str, key: str):
+        """A shared hold on an entry while a process uses it (e.g. memory-mapped): an open file, held until closed.
+
+        :meth:`enforce_budget` never deletes a held entry. None where the platform has no ``flock``.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return None
+        f = open(self._folder(".locks") / f"{kind}-{key}.hold", "a")  # noqa: SIM115 - held by the caller
+        fcntl.flock(f, fcntl.LOCK_SH)
+        return f
+
+    def _free(self, kind: str, key: str) -> bool:
+        """Whether no process computes, writes or holds the entry (checked without waiting)."""
+        from filelock import FileLock, Timeout
+
+        locks = self._folder(".locks")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            fcntl = None  # type: ignore[assignment]
+        try:
+            with FileLock(str(locks / f"{kind}-{key}.lock"), timeout=0):
+                if fcntl is None:
+                    return True
+                with open(locks / f"{kind}-{key}.hold", "a") as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        return False
+                    return True
+        except Timeout:
+            return False
+
+    def enforce_budget(self, keep: tuple[str, str] | None = None) -> list[dict]:
+        """Delete least recently used entries, ``prefix`` ones first, until the cache fits ``self.budget``.
+
+        Never ``keep`` (kind, key) nor an entry in use (:meth:`_free`). Returns the deleted entries' rows.
+        """
+        rows = self.entries()
+        total = sum(r["bytes"] for r in rows)
+        gone: list[dict] = []
+        for r in sorted(rows, key=lambda r: (r["kind"] != "prefix", r["used"])):
+            if total <= self.budget:
+                break
+            if (r["kind"], r["key"]) == keep or not self._free(r["kind"], r["key"]):
+                continue
+            self.delete(r["kind"], r["key"])
+            total -= r["bytes"]
+            gone.append(r)
+        return gone
 
     def _folder(self, name: str) -> Path:
         """``root/name`` as a folder; anything else standing there is damage: warned about, removed, rebuilt."""
@@ -129,10 +191,11 @@ class DiskCache:
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
             publish_dir(tmp, final)  # another process may have won the race: keep its entry
+        self.enforce_budget(keep=(kind, key))
         return final
 
-    def load(self, kind: str, key: str, *, version: int | None = None):
-        """Return ``(arrays, blobs, manifest)`` or None if absent or invalid.
+    def load(self, kind: str, key: str, *, version: int | None = None, mmap: bool = False):
+        """Return ``(arrays, blobs, manifest)`` or None if absent or invalid (``mmap``: arrays memory-mapped).
 
         Invalid entries (unreadable manifest, missing file, checksum, shape or
         dtype mismatch, other code version) are deleted with a warning.
@@ -157,7 +220,7 @@ class DiskCache:
                 if _sha256(p) != spec["sha256"]:
                     raise ValueError(f"checksum mismatch in {fname}")
                 if "array" in spec:
-                    arr = np.load(p, allow_pickle=False)
+                    arr = np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
                     if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
                         raise ValueError(
                             f"{fname} has shape {arr.shape} {arr.dtype}, manifest says {spec['shape']} {spec['dtype']}"
@@ -169,6 +232,8 @@ class DiskCache:
             warnings.warn(f"discarding invalid cache entry {kind}/{key}: {e}", stacklevel=2)
             self.delete(kind, key)
             return None
+        with suppress(OSError):  # a read-only cache still reads
+            os.utime(d)  # last used: the budget deletes the least recently used entries first
         return arrays, blobs, manifest
 
     def delete(self, kind: str, key: str) -> None:
@@ -194,6 +259,10 @@ class DiskCache:
                     continue
                 size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
                 try:
+                    used = d.stat().st_mtime
+                except OSError:  # deleted meanwhile
+                    continue
+                try:
                     m = json.loads((d / "manifest.json").read_text())
                 except (OSError, ValueError):
                     m = {}
@@ -203,6 +272,7 @@ class DiskCache:
                         "key": d.name,
                         "bytes": size,
                         "created": m.get("created"),
+                        "used": used,
                         "version": m.get("version"),
                         "describe": m.get("meta", {}).get("describe", ""),
                     }

@@ -10,6 +10,8 @@ Modules, one idea each:
 - :mod:`.callbacks` — the Trainer callback that feeds the monitor and honours Stop;
 - :mod:`.data` — training/held-out split, batches, metrics;
 - :mod:`.config` — :class:`TrainConfig`;
+- :mod:`.prefix` — the frozen-prefix cache (states entering the lowest tuned block, computed once per text);
+- :mod:`.vocab` — the task-sized vocabulary (only the task's embedding rows train; scattered back at the end);
 - :mod:`.trainer` — the Hugging Face Trainer of a run (its plan, batch, evaluations);
 - :mod:`analysis.distributed` (shared with ``curve --stream``) — several processes: ranks, rank 0's decisions;
 - :mod:`.run` — :class:`RunResult`, :func:`train`, :func:`baseline_jobs`;

@@ -36,6 +36,9 @@ def default_eval_every(steps: int) -> int:
 
 #: The Training page starts shorter runs than ``train``: a person waits in front of it.
 PAGE_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "steps": 150, "eval_n": 300}
+# The frozen-prefix cache keeps a run's states (tokens × d floats per text, training and held-out texts) in
+# memory up to this many bytes; above, they go to a memory-mapped entry of the disk cache.
+PREFIX_MEMORY_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class TrainConfig:
     strategy: str | None = None
     # the learning-rate search: held out is a stratified fifth of the training sample (seed 0), never test texts
     validation: bool = False
+    prefix_cache: bool = True  # run the frozen prefix once per text (analysis.training.prefix), where exact
+    full_vocab: bool = False  # train the whole embedding matrix, not the task's rows (analysis.training.vocab)
 
     def label(self) -> str:
         s = self.selection

@@ -99,6 +99,33 @@ def block_forward_flops(model, seq_len: float) -> list[float]:
     return [block_flops(sum(p.numel() for p in b.parameters()), seq_len, w)[0] for b in blocks]
 
 
+def run_flops(
+    base_model,
+    selection: Selection,
+    seq_len: float,
+    num_labels: int,
+    *,
+    examples: int,
+    texts: int,
+    evaluated: int,
+    cached: bool,
+) -> float:
+    """FLOPs of a whole run: ``examples`` trained (steps × batch), ``evaluated`` held-out predictions (evaluations ×
+    held-out texts), and with the frozen-prefix cache (``cached``) its pass over ``texts`` (training + held-out).
+
+    Without the cache each trained example costs :func:`cost`'s ``flops_per_example`` and each prediction the
+    forward pass of blocks 1..ℓ*; with it, the forward pass of blocks 1..t-1 (t the lowest tuned block) leaves
+    both and runs once per text instead.
+    """
+    from analysis.training.model import lowest_trained
+
+    fwd = block_forward_flops(base_model, seq_len)
+    keep, t = selection.classifier_layer, lowest_trained(selection)
+    prefix = sum(fwd[: t - 1]) if cached else 0.0
+    per_example = cost(base_model, selection, seq_len, num_labels)["flops_per_example"] - prefix
+    return examples * per_example + evaluated * (sum(fwd[:keep]) - prefix) + texts * prefix
+
+
 def selection_cost(model, tokenizer, texts, selection: Selection, num_labels: int, max_length: int) -> dict:
     """:func:`cost` with the mean token length of ``texts`` (at most 2000 of them)."""
     from analysis.models.batching import tokenize
@@ -123,8 +150,11 @@ def cost_preview(cfg, selection: Selection, texts, num_labels: int, *, loader: C
 
 
 def load_dtype(device: str, dtype: str) -> str:
-    """The dtype a training run loads its model in: float32 on the CPU, the resolved dtype elsewhere."""
-    return "float32" if device == "cpu" else dtype
+    """The dtype a training run loads its model in: the resolved dtype, but on the CPU float32 weights (under
+    bfloat16 autocast when "autocast-bfloat16" was asked for: weights cast to bfloat16 do not train well)."""
+    from analysis.models.load import AUTOCAST
+
+    return "float32" if device == "cpu" and not dtype.startswith(AUTOCAST) else dtype
 
 
 def _lora_params(d: int, r: int) -> int:

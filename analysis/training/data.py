@@ -57,24 +57,32 @@ def split_validation(train_data: TaskData, seed: int = 0) -> tuple[TaskData, Tas
 class Encoded:
     """Tokenized texts and labels as a map-style dataset of indices (batches are padded by :func:`collate`)."""
 
-    def __init__(self, enc, labels):
-        self.enc, self.labels = enc, labels
+    def __init__(self, enc, labels, prefix=None):
+        self.enc, self.labels, self.prefix = enc, labels, prefix
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return {"i": i, "enc": self.enc, "label": int(self.labels[i])}
+        return {"i": i, "enc": self.enc, "label": int(self.labels[i]), "prefix": self.prefix}
 
 
 def collate(features):
-    """Pad a list of examples with the same padding as the analysis (batching.pad_rows)."""
+    """Pad a list of examples with the same padding as the analysis (batching.pad_rows).
+
+    With a prefix cache (``Encoded(..., prefix=PrefixStates)``) the batch also carries
+    ``prefix_states`` (B, T, d), zero-padded like the tokens.
+    """
     import torch
 
     enc = features[0]["enc"]
     idx = np.array([f["i"] for f in features])
     b = pad_rows(enc, idx, enc["_pad_id"])
-    return {**b.tensors, "labels": torch.tensor([f["label"] for f in features], dtype=torch.long)}
+    out = {**b.tensors, "labels": torch.tensor([f["label"] for f in features], dtype=torch.long)}
+    prefix = features[0].get("prefix")
+    if prefix is not None:
+        out["prefix_states"] = prefix.batch(idx, int(out["input_ids"].shape[1]))
+    return out
 
 
 def task_metrics(task_name: str | None, num_labels: int) -> list[str]:

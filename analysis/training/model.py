@@ -15,9 +15,11 @@ from analysis.training.selection import Selection
 class VariscopeClassifier(nn.Module):
     """Encoder truncated to ℓ* blocks + dropout→Linear(d,d)→tanh→dropout→Linear(d,C) on the pooled state."""
 
-    def __init__(self, encoder, num_labels: int, pooling: str, dropout: float = 0.1):
+    def __init__(self, encoder, num_labels: int, pooling: str, dropout: float = 0.1, lowest_trained: int = 1):
         super().__init__()
         self.encoder = encoder
+        # blocks below this one (1-based) and the embeddings are the frozen prefix: see train()
+        self.lowest_trained = lowest_trained
         d = encoder.config.hidden_size
         self.pooling = pooling
         self.head = nn.Sequential(
@@ -25,11 +27,38 @@ class VariscopeClassifier(nn.Module):
         ).to(_output_device(encoder))  # beside the encoder's last block, not on the CPU, before any Trainer moves it
         self.num_labels = num_labels
 
-    def forward(self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None):
+    def train(self, mode: bool = True):
+        """Train mode for the blocks from ``lowest_trained`` up and the head; the frozen prefix stays in eval.
+
+        The prefix (embeddings, blocks below the lowest tuned one) never changes, so it runs
+        without dropout: a run through it and a run from its cached output give the same model.
+        The paper's code runs the frozen blocks' dropout; this departs from it (README).
+        """
+        from analysis.models.layers import layer_list
+
+        super().train(mode)
+        if mode and self.lowest_trained > 1:
+            self.encoder.eval()
+            for block in list(layer_list(self.encoder)[1])[self.lowest_trained - 1 :]:
+                block.train(True)
+        return self
+
+    def forward(
+        self, input_ids, attention_mask, special_tokens_mask=None, token_type_ids=None, labels=None, prefix_states=None
+    ):
+        """Logits (and the loss with ``labels``); ``prefix_states`` (B, T, d): the cached input of the lowest
+        tuned block when the prefix cache is attached (:mod:`.prefix`)."""
         kw = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kw["token_type_ids"] = token_type_ids
-        h = self.encoder(**kw, return_dict=True).last_hidden_state
+        inject = getattr(self, "_inject", None)
+        if inject is not None:
+            inject.states = prefix_states
+        try:
+            h = self.encoder(**kw, return_dict=True).last_hidden_state
+        finally:
+            if inject is not None:
+                inject.states = None
         if special_tokens_mask is None:
             special_tokens_mask = torch.zeros_like(attention_mask)
         pooled = pool((h,), attention_mask, special_tokens_mask, self.pooling)[0].to(h.dtype)
@@ -73,7 +102,17 @@ def build_classifier(base_model, selection: Selection, num_labels: int, pooling:
         enc = get_peft_model(enc, cfg)
     else:
         _unfreeze(enc, blocks, selection)
-    return VariscopeClassifier(enc, num_labels, pooling)
+    return VariscopeClassifier(enc, num_labels, pooling, lowest_trained=lowest_trained(selection))
+
+
+def lowest_trained(selection: Selection) -> int:
+    """t: the lowest block (1-based) whose output depends on a trained weight; ℓ*+1 when only the head trains.
+
+    The embeddings and blocks 1..t-1 are the frozen prefix (1 when the embeddings train).
+    """
+    if selection.tune_embeddings:
+        return 1
+    return min(selection.tuned_layers, default=selection.classifier_layer + 1)
 
 
 def _unfreeze(enc, blocks, selection: Selection) -> None:

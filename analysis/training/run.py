@@ -66,6 +66,9 @@ class RunResult:
     device: str
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
+    prefix_cache: dict | None = None  # {"used": True, "block": t, "where", "bytes"} or {"used": False, "why"}
+    dtype: str = "float32"  # the weights' dtype, or "autocast-bfloat16": float32 weights under bf16 autocast
+    vocab: dict | None = None  # {"task_sized": True, "rows": trained rows, "of": V} or {"task_sized": False, "why"}
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -128,6 +131,7 @@ def train(
         plan = make_plan(cfg, tok, world_size())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
+        prefix, vocab = _wrap(cfg, model, plan, target, progress)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
         _announce(cfg, estimate_run(model, plan, costs, target), monitor, progress, plan.max_steps)
@@ -135,6 +139,7 @@ def train(
             trainer, live = make_trainer(cfg, model, target, plan, monitor, tmp)
             stopped = fit(trainer, monitor)
             evals, stopped = final_eval(trainer, live, monitor, plan.metric_names, stopped)
+        _unwrap(model)
         step = int(trainer.state.global_step)
         monitor.push({"step": step, "elapsed": round(time.perf_counter() - t_start, 3), "eval": evals, "final": True})
         result = _result(
@@ -147,10 +152,11 @@ def train(
             evals,
             step=step,
             n_layers=n_layers,
-            device=target.device,
+            target=target,
             stopped=stopped,
             seconds=time.perf_counter() - t_start,
         )
+        result.prefix_cache, result.vocab = prefix, vocab
         if cfg.remeasure and not stopped:
             result.variability_before_after = _remeasure(base, model, tok, plan.eval_data, a, target.device)
         if finalize:
@@ -173,6 +179,25 @@ def _announce(cfg: TrainConfig, est, monitor: RunMonitor, progress: Callable[[st
         progress(f"training {cfg.label()} for {steps} steps: {est.text()}")
 
 
+def _wrap(cfg: TrainConfig, model, plan: Plan, target, progress) -> tuple[dict, dict]:
+    """The frozen-prefix cache and the task-sized vocabulary put in place where they apply; their JSON records."""
+    from analysis.training.prefix import prepare
+    from analysis.training.vocab import compact
+
+    prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache)
+    return prefix, compact(model, plan, on=not cfg.full_vocab, progress=progress)
+
+
+def _unwrap(model) -> None:
+    """The real frozen blocks back (exports, re-measurement and predictions run the whole model) and the trained
+    rows into the whole embedding matrix (``trainable_params`` counts all of it, as the paper does)."""
+    from analysis.training.prefix import detach
+    from analysis.training.vocab import restore
+
+    detach(model)
+    restore(model)
+
+
 def _result(
     cfg: TrainConfig,
     model,
@@ -184,11 +209,12 @@ def _result(
     *,
     step: int,
     n_layers: int,
-    device: str,
+    target,
     stopped: bool,
     seconds: float,
 ) -> RunResult:
     from analysis.models.layers import layer_list
+    from analysis.training.cost import load_dtype
 
     events = monitor.snapshot()["events"]
     s = cfg.selection
@@ -234,7 +260,8 @@ def _result(
         batch_size=cfg.batch_size,
         n_train=len(plan.train_data),
         n_eval=len(plan.eval_data),
-        device=device,
+        device=target.device,
+        dtype=load_dtype(target.device, target.dtype),
         world_size=plan.world_size,
         eval_examples=plan.counts[-1] if ev and plan.counts else 0,
     )

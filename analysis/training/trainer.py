@@ -39,6 +39,8 @@ class Plan:
     batch_size: int  # examples per optimizer step, all processes together
     world_size: int = 1
     counts: list[int] = field(default_factory=list)  # predictions seen by each evaluation, in order
+    prefix_tr: object = None  # PrefixStates of the training texts when the prefix cache is attached
+    prefix_ev: object = None
 
     @property
     def per_device_batch(self) -> int:
@@ -87,7 +89,7 @@ def probe_batch(plan: Plan, device: str, n: int = 2) -> dict:
     """The first ``n`` training examples as a padded batch on ``device`` (for :func:`.model.freeze_unused`)."""
     from analysis.training.data import Encoded, collate
 
-    encoded = Encoded(plan.enc_tr, plan.train_data.labels)
+    encoded = Encoded(plan.enc_tr, plan.train_data.labels, plan.prefix_tr)
     b = collate([encoded[i] for i in range(min(n, len(encoded)))])
     return {k: v.to(device) for k, v in b.items()}
 
@@ -103,8 +105,9 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
 
     device = target.device
     weights, amp = split_dtype(target.dtype)
-    compute = amp or weights  # the dtype the forward pass runs in (Trainer AMP on CUDA)
+    compute = amp or weights  # the dtype the forward pass runs in (Trainer AMP on CUDA; bf16 autocast on the CPU)
     cuda = device.startswith("cuda")
+    mixed = cuda or (device == "cpu" and amp is not None)  # the CPU trains float32 weights unless autocast was asked
 
     def metrics_fn(p):
         logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
@@ -133,7 +136,7 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
-        bf16=cuda and compute == "bfloat16",
+        bf16=mixed and compute == "bfloat16",
         fp16=cuda and compute == "float16",
         # every trainable parameter takes part in the loss (model.freeze_unused): DDP needs no
         # search for unused ones (an extra pass over the graph each step, and a warning)
@@ -144,8 +147,8 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=Encoded(plan.enc_tr, plan.train_data.labels),
-        eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels),
+        train_dataset=Encoded(plan.enc_tr, plan.train_data.labels, plan.prefix_tr),
+        eval_dataset=Encoded(plan.enc_ev, plan.eval_data.labels, plan.prefix_ev),
         data_collator=collate,
         compute_metrics=metrics_fn,
         callbacks=[live],
