@@ -219,6 +219,16 @@ def probe(model, batch: dict, *, amp: str | None = None, warmup: int = PROBE_WAR
     return seconds / steps
 
 
+def warm_rate(model, plan, target) -> float:
+    """The forward rate of ``model``'s encoder on the first training batch, measured (once) and kept, so that
+    :func:`estimate_run` finds it after the frozen-prefix cache replaced the prefix's blocks."""
+    from analysis.models.load import split_dtype
+    from analysis.training.trainer import probe_batch
+
+    batch = probe_batch(plan, target.device, plan.per_device_batch)
+    return measure_rate(model.encoder, batch, rate_key(target), split_dtype(target.dtype)[1])
+
+
 def estimate_run(
     model, plan, costs: dict, target, *, one_off: Sequence[OneOffPass] = (), budget: float = PROBE_BUDGET
 ) -> Estimate:
@@ -301,19 +311,35 @@ def estimate_configs(
     out: list[Estimate] = []
     for tc in configs:
         steps = tc.steps or math.ceil(tc.epochs * math.ceil(len(texts) / tc.batch_size))
+        costs, passes = _with_prefix(base, tc, cost(base, tc.selection, seq_len, num_labels), seq_len, len(texts))
         out.append(
             from_costs(
-                cost(base, tc.selection, seq_len, num_labels),
+                costs,
                 steps=steps,
                 batch_size=tc.batch_size,
                 eval_n=tc.eval_n,
                 eval_every=tc.eval_every,
                 rate=rate,
-                one_off=() if out else one_off,
+                one_off=passes + ([] if out else list(one_off)),
                 how=f"cost model at {rate / 1e9:.3g} GFLOP/s measured here",
             )
         )
     return out
+
+
+def _with_prefix(base, tc, costs: dict, seq_len: float, n_train: int) -> tuple[dict, list[OneOffPass]]:
+    """(costs, one-off passes) of ``tc`` with the frozen-prefix cache where it applies: each step skips the forward
+    pass of blocks 1..t-1, which runs once per training and held-out text instead."""
+    from analysis.training.cost import block_forward_flops
+    from analysis.training.model import lowest_trained
+    from analysis.training.prefix import unsupported
+
+    t = lowest_trained(tc.selection)
+    if not tc.prefix_cache or t <= 1 or unsupported(base) is not None:
+        return costs, []
+    saved = sum(block_forward_flops(base, seq_len)[: t - 1])
+    costs = {**costs, "flops_per_example": costs["flops_per_example"] - saved}
+    return costs, [OneOffPass(texts=n_train + tc.eval_n, blocks=t - 1, what="frozen-prefix pass")]
 
 
 def _autocast(device: str, amp: str | None):

@@ -113,7 +113,7 @@ def train(
     from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
-    from analysis.training.estimate import estimate_run
+    from analysis.training.estimate import estimate_run, warm_rate
     from analysis.training.model import build_classifier, freeze_unused
     from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
@@ -131,6 +131,7 @@ def train(
         plan = make_plan(cfg, tok, world_size())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
+        warm_rate(model, plan, target)  # the forward rate on the real blocks, before the prefix's stand-ins
         prefix, vocab = _wrap(cfg, model, plan, target, progress)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
