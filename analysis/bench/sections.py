@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis.bench.common import _median_time, _model, _row, _texts, floor, our_curve
 from analysis.bench.encoder import bench_encoder
+from analysis.bench.probe_speed import probe_speed
 from analysis.bench.streaming import bench_stream, bench_stream_memory
 
 SECTIONS: dict[str, Callable] = {}
@@ -357,8 +358,12 @@ def bench_cards(a, res):
         for _ in range(reps):  # alternate so drift hits both
             t_fwd.append(_median_time(floor, 1, m, tok, texts, device=dev))
             t_cards.append(_median_time(cards, 1))
+        st = get_states(cfg, cache=cache)
+        probe = probe_speed(st.states, st.labels, reps=reps, device=dev)  # the torch probe beside scikit-learn's
     fwd, crd = statistics.median(t_fwd), statistics.median(t_cards)
     res["cards"] = {"model": a.model, "n": n, "reps": reps, "forward_s": fwd, "cards_s": crd, "ratio": crd / fwd}
+    res["cards"]["probe"] = probe
+    _row("probe torch vs sklearn", f"torch {probe['torch_s']:.2f}s  sklearn {probe['sklearn_s']:.2f}s")
     res["cards_vs_forward"] = crd / fwd
     _row(
         f"cards {a.model} (n={n})", f"forward {fwd:.2f}s  cards {crd:.2f}s  cards/forward {crd / fwd:.2f}x (goal <=0.5)"

@@ -191,7 +191,8 @@ def _cards(rc: ReproConfig, model: str, task: str, cache: DiskCache, log: Callab
         "recommended_layer": cards.recommended_layer,
         "probe_best_layer": cards.probe_best_layer,
         "same_layer": cards.recommended_layer == cards.probe_best_layer,
-        "probe": {k: getattr(cc, k) for k in ("folds", "k", "seed", "max_iter", "C")},
+        "probe": {k: getattr(cc, k) for k in ("folds", "k", "seed", "max_iter", "C", "tol")},
+        "probe_converged": cards.probe_converged,  # [layer][fold]: whether each fit met its tolerance
     }
     rho = "undefined" if rec["rank_agreement"] is None else f"{rec['rank_agreement']:.2f}"
     log(
