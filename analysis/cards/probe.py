@@ -22,10 +22,14 @@ Float64 where the device has it (MPS: float32).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+#: Bytes of states (float64) per group of layers fitted together on the CPU: about a core's share of the cache.
+CPU_GROUP_BYTES = 4 << 20
 #: L-BFGS history length (scipy's default ``maxcor``).
 HISTORY = 10
 #: Backtracking steps before a line search gives up (scipy's ``maxls`` default is 20).
@@ -128,7 +132,7 @@ class _Problem:
     def predict(self, theta) -> np.ndarray:
         """Class indices (L, F, n)."""
         z = self.logits(theta)
-        return (z[..., 0] > 0).long().cpu().numpy() if self.K == 2 else z.argmax(-1).cpu().numpy()
+        return (z[..., 0] > 0).long() if self.K == 2 else z.argmax(-1)
 
 
 def fit_probes(
@@ -137,31 +141,65 @@ def fit_probes(
     """Fit the probe of every layer on every fold (see the module doc) and score it on the held-out rows.
 
     states : (L+1, n, d) array or tensor; labels (n,); splits : F (train, test) index pairs.
+    On a GPU all layers are one problem. On the CPU the products are bound by memory, not
+    arithmetic: layers go in groups whose states fit :data:`CPU_GROUP_BYTES` (they stay in the
+    cache between the two products of an evaluation), the groups in parallel threads with
+    torch at one thread each (its own threads spin on a busy machine, as OpenBLAS's do).
     """
     import torch
-    from sklearn.metrics import f1_score
+
+    L = len(states)
+    if not str(device).startswith("cpu"):
+        with torch.no_grad():
+            return _score(_fit_group(states, labels, splits, C, max_iter, tol, device), labels, splits, device)
+    per = max(1, CPU_GROUP_BYTES // max(1, int(np.prod(states.shape[1:])) * 8))
+    groups = [range(s, min(L, s + per)) for s in range(0, L, per)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(groups)))) as pool:
+            parts = list(
+                pool.map(
+                    lambda g: _fit_group(states[g.start : g.stop], labels, splits, C, max_iter, tol, "cpu"), groups
+                )
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return _score(tuple(torch.cat([p[i] for p in parts], 0) for i in range(6)), labels, splits, device)
+
+
+def _fit_group(states, labels, splits, C, max_iter, tol, device):
+    """(predictions (l, F, n), f, ∇f, iterations, converged, θ) of one group of layers, all its folds at once."""
+    import torch
 
     with torch.no_grad():
         pb = _Problem(states, labels, splits, C, device)
         theta, f, g, iters, conv = _lbfgs(pb, max_iter, tol)
-        pred = pb.predict(theta)
-    y = pb.y.cpu().numpy()
-    acc, f1 = np.zeros((pb.L, pb.F)), np.zeros((pb.L, pb.F))
+        shape = (pb.L, pb.F)
+        return (
+            pb.predict(theta),
+            f.view(shape),
+            g.abs().amax(-1).view(shape),
+            iters.view(shape),
+            conv.view(shape),
+            theta.view(pb.L, pb.F, -1),
+        )
+
+
+def _score(fit, labels, splits, device) -> ProbeFits:
+    """Held-out accuracy and macro-F1 of each fold's predictions, and the fits' facts, as a :class:`ProbeFits`."""
+    from sklearn.metrics import f1_score
+
+    pred, f, gmax, iters, conv, _ = (t.cpu().numpy() for t in fit)
+    _, y = np.unique(np.asarray(labels), return_inverse=True)
+    L, F = f.shape
+    acc, f1 = np.zeros((L, F)), np.zeros((L, F))
     for f_, (_, test) in enumerate(splits):
-        for l in range(pb.L):
+        for l in range(L):
             p = pred[l, f_, test]
             acc[l, f_] = float(np.mean(p == y[test]))
             f1[l, f_] = float(f1_score(y[test], p, average="macro", zero_division=0))
-    shape = (pb.L, pb.F)
-    return ProbeFits(
-        accuracy=acc,
-        macro_f1=f1,
-        objective=f.cpu().numpy().reshape(shape),
-        grad_max=g.abs().amax(-1).cpu().numpy().reshape(shape),
-        iterations=iters.cpu().numpy().reshape(shape),
-        converged=conv.cpu().numpy().reshape(shape),
-        device=str(device),
-    )
+    return ProbeFits(acc, f1, f, gmax, iters, conv.astype(bool), str(device))
 
 
 def _lbfgs(pb: _Problem, max_iter: int, tol: float):
