@@ -23,6 +23,8 @@ JSON_KEYS = {
     "n",
     "recommended_layer",
     "probe_best_layer",
+    "probe_converged",
+    "probe_iterations",
 }
 
 
@@ -44,13 +46,14 @@ def _reference_probe(X, y, cc):
     return cross_val_score(est, X, y, cv=StratifiedKFold(cc.folds, shuffle=True, random_state=cc.seed)).mean()
 
 
-def test_probe_equals_cross_val_score_on_the_same_folds(rng):
+def test_probe_agrees_with_cross_val_score_on_the_same_folds(rng):
     states, y = _states(rng)
     cc = CardsConfig(seed=3)
-    acc, f1, knn = layer_scores(states, y, cc)
-    for l in range(len(states)):
-        assert abs(acc[l] - _reference_probe(states[l], y, cc)) < 1e-9
+    acc, f1, knn, fits = layer_scores(states, y, cc)
+    for l in range(len(states)):  # the same objective and folds: at most one held-out text apart
+        assert abs(acc[l] - _reference_probe(states[l], y, cc)) <= 1 / len(y) + 1e-9
     assert acc[2] > acc[0] and all(0 <= v <= 1 for v in f1 + knn)
+    assert fits.converged.shape == (3, cc.folds) and fits.converged.all() and (fits.iterations <= cc.max_iter).all()
 
 
 def _knn_brute(X, y, k):
@@ -155,6 +158,8 @@ def test_cli_json_keys_probe_and_cache_hit(labelled_csv, tmp_path, capsys):
     L1 = len(d["layers"])
     per_layer = ["variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy", "params_kept", "flops_per_example"]
     assert L1 == 7 and all(len(d[k]) == L1 for k in per_layer)
+    assert all(len(row) == 5 and all(isinstance(c, bool) for c in row) for row in d["probe_converged"])
+    assert all(0 < i <= 200 for row in d["probe_iterations"] for i in row)
     assert isinstance(d["rank_agreement"], float) and d["n"] == 60
     assert d["params_kept"] == sorted(d["params_kept"]) and d["flops_per_example"][0] < d["flops_per_example"][-1]
     assert "Spearman" in capsys.readouterr().out
@@ -170,6 +175,7 @@ def test_cli_json_keys_probe_and_cache_hit(labelled_csv, tmp_path, capsys):
     assert _cli("cards", *data, "--cache-dir", cache, "--json", out2) == 0
     d2 = json.loads(out2.read_text())
     assert d2["cache_hit"] and d2["probe_accuracy"] == d["probe_accuracy"] and d2["params_kept"] == d["params_kept"]
+    assert d2["probe_converged"] == d["probe_converged"] and d2["probe_iterations"] == d["probe_iterations"]
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from analysis.bench.common import (
     our_curve,
     row,
 )
+from analysis.bench.probe_speed import probe_speed
 
 
 def paper_algorithm(model, tok, texts, labels, *, device, max_length=128):
@@ -299,10 +300,11 @@ def bench_cards(s: BenchSettings) -> dict:
         for _ in range(reps):  # alternate so drift hits both
             t_fwd.append(median_time(floor, 1, m, tok, texts, device=dev))
             t_cards.append(median_time(cards, 1))
+        states = get_states(cfg, cache=cache)
+        probe = probe_speed(states.states, states.labels, reps=reps, device=dev)  # the torch probe beside sklearn's
     fwd, crd = statistics.median(t_fwd), statistics.median(t_cards)
     name = s.label(s.model)
+    row("probe torch vs sklearn", f"torch {probe['torch_s']:.2f}s  sklearn {probe['sklearn_s']:.2f}s")
     row(f"cards {name} (n={n})", f"forward {fwd:.2f}s  cards {crd:.2f}s  cards/forward {crd / fwd:.2f}x (goal <=0.5)")
-    return {
-        "cards": {"model": name, "n": n, "reps": reps, "forward_s": fwd, "cards_s": crd, "ratio": crd / fwd},
-        "cards_vs_forward": crd / fwd,
-    }
+    cards_res = {"model": name, "n": n, "reps": reps, "forward_s": fwd, "cards_s": crd, "ratio": crd / fwd}
+    return {"cards": {**cards_res, "probe": probe}, "cards_vs_forward": crd / fwd}

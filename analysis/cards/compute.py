@@ -34,6 +34,7 @@ from analysis.store.cache import DiskCache, make_key
 
 _ARRAYS = ("variability", "probe_accuracy", "probe_macro_f1", "knn_accuracy")
 _OPTIONAL = ("params_kept", "flops_per_example", "grad_norm")
+_FITS = ("probe_converged", "probe_iterations")  # (layers, folds) each
 
 
 def mean_tokens(tokenizer, texts, pairs, max_length: int) -> float:
@@ -123,6 +124,7 @@ def _save(cache: DiskCache, key: str, conf: dict, cards: LayerCards, describe: s
     arrays = {name: np.asarray(getattr(cards, name), dtype=np.float64) for name in _ARRAYS}
     arrays.update({n: np.asarray(getattr(cards, n), dtype=np.float64) for n in _OPTIONAL if getattr(cards, n)})
     arrays.update({f"sel__{n}": _nan(v) for n, v in (cards.selectors or {}).items()})
+    arrays.update({n: np.asarray(getattr(cards, n), dtype=np.int64) for n in _FITS if getattr(cards, n) is not None})
     scalars = {"rank_agreement": cards.rank_agreement, "band": cards.band, "settings": cards.settings}
     cache.save(
         "cards", key, arrays, blobs={"cards": scalars}, meta={"describe": describe}, version=CARDS_VERSION, config=conf
@@ -144,6 +146,10 @@ def _load(cache: DiskCache, key: str) -> LayerCards | None:
     opt = {n: arrays[n].tolist() for n in _OPTIONAL if n in arrays}
     if "params_kept" in opt:
         opt["params_kept"] = [int(p) for p in opt["params_kept"]]
+    if "probe_converged" in arrays:
+        opt["probe_converged"] = arrays["probe_converged"].astype(bool).tolist()
+    if "probe_iterations" in arrays:
+        opt["probe_iterations"] = arrays["probe_iterations"].astype(int).tolist()
     band = blob["band"]
     sel = {n[5:]: [None if np.isnan(v) else float(v) for v in a] for n, a in arrays.items() if n.startswith("sel__")}
     return LayerCards(
@@ -182,11 +188,13 @@ def compute_cards(
     key, conf = cards_key(states.key, cards_cfg)
     if use_cache and (hit := _load(cache, key)) is not None:
         return hit, states
+    target = resolve_target(cfg, cache.root)
     t0 = time.perf_counter()
-    cards = layer_cards(states.states, states.labels, cards_cfg, label_names=states.label_names, progress=progress)
+    cards = layer_cards(
+        states.states, states.labels, cards_cfg, label_names=states.label_names, progress=progress, device=target.device
+    )
     cards.selectors = state_scores(states.states, states.labels)
     t1 = time.perf_counter()
-    target = resolve_target(cfg, cache.root)
     model, tok = (loader or cached_model)(target.ref, target.device, target.dtype, cfg.trust_remote_code)
     seq_len = mean_tokens(tok, states.texts, states.pairs, cfg.max_length)
     cards.params_kept, cards.flops_per_example = layer_costs(model, states.n_layers, seq_len, len(states.label_names))

@@ -4,10 +4,13 @@ All scores come from the pooled states already cached (:func:`~analysis.pipeline
 no new forward pass. Per layer ℓ (0 = embeddings):
 
 - ``variability``: ν (:func:`~analysis.variability.variability_curve`, with a bootstrap band when asked);
-- ``probe_accuracy`` / ``probe_macro_f1``: held-out scores of a linear probe, a scikit-learn
-  ``LogisticRegression`` on standardised states (``StandardScaler`` in a ``Pipeline``, fitted per
-  fold), over stratified k folds with a fixed seed, the same folds for every layer; each is the mean
-  over folds of the fold's score (what ``cross_val_score(...).mean()`` gives);
+- ``probe_accuracy`` / ``probe_macro_f1``: held-out scores of a linear probe, a multinomial logistic
+  regression on standardised states with scikit-learn's objective (``StandardScaler`` then
+  ``LogisticRegression(C)``, fitted per fold), fitted in torch for every layer and fold at once on the
+  states' device (:mod:`analysis.cards.probe`), over stratified k folds with a fixed seed, the same
+  folds for every layer; each is the mean over folds of the fold's score (what
+  ``cross_val_score(...).mean()`` gives); ``probe_converged`` / ``probe_iterations`` say, per layer
+  and fold, whether the fit met its tolerance and in how many L-BFGS iterations;
 - ``knn_accuracy``: leave-one-out k-nearest-neighbour accuracy, cosine similarity, the point itself
   excluded, majority vote with ties going to the class of the nearest tied neighbour;
 - ``params_kept`` / ``flops_per_example``: the Training page's cost model
@@ -17,8 +20,8 @@ no new forward pass. Per layer ℓ (0 = embeddings):
   one column each, added by :func:`~analysis.cards.compute.compute_cards`;
 - ``rank_agreement``: Spearman correlation across layers between −ν and the probe accuracy.
 
-Probes of different layers run in parallel threads with BLAS held at one thread each: on a busy
-machine OpenBLAS's own threads spin and make a small fit 20-50× slower than one thread.
+kNN scores of different layers run in parallel threads with BLAS held at one thread each: on a busy
+machine OpenBLAS's own threads spin and make small products 20-50× slower than one thread.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from analysis.cards.probe import ProbeFits, fit_probes
 from analysis.errors import VariscopeError
 from analysis.settings import check_bootstrap
 from analysis.variability import variability_curve
 
-CARDS_VERSION = 2  # 2: the selector columns (analysis.selectors)
+CARDS_VERSION = 3  # 2: the selector columns (analysis.selectors); 3: the torch probe, its convergence per fit
 
 #: progress(done_layers, total_layers): the layers whose cards are computed so far
 LayerProgress = Callable[[int, int], None]
@@ -46,7 +50,8 @@ LayerProgress = Callable[[int, int], None]
 class CardsConfig:
     """Everything that decides the cards of one sample of states (hashed into their cache key).
 
-    folds : stratified folds of the probe; seed : their shuffle; max_iter / C : LogisticRegression's;
+    folds : stratified folds of the probe; seed : their shuffle; max_iter / C / tol : the probe's L-BFGS
+    iterations, inverse penalty and gradient tolerance, as scikit-learn's LogisticRegression takes them;
     k : neighbours of the kNN score; bootstrap / weighting : ν's; grad : also the relative gradient
     norms, from ``grad_batches`` batches of ``grad_batch_size`` texts (one backward pass each).
     """
@@ -56,6 +61,7 @@ class CardsConfig:
     seed: int = 0
     max_iter: int = 200
     C: float = 1.0
+    tol: float = 1e-4
     bootstrap: int = 0
     weighting: str = "equal"
     grad: bool = False
@@ -68,8 +74,8 @@ class CardsConfig:
             raise VariscopeError(f"the probe needs at least 2 folds, got {self.folds}")
         if self.k < 1:
             raise VariscopeError(f"k of the nearest-neighbour score must be at least 1, got {self.k}")
-        if self.max_iter < 1 or not self.C > 0:
-            raise VariscopeError("the probe needs max_iter ≥ 1 and C > 0")
+        if self.max_iter < 1 or not self.C > 0 or not self.tol > 0:
+            raise VariscopeError("the probe needs max_iter ≥ 1, C > 0 and tol > 0")
         check_bootstrap(self.bootstrap)
         if self.grad_batches < 1 or self.grad_batch_size < 1:
             raise VariscopeError("the gradient norms need at least one batch of at least one text")
@@ -103,6 +109,8 @@ class LayerCards:
     grad_norm: list[float] | None = None
     #: name → per-layer score of the selectors computed from the states (analysis.selectors.STATE_SELECTORS)
     selectors: dict[str, list[float | None]] | None = None
+    probe_converged: list[list[bool]] | None = None  # [layer][fold]
+    probe_iterations: list[list[int]] | None = None  # [layer][fold]
     settings: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     cache_hit: bool = False
@@ -137,38 +145,12 @@ class LayerCards:
 
 
 # ------------------------------------------------------------------ probe
-def probe_estimator(cards_cfg: CardsConfig):
-    """The probe: StandardScaler then LogisticRegression (lbfgs), as one Pipeline."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=cards_cfg.C, max_iter=cards_cfg.max_iter))
-
-
 def probe_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, test) indices of ``StratifiedKFold(folds, shuffle=True, random_state=seed)``."""
     from sklearn.model_selection import StratifiedKFold
 
     skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
     return list(skf.split(np.zeros(len(labels)), labels))
-
-
-def probe_layer(X: np.ndarray, labels: np.ndarray, splits, cards_cfg: CardsConfig) -> tuple[float, float]:
-    """Mean held-out accuracy and macro-F1 of the probe over ``splits``."""
-    from sklearn.base import clone
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import f1_score
-
-    est = probe_estimator(cards_cfg)
-    acc, f1 = [], []
-    for train, test in splits:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            pred = clone(est).fit(X[train], labels[train]).predict(X[test])
-        acc.append(float(np.mean(pred == labels[test])))
-        f1.append(float(f1_score(labels[test], pred, average="macro", zero_division=0)))
-    return float(np.mean(acc)), float(np.mean(f1))
 
 
 # ------------------------------------------------------------------ kNN
@@ -230,33 +212,42 @@ def agreement_words(rho: float | None) -> str:
 
 # ------------------------------------------------------------------ all layers
 def layer_scores(
-    states: np.ndarray, labels: np.ndarray, cards_cfg: CardsConfig, *, progress: LayerProgress | None = None
-) -> tuple[list[float], list[float], list[float]]:
-    """Probe accuracy, probe macro-F1 and kNN accuracy of every layer, layers in parallel threads.
+    states: np.ndarray,
+    labels: np.ndarray,
+    cards_cfg: CardsConfig,
+    *,
+    progress: LayerProgress | None = None,
+    device: str = "cpu",
+) -> tuple[list[float], list[float], list[float], ProbeFits]:
+    """Probe accuracy, probe macro-F1 and kNN accuracy of every layer, and the probe's fits.
 
-    ``progress(done_layers, total_layers)`` is called from the calling thread as layers finish.
+    The probes of all layers and folds are one batched problem on ``device``
+    (:func:`analysis.cards.probe.fit_probes`); the kNN scores then run layer by layer in
+    parallel threads. ``progress(done_layers, total_layers)`` is called from the calling thread,
+    (0, L+1) before the probe, then as the layers' kNN scores finish.
     """
     from threadpoolctl import threadpool_limits
 
     labels = np.asarray(labels)
     splits = probe_folds(labels, cards_cfg.folds, cards_cfg.seed)
     n_layers = len(states)
-    out: dict[int, tuple[float, float, float]] = {}
-
-    def one(layer: int) -> tuple[float, float, float]:
-        X = states[layer]
-        acc, f1 = probe_layer(X, labels, splits, cards_cfg)
-        return acc, f1, knn_loo_accuracy(X, labels, cards_cfg.k)
-
+    if progress is not None:
+        progress(0, n_layers)
+    fits = fit_probes(
+        states, labels, splits, C=cards_cfg.C, max_iter=cards_cfg.max_iter, tol=cards_cfg.tol, device=device
+    )
+    knn: dict[int, float] = {}
     workers = max(1, min(os.cpu_count() or 1, n_layers))
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        futures = {pool.submit(one, layer): layer for layer in range(n_layers)}
+        futures = {
+            pool.submit(knn_loo_accuracy, states[layer], labels, cards_cfg.k): layer for layer in range(n_layers)
+        }
         for f in as_completed(futures):
-            out[futures[f]] = f.result()
+            knn[futures[f]] = f.result()
             if progress is not None:
-                progress(len(out), n_layers)
-    rows = [out[layer] for layer in range(n_layers)]
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+                progress(len(knn), n_layers)
+    acc, f1 = fits.accuracy.mean(1).tolist(), fits.macro_f1.mean(1).tolist()
+    return acc, f1, [knn[layer] for layer in range(n_layers)], fits
 
 
 def layer_cards(
@@ -266,8 +257,12 @@ def layer_cards(
     *,
     label_names: list[str] | None = None,
     progress: LayerProgress | None = None,
+    device: str = "cpu",
 ) -> LayerCards:
-    """The cards of every layer from pooled states (L+1, n, d); no cost or gradient columns."""
+    """The cards of every layer from pooled states (L+1, n, d); no cost or gradient columns.
+
+    ``device``: where the probe is fitted (:func:`layer_scores`).
+    """
     cards_cfg = cards_cfg or CardsConfig()
     states = np.asarray(states)
     if states.ndim != 3 or states.shape[1] != len(labels):
@@ -283,7 +278,7 @@ def layer_cards(
         label_names=label_names,
     )
     t1 = time.perf_counter()
-    acc, f1, knn = layer_scores(states, labels, cards_cfg, progress=progress)
+    acc, f1, knn, fits = layer_scores(states, labels, cards_cfg, progress=progress, device=device)
     t2 = time.perf_counter()
     return LayerCards(
         layers=curve.layers,
@@ -293,6 +288,8 @@ def layer_cards(
         knn_accuracy=knn,
         rank_agreement=rank_agreement(curve.variability, acc),
         band=curve.band,
+        probe_converged=fits.converged.tolist(),
+        probe_iterations=fits.iterations.tolist(),
         settings=asdict(cards_cfg),
         seconds={"variability": t1 - t0, "probe_knn": t2 - t1},
     )

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -204,7 +205,7 @@ def for_each_pooled(
     tokenizer,
     texts: Iterable[str],
     pairs: Iterable[str] | None,
-    on_pooled: Callable[[np.ndarray, np.ndarray], None],
+    on_pooled: Callable[[np.ndarray, Any], None],
     *,
     pooling: str = "mean",
     max_length: int = 128,
@@ -215,10 +216,12 @@ def for_each_pooled(
     chunk_size: int | None = None,
     total: int | None = None,
     representation: str = "raw",
+    on_device: bool = False,
 ) -> None:
     """One forward pass over ``texts``; ``on_pooled(index, pooled)`` sees every batch.
 
-    index : positions in ``texts`` (B,); pooled : float32 (L+1, B, d) on the CPU.
+    index : positions in ``texts`` (B,); pooled : float32 (L+1, B, d) on the CPU, or with
+    ``on_device`` the torch tensor where the model ran (the streamed statistics sum it there).
     :func:`extract_states` stores them; the streaming path accumulates statistics.
     ``texts`` (and ``pairs``) may be iterators: they are then read ``chunk_size``
     (default :data:`CHUNK_TEXTS`) at a time, each chunk tokenized and batched on its
@@ -245,7 +248,7 @@ def for_each_pooled(
             hidden = o.hidden_states if representation == "raw" else through_final_norm(model, o.hidden_states)
             dev = hidden[0].device
             p = pool(hidden, b.tensors["attention_mask"].to(dev), b.tensors["special_tokens_mask"].to(dev), pooling)
-            on_pooled(offset + np.asarray(b.index), p.cpu().numpy())
+            on_pooled(offset + np.asarray(b.index), p if on_device else p.cpu().numpy())
 
         def step(done: int, n: int, offset: int = start) -> None:
             if progress is not None:

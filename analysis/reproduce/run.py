@@ -203,7 +203,8 @@ def _cards(repro: ReproConfig, model: str, task: str, cache: DiskCache, log: Cal
         "recommended_layer": cards.recommended_layer,
         "probe_best_layer": cards.probe_best_layer,
         "same_layer": cards.recommended_layer == cards.probe_best_layer,
-        "probe": {k: getattr(cards_cfg, k) for k in ("folds", "k", "seed", "max_iter", "C")},
+        "probe": {k: getattr(cards_cfg, k) for k in ("folds", "k", "seed", "max_iter", "C", "tol")},
+        "probe_converged": cards.probe_converged,  # [layer][fold]: whether each fit met its tolerance
     }
     rho = "undefined" if rec["rank_agreement"] is None else f"{rec['rank_agreement']:.2f}"
     log(

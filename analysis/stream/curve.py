@@ -3,7 +3,9 @@
 :func:`stream_curve` samples the task as :func:`analysis.pipeline.get_states`
 does, runs the same batch loop (:func:`analysis.models.hidden_states.for_each_pooled`)
 and feeds each batch's pooled states into :class:`analysis.stream.stats.LayerStats`
-instead of keeping them: memory is (L+1)·d² float64 whatever the sample size.
+instead of keeping them: memory is (L+1)·d² float64 whatever the sample size. The
+statistics are summed on the model's device (a GPU's batches never cross to the CPU,
+only the rows the state sample may keep); on MPS, which has no float64, on the CPU.
 With ``world_size > 1`` each process takes the rows ``i`` with
 ``i % world_size == rank`` (no row twice, none padded) and the statistics are
 summed with one ``all_reduce``; every process gets the same ν
@@ -13,6 +15,7 @@ summed with one ``all_reduce``; every process gets the same ν
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -120,7 +123,7 @@ def stream_stats(
     model, tok, device = load_for(cfg, target, loader)
     t1 = time.perf_counter()
 
-    def run(on_pooled: Callable, progress: Callable | None = None) -> None:
+    def run(on_pooled: Callable, progress: Callable | None = None, on_device: bool = False) -> None:
         texts, pairs = source.texts(rows)
         if not source.streamed:  # held anyway: one chunk, the same batches as the states path
             texts, pairs = list(texts), None if pairs is None else list(pairs)  # type: ignore[assignment]
@@ -137,6 +140,7 @@ def stream_stats(
             device=device,
             progress=progress,
             total=len(rows),
+            on_device=on_device,
         )
 
     holder: dict[str, LayerStats] = {}
@@ -156,11 +160,21 @@ def stream_stats(
             )
         holder["stats"].update(p, source.labels[rows[index]], rows[index])
 
-    run(feed, progress)
+    stats_on = statistics_device(device)  # before the pass: MPS says so at once
+    run(feed, progress, on_device=True)
     seconds = {"load_model": t1 - t0, "extract": time.perf_counter() - t1}
     info = dict(source.info, device=device, dtype=target.dtype, model=cfg.model, task=cfg.task.label())
+    info["statistics_on"] = stats_on
     labels = source.labels[rows]
     return StreamPass(holder["stats"], list(source.label_names), len(source), len(rows), seconds, info, run, labels)
+
+
+def statistics_device(device: str) -> str:
+    """Where the statistics of a pass on ``device`` are summed: there, but MPS (no float64) on the CPU, said once."""
+    if str(device).startswith("mps"):
+        warnings.warn("MPS has no float64: the streamed statistics are summed on the CPU", stacklevel=3)
+        return "cpu"
+    return str(device)
 
 
 def trimming(on_pooled: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[np.ndarray, np.ndarray], None]:

@@ -15,6 +15,9 @@ formula as :func:`analysis.variability.variability`,
 nothing larger than d×d is formed.
 
 Memory: (L+1)·d² float64 for W (13 layers, d = 768: 61 MB), whatever N is.
+Batches given as torch tensors on a GPU are summed there, in float64 (:meth:`LayerStats.update`):
+the pooled states never cross to the CPU, only the rows the state sample may keep; the sums join
+the CPU arrays when read. MPS has no float64: its batches are summed on the CPU.
 Rounding: Σ_w is a difference, so its relative error grows like
 eps·(|m|/σ)² (class means m, spread σ): 3e-8 when every feature sits 10⁴
 spreads away from zero, still below the float32 noise of the states.
@@ -96,16 +99,19 @@ class KeptRows:
         self._flush()
         self._labels = v
 
-    def update(self, states: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+    def update(self, states, labels: np.ndarray, index: np.ndarray) -> None:
+        """Offer rows: ``states`` (L+1, b, d) array, or tensor on any device (only rows that may enter are copied)."""
         if self.keep == 0 or len(index) == 0:
             return
         prio = _priority(self.seed, index)
+        pick = None
         if len(self._prio) >= self.keep:
             new = prio < self._prio.max()
             if not new.any():
                 return
-            states, labels, index, prio = states[:, new], labels[new], index[new], prio[new]
-        self._add(np.array(states, dtype=np.float32), np.asarray(labels), np.asarray(index), prio)
+            pick = np.flatnonzero(new)
+            labels, index, prio = labels[pick], index[pick], prio[pick]
+        self._add(_rows(states, pick), np.asarray(labels), np.asarray(index), prio)
 
     def merge(self, other: KeptRows) -> None:
         if other.states is not None:  # reading it combines other's waiting rows
@@ -141,6 +147,25 @@ class KeptRows:
             for l in range(states.shape[0]):
                 states[l, rows] = p[0][l, pick[rows] - starts[j]]
         self._states, self._labels, self._index, self._prio = states, labels[pick], index[pick], prio[pick]
+
+
+def _rows(states, pick: np.ndarray | None) -> np.ndarray:
+    """``states[:, pick]`` (all rows if None) as a new float32 array; a tensor is indexed where it lies."""
+    if isinstance(states, np.ndarray):
+        return np.array(states if pick is None else states[:, pick], dtype=np.float32)
+    import torch
+
+    if pick is not None:
+        states = states[:, torch.from_numpy(pick).to(states.device)]
+    return np.array(states.float().cpu().numpy(), dtype=np.float32)
+
+
+def _on_device(states) -> bool:
+    """Whether a batch is summed where it lies: a torch tensor on a device other than the CPU and MPS."""
+    return not isinstance(states, np.ndarray) and getattr(getattr(states, "device", None), "type", "cpu") not in (
+        "cpu",
+        "mps",
+    )
 
 
 def _accumulate(W: np.ndarray | None, sums: np.ndarray, X: np.ndarray, y: np.ndarray, row_weight: np.ndarray) -> None:
@@ -207,22 +232,57 @@ class LayerStats:
         self.pi = pi
         self.row_weight = pi / sizes  # π_c / n_c, the weight of one row of class c in W
         self.n_layers, self.dim, self.moments = int(n_layers), int(dim), bool(moments)
-        self.W = np.zeros((n_layers, dim, dim) if moments else (n_layers, 0, 0))
-        self.sums = np.zeros((n_layers, C, dim))
+        self._W = np.zeros((n_layers, dim, dim) if moments else (n_layers, 0, 0))
+        self._sums = np.zeros((n_layers, C, dim))
+        self._dev: tuple | None = None  # (W, sums) float64 tensors on a GPU, added into the arrays when read
         self.counts = np.zeros(C, dtype=np.int64)
         self.kept = KeptRows(keep, seed)
+
+    @property
+    def W(self) -> np.ndarray:
+        """(L+1, d, d) float64: Σ_c π_c/n_c Σ_{h∈c} h hᵀ per layer ((L+1, 0, 0) without moments)."""
+        self._settle()
+        return self._W
+
+    @W.setter
+    def W(self, v: np.ndarray) -> None:
+        self._settle()
+        self._W = v
+
+    @property
+    def sums(self) -> np.ndarray:
+        """(L+1, C, d) float64: the class sums per layer."""
+        self._settle()
+        return self._sums
+
+    @sums.setter
+    def sums(self, v: np.ndarray) -> None:
+        self._settle()
+        self._sums = v
+
+    def _settle(self) -> None:
+        """Add what was summed on a GPU into the CPU arrays (one copy of W and the sums)."""
+        if self._dev is not None:
+            (W, sums), self._dev = self._dev, None
+            self._W += W.cpu().numpy()
+            self._sums += sums.cpu().numpy()
 
     @property
     def n_seen(self) -> int:
         return int(self.counts.sum())
 
-    def update(self, states: np.ndarray, labels: np.ndarray, index: np.ndarray | None = None) -> None:
+    def update(self, states, labels: np.ndarray, index: np.ndarray | None = None) -> None:
         """Add one batch: ``states`` (L+1, b, d), ``labels`` (b,) class indices, ``index`` (b,) row ids.
 
-        ``index`` (the rows' positions in the whole sample) only decides the
-        kept rows; by default rows are numbered in the order they arrive.
+        ``states``: an array, or a torch tensor; one on a CUDA device is summed there in float64
+        and only the rows that may be kept are copied to the CPU (a CPU tensor is read
+        in place, an MPS one copied: no float64 there). ``index`` (the rows' positions in the whole
+        sample) only decides the kept rows; by default rows are numbered in the order they arrive.
         """
-        X = np.asarray(states, dtype=np.float64)
+        on_device = _on_device(states)
+        if not on_device and not isinstance(states, np.ndarray) and hasattr(states, "device"):
+            states = states.cpu().numpy()  # a CPU tensor read in place: the same float64 sums as an array's
+        X = states if on_device else np.asarray(states, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64)
         if X.ndim != 3 or X.shape[0] != self.n_layers or X.shape[2] != self.dim:
             raise VariscopeError(f"a batch must have shape ({self.n_layers}, b, {self.dim}), got {X.shape}")
@@ -232,9 +292,28 @@ class LayerStats:
             raise VariscopeError(f"labels must be class indices 0..{len(self.sizes) - 1}")
         if index is None:
             index = self.n_seen + np.arange(len(y))
-        _accumulate(self.W if self.moments else None, self.sums, X, y, self.row_weight)
+        if on_device:
+            self._accumulate_on_device(X, y)
+        else:
+            _accumulate(self.W if self.moments else None, self.sums, X, y, self.row_weight)
         self.counts += np.bincount(y, minlength=len(self.sizes))
         self.kept.update(states, y, np.asarray(index, dtype=np.int64))
+
+    def _accumulate_on_device(self, states, y: np.ndarray) -> None:
+        """:func:`_accumulate` on the tensor's device, into float64 sums kept there until read."""
+        import torch
+
+        with torch.inference_mode():  # always: the sums are inference tensors, updated in place only inside it
+            X = states.to(torch.float64)
+            if self._dev is None:
+                shapes = (self._W.shape, self._sums.shape)
+                self._dev = tuple(torch.zeros(sh, dtype=torch.float64, device=X.device) for sh in shapes)
+            W, sums = self._dev
+            yt = torch.as_tensor(y, device=X.device)
+            if self.moments:
+                rw = torch.as_tensor(self.row_weight, dtype=torch.float64, device=X.device)[yt]
+                W.baddbmm_(X.transpose(1, 2) * rw, X)
+            sums.index_add_(1, yt, X)
 
     def merge(self, other: LayerStats) -> LayerStats:
         """Add ``other``'s statistics (another batch range or process) to these; returns self."""
