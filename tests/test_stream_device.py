@@ -1,7 +1,7 @@
 """Streamed statistics summed where the batches lie (a GPU's tensors never cross): the same ν as arrays.
 
 No GPU here: the device path is forced onto CPU tensors (``_on_device``), which runs the same torch
-code a CUDA tensor takes (float64 sums kept as tensors, only the sample's candidate rows copied).
+code a CUDA tensor takes (float64 sums kept as tensors, only the candidate kept rows copied).
 """
 
 import warnings
@@ -37,7 +37,7 @@ def device_path(monkeypatch):
 
 
 @pytest.mark.parametrize("weighting", ["equal", "size"])
-def test_device_sums_give_the_same_nu_and_sample_as_arrays(device_path, weighting):
+def test_device_sums_give_the_same_nu_and_kept_rows_as_arrays(device_path, weighting):
     states, labels, sizes = _data()
     ref = _feed(states, labels, sizes, 32, tensors=False, weighting=weighting)
     dev = _feed(states, labels, sizes, 32, tensors=True, weighting=weighting)
@@ -46,9 +46,9 @@ def test_device_sums_give_the_same_nu_and_sample_as_arrays(device_path, weightin
     assert dev._dev is None  # reading ν added them into the arrays
     np.testing.assert_allclose(dev.W, ref.W, rtol=1e-12)
     np.testing.assert_allclose(dev.sums, ref.sums, rtol=1e-12)
-    np.testing.assert_array_equal(dev.sample.index, ref.sample.index)
-    np.testing.assert_array_equal(dev.sample.states, ref.sample.states)
-    assert dev.sample.states.dtype == np.float32 and dev.sample.states.shape == (3, 50, 24)
+    np.testing.assert_array_equal(dev.kept.index, ref.kept.index)
+    np.testing.assert_array_equal(dev.kept.states, ref.kept.states)
+    assert dev.kept.states.dtype == np.float32 and dev.kept.states.shape == (3, 50, 24)
 
 
 def test_device_sums_merge_flat_and_first_pass(device_path):
@@ -101,5 +101,5 @@ def test_stream_curve_on_the_device_path_equals_the_states_path(minilm, device_p
     res = stream_curve(cfg, keep=8)
     np.testing.assert_allclose(res.curve.variability, curve.variability, rtol=1e-9)
     assert res.info["statistics_on"] == "cpu"
-    s = res.stats.sample
+    s = res.stats.kept
     np.testing.assert_array_equal(s.states, st.states[:, s.index])
