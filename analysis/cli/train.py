@@ -207,6 +207,7 @@ def _write(a, result, model) -> None:
         f"{on}; held-out {ev} ({out['eval_examples']} texts); trainable {out['trainable_params']:,} of "
         f"{out['total_params']:,} params; FLOPs vs full {out['flops_vs_full']:.2f}"
         + (" (stopped)" if out["stopped"] else "")
+        + (f"\n{out['held_out']}" if out.get("held_out") else "")
     )
     if a.json:
         write_atomic(a.json, json.dumps(out, indent=2))

@@ -66,6 +66,7 @@ class RunResult:
     device: str
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
+    held_out: str = ""  # where the held-out texts came from and how many (none is a training text)
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -227,6 +228,7 @@ def _result(
         device=device,
         world_size=plan.world_size,
         eval_examples=plan.counts[-1] if ev and plan.counts else 0,
+        held_out=str(plan.eval_data.info.get("held_out", "")),
     )
 
 
