@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from analysis.cli import bench, cards, commands, reproduce, train
-from analysis.cli.common import OneLineParser, show_warning
+from analysis.cli.common import OneLineParser, check_paths, show_warning
 from analysis.errors import VariscopeError
 
 
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             if not debug:
                 warnings.showwarning = show_warning
+            check_paths(a)
             return a.func(a)
     except VariscopeError as e:
         if debug:

@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--remeasure", action="store_true", help="ν before/after training on the eval texts")
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
-    p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
+    p.add_argument("--overwrite", action="store_true", help="replace the run's own files in a non-empty --save folder (the rest stays)")
     p.add_argument(
         "--log",
         "--log-file",

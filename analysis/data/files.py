@@ -25,6 +25,9 @@ def shown(text: object, limit: int = 80) -> str:
 
 def check_data_path(path: str) -> Path:
     """The data file ``path`` as a Path; one-line errors when it is missing, a folder or not a regular file."""
+    from analysis.store.atomic import check_path_name
+
+    check_path_name(path, f"data file '{shown(path, 60)}'")
     p = Path(path).expanduser()
     if not p.exists():
         raise VariscopeError(f"data file '{shown(path)}' does not exist")

@@ -91,6 +91,9 @@ def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, pro
     if spec in REGISTRY:
         folder, fingerprint, info = locate(spec, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
         return ModelRef(spec, "registry", folder, fingerprint, info=info)
+    from analysis.store.atomic import check_path_name
+
+    check_path_name(spec, f"model '{spec[:60]}'")
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
         if not path.is_dir():
