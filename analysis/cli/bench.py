@@ -9,6 +9,7 @@ from analysis.bench import report as bench_report
 from analysis.bench import sections as bench
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 
 def register(sub) -> None:
@@ -115,7 +116,7 @@ def cmd_bench(a) -> int:
     if base is not None:
         res = merge(base, res)
     if a.json:
-        write_atomic(a.json, json.dumps(res, indent=2, default=float))
+        write_atomic(a.json, dumps(stamp(res), indent=2, default=float))
     if a.plots or a.doc:
         bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
     return 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 from analysis.cli.common import add_data_args, config_from_args, make_cache, tqdm_progress
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 
 def print_table(cards) -> None:
@@ -73,7 +73,7 @@ def cmd_cards(a) -> int:
     )
     print_table(cards)
     if a.json:
-        write_atomic(a.json, json.dumps(out, indent=2))
+        write_atomic(a.json, dumps(stamp(out, device=out.get("device"), dtype=out.get("dtype")), indent=2))
     if a.csv:
         write_atomic(a.csv, cards.to_csv())
     return 0

@@ -11,6 +11,7 @@ import time
 from analysis.cli.common import add_data_args, config_from_args, make_cache, prepare_model, tqdm_progress
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 
 def cmd_curve(a) -> int:
@@ -66,7 +67,7 @@ def cmd_curve(a) -> int:
             row += f"  [{curve.band[0][i]:>11.5g}, {curve.band[1][i]:>11.5g}]"
         print(row + ("   <- recommended" if l == best else ""))
     if a.json:
-        write_atomic(a.json, json.dumps(out, indent=2))
+        write_atomic(a.json, dumps(stamp(out, device=out.get("device"), dtype=out.get("dtype")), indent=2))
     if a.csv:
         write_atomic(a.csv, curve.to_csv())
     return 0

@@ -21,6 +21,7 @@ from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
 from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 _INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", "batch_size", "lr_steps")
 
@@ -95,7 +96,7 @@ def cmd_reproduce(a) -> int:
         if a.note:
             part["parts"][0]["note"] = a.note
         res = finish(part) if old is None else merge(old, part)
-        write_atomic(a.json, json.dumps(res, indent=1))
+        write_atomic(a.json, dumps(stamp(res), indent=1))
         write_doc(res, a.doc, a.img, command, plots=plots)
         return res
 
@@ -199,7 +200,7 @@ def relabel(a) -> int:
         res["command"] = command
     res = finish(migrate(res))
     res.pop("command", None)
-    write_atomic(a.json, json.dumps(res, indent=1))
+    write_atomic(a.json, dumps(stamp(res), indent=1))
     write_doc(res, a.doc, a.img, None)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
@@ -213,7 +214,7 @@ def cards_only(a) -> int:
     res = finish(migrate(res))
 
     def save(r: dict) -> None:
-        write_atomic(a.json, json.dumps(r, indent=1))
+        write_atomic(a.json, dumps(stamp(r), indent=1))
 
     device = None if a.device == "auto" else a.device
     add_cards(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save, device=device)

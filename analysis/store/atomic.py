@@ -17,7 +17,6 @@ from pathlib import Path
 
 from analysis.errors import VariscopeError
 
-
 NAME_MAX = 255  # bytes of one path component on the usual file systems (ext4, xfs, btrfs, APFS, NTFS)
 
 

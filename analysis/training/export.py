@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from analysis.errors import VariscopeError
+from analysis.store.jsonio import dumps, stamp
 from analysis.training.run import RunResult
 from analysis.training.selection import Selection
 
@@ -37,7 +37,7 @@ def artifacts(result: RunResult, model) -> dict:
 
     return {
         "weights": st_save(trainable_state(model)),
-        "json": json.dumps(result.to_dict(), indent=2),
+        "json": dumps(stamp(result.to_dict(), device=result.device), indent=2),
         "lora": _model_lora_snippet(result, model),
     }
 
@@ -63,11 +63,15 @@ def save_run(result: RunResult, out_dir: str, model=None, *, overwrite: bool = F
             if art is not None:
                 (tmp / "trainable.safetensors").write_bytes(art["weights"])
                 (tmp / "lora_config.py").write_text(art["lora"], encoding="utf-8")
-            (tmp / "result.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+            (tmp / "result.json").write_text(
+                dumps(stamp(result.to_dict(), device=result.device), indent=2), encoding="utf-8"
+            )
             if not out.exists() and publish_dir(tmp, out):
                 return [str(out / n) for n in names]
             if not overwrite and any(out.iterdir()):
-                raise VariscopeError(f"run folder '{out_dir}' is not empty; pass --overwrite to replace the run's files")
+                raise VariscopeError(
+                    f"run folder '{out_dir}' is not empty; pass --overwrite to replace the run's files"
+                )
             for n in names:  # the run's own files, one rename each; other files in the folder stay
                 os.chmod(tmp / n, file_mode(out / n))
                 os.replace(tmp / n, out / n)

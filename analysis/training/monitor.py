@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from typing import TypedDict, Unpack
+
+from analysis.store.jsonio import dumps
 
 RUNNING = ("pending", "running", "stopping")
 
@@ -65,7 +66,7 @@ class RunMonitor:
             self.events.append(event)
             if self.log_path:
                 with open(self.log_path, "a") as f:
-                    f.write(json.dumps(event) + "\n")
+                    f.write(dumps(event) + "\n")
 
     def set(self, **kw) -> None:
         with self._lock:

@@ -67,6 +67,8 @@ class RunResult:
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
     held_out: str = ""  # where the held-out texts came from and how many (none is a training text)
+    diverged: bool = False  # the loss became NaN or infinite; training stopped there
+    diverged_at: int | None = None  # that step
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -229,6 +231,8 @@ def _result(
         world_size=plan.world_size,
         eval_examples=plan.counts[-1] if ev and plan.counts else 0,
         held_out=str(plan.eval_data.info.get("held_out", "")),
+        diverged=live.diverged_at is not None,
+        diverged_at=live.diverged_at,
     )
 
 
