@@ -60,7 +60,9 @@ def test_save_folder_holding_the_input_is_refused(tmp_path, capsys, no_work):
     proj.mkdir()
     (proj / "mydata.csv").write_text(DATA)
     (proj / "notes.txt").write_text("mine")
-    code = main(["train", "--data", str(proj / "mydata.csv"), "--classifier-layer", "2", "--save", str(proj), "--overwrite"])
+    code = main(
+        ["train", "--data", str(proj / "mydata.csv"), "--classifier-layer", "2", "--save", str(proj), "--overwrite"]
+    )
     _one_error(capsys, code, "holds the input --data")
     assert sorted(p.name for p in proj.iterdir()) == ["mydata.csv", "notes.txt"]
 
@@ -118,7 +120,9 @@ def test_a_name_over_255_bytes_is_one_line(tmp_path, capsys, no_work, flag):
 
 
 def test_a_save_name_over_255_bytes_is_one_line(tmp_path, capsys, no_work):
-    _one_error(capsys, main(["train", "--classifier-layer", "2", "--save", str(tmp_path / ("x" * 256))]), "limit is 255")
+    _one_error(
+        capsys, main(["train", "--classifier-layer", "2", "--save", str(tmp_path / ("x" * 256))]), "limit is 255"
+    )
 
 
 def test_long_names_are_refused_by_the_library_too(tmp_path):

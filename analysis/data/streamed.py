@@ -90,7 +90,9 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
     empty: list[bool] = []
     seen: dict = {}
     pairs = False
+    first = RowDigest()
     for text, pair, y in rows():
+        first.add(text, pair, y)
         labels.append(seen.setdefault(y, y) if isinstance(y, str) else y)  # one string per class value
         empty.append(not text.strip() and (pair is None or not pair.strip()))
         pairs = pairs or pair is not None
@@ -109,16 +111,43 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
         want = raw[positions]
         if len(want) == 0:
             return
-        j = 0
-        for i, (text, pair, _y) in enumerate(rows()):
-            if i == want[j]:
+        j, again = 0, RowDigest()
+        for i, (text, pair, y) in enumerate(rows()):
+            again.add(text, pair, y)  # every row, to the end: the whole source must be the one pass 1 saw
+            if j < len(want) and i == want[j]:
                 yield text, pair
                 j += 1
-                if j == len(want):
-                    return
-        raise VariscopeError("the data changed while it was read: fewer rows in the second pass than in the first")
+        first.check(again)
 
     return SampleSource(sample_labels, names, info, pairs, True, read)
+
+
+class RowDigest:
+    """Row count and a hash of every row (text, pair, raw label with its type) of one pass over a source.
+
+    A later pass that differs (the file was replaced, edited or shuffled while it was read) is an
+    error before anything computed from it is cached: ν from the rows of one file and the labels of
+    another would otherwise be stored under the first file's fingerprint.
+    """
+
+    def __init__(self) -> None:
+        import hashlib
+
+        self.h = hashlib.blake2b(digest_size=16)
+        self.n = 0
+
+    def add(self, text: str, pair: str | None, y: object) -> None:
+        p = "\x00" if pair is None else f"{len(pair)}:{pair}"
+        self.h.update(f"{len(text)}:{text}|{p}|{type(y).__name__}:{y!r}\n".encode("utf-8", "surrogatepass"))
+        self.n += 1
+
+    def check(self, later: RowDigest) -> None:
+        if later.n != self.n or later.h.digest() != self.h.digest():
+            what = f"{later.n} rows where the first pass read {self.n}" if later.n != self.n else "other rows"
+            raise VariscopeError(
+                f"the data changed while it was read: a later pass saw {what} (labels or texts differ); "
+                "nothing was cached; run it again once the file stays put"
+            )
 
 
 def _s(v) -> str:
