@@ -223,4 +223,3 @@ def _write(a, result, model) -> None:
     )
     if a.json:
         write_atomic(a.json, dumps(stamp(out, device=out["device"], dtype=a.dtype), indent=2))
-

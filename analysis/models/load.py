@@ -111,7 +111,7 @@ def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, pro
 
 
 MODEL_FILES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf"}
-TOKENIZER_FILES = {"vocab.txt", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json"}
+VOCAB_FILES = {"vocab.txt", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json"}
 
 
 def _folder_fingerprint(path: Path) -> str:
@@ -121,7 +121,7 @@ def _folder_fingerprint(path: Path) -> str:
     memo = default_cache_dir() / MEMO_NAME
     h = hashlib.sha256((path / "config.json").read_bytes())
     for f in sorted(path.iterdir()):
-        tok = f.name in TOKENIZER_FILES or f.name.startswith("tokenizer") or f.suffix == ".model"
+        tok = f.name in VOCAB_FILES or f.name.startswith("tokenizer") or f.suffix == ".model"
         if (f.suffix in MODEL_FILES or tok) and f.is_file():
             h.update(f"{f.name}:{file_digest(f, memo)}".encode())
     return "local:" + h.hexdigest()[:24]
