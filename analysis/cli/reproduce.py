@@ -7,6 +7,7 @@ invocation does not run are kept from the existing ``--json`` (``--fresh`` drops
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from analysis.cli.common import make_cache
 from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
 from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
-from analysis.store.atomic import check_output, write_atomic
+from analysis.store.atomic import check_output, path_lock, write_atomic
 from analysis.store.jsonio import dumps, stamp
 
 _INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", "batch_size", "lr_steps")
@@ -89,15 +90,18 @@ def cmd_reproduce(a) -> int:
     started = time.time()
     rc = _config(a)
     command = _command(sys.argv[2:])
-    old = None if a.fresh else _existing(a.json)
+    if not a.fresh:
+        _existing(a.json)  # a file that cannot be merged is refused before any work
 
     def save(part: dict, *, plots: bool = False) -> dict:
         part["parts"][0]["command"] = command
         if a.note:
             part["parts"][0]["note"] = a.note
-        res = finish(part) if old is None else merge(old, part)
-        write_atomic(a.json, dumps(stamp(res), indent=1))
-        write_doc(res, a.doc, a.img, command, plots=plots)
+        with path_lock(a.json):  # another reproduce may have written --json since: merge with what is there now
+            now = None if a.fresh else _existing(a.json)
+            res = finish(part) if now is None else merge(now, part)
+            write_atomic(a.json, dumps(stamp(res), indent=1))
+            write_doc(res, a.doc, a.img, command, plots=plots)
         return res
 
     log = lambda s: print(s, flush=True)  # noqa: E731
@@ -186,9 +190,21 @@ def _read(path: str) -> dict:
     try:
         res = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise VariscopeError(f"this needs the results JSON of an earlier run: cannot read {path} ({e})") from None
+        raise VariscopeError(
+            f"this needs the results JSON of an earlier run: cannot read {path} ({' '.join(str(e).split())}); "
+            "pass --fresh to start a new one"
+        ) from None
     if not isinstance(res, dict) or not {"curves", "verdicts"} <= set(res) or not ({"settings", "parts"} & set(res)):
-        raise VariscopeError(f"{path} is not the results JSON of python -m analysis reproduce")
+        raise VariscopeError(
+            f"{path} is not the results JSON of python -m analysis reproduce; pass --fresh to replace it"
+        )
+    try:  # the records themselves, as merge and the verdicts read them (before hours of training, not after)
+        finish(migrate(copy.deepcopy(res)))
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError) as e:
+        raise VariscopeError(
+            f"{path} is a results JSON of the wrong shape ({type(e).__name__}: {str(e)[:80]}); "
+            "pass --fresh to start a new one"
+        ) from None
     return res
 
 

@@ -197,3 +197,21 @@ def check_distinct(outputs: dict[str, str | None], inputs: dict[str, str | None]
         for k2, v2 in outs[i + 1 :]:
             if same_file(v, v2):
                 raise VariscopeError(f"{k} and {k2} name the same file '{v}'; give two different files")
+
+
+@contextmanager
+def path_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` among this machine's processes (read, merge, write under it).
+
+    The lock file lives in the temporary folder, named by the hash of the resolved path, so that
+    nothing is added beside the user's file.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    where = Path(tempfile.gettempdir()) / "variscope-locks"
+    where.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:32]
+    with FileLock(str(where / f"{name}.lock")):
+        yield
