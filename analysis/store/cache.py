@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -101,7 +102,7 @@ class DiskCache:
         self._folder(kind)
         if final.exists() and not final.is_dir():
             self._damaged(final, "a file stands where an entry folder should be")
-        with staging_dir(self._folder(".tmp"), prefix=f"{kind}-{key[:8]}-") as tmp:
+        with staging_dir(self._folder(".tmp"), prefix=f"{kind}-{key[:8]}-p{os.getpid()}-") as tmp:
             files = {}
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr)
@@ -213,8 +214,35 @@ class DiskCache:
             if (kind is None or row["kind"] == kind) and (key is None or row["key"].startswith(key)):
                 self.delete(row["kind"], row["key"])
                 n += 1
-        shutil.rmtree(self.root / ".tmp", ignore_errors=True)
+        self._clear_staging()
         return n
+
+    def _clear_staging(self) -> None:
+        """Remove what ``.tmp`` holds except the staging folders of live processes (their pid is in the name)."""
+        tmp = self.root / ".tmp"
+        if not tmp.is_dir():
+            return
+        for p in tmp.iterdir():
+            m = re.search(r"-p(\d+)-", p.name) or re.match(r"trash-[0-9a-f]+-(\d+)-", p.name)
+            if m and _alive(int(m.group(1))):
+                continue  # another computation is writing it (or this process is): not ours to remove
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a reused pid only keeps a leftover folder until the next clear)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def check_cache_dir(root) -> Path:
