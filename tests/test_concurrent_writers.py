@@ -32,7 +32,7 @@ def test_two_reproduce_runs_on_one_json_keep_both_records(tmp_path, monkeypatch)
 
     monkeypatch.setattr(cli, "run", fake_run)
     monkeypatch.setattr(cli, "write_doc", lambda *a, **k: None)
-    monkeypatch.setattr(cli, "registry_status", lambda: [], raising=False)
+    monkeypatch.setattr(cli, "registry_status", list, raising=False)
     out = tmp_path / "r.json"
     codes = {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import shlex
@@ -136,6 +137,10 @@ def _config(a) -> ReproConfig:
             raise VariscopeError(f"--{name.replace('_', '-')} must be at least {least}, got {v}")
     if a.val_fraction is not None and not 0 < a.val_fraction < 1:
         raise VariscopeError(f"--val-fraction must be between 0 and 1, got {a.val_fraction}")
+    for flag in ("models", "tasks", "seeds", "ks", "lr_grid", "plan"):
+        v = getattr(a, flag, None)
+        if v is not None and not [x for x in v.split(",") if x.strip()]:
+            raise VariscopeError(f"--{flag.replace('_', '-')} needs at least one value, got '{v}'")
     models = tuple(a.models.split(",")) if a.models else None
     rc = QUICK if a.quick else GEMMA if models == ("gemma3-270m",) else ReproConfig()
     if models:
@@ -158,6 +163,8 @@ def _config(a) -> ReproConfig:
             rc = replace(rc, lr_grid=tuple(float(x) for x in a.lr_grid.split(",") if x))
         except ValueError:
             raise VariscopeError(f"--lr-grid must be comma-separated numbers, got '{a.lr_grid}'") from None
+        if not all(math.isfinite(x) and x > 0 for x in rc.lr_grid):
+            raise VariscopeError(f"--lr-grid must be positive finite learning rates, got '{a.lr_grid}'")
     if a.val_fraction is not None:
         rc = replace(rc, val_fraction=a.val_fraction)
     if a.plan:
