@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -179,7 +179,7 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def check_distinct(outputs: dict[str, str | None], inputs: dict[str, str | None], folders=()) -> None:
+def check_distinct(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None], folders=()) -> None:
     """Refuse outputs aimed at an input, two outputs naming one file, and an output folder holding an input.
 
     ``outputs`` and ``inputs`` map a flag (``--csv``) to its path (None: not given); ``folders``
