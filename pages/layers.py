@@ -87,7 +87,7 @@ for start in range(0, L + 1, PER_ROW):
 
 st.download_button(
     "Download the cards (JSON)",
-    dumps(stamp(cards, device=cfg.device, dtype=cfg.dtype), indent=2),
+    dumps(stamp(cards, device=cards.get("device"), dtype=cards.get("dtype")), indent=2),
     file_name=f"cards-{cfg.model}-{cfg.task.label()}.json".replace("/", "_"),
     mime="application/json",
     key="cards_json",

@@ -131,7 +131,7 @@ with tab_dl:
     d1.download_button("Curve as CSV", curve_csv(curve), "variability.csv", "text/csv")
     d2.download_button(
         "Curve as JSON",
-        dumps(stamp(payload, device=cfg.device, dtype=cfg.dtype), indent=2),
+        dumps(stamp(payload, device=payload.get("device"), dtype=payload.get("dtype")), indent=2),
         "variability.json",
         "application/json",
     )
