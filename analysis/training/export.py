@@ -37,7 +37,7 @@ def artifacts(result: RunResult, model) -> dict:
 
     return {
         "weights": st_save(trainable_state(model)),
-        "json": dumps(stamp(result.to_dict(), device=result.device), indent=2),
+        "json": dumps(stamp(d := result.to_dict(), device=d.get("device")), indent=2),
         "lora": _model_lora_snippet(result, model),
     }
 
@@ -64,7 +64,7 @@ def save_run(result: RunResult, out_dir: str, model=None, *, overwrite: bool = F
                 (tmp / "trainable.safetensors").write_bytes(art["weights"])
                 (tmp / "lora_config.py").write_text(art["lora"], encoding="utf-8")
             (tmp / "result.json").write_text(
-                dumps(stamp(result.to_dict(), device=result.device), indent=2), encoding="utf-8"
+                dumps(stamp(d := result.to_dict(), device=d.get("device")), indent=2), encoding="utf-8"
             )
             if not out.exists() and publish_dir(tmp, out):
                 return [str(out / n) for n in names]
