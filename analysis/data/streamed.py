@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.data.files import TableFile
-from analysis.data.sampling import compact_classes, sample_index
+from analysis.data.sampling import check_thinned, compact_classes, sample_index
 from analysis.data.tasks import TaskConfig, check_columns, finish_labels, hf_spec, task_kind
 from analysis.errors import VariscopeError
 
@@ -101,6 +101,7 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
     idx, info = sample_index(y, len(names), cfg.sampling, info)
     if len(idx) == 0:
         raise VariscopeError("the sample is empty")
+    check_thinned(y, y[idx], list(names), cfg.sampling)
     sample_labels, names = compact_classes(y[idx], list(names))
     from analysis.variability import _class_index
 
@@ -159,13 +160,15 @@ def _file_rows(task: TaskConfig) -> tuple[Rows, None, dict]:
     info: dict = {"source": task.data, "warnings": list(table.warnings)}
 
     def rows() -> Iterator[tuple[str, str | None, object]]:
-        first = True
+        cols: dict = {}  # every row's keys, in order: a JSON row may lack one the others have
         for r in table.rows():
-            if first:
-                info["columns"] = check_columns(list(r.keys()), task)
-                first = False
+            if not cols and not table.json:  # a CSV's rows all have the header's keys: refused at once
+                check_columns(list(r), task)
+            if len(r) > len(cols) or not cols.keys() >= r.keys():
+                cols.update(dict.fromkeys(r))
             pair = _s(r.get(task.text_pair_col)) if task.text_pair_col else None
             yield _s(r.get(task.text_col)), pair, r.get(task.label_col)
+        info["columns"] = check_columns(list(cols), task)
 
     return rows, None, info
 
