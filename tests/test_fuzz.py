@@ -240,7 +240,8 @@ def _train(root: Path, flags: list[str]) -> None:
 REPRO_BAD = {
     "--lr-grid": ["nan,-1", "", ",", "inf", "1e-4,nan", "-1", "0"],
     "--seeds": ["", ",", " "],
-    "--plan": ["", ",", "minilm"],
+    "--plan": ["", ",", "minilm", "minilm:rotten_tomatoes@0", "minilm:"],
+    "--ks": ["0", "1,-2"],
     "--models": ["", ","],
     "--json": [LONG_NAME, "a_folder"],
 }

@@ -45,6 +45,11 @@ def _states(a, cfg, cache):
     keep = SAMPLE_KEEP if a.keep is None else a.keep
     if keep < 1:
         raise VariscopeError(f"--keep must be at least 1, got {keep}")
+    if keep < 2 * a.folds:  # known before the stream: the probe needs --folds states of every class
+        raise VariscopeError(
+            f"--keep {keep} is too few states for a {a.folds}-fold probe, which needs {a.folds} texts of every "
+            f"class: use --keep {2 * a.folds} or more for two classes (more for more or unequal classes)"
+        )
     return stream_sample(cfg, keep=keep, progress=tqdm_progress("streaming"), cache=cache, use_cache=not a.no_cache)
 
 
@@ -61,7 +66,7 @@ def cmd_cards(a) -> int:
     cache = make_cache(a)
     t0 = time.perf_counter()
     st = _states(a, cfg, cache)
-    cc.validate(st.labels)
+    cc.validate(st.labels, kept=a.stream)
     cards = cards_of(cfg, cc, st, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer"))
     n, k = total_texts(st), sample_fields(st).get("sample_size")
     out = cards_record(cfg, cards, n, sample_size=k)

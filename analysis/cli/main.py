@@ -14,6 +14,7 @@ from pathlib import Path
 
 from analysis.cli import bench, cards, commands, reproduce, train
 from analysis.cli.common import OneLineParser, check_paths, show_warning
+from analysis.distributed import ProcessError, launch_env
 from analysis.errors import VariscopeError
 
 
@@ -45,8 +46,17 @@ def main(argv=None) -> int:
     except VariscopeError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if _rank() == 0 or isinstance(e, ProcessError):  # under torchrun: the same bad input everywhere, one line
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _rank() -> int:
+    """This process's rank under a launcher (torchrun, accelerate, MPI); 0 alone or when the variables are bad."""
+    try:
+        return launch_env()[0]
+    except VariscopeError:
+        return 0

@@ -153,6 +153,8 @@ def _config(a) -> ReproConfig:
         rc = replace(rc, seeds=_int_list(a.seeds, "seeds"))
     if a.ks:
         rc = replace(rc, ks=_int_list(a.ks, "ks"))
+        if min(rc.ks) < 1:
+            raise VariscopeError(f"--ks: k is the number of top layers tuned and must be at least 1, got {min(rc.ks)}")
     for name in _INTS:
         if getattr(a, name) is not None:
             rc = replace(rc, **{name: getattr(a, name)})
@@ -175,15 +177,21 @@ def _config(a) -> ReproConfig:
 
 
 def _plan(text: str) -> tuple:
+    """(model, tasks, ks or None) entries of ``--plan``; every name and k checked here, before any work."""
     try:
         entries = []
         for x in text.split(","):
             m, rest = x.split(":")
             ts, _, ks = rest.partition("@")
-            entries.append((m, tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
-        return tuple(entries)
+            entries.append((m.strip(), tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
     except ValueError:
-        raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes") from None
+        raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news@1+2,mpnet:bbc_news") from None
+    for m, ts, ks in entries:
+        if not m or not all(t.strip() for t in ts):
+            raise VariscopeError(f"--plan names an empty model or task in '{text}'")
+        if ks is not None and min(ks) < 1:
+            raise VariscopeError(f"--plan: k is the number of top layers tuned and must be at least 1, got {min(ks)}")
+    return tuple(entries)
 
 
 def _existing(path: str) -> dict | None:

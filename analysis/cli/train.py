@@ -91,7 +91,7 @@ def check_train_outputs(a) -> None:
 
 def cmd_train(a) -> int:
     """Train; under torchrun/accelerate every process trains and rank 0 alone writes and prints."""
-    from analysis.distributed import PeerFailed, check_launch, launch_env, lost_peer
+    from analysis.distributed import PeerFailed, ProcessError, check_launch, launch_env, lost_peer
 
     rank, world = launch_env()
     debug = bool(getattr(a, "debug", False)) or os.environ.get("VARISCOPE_DEBUG") == "1"
@@ -124,7 +124,7 @@ def cmd_train(a) -> int:
         if isinstance(e, VariscopeError) and rank == 0:
             raise
         why = str(e) if isinstance(e, VariscopeError) else f"{type(e).__name__}: {e}"
-        raise VariscopeError(f"process {rank} of {world}: {' '.join(why.split())}") from e
+        raise ProcessError(f"process {rank} of {world}: {' '.join(why.split())}") from e
 
 
 def _train(a, cfg, ts: TrainSettings) -> int:
