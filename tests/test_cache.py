@@ -8,7 +8,7 @@ import pytest
 
 from analysis.data.tasks import SampleConfig
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
-from analysis.store.cache import make_key
+from analysis.store.cache import DiskCache, make_key
 
 CFG = AnalysisConfig(sampling=SampleConfig(n=60, seed=1), max_length=32, device="cpu")
 
@@ -165,3 +165,22 @@ def test_two_processes_same_key_one_valid_entry(cache):
     entries = cache.entries()
     assert len(entries) == 1
     assert cache.load("states", entries[0]["key"]) is not None
+
+
+@pytest.mark.parametrize("where", ["entry", "kind", "staging"])
+def test_a_symlink_loop_in_the_cache_is_discarded_with_one_warning(tmp_path, where):
+    """A link to itself where an entry, a kind's folder or the staging folder should be: one warning, rebuilt."""
+    import os
+    import warnings
+
+    c = DiskCache(tmp_path / "cache")
+    key = "b" * 32
+    p = {"entry": c.root / "states" / key, "kind": c.root / "states", "staging": c.root / ".tmp"}[where]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(p, p)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert c.load("states", key) is None
+        c.save("states", key, {"x": np.arange(3)})
+    assert len(w) == 1 and "broken link" in str(w[0].message), [str(x.message) for x in w]
+    np.testing.assert_array_equal(c.load("states", key)[0]["x"], np.arange(3))

@@ -71,8 +71,8 @@ class DiskCache:
     def _folder(self, name: str) -> Path:
         """``root/name`` as a folder; anything else standing there is damage: warned about, removed, rebuilt."""
         p = self.root / name
-        if p.exists() and not p.is_dir():
-            self._damaged(p, "a file stands where a folder should be")
+        if _stands(p) and not p.is_dir():  # a file, or a link to nothing or to itself (exists() says False)
+            self._damaged(p, "a file or a broken link stands where a folder should be")
         p.mkdir(parents=True, exist_ok=True)
         return p
 
@@ -100,8 +100,8 @@ class DiskCache:
         """Write an entry atomically; returns its folder. An existing entry wins."""
         final = self._dir(kind, key)
         self._folder(kind)
-        if final.exists() and not final.is_dir():
-            self._damaged(final, "a file stands where an entry folder should be")
+        if _stands(final) and not final.is_dir():
+            self._damaged(final, "a file or a broken link stands where an entry folder should be")
         with staging_dir(self._folder(".tmp"), prefix=f"{kind}-{key[:8]}-p{os.getpid()}-") as tmp:
             files = {}
             for name, arr in arrays.items():
@@ -136,8 +136,8 @@ class DiskCache:
         dtype mismatch, other code version) are deleted with a warning.
         """
         d = self._dir(kind, key)
-        if d.exists() and not d.is_dir():
-            self._damaged(d, "a file stands where an entry folder should be")
+        if _stands(d) and not d.is_dir():
+            self._damaged(d, "a file or a broken link stands where an entry folder should be")
             return None
         if not d.is_dir():
             return None
@@ -230,6 +230,11 @@ class DiskCache:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
+
+
+def _stands(p: Path) -> bool:
+    """Whether anything is at ``p``, a link to nowhere or a link loop too (``Path.exists`` follows links)."""
+    return os.path.lexists(p)
 
 
 def _alive(pid: int) -> bool:
