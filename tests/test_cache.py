@@ -184,3 +184,15 @@ def test_a_symlink_loop_in_the_cache_is_discarded_with_one_warning(tmp_path, whe
         c.save("states", key, {"x": np.arange(3)})
     assert len(w) == 1 and "broken link" in str(w[0].message), [str(x.message) for x in w]
     np.testing.assert_array_equal(c.load("states", key)[0]["x"], np.arange(3))
+
+
+def test_a_cache_manifest_says_its_layout_and_what_wrote_it(tmp_path):
+    import json
+
+    from analysis.store.jsonio import SCHEMA_VERSION
+
+    c = DiskCache(tmp_path / "cache")
+    d = c.save("states", "c" * 32, {"x": np.arange(2)})
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION and "packages" in m["provenance"]
+    assert c.load("states", "c" * 32) is not None

@@ -30,6 +30,7 @@ def test_a_non_finite_loss_stops_training_at_that_step(key, tmp_path):
     assert control.should_training_stop and not control.should_evaluate and live.diverged_at == 2
     lines = [_strict_loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert lines[-1].get("loss", lines[-1].get("eval_loss")) is None  # null, not a bare NaN
+    assert all(x["schema_version"] == SCHEMA_VERSION for x in lines)
 
 
 def test_json_is_strict_and_stamped():

@@ -25,6 +25,7 @@ import numpy as np
 
 from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
+from analysis.store.jsonio import stamp
 
 KINDS = ("states", "projections", "runs", "cards", "streams")
 CACHE_FORMAT = 1
@@ -125,7 +126,7 @@ class DiskCache:
                 "meta": meta or {},
                 "config": config or {},
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            (tmp / "manifest.json").write_text(json.dumps(stamp(manifest), indent=1, default=str))
             publish_dir(tmp, final)  # another process may have won the race: keep its entry
         return final
 
