@@ -9,7 +9,7 @@ from analysis.bench import report as bench_report
 from analysis.bench import sections as bench
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
-from analysis.store.jsonio import dumps, stamp
+from analysis.store.jsonio import dumps, numbers_back, stamp
 
 
 def register(sub) -> None:
@@ -75,7 +75,7 @@ def _read_results(path: str) -> dict:
         raise VariscopeError(f"cannot read benchmark results from {path}: {e}") from None
     if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
         raise VariscopeError(f"{path} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)")
-    return res
+    return {k: v if k in ("machine", "provenance") else numbers_back(v, every=True) for k, v in res.items()}
 
 
 def merge(base: dict, new: dict) -> dict:

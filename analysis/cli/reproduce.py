@@ -21,7 +21,7 @@ from pathlib import Path
 from analysis.cli.common import make_cache
 from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
-from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, run
+from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, finish, merge, migrate, revive, run
 from analysis.store.atomic import check_output, path_lock, write_atomic
 from analysis.store.jsonio import dumps, stamp
 
@@ -203,7 +203,7 @@ def _existing(path: str) -> dict | None:
 
 def _read(path: str) -> dict:
     try:
-        res = json.loads(Path(path).read_text())
+        res = revive(json.loads(Path(path).read_text()))
     except (OSError, ValueError) as e:
         raise VariscopeError(
             f"this needs the results JSON of an earlier run: cannot read {path} ({' '.join(str(e).split())}); "

@@ -30,6 +30,7 @@ from analysis.reproduce.config import GEMMA, QUICK, ReproConfig, config_from_set
 from analysis.reproduce.runs import REPRO_VERSION, acfg, selections, training_runs
 from analysis.reproduce.verdicts import cards_verdict, summarize, verdicts
 from analysis.store.cache import DiskCache
+from analysis.store.jsonio import numbers_back
 
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.pipeline import StatesResult
@@ -116,6 +117,19 @@ def finish(res: dict) -> dict:
     res["verdicts"] = verdicts(res)
     res["seconds"] = sum(p.get("seconds") or 0.0 for p in res["parts"])
     return res
+
+
+#: Scalar number fields of the records (a ``null`` there was a number that was not finite).
+NUMBER_FIELDS = frozenset(
+    ("metric_value", "val_metric", "final_loss", "spearman", "value", "lr", "mean", "sd", "probe_gain")
+    + ("flops_vs_full", "flops_per_example", "seconds", "train_seconds", "steps_per_second")
+    + ("accuracy", "f1", "mcc", "loss", "eval_loss", "macro_f1")
+)
+
+
+def revive(res: dict) -> dict:
+    """A results dict as read from JSON, with NaN back where a number was not finite (written as ``null``)."""
+    return numbers_back(res, NUMBER_FIELDS)
 
 
 def migrate(res: dict) -> dict:

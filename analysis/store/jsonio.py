@@ -47,6 +47,33 @@ def number(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
+def _is_num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def numbers_back(obj: Any, keys: frozenset[str] = frozenset(), *, every: bool = False) -> Any:
+    """A result file read back with NaN where :func:`dumps` wrote ``null`` for a number that was not finite.
+
+    A list or dict whose values are all numbers or ``null`` (ν per layer, a band, an ``eval`` dict)
+    gets NaN for each ``null``; elsewhere a ``null`` becomes NaN only under one of ``keys`` (the
+    reader's scalar number fields), as ``null`` also means "none" (an unknown commit, no band).
+    ``every``: the reader's layout holds no "none" (a benchmark's numbers): every ``null`` is NaN.
+    """
+    if obj is None and every:
+        return math.nan
+    if isinstance(obj, list):
+        if obj and all(_is_num(v) or v is None for v in obj):
+            return [math.nan if v is None else v for v in obj]
+        return [numbers_back(v, keys, every=every) for v in obj]
+    if isinstance(obj, dict):
+        if obj and all(_is_num(v) or v is None for v in obj.values()) and any(_is_num(v) for v in obj.values()):
+            return {k: math.nan if v is None else v for k, v in obj.items()}
+        return {
+            k: (math.nan if v is None and k in keys else numbers_back(v, keys, every=every)) for k, v in obj.items()
+        }
+    return obj
+
+
 @functools.lru_cache(maxsize=1)
 def _commit() -> str | None:
     root = Path(__file__).resolve().parents[2]
