@@ -178,19 +178,21 @@ def _config(a) -> ReproConfig:
 
 def _plan(text: str) -> tuple:
     """(model, tasks, ks or None) entries of ``--plan``; every name and k checked here, before any work."""
+    entries: list[tuple[str, tuple[str, ...], tuple[int, ...] | None]] = []
     try:
-        entries = []
         for x in text.split(","):
             m, rest = x.split(":")
             ts, _, ks = rest.partition("@")
             entries.append((m.strip(), tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
     except ValueError:
         raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news@1+2,mpnet:bbc_news") from None
-    for m, ts, ks in entries:
-        if not m or not all(t.strip() for t in ts):
+    for model, tasks, k_list in entries:
+        if not model or not all(t.strip() for t in tasks):
             raise VariscopeError(f"--plan names an empty model or task in '{text}'")
-        if ks is not None and min(ks) < 1:
-            raise VariscopeError(f"--plan: k is the number of top layers tuned and must be at least 1, got {min(ks)}")
+        if k_list is not None and min(k_list) < 1:
+            raise VariscopeError(
+                f"--plan: k is the number of top layers tuned and must be at least 1, got {min(k_list)}"
+            )
     return tuple(entries)
 
 

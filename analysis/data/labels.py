@@ -58,7 +58,9 @@ class _LabelKinds:
     """
 
     def __init__(self, col: str):
-        self.col, self.first, self.memo = col, None, {}  # first: (row, label, kind)
+        self.col = col
+        self.first: tuple[int, object, str] | None = None  # (row, label, type) of the first label
+        self.memo: dict[str, str] = {}  # type of each text label seen (most columns repeat a few values)
 
     def check(self, i: int, y) -> None:
         if isinstance(y, dict | list):
