@@ -38,6 +38,13 @@ class RankFailure(VariscopeError):
         self.rank = rank
 
 
+class ProcessError(VariscopeError):
+    """One process's own failure (``process R of W: …``): printed by that process, whatever its rank.
+
+    Every other error is the same in every process (the same input, or agreed on) and is printed by rank 0 alone.
+    """
+
+
 def _env_int(names: tuple[str, ...], default: int) -> int:
     for n in names:
         v = os.environ.get(n)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from analysis.data.sampling import compact_classes
+from analysis.data.sampling import check_thinned, compact_classes
 from analysis.data.tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import POOLINGS, REPRESENTATIONS, extract_states
@@ -176,6 +176,7 @@ def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskDat
     sub = sample(task, cfg.sampling)
     if len(sub) == 0:
         raise VariscopeError("the sample is empty")
+    check_thinned(task.labels, sub.labels, list(sub.label_names), cfg.sampling)
     sub.labels, sub.label_names = compact_classes(sub.labels, sub.label_names)  # drop classes the sample lacks
     class_index(sub.labels, sub.label_names)
     return sub

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.store.jsonio import numbers_back
+
 
 def curve_label(model: str, task_label: str, n: int, pooling: str) -> str:
     """The legend label of a curve: ``model · task · n=… · pooling``."""
@@ -110,7 +112,7 @@ def teaching_curves(folder: str | Path, task: str = "rotten_tomatoes") -> list[d
     for model in TEACHING_MODELS:
         p = Path(folder) / f"{model}-{task}.json"
         try:
-            rec = json.loads(p.read_text())
+            rec = numbers_back(json.loads(p.read_text()))  # a null in ν or its band: NaN (a gap in the plot)
         except (OSError, ValueError):
             continue
         if isinstance(rec, dict) and {"layers", "variability", "recommended_layer", "model"} <= set(rec):

@@ -1,11 +1,10 @@
 """Layers: one card per layer — ν beside a linear probe, a nearest-neighbour score and the cost of stopping there."""
 
-import json
-
 import streamlit as st
 
 from analysis.cards.scores import agreement_words
 from analysis.records import kept_notice
+from analysis.store.jsonio import dumps, stamp
 from analysis.stream.kept import kept_fields, total_texts
 from pages._charts import layer_cards_figure
 from pages._compute import curve_for, model_loader, page_states
@@ -93,7 +92,7 @@ for start in range(0, L + 1, PER_ROW):
 
 st.download_button(
     "Download the cards (JSON)",
-    json.dumps(cards, indent=2),
+    dumps(stamp(cards, device=cards.get("device"), dtype=cards.get("dtype")), indent=2),
     file_name=f"cards-{cfg.model}-{cfg.task.label()}.json".replace("/", "_"),
     mime="application/json",
     key="cards_json",

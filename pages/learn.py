@@ -7,6 +7,7 @@ import streamlit as st
 
 from analysis.records import teaching_curves
 from analysis.reproduce.report import report_markdown, verdicts_markdown
+from analysis.reproduce.run import revive
 from analysis.toy import gaussian_classes
 from pages._charts import teaching_figure, toy_figure
 from pages._state import ensure_app
@@ -83,7 +84,7 @@ st.markdown(
 st.subheader("Do the paper's claims hold here?")
 doc = Path(__file__).resolve().parent.parent / "docs" / "reproduction.json"
 if doc.is_file():
-    res = json.loads(doc.read_text())
+    res = revive(json.loads(doc.read_text()))
     st.markdown(verdicts_markdown(res))
     with st.expander("The whole report (docs/reproduction.md)"):
         st.markdown(report_markdown(res, "python -m analysis reproduce"))

@@ -1,6 +1,5 @@
 """Variability: ν per layer, the recommended layer, comparisons and robustness."""
 
-import json
 from dataclasses import replace
 
 import streamlit as st
@@ -18,6 +17,7 @@ from analysis.records import (
     top_layer_note,
 )
 from analysis.settings import MAX_BOOTSTRAP, curve_settings, parse_imbalance
+from analysis.store.jsonio import dumps, stamp
 from analysis.stream.kept import kept_fields, total_texts
 from analysis.variability import curve_csv
 from pages._charts import curve_figure
@@ -151,7 +151,12 @@ with tab_dl:
     )
     d1, d2, d3 = st.columns(3)
     d1.download_button("Curve as CSV", curve_csv(curve), "variability.csv", "text/csv")
-    d2.download_button("Curve as JSON", json.dumps(payload, indent=2), "variability.json", "application/json")
+    d2.download_button(
+        "Curve as JSON",
+        dumps(stamp(payload, device=payload.get("device"), dtype=payload.get("dtype")), indent=2),
+        "variability.json",
+        "application/json",
+    )
     d3.download_button("Figure as HTML", fig.to_html(include_plotlyjs="cdn"), "variability.html", "text/html")
     st.caption("PNG: use the camera icon in the chart's toolbar.")
 how = f"Streamed {N:,} texts, states of {K:,} kept" if K is not None else None

@@ -8,7 +8,7 @@ import pytest
 
 from analysis.data.tasks import SampleConfig
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
-from analysis.store.cache import make_key
+from analysis.store.cache import DiskCache, make_key
 from conftest import ROOT
 
 CFG = AnalysisConfig(sampling=SampleConfig(n=60, seed=1), max_length=32, device="cpu")
@@ -194,3 +194,34 @@ def test_a_curve_cached_by_the_code_before_the_restructure_is_still_a_hit(tmp_pa
     curve, states = compute_curve(cfg, cache=DiskCache(tmp_path / "cache"), loader=no_model)
     assert states.cache_hit and states.key == want["key"]
     np.testing.assert_allclose(curve.variability, want["variability"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("where", ["entry", "kind", "staging"])
+def test_a_symlink_loop_in_the_cache_is_discarded_with_one_warning(tmp_path, where):
+    """A link to itself where an entry, a kind's folder or the staging folder should be: one warning, rebuilt."""
+    import os
+    import warnings
+
+    c = DiskCache(tmp_path / "cache")
+    key = "b" * 32
+    p = {"entry": c.root / "states" / key, "kind": c.root / "states", "staging": c.root / ".tmp"}[where]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(p, p)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert c.load("states", key) is None
+        c.save("states", key, {"x": np.arange(3)})
+    assert len(w) == 1 and "broken link" in str(w[0].message), [str(x.message) for x in w]
+    np.testing.assert_array_equal(c.load("states", key)[0]["x"], np.arange(3))
+
+
+def test_a_cache_manifest_says_its_layout_and_what_wrote_it(tmp_path):
+    import json
+
+    from analysis.store.jsonio import SCHEMA_VERSION
+
+    c = DiskCache(tmp_path / "cache")
+    d = c.save("states", "c" * 32, {"x": np.arange(2)})
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION and "packages" in m["provenance"]
+    assert c.load("states", "c" * 32) is not None

@@ -151,7 +151,12 @@ def data_files(draw) -> tuple[str, bytes]:
     return "data" + ext, buf.getvalue().encode(enc, errors="replace")
 
 
-OUTPUTS = hs.sampled_from(["", "out.json", "a_folder", "a_file.json", "missing/deeper/out.json", "a_file.json/x"])
+LONG_NAME = "é" * 128 + ".json"  # 261 bytes: over the file system's 255
+AT_INPUT = "../small.csv"  # the data file itself (the example folder is beside it)
+OUTPUTS = hs.sampled_from(
+    ["", "out.json", "a_folder", "a_file.json", "missing/deeper/out.json", "a_file.json/x", LONG_NAME, AT_INPUT]
+)
+BAD_OUTPUTS = {"", "a_folder", "missing/deeper/out.json", "a_file.json/x", LONG_NAME, AT_INPUT}
 
 
 # ---------------------------------------------------------------- the checks
@@ -188,8 +193,9 @@ def _curve_outputs(root: Path, json_out: str, csv_out: str) -> None:
             for p in (json_out, csv_out):
                 assert not p or (work / p).is_file()
         else:
-            bad = {json_out, csv_out} & {"", "a_folder", "missing/deeper/out.json", "a_file.json/x"}
-            assert bad, err  # only a bad output path fails here
+            bad = {json_out, csv_out} & BAD_OUTPUTS
+            assert bad or json_out == csv_out, err  # only a bad output path (or one file twice) fails here
+        assert (root / "small.csv").read_text().startswith("text,label"), "an output overwrote the input"
         check_folder(work, allowed)
     check_cache(root / "cache")
 
@@ -231,6 +237,32 @@ def _train(root: Path, flags: list[str]) -> None:
     _fails_fast(root, ["train", *data, "--steps=1", *extra, *flags])
 
 
+REPRO_BAD = {
+    "--lr-grid": ["nan,-1", "", ",", "inf", "1e-4,nan", "-1", "0"],
+    "--seeds": ["", ",", " "],
+    "--plan": ["", ",", "minilm", "minilm:rotten_tomatoes@0", "minilm:"],
+    "--ks": ["0", "1,-2"],
+    "--models": ["", ","],
+    "--json": [LONG_NAME, "a_folder"],
+}
+
+
+def _reproduce(root: Path, flags: list[str]) -> None:
+    _fails_fast(root, ["reproduce", "--json", "r.json", "--doc", "r.md", "--cache-dir", str(root / "cache"), *flags])
+
+
+@hs.composite
+def jsonl_files(draw) -> tuple[str, bytes]:
+    """JSON lines with the edge cases of issue 24: U+2028 inside strings, big integers, labels of mixed types."""
+    import json
+
+    labels = hs.sampled_from([0, 1, 2**53, 2**53 + 1, -(2**70), "pos", "neg", True, None, 1.5, {"a": 1}, [1]])
+    text = hs.one_of(TEXT, hs.just("a\u2028b"), hs.just("line\u2029sep\x85"))
+    rows = draw(hs.lists(hs.tuples(text, labels), min_size=0, max_size=12))
+    body = "".join(json.dumps({"text": t, "label": y}, ensure_ascii=draw(hs.booleans())) + "\n" for t, y in rows)
+    return "data.jsonl", body.encode("utf-8", errors="replace")
+
+
 def _bench(root: Path, flags: list[str], only: str) -> None:
     _fails_fast(root, ["bench", "--device", "cpu", *flags, f"--only=nosuch{only}"])
 
@@ -261,6 +293,18 @@ def test_fuzz_curve_outputs(fuzz, json_out, csv_out):
 def test_fuzz_train_and_bench_fail_fast(fuzz, flags, bench_flags, only):
     _train(fuzz, flags)
     _bench(fuzz, bench_flags, only)
+
+
+@settings(max_examples=15, derandomize=True, **COMMON)
+@given(flags=bad_flags(REPRO_BAD))
+def test_fuzz_reproduce_list_flags_fail_fast(fuzz, flags):
+    _reproduce(fuzz, flags)
+
+
+@FAST
+@given(file=jsonl_files())
+def test_fuzz_jsonl_edge_cases(fuzz, file):
+    _curve_data(fuzz, file, [])
 
 
 @pytest.mark.slow

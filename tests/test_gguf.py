@@ -243,3 +243,26 @@ def test_real_smollm2_converts_and_gives_30_layers_of_finite_states():
     assert all(torch.isfinite(h).all() for h in hs)
     assert not torch.allclose(hs[-1][0, -1], hs[-1][1, -1])  # different texts, different states
     assert tok.decode(tok("Hello world")["input_ids"], skip_special_tokens=True).strip() == "Hello world"
+
+
+@pytest.mark.parametrize("damage", ["permute", "truncate", "old_marker"])
+def test_a_damaged_converted_folder_is_converted_again_with_one_warning(pkg, tmp_path, damage):
+    folder = gguf.ensure_folder(pkg, tmp_path)
+    marker = json.loads((folder / gguf.MARKER).read_text())
+    assert set(marker["files"]) >= {"model.safetensors", "config.json"}
+    good = (folder / "model.safetensors").read_bytes()
+    w = folder / "model.safetensors"
+    if damage == "permute":  # same size: two blocks of the weights swapped in place
+        b = bytearray(good)
+        n = len(b) // 2
+        b[n - 64 : n], b[n : n + 64] = b[n : n + 64], b[n - 64 : n]
+        w.write_bytes(bytes(b))
+    elif damage == "truncate":
+        w.write_bytes(good[: len(good) // 2])
+    else:
+        (folder / gguf.MARKER).write_text('{"from": "tiny.gguf", "sha256": "x", "version": 1}\n')
+    assert gguf.folder_problem(folder) is not None
+    with pytest.warns(UserWarning, match="failed its check.*converting it again"):
+        again = gguf.ensure_folder(pkg, tmp_path)
+    assert again == folder and (folder / "model.safetensors").read_bytes() == good
+    assert gguf.folder_problem(folder) is None

@@ -455,9 +455,9 @@ def test_12_1_save_run_publishes_the_folder_whole(tmp_path, monkeypatch):
         export.save_run(R(), str(out))  # type: ignore[arg-type]
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     export.save_run(R(), str(out), overwrite=True)  # type: ignore[arg-type]
-    assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt", "result.json"]  # only the run's own files
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
-    monkeypatch.setattr(export.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    monkeypatch.setattr(export, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
     with pytest.raises(VariscopeError, match="No space"):
         export.save_run(R(), str(tmp_path / "new"))  # type: ignore[arg-type]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing half-written

@@ -572,14 +572,14 @@ def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
         (
             None,
             ["--keep", "2", "--bootstrap", "5"],
-            "error: the bootstrap band uses the sample of 2 states: class 'fresh' has only 1 example",
+            "error: the bootstrap band resamples the state sample of 2 texts (--keep)",
         ),
     ],
-    ids=["rank-1-fails", "every-rank-fails-after-the-reduction"],
+    ids=["rank-1-fails", "every-rank-fails-alike"],
 )
 def test_torchrun_failure_is_one_error_line(tmp_path, script, flags, error):
     """Rank 1 fails (its model load raises; tests/_torchrun_fail.py) while rank 0 runs its pass, or every rank
-    fails alike after the reduction (a state sample too small for a band): no hang, one error line, a
+    fails alike (a state sample too small for a band, known before the forward pass): no hang, one error line, a
     non-zero exit, no JSON, no cache entry. torchrun itself then reports the failed workers (its own
     ChildFailedError traceback, from the launcher, not from Variscope's processes)."""
     csv_path = _labelled_csv(tmp_path)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from analysis.errors import VariscopeError
+from analysis.store.jsonio import numbers_back
 
 
 def read_results(path: str) -> dict:
@@ -16,7 +17,7 @@ def read_results(path: str) -> dict:
         raise VariscopeError(f"cannot read benchmark results from {path}: {e}") from None
     if not isinstance(res, dict) or not isinstance(res.get("machine"), dict):
         raise VariscopeError(f"{path} is not the JSON of a `python -m analysis bench` run (no 'machine' entry)")
-    return res
+    return {k: v if k in ("machine", "provenance") else numbers_back(v, every=True) for k, v in res.items()}
 
 
 def merge(base: dict, new: dict) -> dict:

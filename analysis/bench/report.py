@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from analysis.bench.encoder import encoder_headlines, encoder_report_lines
 from analysis.bench.streaming import stream_headlines, stream_report_lines
 from analysis.bench.training_cache import headlines as cache_headlines
 from analysis.bench.training_cache import report_lines as cache_report_lines
+from analysis.store.jsonio import number
 
 
 def make(res: dict, img_dir: str, doc: str | None, command: str) -> None:
@@ -127,7 +129,8 @@ def headline_lines(res: dict) -> list[str]:
     L = ["## Headline ratios", "", "| measure | value | goal | met |", "|---|---|---|---|"]
 
     def row(name, value, fmt, goal="", ok=None):
-        met = "" if ok is None else ("yes" if ok(value) else "**no**")
+        value = number(value)  # null: a ratio that was not finite (strict JSON)
+        met = "" if ok is None or math.isnan(value) else ("yes" if ok(value) else "**no**")
         L.append(f"| {name} | {format(value, fmt)} | {goal} | {met} |")
 
     def key(name, k, fmt, goal="", ok=None):

@@ -80,16 +80,30 @@ class CardsConfig:
         if self.grad_batches < 1 or self.grad_batch_size < 1:
             raise VariscopeError("the gradient norms need at least one batch of at least one text")
 
-    def validate(self, labels: np.ndarray) -> None:
-        """:meth:`check`, then one-line errors for settings this sample cannot support."""
+    def validate(self, labels: np.ndarray, *, kept: bool = False) -> None:
+        """:meth:`check`, then one-line errors for settings this sample cannot support.
+
+        ``kept``: ``labels`` are those of a streamed run's state sample (``--keep``), whose size is the fix.
+        """
         self.check()
         _, counts = np.unique(labels, return_counts=True)
+        n, m = len(labels), int(counts.min()) if len(counts) else 0
+        what = f"the state sample of {n} texts (--keep)" if kept else f"the sample of {n} texts"
+        more = "keep more states (--keep)" if kept else "use a larger sample"
         if len(counts) < 2:
-            raise VariscopeError("the cards need at least 2 classes")
-        if counts.min() < self.folds:
             raise VariscopeError(
-                f"the smallest class has {counts.min()} texts, fewer than the probe's {self.folds} folds; "
-                f"use --folds {max(2, int(counts.min()))} or a larger sample"
+                f"{what} holds texts of {len(counts)} class; the probe needs {self.folds} texts of every class: {more}"
+            )
+        if m < self.folds:
+            fewer = f" or --folds {m}" if m >= 2 else ""
+            raise VariscopeError(
+                f"{what} holds {m} text(s) of its smallest class, fewer than the probe's {self.folds} folds: "
+                f"{more}{fewer}"
+            )
+        if self.k >= n - 1:
+            raise VariscopeError(
+                f"k={self.k} neighbours, but each of the {n} texts has {n - 1} others: every vote would count all "
+                f"of them and the kNN accuracy would say nothing about the layer; use a k below {n - 1}"
             )
 
 

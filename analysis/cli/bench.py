@@ -11,6 +11,7 @@ from analysis.bench.common import SECTION_NAMES, BenchSettings
 from analysis.bench.merge import merge, read_results
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 _DEFAULT = BenchSettings()
 GPU_JSON, GPU_DOC, GPU_PLOTS = "docs/benchmarks-gpu.json", "docs/benchmarks-gpu.md", "docs/img"
@@ -98,7 +99,7 @@ def cmd_bench(a) -> int:
     if base is not None:
         res = merge(base, res)
     if a.json:
-        write_atomic(a.json, json.dumps(res, indent=2, default=float))
+        write_atomic(a.json, dumps(stamp(res), indent=2, default=float))
     if a.plots or a.doc:
         bench_report.make(res, a.plots or "docs/img", a.doc, res["command"])
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -11,6 +10,7 @@ from analysis.cli.common import add_data_args, config_from_args, make_cache, tqd
 from analysis.errors import VariscopeError
 from analysis.settings import check_bootstrap
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 
 def print_table(cards) -> None:
@@ -47,6 +47,11 @@ def _states(a, cfg, cache):
     keep = DEFAULT_KEEP if a.keep is None else a.keep
     if keep < 1:
         raise VariscopeError(f"--keep must be at least 1, got {keep}")
+    if keep < 2 * a.folds:  # known before the stream: the probe needs --folds states of every class
+        raise VariscopeError(
+            f"--keep {keep} is too few states for a {a.folds}-fold probe, which needs {a.folds} texts of every "
+            f"class: use --keep {2 * a.folds} or more for two classes (more for more or unequal classes)"
+        )
     return stream_kept(cfg, keep=keep, progress=tqdm_progress("streaming"), cache=cache, use_cache=not a.no_cache)
 
 
@@ -63,7 +68,7 @@ def cmd_cards(a) -> int:
     cache = make_cache(a)
     t0 = time.perf_counter()
     st = _states(a, cfg, cache)
-    cc.validate(st.labels)
+    cc.validate(st.labels, kept=a.stream)
     cards = cards_of(cfg, cc, st, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer"))
     n, k = total_texts(st), kept_fields(st).get("sample_size")
     out = cards_record(cfg, cards, n, n_kept=k)
@@ -75,7 +80,7 @@ def cmd_cards(a) -> int:
     )
     print_table(cards)
     if a.json:
-        write_atomic(a.json, json.dumps(out, indent=2))
+        write_atomic(a.json, dumps(stamp(out, device=out.get("device"), dtype=out.get("dtype")), indent=2))
     if a.csv:
         write_atomic(a.csv, cards.to_csv())
     return 0

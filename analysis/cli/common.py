@@ -147,3 +147,25 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     from analysis.errors import VariscopeError
 
     print(f"warning: {VariscopeError(str(message)).message}", file=file or sys.stderr)
+
+
+OUTPUT_FLAGS = ("json", "csv", "log", "doc", "save", "plots", "img")  # paths a subcommand writes
+INPUT_FLAGS = ("data", "model")  # paths a subcommand reads (a model only where it is a local folder)
+
+
+def check_paths(a) -> None:
+    """Before any work: no path name over the file system's limit, no output aimed at an input or at another output.
+
+    Every subcommand goes through here (:func:`analysis.cli.main.main`), so a new output flag is
+    covered by adding its name to ``OUTPUT_FLAGS``. ``reproduce --json`` is read back on purpose
+    (resume) and is an input of nothing else.
+    """
+    from analysis.store.atomic import check_distinct, check_path_name
+
+    outs = {f"--{k}": v for k in OUTPUT_FLAGS if isinstance(v := getattr(a, k, None), str)}
+    ins = {f"--{k}": v for k in INPUT_FLAGS if isinstance(v := getattr(a, k, None), str)}
+    for k, v in {**outs, **ins}.items():
+        check_path_name(v, f"{k} '{v[:60]}…'" if len(v) > 60 else f"{k} '{v}'")
+    if "--model" in ins and not os.path.isdir(os.path.expanduser(ins["--model"])):
+        del ins["--model"]  # a registry name or hub id, not a path
+    check_distinct(outs, ins, folders=("--save", "--plots", "--img"))

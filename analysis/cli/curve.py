@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -11,6 +10,7 @@ from analysis.cli.common import add_data_args, config_from_args, make_cache, pre
 from analysis.errors import VariscopeError
 from analysis.settings import DEFAULT_KEEP, CurveSettings, curve_settings
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 
 def cmd_curve(a) -> int:
@@ -60,7 +60,7 @@ def cmd_curve(a) -> int:
         if line:
             print(line + (f" (of the {out['keep']} kept states)" if o.stream and line.startswith("ℓ*") else ""))
     if a.json:
-        write_atomic(a.json, json.dumps(out, indent=2))
+        write_atomic(a.json, dumps(stamp(out, device=out.get("device"), dtype=out.get("dtype")), indent=2))
     if a.csv:
         write_atomic(a.csv, curve.to_csv())
     return 0

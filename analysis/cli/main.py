@@ -13,7 +13,8 @@ import warnings
 from pathlib import Path
 
 from analysis.cli import bench, cards, curve, info, reproduce, sweep, train
-from analysis.cli.common import OneLineParser, show_warning
+from analysis.cli.common import OneLineParser, check_paths, show_warning
+from analysis.distributed import ProcessError, launch_env
 from analysis.errors import VariscopeError
 
 
@@ -42,12 +43,22 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             if not debug:
                 warnings.showwarning = show_warning
+            check_paths(a)
             return a.func(a)
     except VariscopeError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if _rank() == 0 or isinstance(e, ProcessError):  # under torchrun: the same bad input everywhere, one line
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _rank() -> int:
+    """This process's rank under a launcher (torchrun, accelerate, MPI); 0 alone or when the variables are bad."""
+    try:
+        return launch_env()[0]
+    except VariscopeError:
+        return 0

@@ -7,7 +7,9 @@ invocation does not run are kept from the existing ``--json`` (``--fresh`` drops
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import re
 import shlex
@@ -19,10 +21,22 @@ from pathlib import Path
 from analysis.cli.common import make_cache
 from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
-from analysis.reproduce.run import GEMMA, QUICK, ReproConfig, add_cards, add_robustness, finish, merge, migrate, run
+from analysis.reproduce.run import (
+    GEMMA,
+    QUICK,
+    ReproConfig,
+    add_cards,
+    add_robustness,
+    finish,
+    merge,
+    migrate,
+    revive,
+    run,
+)
 from analysis.reproduce.runs import plan_estimate
 from analysis.settings import DEFAULTS
-from analysis.store.atomic import check_output, write_atomic
+from analysis.store.atomic import check_output, path_lock, write_atomic
+from analysis.store.jsonio import dumps, stamp
 
 _INTS = ("steps", "n_train", "eval_n", "analysis_n", "max_length", "bootstrap", "batch_size", "lr_steps")
 
@@ -106,15 +120,18 @@ def cmd_reproduce(a) -> int:
     started = time.time()
     rc = _config(a)
     command = _command(sys.argv[2:])
-    old = None if a.fresh else _existing(a.json)
+    if not a.fresh:
+        _existing(a.json)  # a file that cannot be merged is refused before any work
 
     def save(part: dict, *, plots: bool = False) -> dict:
         part["parts"][0]["command"] = command
         if a.note:
             part["parts"][0]["note"] = a.note
-        res = finish(part) if old is None else merge(old, part)
-        write_atomic(a.json, json.dumps(res, indent=1))
-        write_doc(res, a.doc, a.img, command, plots=plots)
+        with path_lock(a.json):  # another reproduce may have written --json since: merge with what is there now
+            now = None if a.fresh else _existing(a.json)
+            res = finish(part) if now is None else merge(now, part)
+            write_atomic(a.json, dumps(stamp(res), indent=1))
+            write_doc(res, a.doc, a.img, command, plots=plots)
         return res
 
     log = lambda s: print(s, flush=True)  # noqa: E731
@@ -151,6 +168,10 @@ def _config(a) -> ReproConfig:
             raise VariscopeError(f"--{name.replace('_', '-')} must be at least {least}, got {v}")
     if a.val_fraction is not None and not 0 < a.val_fraction < 1:
         raise VariscopeError(f"--val-fraction must be between 0 and 1, got {a.val_fraction}")
+    for flag in ("models", "tasks", "seeds", "ks", "lr_grid", "plan"):
+        v = getattr(a, flag, None)
+        if v is not None and not [x for x in v.split(",") if x.strip()]:
+            raise VariscopeError(f"--{flag.replace('_', '-')} needs at least one value, got '{v}'")
     models = tuple(a.models.split(",")) if a.models else None
     rc = QUICK if a.quick else GEMMA if models == ("gemma3-270m",) else ReproConfig()
     if models:
@@ -163,6 +184,8 @@ def _config(a) -> ReproConfig:
         rc = replace(rc, seeds=_int_list(a.seeds, "seeds"))
     if a.ks:
         rc = replace(rc, ks=_int_list(a.ks, "ks"))
+        if min(rc.ks) < 1:
+            raise VariscopeError(f"--ks: k is the number of top layers tuned and must be at least 1, got {min(rc.ks)}")
     for name in _INTS:
         if getattr(a, name) is not None:
             rc = replace(rc, **{name: getattr(a, name)})
@@ -173,6 +196,8 @@ def _config(a) -> ReproConfig:
             rc = replace(rc, lr_grid=tuple(float(x) for x in a.lr_grid.split(",") if x))
         except ValueError:
             raise VariscopeError(f"--lr-grid must be comma-separated numbers, got '{a.lr_grid}'") from None
+        if not all(math.isfinite(x) and x > 0 for x in rc.lr_grid):
+            raise VariscopeError(f"--lr-grid must be positive finite learning rates, got '{a.lr_grid}'")
     if a.val_fraction is not None:
         rc = replace(rc, val_fraction=a.val_fraction)
     if a.plan:
@@ -189,15 +214,23 @@ def _config(a) -> ReproConfig:
 
 
 def _plan(text: str) -> tuple:
+    """(model, tasks, ks or None) entries of ``--plan``; every name and k checked here, before any work."""
+    entries: list[tuple[str, tuple[str, ...], tuple[int, ...] | None]] = []
     try:
-        entries = []
         for x in text.split(","):
             m, rest = x.split(":")
             ts, _, ks = rest.partition("@")
-            entries.append((m, tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
-        return tuple(entries)
+            entries.append((m.strip(), tuple(ts.split("+")), tuple(int(k) for k in ks.split("+")) if ks else None))
     except ValueError:
-        raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news,mpnet:rotten_tomatoes") from None
+        raise VariscopeError("--plan must look like minilm:rotten_tomatoes+bbc_news@1+2,mpnet:bbc_news") from None
+    for model, tasks, k_list in entries:
+        if not model or not all(t.strip() for t in tasks):
+            raise VariscopeError(f"--plan names an empty model or task in '{text}'")
+        if k_list is not None and min(k_list) < 1:
+            raise VariscopeError(
+                f"--plan: k is the number of top layers tuned and must be at least 1, got {min(k_list)}"
+            )
+    return tuple(entries)
 
 
 def _existing(path: str) -> dict | None:
@@ -209,11 +242,23 @@ def _existing(path: str) -> dict | None:
 
 def _read(path: str) -> dict:
     try:
-        res = json.loads(Path(path).read_text())
+        res = revive(json.loads(Path(path).read_text()))
     except (OSError, ValueError) as e:
-        raise VariscopeError(f"this needs the results JSON of an earlier run: cannot read {path} ({e})") from None
+        raise VariscopeError(
+            f"this needs the results JSON of an earlier run: cannot read {path} ({' '.join(str(e).split())}); "
+            "pass --fresh to start a new one"
+        ) from None
     if not isinstance(res, dict) or not {"curves", "verdicts"} <= set(res) or not ({"settings", "parts"} & set(res)):
-        raise VariscopeError(f"{path} is not the results JSON of python -m analysis reproduce")
+        raise VariscopeError(
+            f"{path} is not the results JSON of python -m analysis reproduce; pass --fresh to replace it"
+        )
+    try:  # the records themselves, as merge and the verdicts read them (before hours of training, not after)
+        finish(migrate(copy.deepcopy(res)))
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError) as e:
+        raise VariscopeError(
+            f"{path} is a results JSON of the wrong shape ({type(e).__name__}: {str(e)[:80]}); "
+            "pass --fresh to start a new one"
+        ) from None
     return res
 
 
@@ -225,7 +270,7 @@ def relabel(a) -> int:
         res["command"] = command
     res = finish(migrate(res))
     res.pop("command", None)
-    write_atomic(a.json, json.dumps(res, indent=1))
+    write_atomic(a.json, dumps(stamp(res), indent=1))
     write_doc(res, a.doc, a.img, None)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
@@ -255,7 +300,7 @@ def cards_only(a) -> int:
     res = finish(migrate(res))
 
     def save(r: dict) -> None:
-        write_atomic(a.json, json.dumps(r, indent=1))
+        write_atomic(a.json, dumps(stamp(r), indent=1))
 
     device = None if a.device == "auto" else a.device
     add_cards(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save, device=device)

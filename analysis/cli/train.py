@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -14,6 +13,7 @@ from analysis.cli.common import add_data_args, config_from_args, make_cache
 from analysis.errors import VariscopeError
 from analysis.settings import TrainSettings, train_settings
 from analysis.store.atomic import check_output, write_atomic
+from analysis.store.jsonio import dumps, stamp
 from analysis.training import STRATEGIES, RunMonitor, Selection, save_run, select, train
 
 
@@ -65,7 +65,11 @@ def register(sub) -> None:
         help="when the embeddings train, train the whole matrix, not only the rows of the task's tokens",
     )
     p.add_argument("--save", default=None, help="folder for weights, results and a LoraConfig snippet")
-    p.add_argument("--overwrite", action="store_true", help="replace what a non-empty --save folder holds")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run's own files in a non-empty --save folder (the rest stays)",
+    )
     p.add_argument(
         "--log",
         "--log-file",
@@ -113,7 +117,7 @@ def check_train_outputs(a) -> None:
 
 def cmd_train(a) -> int:
     """Train; under torchrun/accelerate every process trains and rank 0 alone writes and prints."""
-    from analysis.distributed import RankFailure, check_launch, launch_env, lost_peer
+    from analysis.distributed import ProcessError, RankFailure, check_launch, launch_env, lost_peer
 
     rank, world = launch_env()
     debug = bool(getattr(a, "debug", False)) or os.environ.get("VARISCOPE_DEBUG") == "1"
@@ -146,7 +150,7 @@ def cmd_train(a) -> int:
         if isinstance(e, VariscopeError) and rank == 0:
             raise
         why = str(e) if isinstance(e, VariscopeError) else f"{type(e).__name__}: {e}"
-        raise VariscopeError(f"process {rank} of {world}: {' '.join(why.split())}") from e
+        raise ProcessError(f"process {rank} of {world}: {' '.join(why.split())}") from e
 
 
 def _train(a, cfg, ts: TrainSettings) -> int:
@@ -176,6 +180,13 @@ def _train(a, cfg, ts: TrainSettings) -> int:
         ok = True
     finally:
         leave(wait=ok)
+    if result.diverged:  # the files say "diverged": true; the exit status says it too
+        if rank != 0:
+            return 2
+        raise VariscopeError(
+            f"training diverged at step {result.diverged_at} (the loss is not finite), so the metrics above "
+            f"are of a broken model; lower --lr ({result.lr:g})"
+        )
     return 0
 
 
@@ -241,6 +252,8 @@ def _write(a, result, model) -> None:
         f"{on}; held-out {ev} ({out['eval_examples']} texts); trainable {out['trainable_params']:,} of "
         f"{out['total_params']:,} params; FLOPs vs full {out['flops_vs_full']:.2f}"
         + (" (stopped)" if out["stopped"] else "")
+        + (f" (DIVERGED at step {out['diverged_at']})" if out["diverged"] else "")
+        + (f"\n{out['held_out']}" if out.get("held_out") else "")
     )
     if a.json:
-        write_atomic(a.json, json.dumps(out, indent=2))
+        write_atomic(a.json, dumps(stamp(out, device=out["device"], dtype=a.dtype), indent=2))

@@ -25,6 +25,9 @@ def shown(text: object, limit: int = 80) -> str:
 
 def check_data_path(path: str) -> Path:
     """The data file ``path`` as a Path; one-line errors when it is missing, a folder or not a regular file."""
+    from analysis.store.atomic import check_path_name
+
+    check_path_name(path, f"data file '{shown(path, 60)}'")
     p = Path(path).expanduser()
     if not p.exists():
         raise VariscopeError(f"data file '{shown(path)}' does not exist")
@@ -87,8 +90,26 @@ def _delimiter(name: str) -> str:
     return "\t" if name.lower().endswith((".tsv", ".tab")) else ","
 
 
+def split_lines(chunks) -> Iterator[str]:
+    """The lines of text read in ``chunks``, split at ``\\n`` only.
+
+    JSON lines end at ``\\n`` (or ``\\r\\n``, whose ``\\r`` is JSON whitespace); ``str.splitlines``
+    would also split at U+2028, U+0085 or a lone ``\\r``, which valid JSON holds raw inside strings.
+    """
+    rest: list[str] = []
+    for chunk in chunks:
+        *done, tail = chunk.split("\n")
+        if done:
+            yield "".join([*rest, done[0]])
+            yield from done[1:]
+            rest = []
+        rest.append(tail)
+    if any(rest):
+        yield "".join(rest)
+
+
 def _json_lines(lines, filename: str):
-    """Rows of JSON lines (``str.splitlines`` pieces, numbered from 1); non-objects refused at the end."""
+    """Rows of JSON lines (from :func:`split_lines`, numbered from 1); non-objects refused at the end."""
     objects = True
     for i, line in enumerate(lines, 1):
         if line.strip():
@@ -125,8 +146,8 @@ def _csv_rows(reader, filename: str, delim: str):
             return
         except csv.Error as e:
             raise VariscopeError(f"file '{shown(filename)}' is not a valid {kind} file: {e}") from None
-        if any(c.strip() for c in r):  # short rows leave their last columns out (read as empty), extra cells dropped
-            yield dict(zip(header, r, strict=False))
+        if any(c.strip() for c in r):  # a short row's last columns read as empty (every row has the header's keys)
+            yield dict(zip(header, r + [""] * (len(header) - len(r)), strict=False))  # extra cells dropped
 
 
 def _check_header(header: list[str], filename: str) -> list[str]:
@@ -157,7 +178,7 @@ def _rows_of_text(text: str, filename: str):
             if not all(isinstance(r, dict) for r in rows):
                 raise VariscopeError(f"file '{shown(filename)}' must hold one JSON object per line")
             return [_json_row(r) for r in rows]
-        return _json_lines(text.splitlines(), filename)
+        return _json_lines(split_lines([text]), filename)
     _allow_long_fields()
     delim = _delimiter(filename)
     return _csv_rows(csv.reader(io.StringIO(text, newline=""), delimiter=delim), filename, delim)
@@ -204,6 +225,7 @@ class TableFile:
 
     def __init__(self, path: str):
         self.path, self.name = check_data_path(path), str(path)
+        self.json = _is_json(self.name)  # JSON rows hold their own keys; CSV rows all hold the header's
         self.codec, self.errors, self.warnings = self._scan()
 
     def _scan(self) -> tuple[str, str, list[str]]:
@@ -262,7 +284,7 @@ class TableFile:
                 return
             f.seek(0)
             if _is_json(self.name):
-                yield from _json_lines((piece for line in f for piece in line.splitlines() or [""]), self.name)
+                yield from _json_lines(split_lines(iter(lambda: f.read(_CHUNK), "")), self.name)
                 return
             _allow_long_fields()
             delim = _delimiter(self.name)

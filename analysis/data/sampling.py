@@ -81,6 +81,31 @@ def sample_index(labels: np.ndarray, n_classes: int, cfg: SampleConfig, info: di
     return idx, info
 
 
+def check_thinned(labels: np.ndarray, sampled: np.ndarray, names: list[str], cfg: SampleConfig) -> None:
+    """One line when the sampling, not the data, left a class with a single text (ν needs two per class).
+
+    ``labels``: class indices of every usable row (N,); ``sampled``: those of the sample, before
+    :func:`compact_classes`. A class the data itself holds once is left to ν's own check.
+    """
+    C = len(names)
+    avail = np.bincount(np.asarray(labels, dtype=np.int64), minlength=C)
+    got = np.bincount(np.asarray(sampled, dtype=np.int64), minlength=C)
+    thin = np.flatnonzero((got == 1) & (avail >= 2))
+    if not len(thin):
+        return
+    name = names[int(thin[0])]
+    did = f"the sample holds 1 text of {len(thin)} class(es) (first '{name}', which has {avail[thin[0]]})"
+    if cfg.per_class == 1:
+        fix = "a per-class cap of 1 keeps one text per class; use a cap of at least 2"
+    elif cfg.n is not None and cfg.n < 2 * int(np.count_nonzero(avail >= 2)):
+        usable = int(np.count_nonzero(avail >= 2))
+        did = f"n={cfg.n} spread over {usable} classes of 2 or more texts gives most of them 1 text or none: " + did
+        fix = f"raise n to at least {2 * usable} (2 per class), or use data with fewer classes"
+    else:
+        fix = "the imbalance ratios leave it 1 text; raise n or the smallest ratio"
+    raise VariscopeError(f"{did}; ν needs at least 2 texts of every class it sees: {fix}")
+
+
 def compact_classes(labels: np.ndarray, label_names: list[str]) -> tuple[np.ndarray, list[str]]:
     """Drop declared classes that ``labels`` lacks (renumbering the rest in order)."""
     present = np.unique(labels)

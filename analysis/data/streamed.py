@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.data.files import TableFile
-from analysis.data.sampling import compact_classes, sample_index
+from analysis.data.sampling import check_thinned, compact_classes, sample_index
 from analysis.data.tasks import TaskConfig, check_columns, finish_labels, hf_spec, task_kind
 from analysis.errors import VariscopeError
 
@@ -90,7 +90,9 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
     empty: list[bool] = []
     seen: dict = {}
     pairs = False
+    first = RowDigest()
     for text, pair, y in rows():
+        first.add(text, pair, y)
         labels.append(seen.setdefault(y, y) if isinstance(y, str) else y)  # one string per class value
         empty.append(not text.strip() and (pair is None or not pair.strip()))
         pairs = pairs or pair is not None
@@ -99,6 +101,7 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
     idx, info = sample_index(y, len(names), cfg.sampling, info)
     if len(idx) == 0:
         raise VariscopeError("the sample is empty")
+    check_thinned(y, y[idx], list(names), cfg.sampling)
     sample_labels, names = compact_classes(y[idx], list(names))
     from analysis.variability import class_index
 
@@ -109,16 +112,43 @@ def _two_pass(rows: Rows, names: list[str] | None, info: dict, cfg) -> SampleSou
         want = raw[positions]
         if len(want) == 0:
             return
-        j = 0
-        for i, (text, pair, _label) in enumerate(rows()):
-            if i == want[j]:
+        j, again = 0, RowDigest()
+        for i, (text, pair, y) in enumerate(rows()):
+            again.add(text, pair, y)  # every row, to the end: the whole source must be the one pass 1 saw
+            if j < len(want) and i == want[j]:
                 yield text, pair
                 j += 1
-                if j == len(want):
-                    return
-        raise VariscopeError("the data changed while it was read: fewer rows in the second pass than in the first")
+        first.check(again)
 
     return SampleSource(sample_labels, names, info, pairs, True, read)
+
+
+class RowDigest:
+    """Row count and a hash of every row (text, pair, raw label with its type) of one pass over a source.
+
+    A later pass that differs (the file was replaced, edited or shuffled while it was read) is an
+    error before anything computed from it is cached: ν from the rows of one file and the labels of
+    another would otherwise be stored under the first file's fingerprint.
+    """
+
+    def __init__(self) -> None:
+        import hashlib
+
+        self.h = hashlib.blake2b(digest_size=16)
+        self.n = 0
+
+    def add(self, text: str, pair: str | None, y: object) -> None:
+        p = "\x00" if pair is None else f"{len(pair)}:{pair}"
+        self.h.update(f"{len(text)}:{text}|{p}|{type(y).__name__}:{y!r}\n".encode("utf-8", "surrogatepass"))
+        self.n += 1
+
+    def check(self, later: RowDigest) -> None:
+        if later.n != self.n or later.h.digest() != self.h.digest():
+            what = f"{later.n} rows where the first pass read {self.n}" if later.n != self.n else "other rows"
+            raise VariscopeError(
+                f"the data changed while it was read: a later pass saw {what} (labels or texts differ); "
+                "nothing was cached; run it again once the file stays put"
+            )
 
 
 def _s(v) -> str:
@@ -130,13 +160,15 @@ def _file_rows(task: TaskConfig) -> tuple[Rows, None, dict]:
     info: dict = {"source": task.data, "warnings": list(table.warnings)}
 
     def rows() -> Iterator[tuple[str, str | None, object]]:
-        first = True
+        cols: dict = {}  # every row's keys, in order: a JSON row may lack one the others have
         for r in table.rows():
-            if first:
-                info["columns"] = check_columns(list(r.keys()), task)
-                first = False
+            if not cols and not table.json:  # a CSV's rows all have the header's keys: refused at once
+                check_columns(list(r), task)
+            if len(r) > len(cols) or not cols.keys() >= r.keys():
+                cols.update(dict.fromkeys(r))
             pair = _s(r.get(task.text_pair_col)) if task.text_pair_col else None
             yield _s(r.get(task.text_col)), pair, r.get(task.label_col)
+        info["columns"] = check_columns(list(cols), task)
 
     return rows, None, info
 

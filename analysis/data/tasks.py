@@ -13,7 +13,6 @@ import contextlib
 import csv
 import hashlib
 import importlib.metadata as md
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.data.files import MAX_UPLOAD_BYTES, check_data_path, parse_table, read_file_bytes, shown
+from analysis.data.labels import finish_labels
 from analysis.data.sampling import SampleConfig, sample
 from analysis.data.taskdata import TaskData
 from analysis.errors import VariscopeError
@@ -243,7 +243,7 @@ def _fixed_split(texts, labels, split, test_fraction=0.2, seed=20221018):
 
 
 def _from_rows(rows: list[dict], cfg: TaskConfig):
-    cols = check_columns(list(rows[0].keys()), cfg)
+    cols = check_columns(list(dict.fromkeys(k for r in rows for k in r)), cfg)  # JSON rows may lack keys: all rows
     texts = [_s(r.get(cfg.text_col)) for r in rows]
     pairs = [_s(r.get(cfg.text_pair_col)) for r in rows] if cfg.text_pair_col else None
     labels = [r.get(cfg.label_col) for r in rows]
@@ -358,83 +358,3 @@ def _finish(texts, pairs, labels, names, cfg: TaskConfig, info: dict) -> TaskDat
     texts = [texts[i] for i in keep]
     pairs = None if pairs is None else [pairs[i] for i in keep]
     return TaskData(texts, y, names, pairs, info)
-
-
-def finish_labels(labels, empty, names, cfg: TaskConfig, info: dict):
-    """Which rows a task keeps and their classes, from the raw labels and which texts are empty.
-
-    Returns (kept row positions, class indices of those rows, class names, info with the
-    warnings). :func:`load_task` and the streamed files (:mod:`analysis.data.streamed`) share it.
-    """
-    info = dict(info)
-    warnings = list(info.get("warnings", []))
-    n_in = len(labels)
-    label_strs: list[str | int | float | None] = []
-    blank = 0
-    for y in labels:
-        if y is None or (isinstance(y, float) and math.isnan(y)) or str(y).strip() in ("", "nan", "NaN", "None"):
-            label_strs.append(None)
-            blank += 1
-        else:
-            label_strs.append(str(y).strip() if not isinstance(y, (int, float)) else y)
-    if blank == n_in:
-        raise VariscopeError(f"the label column '{cfg.label_col}' is empty (all {n_in} values are blank or NaN)")
-    keep = [i for i in range(n_in) if label_strs[i] is not None]
-    if blank:
-        warnings.append(f"dropped {blank} row(s) with a blank label")
-    n_empty = sum(1 for i in keep if empty[i])
-    if n_empty:
-        keep = [i for i in keep if not empty[i]]
-        warnings.append(f"dropped {n_empty} empty or whitespace-only text(s)")
-    if not keep:
-        raise VariscopeError("no usable rows: every text is empty or every label is blank")
-    y, names = _encode_labels([label_strs[i] for i in keep], names, cfg)
-    info.update(warnings=warnings, dropped_empty=n_empty, dropped_blank_label=blank, n_rows=n_in)
-    return np.asarray(keep, dtype=np.int64), y, names, info
-
-
-def _encode_labels(vals, names, cfg: TaskConfig):
-    if names is not None:
-        index = {n: i for i, n in enumerate(names)}
-        present = [n for n in names if n in set(vals)]
-        if len(present) < len(names):  # keep the declared order, drop absent classes
-            index = {n: i for i, n in enumerate(present)}
-            names = present
-        return np.array([index[v] for v in vals], dtype=np.int64), list(names)
-    as_num = _as_floats(vals)
-    if as_num is not None and cfg.bins and not all(math.isfinite(x) for x in as_num):
-        raise VariscopeError(
-            f"the label column '{shown(cfg.label_col)}' holds infinite numbers; binning (--bins) needs finite values"
-        )
-    if as_num is not None and all(math.isfinite(x) for x in as_num):  # 'inf', '1e400': names, not numbers
-        nums = np.array(as_num)
-        integral = np.all(nums == np.round(nums))
-        if cfg.bins:
-            if cfg.bins < 2:
-                raise VariscopeError(f"--bins must be at least 2, got {cfg.bins}")
-            edges = np.unique(np.quantile(nums, np.linspace(0, 1, cfg.bins + 1)[1:-1]))
-            y = np.searchsorted(edges, nums, side="right")
-            bounds = np.concatenate([[nums.min()], edges, [nums.max()]])
-            names = [
-                f"[{bounds[i]:.3g}, {bounds[i + 1]:.3g}{']' if i == len(edges) else ')'}" for i in range(len(edges) + 1)
-            ]
-            return y.astype(np.int64), names
-        if not integral:
-            raise VariscopeError(
-                f"the label column '{cfg.label_col}' holds non-integer numbers (a regression "
-                f"target); ν needs classes: pass --bins K to bin it into K quantile classes"
-            )
-        ints = sorted({int(x) for x in nums})
-        pos = {u: i for i, u in enumerate(ints)}
-        return np.array([pos[int(x)] for x in nums], dtype=np.int64), [str(u) for u in ints]
-    strs = sorted(set(map(str, vals)))
-    at = {u: i for i, u in enumerate(strs)}
-    return np.array([at[str(v)] for v in vals], dtype=np.int64), strs
-
-
-def _as_floats(vals) -> list[float] | None:
-    """Every value as a float, or None if one is not a number."""
-    try:
-        return [float(v) for v in vals]
-    except (TypeError, ValueError):
-        return None

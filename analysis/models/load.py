@@ -68,6 +68,9 @@ def resolve_model(spec: str, *, revision: str | None = None, cache_dir=None, pro
     if spec in REGISTRY:
         folder, fingerprint, info = locate(spec, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
         return ModelRef(spec, "registry", folder, fingerprint, info=info)
+    from analysis.store.atomic import check_path_name
+
+    check_path_name(spec, f"model '{spec[:60]}'")
     if is_local_path(spec):
         path = Path(spec).expanduser()
         if not path.is_dir():
@@ -94,17 +97,20 @@ def is_local_path(spec: str) -> bool:
         return True
 
 
+MODEL_FILES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf"}
+VOCAB_FILES = {"vocab.txt", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json"}
+
+
 def _folder_fingerprint(path: Path) -> str:
-    """Hash of config.json plus size and head/tail bytes of every weights file."""
+    """Hash of config.json and of every byte of the weights and tokenizer files (digests remembered per file)."""
+    from analysis.store.filehash import MEMO_NAME, file_digest
+
+    memo = default_cache_dir() / MEMO_NAME
     h = hashlib.sha256((path / "config.json").read_bytes())
     for f in sorted(path.iterdir()):
-        if f.suffix in {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack"} and f.is_file():
-            size = f.stat().st_size
-            h.update(f"{f.name}:{size}".encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
-                fh.seek(max(0, size - (1 << 20)))
-                h.update(fh.read(1 << 20))
+        tok = f.name in VOCAB_FILES or f.name.startswith("tokenizer") or f.suffix == ".model"
+        if (f.suffix in MODEL_FILES or tok) and f.is_file():
+            h.update(f"{f.name}:{file_digest(f, memo)}".encode())
     return "local:" + h.hexdigest()[:24]
 
 

@@ -30,6 +30,7 @@ from analysis.reproduce.robustness import robustness
 from analysis.reproduce.runs import REPRO_VERSION, acfg, selections, training_runs
 from analysis.reproduce.verdicts import cards_verdict, rank_p, summarize, verdicts
 from analysis.store.cache import DiskCache
+from analysis.store.jsonio import numbers_back
 
 RESULTS_VERSION = 3
 __all__ = [
@@ -128,6 +129,19 @@ def mark_edges(search: list[dict]) -> None:
         for r in rs:
             if r.get("chosen"):
                 r["at_edge"] = edge_step(sorted(x["lr"] for x in rs), r["lr"]) is not None
+
+
+#: Scalar number fields of the records (a ``null`` there was a number that was not finite).
+NUMBER_FIELDS = frozenset(
+    ("metric_value", "val_metric", "final_loss", "spearman", "value", "lr", "mean", "sd", "probe_gain")
+    + ("flops_vs_full", "flops_per_example", "seconds", "train_seconds", "steps_per_second")
+    + ("accuracy", "f1", "mcc", "loss", "eval_loss", "macro_f1")
+)
+
+
+def revive(res: dict) -> dict:
+    """A results dict as read from JSON, with NaN back where a number was not finite (written as ``null``)."""
+    return numbers_back(res, NUMBER_FIELDS)
 
 
 def migrate(res: dict) -> dict:

@@ -51,7 +51,7 @@ def paired(a: dict[int, float], b: dict[int, float], sd_floor: float = 0.0) -> d
     se, t, low, high and the outcome ("better"/"worse"/"tie"; "untested" with fewer than two
     shared seeds, where no interval exists).
     """
-    seeds = sorted(set(a) & set(b))
+    seeds = [s for s in sorted(set(a) & set(b)) if not math.isnan(a[s] - b[s])]  # NaN: a run diverged, no pair
     d = [a[s] - b[s] for s in seeds]
     out: dict = {"n": len(d), "seeds": seeds, "diffs": d, "sd_floor": sd_floor}
     if len(d) < 2:

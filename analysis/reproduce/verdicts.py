@@ -44,6 +44,8 @@ NOT_COUNTED = {
 
 def _mean_sd(xs: Iterable[float]) -> tuple[float, float]:
     xs = list(xs)
+    if any(x != x for x in xs):  # a run that diverged (NaN, read back from null): no mean of its setting
+        return float("nan"), float("nan")
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
 
 

@@ -11,19 +11,58 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from analysis.errors import VariscopeError
+
+NAME_MAX = 255  # bytes of one path component on the usual file systems (ext4, xfs, btrfs, APFS, NTFS)
+
+
+def check_path_name(path: str | os.PathLike, what: str = "path") -> None:
+    """Refuse a path with a component longer than the file system allows (one line instead of OSError 36)."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise VariscopeError(
+                f"{what} has a name of {len(os.fsencode(part))} bytes ('{part[:40]}…'); the limit is {NAME_MAX}"
+            )
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc allows (changing it races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode(path: Path) -> int:
+    """The permissions a new file at ``path`` gets from any other tool: the old file's, else 0666 minus umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The permissions of a new folder: 0777 minus umask (``mkdtemp`` makes 0700)."""
+    return 0o777 & ~_umask()
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically; returns the path.
 
     Raises :class:`VariscopeError` (one line) when the folder is missing or
-    ``path`` is a folder; nothing is left behind on failure.
+    ``path`` is a folder; nothing is left behind on failure. The file gets the
+    mode an overwritten file had, else the umask's (``mkstemp`` alone makes 0600).
     """
+    check_path_name(path, f"'{str(path)[:60]}'")
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
@@ -32,6 +71,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         raise VariscopeError(f"cannot write '{path}': it is a folder")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
     try:
+        os.fchmod(fd, file_mode(p))
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, p)
@@ -64,6 +104,7 @@ def check_output(
         return
     if not str(path).strip():
         raise VariscopeError(f"{what} needs a path, got an empty one")
+    check_path_name(path, what)
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if make_parents:
@@ -96,6 +137,7 @@ def staging_dir(parent: str | os.PathLike, prefix: str = ".staging-") -> Iterato
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, folder_mode())  # published as it is: the folder a user asked for, not a private 0700 one
     try:
         yield tmp
     finally:
@@ -127,3 +169,49 @@ def publish_dir(tmp: Path, final: Path, *, replace: bool = False) -> bool:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return True
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (also through links, ``..`` or another spelling)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def check_distinct(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None], folders=()) -> None:
+    """Refuse outputs aimed at an input, two outputs naming one file, and an output folder holding an input.
+
+    ``outputs`` and ``inputs`` map a flag (``--csv``) to its path (None: not given); ``folders``
+    names the outputs that are folders (``--save``): they must not hold an input, because
+    ``--overwrite`` writes files into them.
+    """
+    outs = [(k, v) for k, v in outputs.items() if v]
+    ins = [(k, v) for k, v in inputs.items() if v]
+    for i, (k, v) in enumerate(outs):
+        for k2, v2 in ins:
+            if same_file(v, v2):
+                raise VariscopeError(f"{k} '{v}' is the input {k2}; write the output to another file")
+            if k in folders and Path(v2).expanduser().resolve().is_relative_to(Path(v).expanduser().resolve()):
+                raise VariscopeError(f"{k} folder '{v}' holds the input {k2} '{v2}'; save the run to another folder")
+        for k2, v2 in outs[i + 1 :]:
+            if same_file(v, v2):
+                raise VariscopeError(f"{k} and {k2} name the same file '{v}'; give two different files")
+
+
+@contextmanager
+def path_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` among this machine's processes (read, merge, write under it).
+
+    The lock file lives in the temporary folder, named by the hash of the resolved path, so that
+    nothing is added beside the user's file.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    where = Path(tempfile.gettempdir()) / "variscope-locks"
+    where.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:32]
+    with FileLock(str(where / f"{name}.lock")):
+        yield

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -30,6 +31,7 @@ import numpy as np
 
 from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
+from analysis.store.jsonio import stamp
 
 KINDS = ("states", "projections", "runs", "cards", "streams", "prefix")
 CACHE_FORMAT = 1
@@ -135,8 +137,8 @@ class DiskCache:
     def _folder(self, name: str) -> Path:
         """``root/name`` as a folder; anything else standing there is damage: warned about, removed, rebuilt."""
         p = self.root / name
-        if p.exists() and not p.is_dir():
-            self._damaged(p, "a file stands where a folder should be")
+        if _stands(p) and not p.is_dir():  # a file, or a link to nothing or to itself (exists() says False)
+            self._damaged(p, "a file or a broken link stands where a folder should be")
         p.mkdir(parents=True, exist_ok=True)
         return p
 
@@ -164,9 +166,9 @@ class DiskCache:
         """Write an entry atomically; returns its folder. An existing entry wins."""
         final = self._dir(kind, key)
         self._folder(kind)
-        if final.exists() and not final.is_dir():
-            self._damaged(final, "a file stands where an entry folder should be")
-        with staging_dir(self._folder(".tmp"), prefix=f"{kind}-{key[:8]}-") as tmp:
+        if _stands(final) and not final.is_dir():
+            self._damaged(final, "a file or a broken link stands where an entry folder should be")
+        with staging_dir(self._folder(".tmp"), prefix=f"{kind}-{key[:8]}-p{os.getpid()}-") as tmp:
             files = {}
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr)
@@ -189,7 +191,7 @@ class DiskCache:
                 "meta": meta or {},
                 "config": config or {},
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            (tmp / "manifest.json").write_text(json.dumps(stamp(manifest), indent=1, default=str))
             publish_dir(tmp, final)  # another process may have won the race: keep its entry
         self.enforce_budget(keep=(kind, key))
         return final
@@ -201,8 +203,8 @@ class DiskCache:
         dtype mismatch, other code version) are deleted with a warning.
         """
         d = self._dir(kind, key)
-        if d.exists() and not d.is_dir():
-            self._damaged(d, "a file stands where an entry folder should be")
+        if _stands(d) and not d.is_dir():
+            self._damaged(d, "a file or a broken link stands where an entry folder should be")
             return None
         if not d.is_dir():
             return None
@@ -286,8 +288,40 @@ class DiskCache:
             if (kind is None or row["kind"] == kind) and (key is None or row["key"].startswith(key)):
                 self.delete(row["kind"], row["key"])
                 n += 1
-        shutil.rmtree(self.root / ".tmp", ignore_errors=True)
+        self._clear_staging()
         return n
+
+    def _clear_staging(self) -> None:
+        """Remove what ``.tmp`` holds except the staging folders of live processes (their pid is in the name)."""
+        tmp = self.root / ".tmp"
+        if not tmp.is_dir():
+            return
+        for p in tmp.iterdir():
+            m = re.search(r"-p(\d+)-", p.name) or re.match(r"trash-[0-9a-f]+-(\d+)-", p.name)
+            if m and _alive(int(m.group(1))):
+                continue  # another computation is writing it (or this process is): not ours to remove
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _stands(p: Path) -> bool:
+    """Whether anything is at ``p``, a link to nowhere or a link loop too (``Path.exists`` follows links)."""
+    return os.path.lexists(p)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a reused pid only keeps a leftover folder until the next clear)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def check_cache_dir(root) -> Path:

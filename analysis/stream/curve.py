@@ -28,7 +28,7 @@ from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
 from analysis.pipeline import AnalysisConfig, batch_for, load_for, resolve_target
 from analysis.stream import memtrim
-from analysis.stream.stats import KeptRows, LayerStats, merge_kept
+from analysis.stream.stats import KeptRows, LayerStats, check_band_sample, merge_kept
 from analysis.stream.twopass import Projections, choose_mode, default_budget
 from analysis.variability import SHARE_KEYS, CurveResult, kept_band
 
@@ -103,6 +103,7 @@ def stream_stats(
     cache_root=None,
     mode: str = "stream",
     memory_budget: int | None = None,
+    band: bool = False,
 ) -> StreamPass:
     """Statistics of the rows of ``cfg``'s sample that fall to ``rank`` (:func:`shard`), in one pass.
 
@@ -119,6 +120,8 @@ def stream_stats(
         raise VariscopeError(f"{world_size} processes for {len(source)} texts: every process needs at least one text")
     rows = shard(len(source), rank, world_size)
     sizes = np.bincount(source.labels, minlength=len(source.label_names))
+    if band:  # the kept rows are known now: a sample too small for the band is refused before the forward pass
+        check_band_sample(source.labels, source.label_names, keep, cfg.sampling.seed)
     t0 = time.perf_counter()
     model, tok, device = load_for(cfg, target, loader)
     t1 = time.perf_counter()
@@ -225,7 +228,9 @@ def stream_curve(
     if mode == "auto" and world_size > 1:  # every process must choose the same mode
         memory_budget = int(all_reduce(np.array([float(memory_budget or 0)]), "min")[0])
     part = collective(
-        lambda: stream_stats(cfg, rank=rank, world_size=world_size, mode=mode, memory_budget=memory_budget, **kwargs),
+        lambda: stream_stats(
+            cfg, rank=rank, world_size=world_size, mode=mode, memory_budget=memory_budget, band=bootstrap > 0, **kwargs
+        ),
         world_size,
     )
     t1 = time.perf_counter()

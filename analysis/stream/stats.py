@@ -47,6 +47,35 @@ def _priority(seed: int, index: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def kept_rows(n: int, keep: int, seed: int = 0) -> np.ndarray:
+    """The rows (sorted) that a :class:`KeptRows` of ``keep`` holds once it has seen rows 0…n−1.
+
+    Known from the seed and n alone, before any state: a run can refuse a sample too small for it
+    before its forward pass.
+    """
+    return np.sort(np.argsort(_priority(seed, np.arange(n)), kind="stable")[:keep])
+
+
+def check_band_sample(labels: np.ndarray, label_names: Sequence[str], keep: int, seed: int = 0) -> None:
+    """One line, before the forward pass, when the kept rows of ``keep`` rows cannot give a bootstrap band.
+
+    ``labels``: class index of each of the N rows in order (N,). The band resamples the kept
+    states of every class, so each class needs 2 of them; the message gives the ``keep`` that would do.
+    """
+    C = len(label_names)
+    got = np.bincount(labels[kept_rows(len(labels), keep, seed)], minlength=C)
+    if np.all(got >= 2):
+        return
+    c = int(np.argmin(got))
+    order = labels[np.argsort(_priority(seed, np.arange(len(labels))), kind="stable")]
+    second = [np.flatnonzero(order == k) for k in range(C)]  # a class's 2nd row in priority order enters at K
+    need = max(int(w[1]) + 1 for w in second if len(w) >= 2)
+    raise VariscopeError(
+        f"the bootstrap band resamples the kept rows of {keep} texts (--keep), which holds {got[c]} of class "
+        f"'{label_names[c]}'; it needs 2 of every class: use --keep {need} or more"
+    )
+
+
 class KeptRows:
     """At most ``keep`` rows kept uniformly at random, seeded (bottom-k by a hash of the row index).
 

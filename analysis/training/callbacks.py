@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ class LiveMetrics(TrainerCallback):
         self.eval_batches = 0
         self.eval_phase = "eval"
         self.interrupt: Callable[[], bool] = monitor.should_stop
+        self.diverged_at: int | None = None  # the step whose training or held-out loss was not finite
 
     def start_eval(self, phase: str, interrupt: Callable[[], bool]) -> None:
         """The next evaluation is ``phase`` ("eval", "final_eval") and ends early when ``interrupt()``."""
@@ -97,3 +99,8 @@ class LiveMetrics(TrainerCallback):
                 entry["eval_loss"] = float(logs["eval_loss"])
         if "loss" in entry or "eval" in entry:
             self.m.push(entry)
+        losses = [float(logs[k]) for k in ("loss", "eval_loss") if k in logs]
+        if self.diverged_at is None and not all(math.isfinite(x) for x in losses):
+            self.diverged_at = state.global_step  # diverged: more steps cannot bring a NaN back
+            control.should_training_stop = True
+            control.should_evaluate = False

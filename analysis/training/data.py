@@ -16,30 +16,63 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def split_train_eval(a: AnalysisConfig, eval_n: int) -> tuple[TaskData, TaskData]:
-    """(training sample, held-out sample) of an AnalysisConfig ``a``.
+    """(training sample, held-out sample) of an AnalysisConfig ``a``; no held-out text is a training text.
 
-    The held-out texts come from the task's test split (``eval_n`` of them);
-    without a usable test split, a stratified fifth of the training sample is held out.
+    The held-out texts come from the task's test split (``eval_n`` of them). A data file, or a
+    dataset without a test split, has none: then the held-out texts are a stratified sample of the
+    source's rows that the training sample does not contain (fewer than ``eval_n`` when fewer are
+    left), and only when that leaves a class out, a stratified fifth of the training sample is set
+    apart. ``held.info["held_out"]`` says which happened and how many texts.
     """
-    from analysis.data.tasks import SampleConfig
-    from analysis.data.tasks import sample as _sample
+    from analysis.data.tasks import SampleConfig, task_kind
     from analysis.pipeline import prepare_sample
 
     train_data = prepare_sample(a)
-    eval_cfg = replace(a, task=replace(a.task, split="test"), sampling=SampleConfig(n=eval_n, seed=a.sampling.seed))
-    try:
-        eval_data = prepare_sample(eval_cfg)
-    except VariscopeError:
-        eval_data = None
-    if eval_data is not None and len(eval_data) and eval_data.label_names == train_data.label_names:
-        return train_data, eval_data
-    held = _sample(
-        train_data, SampleConfig(n=max(len(train_data) // 5, len(train_data.label_names) * 2), seed=a.sampling.seed + 1)
+    if task_kind(a.task) != "file" and a.task.split.lower() not in ("test", "validation", "eval", "dev"):
+        eval_cfg = replace(a, task=replace(a.task, split="test"), sampling=SampleConfig(n=eval_n, seed=a.sampling.seed))
+        try:
+            test = prepare_sample(eval_cfg)
+        except VariscopeError:
+            test = None
+        if test is not None and test.label_names == train_data.label_names:
+            held = _drop_seen(test, train_data)
+            if len(held):
+                held.info["held_out"] = f"{len(held)} held-out texts from the test split"
+                return train_data, held
+    return _hold_out_rest(a, train_data, eval_n)
+
+
+def _keys(d: TaskData) -> list[tuple[str, str | None]]:
+    return list(zip(d.texts, d.pairs if d.pairs is not None else [None] * len(d), strict=True))
+
+
+def _drop_seen(d: TaskData, train: TaskData) -> TaskData:
+    """``d`` without the rows whose text (and pair) is also a row of ``train``."""
+    seen = set(_keys(train))
+    return d.subset([i for i, k in enumerate(_keys(d)) if k not in seen])
+
+
+def _hold_out_rest(a: AnalysisConfig, train: TaskData, eval_n: int) -> tuple[TaskData, TaskData]:
+    """A source without a test split: held-out texts from its rows outside the training sample."""
+    from analysis.data.tasks import SampleConfig, load_task, sample
+
+    rest = _drop_seen(load_task(a.task), train)
+    index = {name: c for c, name in enumerate(train.label_names)}
+    rest = rest.subset([i for i, y in enumerate(rest.labels.tolist()) if rest.label_names[y] in index])
+    rest.labels = np.array([index[rest.label_names[y]] for y in rest.labels.tolist()], dtype=np.int64)
+    rest.label_names = list(train.label_names)
+    held = sample(rest, SampleConfig(n=eval_n, seed=a.sampling.seed + 1)) if len(rest) else rest
+    if len(held) and np.all(np.bincount(held.labels, minlength=len(index)) > 0):
+        asked = "" if len(held) >= eval_n else f" (of {eval_n} asked: fewer rows are left)"
+        held.info["held_out"] = f"{len(held)} held-out texts{asked}, from rows not in the training sample"
+        return train, held
+    held = sample(train, SampleConfig(n=max(len(train) // 5, len(index) * 2), seed=a.sampling.seed + 1))
+    kept = _drop_seen(train, held)
+    held.info["held_out"] = (
+        f"{len(held)} held-out texts set apart from the training sample (training on the other {len(kept)}): "
+        "the source has too few rows outside it"
     )
-    held_set = set(zip(held.texts, held.labels.tolist(), strict=True))
-    pairs = zip(train_data.texts, train_data.labels.tolist(), strict=True)
-    keep = [i for i, (t, y) in enumerate(pairs) if (t, y) not in held_set]
-    return train_data.subset(keep), held
+    return kept, held
 
 
 def split_validation(train_data: TaskData, seed: int = 0) -> tuple[TaskData, TaskData]:

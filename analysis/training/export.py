@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from analysis.errors import VariscopeError
+from analysis.store.jsonio import dumps, stamp
 from analysis.training.run import RunResult
 from analysis.training.selection import Selection
 
@@ -37,7 +37,7 @@ def artifacts(result: RunResult, model) -> dict:
 
     return {
         "weights": st_save(trainable_state(model)),
-        "json": json.dumps(result.to_dict(), indent=2),
+        "json": dumps(stamp(d := result.to_dict(), device=d.get("device")), indent=2),
         "lora": _model_lora_snippet(result, model),
     }
 
@@ -45,13 +45,14 @@ def artifacts(result: RunResult, model) -> dict:
 def save_run(result: RunResult, out_dir: str, model=None, *, overwrite: bool = False) -> list[str]:
     """Write the exports into ``out_dir``: trainable.safetensors and lora_config.py (with ``model``), result.json.
 
-    The folder appears whole or not at all: the files are written into a
-    staging folder beside it and renamed into place. An existing non-empty
-    folder is kept unless ``overwrite`` (then it is replaced as a whole). A
-    folder that cannot be written is a :class:`VariscopeError` (one line on
-    the command line).
+    A new folder appears whole or not at all (written beside it and renamed into place). An
+    existing non-empty folder is refused unless ``overwrite``; then only the run's own files are
+    replaced, each atomically, and everything else in the folder is left as it is. A folder that
+    cannot be written is a :class:`VariscopeError` (one line on the command line).
     """
-    from analysis.store.atomic import check_output, publish_dir, staging_dir
+    import os
+
+    from analysis.store.atomic import check_output, file_mode, publish_dir, staging_dir
 
     out = Path(out_dir)
     check_output(out, folder=True, overwrite=overwrite, make_parents=True, what="run folder")
@@ -62,9 +63,18 @@ def save_run(result: RunResult, out_dir: str, model=None, *, overwrite: bool = F
             if art is not None:
                 (tmp / "trainable.safetensors").write_bytes(art["weights"])
                 (tmp / "lora_config.py").write_text(art["lora"], encoding="utf-8")
-            (tmp / "result.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-            if not publish_dir(tmp, out, replace=overwrite and out.exists()):
-                raise VariscopeError(f"run folder '{out_dir}' is not empty; pass --overwrite to replace what is there")
+            (tmp / "result.json").write_text(
+                dumps(stamp(d := result.to_dict(), device=d.get("device")), indent=2), encoding="utf-8"
+            )
+            if not out.exists() and publish_dir(tmp, out):
+                return [str(out / n) for n in names]
+            if not overwrite and any(out.iterdir()):
+                raise VariscopeError(
+                    f"run folder '{out_dir}' is not empty; pass --overwrite to replace the run's files"
+                )
+            for n in names:  # the run's own files, one rename each; other files in the folder stay
+                os.chmod(tmp / n, file_mode(out / n))
+                os.replace(tmp / n, out / n)
     except OSError as e:
         raise VariscopeError(f"cannot save the run to {out_dir}: {e.strerror or e}") from None
     return [str(out / n) for n in names]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from typing import TypedDict, Unpack
+
+from analysis.store.jsonio import SCHEMA_VERSION, dumps
 
 RUNNING = ("pending", "running", "stopping")
 
@@ -66,8 +67,8 @@ class RunMonitor:
         with self._lock:
             self.events.append(event)
             if self.log_path:
-                with open(self.log_path, "a") as f:
-                    f.write(json.dumps(event) + "\n")
+                with open(self.log_path, "a") as f:  # every line says its layout: a log may gather several runs
+                    f.write(dumps({"schema_version": SCHEMA_VERSION, **event}) + "\n")
 
     def set(self, **kw) -> None:
         with self._lock:

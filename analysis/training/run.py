@@ -69,6 +69,9 @@ class RunResult:
     prefix_cache: dict | None = None  # {"used": True, "block": t, "where", "bytes"} or {"used": False, "why"}
     dtype: str = "float32"  # the weights' dtype, or "autocast-bfloat16": float32 weights under bf16 autocast
     vocab: dict | None = None  # {"task_sized": True, "rows": trained rows, "of": V} or {"task_sized": False, "why"}
+    held_out: str = ""  # where the held-out texts came from and how many (none is a training text)
+    diverged: bool = False  # the loss became NaN or infinite; training stopped there
+    diverged_at: int | None = None  # that step
     variability_before_after: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
@@ -265,6 +268,9 @@ def _result(
         dtype=load_dtype(target.device, target.dtype),
         world_size=plan.world_size,
         eval_examples=plan.counts[-1] if ev and plan.counts else 0,
+        held_out=str(plan.eval_data.info.get("held_out", "")),
+        diverged=live.diverged_at is not None,
+        diverged_at=live.diverged_at,
     )
 
 

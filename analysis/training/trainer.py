@@ -125,6 +125,7 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
         lr_scheduler_type="linear",
         logging_strategy="steps",
         logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN loss must reach LiveMetrics (divergence), not be averaged away
         eval_strategy="steps",
         eval_steps=plan.eval_every,
         save_strategy="no",
