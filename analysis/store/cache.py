@@ -25,7 +25,7 @@ import numpy as np
 from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
 
-KINDS = ("states", "projections", "runs", "cards", "streams")
+KINDS = ("states", "projections", "runs", "cards", "streams", "sweeps")
 CACHE_FORMAT = 1
 
 
