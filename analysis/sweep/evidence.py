@@ -15,11 +15,11 @@ import numpy as np
 from analysis.errors import VariscopeError
 
 #: the keys of a finished sweep record (a file without them is a sweep still running, or not a sweep)
-RECORD_KEYS = ("model", "task", "layers", "metric", "per_seed", "mean", "oracle_layer", "tied_layers")
-RECORD_KEYS += ("selectors", "lr", "settings", "train_args", "seeds")
+RECORD_KEYS: tuple[str, ...] = ("model", "task", "layers", "metric", "per_seed", "mean", "oracle_layer")
+RECORD_KEYS += ("tied_layers", "selectors", "lr", "settings", "train_args", "seeds")
 TASKS = ("rotten_tomatoes", "reuters_r8", "bbc_news")
 #: the grid docs/selectors.md is planned to hold: (model, task), each with PLANNED_SEEDS seeds
-PLANNED = tuple((m, t) for m in ("gemma3-270m", "smollm2-135m", "minilm") for t in TASKS)
+PLANNED: tuple[tuple[str, str], ...] = tuple((m, t) for m in ("gemma3-270m", "smollm2-135m", "minilm") for t in TASKS)
 PLANNED += (("mpnet", "rotten_tomatoes"),)
 PLANNED_SEEDS = 3
 FAMILIES = ("encoder", "decoder", "other")

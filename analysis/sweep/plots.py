@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+
+def plot_name(record: dict) -> str:
+    """The file name of a record's plot: selectors-<model>-<task>.png with unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"selectors-{record['model']}-{record['task']}") + ".png"
 
 
 def write_plots(book: dict, img: Path) -> None:
@@ -11,8 +17,6 @@ def write_plots(book: dict, img: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from analysis.sweep.report import plot_name
 
     for r in book["sweeps"]:
         fig, ax = plt.subplots(figsize=(6.4, 3.4))

@@ -6,12 +6,12 @@ Every number in the document is a field of a stored sweep record or computed fro
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from analysis.selectors import SELECTORS
 from analysis.store.atomic import write_atomic
 from analysis.sweep.evidence import PLANNED_SEEDS, missing_cells, model_family, summary, verdict
+from analysis.sweep.plots import plot_name, write_plots
 
 COMMAND = "python -m analysis selectors"
 
@@ -22,15 +22,8 @@ def write_doc(book: dict, doc_path: str | Path, img_dir: str | Path, *, plots: b
     img.mkdir(parents=True, exist_ok=True)
     rel = img.resolve().relative_to(Path(doc_path).resolve().parent)
     if plots:
-        from analysis.sweep.plots import write_plots
-
         write_plots(book, img)
     write_atomic(doc_path, doc_markdown(book, rel))
-
-
-def plot_name(record: dict) -> str:
-    """The file name of a record's plot: selectors-<model>-<task>.png with unsafe characters replaced."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"selectors-{record['model']}-{record['task']}") + ".png"
 
 
 def f4(x: float | None) -> str:
