@@ -160,4 +160,6 @@ def test_the_shipped_document_is_its_json_regenerated():
     book = read_book(REAL_JSON)
     doc = REAL_DOC.read_text()
     assert doc == doc_markdown(book, "img")
-    assert check_doc_against_json(doc, book) > 0
+    compared = check_doc_against_json(doc, book)
+    assert compared > 0 or not book["sweeps"]
+    assert all(f"{m} · {t}" in doc for m, t in missing_cells(book))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from analysis.store.atomic import check_output, write_atomic
 
@@ -33,13 +34,14 @@ def cmd_selectors(a) -> int:
     check_output(a.json, what="--json")
     check_output(a.doc, what="--doc")
     check_output(a.img, folder=True, what="--img", make_parents=True)
+    fresh = not Path(a.json).exists()
     book = read_book(a.json)
     # every file is read and checked before anything is written: a bad one leaves the book as it was
     records = [check_record(read_json(path, "the sweep record"), path) for path in a.merge]
     for r in records:
         book = merge(book, r)
         print(f"merged {r['model']} · {r['task']} ({len(r['seeds'])} seed(s), {len(r['layers'])} layers)")
-    if records:
+    if records or fresh:  # a first run writes the (empty) book the document is made from
         write_atomic(a.json, json.dumps(book, indent=1))
     write_doc(book, a.doc, a.img, plots=not a.no_plots)
     missing = missing_cells(book)
