@@ -247,8 +247,49 @@ def training_comparison_figure(runs: list[tuple[str, dict]]) -> go.Figure:
     return fig
 
 
-def layer_cards_figure(cards: dict, best: int, selected: int | None) -> go.Figure:
-    """ν (left axis) and the linear probe's and kNN's held-out accuracy (right axis) against the layer."""
+def add_trained_curve(fig: go.Figure, sweep: dict) -> None:
+    """A sweep's trained metric on the right axis: mean over seeds, a min–max band, the oracle and its tied set."""
+    layers, mean, metric = sweep["layers"], sweep["mean"], sweep["metric"]
+    lo, hi = [min(p) for p in sweep["per_seed"]], [max(p) for p in sweep["per_seed"]]
+    for layer in sweep["tied_layers"]:
+        fig.add_vrect(x0=layer - 0.4, x1=layer + 0.4, fillcolor="gold", opacity=0.15, line_width=0)
+    fig.add_scatter(
+        x=layers + layers[::-1],
+        y=hi + lo[::-1],
+        fill="toself",
+        fillcolor="rgba(171,99,250,0.18)",
+        line=dict(width=0),
+        hoverinfo="skip",
+        name=f"trained: min–max over {len(sweep['seeds'])} seed(s)",
+        secondary_y=True,
+    )
+    fig.add_scatter(
+        x=layers,
+        y=mean,
+        mode="lines+markers",
+        name=f"trained {metric}, mean (right axis)",
+        marker=dict(size=9, symbol="diamond"),
+        line=dict(width=3, color=PALETTE[3]),
+        hovertemplate="layer %{x}<br>%{y:.3f}<extra>trained " + metric + "</extra>",
+        secondary_y=True,
+    )
+    i = layers.index(sweep["oracle_layer"])
+    fig.add_scatter(
+        x=[sweep["oracle_layer"]],
+        y=[mean[i]],
+        mode="markers",
+        name=f"oracle layer {sweep['oracle_layer']} (tied: {', '.join(map(str, sweep['tied_layers']))})",
+        marker=dict(symbol="star", size=18, color="gold", line=dict(width=1, color="black")),
+        hoverinfo="skip",
+        secondary_y=True,
+    )
+
+
+def layer_cards_figure(cards: dict, best: int, selected: int | None, sweep: dict | None = None) -> go.Figure:
+    """ν (left axis) and the linear probe's and kNN's held-out accuracy (right axis) against the layer.
+
+    ``sweep``: a sweep record (:func:`analysis.sweep.run.summarise`), whose trained metric joins the right axis.
+    """
     layers = cards["layers"]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_scatter(
@@ -274,6 +315,8 @@ def layer_cards_figure(cards: dict, best: int, selected: int | None) -> go.Figur
             hovertemplate="layer %{x}<br>%{y:.3f}<extra>" + name.split(" (")[0] + "</extra>",
             secondary_y=True,
         )
+    if sweep is not None:
+        add_trained_curve(fig, sweep)
     fig.add_vline(x=best, line_color="gold", line_width=3, annotation_text=f"ℓ* = {best}", annotation_position="top")
     if selected is not None:
         fig.add_vline(x=selected, line_dash="dash", line_color="gray", annotation_text=f"selected {selected}")
@@ -282,5 +325,6 @@ def layer_cards_figure(cards: dict, best: int, selected: int | None) -> go.Figur
     )
     fig.update_xaxes(title_text="layer (0 = embeddings)", tickmode="linear", dtick=1)
     fig.update_yaxes(title_text="variability ratio ν", tickformat=NU_TICKS, secondary_y=False)
-    fig.update_yaxes(title_text="held-out accuracy", tickformat=ACCURACY_TICKS, secondary_y=True)
+    right = "held-out accuracy" if sweep is None else f"held-out accuracy · trained {sweep['metric']}"
+    fig.update_yaxes(title_text=right, tickformat=ACCURACY_TICKS, secondary_y=True)
     return fig

@@ -1,4 +1,7 @@
-"""Layers: one card per layer — ν beside a linear probe, a nearest-neighbour score and the cost of stopping there."""
+"""Layers: one card per layer — ν beside a linear probe, a nearest-neighbour score and the cost of stopping there.
+
+"Train every layer" (pages/_sweep.py) adds the trained truth: the metric of a classifier trained at each layer.
+"""
 
 import streamlit as st
 
@@ -9,6 +12,7 @@ from analysis.stream.kept import kept_fields, total_texts
 from pages._charts import layer_cards_figure
 from pages._compute import curve_for, model_loader, page_states
 from pages._state import ensure_app
+from pages._sweep import picks_table, sweep_controls, sweep_record, sweep_settings
 
 ensure_app()
 
@@ -57,7 +61,12 @@ share = curve_for(res.key, int(ss.get("bootstrap") or 0), "equal", cfg.sampling.
 selected = ss.get("layer")
 rho = cards["rank_agreement"]
 (st.success if rho is not None and rho >= 0.5 else st.warning)(agreement_words(rho))
-st.plotly_chart(layer_cards_figure(cards, best, selected), width="stretch", key="cards_chart")
+sc = sweep_settings(L)
+record = sweep_record(cfg, sc)
+sweep_controls(cfg, sc, record)
+st.plotly_chart(layer_cards_figure(cards, best, selected, record), width="stretch", key="cards_chart")
+if record is not None:
+    picks_table(record)
 
 PER_ROW = 4
 for start in range(0, L + 1, PER_ROW):

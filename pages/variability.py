@@ -19,6 +19,8 @@ from analysis.records import (
 from analysis.settings import MAX_BOOTSTRAP, curve_settings, parse_imbalance
 from analysis.store.jsonio import dumps, stamp
 from analysis.stream.kept import kept_fields, total_texts
+from analysis.sweep.evidence import evidence_line, shipped_book
+from analysis.sweep.report import summary_lines
 from analysis.variability import curve_csv
 from pages._charts import curve_figure
 from pages._compute import curve_for, get_states_ui, page_states
@@ -96,6 +98,15 @@ with s2:
         st.caption(line + (f" (of the {K:,} kept texts)" if K is not None else ""))
     if (line := no_majority_line(share)) is not None:
         st.info(line, icon=":material/balance:")
+    try:  # what the shipped sweeps (docs/selectors.json) say about this model family; silent without evidence
+        evidence = evidence_line(cfg.model, rule)
+    except VariscopeError as e:
+        evidence = None
+        st.error(str(e))
+    if evidence is not None:
+        st.caption(evidence)
+        with st.popover("docs/selectors.md", icon=":material/table:"):
+            st.markdown("\n".join(summary_lines(shipped_book() or {"sweeps": []})))
     st.caption(
         f"Drop layers {best + 1}..{L}, tune a few layers at or below {best}."
         if best < L

@@ -22,6 +22,7 @@ pytestmark = [
     ),
 ]
 SERVER_LOG = None
+SERVER_CACHE = None  # the server's VARISCOPE_CACHE, where a test may put a finished sweep
 NAV = ["Home", "Setup", "Variability", "Layers", "Projections", "Training", "Learn"]
 
 
@@ -34,8 +35,9 @@ def _free_port():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "VARISCOPE_CACHE": str(tmp_path_factory.mktemp("cache")), "HF_HUB_OFFLINE": "1"}
-    global SERVER_LOG
+    global SERVER_LOG, SERVER_CACHE
+    SERVER_CACHE = tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "VARISCOPE_CACHE": str(SERVER_CACHE), "HF_HUB_OFFLINE": "1"}
     SERVER_LOG = tmp_path_factory.mktemp("log") / "streamlit.log"
     with open(SERVER_LOG, "w") as log:
         p = subprocess.Popen(
@@ -250,3 +252,25 @@ def test_layers_card_selects_the_layer_for_the_variability_page(server, page):
     assert "layer=3" in page.url
     assert page.locator("[data-testid=stSliderThumbValue]").first.inner_text().strip() == "3"
     shot(page, "layers-to-variability")
+
+
+def test_layers_page_shows_the_trained_curve_of_a_cached_sweep(server, page):
+    """A sweep finished earlier (its record in the server's cache) is on the Layers chart at once, no click."""
+    from _sweep_records import make_record, sweep_config
+
+    from analysis.settings import from_settings
+    from analysis.store.cache import DiskCache
+    from analysis.sweep.run import save_record
+
+    cfg = from_settings({"model": "minilm", "task": "rotten_tomatoes", "n": 100})  # what the URL below sets
+    rec = make_record(cfg, sweep_config(6), seed=5)
+    save_record(cfg, sweep_config(6), rec, DiskCache(SERVER_CACHE))
+    page.goto(server + "/layers?model=minilm&task=rotten_tomatoes&n=100")
+    charts = wait_for_charts(
+        page, lambda cs: any(t["name"] == "trained accuracy, mean (right axis)" and t["n"] == 6 for c in cs for t in c)
+    )
+    names = [t["name"] for c in charts for t in c]
+    assert f"oracle layer {rec['oracle_layer']} (tied: {', '.join(map(str, rec['tied_layers']))})" in names
+    page.wait_for_selector("text=Trained truth", timeout=60_000)
+    assert not page.locator(".st-key-sweep_start").count()  # finished: nothing to start
+    shot(page, "layers-sweep")

@@ -78,3 +78,38 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     assert abs(run["eval"][d["metric"]] - d["per_seed"][i][0]) <= 1 / run["eval_examples"] + 1e-9
     assert main([*argv, "--json", str(out)]) == 0  # rerun: every run from the cache, the same numbers
     assert json.loads(out.read_text())["per_seed"] == d["per_seed"]
+
+
+def test_stop_ends_the_run_in_flight_caches_nothing_and_the_worker_says_stopped(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import analysis.training.run as training_run
+    from analysis.data.tasks import SampleConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.store.cache import DiskCache
+    from analysis.sweep.run import SweepStopped, one_run, run_config
+    from analysis.sweep.worker import run_sweep_job
+    from analysis.training.monitor import RunMonitor
+
+    cfg, sc = AnalysisConfig(sampling=SampleConfig(n=20)), SweepConfig(layers=(1, 2), seeds=(0,))
+    tc, cache = run_config(cfg, sc, 1, 0, 1e-3, False), DiskCache(tmp_path)
+    with pytest.raises(SweepStopped):  # asked before the run: nothing trains
+        one_run(tc, cache, should_stop=lambda: True)
+    calls, seen = [0], {}
+
+    def stop_after_first_check() -> bool:
+        calls[0] += 1
+        return calls[0] > 1
+
+    def train_until_stopped(tc, monitor, loader=None):
+        seen["run_sees_stop"] = monitor.should_stop()  # the run's own monitor follows the sweep's Stop
+        return SimpleNamespace(result=SimpleNamespace(stopped=True))
+
+    monkeypatch.setattr(training_run, "train", train_until_stopped)
+    with pytest.raises(SweepStopped):
+        one_run(tc, cache, should_stop=stop_after_first_check)
+    assert seen["run_sees_stop"] and not (tmp_path / "runs").exists()  # a stopped run is never cached
+    monitor = RunMonitor()
+    monitor.request_stop()
+    run_sweep_job(cfg, sc, monitor, cache=cache)
+    assert monitor.snapshot()["status"] == "stopped"

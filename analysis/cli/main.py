@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {curve,cards,cache,models,tasks,bench,train,reproduce}``.
+"""Command line: ``python -m analysis {curve,cards,cache,models,tasks,bench,train,reproduce,sweep,selectors}``.
 
 Errors a user can cause print one line on stderr and exit with code 2
 (``--debug`` shows the traceback). Subcommands are imported explicitly: a
@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from analysis.cli import bench, cards, curve, info, reproduce, sweep, train
+from analysis.cli import bench, cards, curve, info, reproduce, selectors, sweep, train
 from analysis.cli.common import OneLineParser, check_paths, show_warning
 from analysis.distributed import ProcessError, launch_env
 from analysis.errors import VariscopeError
@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     train.register(sub)
     reproduce.register(sub)
     sweep.register(sub)
+    selectors.register(sub)
 
     a = p.parse_args(argv)
     debug = a.debug or os.environ.get("VARISCOPE_DEBUG") == "1"

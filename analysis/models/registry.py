@@ -25,6 +25,8 @@ class RegistryEntry:
     """An offline model: what it is, how big, its licence and how to install it.
 
     kind : "sentence-embedding" (top layer trained to separate texts) or "raw" (a pretrained LM).
+    family : "encoder" (bidirectional, BERT-like) or "decoder" (causal, pre-norm: Gemma, Llama-style);
+    the selectors' evidence (docs/selectors.md) is summarised per family.
     gguf : where its GGUF pieces live, for models converted on first use.
     """
 
@@ -37,6 +39,7 @@ class RegistryEntry:
     licence: str = "Apache-2.0"
     kind: str = "sentence-embedding"
     gguf: GGUFPackage | None = None
+    family: str = "encoder"
 
 
 _GEMMA_PARTS = tuple(
@@ -75,6 +78,7 @@ REGISTRY = {
         GEMMA_INSTALL,
         licence="Gemma Terms of Use (not open source; shipped as GEMMA_TERMS.html)",
         kind="raw",
+        family="decoder",
         gguf=GGUFPackage(
             "gemma3-270m",
             "gemma-3-270m-q4_k_m.gguf",
@@ -92,6 +96,7 @@ REGISTRY = {
         134_515_008,
         SMOLLM2_INSTALL,
         kind="raw",
+        family="decoder",
         gguf=GGUFPackage(
             "smollm2-135m",
             "SmolLM2-135M-Instruct.Q4_1.gguf",

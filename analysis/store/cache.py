@@ -33,7 +33,7 @@ from analysis.errors import VariscopeError
 from analysis.store.atomic import publish_dir, staging_dir
 from analysis.store.jsonio import stamp
 
-KINDS = ("states", "projections", "runs", "cards", "streams", "prefix")
+KINDS = ("states", "projections", "runs", "cards", "streams", "sweeps", "prefix")
 CACHE_FORMAT = 1
 
 

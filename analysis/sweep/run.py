@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 
@@ -41,14 +41,36 @@ def run_config(cfg: AnalysisConfig, sc: SweepConfig, layer: int, seed: int, lr: 
     )
 
 
-def one_run(tc: TrainConfig, cache: DiskCache, use_cache: bool = True) -> dict:
-    """{metric, value, loss, n_eval, steps_per_second} of one run: from the cache, or trained and stored."""
+class SweepStopped(Exception):
+    """Stop was asked for: the run in flight ended early and was not cached; the finished ones were."""
+
+
+def one_run(
+    tc: TrainConfig,
+    cache: DiskCache,
+    use_cache: bool = True,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    loader: Callable | None = None,
+) -> dict:
+    """{metric, value, loss, n_eval, steps_per_second} of one run: from the cache, or trained and stored.
+
+    ``should_stop()`` turning true ends the run within one step (its evaluation skipped) and raises
+    :class:`SweepStopped`; a stopped run is never cached.
+    """
+    from analysis.training.monitor import RunMonitor
     from analysis.training.run import train
 
     key = make_key({"what": "sweep-run", "version": RUN_VERSION, **asdict(tc)})
     if use_cache and (hit := cache.load("runs", key, version=RUN_VERSION)) is not None:
         return hit[1]["run"]
-    r = train(tc).result
+    if should_stop is not None and should_stop():
+        raise SweepStopped
+    # the run's monitor counts as abandoned once the sweep is stopped: it stops within a step, skipping eval
+    monitor = RunMonitor(alive=None if should_stop is None else lambda: not should_stop())
+    r = train(tc, monitor, loader=loader).result
+    if r.stopped:
+        raise SweepStopped
     loss = r.history[-1]["loss"] if r.history else None
     out = {
         "metric": r.metric,
@@ -63,13 +85,33 @@ def one_run(tc: TrainConfig, cache: DiskCache, use_cache: bool = True) -> dict:
     return out
 
 
-def _lr_for(cfg, sc, layer, cache, use_cache, tick) -> float:
+def _lr_for(cfg, sc, layer, run, tick) -> float:
     if len(sc.lr_grid) == 1:
         return sc.lr_grid[0]
-    scores = [(one_run(run_config(cfg, sc, layer, 0, lr, True), cache, use_cache)["value"], lr) for lr in sc.lr_grid]
-    for _ in sc.lr_grid:
+    scores = []
+    for lr in sc.lr_grid:
+        scores.append((run(run_config(cfg, sc, layer, 0, lr, True))["value"], lr))
         tick(sc.lr_steps)
     return max(scores, key=lambda s: (s[0], -s[1]))[1]
+
+
+def record_key(cfg: AnalysisConfig, sc: SweepConfig) -> str:
+    """The cache key of a whole sweep's record: every field of ``cfg`` that decides the states, and ``sc``."""
+    conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
+    conf.update(task=asdict(cfg.task), sampling=asdict(cfg.sampling))
+    return make_key({"what": "sweep-record", "version": RUN_VERSION, "config": conf, "sweep": asdict(sc)})
+
+
+def cached_record(cfg: AnalysisConfig, sc: SweepConfig, cache: DiskCache | None = None) -> dict | None:
+    """The record of a finished sweep of ``cfg`` with ``sc`` from the cache (None: never finished)."""
+    hit = (cache or DiskCache()).load("sweeps", record_key(cfg, sc), version=RUN_VERSION)
+    return None if hit is None else hit[1]["record"]
+
+
+def save_record(cfg: AnalysisConfig, sc: SweepConfig, record: dict, cache: DiskCache) -> None:
+    key = record_key(cfg, sc)
+    with cache.lock("sweeps", key):
+        cache.save("sweeps", key, {}, blobs={"record": record}, version=RUN_VERSION, config={"model": cfg.model})
 
 
 def run_sweep(
@@ -80,11 +122,17 @@ def run_sweep(
     use_cache: bool = True,
     say: Say = print,
     selector_table: Callable[[], tuple[dict, list[float]]] | None = None,
+    progress: Callable[[int, int, float, float | None], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    loader: Callable | None = None,
 ) -> dict:
     """Train every layer of ``sc`` for every seed and compare the selectors with the result.
 
     ``selector_table()`` gives (name → per-layer score (L+1,) or None, ν (L+1,)); see
-    :func:`analysis.sweep.selectors.selector_inputs`. Returns the sweep's JSON record.
+    :func:`analysis.sweep.selectors.selector_inputs`. ``progress(done steps, total steps, seconds,
+    seconds left or None)`` after every run; ``should_stop()`` ends the sweep (:class:`SweepStopped`),
+    keeping the finished runs cached. Returns the sweep's JSON record, cached whole when ``use_cache``
+    (:func:`cached_record`).
     """
     cache = cache or DiskCache()
     done_steps, t0 = [0], time.perf_counter()
@@ -96,15 +144,20 @@ def run_sweep(
     def tick(steps: int) -> None:
         done_steps[0] += steps
         el = time.perf_counter() - t0
-        eta = el / done_steps[0] * (sc.total_steps - done_steps[0]) if done_steps[0] else float("nan")
-        say(f"  {done_steps[0]}/{sc.total_steps} steps, {el:.0f}s so far, about {eta:.0f}s left")
+        eta = el / done_steps[0] * (sc.total_steps - done_steps[0]) if done_steps[0] else None
+        say(f"  {done_steps[0]}/{sc.total_steps} steps, {el:.0f}s so far, about {eta or 0:.0f}s left")
+        if progress is not None:
+            progress(done_steps[0], sc.total_steps, el, eta)
+
+    def run(tc: TrainConfig) -> dict:
+        return one_run(tc, cache, use_cache, should_stop=should_stop, loader=loader)
 
     per_seed, lrs, losses, n_eval = {}, [], [], []
     for layer in sc.layers:
-        lr = _lr_for(cfg, sc, layer, cache, use_cache, tick)
+        lr = _lr_for(cfg, sc, layer, run, tick)
         runs = []
         for seed in sc.seeds:
-            runs.append(one_run(run_config(cfg, sc, layer, seed, lr, False), cache, use_cache))
+            runs.append(run(run_config(cfg, sc, layer, seed, lr, False)))
             tick(sc.steps)
         say(f"layer {layer}: lr {lr:g}, {runs[0]['metric']} " + ", ".join(f"{r['value']:.4f}" for r in runs))
         per_seed[layer] = [r["value"] for r in runs]
@@ -112,7 +165,10 @@ def run_sweep(
         losses.append(runs[0]["loss"])
         n_eval.append(runs[0]["n_eval"])
     scores, nu = selector_table() if selector_table else ({}, [])
-    return summarise(cfg, sc, per_seed, lrs, losses, min(n_eval), runs[0]["metric"], scores, nu)
+    record = summarise(cfg, sc, per_seed, lrs, losses, min(n_eval), runs[0]["metric"], scores, nu)
+    if use_cache:
+        save_record(cfg, sc, record, cache)
+    return record
 
 
 def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, scores, nu) -> dict:

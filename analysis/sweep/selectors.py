@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from analysis.cards.compute import compute_cards
@@ -11,12 +13,14 @@ from analysis.selectors import selector_scores
 from analysis.store.cache import DiskCache
 
 
-def selector_inputs(cfg: AnalysisConfig, cache: DiskCache, use_cache: bool = True) -> tuple[dict, list[float]]:
+def selector_inputs(
+    cfg: AnalysisConfig, cache: DiskCache, use_cache: bool = True, loader: Callable | None = None
+) -> tuple[dict, list[float]]:
     """(name → per-layer score (L+1,) or None, ν (L+1,)) from the cards of ``cfg``'s sample (cached)."""
     from analysis.pipeline import get_states
 
-    st = get_states(cfg, cache=cache, use_cache=use_cache)
+    st = get_states(cfg, cache=cache, use_cache=use_cache, loader=loader)
     smallest = int(np.unique(st.labels, return_counts=True)[1].min())
     cc = CardsConfig(folds=max(2, min(5, smallest)), grad=True)
-    cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=use_cache, states=st)
+    cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=use_cache, states=st, loader=loader)
     return selector_scores(cards), list(cards.variability)

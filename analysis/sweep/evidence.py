@@ -1,0 +1,185 @@
+"""The shipped evidence (docs/selectors.json): finished sweep records merged, summarised per model family.
+
+The book is ``{"sweeps": [record, ...]}``, each record the ``--json`` of ``python -m analysis sweep``
+(:func:`analysis.sweep.run.summarise` with ``train_args``). Everything the document and the pages say
+about which selector is best is computed here from the records, never typed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.errors import VariscopeError
+
+#: the keys of a finished sweep record (a file without them is a sweep still running, or not a sweep)
+RECORD_KEYS: tuple[str, ...] = ("model", "task", "layers", "metric", "per_seed", "mean", "oracle_layer")
+RECORD_KEYS += ("tied_layers", "selectors", "lr", "settings", "train_args", "seeds")
+TASKS = ("rotten_tomatoes", "reuters_r8", "bbc_news")
+#: the grid docs/selectors.md is planned to hold: (model, task), each with PLANNED_SEEDS seeds
+PLANNED: tuple[tuple[str, str], ...] = tuple((m, t) for m in ("gemma3-270m", "smollm2-135m", "minilm") for t in TASKS)
+PLANNED += (("mpnet", "rotten_tomatoes"),)
+PLANNED_SEEDS = 3
+FAMILIES = ("encoder", "decoder", "other")
+#: the shipped evidence the pages read (tests point it elsewhere)
+BOOK_PATH = Path(__file__).resolve().parents[2] / "docs" / "selectors.json"
+#: the page's recommendation rule → the selector that is that rule
+RULE_SELECTOR = {"argmin": "nu_argmin", "plateau": "nu_plateau"}
+
+
+def model_family(model: str) -> str:
+    """ "encoder" or "decoder" for a registry model (its ``family``), "other" for any other name or path."""
+    from analysis.models.registry import REGISTRY
+
+    entry = REGISTRY.get(model)
+    return entry.family if entry is not None else "other"
+
+
+def check_record(d: object, where: str) -> dict:
+    """``d`` if it is a finished sweep record; else a one-line error naming ``where``."""
+    if not isinstance(d, dict):
+        raise VariscopeError(f"{where} is not a sweep record (python -m analysis sweep --json)")
+    missing = [k for k in RECORD_KEYS if k not in d]
+    if missing:
+        raise VariscopeError(f"{where} is not a finished sweep record: no {', '.join(missing)}")
+    if not d["layers"] or len(d["mean"]) != len(d["layers"]) or len(d["per_seed"]) != len(d["layers"]):
+        raise VariscopeError(f"{where}: layers, mean and per_seed must be aligned and non-empty")
+    return d
+
+
+def read_json(path: str | Path, what: str) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise VariscopeError(f"cannot read {what} {path}: {e}") from None
+
+
+def read_book(path: str | Path) -> dict:
+    """The book at ``path`` (an empty one when there is no such file), every record checked."""
+    if not Path(path).exists():
+        return {"sweeps": []}
+    book = read_json(path, "the selectors JSON")
+    if not isinstance(book, dict) or not isinstance(book.get("sweeps"), list):
+        raise VariscopeError(f"{path} is not a selectors JSON (a dict with a 'sweeps' list)")
+    for i, r in enumerate(book["sweeps"]):
+        check_record(r, f"{path} sweep {i}")
+    return book
+
+
+def shipped_book() -> dict | None:
+    """The book at :data:`BOOK_PATH`, None when there is none (a damaged one is a one-line error)."""
+    return read_book(BOOK_PATH) if BOOK_PATH.exists() else None
+
+
+def same_cell(a: dict, b: dict) -> bool:
+    """Whether two records measure the same thing: model, task and settings."""
+    return (a["model"], a["task"], a["settings"]) == (b["model"], b["task"], b["settings"])
+
+
+def merge(book: dict, record: dict) -> dict:
+    """A new book with ``record`` added, replacing a record of the same model, task and settings; sorted."""
+    kept = [r for r in book["sweeps"] if not same_cell(r, record)]
+    order = {cell: i for i, cell in enumerate(PLANNED)}
+    place = lambda r: (order.get((r["model"], r["task"]), len(order)), r["model"], r["task"])  # noqa: E731
+    return {**book, "sweeps": sorted([*kept, record], key=place)}
+
+
+def missing_cells(book: dict) -> list[tuple[str, str]]:
+    """The planned (model, task) cells without a record of at least :data:`PLANNED_SEEDS` seeds."""
+    done = {(r["model"], r["task"]) for r in book["sweeps"] if len(r["seeds"]) >= PLANNED_SEEDS}
+    return [cell for cell in PLANNED if cell not in done]
+
+
+def summary(book: dict) -> dict[str, list[dict]]:
+    """family → one row per selector: pairs, mean and worst regret, how often its pick is in the tied set.
+
+    Rows are sorted by mean regret (then worst regret, then name); a selector without a regret in a
+    record (e.g. a score not computed) does not count for that record.
+    """
+    out: dict[str, list[dict]] = {}
+    for fam in FAMILIES:
+        records = [r for r in book["sweeps"] if model_family(r["model"]) == fam]
+        names = list(dict.fromkeys(name for r in records for name in r["selectors"]))
+        rows = []
+        for name in names:
+            got = [r["selectors"][name] for r in records if (r["selectors"].get(name) or {}).get("regret") is not None]
+            if not got:
+                continue
+            regrets = [float(s["regret"]) for s in got]
+            rows.append(
+                {
+                    "selector": name,
+                    "pairs": len(got),
+                    "mean_regret": float(np.mean(regrets)),
+                    "worst_regret": float(max(regrets)),
+                    "in_tied": sum(bool(s["in_tied"]) for s in got),
+                }
+            )
+        if rows:
+            out[fam] = sorted(rows, key=lambda x: (x["mean_regret"], x["worst_regret"], x["selector"]))
+    return out
+
+
+def favoured(rows: list[dict]) -> list[dict]:
+    """The rows sharing the lowest mean regret (ties: every one of them)."""
+    best = rows[0]["mean_regret"]
+    return [x for x in rows if np.isclose(x["mean_regret"], best, rtol=0, atol=1e-12)]
+
+
+def verdict(family: str, rows: list[dict]) -> str:
+    """One plain sentence: which selector the evidence favours for ``family``, and where ν's pick lies."""
+    best = favoured(rows)
+    names = " and ".join(f"`{x['selector']}`" for x in best)
+    n = max(x["pairs"] for x in rows)
+    text = (
+        f"On the {family} sweeps measured ({n} (model, task) pair{'s' if n != 1 else ''}), the evidence favours "
+        f"{names} (mean regret {best[0]['mean_regret']:.4f}, worst {best[0]['worst_regret']:.4f})"
+    )
+    nu = next((x for x in rows if x["selector"] == "nu_argmin"), None)
+    if nu is None:
+        return text + "; ν's argmin has no regret in these records."
+    return text + (
+        f"; ν's pick (`nu_argmin`, mean regret {nu['mean_regret']:.4f}) lies within the tied set in "
+        f"{nu['in_tied']} of {nu['pairs']} pair{'s' if nu['pairs'] != 1 else ''}."
+    )
+
+
+def better_than_rule(book: dict, model: str, rule: str) -> dict | None:
+    """For the Variability page: the favoured selector of ``model``'s family when it beats the page's ν rule.
+
+    Returns {selector, family, pairs, mean_regret, rule_selector, rule_regret} or None (no evidence for
+    that family, the rule's own selector not measured, or nothing with a lower mean regret).
+    """
+    fam = model_family(model)
+    rows = summary(book).get(fam)
+    own = RULE_SELECTOR.get(rule)
+    mine = next((x for x in rows or [] if x["selector"] == own), None)
+    if fam == "other" or not rows or mine is None or rows[0]["mean_regret"] >= mine["mean_regret"]:
+        return None
+    top = rows[0]
+    return {
+        "selector": top["selector"],
+        "family": fam,
+        "pairs": top["pairs"],
+        "mean_regret": top["mean_regret"],
+        "rule_selector": own,
+        "rule_regret": mine["mean_regret"],
+    }
+
+
+def evidence_line(model: str, rule: str, book: dict | None = None) -> str | None:
+    """One line for beside ν's ℓ*: another selector did better for ``model``'s family (None: silent).
+
+    ``book`` defaults to the shipped one (:func:`shipped_book`); silent without evidence for the family.
+    """
+    book = shipped_book() if book is None else book
+    ev = None if book is None else better_than_rule(book, model, rule)
+    if ev is None:
+        return None
+    return (
+        f"Trained evidence ({ev['pairs']} {ev['family']} sweep{'s' if ev['pairs'] != 1 else ''}, docs/selectors.md): "
+        f"`{ev['selector']}` has a lower mean regret than ν's {rule} rule ({ev['mean_regret']:.4f} vs "
+        f"{ev['rule_regret']:.4f} of the held-out metric)."
+    )

@@ -1,0 +1,47 @@
+"""The plots of docs/selectors.md: one per sweep record, the trained curve with its seeds' band."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def plot_name(record: dict) -> str:
+    """The file name of a record's plot: selectors-<model>-<task>.png with unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"selectors-{record['model']}-{record['task']}") + ".png"
+
+
+def write_plots(book: dict, img: Path) -> None:
+    """One PNG per record (:func:`analysis.sweep.report.plot_name`) in ``img``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for r in book["sweeps"]:
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+        draw_record(ax, r)
+        fig.tight_layout()
+        fig.savefig(img / plot_name(r), dpi=110)
+        plt.close(fig)
+
+
+def draw_record(ax, r: dict) -> None:
+    """The mean trained metric per layer, min–max over seeds, the tied set shaded, the oracle and ν's pick."""
+    layers, mean = r["layers"], r["mean"]
+    lo, hi = [min(p) for p in r["per_seed"]], [max(p) for p in r["per_seed"]]
+    for layer in r["tied_layers"]:
+        ax.axvspan(layer - 0.4, layer + 0.4, color="gold", alpha=0.25, lw=0)
+    ax.fill_between(layers, lo, hi, alpha=0.25, label=f"min–max over {len(r['seeds'])} seed(s)")
+    ax.plot(layers, mean, "o-", label=f"trained {r['metric']} (mean)")
+    i = layers.index(r["oracle_layer"])
+    ax.plot([r["oracle_layer"]], [mean[i]], "*", ms=16, c="gold", mec="black", label="oracle (tied set shaded)")
+    nu = r["selectors"].get("nu_argmin") or {}
+    if nu.get("layer") is not None:
+        ax.axvline(nu["layer"], ls="--", c="gray", label=f"ν's pick (layer {nu['layer']})")
+    ax.set_title(f"{r['model']} · {r['task']}", fontsize=10)
+    ax.set_xlabel("classifier layer ℓ")
+    ax.set_ylabel(f"held-out {r['metric']}")
+    if len(layers) <= 18:  # every layer labelled while the labels still fit
+        ax.set_xticks(layers)
+    ax.legend(fontsize=7, loc="lower right")

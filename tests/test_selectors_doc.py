@@ -1,0 +1,165 @@
+"""docs/selectors.md from docs/selectors.json: merging sweeps, the numbers of the document, the evidence line."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _sweep_records import record
+
+from analysis.sweep.evidence import PLANNED, evidence_line, merge, missing_cells, model_family, read_book
+from analysis.sweep.report import doc_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_JSON, REAL_DOC = ROOT / "docs" / "selectors.json", ROOT / "docs" / "selectors.md"
+ROW = re.compile(r"^\| `(\w+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) of (\d+) \|$")
+PICK = re.compile(r"^\| `(\w+)` \| (\S+) \| (\S+) \| (\S+) \| (yes|no|–) \| (\S+) \|$")
+
+
+@pytest.fixture
+def book():
+    b = {"sweeps": []}
+    for model, task, n_layers, seed in (
+        ("minilm", "rotten_tomatoes", 6, 1),
+        ("minilm", "bbc_news", 6, 2),
+        ("gemma3-270m", "rotten_tomatoes", 18, 3),
+    ):
+        b = merge(b, record(model, task, n_layers, seed=seed))
+    return b
+
+
+def _sections(doc: str) -> dict[str, list[str]]:
+    """Heading text → the lines under it (up to the next heading)."""
+    out, head = {}, None
+    for line in doc.splitlines():
+        if line.startswith("#"):
+            head = line.lstrip("# ")
+            out[head] = []
+        elif head is not None:
+            out[head].append(line)
+    return out
+
+
+def check_doc_against_json(doc: str, book: dict) -> int:
+    """Every summary row and every selector row of ``doc`` against numbers recomputed here from ``book``.
+
+    Returns how many numbers were compared (so a caller can require that some were).
+    """
+    sections, compared = _sections(doc), 0
+    for fam in ("encoder", "decoder"):
+        records = [r for r in book["sweeps"] if model_family(r["model"]) == fam]
+        heads = [h for h in sections if h.startswith(f"{fam.capitalize()}s (")]
+        assert len(heads) == (1 if records else 0), heads
+        if not records:
+            continue
+        rows = [m.groups() for line in sections[heads[0]] if (m := ROW.match(line))]
+        assert rows, sections[heads[0]]
+        for name, pairs, mean, worst, tied, of in rows:
+            regrets = [r["selectors"][name]["regret"] for r in records if r["selectors"][name]["regret"] is not None]
+            assert int(pairs) == int(of) == len(regrets)
+            assert float(mean) == pytest.approx(np.mean(regrets), abs=5e-5)
+            assert float(worst) == pytest.approx(max(regrets), abs=5e-5)
+            assert int(tied) == sum(r["selectors"][name]["in_tied"] is True for r in records)
+            compared += 4
+        best = min(rows, key=lambda x: float(x[2]))[0]
+        verdict = next(line for line in sections[heads[0]] if line.startswith("On the "))
+        assert f"favours `{best}`" in verdict
+    for r in book["sweeps"]:
+        lines = sections[f"{r['model']} · {r['task']} ({model_family(r['model'])})"]
+        assert any(f"Oracle layer **{r['oracle_layer']}**" in line and str(r["tied_layers"]) in line for line in lines)
+        picks = {m.group(1): m.groups() for line in lines if (m := PICK.match(line))}
+        assert set(picks) == set(r["selectors"])
+        for name, s in r["selectors"].items():
+            _, layer, _, regret, tied, rho = picks[name]
+            assert layer == ("–" if s["layer"] is None else str(s["layer"]))
+            assert regret == "–" if s["regret"] is None else float(regret) == pytest.approx(s["regret"], abs=5e-5)
+            assert tied == ("–" if s["in_tied"] is None else "yes" if s["in_tied"] else "no")
+            assert rho == "–" if s["spearman"] is None else float(rho) == pytest.approx(s["spearman"], abs=5e-3)
+            compared += 4
+    return compared
+
+
+def test_merge_replaces_the_same_model_task_and_settings_and_keeps_the_rest(book):
+    again = record("minilm", "bbc_news", 6, seed=9)
+    merged = merge(book, again)
+    assert len(merged["sweeps"]) == 3 and again in merged["sweeps"]
+    other = merge(book, record("minilm", "bbc_news", 6, seeds=(0,), seed=9))  # other settings: a new record
+    assert len(other["sweeps"]) == 4
+    order = [(r["model"], r["task"]) for r in merged["sweeps"]]
+    assert order == sorted(order, key=PLANNED.index)  # the planned grid's order
+
+
+def test_the_documents_numbers_are_the_jsons(book):
+    doc = doc_markdown(book, "img")
+    assert check_doc_against_json(doc, book) > 50
+    assert "![minilm rotten_tomatoes](img/selectors-minilm-rotten_tomatoes.png)" in doc
+
+
+def test_the_document_lists_the_missing_cells_of_the_planned_grid(book):
+    missing = missing_cells(book)
+    assert ("minilm", "rotten_tomatoes") not in missing and ("smollm2-135m", "bbc_news") in missing
+    assert len(missing) == len(PLANNED) - 3
+    line = next(x for x in doc_markdown(book).splitlines() if x.startswith("Planned, without"))
+    assert all(f"{m} · {t}" in line for m, t in missing) and "minilm · bbc_news" not in line
+    one_seed = merge({"sweeps": []}, record("mpnet", "rotten_tomatoes", 12, seeds=(0,)))
+    assert ("mpnet", "rotten_tomatoes") in missing_cells(one_seed)  # a one-seed record is not the planned cell
+
+
+def test_the_selectors_command_merges_and_writes_doc_and_plots_and_refuses_a_running_sweep(book, tmp_path, capsys):
+    from analysis.cli.main import main
+
+    files = []
+    for i, r in enumerate(book["sweeps"]):
+        files.append(tmp_path / f"sweep-{i}.json")
+        files[-1].write_text(json.dumps(r))
+    j, d, img = tmp_path / "selectors.json", tmp_path / "selectors.md", tmp_path / "img"
+    argv = ["selectors", "--json", str(j), "--doc", str(d), "--img", str(img)]
+    assert main([*argv, "--merge", *map(str, files)]) == 0
+    assert read_book(j) == json.loads(json.dumps(book)) and d.read_text() == doc_markdown(book, "img")
+    assert sorted(p.name for p in img.iterdir()) == sorted(
+        f"selectors-{r['model']}-{r['task']}.png" for r in book["sweeps"]
+    )
+    running = tmp_path / "running.json"
+    running.write_text(json.dumps({k: v for k, v in book["sweeps"][0].items() if k != "selectors"}))
+    before = j.read_text()
+    assert main([*argv, "--merge", str(files[0]), str(running)]) == 2
+    assert "not a finished sweep record: no selectors" in capsys.readouterr().err
+    assert j.read_text() == before  # nothing merged when one file is bad
+
+
+def test_evidence_line_names_a_better_selector_for_the_family_and_is_silent_without_evidence(book):
+    line = evidence_line("gemma3-270m", "argmin", book)
+    assert line is not None and "`probe`" in line and "1 decoder sweep," in line and "docs/selectors.md" in line
+    assert evidence_line("smollm2-135m", "argmin", book) == line  # the same family
+    assert evidence_line("mpnet", "plateau", book) is not None  # encoders measured (minilm)
+    assert evidence_line("my/local-model", "argmin", book) is None  # family unknown
+    encoders = {"sweeps": [r for r in book["sweeps"] if r["model"] == "minilm"]}
+    assert evidence_line("gemma3-270m", "argmin", encoders) is None  # no decoder evidence
+
+
+def test_a_finished_sweep_record_is_found_again_by_its_settings(tmp_path):
+    from _sweep_records import sweep_config
+
+    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.store.cache import DiskCache
+    from analysis.sweep.run import cached_record, save_record
+
+    cache = DiskCache(tmp_path)
+    cfg = AnalysisConfig(model="minilm", task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=60))
+    rec = record("minilm", "rotten_tomatoes", 6)
+    save_record(cfg, sweep_config(6), rec, cache)
+    assert cached_record(cfg, sweep_config(6), cache) == json.loads(json.dumps(rec))
+    assert cached_record(cfg, sweep_config(6, seeds=(0,)), cache) is None
+    assert cached_record(AnalysisConfig(model="minilm", sampling=SampleConfig(n=61)), sweep_config(6), cache) is None
+
+
+@pytest.mark.skipif(not REAL_JSON.exists(), reason="no docs/selectors.json yet")
+def test_the_shipped_document_is_its_json_regenerated():
+    book = read_book(REAL_JSON)
+    doc = REAL_DOC.read_text()
+    assert doc == doc_markdown(book, "img")
+    compared = check_doc_against_json(doc, book)
+    assert compared > 0 or not book["sweeps"]
+    assert all(f"{m} · {t}" in doc for m, t in missing_cells(book))
