@@ -3,7 +3,8 @@
 Functions on arrays and plain dataclasses; no Streamlit here.
 """
 
-from analysis.data.tasks import SampleConfig, TaskConfig, TaskData, load_task, sample
+from analysis.data.sampling import SampleConfig, sample
+from analysis.data.tasks import TaskConfig, TaskData, load_task
 from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig, StatesResult, compute_curve, get_states
 from analysis.variability import CurveResult, variability, variability_curve

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from analysis.data.sampling import check_thinned, compact_classes
-from analysis.data.tasks import SampleConfig, TaskConfig, TaskData, load_task, sample, task_fingerprint
+from analysis.data.sampling import SampleConfig
+from analysis.data.tasks import TaskConfig, TaskData, load_sample, task_fingerprint
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import POOLINGS, REPRESENTATIONS, extract_states
 from analysis.models.load import ModelRef, load_model, resolve_device, resolve_dtype, resolve_model
@@ -169,17 +169,8 @@ def load_for(cfg: AnalysisConfig, target: Target, loader: Callable | None = None
 
 
 def prepare_sample(cfg: AnalysisConfig, content: bytes | None = None) -> TaskData:
-    """Load and sample the task; refuse samples on which ν is undefined (before any compute)."""
-    from analysis.variability import class_index
-
-    task = load_task(cfg.task, content)
-    sub = sample(task, cfg.sampling)
-    if len(sub) == 0:
-        raise VariscopeError("the sample is empty")
-    check_thinned(task.labels, sub.labels, list(sub.label_names), cfg.sampling)
-    sub.labels, sub.label_names = compact_classes(sub.labels, sub.label_names)  # drop classes the sample lacks
-    class_index(sub.labels, sub.label_names)
-    return sub
+    """Load and sample ``cfg``'s task (:func:`analysis.data.tasks.load_sample`)."""
+    return load_sample(cfg.task, cfg.sampling, content)
 
 
 def get_states(

@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from analysis.errors import VariscopeError
 from analysis.recommend import DEFAULT_TOLERANCE, RULES
-
-# The disk cache's size budget: after each write, least recently used entries go (prefix states first, never an
-# entry a live process holds) until the cache fits (analysis.store.cache.DiskCache.enforce_budget).
-CACHE_BUDGET_BYTES = 20 * 10**9
+from analysis.store.cache import CACHE_BUDGET_BYTES  # noqa: F401  (defined beside the cache, which settings imports)
 
 if TYPE_CHECKING:
     from analysis.pipeline import AnalysisConfig
@@ -145,7 +142,8 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     ``n`` of 0 or None means all texts. ``task`` and ``data`` are exclusive;
     neither means the default task.
     """
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig
 
     s = {**DEFAULTS, **{k: v for k, v in settings.items() if k in DEFAULTS}}

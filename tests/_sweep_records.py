@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from analysis.data.tasks import SampleConfig, TaskConfig
+from analysis.data.sampling import SampleConfig
+from analysis.data.tasks import TaskConfig
 from analysis.pipeline import AnalysisConfig
 from analysis.sweep.config import SweepConfig
 from analysis.sweep.run import summarise, with_train_args

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from analysis.data.tasks import SampleConfig
+from analysis.data.sampling import SampleConfig
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
 from analysis.store.cache import DiskCache, make_key
 from conftest import ROOT
@@ -142,7 +142,7 @@ import sys, json
 sys.path.insert(0, {root!r})
 from analysis.pipeline import AnalysisConfig, get_states
 from analysis.store.cache import DiskCache
-from analysis.data.tasks import SampleConfig
+from analysis.data.sampling import SampleConfig
 st = get_states(AnalysisConfig(sampling=SampleConfig(n=40, seed=5), max_length=24, device='cpu'),
                 cache=DiskCache({root_cache!r}))
 print(json.dumps({{'hit': st.cache_hit, 'sum': float(st.states.sum())}}))

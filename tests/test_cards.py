@@ -129,7 +129,8 @@ def test_compute_cards_caches_and_adds_costs(rng, minilm, cache):
 # ------------------------------------------------------------------ CLI (model: minilm, tiny n)
 @pytest.fixture(scope="module")
 def labelled_csv(tmp_path_factory):
-    from analysis.data.tasks import SampleConfig, TaskConfig, load_task, sample
+    from analysis.data.sampling import SampleConfig, sample
+    from analysis.data.tasks import TaskConfig, load_task
 
     t = sample(load_task(TaskConfig("bbc_news")), SampleConfig(n=60, seed=1))
     p = tmp_path_factory.mktemp("data") / "news.csv"

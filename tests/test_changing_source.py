@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from analysis.data.sampling import SampleConfig
 from analysis.data.streamed import open_sample
-from analysis.data.tasks import SampleConfig, TaskConfig
+from analysis.data.tasks import TaskConfig
 from analysis.errors import VariscopeError
 from analysis.pipeline import AnalysisConfig
 

@@ -38,7 +38,8 @@ def test_the_capability_query_answers_a_bool():
 
 @pytest.mark.slow
 def test_a_run_under_cpu_bf16_autocast_trains_near_float32_and_records_its_dtype(monkeypatch, tmp_path):
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig
     from analysis.training import Selection, TrainConfig, save_run, train
     from conftest import tiny_model

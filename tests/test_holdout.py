@@ -2,7 +2,8 @@
 
 import pytest
 
-from analysis.data.tasks import SampleConfig, TaskConfig
+from analysis.data.sampling import SampleConfig
+from analysis.data.tasks import TaskConfig
 from analysis.pipeline import AnalysisConfig
 from analysis.training.data import split_train_eval
 

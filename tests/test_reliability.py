@@ -52,7 +52,8 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_files_cli_and_library(case, tmp_path, capsys):
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig, get_states
     from analysis.store.cache import DiskCache
 
@@ -311,7 +312,7 @@ def test_out_of_memory_at_batch_one_is_a_clear_error(minilm):
 
 @pytest.mark.slow  # training
 def test_failing_run_reports_error_and_worker_survives():
-    from analysis.data.tasks import SampleConfig
+    from analysis.data.sampling import SampleConfig
     from analysis.pipeline import AnalysisConfig
     from analysis.training import RunMonitor, Selection, TrainConfig, start_in_thread
 
@@ -327,7 +328,7 @@ def test_failing_run_reports_error_and_worker_survives():
 @pytest.mark.slow  # training
 def test_abandoned_run_stops_itself():
     """A closed browser tab stops sending heartbeats: the run ends and frees its model."""
-    from analysis.data.tasks import SampleConfig
+    from analysis.data.sampling import SampleConfig
     from analysis.pipeline import AnalysisConfig
     from analysis.training import RunMonitor, Selection, TrainConfig, train
 

@@ -141,7 +141,8 @@ def test_evidence_line_names_a_better_selector_for_the_family_and_is_silent_with
 def test_a_finished_sweep_record_is_found_again_by_its_settings(tmp_path):
     from _sweep_records import sweep_config
 
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig
     from analysis.store.cache import DiskCache
     from analysis.sweep.run import cached_record, save_record

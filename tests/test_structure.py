@@ -246,3 +246,11 @@ def test_analysis_top_level_is_small_and_each_name_says_one_thing():
     for m in modules:
         first.setdefault(m.split("_")[0], []).append(m)
     assert not {w: ms for w, ms in first.items() if len(ms) > 1}
+
+
+def test_lower_layers_never_import_the_pipeline():
+    """data/, models/ and store/ sit below the pipeline: it imports them, never the other way round."""
+    graph = _graph()
+    lower = ("analysis.data", "analysis.models", "analysis.store")
+    bad = [(m, t) for m, deps in graph.items() if m.startswith(lower) for t in deps if t == "analysis.pipeline"]
+    assert not bad, bad

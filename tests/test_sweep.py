@@ -84,7 +84,7 @@ def test_stop_ends_the_run_in_flight_caches_nothing_and_the_worker_says_stopped(
     from types import SimpleNamespace
 
     import analysis.training.run as training_run
-    from analysis.data.tasks import SampleConfig
+    from analysis.data.sampling import SampleConfig
     from analysis.pipeline import AnalysisConfig
     from analysis.store.cache import DiskCache
     from analysis.sweep.run import SweepStopped, one_run, run_config

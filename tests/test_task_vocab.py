@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.data.tasks import SampleConfig, TaskConfig
+from analysis.data.sampling import SampleConfig
+from analysis.data.tasks import TaskConfig
 from analysis.pipeline import AnalysisConfig
 from analysis.training import Selection, TrainConfig, train
 from conftest import tiny_model

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from analysis.data import tasks
-from analysis.data.tasks import GLUE, SampleConfig, TaskConfig, load_task, sample
+from analysis.data.sampling import SampleConfig, sample
+from analysis.data.tasks import GLUE, TaskConfig, load_task
 from analysis.errors import VariscopeError
 
 

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from analysis.data.tasks import SampleConfig, TaskConfig
+from analysis.data.sampling import SampleConfig
+from analysis.data.tasks import TaskConfig
 from analysis.errors import VariscopeError
 from analysis.models.layers import layer_list
 from analysis.pipeline import AnalysisConfig

@@ -101,7 +101,8 @@ def median_time(f, reps: int, *args, **kwargs) -> float:
 
 def bench_texts(s: BenchSettings, n: int, seed: int = 0):
     """(texts, labels): a stratified sample of ``n`` texts of the settings' task (``n`` texts, shape (n,))."""
-    from analysis.data.tasks import SampleConfig, load_task, sample
+    from analysis.data.sampling import SampleConfig, sample
+    from analysis.data.tasks import load_task
 
     t = sample(load_task(s.task()), SampleConfig(n=n, seed=seed))
     return t.texts, t.labels
@@ -118,7 +119,7 @@ def bench_model(name, device, dtype):
 
 def analysis_config(s: BenchSettings, n: int, *, seed: int = 0, **kwargs):
     """The AnalysisConfig of ``n`` texts of the settings' task on the settings' model, device and dtype."""
-    from analysis.data.tasks import SampleConfig
+    from analysis.data.sampling import SampleConfig
     from analysis.pipeline import AnalysisConfig
 
     return AnalysisConfig(

@@ -43,7 +43,8 @@ QUICK_SIZES, FULL_SIZES = (1000, 5000), (10000, 50000)  # texts of the memory me
 
 def _config(model: str, device: str, dtype: str, *, data: str, n: int | None = None, batch: int = BATCH):
     """The AnalysisConfig of every text of the CSV file ``data`` (or ``n`` of them)."""
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig
 
     task = TaskConfig(name=None, data=data)

@@ -45,7 +45,8 @@ def training_cache(
     variability runs (300, quick 60); ``full_steps``: of each full fine-tuning run (8, quick 3). ``warmup``:
     two untimed steps of each kind of run first.
     """
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig, compute_curve
     from analysis.training import TrainConfig, select, train
 

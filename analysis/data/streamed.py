@@ -3,7 +3,7 @@
 :func:`open_sample` reads only what the sampling needs first, the labels (and whether each
 text is empty, a rule of :func:`analysis.data.tasks.load_task`): they give the class sizes n_c
 and, through :func:`analysis.data.sampling.sample_index`, the very rows that the in-memory path
-(:func:`analysis.pipeline.prepare_sample`) picks. :meth:`SampleSource.texts` then reads the
+(:func:`analysis.data.tasks.load_sample`) picks. :meth:`SampleSource.texts` then reads the
 source again and yields the chosen texts in order, for
 :func:`analysis.models.hidden_states.for_each_pooled` to batch chunk by chunk.
 
@@ -73,9 +73,9 @@ def open_sample(cfg, content: bytes | None = None, *, streaming: bool = True) ->
 
 
 def _in_memory(cfg, content: bytes | None) -> SampleSource:
-    from analysis.pipeline import prepare_sample
+    from analysis.data.tasks import load_sample
 
-    sub = prepare_sample(cfg, content)
+    sub = load_sample(cfg.task, cfg.sampling, content)
     pairs = sub.pairs
 
     def read(positions: np.ndarray) -> Iterator[tuple[str, str | None]]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from analysis.data.files import MAX_UPLOAD_BYTES, check_data_path, parse_table, read_file_bytes, shown
 from analysis.data.labels import finish_labels
-from analysis.data.sampling import SampleConfig, sample
+from analysis.data.sampling import SampleConfig, check_thinned, compact_classes, sample
 from analysis.data.taskdata import TaskData
 from analysis.errors import VariscopeError
 
@@ -30,12 +30,11 @@ __all__ = [
     "GLUE_METRIC",
     "MAX_UPLOAD_BYTES",
     "OFFLINE",
-    "SampleConfig",
     "TaskConfig",
     "TaskData",
+    "load_sample",
     "load_task",
     "parse_table",
-    "sample",
     "task_fingerprint",
     "task_kind",
 ]
@@ -358,3 +357,20 @@ def _finish(texts, pairs, labels, names, cfg: TaskConfig, info: dict) -> TaskDat
     texts = [texts[i] for i in keep]
     pairs = None if pairs is None else [pairs[i] for i in keep]
     return TaskData(texts, y, names, pairs, info)
+
+
+def load_sample(task: TaskConfig, sampling: SampleConfig, content: bytes | None = None) -> TaskData:
+    """The task's stratified sample, refused (one line) where ν is undefined on it, before any compute.
+
+    ``content``: the bytes of an uploaded file (``task.data`` names it). Classes the sample lacks are dropped.
+    """
+    from analysis.variability import class_index
+
+    whole = load_task(task, content)
+    sub = sample(whole, sampling)
+    if len(sub) == 0:
+        raise VariscopeError("the sample is empty")
+    check_thinned(whole.labels, sub.labels, list(sub.label_names), sampling)
+    sub.labels, sub.label_names = compact_classes(sub.labels, sub.label_names)
+    class_index(sub.labels, sub.label_names)
+    return sub

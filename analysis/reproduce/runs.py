@@ -58,7 +58,8 @@ RECORD_KEYS = (
 
 def acfg(repro: ReproConfig, model: str, task: str, n: int | None, seed: int, **sampling) -> AnalysisConfig:
     """The AnalysisConfig of (model, task) with ``n`` texts drawn with ``seed`` (``task`` may be a folder)."""
-    from analysis.data.tasks import SampleConfig, TaskConfig
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
     from analysis.pipeline import AnalysisConfig
 
     return AnalysisConfig(

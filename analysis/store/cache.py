@@ -56,12 +56,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VARISCOPE_CACHE") or Path(__file__).resolve().parents[2] / "cache")
 
 
+# The size budget: after each write, least recently used entries go (prefix states first, never an entry a live
+# process holds) until the cache fits (:meth:`DiskCache.enforce_budget`). Here, not in settings: settings imports
+# the pipeline, which imports the cache.
+CACHE_BUDGET_BYTES = 20 * 10**9
+
+
 class DiskCache:
     """Arrays and JSON blobs under hashed keys. ``root`` defaults to ``cache/``."""
 
     def __init__(self, root=None, budget: int | None = None):
-        from analysis.settings import CACHE_BUDGET_BYTES
-
         self.root = Path(root) if root else default_cache_dir()
         self.budget = CACHE_BUDGET_BYTES if budget is None else int(budget)
 

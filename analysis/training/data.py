@@ -24,7 +24,8 @@ def split_train_eval(a: AnalysisConfig, eval_n: int) -> tuple[TaskData, TaskData
     left), and only when that leaves a class out, a stratified fifth of the training sample is set
     apart. ``held.info["held_out"]`` says which happened and how many texts.
     """
-    from analysis.data.tasks import SampleConfig, task_kind
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import task_kind
     from analysis.pipeline import prepare_sample
 
     train_data = prepare_sample(a)
@@ -54,7 +55,8 @@ def _drop_seen(d: TaskData, train: TaskData) -> TaskData:
 
 def _hold_out_rest(a: AnalysisConfig, train: TaskData, eval_n: int) -> tuple[TaskData, TaskData]:
     """A source without a test split: held-out texts from its rows outside the training sample."""
-    from analysis.data.tasks import SampleConfig, load_task, sample
+    from analysis.data.sampling import SampleConfig, sample
+    from analysis.data.tasks import load_task
 
     rest = _drop_seen(load_task(a.task), train)
     index = {name: c for c, name in enumerate(train.label_names)}
@@ -77,8 +79,8 @@ def _hold_out_rest(a: AnalysisConfig, train: TaskData, eval_n: int) -> tuple[Tas
 
 def split_validation(train_data: TaskData, seed: int = 0) -> tuple[TaskData, TaskData]:
     """(the rest, a stratified fifth) of a training sample: a validation split that never touches test texts."""
-    from analysis.data.tasks import SampleConfig
-    from analysis.data.tasks import sample as _sample
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.sampling import sample as _sample
 
     n_val = max(len(train_data) // 5, len(train_data.label_names) * 2)
     held = _sample(train_data, SampleConfig(n=n_val, seed=seed))

@@ -116,7 +116,7 @@ def train(
     from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
-    from analysis.training.estimate import estimate_run, warm_rate
+    from analysis.training.estimate import estimate_run
     from analysis.training.model import build_classifier, freeze_unused
     from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
 
@@ -134,7 +134,6 @@ def train(
         plan = make_plan(cfg, tok, world_size())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
-        warm_rate(model, plan, target)  # the forward rate on the real blocks, before the prefix's stand-ins
         prefix, vocab = _wrap(cfg, model, plan, target, progress)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
@@ -185,9 +184,11 @@ def _announce(cfg: TrainConfig, est, monitor: RunMonitor, progress: Callable[[st
 
 def _wrap(cfg: TrainConfig, model, plan: Plan, target, progress) -> tuple[dict, dict]:
     """The frozen-prefix cache and the task-sized vocabulary put in place where they apply; their JSON records."""
+    from analysis.training.estimate import warm_rate
     from analysis.training.prefix import prepare
     from analysis.training.vocab import compact
 
+    warm_rate(model, plan, target)  # the forward rate on the real blocks, before the prefix's stand-ins
     prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache)
     return prefix, compact(model, plan, on=not cfg.full_vocab, progress=progress)
 
