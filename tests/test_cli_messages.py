@@ -6,7 +6,7 @@ import pytest
 from analysis.cards.scores import CardsConfig, layer_cards
 from analysis.cli.main import main
 from analysis.errors import VariscopeError
-from analysis.stream.stats import StateSample
+from analysis.stream.stats import KeptRows
 
 
 def _csv(tmp_path, n=40):
@@ -30,7 +30,7 @@ def _error_line(capsys) -> str:
 def test_cards_stream_with_too_small_a_state_sample_says_keep_before_streaming(tmp_path, capsys, monkeypatch, keep):
     import analysis.stream.kept as kept
 
-    monkeypatch.setattr(kept, "stream_sample", _never)
+    monkeypatch.setattr(kept, "stream_kept", _never)
     args = ["cards", "--data", _csv(tmp_path), "--stream", "--keep", keep, "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 2
     line = _error_line(capsys)
@@ -67,15 +67,15 @@ def test_curve_stream_band_on_too_small_a_sample_fails_before_the_forward_pass(t
     args = ["curve", "--data", _csv(tmp_path), "--stream", "--keep", "1", "--bootstrap", "20", "--device", "cpu"]
     assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 2
     line = _error_line(capsys)
-    assert "state sample of 1 texts (--keep)" in line and "use --keep" in line
+    assert "kept rows of 1 texts (--keep)" in line and "use --keep" in line
 
 
-def test_the_band_check_predicts_the_state_sample_and_the_keep_it_suggests_suffices():
+def test_the_band_check_predicts_the_kept_rows_and_the_keep_it_suggests_suffices():
     from analysis.stream.stats import check_band_sample, kept_rows
 
     labels = np.array([0] * 30 + [1] * 3 + [2] * 7)
     for seed in range(5):
-        s = StateSample(7, seed)
+        s = KeptRows(7, seed)
         s.update(np.zeros((1, 40, 1), np.float32), labels, np.arange(40))
         np.testing.assert_array_equal(s.index, kept_rows(40, 7, seed))
         with pytest.raises(VariscopeError) as e:
@@ -117,6 +117,6 @@ def test_a_process_own_failure_is_printed_by_that_process(capsys, monkeypatch):
     def fail(a):
         raise ProcessError("process 1 of 2: disk full")
 
-    monkeypatch.setattr("analysis.cli.commands.cmd_cache", fail)
+    monkeypatch.setattr("analysis.cli.info.cmd_cache", fail)
     assert main(["cache", "list"]) == 2
     assert "error: process 1 of 2: disk full" in capsys.readouterr().err
