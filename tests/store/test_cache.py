@@ -126,7 +126,7 @@ c.save('states', 'a' * 32, {{'x': big}})
 
 
 def test_killed_mid_write_leaves_no_entry(cache, tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     p = subprocess.Popen(
         [sys.executable, "-c", WRITER.format(root=root, root_cache=str(cache.root))], stdout=subprocess.PIPE, text=True
     )
@@ -152,7 +152,7 @@ print(json.dumps({{'hit': st.cache_hit, 'sum': float(st.states.sum())}}))
 def test_two_processes_same_key_one_valid_entry(cache):
     import json
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     code = RACER.format(root=root, root_cache=str(cache.root))
     procs = [
         subprocess.Popen(

@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from analysis.store.jsonio import dumps, numbers_back
+from conftest import ROOT
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = ROOT / "docs"
 
 
 def test_numbers_back_turns_number_nulls_into_nan_and_leaves_other_nulls():
