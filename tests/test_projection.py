@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from analysis.errors import VariscopeError
 from analysis.projection import ProjectionConfig, pairwise_distances, pca, project_layers
 
 
@@ -44,3 +45,27 @@ def test_umap_separates_blobs_and_pca_is_deterministic(rng):
     again = project_layers(states, [1], ProjectionConfig(seed=1))["coords"][1]
     np.testing.assert_allclose(out, again)  # seeded: the same picture every time
     np.testing.assert_array_equal(pca(X, 2), pca(X.copy(), 2))
+
+
+def test_projection_layer_out_of_range():
+    from analysis.projection import ProjectionConfig, project_layers
+
+    with pytest.raises(VariscopeError, match="out of range"):
+        project_layers(np.zeros((3, 10, 4), np.float32), [5], ProjectionConfig(method="pca"))
+
+
+@pytest.mark.slow  # UMAP
+def test_aligned_umap_projects_every_layer_and_hits_the_cache_the_second_time(tmp_path):
+    from analysis.projection import ProjectionConfig, project_layers
+    from analysis.store.cache import DiskCache
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    base = rng.normal(size=(60, 8)) + 3 * y[:, None]
+    states = np.stack([base + 0.1 * l * rng.normal(size=base.shape) for l in range(3)]).astype(np.float32)
+    cache = DiskCache(tmp_path)
+    cfg = ProjectionConfig(n_neighbors=10)
+    out = project_layers(states, range(3), cfg, states_key="c" * 32, cache=cache, aligned=True)
+    assert set(out["coords"]) == {0, 1, 2} and all(c.shape == (60, 2) for c in out["coords"].values())
+    again = project_layers(states, range(3), cfg, states_key="c" * 32, cache=cache, aligned=True)
+    assert again["cache_hit"] and np.array_equal(again["coords"][1], out["coords"][1])

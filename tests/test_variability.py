@@ -1,5 +1,8 @@
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as hs
+from hypothesis.extra import numpy as hnp
 from scipy.stats import special_ortho_group
 
 from analysis.errors import VariscopeError
@@ -135,3 +138,45 @@ def test_any_float_layout_gives_the_same_nu(rng):
     assert variability(np.rint(h * 100).astype(np.int32), y) == pytest.approx(
         variability(np.rint(h * 100), y), rel=1e-12
     )
+
+
+@hs.composite
+def labelled(draw):
+    C = draw(hs.integers(2, 6))
+    d = draw(hs.integers(1, 12))
+    sizes = draw(hs.lists(hs.integers(2, 12), min_size=C, max_size=C))
+    y = np.repeat(np.arange(C), sizes)
+    h = draw(hnp.arrays(np.float64, (len(y), d), elements=hs.floats(-100, 100, allow_nan=False, width=64)))
+    return h, y
+
+
+def _ok(h, y):
+    """Class means not all (numerically) equal, and Σ_b not so ill-conditioned that the d×d reference
+    loses the digits the comparison asks for: its nonzero singular values within a factor 1000 of each
+    other (one drawn case, means 1 apart in two features and 1e-4 in the rest, put the pinv reference
+    1.5e-6 away from the low-rank formula's exact 1.6)."""
+    means = np.stack([h[y == c].mean(0) for c in np.unique(y)])
+    if np.ptp(means, axis=0).max() <= 1e-3:
+        return False
+    s = np.linalg.svd(means - means.mean(0), compute_uv=False)
+    s = s[s > max(means.shape) * np.finfo(float).eps * s[0]]
+    return s[-1] / s[0] > 1e-3
+
+
+@settings(max_examples=60, deadline=None)
+@given(labelled(), hs.integers(0, 2**31 - 1), hs.floats(0.1, 50))
+def test_nu_is_finite_matches_pinv_and_ignores_order_labels_rotation_and_scale(data, seed, scale):
+    h, y = data
+    assume(_ok(h, y))
+    rng = np.random.default_rng(seed)
+    nu = variability(h, y)
+    assert np.isfinite(nu) and nu >= 0
+    ref = variability_pinv(h, y)
+    assert abs(nu - ref) <= 1e-6 * max(1.0, abs(ref))
+    p = rng.permutation(len(y))
+    assert variability(h[p], y[p]) == pytest.approx(nu, rel=1e-6, abs=1e-9)
+    relabel = rng.permutation(y.max() + 1)
+    assert variability(h, relabel[y]) == pytest.approx(nu, rel=1e-6, abs=1e-9)
+    Q, _ = np.linalg.qr(rng.normal(size=(h.shape[1], h.shape[1])))
+    assert variability(h @ Q, y) == pytest.approx(nu, rel=1e-6, abs=1e-9)
+    assert variability(h * scale, y) == pytest.approx(nu, rel=1e-6, abs=1e-9)

@@ -25,7 +25,7 @@ import numpy as np
 from analysis.training.config import PREFIX_MEMORY_BYTES
 
 # model_type -> whether its blocks return a tuple (the encoder reads element 0). These architectures'
-# encoder forward is tested to give the same loss and logits through the cache (tests/test_prefix_cache.py).
+# encoder forward is tested to give the same loss and logits through the cache (tests/training/test_prefix_cache.py).
 EXACT = {"bert": False, "mpnet": True, "llama": False, "gemma3_text": False}
 PREFIX_VERSION = 1
 CAPTURE_BATCH = 32

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from analysis.cli import main
+from conftest import ROOT
 
 slow = pytest.mark.slow  # benchmarks that load models and measure; the report and helper tests are fast
 
@@ -60,9 +61,8 @@ def test_cuda_paths_fall_back_on_cpu():
 @slow  # draws every plot
 def test_report_from_json_redraws_without_measuring(tmp_path, capsys):
     import shutil
-    from pathlib import Path
 
-    src = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json"
+    src = ROOT / "docs" / "benchmarks.json"
     js = tmp_path / "b.json"
     shutil.copy(src, js)
     doc, img = tmp_path / "d" / "bench.md", tmp_path / "d" / "img"
@@ -225,9 +225,8 @@ def test_corpus_cycles_the_offline_texts_into_distinct_rows(tmp_path):
 
 
 def test_docs_record_the_stream_keys_with_goals():
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "docs"
+    root = ROOT / "docs"
     res = json.loads((root / "benchmarks.json").read_text())
     for k in ("stream_vs_states_throughput", "stream_peak_rss_mb", "states_peak_rss_mb"):
         assert isinstance(res[k], float) and res[k] > 0
@@ -341,11 +340,10 @@ def test_encoder_section_rows_and_goal_in_the_report():
 
 def test_recorded_gpu_report_is_what_its_json_rebuilds():
     """docs/benchmarks-gpu.md is generated from docs/benchmarks-gpu.json (notes included), not edited by hand."""
-    from pathlib import Path
 
     from analysis.bench.report import report_markdown
 
-    docs = Path(__file__).resolve().parents[1] / "docs"
+    docs = ROOT / "docs"
     res = json.loads((docs / "benchmarks-gpu.json").read_text())
     text = report_markdown(res, "img", res["command"])
     assert text == (docs / "benchmarks-gpu.md").read_text()

@@ -365,3 +365,39 @@ def test_the_frozen_prefix_runs_without_dropout_in_train_mode(minilm):
     assert not any(b.training for b in blocks) and not model.head.training
     full = build_classifier(base, select("full", 6, 1), num_labels=2).train()
     assert full.encoder.embeddings.training and all(b.training for b in layer_list(full.encoder)[1])
+
+
+@pytest.mark.slow  # training
+def test_failing_run_reports_error_and_worker_survives():
+    from analysis.data.sampling import SampleConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.training import RunMonitor, Selection, TrainConfig, start_in_thread
+
+    cfg = AnalysisConfig(sampling=SampleConfig(n=40), max_length=16, device="cpu")
+    bad = TrainConfig(cfg, Selection(2, (2,)), steps=2, lr=-1.0, eval_n=20)
+    good = TrainConfig(cfg, Selection(2, (2,)), steps=2, eval_n=20)
+    ms = [RunMonitor(), RunMonitor()]
+    start_in_thread([bad, good], ms).join(300)
+    assert ms[0].snapshot()["status"] == "failed" and "learning rate" in ms[0].snapshot()["error"]
+    assert ms[1].snapshot()["status"] == "finished"
+
+
+@pytest.mark.slow  # training
+def test_abandoned_run_stops_itself():
+    """A closed browser tab stops sending heartbeats: the run ends and frees its model."""
+    from analysis.data.sampling import SampleConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.training import RunMonitor, Selection, TrainConfig, train
+
+    m = RunMonitor(abandon_after=0.0)
+    r = train(
+        TrainConfig(
+            AnalysisConfig(sampling=SampleConfig(n=40), max_length=16, device="cpu"),
+            Selection(2, (2,)),
+            steps=200,
+            eval_n=20,
+        ),
+        m,
+    ).result
+    assert r.stopped and r.steps <= 1 and m.snapshot()["status"] == "stopped"
+    assert r.eval == {}  # nobody is watching: the partial model is not evaluated

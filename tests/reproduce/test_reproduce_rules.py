@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_reproduce_stats import _gemma_like
 
 from analysis.reproduce.robustness import claim3_tasks, claim3_verdict, draw_rows, spread
 from analysis.reproduce.run import finish
 from analysis.reproduce.runs import edge_step
 from analysis.reproduce.stats import binomial_sd, claim_word, paired, spearman_p, task_word
 from analysis.training.cost import attention_width, block_flops
-from tests.test_reproduce_stats import _gemma_like
 
 
 def test_claim_2_counts_a_worse_setting_inside_the_margin_as_a_match_not_against():

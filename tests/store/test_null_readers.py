@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from analysis.store.jsonio import dumps, numbers_back
+from conftest import ROOT
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = ROOT / "docs"
 
 
 def test_numbers_back_turns_number_nulls_into_nan_and_leaves_other_nulls():
@@ -73,8 +74,8 @@ def test_teaching_curves_read_a_null_in_nu(tmp_path):
 
 
 def test_the_bench_report_reads_a_null_ratio(tmp_path):
+    from analysis.bench.merge import read_results
     from analysis.bench.report import report_markdown
-    from analysis.cli.bench import _read_results
 
     res = json.loads((DOCS / "benchmarks.json").read_text())
     keys = [k for k, v in res.items() if isinstance(v, float)]
@@ -83,5 +84,5 @@ def test_the_bench_report_reads_a_null_ratio(tmp_path):
         res[k] = None
     p = tmp_path / "b.json"
     p.write_text(dumps(res))
-    text = report_markdown(_read_results(str(p)), "img", "cmd")
+    text = report_markdown(read_results(str(p)), "img", "cmd")
     assert "| nan |" in text

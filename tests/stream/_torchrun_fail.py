@@ -1,4 +1,4 @@
-"""Run by tests/test_streaming.py under torchrun: the curve command, with the model load failing on rank 1 only.
+"""Run by tests/stream/test_streaming.py under torchrun: the curve command, with the model load failing on rank 1 only.
 
 The failure is made here, in test code (the library has no switch for it): rank 1's
 ``load_for`` raises, as a broken disk or a missing GPU would, while rank 0 runs its pass.

@@ -4,15 +4,15 @@ import json
 import math
 import re
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
 from analysis.reproduce.report import report_markdown
 from analysis.reproduce.run import ReproConfig, finish, merge, migrate, settings_for
 from analysis.reproduce.stats import claim_word, final_loss, paired
+from conftest import ROOT
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = ROOT / "docs"
 
 
 def test_paired_difference_uses_the_t_interval_over_shared_seeds():

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from analysis.cli import main
 from analysis.data.sampling import SampleConfig
 from analysis.pipeline import AnalysisConfig, compute_curve, get_states
 from analysis.store.cache import DiskCache, make_key
@@ -126,7 +127,7 @@ c.save('states', 'a' * 32, {{'x': big}})
 
 
 def test_killed_mid_write_leaves_no_entry(cache, tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     p = subprocess.Popen(
         [sys.executable, "-c", WRITER.format(root=root, root_cache=str(cache.root))], stdout=subprocess.PIPE, text=True
     )
@@ -152,7 +153,7 @@ print(json.dumps({{'hit': st.cache_hit, 'sum': float(st.states.sum())}}))
 def test_two_processes_same_key_one_valid_entry(cache):
     import json
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     code = RACER.format(root=root, root_cache=str(cache.root))
     procs = [
         subprocess.Popen(
@@ -225,3 +226,36 @@ def test_a_cache_manifest_says_its_layout_and_what_wrote_it(tmp_path):
     m = json.loads((d / "manifest.json").read_text())
     assert m["schema_version"] == SCHEMA_VERSION and "packages" in m["provenance"]
     assert c.load("states", "c" * 32) is not None
+
+
+def test_cache_keys_never_become_paths(tmp_path):
+    from analysis.store.cache import DiskCache
+
+    c = DiskCache(tmp_path)
+    for bad in ("../../etc", "a" * 31, "A" * 32, "zz" * 16):
+        with pytest.raises(ValueError):
+            c.load("states", bad)
+    with pytest.raises(ValueError):
+        c.load("../x", "a" * 32)
+
+
+def test_no_module_of_analysis_can_load_a_pickle():
+    files = sorted((ROOT / "analysis").rglob("*.py"))
+    assert len(files) > 50
+    src = "\n".join(p.read_text() for p in files)
+    assert "allow_pickle=True" not in src and "import pickle" not in src and "torch.load(" not in src
+
+
+def test_a_cache_tmp_that_is_a_plain_file_is_rebuilt_with_one_warning(tmp_path, capsys):
+    cache = tmp_path / "c"
+    cache.mkdir()
+    (cache / ".tmp").write_text("not a folder")
+    f = tmp_path / "a.csv"
+    f.write_text("text,label\n" + "".join(f"sample text number {i} about things,{i % 2}\n" for i in range(8)))
+    code = main(
+        ["curve", "--data", str(f), "--n", "0", "--max-length", "16", "--device", "cpu", "--cache-dir", str(cache)]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: discarding damaged cache path" in err and "Traceback" not in err and "warnings.warn" not in err
+    assert (cache / ".tmp").is_dir() and len(list((cache / "states").iterdir())) == 1

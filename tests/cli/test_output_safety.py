@@ -132,3 +132,65 @@ def test_long_names_are_refused_by_the_library_too(tmp_path):
         write_atomic(tmp_path / ("x" * 300), "{}")
     with pytest.raises(VariscopeError, match="limit is 255"):
         load_task(TaskConfig(name=None, data=str(Path(tmp_path) / ("x" * 300))))
+
+
+def _no_training(monkeypatch):
+    """train must refuse before it selects layers, loads data or a model, or trains."""
+    from analysis.cli import train as cli_train
+
+    def boom(*a, **k):
+        raise AssertionError("got past the checks")
+
+    monkeypatch.setattr(cli_train, "resolve_selection", boom)
+    monkeypatch.setattr(cli_train, "train", boom)
+
+
+TRAIN = ["train", "--n", "8", "--max-length", "16", "--device", "cpu", "--classifier-layer", "2"]
+
+
+def test_train_save_into_a_non_empty_folder_needs_overwrite_and_keeps_its_files(tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "mine.txt").write_text("keep me")
+    _one_error(capsys, main([*TRAIN, "--save", str(tmp_path / "run")]), "pass --overwrite")
+    assert (tmp_path / "run" / "mine.txt").read_text() == "keep me"
+
+
+def test_train_save_to_an_existing_file_fails_before_training(tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    (tmp_path / "f").write_text("x")
+    _one_error(capsys, main([*TRAIN, "--save", str(tmp_path / "f")]), "it is a file, not a folder")
+
+
+def test_json_to_a_folder_is_refused_and_leaves_nothing(tmp_path, capsys):
+    d = tmp_path / "out"
+    d.mkdir()
+    _one_error(capsys, main(["curve", "--n", "8", "--cache-dir", str(tmp_path / "c"), "--json", str(d)]), "folder")
+    assert list(d.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    from analysis.store.atomic import write_atomic
+
+    with pytest.raises(VariscopeError, match="it is a folder"):
+        write_atomic(d, "x")
+    assert list(d.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_save_run_publishes_the_folder_whole_or_nothing(tmp_path, monkeypatch):
+    from analysis.training import export
+
+    class R:
+        def to_dict(self):
+            return {"label": "x"}
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(VariscopeError, match="not empty"):
+        export.save_run(R(), str(out))  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    export.save_run(R(), str(out), overwrite=True)  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt", "result.json"]  # only the run's own files
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
+    monkeypatch.setattr(export, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(VariscopeError, match="No space"):
+        export.save_run(R(), str(tmp_path / "new"))  # type: ignore[arg-type]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing half-written

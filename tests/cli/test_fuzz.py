@@ -253,7 +253,7 @@ def _reproduce(root: Path, flags: list[str]) -> None:
 
 @hs.composite
 def jsonl_files(draw) -> tuple[str, bytes]:
-    """JSON lines with the edge cases of issue 24: U+2028 inside strings, big integers, labels of mixed types."""
+    """JSON lines with edge cases: U+2028 inside strings, big integers, labels of mixed types."""
     import json
 
     labels = hs.sampled_from([0, 1, 2**53, 2**53 + 1, -(2**70), "pos", "neg", True, None, 1.5, {"a": 1}, [1]])

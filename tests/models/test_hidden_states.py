@@ -1,6 +1,10 @@
+import warnings
+
 import numpy as np
+import pytest
 import torch
 
+from analysis.errors import VariscopeError
 from analysis.models.batching import make_batches
 from analysis.models.hidden_states import extract_states, pool
 
@@ -170,3 +174,37 @@ def test_tokenizing_holds_the_tokenizers_lock_and_the_probe_stays_small(minilm, 
     longs = [probe_texts[-3], probe_texts[-1], probe_pairs[-2], probe_pairs[-1]]  # built from the texts, capped
     assert all(len(t) == 8 * 32 for t in longs)  # 8 characters per token of max_length (here 2500 before the cap)
     assert (probe_texts[-2], probe_pairs[-3]) == (texts[0], texts[0])  # a long one beside a real one, both sides
+
+
+class _OOMModel:
+    """Stands in for a model: raises CUDA OOM for batches larger than 2."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __call__(self, **kw):
+        if kw["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.real(**kw)
+
+    def parameters(self):
+        return self.real.parameters()
+
+
+def test_out_of_memory_halves_the_batch(minilm):
+    model, tok = minilm
+    texts = [f"sample text number {i} about things" * (1 + i % 3) for i in range(9)]
+    ref = extract_states(model, tok, texts, batch_size=8, device="cpu")
+    with pytest.warns(UserWarning, match="retrying with"):
+        got = extract_states(_OOMModel(model), tok, texts, batch_size=8, device="cpu")
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_out_of_memory_at_batch_one_is_a_clear_error(minilm):
+    class Always(_OOMModel):
+        def __call__(self, **kw):
+            raise torch.cuda.OutOfMemoryError("simulated")
+
+    with pytest.raises(VariscopeError, match="even with a batch of one"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        extract_states(Always(minilm[0]), minilm[1], ["a", "b"], batch_size=2, device="cpu")

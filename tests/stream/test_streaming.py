@@ -257,7 +257,7 @@ def test_torchrun_state_sample_is_gathered(tmp_path, minilm):
 
     out = tmp_path / "sample.json"
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/_torchrun_kept.py", str(out)]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/stream/_torchrun_kept.py", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
@@ -565,20 +565,20 @@ def test_torchrun_file_unequal_shards_equal_one_process(tmp_path):
     ("script", "flags", "error"),
     [
         (
-            ["tests/_torchrun_fail.py"],
+            ["tests/stream/_torchrun_fail.py"],
             [],
             "error: rank 1 failed: RuntimeError: simulated failure: the model cannot be loaded",
         ),
         (
             None,
             ["--keep", "2", "--bootstrap", "5"],
-            "error: the bootstrap band resamples the state sample of 2 texts (--keep)",
+            "error: the bootstrap band resamples the kept rows of 2 texts (--keep)",
         ),
     ],
     ids=["rank-1-fails", "every-rank-fails-alike"],
 )
 def test_torchrun_failure_is_one_error_line(tmp_path, script, flags, error):
-    """Rank 1 fails (its model load raises; tests/_torchrun_fail.py) while rank 0 runs its pass, or every rank
+    """Rank 1 fails (its model load raises; tests/stream/_torchrun_fail.py) while rank 0 runs its pass, or every rank
     fails alike (a state sample too small for a band, known before the forward pass): no hang, one error line, a
     non-zero exit, no JSON, no cache entry. torchrun itself then reports the failed workers (its own
     ChildFailedError traceback, from the launcher, not from Variscope's processes)."""

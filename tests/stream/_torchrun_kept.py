@@ -1,4 +1,4 @@
-"""Run by tests/test_streaming.py under torchrun: a streamed curve with a state sample, rank 0 writes JSON."""
+"""Run by tests/stream/test_streaming.py under torchrun: a streamed curve with a state sample, rank 0 writes JSON."""
 
 import json
 import sys

@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,8 @@ from _sweep_records import record
 
 from analysis.sweep.evidence import PLANNED, evidence_line, merge, missing_cells, model_family, read_book
 from analysis.sweep.report import doc_markdown
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 REAL_JSON, REAL_DOC = ROOT / "docs" / "selectors.json", ROOT / "docs" / "selectors.md"
 ROW = re.compile(r"^\| `(\w+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) of (\d+) \|$")
 PICK = re.compile(r"^\| `(\w+)` \| (\S+) \| (\S+) \| (\S+) \| (yes|no|–) \| (\S+) \|$")

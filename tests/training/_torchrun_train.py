@@ -1,4 +1,4 @@
-"""Run by tests/test_training_dist.py, alone or under torchrun: ``python -m analysis`` with test-only changes.
+"""Run by tests/training/test_training_dist.py, alone or under torchrun: ``python -m analysis`` with test-only changes.
 
     _torchrun_train.py [--no-dropout] [--fail-rank R] train ...
 

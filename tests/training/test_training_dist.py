@@ -16,7 +16,7 @@ from analysis.training import Selection, build_classifier, freeze_unused
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
-HELPER = "tests/_torchrun_train.py"
+HELPER = "tests/training/_torchrun_train.py"
 N_EVAL = 37  # odd, below one evaluation batch: the second process's share is padded, and must not count twice
 TINY = [
     "train",

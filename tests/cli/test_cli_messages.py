@@ -67,10 +67,10 @@ def test_curve_stream_band_on_too_small_a_sample_fails_before_the_forward_pass(t
     args = ["curve", "--data", _csv(tmp_path), "--stream", "--keep", "1", "--bootstrap", "20", "--device", "cpu"]
     assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 2
     line = _error_line(capsys)
-    assert "state sample of 1 texts (--keep)" in line and "use --keep" in line
+    assert "kept rows of 1 texts (--keep)" in line and "use --keep" in line
 
 
-def test_the_band_check_predicts_the_state_sample_and_the_keep_it_suggests_suffices():
+def test_the_band_check_predicts_the_kept_rows_and_the_keep_it_suggests_suffices():
     from analysis.stream.stats import check_band_sample, kept_rows
 
     labels = np.array([0] * 30 + [1] * 3 + [2] * 7)
@@ -117,6 +117,6 @@ def test_a_process_own_failure_is_printed_by_that_process(capsys, monkeypatch):
     def fail(a):
         raise ProcessError("process 1 of 2: disk full")
 
-    monkeypatch.setattr("analysis.cli.commands.cmd_cache", fail)
+    monkeypatch.setattr("analysis.cli.info.cmd_cache", fail)
     assert main(["cache", "list"]) == 2
     assert "error: process 1 of 2: disk full" in capsys.readouterr().err
