@@ -27,7 +27,7 @@ def no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("got past the path checks")
 
-    monkeypatch.setattr(pipeline, "load_task", boom)
+    monkeypatch.setattr(pipeline, "load_sample", boom)
     monkeypatch.setattr(pipeline, "cached_model", boom)
 
 

@@ -13,7 +13,7 @@ def _part(model):
     return {
         "version": RESULTS_VERSION,
         "parts": [{"models": [model], "settings": {"lr": 1e-4}}],
-        "curves": [{"model": model, "task": "t"}],
+        "curves": [{"model": model, "task": "t", "layers": [0, 1, 2]}],
         "cards": [],
         "runs": [],
         "robustness": [],
@@ -31,6 +31,8 @@ def test_two_reproduce_runs_on_one_json_keep_both_records(tmp_path, monkeypatch)
         return _part(rc.models[0])
 
     monkeypatch.setattr(cli, "run", fake_run)
+    # the estimate loads each model to time it; this test is about the writers, not the models installed here
+    monkeypatch.setattr(cli, "plan_estimate", lambda rc: type("E", (), {"text": lambda self: "about 1 s"})())
     monkeypatch.setattr(cli, "write_doc", lambda *a, **k: None)
     monkeypatch.setattr(cli, "registry_status", list, raising=False)
     out = tmp_path / "r.json"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from analysis.errors import VariscopeError
-from analysis.training import Selection, build_classifier, cost
+from analysis.training import Selection, build_classifier
+from analysis.training.cost import cost
 from analysis.training.estimate import (
     Estimate,
     OneOffPass,
