@@ -65,5 +65,5 @@ def test_a_file_swapped_during_the_forward_pass_leaves_no_cache_entry(tmp_path, 
 
     monkeypatch.setattr(curve, "open_sample", open_then_swap)
     with pytest.raises(VariscopeError, match="the data changed"):
-        kept.stream_sample(_cfg(p, n=40), keep=8, cache=cache)
+        kept.stream_kept(_cfg(p, n=40), keep=8, cache=cache)
     assert not [e for e in cache.entries() if e.get("kind") == "streams"]
