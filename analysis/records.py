@@ -1,12 +1,18 @@
-"""Plain data for the app's pages: labels, summaries, subset sizes and download records (no Streamlit)."""
+"""The JSON records the CLI and the app write (curves, cards), and the plain data of the app's pages: labels,
+summaries, subset sizes (no Streamlit)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.store.jsonio import numbers_back
+
+if TYPE_CHECKING:
+    from analysis.cards.scores import LayerCards
+    from analysis.pipeline import AnalysisConfig
 
 
 def curve_label(model: str, task_label: str, n: int, pooling: str) -> str:
@@ -71,7 +77,6 @@ def page_curve_record(
     ``n_kept`` K: ν was streamed over all ``n`` texts and the band comes from a sample of K
     (``mode`` "stream", ``sample_size`` K in the record).
     """
-    from analysis.pipeline import curve_record
 
     extra = {} if n_kept is None else {"sample_size": int(n_kept)}
     return {
@@ -172,3 +177,55 @@ def spans_decade(nu: list[float], factor: float = 10.0) -> bool:
     """Whether ν spans more than ``factor`` × across layers: then a log axis shows where ℓ* is decided."""
     pos = [v for v in nu if v > 0 and v == v and v != float("inf")]
     return len(pos) > 1 and max(pos) > factor * min(pos)
+
+
+def config_fields(cfg: AnalysisConfig, n: int) -> dict:
+    """What a result was computed on: model, task, split, pooling, max length, sample size and seed."""
+    return {
+        "model": cfg.model,
+        "task": cfg.task.label(),
+        "split": cfg.task.split,
+        "pooling": cfg.pooling,
+        "max_length": cfg.max_length,
+        "n": int(n),
+        "seed": cfg.sampling.seed,
+    }
+
+
+def curve_record(
+    cfg: AnalysisConfig, curve: dict, n: int, recommended: int, rule: str, *, mode: str = "states", world_size: int = 1
+) -> dict:
+    """The JSON record of a curve (CLI ``--json`` and the app's download share these keys).
+
+    ``curve`` is ``CurveResult.to_dict()`` (its ℓ* shares are None without bootstrap resamples);
+    ``recommended`` the layer ℓ* under ``rule``; ``mode``
+    "states" (ν from the stored states) or "stream" (from running statistics, over ``world_size`` processes).
+    """
+    return {
+        **config_fields(cfg, n),
+        "layers": curve["layers"],
+        "variability": curve["variability"],
+        "band": curve["band"],
+        "argmin_share": curve.get("argmin_share"),
+        "plateau_share": curve.get("plateau_share"),
+        "counts": curve["counts"],
+        "recommended_layer": int(recommended),
+        "rule": rule,
+        "mode": mode,
+        "world_size": int(world_size),
+    }
+
+
+def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int, *, n_kept: int | None = None) -> dict:
+    """The JSON record of the cards (CLI ``--json`` and the Layers page's download share it).
+
+    Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
+    ``n_kept`` K: the probe and kNN ran on a seeded sample of K of the ``n`` texts and ν on
+    all of them (streamed); the record then says ``"mode": "stream"`` and ``sample_size``.
+    """
+    out = {**config_fields(cfg, n), **cards.to_dict()}
+    if cards.grad_norm is None:
+        out.pop("grad_norm")
+    if n_kept is not None:
+        out.update(mode="stream", sample_size=int(n_kept))
+    return out

@@ -32,8 +32,8 @@ if (K := kept_fields(res).get("sample_size")) is not None:
 @st.cache_data(show_spinner=False, max_entries=32)
 def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
     """The cards of the states under ``key`` (in-process cache; the disk cache sits below it)."""
-    from analysis.cards.compute import cards_record
     from analysis.cards.scores import CardsConfig
+    from analysis.records import cards_record
     from analysis.stream.kept import cards_of
 
     bar = st.progress(0.0, text="Computing the layer cards…")  # created here: replayed, then emptied, on a hit

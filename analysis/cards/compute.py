@@ -28,7 +28,7 @@ from dataclasses import asdict
 import numpy as np
 
 from analysis.cards.scores import CARDS_VERSION, CardsConfig, LayerCards, LayerProgress, layer_cards
-from analysis.pipeline import AnalysisConfig, StatesResult, cached_model, get_states, provenance, resolve_target
+from analysis.pipeline import AnalysisConfig, StatesResult, cached_model, get_states, resolve_target
 from analysis.selectors import state_scores
 from analysis.store.cache import DiskCache, make_key
 
@@ -97,21 +97,6 @@ def grad_norms(
         norms.append(float(np.sqrt(grad_sq) / np.sqrt(w)) if w > 0 else 0.0)
     del clf
     return norms
-
-
-def cards_record(cfg: AnalysisConfig, cards: LayerCards, n: int, *, n_kept: int | None = None) -> dict:
-    """The JSON record of the cards (CLI ``--json`` and the Layers page's download share it).
-
-    Every per-layer list is indexed by layer (0 = embeddings); ``grad_norm`` only when computed.
-    ``n_kept`` K: the probe and kNN ran on a seeded sample of K of the ``n`` texts and ν on
-    all of them (streamed); the record then says ``"mode": "stream"`` and ``sample_size``.
-    """
-    out = {**provenance(cfg, n), **cards.to_dict()}
-    if cards.grad_norm is None:
-        out.pop("grad_norm")
-    if n_kept is not None:
-        out.update(mode="stream", sample_size=int(n_kept))
-    return out
 
 
 def cards_key(states_key: str, cards_cfg: CardsConfig) -> tuple[str, dict]:

@@ -56,8 +56,8 @@ def _states(a, cfg, cache):
 
 
 def cmd_cards(a) -> int:
-    from analysis.cards.compute import cards_record
     from analysis.cards.scores import CardsConfig
+    from analysis.records import cards_record
     from analysis.stream.kept import cards_of, kept_fields, total_texts
 
     cfg = config_from_args(a)

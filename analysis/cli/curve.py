@@ -14,9 +14,8 @@ from analysis.store.jsonio import dumps, stamp
 
 
 def cmd_curve(a) -> int:
-    from analysis.pipeline import curve_record
     from analysis.recommend import recommend_layer
-    from analysis.records import no_majority_line, share_line
+    from analysis.records import curve_record, no_majority_line, share_line
 
     cfg = config_from_args(a)
     o = curve_settings(vars(a))  # bootstrap, tolerance, keep and memory budget checked once, there
