@@ -150,7 +150,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     data, task = _str(s["data"]), _str(s["task"])
     if data and task:
         raise VariscopeError("give either a task or a data file, not both")
-    tc = TaskConfig(
+    task_cfg = TaskConfig(
         name=None if data else (task or DEFAULT_TASK),
         data=data,
         split=_str(s["split"]) or "train",
@@ -164,7 +164,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     fraction = _float("fraction", s["fraction"], optional=True)
     if fraction is not None and not 0 < fraction <= 1:
         raise VariscopeError(f"fraction must be in (0, 1], got {fraction}")
-    sc = SampleConfig(
+    sampling_cfg = SampleConfig(
         n=n or None,
         per_class=_int("per-class cap", s["per_class"], minimum=1, optional=True),
         seed=_int("seed", s["seed"], minimum=0) or 0,
@@ -173,8 +173,8 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
     )
     cfg = AnalysisConfig(
         model=_str(s["model"]) or DEFAULTS["model"],
-        task=tc,
-        sampling=sc,
+        task=task_cfg,
+        sampling=sampling_cfg,
         pooling=_str(s["pooling"]) or "mean",
         representation=_str(s["representation"]) or "raw",
         max_length=_int("max length", s["max_length"], minimum=1) or 1,

@@ -91,12 +91,12 @@ class BenchSettings:
 
 def median_time(f, reps: int, *args, **kwargs) -> float:
     """Median wall time of ``f(*args, **kwargs)`` over ``reps`` calls (arguments bound now, not late)."""
-    ts = []
+    times = []
     for _ in range(reps):
         t = time.perf_counter()
         f(*args, **kwargs)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def bench_texts(s: BenchSettings, n: int, seed: int = 0):
@@ -132,8 +132,8 @@ def our_curve(model, tok, texts, labels, *, device, max_length=128, batch_size=3
     from analysis.models.hidden_states import extract_states
     from analysis.variability import variability_curve
 
-    st = extract_states(model, tok, texts, None, max_length=max_length, batch_size=batch_size, device=device)
-    return variability_curve(st, labels).variability
+    states = extract_states(model, tok, texts, None, max_length=max_length, batch_size=batch_size, device=device)
+    return variability_curve(states, labels).variability
 
 
 def floor(model, tok, texts, *, device, max_length=128, batch_size=32, sort=True):

@@ -94,11 +94,14 @@ def bench_batching(s: BenchSettings) -> dict:
     n = 128 if s.quick else 512
     texts, _ = bench_texts(s, n, seed=1)
     m, tok, dev = bench_model(s.model, s.device, s.dtype)
-    ts, tu = [], []
+    times_sorted, times_unsorted = [], []
     for _ in range(s.reps or 3):
-        ts.append(median_time(floor, 1, m, tok, texts, device=dev, sort=True))
-        tu.append(median_time(floor, 1, m, tok, texts, device=dev, sort=False))
-    r = {"sorted_texts_per_s": n / statistics.median(ts), "unsorted_texts_per_s": n / statistics.median(tu)}
+        times_sorted.append(median_time(floor, 1, m, tok, texts, device=dev, sort=True))
+        times_unsorted.append(median_time(floor, 1, m, tok, texts, device=dev, sort=False))
+    r = {
+        "sorted_texts_per_s": n / statistics.median(times_sorted),
+        "unsorted_texts_per_s": n / statistics.median(times_unsorted),
+    }
     r["speedup"] = r["sorted_texts_per_s"] / r["unsorted_texts_per_s"]
     row(
         "batching",

@@ -114,7 +114,7 @@ def bench_stream(s: BenchSettings) -> dict:
         data = os.path.join(tmp, "texts.csv")
         corpus = write_corpus(data, n, s.task())
         diff, times, cpu = _alternate(_config(s.model, s.device, s.dtype, data=data, batch=BATCH), reps)
-    ts, tb = statistics.median(times["stream"]), statistics.median(times["states"])
+    t_stream, t_states = statistics.median(times["stream"]), statistics.median(times["states"])
     cpu_ratio = statistics.median(cpu["states"]) / statistics.median(cpu["stream"])
     r = {
         "model": s.label(s.model),
@@ -123,15 +123,15 @@ def bench_stream(s: BenchSettings) -> dict:
         "max_length": MAX_LENGTH,
         "batch_size": BATCH,
         "reps": reps,
-        "stream_texts_per_s": n / ts,
-        "states_texts_per_s": n / tb,
-        "ratio": tb / ts,
+        "stream_texts_per_s": n / t_stream,
+        "states_texts_per_s": n / t_states,
+        "ratio": t_states / t_stream,
         "cpu_ratio": cpu_ratio,  # the same ratio in process CPU time: less moved by other jobs on the machine
         "stream_s": times["stream"],
         "states_s": times["states"],
         "max_rel_diff_nu": diff,
         "goal": f">= {THROUGHPUT_GOAL}",
-        "met": tb / ts >= THROUGHPUT_GOAL,
+        "met": t_states / t_stream >= THROUGHPUT_GOAL,
     }
     row(
         f"stream {r['model']} (n={n})",
@@ -240,8 +240,8 @@ def measure_child(spec: dict) -> dict:
             held = r.stats.W.nbytes + r.stats.sums.nbytes + (0 if sample is None else sample.nbytes)
             nu, n = r.curve.variability, r.n
         else:
-            curve, st = compute_curve(cfg, use_cache=False)
-            nu, n, held = curve.variability, len(st.labels), st.states.nbytes
+            curve, states_res = compute_curve(cfg, use_cache=False)
+            nu, n, held = curve.variability, len(states_res.labels), states_res.states.nbytes
         seconds = time.perf_counter() - t
     return {
         "mode": spec["mode"],

@@ -63,16 +63,22 @@ def cmd_cards(a) -> int:
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
     check_output(a.csv, what="--csv")
-    cc = CardsConfig(folds=a.folds, k=a.k, grad=a.grad, bootstrap=check_bootstrap(a.bootstrap), max_iter=a.max_iter)
-    cc.check()
+    cards_cfg = CardsConfig(
+        folds=a.folds, k=a.k, grad=a.grad, bootstrap=check_bootstrap(a.bootstrap), max_iter=a.max_iter
+    )
+    cards_cfg.check()
     cache = make_cache(a)
     t0 = time.perf_counter()
-    st = _states(a, cfg, cache)
-    cc.validate(st.labels, kept=a.stream)
-    cards = cards_of(cfg, cc, st, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer"))
-    n, k = total_texts(st), kept_fields(st).get("sample_size")
+    states_res = _states(a, cfg, cache)
+    cards_cfg.validate(states_res.labels, kept=a.stream)
+    cards = cards_of(
+        cfg, cards_cfg, states_res, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer")
+    )
+    n, k = total_texts(states_res), kept_fields(states_res).get("sample_size")
     out = cards_record(cfg, cards, n, n_kept=k)
-    out.update(cache_hit=cards.cache_hit, states_cache_hit=st.cache_hit, seconds=round(time.perf_counter() - t0, 4))
+    out.update(
+        cache_hit=cards.cache_hit, states_cache_hit=states_res.cache_hit, seconds=round(time.perf_counter() - t0, 4)
+    )
     probe = f"{a.folds}-fold probe" + (f" on a seeded sample of {k} of {n} texts (nu from all {n})" if k else "")
     print(
         f"{cfg.model} on {cfg.task.label()} ({cfg.task.split}), n={n}, {probe}, k={a.k}, "

@@ -74,7 +74,7 @@ def _curve_states(a, o: CurveSettings, cfg, cache):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise VariscopeError("several processes (torchrun) need --stream")
     prepare_model(cfg.model, cache)
-    curve, st = compute_curve(
+    curve, states_res = compute_curve(
         cfg,
         cache=cache,
         use_cache=not a.no_cache,
@@ -82,8 +82,8 @@ def _curve_states(a, o: CurveSettings, cfg, cache):
         weighting=o.weighting,
         progress=tqdm_progress("extracting"),
     )
-    extra = {"mode": "states", "world_size": 1, "cache_hit": st.cache_hit, "cache_key": st.key}
-    return curve, len(st.labels), {**extra, **_run_info(st.info), "seconds": st.seconds}
+    extra = {"mode": "states", "world_size": 1, "cache_hit": states_res.cache_hit, "cache_key": states_res.key}
+    return curve, len(states_res.labels), {**extra, **_run_info(states_res.info), "seconds": states_res.seconds}
 
 
 def _curve_stream(a, o: CurveSettings, cfg, cache):

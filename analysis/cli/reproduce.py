@@ -118,7 +118,7 @@ def cmd_reproduce(a) -> int:
     if a.robustness_only:
         return robustness_only(a)
     started = time.time()
-    rc = _config(a)
+    repro = _config(a)
     command = _command(sys.argv[2:])
     if not a.fresh:
         _existing(a.json)  # a file that cannot be merged is refused before any work
@@ -136,8 +136,8 @@ def cmd_reproduce(a) -> int:
 
     log = lambda s: print(s, flush=True)  # noqa: E731
     if not a.cached_only:
-        log(f"estimate: {plan_estimate(rc).text()}")
-    res = save(run(rc, cache=make_cache(a), log=log, save=save, cached_only=a.cached_only), plots=True)
+        log(f"estimate: {plan_estimate(repro).text()}")
+    res = save(run(repro, cache=make_cache(a), log=log, save=save, cached_only=a.cached_only), plots=True)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
     print(f"total time: {(time.time() - started) / 60:.1f} min")
@@ -173,39 +173,41 @@ def _config(a) -> ReproConfig:
         if v is not None and not [x for x in v.split(",") if x.strip()]:
             raise VariscopeError(f"--{flag.replace('_', '-')} needs at least one value, got '{v}'")
     models = tuple(a.models.split(",")) if a.models else None
-    rc = QUICK if a.quick else GEMMA if models == ("gemma3-270m",) else ReproConfig()
+    repro = QUICK if a.quick else GEMMA if models == ("gemma3-270m",) else ReproConfig()
     if models:
-        rc = replace(rc, models=models)
+        repro = replace(repro, models=models)
     elif not a.quick and any(r["name"] == "mpnet" and r["installed"] for r in registry_status()):
-        rc = replace(rc, models=("minilm", "mpnet"))
+        repro = replace(repro, models=("minilm", "mpnet"))
     if a.tasks:
-        rc = replace(rc, tasks=tuple(a.tasks.split(",")))
+        repro = replace(repro, tasks=tuple(a.tasks.split(",")))
     if a.seeds:
-        rc = replace(rc, seeds=_int_list(a.seeds, "seeds"))
+        repro = replace(repro, seeds=_int_list(a.seeds, "seeds"))
     if a.ks:
-        rc = replace(rc, ks=_int_list(a.ks, "ks"))
-        if min(rc.ks) < 1:
-            raise VariscopeError(f"--ks: k is the number of top layers tuned and must be at least 1, got {min(rc.ks)}")
+        repro = replace(repro, ks=_int_list(a.ks, "ks"))
+        if min(repro.ks) < 1:
+            raise VariscopeError(
+                f"--ks: k is the number of top layers tuned and must be at least 1, got {min(repro.ks)}"
+            )
     for name in _INTS:
         if getattr(a, name) is not None:
-            rc = replace(rc, **{name: getattr(a, name)})
+            repro = replace(repro, **{name: getattr(a, name)})
     if a.lr is not None:
-        rc = replace(rc, lr=a.lr)
+        repro = replace(repro, lr=a.lr)
     if a.lr_grid is not None:
         try:
-            rc = replace(rc, lr_grid=tuple(float(x) for x in a.lr_grid.split(",") if x))
+            repro = replace(repro, lr_grid=tuple(float(x) for x in a.lr_grid.split(",") if x))
         except ValueError:
             raise VariscopeError(f"--lr-grid must be comma-separated numbers, got '{a.lr_grid}'") from None
-        if not all(math.isfinite(x) and x > 0 for x in rc.lr_grid):
+        if not all(math.isfinite(x) and x > 0 for x in repro.lr_grid):
             raise VariscopeError(f"--lr-grid must be positive finite learning rates, got '{a.lr_grid}'")
     if a.val_fraction is not None:
-        rc = replace(rc, val_fraction=a.val_fraction)
+        repro = replace(repro, val_fraction=a.val_fraction)
     if a.plan:
-        rc = replace(rc, plan=_plan(a.plan))
-    elif not a.quick and not a.models and not a.tasks and "mpnet" in rc.models:
-        rc = replace(rc, plan=(("minilm", rc.tasks), ("mpnet", ("rotten_tomatoes",))))
+        repro = replace(repro, plan=_plan(a.plan))
+    elif not a.quick and not a.models and not a.tasks and "mpnet" in repro.models:
+        repro = replace(repro, plan=(("minilm", repro.tasks), ("mpnet", ("rotten_tomatoes",))))
     return replace(
-        rc,
+        repro,
         device=a.device,
         skip_full=tuple(x for x in a.skip_full.split(",") if x),
         prefix_cache=not a.no_prefix_cache,

@@ -60,7 +60,7 @@ def cmd_sweep(a) -> int:
     prepare_model(cfg.model, cache)
     L = int(describe(resolve_model(cfg.model, revision=cfg.revision))["layers"])
     seeds = tuple(int(s) for s in _floats(a.seeds, "--seeds"))
-    sc = SweepConfig(
+    sweep_cfg = SweepConfig(
         layers=parse_layers(a.layers or f"1-{L}", L),
         k=a.k,
         seeds=seeds,
@@ -70,10 +70,12 @@ def cmd_sweep(a) -> int:
         lr_grid=_floats(a.lr_grid, "--lr-grid"),
         lr_steps=a.lr_steps,
     )
-    sc.check(L)
+    sweep_cfg.check(L)
     use = not a.no_cache
-    record = run_sweep(cfg, sc, cache=cache, use_cache=use, selector_table=lambda: selector_inputs(cfg, cache, use))
-    record = with_train_args(record, data_flags(a), sc)
+    record = run_sweep(
+        cfg, sweep_cfg, cache=cache, use_cache=use, selector_table=lambda: selector_inputs(cfg, cache, use)
+    )
+    record = with_train_args(record, data_flags(a), sweep_cfg)
     print(f"oracle layer {record['oracle_layer']}, tied {record['tied_layers']} ({record['tied_rule']})")
     for name, s in record["selectors"].items():
         rho = "-" if s["spearman"] is None else f"{s['spearman']:.2f}"

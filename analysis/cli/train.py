@@ -81,7 +81,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def resolve_selection(a, cfg, ts: TrainSettings, cache=None) -> tuple[Selection, str | None]:
+def resolve_selection(a, cfg, train_set: TrainSettings, cache=None) -> tuple[Selection, str | None]:
     """Selection from --strategy or from --classifier-layer/--tune-layers.
 
     The variability strategy's curve goes through ``cache`` (``--cache-dir``, ``--no-cache``).
@@ -96,14 +96,14 @@ def resolve_selection(a, cfg, ts: TrainSettings, cache=None) -> tuple[Selection,
 
             curve = compute_curve(cfg, cache=cache, use_cache=not getattr(a, "no_cache", False))[0].variability
             L = len(curve) - 1
-        return select(a.strategy, L, ts.k, curve, adapter=a.adapter, lora_r=ts.lora_r), a.strategy
-    if ts.classifier_layer is None:
+        return select(a.strategy, L, train_set.k, curve, adapter=a.adapter, lora_r=train_set.lora_r), a.strategy
+    if train_set.classifier_layer is None:
         raise VariscopeError("give --classifier-layer K (and --tune-layers) or --strategy variability|top|full")
     try:
-        tuned = tuple(int(x) for x in a.tune_layers.split(",")) if a.tune_layers else (ts.classifier_layer,)
+        tuned = tuple(int(x) for x in a.tune_layers.split(",")) if a.tune_layers else (train_set.classifier_layer,)
     except ValueError:
         raise VariscopeError(f"--tune-layers must be comma-separated layer numbers, got '{a.tune_layers}'") from None
-    return Selection(ts.classifier_layer, tuned, adapter=a.adapter, lora_r=ts.lora_r), None
+    return Selection(train_set.classifier_layer, tuned, adapter=a.adapter, lora_r=train_set.lora_r), None
 
 
 def check_train_outputs(a) -> None:
@@ -126,10 +126,10 @@ def cmd_train(a) -> int:
     try:
         check_launch()
         cfg = config_from_args(a)
-        ts = train_settings(vars(a))  # every number checked before any data or model is loaded
-        if ts.train_batch % world:
+        train_set = train_settings(vars(a))  # every number checked before any data or model is loaded
+        if train_set.train_batch % world:
             raise VariscopeError(
-                f"--train-batch {ts.train_batch} is the batch of all {world} processes together: "
+                f"--train-batch {train_set.train_batch} is the batch of all {world} processes together: "
                 f"it must be a multiple of {world}"
             )
         if rank == 0:
@@ -139,7 +139,7 @@ def cmd_train(a) -> int:
             return 2  # every process refuses the same input: rank 0 says it once
         raise
     try:
-        return _train(a, cfg, ts)
+        return _train(a, cfg, train_set)
     except RankFailure:
         return 2  # rank 0 failed and says why
     except Exception as e:
@@ -153,14 +153,14 @@ def cmd_train(a) -> int:
         raise ProcessError(f"process {rank} of {world}: {' '.join(why.split())}") from e
 
 
-def _train(a, cfg, ts: TrainSettings) -> int:
+def _train(a, cfg, train_set: TrainSettings) -> int:
     from analysis.distributed import join, leave, on_rank0
 
     rank, world = join(cfg.device)
     ok = False
     try:
-        sel, strategy = on_rank0(lambda: _prepare(a, cfg, ts, world), rank, world)
-        tc = ts.config(
+        sel, strategy = on_rank0(lambda: _prepare(a, cfg, train_set, world), rank, world)
+        train_cfg = train_set.config(
             cfg,
             sel,
             remeasure=a.remeasure,
@@ -169,12 +169,12 @@ def _train(a, cfg, ts: TrainSettings) -> int:
             full_vocab=a.full_vocab,
         )
         if rank == 0 and world > 1:
-            b = ts.train_batch
+            b = train_set.train_batch
             print(f"note: {world} processes, each step {b} texts = {world} × {b // world}", file=sys.stderr)
         if a.log and rank == 0:
             write_atomic(a.log, "")
         monitor = RunMonitor(log_path=a.log if rank == 0 else None)
-        result, model = _run(tc, monitor, bar=rank == 0)
+        result, model = _run(train_cfg, monitor, bar=rank == 0)
         if rank == 0:
             _write(a, result, model)
         ok = True
@@ -190,7 +190,7 @@ def _train(a, cfg, ts: TrainSettings) -> int:
     return 0
 
 
-def _prepare(a, cfg, ts: TrainSettings, world: int = 1) -> tuple[Selection, str | None]:
+def _prepare(a, cfg, train_set: TrainSettings, world: int = 1) -> tuple[Selection, str | None]:
     """Rank 0's part before training: the model made ready, the selection (its curve cached).
 
     With several processes rank 0 also loads the data first (about a second): a bad task
@@ -201,19 +201,19 @@ def _prepare(a, cfg, ts: TrainSettings, world: int = 1) -> tuple[Selection, str 
 
     cache = make_cache(a)
     prepare_model(cfg.model, cache)
-    sel, strategy = resolve_selection(a, cfg, ts, cache)
+    sel, strategy = resolve_selection(a, cfg, train_set, cache)
     n_layers = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
     if n_layers:
         sel.check(int(n_layers))  # fail before any work
     if world > 1:
         from analysis.training.data import split_train_eval
 
-        split_train_eval(cfg, ts.eval_n)
+        split_train_eval(cfg, train_set.eval_n)
     return sel, strategy
 
 
-def _run(tc, monitor: RunMonitor, *, bar: bool):
-    """``train(tc, monitor)`` with its time estimate and a progress bar on stderr when ``bar``."""
+def _run(train_cfg, monitor: RunMonitor, *, bar: bool):
+    """``train(train_cfg, monitor)`` with its time estimate and a progress bar on stderr when ``bar``."""
     from tqdm import tqdm
 
     b: dict = {}
@@ -233,7 +233,7 @@ def _run(tc, monitor: RunMonitor, *, bar: bool):
         _Watch(daemon=True).start()
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if bar else None  # the estimate, before the first step
     try:
-        return train(tc, monitor, progress=say)
+        return train(train_cfg, monitor, progress=say)
     finally:
         if "b" in b:
             b["b"].close()
