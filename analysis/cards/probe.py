@@ -300,12 +300,12 @@ def sklearn_probes(states, labels: np.ndarray, splits, *, C: float = 1.0, max_it
     for l in range(len(states)):
         X = np.asarray(states[l], dtype=np.float64)
         for f, (train, test) in enumerate(splits):
-            sc = StandardScaler().fit(X[train])
-            Xt = sc.transform(X[train])
+            scaler = StandardScaler().fit(X[train])
+            Xt = scaler.transform(X[train])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)  # recorded below instead
                 m = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Xt, labels[train])
-            pred = m.predict(sc.transform(X[test]))
+            pred = m.predict(scaler.transform(X[test]))
             z = Xt @ m.coef_.T + m.intercept_
             if z.shape[1] == 1:
                 z = np.hstack([np.zeros_like(z), z])

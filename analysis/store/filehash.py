@@ -22,8 +22,8 @@ _memo: dict[str, dict] = {}
 MEMO_NAME = "filehashes.json"
 
 
-def _stamp(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_ino, st.st_mtime_ns]
+def _stamp(before: os.stat_result) -> list[int]:
+    return [before.st_size, before.st_ino, before.st_mtime_ns]
 
 
 def _load(memo: Path | None) -> None:
@@ -48,17 +48,17 @@ def file_digest(path: str | os.PathLike, memo: Path | None = None) -> str:
     p = Path(path).resolve()
     with _lock:
         _load(memo)
-        st = p.stat()
+        before = p.stat()
         hit = _memo.get(str(p))
-        if hit is not None and hit["stamp"] == _stamp(st):
+        if hit is not None and hit["stamp"] == _stamp(before):
             return hit["digest"]
     with open(p, "rb") as fh:
         digest = hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
     after = p.stat()
-    if _stamp(after) != _stamp(st):  # written while it was read: use the digest now, remember nothing
+    if _stamp(after) != _stamp(before):  # written while it was read: use the digest now, remember nothing
         return digest
     with _lock:
-        _memo[str(p)] = {"stamp": _stamp(st), "digest": digest}
+        _memo[str(p)] = {"stamp": _stamp(before), "digest": digest}
         if memo is not None:
             try:
                 memo.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ def selector_inputs(
     """(name → per-layer score (L+1,) or None, ν (L+1,)) from the cards of ``cfg``'s sample (cached)."""
     from analysis.pipeline import get_states
 
-    st = get_states(cfg, cache=cache, use_cache=use_cache, loader=loader)
-    smallest = int(np.unique(st.labels, return_counts=True)[1].min())
-    cc = CardsConfig(folds=max(2, min(5, smallest)), grad=True)
-    cards, _ = compute_cards(cfg, cc, cache=cache, use_cache=use_cache, states=st, loader=loader)
+    states_res = get_states(cfg, cache=cache, use_cache=use_cache, loader=loader)
+    smallest = int(np.unique(states_res.labels, return_counts=True)[1].min())
+    cards_cfg = CardsConfig(folds=max(2, min(5, smallest)), grad=True)
+    cards, _ = compute_cards(cfg, cards_cfg, cache=cache, use_cache=use_cache, states=states_res, loader=loader)
     return selector_scores(cards), list(cards.variability)
