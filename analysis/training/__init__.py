@@ -57,6 +57,10 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
+# The module analysis.training.cost shares its name with its function: bound here (the module is light: numpy
+# and the selection), or the submodule, once anything imports it, would shadow the function as this attribute.
+from analysis.training.cost import cost as cost  # noqa: E402
+
 
 def __getattr__(name: str):
     if name in _WHERE:

@@ -235,6 +235,11 @@ def test_result_json_keys_are_the_cli_keys():
         "world_size",
         "eval_examples",
         "prefix_cache",
+        "dtype",
+        "vocab",
+        "held_out",
+        "diverged",
+        "diverged_at",
     ]
     r = RunResult(**dict.fromkeys(keys))
     assert list(r.to_dict()) == keys

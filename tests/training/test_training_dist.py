@@ -168,7 +168,8 @@ def test_torchrun_two_processes_take_the_same_steps_as_one(tmp_path):
     np.testing.assert_allclose([h["loss"] for h in b["history"]], [h["loss"] for h in a["history"]], rtol=1e-4)
     np.testing.assert_allclose(b["eval"]["accuracy"], a["eval"]["accuracy"], atol=1.5 / N_EVAL)
     # rank 0 alone wrote and printed: one summary line, each logged step once, one saved run
-    summary = [l for l in two.stdout.splitlines() if l.strip()]
+    # one summary line (and the line saying where the held-out texts came from)
+    summary = [l for l in two.stdout.splitlines() if l.strip() and "held-out texts from" not in l]
     assert len(summary) == 1 and "on 2 processes (batch 8 = 2 × 4)" in summary[0] and f"({N_EVAL} texts)" in summary[0]
     events = [json.loads(l) for l in log.read_text().splitlines()]
     assert [e["step"] for e in events if "loss" in e] == [1, 2, 3, 4, 5]
@@ -243,7 +244,8 @@ def test_accelerate_launch(tmp_path):
               "--steps", "2", "--json", str(out)], tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(out.read_text())
-    assert d["world_size"] == 2 and d["eval_examples"] == N_EVAL and len([l for l in r.stdout.splitlines() if l]) == 1
+    printed = [l for l in r.stdout.splitlines() if l and "held-out texts from" not in l]
+    assert d["world_size"] == 2 and d["eval_examples"] == N_EVAL and len(printed) == 1
     cpu = _run([*acc, "--cpu", "-m", "analysis", *TINY, "--classifier-layer", "2", "--steps", "2"], tmp_path)
     assert cpu.returncode != 0 and [e.split(";")[0] for e in _errors(cpu)] == [
         "error: accelerate launch --cpu started a single process (it starts several CPU processes only through MPI)"
