@@ -496,6 +496,11 @@ def _run(tmp_path, name, *args, procs=None, script=None, env=None):
         torchrun = Path(sys.executable).parent / "torchrun"
         cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(procs), *(script or ["-m", "analysis"]), *flags]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if procs and r.returncode != 0 and "Signal 6 (SIGABRT)" in r.stderr and out.exists():
+        # gloo's teardown race: a process aborts at exit after the barrier of leave(), with the result already
+        # written (seen once in CI, 1 run in many). The run is repeated once; a real failure fails twice.
+        out.unlink()
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     return (json.loads(out.read_text()) if out.exists() else None), r
 
 
