@@ -14,7 +14,6 @@ import contextlib
 import csv
 import io
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -162,12 +161,10 @@ BAD_OUTPUTS = {"", "a_folder", "missing/deeper/out.json", "a_file.json/x", LONG_
 # ---------------------------------------------------------------- the checks
 def _curve_flags(root: Path, flags: list[str]) -> None:
     with example_folder(root) as work:
-        t0 = time.perf_counter()
         code, _, err = cli(
             ["curve", "--data", str(root / "small.csv"), "--cache-dir", str(root / "cache"), *TINY, *flags]
         )
         check_run(code, err)
-        assert time.perf_counter() - t0 < 60, flags
         check_folder(work, {work / "a_file.json"})
     check_cache(root / "cache")
 
@@ -223,11 +220,16 @@ def bad_flags(draw, table: dict[str, list[str]]) -> list[str]:
 
 
 def _fails_fast(root: Path, argv: list[str]) -> None:
-    with example_folder(root) as work:
-        t0 = time.perf_counter()
+    """Refused with exit 2 before a single training step (the training loop is replaced by one that fails)."""
+    from unittest import mock
+
+    def no_training(*a, **k):
+        raise AssertionError(f"{argv} reached the training loop before it was refused")
+
+    with example_folder(root) as work, mock.patch("analysis.training.trainer.fit", no_training):
         code, _, err = cli(argv)
         check_run(code, err)
-        assert code == 2 and time.perf_counter() - t0 < 20, (argv, err)
+        assert code == 2, (argv, err)
         check_folder(work, {work / "a_file.json"})
 
 
