@@ -14,10 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from analysis.errors import VariscopeError
 
-# The disk cache's size budget: after each write, least recently used entries go (prefix states first, never an
-# entry a live process holds) until the cache fits (analysis.store.cache.DiskCache.enforce_budget).
-CACHE_BUDGET_BYTES = 20 * 10**9
-
 if TYPE_CHECKING:
     from analysis.pipeline import AnalysisConfig
     from analysis.training import Selection, TrainConfig

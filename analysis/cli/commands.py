@@ -199,7 +199,7 @@ def cmd_cache(a) -> int:
             print(f"{k:<12} {len(mine)} entries, {sum(mine) / 2**20:.2f} MB")
         print(f"{len(rows)} entries, {total / 2**20:.2f} MB in {cache.root}")
         print(
-            f"budget {cache.budget / 1e9:g} GB (CACHE_BUDGET_BYTES in analysis/settings.py): least recently used "
+            f"budget {cache.budget / 1e9:g} GB (CACHE_BUDGET_BYTES in analysis/store/cache.py): least recently used "
             "entries go after each write, prefix states first"
         )
     else:

@@ -8,11 +8,11 @@ a second process never leaves a half entry under the final name. Arrays are
 read with ``allow_pickle=False``; nothing is ever unpickled. An entry that
 fails any check is discarded with a warning and the caller recomputes.
 
-Size: after each write the cache is brought within its budget (``CACHE_BUDGET_BYTES``
-in analysis/settings.py) by deleting the least recently used entries (an entry's folder
-time is touched at every read), ``prefix`` entries first (large and cheap to remake);
-never one whose key lock is taken (being computed or written) or that a process holds
-(:meth:`DiskCache.hold`: a shared lock, e.g. on prefix states read memory-mapped).
+Size: after each write the cache is brought within its budget (``CACHE_BUDGET_BYTES``)
+by deleting the least recently used entries (an entry's folder time is touched at every
+read), ``prefix`` entries first (large and cheap to remake); never one whose key lock is
+taken (being computed or written) or that a process holds (:meth:`DiskCache.hold`: a
+shared lock, e.g. on prefix states read memory-mapped).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from analysis.store.atomic import publish_dir, staging_dir
 
 KINDS = ("states", "projections", "runs", "cards", "streams", "prefix")
 CACHE_FORMAT = 1
+# The size budget: after each write, least recently used entries go (prefix states first, never an entry a live
+# process holds) until the cache fits (DiskCache.enforce_budget). Here, not in settings: settings imports the pipeline.
+CACHE_BUDGET_BYTES = 20 * 10**9
 
 
 def make_key(config: dict) -> str:
@@ -54,7 +57,6 @@ class DiskCache:
 
     def __init__(self, root=None, budget: int | None = None):
         from analysis.models.load import default_cache_dir
-        from analysis.settings import CACHE_BUDGET_BYTES
 
         self.root = Path(root) if root else default_cache_dir()
         self.budget = CACHE_BUDGET_BYTES if budget is None else int(budget)
