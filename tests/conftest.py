@@ -106,3 +106,12 @@ def tiny_model(kind: str, folder: Path) -> Path:
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / f, folder / f)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_prefix_states_between_tests():
+    """Each test starts with the frozen-prefix memo empty (tiny models share fingerprints across tests)."""
+    yield
+    from analysis.training.prefix import forget
+
+    forget()

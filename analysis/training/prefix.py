@@ -18,6 +18,8 @@ cache (written atomically) and are read memory-mapped.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ from analysis.training.config import PREFIX_MEMORY_BYTES
 EXACT = {"bert": False, "mpnet": True, "llama": False, "gemma3_text": False}
 PREFIX_VERSION = 1
 CAPTURE_BATCH = 32
+MEMO_ENTRIES = 8  # a sweep needs 4 (training and held-out texts, of the final runs and of the validation split)
 
 
 def unsupported(encoder) -> str | None:
@@ -76,12 +79,17 @@ class _StopPass(Exception):
     """Raised by the hook of the highest block asked for: the rest of the model need not run."""
 
 
-def compute_prefix(encoder, enc: dict, ts: list[int], *, device: str, budget: int | None = None, store=None):
+def compute_prefix(
+    encoder, enc: dict, ts: list[int], *, device: str, budget: int | None = None, store=None, source=None
+):
     """{t: PrefixStates} of the texts in ``enc`` (a tokenizer output with ``_pad_id``), one pass for all ``ts``.
 
     encoder : the model whose blocks 1..max(ts)-1 are the frozen prefix (run in eval mode, no gradient).
     budget : bytes the states may take in memory (default ``PREFIX_MEMORY_BYTES``); above it each t goes to
         ``store(t, states, offsets) -> PrefixStates`` (a disk-cache writer) when given.
+    source : ``(s, PrefixStates)`` with s < min(ts), the same texts' states entering block s: chaining, only
+        blocks s..max(ts)-1 run (the model's own forward with blocks 1..s-1 stood in for, as in training), so a
+        sweep climbing the layers runs each frozen block once per text, holding one layer's states at a time.
     """
     import contextlib
 
@@ -113,7 +121,11 @@ def compute_prefix(encoder, enc: dict, ts: list[int], *, device: str, budget: in
 
         return hook
 
+    if source is not None and not 2 <= source[0] < min(ts):
+        raise ValueError(f"a chained pass starts below the blocks asked for, got {source[0]} for {ts}")
     handles = [blocks[t - 2].register_forward_hook(grab(t)) for t in ts]
+    kept = list(blocks)
+    inject = _stand_in(blocks, source[0], EXACT[encoder.config.model_type]) if source is not None else None
     was_training = encoder.training
     encoder.eval()
     order = np.argsort(-lengths, kind="stable")  # similar lengths together: little padding
@@ -124,11 +136,15 @@ def compute_prefix(encoder, enc: dict, ts: list[int], *, device: str, budget: in
                 rows = order[s : s + CAPTURE_BATCH]
                 b = pad_rows(enc, rows, enc["_pad_id"]).tensors
                 kw = {k: v.to(device) for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                if inject is not None:
+                    inject.states = source[1].batch(rows, int(b["input_ids"].shape[1]))
                 with contextlib.suppress(_StopPass):
                     encoder(**kw, return_dict=True)
     finally:
         for h in handles:
             h.remove()
+        for i, blk in enumerate(kept):
+            blocks[i] = blk
         encoder.train(was_training)
     res = {}
     for t, arr in out.items():
@@ -180,17 +196,22 @@ def _modules():
     return Inject, Pass
 
 
+def _stand_in(blocks, t: int, as_tuple: bool):
+    """Blocks 1..t-1 of the module list ``blocks`` replaced by the stand-ins (the caller keeps the originals)."""
+    Inject, Pass = _modules()
+    inject = Inject(as_tuple)
+    for i in range(t - 1):
+        blocks[i] = inject if i == 0 else Pass(as_tuple)
+    return inject
+
+
 def attach(model, t: int) -> None:
     """Put the cached-mode stand-ins in place of blocks 1..t-1 of ``model.encoder`` (the originals are kept)."""
     from analysis.models.layers import layer_list
 
-    Inject, Pass = _modules()
     blocks = layer_list(model.encoder)[1]
-    as_tuple = EXACT[model.encoder.config.model_type]
     kept = [blocks[i] for i in range(t - 1)]
-    inject = Inject(as_tuple)
-    for i in range(t - 1):
-        blocks[i] = inject if i == 0 else Pass(as_tuple)
+    inject = _stand_in(blocks, t, EXACT[model.encoder.config.model_type])
     object.__setattr__(model, "_prefix_blocks", kept)  # not registered: no parameters, no state_dict entries
     object.__setattr__(model, "_inject", inject)
 
@@ -231,17 +252,65 @@ def prepare(
     if progress:
         n = len(plan.enc_tr["input_ids"]) + len(plan.enc_ev["input_ids"])
         progress(f"prefix cache: running embeddings and blocks 1..{t - 1} once over {n} texts")
-    states = []
+    states, how = [], []
     for enc in (plan.enc_tr, plan.enc_ev):
-        store = _DiskStore(cache, _key(model.encoder, ref, enc, device))
-        hit = store.load(t)
-        got = hit or compute_prefix(model.encoder, enc, [t], device=device, budget=budget, store=store)[t]
+        base = _key(model.encoder, ref, enc, device)
+        store = _DiskStore(cache, base)
+        got, came = _states(model.encoder, enc, t, base, store, device, budget)
         budget -= got.nbytes if got.where == "memory" else 0
         states.append(got)
+        how.append(came)
     plan.prefix_tr, plan.prefix_ev = states
     attach(model, t)
     where = "disk" if "disk" in {s.where for s in states} else "memory"
-    return {"used": True, "block": t, "where": where, "bytes": sum(s.nbytes for s in states)}
+    return {"used": True, "block": t, "where": where, "bytes": sum(s.nbytes for s in states), "source": how}
+
+
+# States computed in this process, kept for the next run on the same texts and model (a sweep's seeds and
+# learning rates at one layer, a grid's k = 1..3): (base key, t) -> PrefixStates, least recently used first.
+_MEMO: OrderedDict[tuple[str, int], PrefixStates] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+
+
+def _states(encoder, enc: dict, t: int, base: dict, store, device: str, budget: int) -> tuple[PrefixStates, str]:
+    """The states entering block t and where they came from: "memo" (this process), "disk", "chained from s"
+    (blocks s..t-1 run on the memoised input of block s < t) or "computed" (the whole prefix ran)."""
+    from analysis.store.cache import make_key
+
+    b = make_key(base)
+    with _MEMO_LOCK:
+        hit = _MEMO.get((b, t))
+        if hit is not None:
+            _MEMO.move_to_end((b, t))
+            return hit, "memo"
+        lower = max((s for (bb, s) in _MEMO if bb == b and s < t), default=None)
+        src = None if lower is None else (lower, _MEMO[(b, lower)])
+    got = store.load(t)
+    came = "disk"
+    if got is None:
+        got = compute_prefix(encoder, enc, [t], device=device, budget=budget, store=store, source=src)[t]
+        came = "computed" if src is None else f"chained from {src[0]}"
+    _remember(b, t, got)
+    return got, came
+
+
+def _remember(b: str, t: int, got: PrefixStates) -> None:
+    """Keep ``got`` for later runs; forget the least recently used states beyond ``PREFIX_MEMORY_BYTES``."""
+    if got.where == "memory" and got.nbytes > PREFIX_MEMORY_BYTES:
+        return  # larger than the whole budget: keeping it would push out everything else
+    with _MEMO_LOCK:
+        _MEMO[(b, t)] = got
+        _MEMO.move_to_end((b, t))
+        while len(_MEMO) > MEMO_ENTRIES or (
+            sum(v.nbytes for v in _MEMO.values() if v.where == "memory") > PREFIX_MEMORY_BYTES and len(_MEMO) > 1
+        ):
+            _MEMO.popitem(last=False)  # a disk entry's hold on the cache goes with it
+
+
+def forget() -> None:
+    """Drop every memoised prefix state of this process (tests; a caller that wants the memory back)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
 
 
 def _key(encoder, ref, enc: dict, device: str) -> dict:
