@@ -21,7 +21,7 @@ from analysis.sweep.stats import spearman, tied_layers
 from analysis.training.config import TrainConfig
 from analysis.training.selection import Selection
 
-RUN_VERSION = 1
+RUN_VERSION = 2  # 2: frozen blocks run in eval mode (no dropout), as training does since the prefix cache
 Say = Callable[[str], None]
 
 
