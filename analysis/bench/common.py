@@ -25,6 +25,7 @@ SECTION_NAMES: tuple[str, ...] = (
     "stream_memory",
     "encoder",
     "training_cache",
+    "cpu_bf16",
 )
 #: The models the curve section adds on a full run, when they are installed.
 DEEPER_MODELS: tuple[str, ...] = ("mpnet", "gemma3-270m")
@@ -47,6 +48,8 @@ class BenchSettings:
     curve_models : the curve section's models (None: ``model``, plus :data:`DEEPER_MODELS` on a full run).
     encoder_shape : (layers, width) of the encoder section's random BERT.
     names : (model, name) pairs: how the results name a model given as a folder (by default, its path).
+    model_given : ``model`` was asked for (``--model``), not the default: the cpu_bf16 section, which picks
+        its own model otherwise, uses it.
     """
 
     model: str = DEFAULTS["model"]
@@ -59,6 +62,7 @@ class BenchSettings:
     curve_models: tuple[str, ...] | None = None
     encoder_shape: tuple[int, int] = ENCODER_SHAPE
     names: tuple[tuple[str, str], ...] = ()
+    model_given: bool = False
 
     def check(self) -> BenchSettings:
         """``self``, or a VariscopeError naming the first value that cannot be used."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from analysis.bench.common import SECTION_NAMES, BenchSettings
+from analysis.bench.cpu_bf16 import cpu_bf16
 from analysis.bench.encoder import bench_encoder
 from analysis.bench.memory import bench_memory
 from analysis.bench.sections import (
@@ -29,6 +30,14 @@ def bench_training_cache(s: BenchSettings) -> dict:
     return training_cache(quick=s.quick, device=s.device, dtype=s.dtype, progress=lambda m: row("training_cache", m))
 
 
+def bench_cpu_bf16(s: BenchSettings) -> dict:
+    """bf16 autocast against float32 on the CPU (its own model unless ``--model`` was given; skipped off CPUs)."""
+    from analysis.bench.common import row
+
+    model = s.model if s.model_given else None
+    return cpu_bf16(quick=s.quick, model=model, device=s.device, reps=s.reps, progress=lambda m: row("cpu_bf16", m))
+
+
 #: Section name → the function that measures it (settings in, its part of the results out).
 SECTIONS: dict[str, Callable[[BenchSettings], dict]] = {
     "curve": bench_curve,
@@ -44,6 +53,7 @@ SECTIONS: dict[str, Callable[[BenchSettings], dict]] = {
     "stream_memory": bench_stream_memory,  # peak RSS of a stream vs the states path, fresh processes
     "encoder": bench_encoder,  # texts/s of the curve on a random 12-layer d=768 BERT
     "training_cache": bench_training_cache,  # the frozen-prefix cache and the task-sized vocabulary
+    "cpu_bf16": bench_cpu_bf16,  # bf16 autocast vs float32 on the CPU: curve and step speed-up, ν, ℓ*, metric
 }
 assert tuple(SECTIONS) == SECTION_NAMES
 

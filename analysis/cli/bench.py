@@ -25,7 +25,12 @@ def register(sub) -> None:
 
 def add_args(p) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 idle cores")
-    p.add_argument("--model", default=_DEFAULT.model)
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"default {_DEFAULT.model}; the cpu_bf16 section picks its own model (gemma3-270m when installed) "
+        "unless --model is given",
+    )
     p.add_argument("--device", default=_DEFAULT.device)
     p.add_argument("--dtype", default=_DEFAULT.dtype)
     p.add_argument("--only", default=None, help="comma-separated sections: " + ", ".join(SECTION_NAMES))
@@ -58,7 +63,7 @@ def _command(a) -> str:
     """The bench command line that reproduces this run (for the report)."""
     parts = ["bench"] + (["--quick"] if a.quick else []) + (["--gpu-record"] if a.gpu_record else [])
     for flag, default in (
-        ("model", _DEFAULT.model),
+        ("model", None),  # an explicit --model, even the default one, changes what cpu_bf16 measures
         ("device", _DEFAULT.device),
         ("dtype", _DEFAULT.dtype),
         ("only", None),
@@ -77,7 +82,15 @@ def _command(a) -> str:
 def settings(a) -> BenchSettings:
     """The flags as checked settings (a VariscopeError names the first that cannot be used)."""
     only = tuple(a.only.split(",")) if a.only else None
-    s = BenchSettings(model=a.model, quick=a.quick, device=a.device, dtype=a.dtype, reps=a.reps, only=only)
+    s = BenchSettings(
+        model=a.model or _DEFAULT.model,
+        model_given=a.model is not None,
+        quick=a.quick,
+        device=a.device,
+        dtype=a.dtype,
+        reps=a.reps,
+        only=only,
+    )
     return s.check()
 
 
@@ -109,7 +122,7 @@ def _gpu_record(a) -> int:
     """``bench --gpu-record``: the GPU sections on random models, written to docs/benchmarks-gpu.*."""
     from analysis.bench import gpu_record
 
-    given = [f for f in ("model", "device", "dtype") if getattr(a, f) != getattr(_DEFAULT, f)]
+    given = [f for f in ("model", "device", "dtype") if getattr(a, f) not in (None, getattr(_DEFAULT, f))]
     given += [f for f in ("merge_into", "report_from") if getattr(a, f)] + (["quick"] if a.quick else [])
     if given:
         flags = ", ".join("--" + f.replace("_", "-") for f in given)
