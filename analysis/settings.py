@@ -42,7 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "fraction": None,
     "max_length": 128,
     "pooling": "mean",
-    "representation": "raw",  # or "final-norm": decoder states through the final norm (hidden_states.py)
+    # the curve's (and the cards') representation, and the one a sweep's `selectors` use; "final-norm": decoder states
+    # through the final norm (hidden_states.py). A sweep scores both; docs/selectors.md says which agrees better
+    "representation": "raw",
     "batch_size": None,  # 32 on a CPU, 256 on a GPU (pipeline.batch_for)
     "device": "auto",
     "dtype": "auto",
@@ -176,7 +178,7 @@ def from_settings(settings: Mapping[str, Any]) -> AnalysisConfig:
         task=task_cfg,
         sampling=sampling_cfg,
         pooling=_str(s["pooling"]) or "mean",
-        representation=_str(s["representation"]) or "raw",
+        representation=_str(s["representation"]) or DEFAULTS["representation"],
         max_length=_int("max length", s["max_length"], minimum=1) or 1,
         dtype=_str(s["dtype"]) or "auto",
         device=_str(s["device"]) or "auto",

@@ -52,7 +52,7 @@ def cmd_sweep(a) -> int:
     from analysis.models.load import describe, resolve_model
     from analysis.sweep.config import SweepConfig, parse_layers
     from analysis.sweep.run import run_sweep, with_train_args
-    from analysis.sweep.selectors import selector_inputs
+    from analysis.sweep.selectors import selector_inputs_by_representation
 
     cfg = config_from_args(a)
     check_output(a.json, what="--json")
@@ -73,7 +73,11 @@ def cmd_sweep(a) -> int:
     sweep_cfg.check(L)
     use = not a.no_cache
     record = run_sweep(
-        cfg, sweep_cfg, cache=cache, use_cache=use, selector_table=lambda: selector_inputs(cfg, cache, use)
+        cfg,
+        sweep_cfg,
+        cache=cache,
+        use_cache=use,
+        selector_table=lambda: selector_inputs_by_representation(cfg, cache, use),
     )
     record = with_train_args(record, data_flags(a), sweep_cfg)
     print(f"oracle layer {record['oracle_layer']}, tied {record['tied_layers']} ({record['tied_rule']})")
@@ -81,9 +85,29 @@ def cmd_sweep(a) -> int:
         rho = "-" if s["spearman"] is None else f"{s['spearman']:.2f}"
         regret = "-" if s["regret"] is None else f"{s['regret']:.4f}"
         print(f"  {name:<16} layer {s['layer']!s:>3}  regret {regret:>7}  spearman {rho}")
+    for line in representation_lines(record):
+        print(line)
     if a.json:
         write_atomic(a.json, json.dumps(record, indent=2))
     return 0
+
+
+def representation_lines(record: dict) -> list[str]:
+    """One line per representation scored: ν's regret and Spearman, the mean over selectors (or why only one)."""
+    from analysis.sweep.evidence import representation_rows
+
+    rows = representation_rows(record)
+    if len(rows) < 2:
+        return [f"representation: {record.get('representation_note', 'one')}"]
+    return [
+        f"  {x['representation']:<10} ν regret {_num(x['nu_regret'])}, ν spearman {_num(x['nu_spearman'], 2)}; "
+        f"over selectors mean regret {_num(x['mean_regret'])}, mean spearman {_num(x['mean_spearman'], 2)}"
+        for x in rows
+    ]
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def register(sub) -> None:

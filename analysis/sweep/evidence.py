@@ -183,3 +183,92 @@ def evidence_line(model: str, rule: str, book: dict | None = None) -> str | None
         f"`{ev['selector']}` has a lower mean regret than ν's {rule} rule ({ev['mean_regret']:.4f} vs "
         f"{ev['rule_regret']:.4f} of the held-out metric)."
     )
+
+
+def _mean(xs: list) -> float | None:
+    vals = [float(x) for x in xs if x is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def representation_rows(record: dict) -> list[dict]:
+    """One row per representation a record scored: {representation, nu_regret, nu_spearman, mean_regret,
+    mean_spearman, selectors}; the means are over its selectors with a value (Spearman: those with a score).
+
+    A record made before the sweep scored both representations has no ``selectors_by_representation``:
+    its one row is ``selectors``, under ``representation_default`` (or "raw", the curve's only one then).
+    """
+    by_rep = record.get("selectors_by_representation") or {
+        record.get("representation_default", "raw"): record["selectors"]
+    }
+    rows = []
+    for rep, sel in by_rep.items():
+        nu = sel.get("nu_argmin") or {}
+        rows.append(
+            {
+                "representation": rep,
+                "nu_regret": nu.get("regret"),
+                "nu_spearman": nu.get("spearman"),
+                "mean_regret": _mean([s.get("regret") for s in sel.values()]),
+                "mean_spearman": _mean([s.get("spearman") for s in sel.values()]),
+                "selectors": len(sel),
+            }
+        )
+    return rows
+
+
+def representation_table(book: dict) -> list[dict]:
+    """The records scored on more than one representation (pre-norm decoders): {model, task, rows} each."""
+    out = []
+    for r in book["sweeps"]:
+        rows = representation_rows(r)
+        if len(rows) > 1:
+            out.append({"model": r["model"], "task": r["task"], "rows": rows})
+    return out
+
+
+def unscored_decoders(book: dict) -> list[tuple[str, str]]:
+    """Decoder records with one representation only (made before the sweep scored both)."""
+    return [
+        (r["model"], r["task"])
+        for r in book["sweeps"]
+        if model_family(r["model"]) == "decoder" and len(representation_rows(r)) < 2
+    ]
+
+
+def representation_verdict(table: list[dict]) -> str:
+    """Which representation agrees better with the trained truth over the decoder pairs of ``table``: lower mean
+    regret and higher mean Spearman over selectors, averaged over the pairs (both must agree, or it says so)."""
+    if not table:
+        return "No decoder measured yet on both representations."
+    reps = list(dict.fromkeys(x["representation"] for t in table for x in t["rows"]))
+    regret = {p: _mean([x["mean_regret"] for t in table for x in t["rows"] if x["representation"] == p]) for p in reps}
+    rho = {p: _mean([x["mean_spearman"] for t in table for x in t["rows"] if x["representation"] == p]) for p in reps}
+    n = len(table)
+    head = f"Over the {n} decoder (model, task) pair{'s' if n != 1 else ''} measured on both representations"
+    numbers = "; ".join(f"{p}: mean regret {_f(regret[p])}, mean Spearman {_f(rho[p], 2)}" for p in reps)
+    low, high = _best(regret, min), _best(rho, max)
+    if low is not None and low == high:
+        return f"{head}, `{low}` agrees better with the trained truth ({numbers})."
+    if low is None and high is None:
+        return f"{head}, neither agrees better: the measures tie or are missing ({numbers})."
+    if low is None or high is None:
+        by = "mean regret" if high is None else "mean Spearman"
+        return f"{head}, `{low or high}` agrees better by {by}; the other measure ties or is missing ({numbers})."
+    return (
+        f"{head}, neither agrees better on both counts: `{low}` has the lower mean regret, `{high}` the higher "
+        f"mean Spearman ({numbers})."
+    )
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _best(values: dict[str, float | None], how) -> str | None:
+    """The one key of the best value (None: no values, or a tie between representations)."""
+    known = {k: v for k, v in values.items() if v is not None}
+    if not known:
+        return None
+    top = how(known.values())
+    winners = [k for k, v in known.items() if np.isclose(v, top, rtol=0, atol=1e-12)]
+    return winners[0] if len(winners) == 1 else None

@@ -10,7 +10,16 @@ from pathlib import Path
 
 from analysis.selectors import SELECTORS
 from analysis.store.atomic import write_atomic
-from analysis.sweep.evidence import PLANNED_SEEDS, missing_cells, model_family, summary, verdict
+from analysis.sweep.evidence import (
+    PLANNED_SEEDS,
+    missing_cells,
+    model_family,
+    representation_table,
+    representation_verdict,
+    summary,
+    unscored_decoders,
+    verdict,
+)
 from analysis.sweep.plots import plot_name, write_plots
 
 COMMAND = "python -m analysis selectors"
@@ -54,6 +63,7 @@ def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
         "",
     ]
     lines += summary_lines(book)
+    lines += representation_lines(book)
     lines += missing_lines(book)
     for r in book["sweeps"]:
         lines += record_lines(r, rel)
@@ -76,6 +86,40 @@ def summary_lines(book: dict) -> list[str]:
                 f"| {x['in_tied']} of {x['pairs']} |"
             )
         lines += ["", verdict(fam, rows), ""]
+    return lines
+
+
+def representation_lines(book: dict) -> list[str]:
+    """Per decoder (model, task) and representation: ν's regret and Spearman, the mean over selectors; the verdict."""
+    lines = [
+        "## Raw states or through the final norm (decoders)",
+        "",
+        "A classifier on a pre-norm decoder truncated at ℓ pools block ℓ's output through the final norm; "
+        "`hidden_states[ℓ]` below the top is the raw residual stream. Each decoder sweep scores ν and every "
+        "selector on both; an encoder has no final norm (one representation, not listed). Means are over the "
+        "selectors with a value.",
+        "",
+    ]
+    table = representation_table(book)
+    if table:
+        lines += [
+            "| model · task | representation | ν regret | ν Spearman | mean regret | mean Spearman |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in table:
+            for x in t["rows"]:
+                rho, mean_rho = x["nu_spearman"], x["mean_spearman"]
+                lines.append(
+                    f"| {t['model']} · {t['task']} | {x['representation']} | {f4(x['nu_regret'])} "
+                    f"| {'–' if rho is None else f'{rho:.2f}'} | {f4(x['mean_regret'])} "
+                    f"| {'–' if mean_rho is None else f'{mean_rho:.2f}'} |"
+                )
+        lines.append("")
+    lines += [representation_verdict(table), ""]
+    old = unscored_decoders(book)
+    if old:
+        cells = ", ".join(f"{m} · {t}" for m, t in old)
+        lines += [f"Scored on one representation only (recorded before the sweep scored both): {cells}.", ""]
     return lines
 
 
@@ -102,6 +146,13 @@ def _settings_line(r: dict) -> str:
     )
 
 
+def _representation_note(r: dict) -> list[str]:
+    """Which states the record's selector table is scored on (nothing for a record older than the field)."""
+    if "representation_default" not in r:
+        return []
+    return [f"Selectors below: the {r['representation_default']} states ({r.get('representation_note', '')}).", ""]
+
+
 def record_lines(r: dict, rel: str | Path | None = None) -> list[str]:
     """One (model, task): settings, plot, the trained curve, the oracle and tied set, every selector."""
     i = r["layers"].index(r["oracle_layer"])
@@ -112,6 +163,7 @@ def record_lines(r: dict, rel: str | Path | None = None) -> list[str]:
         f"Oracle layer **{r['oracle_layer']}** ({r['metric']} {f4(r['mean'][i])}); tied set "
         f"{r['tied_layers']} ({r.get('tied_rule', '')}).",
         "",
+        *_representation_note(r),
         f"| layer | mean {r['metric']} | sd | per seed | lr | final loss |",
         "|---|---|---|---|---|---|",
     ]

@@ -18,7 +18,9 @@ from analysis.pipeline import AnalysisConfig
 from analysis.store.cache import DiskCache, make_key
 from analysis.sweep.config import SweepConfig
 from analysis.sweep.stats import spearman, tied_layers
+from analysis.sweep.timing import SweepProgress
 from analysis.training.config import TrainConfig
+from analysis.training.estimate import Estimate
 from analysis.training.selection import Selection
 
 RUN_VERSION = 2  # 2: frozen blocks run in eval mode (no dropout), as training does since the prefix cache
@@ -45,6 +47,17 @@ class SweepStopped(Exception):
     """Stop was asked for: the run in flight ended early and was not cached; the finished ones were."""
 
 
+def run_key(tc: TrainConfig) -> str:
+    """The cache key of one run's result."""
+    return make_key({"what": "sweep-run", "version": RUN_VERSION, **asdict(tc)})
+
+
+def cached_run(tc: TrainConfig, cache: DiskCache) -> dict | None:
+    """The result of run ``tc`` from the cache (None: not trained yet)."""
+    hit = cache.load("runs", run_key(tc), version=RUN_VERSION)
+    return None if hit is None else hit[1]["run"]
+
+
 def one_run(
     tc: TrainConfig,
     cache: DiskCache,
@@ -61,9 +74,8 @@ def one_run(
     from analysis.training.monitor import RunMonitor
     from analysis.training.run import train
 
-    key = make_key({"what": "sweep-run", "version": RUN_VERSION, **asdict(tc)})
-    if use_cache and (hit := cache.load("runs", key, version=RUN_VERSION)) is not None:
-        return hit[1]["run"]
+    if use_cache and (hit := cached_run(tc, cache)) is not None:
+        return hit
     if should_stop is not None and should_stop():
         raise SweepStopped
     # the run's monitor counts as abandoned once the sweep is stopped: it stops within a step, skipping eval
@@ -80,19 +92,43 @@ def one_run(
         "steps_per_second": r.steps_per_second,
     }
     if use_cache:
+        key = run_key(tc)
         with cache.lock("runs", key):
             cache.save("runs", key, {}, blobs={"run": out}, version=RUN_VERSION, config={"label": tc.label()})
     return out
 
 
-def _lr_for(cfg, sc, layer, run, tick) -> float:
+def best_lr(scores: list[tuple[float, float]]) -> float:
+    """The learning rate of the best (validation metric, lr) pair; a tie goes to the smaller rate."""
+    return max(scores, key=lambda s: (s[0], -s[1]))[1]
+
+
+def _lr_for(cfg, sc, layer, run) -> float:
     if len(sc.lr_grid) == 1:
         return sc.lr_grid[0]
-    scores = []
-    for lr in sc.lr_grid:
-        scores.append((run(run_config(cfg, sc, layer, 0, lr, True))["value"], lr))
-        tick(sc.lr_steps)
-    return max(scores, key=lambda s: (s[0], -s[1]))[1]
+    return best_lr([(run(run_config(cfg, sc, layer, 0, lr, True), sc.lr_steps)["value"], lr) for lr in sc.lr_grid])
+
+
+def pending_runs(
+    cfg: AnalysisConfig, sc: SweepConfig, cache: DiskCache, use_cache: bool = True
+) -> tuple[list[TrainConfig], list[TrainConfig]]:
+    """(search runs, final runs) of the sweep not in the cache yet.
+
+    A layer's final runs are looked up once its whole learning-rate search is cached (their rate is
+    known then); before that they all count as still to train.
+    """
+    search, finals = [], []
+    for layer in sc.layers:
+        grid = [run_config(cfg, sc, layer, 0, lr, True) for lr in sc.lr_grid] if len(sc.lr_grid) > 1 else []
+        hits = [cached_run(tc, cache) if use_cache else None for tc in grid]
+        search += [tc for tc, hit in zip(grid, hits, strict=True) if hit is None]
+        done = [(hit["value"], tc.lr) for tc, hit in zip(grid, hits, strict=True) if hit is not None]
+        lr = sc.lr_grid[0] if not grid else best_lr(done) if len(done) == len(grid) else None
+        for seed in sc.seeds:
+            tc = run_config(cfg, sc, layer, seed, sc.lr_grid[0] if lr is None else lr, False)
+            if lr is None or not use_cache or cached_run(tc, cache) is None:
+                finals.append(tc)
+    return search, finals
 
 
 def record_key(cfg: AnalysisConfig, sc: SweepConfig) -> str:
@@ -121,78 +157,122 @@ def run_sweep(
     cache: DiskCache | None = None,
     use_cache: bool = True,
     say: Say = print,
-    selector_table: Callable[[], tuple[dict, list[float]]] | None = None,
+    selector_table: Callable[[], dict[str, tuple[dict, list[float]]]] | None = None,
     progress: Callable[[int, int, float, float | None], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     loader: Callable | None = None,
+    estimate: Callable[[list[TrainConfig], list[TrainConfig]], Estimate | None] | None = None,
+    on_estimate: Callable[[Estimate], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict:
     """Train every layer of ``sc`` for every seed and compare the selectors with the result.
 
-    ``selector_table()`` gives (name → per-layer score (L+1,) or None, ν (L+1,)); see
-    :func:`analysis.sweep.selectors.selector_inputs`. ``progress(done steps, total steps, seconds,
-    seconds left or None)`` after every run; ``should_stop()`` ends the sweep (:class:`SweepStopped`),
-    keeping the finished runs cached. Returns the sweep's JSON record, cached whole when ``use_cache``
-    (:func:`cached_record`).
+    ``selector_table()`` gives representation → (name → per-layer score (L+1,) or None, ν (L+1,)), with
+    ``cfg.representation`` among them; see :func:`analysis.sweep.selectors.selector_inputs_by_representation`.
+    Before the first run, ``estimate(search runs, final runs still to train)`` (default
+    :func:`analysis.sweep.timing.estimate_sweep`) is said and handed to ``on_estimate``. ``progress(done steps,
+    total steps, seconds, seconds left or None)`` after every run (:class:`~analysis.sweep.timing.SweepProgress`:
+    the time left from trained steps only; ``clock`` gives its seconds); ``should_stop()`` ends the sweep
+    (:class:`SweepStopped`), keeping the finished runs cached. Returns the sweep's JSON record, cached whole
+    when ``use_cache`` (:func:`cached_record`).
     """
     cache = cache or DiskCache()
-    done_steps, t0 = [0], time.perf_counter()
+    if should_stop is not None and should_stop():
+        raise SweepStopped
     say(
         f"sweep: {len(sc.layers)} layers × ({len(sc.lr_grid)} learning rates + {len(sc.seeds)} seeds): "
         f"{sc.runs} runs, {sc.total_steps} training steps"
     )
+    est = _estimate(cfg, sc, cache, use_cache, say, estimate, loader)
+    if est is not None and on_estimate is not None:
+        on_estimate(est)
+    per_step = est.seconds / est.steps if est is not None and est.steps else None
+    ticker = SweepProgress(sc.total_steps, say, progress, clock=clock, per_step=per_step)
 
-    def tick(steps: int) -> None:
-        done_steps[0] += steps
-        el = time.perf_counter() - t0
-        eta = el / done_steps[0] * (sc.total_steps - done_steps[0]) if done_steps[0] else None
-        say(f"  {done_steps[0]}/{sc.total_steps} steps, {el:.0f}s so far, about {eta or 0:.0f}s left")
-        if progress is not None:
-            progress(done_steps[0], sc.total_steps, el, eta)
-
-    def run(tc: TrainConfig) -> dict:
-        return one_run(tc, cache, use_cache, should_stop=should_stop, loader=loader)
+    def run(tc: TrainConfig, steps: int) -> dict:
+        if use_cache and (hit := cached_run(tc, cache)) is not None:
+            ticker.tick(steps, None)  # less work left, no news about the rate
+            return hit
+        start = clock()
+        out = one_run(tc, cache, use_cache, should_stop=should_stop, loader=loader)
+        ticker.tick(steps, clock() - start)
+        return out
 
     per_seed, lrs, losses, n_eval = {}, [], [], []
     for layer in sc.layers:
-        lr = _lr_for(cfg, sc, layer, run, tick)
-        runs = []
-        for seed in sc.seeds:
-            runs.append(run(run_config(cfg, sc, layer, seed, lr, False)))
-            tick(sc.steps)
+        lr = _lr_for(cfg, sc, layer, run)
+        runs = [run(run_config(cfg, sc, layer, seed, lr, False), sc.steps) for seed in sc.seeds]
         say(f"layer {layer}: lr {lr:g}, {runs[0]['metric']} " + ", ".join(f"{r['value']:.4f}" for r in runs))
         per_seed[layer] = [r["value"] for r in runs]
         lrs.append(lr)
         losses.append(runs[0]["loss"])
         n_eval.append(runs[0]["n_eval"])
-    scores, nu = selector_table() if selector_table else ({}, [])
-    record = summarise(cfg, sc, per_seed, lrs, losses, min(n_eval), runs[0]["metric"], scores, nu)
+    inputs = selector_table() if selector_table else {}
+    record = summarise(cfg, sc, per_seed, lrs, losses, min(n_eval), runs[0]["metric"], inputs)
     if use_cache:
         save_record(cfg, sc, record, cache)
     return record
 
 
-def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, scores, nu) -> dict:
-    """The sweep's record from its per-seed results and the selectors' per-layer scores (L+1,)."""
+def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> Estimate | None:
+    """The estimate of the runs still to train, said in one line before the first run."""
+    search, finals = pending_runs(cfg, sc, cache, use_cache)
+    todo = len(search) + len(finals)
+    if not todo:
+        say("estimate: every run is in the cache")
+        return None
+    if estimate is None:
+        from analysis.sweep.selectors import representations
+        from analysis.sweep.timing import estimate_sweep
+
+        reps = len(representations(cfg, loader))
+        est = estimate_sweep(cfg, search, finals, representations=reps, loader=loader)
+    else:
+        est = estimate(search, finals)
+    cached = f", the other {sc.runs - todo} in the cache" if todo < sc.runs else ""
+    how = "not known" if est is None else est.text()
+    say(f"estimate for the {todo} run{'s' if todo != 1 else ''} to train{cached}: {how}")
+    return est
+
+
+def score_selectors(scores: dict, nu: list[float], layers: list[int], mean: list[float], tied: list[int]) -> dict:
+    """name → {layer, score, metric, regret, in_tied, spearman} of every selector of ``scores`` (name → (L+1,)
+    or None) and ν (L+1,), against the trained ``mean`` per layer of ``layers`` and the ``tied`` set."""
     from analysis.selectors import pick
+
+    by_layer = dict(zip(layers, mean, strict=True))
+    best = max(mean)
+    out = {}
+    for name, score in scores.items():
+        layer = pick(name, score, nu, layers)
+        at = None if layer is None else by_layer[layer]
+        out[name] = {
+            "layer": layer,
+            "score": None if layer is None or score is None else score[layer],
+            "metric": at,
+            "regret": None if at is None else best - at,
+            "in_tied": None if layer is None else layer in tied,
+            "spearman": spearman(None if score is None else [score[l] for l in layers], mean),
+        }
+    return out
+
+
+def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, tuple[dict, list[float]]]) -> dict:
+    """The sweep's record from its per-seed results and, per representation, the selectors' scores (L+1,) and ν.
+
+    ``selectors`` are those of ``cfg.representation`` (``representation_default``);
+    ``selectors_by_representation`` holds every representation of ``inputs``, each shaped like ``selectors``.
+    """
+    from analysis.models.hidden_states import REPRESENTATIONS
 
     layers = list(sc.layers)
     mean = [float(np.mean(per_seed[l])) for l in layers]
     sd = [float(np.std(per_seed[l], ddof=1)) if len(per_seed[l]) > 1 else None for l in layers]
     oracle = layers[int(np.argmax(mean))]
     tied, how = tied_layers(per_seed, oracle, n_eval)
-    by_layer = dict(zip(layers, mean, strict=True))
-    selectors = {}
-    for name, score in scores.items():
-        layer = pick(name, score, nu, layers)
-        at = None if layer is None else by_layer[layer]
-        selectors[name] = {
-            "layer": layer,
-            "score": None if layer is None or score is None else score[layer],
-            "metric": at,
-            "regret": None if at is None else by_layer[oracle] - at,
-            "in_tied": None if layer is None else layer in tied,
-            "spearman": spearman(None if score is None else [score[l] for l in layers], mean),
-        }
+    by_rep = {
+        rep: score_selectors(*inputs[rep], layers, mean, tied) for rep in (*REPRESENTATIONS, *inputs) if rep in inputs
+    }
     return {
         "model": cfg.model,
         "task": cfg.task.label(),
@@ -208,9 +288,23 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, scores, nu) -> dic
         "tied_rule": how,
         "n_eval": n_eval,
         "lr": lrs,
-        "selectors": selectors,
+        "selectors": by_rep.get(cfg.representation, {}),
+        "selectors_by_representation": by_rep,
+        "representation_default": cfg.representation,
+        "representation_note": _representation_note(by_rep),
         "settings": {**asdict(sc), "max_length": cfg.max_length, "n": cfg.sampling.n, "seed": cfg.sampling.seed},
     }
+
+
+def _representation_note(by_rep: dict) -> str:
+    if len(by_rep) > 1:
+        return "a pre-norm decoder: scored on the raw residual stream and through the final norm"
+    if not by_rep:
+        return "no selector scored"
+    return (
+        f"scored on one representation ({next(iter(by_rep))}): the model has no final norm, "
+        "so its raw states are what the classifier pools"
+    )
 
 
 def with_train_args(record: dict, data_flags: list[str], sc: SweepConfig) -> dict:

@@ -24,7 +24,7 @@ def run_sweep_job(
 ) -> None:
     """Run the sweep; status "finished" with the record as ``monitor.result``, "stopped", or "failed"."""
     from analysis.sweep.run import SweepStopped, run_sweep
-    from analysis.sweep.selectors import selector_inputs
+    from analysis.sweep.selectors import selector_inputs_by_representation
 
     cache = cache or DiskCache()
     monitor.set(status="running")
@@ -39,8 +39,9 @@ def run_sweep_job(
             sc,
             cache=cache,
             say=lambda line: monitor.push({"line": line}),
-            selector_table=lambda: selector_inputs(cfg, cache, loader=loader),
+            selector_table=lambda: selector_inputs_by_representation(cfg, cache, loader=loader),
             progress=progress,
+            on_estimate=lambda est: announce(monitor, est),
             should_stop=monitor.should_stop,
             loader=loader,
         )
@@ -51,6 +52,12 @@ def run_sweep_job(
         monitor.fail(e)
     finally:
         gc.collect()
+
+
+def announce(monitor: RunMonitor, est) -> None:
+    """The sweep's estimate before its first run, as ``train`` gives a run's: the monitor's event and progress."""
+    monitor.push({"estimate": est.to_dict()})
+    monitor.update_progress(estimate=est.seconds)
 
 
 def start_sweep_in_thread(cfg: AnalysisConfig, sc: SweepConfig, monitor: RunMonitor, **kw) -> threading.Thread:

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from _sweep_records import record
+from _sweep_records import NEW_KEYS, old_format, record
 
 from analysis.sweep.evidence import PLANNED, evidence_line, merge, missing_cells, model_family, read_book
 from analysis.sweep.report import doc_markdown
@@ -13,6 +13,7 @@ from conftest import ROOT
 
 REAL_JSON, REAL_DOC = ROOT / "docs" / "selectors.json", ROOT / "docs" / "selectors.md"
 ROW = re.compile(r"^\| `(\w+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) of (\d+) \|$")
+REP = re.compile(r"^\| (\S+) · (\S+) \| (raw|final-norm) \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$")
 PICK = re.compile(r"^\| `(\w+)` \| (\S+) \| (\S+) \| (\S+) \| (yes|no|–) \| (\S+) \|$")
 
 
@@ -24,7 +25,7 @@ def book():
         ("minilm", "bbc_news", 6, 2),
         ("gemma3-270m", "rotten_tomatoes", 18, 3),
     ):
-        b = merge(b, record(model, task, n_layers, seed=seed))
+        b = merge(b, record(model, task, n_layers, seed=seed, final_norm=model_family(model) == "decoder"))
     return b
 
 
@@ -79,6 +80,33 @@ def check_doc_against_json(doc: str, book: dict) -> int:
     return compared
 
 
+def check_representations_against_json(doc: str, book: dict) -> int:
+    """The decoders' raw / final-norm table of ``doc`` against means recomputed here from ``book``; the verdict."""
+    lines = _sections(doc)["Raw states or through the final norm (decoders)"]
+    rows = [m.groups() for line in lines if (m := REP.match(line))]
+    both = [r for r in book["sweeps"] if "final-norm" in r.get("selectors_by_representation", {})]
+    assert len(rows) == 2 * len(both)
+    compared, regrets = 0, {}
+    for model, task, rep, nu_regret, nu_rho, mean_regret, mean_rho in rows:
+        r = next(x for x in both if (x["model"], x["task"]) == (model, task))
+        sel = r["selectors_by_representation"][rep]
+        assert float(nu_regret) == pytest.approx(sel["nu_argmin"]["regret"], abs=5e-5)
+        assert float(nu_rho) == pytest.approx(sel["nu_argmin"]["spearman"], abs=5e-3)
+        mean = np.mean([s["regret"] for s in sel.values() if s["regret"] is not None])
+        assert float(mean_regret) == pytest.approx(mean, abs=5e-5)
+        rho = np.mean([s["spearman"] for s in sel.values() if s["spearman"] is not None])
+        assert float(mean_rho) == pytest.approx(rho, abs=5e-3)
+        regrets.setdefault(rep, []).append(mean)
+        compared += 4
+    verdict = next(line for line in lines if line.startswith(("Over the", "No decoder")))
+    if not both:
+        assert verdict == "No decoder measured yet on both representations."
+    else:
+        assert f"Over the {len(both)} decoder" in verdict
+        assert all(f"{rep}: mean regret {np.mean(v):.4f}" in verdict for rep, v in regrets.items())
+    return compared
+
+
 def test_merge_replaces_the_same_model_task_and_settings_and_keeps_the_rest(book):
     again = record("minilm", "bbc_news", 6, seed=9)
     merged = merge(book, again)
@@ -92,7 +120,31 @@ def test_merge_replaces_the_same_model_task_and_settings_and_keeps_the_rest(book
 def test_the_documents_numbers_are_the_jsons(book):
     doc = doc_markdown(book, "img")
     assert check_doc_against_json(doc, book) > 50
+    assert check_representations_against_json(doc, book) == 8  # gemma: raw and final-norm
     assert "![minilm rotten_tomatoes](img/selectors-minilm-rotten_tomatoes.png)" in doc
+
+
+def test_the_representation_verdict_names_the_better_one_and_old_records_still_make_the_document(book):
+    gemma = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    by_rep = gemma["selectors_by_representation"]
+    assert set(by_rep) == {"raw", "final-norm"} and by_rep["raw"] == gemma["selectors"]
+    assert gemma["representation_default"] == "raw"
+    # the invented final-norm ν is lowest at the trained peak: its regret is 0, the raw one's is not
+    assert by_rep["final-norm"]["nu_argmin"]["regret"] == 0 < by_rep["raw"]["nu_argmin"]["regret"]
+    lines = _sections(doc_markdown(book))["Raw states or through the final norm (decoders)"]
+    verdict = next(line for line in lines if line.startswith("Over the 1 decoder (model, task) pair "))
+    raw, normed = (np.mean([s["regret"] for s in by_rep[p].values() if s["regret"] is not None]) for p in by_rep)
+    assert f"`{'final-norm' if normed < raw else 'raw'}` agrees better" in verdict or "neither" in verdict
+    old = {"sweeps": [old_format(r) for r in book["sweeps"]]}
+    assert not any(k in r for r in old["sweeps"] for k in NEW_KEYS)
+    doc = doc_markdown(old)
+    assert check_doc_against_json(doc, old) > 50 and check_representations_against_json(doc, old) == 0
+    lines = _sections(doc)["Raw states or through the final norm (decoders)"]
+    assert "No decoder measured yet on both representations." in lines
+    one_only = [x for x in lines if x.startswith("Scored on one representation only")]
+    assert len(one_only) == 1 and "gemma3-270m · rotten_tomatoes" in one_only[0]
+    mixed = merge(old, gemma)  # an old record beside a new one: the table has the new one only
+    assert check_representations_against_json(doc_markdown(mixed), mixed) == 8
 
 
 def test_the_document_lists_the_missing_cells_of_the_planned_grid(book):
@@ -162,4 +214,5 @@ def test_the_shipped_document_is_its_json_regenerated():
     assert doc == doc_markdown(book, "img")
     compared = check_doc_against_json(doc, book)
     assert compared > 0 or not book["sweeps"]
+    check_representations_against_json(doc, book)
     assert all(f"{m} · {t}" in doc for m, t in missing_cells(book))

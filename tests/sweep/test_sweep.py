@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from _sweep_records import write_three_class_csv
 
 from analysis.sweep.config import SweepConfig, parse_layers
 from analysis.sweep.stats import spearman, tied_layers
@@ -36,19 +37,7 @@ def test_layers_flag_and_config_checks_are_one_line():
 
 @pytest.fixture
 def three_class_csv(tmp_path):
-    """A task the project has never seen: three classes of short invented sentences."""
-    words = {
-        "weather": ["rain", "sunny", "storm", "cloudy", "snow"],
-        "food": ["bread", "soup", "pasta", "apple", "cheese"],
-        "sport": ["football", "tennis", "running", "swimming", "cycling"],
-    }
-    rows = ["text,label"]
-    for label, ws in words.items():
-        for i in range(20):
-            rows.append(f"today it is about {ws[i % 5]} and more {ws[(i + 2) % 5]} number {i},{label}")
-    path = tmp_path / "three.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return write_three_class_csv(tmp_path / "three.csv")
 
 
 @pytest.mark.slow  # trains a dozen tiny runs of MiniLM
