@@ -2,7 +2,7 @@
 
 Training (the Hugging Face Trainer does its data parallelism) and ``curve --stream`` (its
 statistics summed over processes) share it: how many processes the launcher started
-(:func:`launch_env`, :func:`world_size`), whether the launch can have meant what the user asked
+(:func:`launch_env`, :func:`world_size`, :func:`rank`), whether the launch can have meant what the user asked
 (:func:`check_launch`), joining and leaving the process group (:func:`join`, :func:`leave`,
 :func:`dist_timeout`), running a step on rank 0 alone and sharing its answer (:func:`on_rank0`),
 running a step everywhere and agreeing that it succeeded (:func:`collective`, :func:`agree`), and
@@ -68,6 +68,15 @@ def world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return launch_env()[1]
+
+
+def rank() -> int:
+    """This process's number: the process group's rank once joined, else what the launcher announced."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return launch_env()[0]
 
 
 def check_launch() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import itertools
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -87,6 +88,91 @@ def split_validation(train_data: TaskData, seed: int = 0) -> tuple[TaskData, Tas
     held_set = set(zip(held.texts, held.labels.tolist(), strict=True))
     pairs = zip(train_data.texts, train_data.labels.tolist(), strict=True)
     return train_data.subset([i for i, (t, y) in enumerate(pairs) if (t, y) not in held_set]), held
+
+
+class RankShards:
+    """The training sampler of ``world`` processes: each process reads the same rows in every epoch.
+
+    The Trainer's own sampler under DDP draws one permutation of all rows per epoch, and accelerate
+    deals its consecutive per-process batches to the processes in turn (``BatchSamplerShard``: batch
+    i to process i % world), so a process reads other rows in every epoch, and its frozen-prefix
+    cache would have to hold every row. Here the rows are split once into ``world`` fixed shards
+    (rows ``r::world`` of a permutation of all rows seeded by ``seed``). In epoch e each shard is
+    permuted anew (seeded by seed, e and r) and cycled to ``steps × batch`` rows (shards differ by
+    at most one row; a shorter one repeats its own first rows, so every process takes the same
+    number of steps and reads only its own rows), and the order yielded deals them per step:
+    shard 0's ``batch`` rows of step k, shard 1's, … . accelerate's dealing then hands process r
+    exactly shard r, and one process reading the same order with the global batch
+    ``world × batch`` takes the same examples at every step as the ``world`` processes.
+
+    Against the one-process sampler, each step's global batch draws ``batch`` rows from every
+    shard (a stratified draw from a random split instead of a uniform one) and an epoch reads
+    every row once (plus the cycled rows). One process keeps the Trainer's own sampler, so its
+    runs are what they were.
+    """
+
+    def __init__(self, n: int, world: int, batch: int, seed: int):
+        if n < world:
+            raise VariscopeError(f"{n} training texts cannot be shared by {world} processes")
+        self.world, self.batch, self.seed, self.epoch = world, batch, seed, 0
+        perm = np.random.default_rng(seed).permutation(n)
+        self.shards = [np.sort(perm[r::world]) for r in range(world)]
+        self.steps = -(-len(self.shards[0]) // batch)  # shard 0 is the longest
+
+    def shard(self, rank: int) -> np.ndarray:
+        """The sorted row ids process ``rank`` reads, in every epoch."""
+        return self.shards[rank]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer (through accelerate's loader) before every epoch."""
+        self.epoch = epoch
+
+    def order(self, rank: int) -> np.ndarray:
+        """Process ``rank``'s rows in the current epoch: ``steps × batch`` ids of its shard."""
+        rng = np.random.default_rng([self.seed, self.epoch, rank])
+        return np.resize(rng.permutation(self.shards[rank]), self.steps * self.batch)
+
+    def __len__(self) -> int:
+        return self.steps * self.batch * self.world
+
+    def __iter__(self):
+        per = np.stack([self.order(r).reshape(self.steps, self.batch) for r in range(self.world)], axis=1)
+        return iter(per.reshape(-1).tolist())  # (steps, world, batch): step by step, process by process
+
+
+def eval_rows(n: int, world: int, rank: int, batch: int) -> np.ndarray:
+    """Sorted ids of the held-out rows process ``rank`` reads in every evaluation of ``n`` texts.
+
+    The Trainer evaluates several processes through a sequential loader of ``batch`` rows per
+    process that accelerate shards (``BatchSamplerShard``: batches dealt in turn, the last ones
+    completed with the first rows, whose duplicate predictions ``gather_for_metrics`` drops):
+    the same rows at every evaluation, listed here by that same class.
+    """
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    shard = BatchSamplerShard(BatchSampler(range(n), batch, drop_last=False), world, rank)
+    return np.unique(np.fromiter(itertools.chain.from_iterable(shard), dtype=np.int64))
+
+
+@dataclass
+class RankRows:
+    """The training and held-out rows that process ``rank`` of ``world`` reads (sorted ids), and every process's
+    counts (``per_rank``: ``{"train": [n_0, …], "eval": [m_0, …]}``, for the run's JSON)."""
+
+    rank: int
+    world: int
+    train: np.ndarray
+    eval: np.ndarray
+    per_rank: dict
+
+
+def rank_rows(shards: RankShards, n_eval: int, rank: int, eval_batch: int) -> RankRows:
+    """The rows of process ``rank`` under ``shards`` and the evaluation's sharding of ``n_eval`` held-out texts."""
+    w = shards.world
+    evals = [eval_rows(n_eval, w, r, eval_batch) for r in range(w)]
+    counts = {"train": [len(shards.shard(r)) for r in range(w)], "eval": [len(e) for e in evals]}
+    return RankRows(rank, w, shards.shard(rank), evals[rank], counts)
 
 
 class Encoded:

@@ -47,23 +47,39 @@ def unsupported(encoder) -> str | None:
 
 @dataclass
 class PrefixStates:
-    """Per-text states entering one block: ``states[offsets[i]:offsets[i+1]]`` is text i's (len_i, d)."""
+    """Per-text states entering one block: ``states[offsets[j]:offsets[j+1]]`` is local text j's (len_j, d).
+
+    ``rows``: None when local text j is text j of the run, else the sorted ids of the texts held
+    (a process of several holds only the rows it reads: :class:`analysis.training.data.RankRows`).
+    """
 
     states: np.ndarray
     offsets: np.ndarray
     where: str = "memory"  # or "disk" (memory-mapped cache entry)
     hold: object = None  # on disk: the cache's hold on the entry (closed with this object), so no budget deletes it
+    rows: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
         return int(self.states.nbytes)
 
+    def local(self, idx) -> np.ndarray:
+        """The local positions of the texts ``idx`` (ids of the run); a text not held is an error, not a wrong row."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.rows is None:
+            return idx
+        j = np.minimum(np.searchsorted(self.rows, idx), max(len(self.rows) - 1, 0))
+        if len(idx) and (not len(self.rows) or np.any(self.rows[j] != idx)):
+            missing = sorted(set(idx.tolist()) - set(self.rows.tolist()))
+            raise RuntimeError(f"texts {missing[:5]} are not among the {len(self.rows)} this process's prefix holds")
+        return j
+
     def batch(self, idx, length: int):
-        """(len(idx), length, d) float tensor, text i's rows first, zeros after (the padding)."""
+        """(len(idx), length, d) float tensor, text i's rows first, zeros after (the padding); ``idx``: run ids."""
         import torch
 
         out = torch.zeros(len(idx), length, self.states.shape[1], dtype=_torch_dtype(self.states.dtype))
-        for r, i in enumerate(idx):
+        for r, i in enumerate(self.local(idx)):
             a, b = int(self.offsets[i]), int(self.offsets[i + 1])
             out[r, : b - a] = torch.from_numpy(np.array(self.states[a:b]))  # a copy: memory maps are read-only
         return out
@@ -231,12 +247,24 @@ def detach(model) -> None:
 
 
 def prepare(
-    model, plan, ref, device: str, progress=None, *, on: bool = True, budget: int | None = None, cache=None
+    model,
+    plan,
+    ref,
+    device: str,
+    progress=None,
+    *,
+    on: bool = True,
+    budget: int | None = None,
+    cache=None,
+    rows=None,
 ) -> dict:
     """Compute the prefix states of ``plan``'s texts and attach the cache to ``model``; the run JSON's record.
 
-    Returns ``{"used": True, "block": t, "where": "memory"|"disk", "bytes": n}`` or ``{"used": False,
-    "why": ...}`` (the one line is also sent to ``progress``). ``ref`` (a ModelRef) keys disk entries.
+    Returns ``{"used": True, "block": t, "where": "memory"|"disk", "bytes": n, "rows_per_rank": {"train":
+    [n_0, …], "eval": [m_0, …]}}`` or ``{"used": False, "why": ...}`` (the one line is also sent to
+    ``progress``). ``ref`` (a ModelRef) keys disk entries. ``rows`` (a :class:`~analysis.training.data.RankRows`,
+    with several processes): only the training and held-out texts this process reads are computed and held,
+    under keys of their own.
     """
     if not on:
         return {"used": False, "why": "turned off"}
@@ -249,21 +277,29 @@ def prepare(
             progress(why)
         return {"used": False, "why": why}
     budget = PREFIX_MEMORY_BYTES if budget is None else budget
-    if progress:
-        n = len(plan.enc_tr["input_ids"]) + len(plan.enc_ev["input_ids"])
-        progress(f"prefix cache: running embeddings and blocks 1..{t - 1} once over {n} texts")
+    ids = (None, None) if rows is None else (rows.train, rows.eval)
+    encs = [enc if i is None else _subset(enc, i) for enc, i in zip((plan.enc_tr, plan.enc_ev), ids, strict=True)]
     states, how = [], []
-    for enc in (plan.enc_tr, plan.enc_ev):
-        base = _key(model.encoder, ref, enc, device)
+    for enc, i in zip(encs, ids, strict=True):
+        base = _key(model.encoder, ref, enc, device, rows)
         store = _DiskStore(cache, base)
         got, came = _states(model.encoder, enc, t, base, store, device, budget)
+        got.rows = i  # the same for every run that finds these states: their key holds the row selection
         budget -= got.nbytes if got.where == "memory" else 0
         states.append(got)
         how.append(came)
     plan.prefix_tr, plan.prefix_ev = states
+    if progress:
+        n = sum(len(enc["input_ids"]) for enc in encs)
+        progress(f"prefix cache: the states entering block {t} of {n} texts ({', '.join(how)})")
     attach(model, t)
     where = "disk" if "disk" in {s.where for s in states} else "memory"
-    return {"used": True, "block": t, "where": where, "bytes": sum(s.nbytes for s in states), "source": how}
+    counts = [len(enc["input_ids"]) for enc in encs]
+    per_rank = rows.per_rank if rows is not None else {"train": counts[:1], "eval": counts[1:]}
+    return {
+        "used": True, "block": t, "where": where, "bytes": sum(s.nbytes for s in states),
+        "rows_per_rank": per_rank, "source": how,
+    }  # fmt: skip
 
 
 # States computed in this process, kept for the next run on the same texts and model (a sweep's seeds and
@@ -313,8 +349,15 @@ def forget() -> None:
         _MEMO.clear()
 
 
-def _key(encoder, ref, enc: dict, device: str) -> dict:
-    """Everything that changes the states but t: weights, token ids (tokenizer, texts, pairs, max length), dtype…"""
+def _subset(enc: dict, ids: np.ndarray) -> dict:
+    """The tokenizer output ``enc`` (lists per text, and ``_pad_id``) of the texts ``ids`` only, in that order."""
+    return {k: (v if k.startswith("_") else [v[i] for i in ids.tolist()]) for k, v in enc.items()}
+
+
+def _key(encoder, ref, enc: dict, device: str, rows=None) -> dict:
+    """Everything that changes the states but t: weights, token ids (tokenizer, texts, pairs, max length), dtype…
+
+    ``rows`` (several processes): the process's own entry, ``"process r of w"`` (the ids hashed are its texts')."""
     import hashlib
 
     h = hashlib.sha256()
@@ -333,6 +376,7 @@ def _key(encoder, ref, enc: dict, device: str) -> dict:
         "device": str(device).split(":")[0],
         "attention": getattr(encoder.config, "_attn_implementation", None),
         "code": PREFIX_VERSION,
+        **({} if rows is None else {"rows": f"process {rows.rank} of {rows.world}"}),
     }
 
 

@@ -66,7 +66,7 @@ class RunResult:
     device: str
     world_size: int = 1  # processes that trained together; batch_size is all of theirs per step
     eval_examples: int | None = None  # predictions the final metric counts (n_eval; 0 when skipped)
-    prefix_cache: dict | None = None  # {"used": True, "block": t, "where", "bytes"} or {"used": False, "why"}
+    prefix_cache: dict | None = None  # {"used": True, "block", "where", "bytes", "rows_per_rank"} or {"used", "why"}
     dtype: str = "float32"  # the weights' dtype, or "autocast-bfloat16": float32 weights under bf16 autocast
     vocab: dict | None = None  # {"task_sized": True, "rows": trained rows, "of": V} or {"task_sized": False, "why"}
     held_out: str = ""  # where the held-out texts came from and how many (none is a training text)
@@ -112,7 +112,7 @@ def train(
     import torch
     import transformers
 
-    from analysis.distributed import world_size
+    from analysis.distributed import rank, world_size
     from analysis.models.layers import layer_list
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
@@ -131,7 +131,7 @@ def train(
         )
         n_layers = len(layer_list(base)[1])
         cfg.selection.check(n_layers)
-        plan = make_plan(cfg, tok, world_size())
+        plan = make_plan(cfg, tok, world_size(), rank())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
         prefix, vocab = _wrap(cfg, model, plan, target, progress)
@@ -189,7 +189,7 @@ def _wrap(cfg: TrainConfig, model, plan: Plan, target, progress) -> tuple[dict, 
     from analysis.training.vocab import compact
 
     warm_rate(model, plan, target)  # the forward rate on the real blocks, before the prefix's stand-ins
-    prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache)
+    prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache, rows=plan.rows)
     return prefix, compact(model, plan, on=not cfg.full_vocab, progress=progress)
 
 

@@ -3,10 +3,12 @@
 With several processes (``torchrun``, ``accelerate launch``) the Trainer runs
 DDP: ``--batch-size`` stays the *global* batch (each process takes
 ``batch_size / world_size`` examples per step, so the run takes the same
-number of optimizer steps over the same examples as one process), and every
-process evaluates its share of the held-out texts, gathered without the
+number of optimizer steps of the same size as one process). Each process
+trains on a fixed shard of the training texts (:class:`.data.RankShards`)
+and evaluates a fixed share of the held-out texts, gathered without the
 padding of the last batch (``Accelerator.gather_for_metrics``):
-``Evaluation.count`` says how many predictions the metric saw.
+``Evaluation.count`` says how many predictions the metric saw. Fixed rows
+let each process's frozen-prefix cache hold only its own (``Plan.rows``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from analysis.data.taskdata import TaskData
 from analysis.errors import VariscopeError
 from analysis.training.config import TrainConfig, default_eval_every
+from analysis.training.data import RankRows, RankShards
 from analysis.training.monitor import RunMonitor
 
 EVAL_BATCH = 64
@@ -41,16 +44,19 @@ class Plan:
     counts: list[int] = field(default_factory=list)  # predictions seen by each evaluation, in order
     prefix_tr: object = None  # PrefixStates of the training texts when the prefix cache is attached
     prefix_ev: object = None
+    shards: RankShards | None = None  # the training sampler of several processes (one process: the Trainer's)
+    rows: RankRows | None = None  # the rows this process reads, with several processes (one process: all)
 
     @property
     def per_device_batch(self) -> int:
         return self.batch_size // self.world_size
 
 
-def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
-    """Data, tokens, steps of ``cfg``; ``world_size`` processes share each step's ``cfg.batch_size`` examples."""
+def make_plan(cfg: TrainConfig, tok, world_size: int = 1, rank: int = 0) -> Plan:
+    """Data, tokens, steps of ``cfg``; ``world_size`` processes share each step's ``cfg.batch_size`` examples
+    (this one is process ``rank``)."""
     from analysis.models.batching import tokenize
-    from analysis.training.data import split_train_eval, split_validation, task_metrics
+    from analysis.training.data import rank_rows, split_train_eval, split_validation, task_metrics
 
     if cfg.batch_size % world_size:
         raise VariscopeError(
@@ -71,7 +77,7 @@ def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
         max_steps = math.ceil(cfg.epochs * steps_per_epoch)
     else:  # refused by TrainConfig.check
         raise VariscopeError("give a number of steps or of epochs")
-    return Plan(
+    plan = Plan(
         train_data,
         eval_data,
         enc_tr,
@@ -83,14 +89,20 @@ def make_plan(cfg: TrainConfig, tok, world_size: int = 1) -> Plan:
         world_size=world_size,
         batch_size=cfg.batch_size,
     )
+    if world_size > 1:
+        plan.shards = RankShards(len(train_data), world_size, plan.per_device_batch, cfg.seed)
+        plan.rows = rank_rows(plan.shards, len(eval_data), rank, EVAL_BATCH)
+    return plan
 
 
 def probe_batch(plan: Plan, device: str, n: int = 2) -> dict:
-    """The first ``n`` training examples as a padded batch on ``device`` (for :func:`.model.freeze_unused`)."""
+    """The first ``n`` training examples of this process as a padded batch on ``device`` (for
+    :func:`.model.freeze_unused`)."""
     from analysis.training.data import Encoded, collate
 
     encoded = Encoded(plan.enc_tr, plan.train_data.labels, plan.prefix_tr)
-    b = collate([encoded[i] for i in range(min(n, len(encoded)))])
+    ids = range(len(encoded)) if plan.rows is None else plan.rows.train.tolist()
+    b = collate([encoded[i] for i in ids[:n]])
     return {k: v.to(device) for k, v in b.items()}
 
 
@@ -144,8 +156,15 @@ def make_trainer(cfg: TrainConfig, model, target, plan: Plan, monitor: RunMonito
         ddp_find_unused_parameters=False,
         log_level_replica="error",  # processes other than rank 0 print errors only
     )
+
+    class ShardedTrainer(Trainer):
+        """The Trainer with the fixed training shards of several processes (:class:`.data.RankShards`)."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            return plan.shards if plan.shards is not None else super()._get_train_sampler(train_dataset)
+
     live = LiveMetrics(monitor, cfg.batch_size, EVAL_BATCH * plan.world_size, len(plan.eval_data))
-    trainer = Trainer(
+    trainer = ShardedTrainer(
         model=model,
         args=args,
         train_dataset=Encoded(plan.enc_tr, plan.train_data.labels, plan.prefix_tr),

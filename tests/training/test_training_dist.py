@@ -149,12 +149,14 @@ def test_a_batch_that_the_processes_cannot_share_is_refused_once(tmp_path, rank)
 
 @pytest.mark.slow
 def test_torchrun_two_processes_take_the_same_steps_as_one(tmp_path):
-    """Global batch 8 = 2 × 4: the same examples per optimizer step as one process with batch 8 (same sampler
-    order), gradients averaged by DDP. Without dropout (the only randomness that differs per process) the
-    losses agree up to the order of float sums. The evaluation counts the 37 held-out texts once."""
-    flags = [*TINY, "--classifier-layer", "2", "--tune-layers", "1,2", "--steps", "5", "--lr", "1e-3"]
+    """Global batch 8 = 2 × 4: the same examples per optimizer step as one process with batch 8 reading the
+    two processes' shards in their order (``--shards 2``), gradients averaged by DDP; 10 steps cross an
+    epoch (8 steps of 64 texts), where the shards are reshuffled. Without dropout (the only randomness that
+    differs per process) the losses agree up to the order of float sums. The evaluation counts the 37
+    held-out texts once."""
+    flags = [*TINY, "--classifier-layer", "2", "--tune-layers", "1,2", "--steps", "10", "--lr", "1e-3"]
     one_json, two_json = tmp_path / "one.json", tmp_path / "two.json"
-    one = _run([sys.executable, HELPER, "--no-dropout", *flags, "--json", str(one_json)], tmp_path)
+    one = _run([sys.executable, HELPER, "--no-dropout", "--shards", "2", *flags, "--json", str(one_json)], tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
     log, save = tmp_path / "live.jsonl", tmp_path / "saved"
     two = _torchrun(
@@ -163,7 +165,7 @@ def test_torchrun_two_processes_take_the_same_steps_as_one(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = json.loads(one_json.read_text()), json.loads(two_json.read_text())
     assert (a["world_size"], b["world_size"]) == (1, 2) and a["batch_size"] == b["batch_size"] == 8
-    assert a["steps"] == b["steps"] == 5 and len(b["history"]) == 5
+    assert a["steps"] == b["steps"] == 10 and len(b["history"]) == 10
     assert a["n_eval"] == b["n_eval"] == a["eval_examples"] == b["eval_examples"] == N_EVAL
     np.testing.assert_allclose([h["loss"] for h in b["history"]], [h["loss"] for h in a["history"]], rtol=1e-4)
     np.testing.assert_allclose(b["eval"]["accuracy"], a["eval"]["accuracy"], atol=1.5 / N_EVAL)
@@ -172,11 +174,38 @@ def test_torchrun_two_processes_take_the_same_steps_as_one(tmp_path):
     summary = [l for l in two.stdout.splitlines() if l.strip() and "held-out texts from" not in l]
     assert len(summary) == 1 and "on 2 processes (batch 8 = 2 × 4)" in summary[0] and f"({N_EVAL} texts)" in summary[0]
     events = [json.loads(l) for l in log.read_text().splitlines()]
-    assert [e["step"] for e in events if "loss" in e] == [1, 2, 3, 4, 5]
+    assert [e["step"] for e in events if "loss" in e] == list(range(1, 11))
     assert sum(1 for e in events if e.get("final")) == 1
     assert json.loads((save / "result.json").read_text())["world_size"] == 2
     assert (save / "trainable.safetensors").exists() and _errors(two) == []
     _quiet(two)
+
+
+@pytest.mark.slow
+def test_torchrun_each_process_caches_only_its_own_rows(tmp_path):
+    """Frozen prefix of blocks 1-2 (tuning block 3), 2 processes, 10 steps (an epoch is 8): each process's
+    prefix states hold its 32 training texts (disjoint shards, all 64 together) and the 86 of 150 held-out
+    texts its evaluations read; the run with the cache and the one without log the same losses."""
+    flags = [*TINY, "--eval-n", "150", "--classifier-layer", "3", "--tune-layers", "3", "--steps", "10"]
+    flags += ["--lr", "1e-3"]
+    cached_json, plain_json, report = tmp_path / "cached.json", tmp_path / "plain.json", tmp_path / "report"
+    report.mkdir()
+    cached = _torchrun(tmp_path, HELPER, "--report-prefix", str(report), *flags, "--json", str(cached_json))
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    plain = _torchrun(tmp_path, "-m", "analysis", *flags, "--no-prefix-cache", "--json", str(plain_json))
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    held = [json.loads((report / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [h["train"]["texts"] for h in held] == [len(h["train"]["ids"]) for h in held] == [32, 32]
+    assert set(held[0]["train"]["ids"]) | set(held[1]["train"]["ids"]) == set(range(64))
+    assert [h["eval"]["texts"] for h in held] == [86, 86]
+    assert set(held[0]["eval"]["ids"]) | set(held[1]["eval"]["ids"]) == set(range(150))
+    c, p = json.loads(cached_json.read_text()), json.loads(plain_json.read_text())
+    assert c["prefix_cache"]["used"] and c["prefix_cache"]["block"] == 3 and not p["prefix_cache"]["used"]
+    assert c["prefix_cache"]["rows_per_rank"] == {"train": [32, 32], "eval": [86, 86]}
+    lc, lp = [h["loss"] for h in c["history"]], [h["loss"] for h in p["history"]]
+    assert len(lc) == len(lp) == 10 and not np.allclose(lc, lc[0])  # it trains
+    np.testing.assert_allclose(lc, lp, rtol=1e-4)
+    assert c["eval"] == p["eval"] and c["eval_examples"] == p["eval_examples"] == 150
 
 
 @pytest.mark.slow
