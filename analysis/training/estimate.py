@@ -309,9 +309,11 @@ def estimate_configs(
     seq_len = float(np.mean([len(x) for x in tokenize(tok, list(texts)[:2000], None, a.max_length)["input_ids"]]))
     rate = rate_for(base, tok, texts, rate_key(target), max_length=a.max_length, device=target.device)
     out: list[Estimate] = []
+    seen: set[int] = set()  # prefix inputs this process will hold by then (the memo: analysis/training/prefix.py)
     for tc in configs:
         steps = tc.steps or math.ceil(tc.epochs * math.ceil(len(texts) / tc.batch_size))
-        costs, passes = _with_prefix(base, tc, cost(base, tc.selection, seq_len, num_labels), seq_len, len(texts))
+        c = cost(base, tc.selection, seq_len, num_labels)
+        costs, passes = _with_prefix(base, tc, c, seq_len, len(texts), seen)
         out.append(
             from_costs(
                 costs,
@@ -327,9 +329,13 @@ def estimate_configs(
     return out
 
 
-def _with_prefix(base, tc, costs: dict, seq_len: float, n_train: int) -> tuple[dict, list[OneOffPass]]:
+def _with_prefix(
+    base, tc, costs: dict, seq_len: float, n_train: int, seen: set[int] | None = None
+) -> tuple[dict, list[OneOffPass]]:
     """(costs, one-off passes) of ``tc`` with the frozen-prefix cache where it applies: each step skips the forward
-    pass of blocks 1..t-1, which runs once per training and held-out text instead."""
+    pass of blocks 1..t-1, which runs once per training and held-out text instead. ``seen``: the blocks t whose
+    input an earlier run of the same process and texts computed (updated): kept, a run needs no pass; chained
+    from the highest lower one s, it runs blocks s..t-1 only."""
     from analysis.training.cost import block_forward_flops
     from analysis.training.model import lowest_trained
     from analysis.training.prefix import unsupported
@@ -339,7 +345,13 @@ def _with_prefix(base, tc, costs: dict, seq_len: float, n_train: int) -> tuple[d
         return costs, []
     saved = sum(block_forward_flops(base, seq_len)[: t - 1])
     costs = {**costs, "flops_per_example": costs["flops_per_example"] - saved}
-    return costs, [OneOffPass(texts=n_train + tc.eval_n, blocks=t - 1, what="frozen-prefix pass")]
+    seen = set() if seen is None else seen
+    start = max((s for s in seen if s <= t), default=1)
+    seen.add(t)
+    if start == t:
+        return costs, []
+    what = "frozen-prefix pass" if start == 1 else f"frozen-prefix pass chained from block {start}"
+    return costs, [OneOffPass(texts=n_train + tc.eval_n, blocks=t - start, what=what)]
 
 
 def _autocast(device: str, amp: str | None):

@@ -158,3 +158,21 @@ def test_a_reproduction_plan_is_estimated_by_the_same_estimator():
     assert longer.parts["ν curves"] == pytest.approx(est.parts["ν curves"])
     grid = plan_estimate(replace(rc, lr_grid=(1e-4, 3e-4)))  # two validation runs per strategy before the seeds
     assert grid.steps == 3 * est.steps and "; 15 training runs" in grid.how
+
+
+def test_runs_that_share_texts_count_the_prefix_once_and_chain_the_next_block(tiny):
+    from types import SimpleNamespace
+
+    from analysis.training.estimate import _with_prefix
+
+    def run(t):  # k = 1 at layer t: blocks 1..t-1 are the frozen prefix
+        return SimpleNamespace(prefix_cache=True, selection=Selection(t, (t,)), eval_n=10)
+
+    seen: set[int] = set()
+    c = cost(tiny, Selection(3, (3,)), seq_len=16, num_labels=2)
+    first = _with_prefix(tiny, run(3), c, 16, 50, seen)[1]
+    again = _with_prefix(tiny, run(3), c, 16, 50, seen)[1]
+    higher = _with_prefix(tiny, run(4), c, 16, 50, seen)[1]
+    assert [(p.texts, p.blocks) for p in first] == [(60, 2)] and again == []
+    assert [(p.blocks, p.what) for p in higher] == [(1, "frozen-prefix pass chained from block 3")]
+    assert [p.blocks for p in _with_prefix(tiny, run(3), c, 16, 50)[1]] == [2]  # no shared process: the whole prefix
