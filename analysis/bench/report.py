@@ -356,6 +356,21 @@ def _cards_section(res: dict) -> list[str]:
         f"{c['model']}, n = {c['n']}: the cards of every layer (ν, a 5-fold linear probe, leave-one-out kNN, cost) "
         f"from the cached pooled states took {c['cards_s']:.2f} s against {c['forward_s']:.2f} s for a bare "
         f"forward pass over the same texts: {c['ratio']:.2f}× (medians of {c['reps']} alternating repetitions).",
+        *_probe_lines(c.get("probe")),
+    ]
+
+
+def _probe_lines(p: dict | None) -> list[str]:
+    """The torch probe (batched over layers and folds) beside scikit-learn's per-layer fits, when measured."""
+    if not p:
+        return []
+    return [
+        "",
+        f"The probes alone ({p['layers']} layers × {p['folds']} folds, n = {p['n']}, d = {p['dim']}, {p['device']}): "
+        f"the torch L-BFGS probe {p['torch_s']:.2f} s against scikit-learn's {p['sklearn_s']:.2f} s "
+        f"({p['speedup']:.2f}× scikit-learn's speed); fold accuracies within {p['max_accuracy_diff']:.4f}, objectives "
+        f"within {p['max_objective_rel_diff']:.1e} relative; converged {p['torch_converged']} of {p['fits']} fits "
+        f"(scikit-learn {p['sklearn_converged']}).",
     ]
 
 
