@@ -104,9 +104,13 @@ def training_runs(
     learning-rate search is not complete is left out).
     """
     from analysis.training import TrainConfig, select
+    from analysis.training.model import lowest_trained
 
     runs, search = [], []
-    for strategy, k, sel in selections(repro, model, n_layers, nu):
+    # lowest tuned block first: a run then finds the frozen-prefix states of the one before it in the process's
+    # memo and runs only the blocks between (analysis/training/prefix.py), instead of the whole prefix again
+    plan = sorted(selections(repro, model, n_layers, nu), key=lambda s: lowest_trained(s[2]))
+    for strategy, k, sel in plan:
         chosen = choose_lr(repro, model, task, strategy, k, sel, cache, log, cached_only=cached_only)
         if chosen is None:
             continue

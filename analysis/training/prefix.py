@@ -31,7 +31,8 @@ from analysis.training.config import PREFIX_MEMORY_BYTES
 EXACT = {"bert": False, "mpnet": True, "llama": False, "gemma3_text": False}
 PREFIX_VERSION = 1
 CAPTURE_BATCH = 32
-MEMO_ENTRIES = 8  # a sweep needs 4 (training and held-out texts, of the final runs and of the validation split)
+MEMO_ENTRIES = 16  # a sweep needs 4 (training and held-out texts of its final runs and validation split) at two
+# blocks; a reproduction 2 per seed (each seed draws its own sample) at two blocks
 
 
 def unsupported(encoder) -> str | None:

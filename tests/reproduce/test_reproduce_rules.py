@@ -207,3 +207,18 @@ def test_a_stored_search_whose_choice_is_the_largest_rate_is_marked_at_the_edge(
                                           "chosen": lr == 3e-4} for lr in (1e-4, 3e-4, 1e-3)]  # fmt: skip
     mark_edges(search)
     assert [r.get("at_edge") for r in search if r["chosen"]] == [True, False]
+
+
+def test_a_grid_trains_its_selections_lowest_tuned_block_first(monkeypatch):
+    """So each run finds the frozen-prefix states of the one before in the memo and chains from them."""
+    import analysis.reproduce.runs as runs
+    from analysis.reproduce.config import ReproConfig
+    from analysis.training.model import lowest_trained
+
+    seen = []
+    monkeypatch.setattr(runs, "choose_lr", lambda *a, **kw: (1e-3, []))
+    monkeypatch.setattr(runs, "cached_train", lambda cfg, *a, **kw: seen.append(cfg.selection) or None)
+    nu = [9.0, 5, 4, 3, 1, 2, 6, 7]  # ℓ* = 4 of 7 layers: variability k = 3 tunes 2..4, top k = 1 tunes 7
+    runs.training_runs(ReproConfig(seeds=(0,)), "minilm", "rotten_tomatoes", 7, nu, cache=None, log=print)
+    ts = [lowest_trained(s) for s in seen]
+    assert len(seen) == 7 and ts == sorted(ts) and ts[0] == 1 and ts[-1] == 7  # full first, top k = 1 last
