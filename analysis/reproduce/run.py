@@ -65,6 +65,7 @@ def run(
     the robustness curves are not; the part is marked incomplete when runs are missing).
     """
     from analysis.models.load import describe, resolve_model
+    from analysis.training.prefix import keep_states
 
     cache = cache or DiskCache()
     settings = {
@@ -81,9 +82,10 @@ def run(
         out["curves"].append(curve)
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
         out["cards"].append(_cards(repro, model, task, cache, log))
-        runs, search = training_runs(  # claims 1, 2, 4
-            repro, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
-        )
+        with keep_states():  # a (model, task)'s runs share their frozen-prefix passes (analysis/training/prefix.py)
+            runs, search = training_runs(  # claims 1, 2, 4
+                repro, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only
+            )
         expected = len(selections(repro, model, n_layers, curve["variability"])) * len(repro.seeds)
         missing += expected - len(runs)
         out["runs"] += runs

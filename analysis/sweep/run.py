@@ -198,15 +198,18 @@ def run_sweep(
         ticker.tick(steps, clock() - start)
         return out
 
+    from analysis.training.prefix import keep_states
+
     per_seed, lrs, losses, n_eval = {}, [], [], []
-    for layer in sc.layers:
-        lr = _lr_for(cfg, sc, layer, run)
-        runs = [run(run_config(cfg, sc, layer, seed, lr, False), sc.steps) for seed in sc.seeds]
-        say(f"layer {layer}: lr {lr:g}, {runs[0]['metric']} " + ", ".join(f"{r['value']:.4f}" for r in runs))
-        per_seed[layer] = [r["value"] for r in runs]
-        lrs.append(lr)
-        losses.append(runs[0]["loss"])
-        n_eval.append(runs[0]["n_eval"])
+    with keep_states():  # one prefix pass per layer's texts, chained from the layer below
+        for layer in sc.layers:
+            lr = _lr_for(cfg, sc, layer, run)
+            runs = [run(run_config(cfg, sc, layer, seed, lr, False), sc.steps) for seed in sc.seeds]
+            say(f"layer {layer}: lr {lr:g}, {runs[0]['metric']} " + ", ".join(f"{r['value']:.4f}" for r in runs))
+            per_seed[layer] = [r["value"] for r in runs]
+            lrs.append(lr)
+            losses.append(runs[0]["loss"])
+            n_eval.append(runs[0]["n_eval"])
     inputs = selector_table() if selector_table else {}
     record = summarise(cfg, sc, per_seed, lrs, losses, min(n_eval), runs[0]["metric"], inputs)
     if use_cache:

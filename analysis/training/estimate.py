@@ -41,11 +41,12 @@ _RATES_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class OneOffPass:
-    """A forward pass made once before training: ``texts`` texts through the first ``blocks`` blocks."""
+    """A forward pass made once before training: ``texts`` texts through ``blocks`` blocks from block ``start``."""
 
     texts: int
     blocks: int
     what: str = "one-off pass"
+    start: int = 1
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def from_costs(
     eval_flops = sum(fwd[: costs["layers_kept"]]) + costs["head_forward_flops"]
     parts = {"train": steps * step_s, "eval": evaluations(steps, every) * eval_n / world_size * eval_flops / rate}
     for p in one_off:
-        parts[p.what] = parts.get(p.what, 0.0) + p.texts * sum(fwd[: p.blocks]) / rate
+        parts[p.what] = parts.get(p.what, 0.0) + p.texts * sum(fwd[p.start - 1 : p.start - 1 + p.blocks]) / rate
     method = "cost model" if per_step is None else "probe"
     return Estimate(
         seconds=sum(parts.values()),
@@ -283,9 +284,14 @@ def estimate_configs(
     *,
     loader: Callable | None = None,
     one_off: Sequence[OneOffPass] = (),
+    share_prefix: bool = False,
 ) -> list[Estimate]:
     """The cost-model estimate of each TrainConfig of ``configs`` before any of them starts (the Training page's
     runs, a reproduction's plan), at this model's measured forward rate.
+
+    ``share_prefix``: the configs run in this order in one process under
+    :func:`analysis.training.prefix.keep_states` on the same texts (a sweep's), so a block's frozen prefix is
+    computed once and a higher one chained from it; else each run pays its whole prefix.
 
     The configs share one model and task; ``texts`` are their training texts (the mean token length of
     at most 2000 of them, and the rate's batch). The model comes from ``loader(ref, device, dtype,
@@ -313,7 +319,7 @@ def estimate_configs(
     for tc in configs:
         steps = tc.steps or math.ceil(tc.epochs * math.ceil(len(texts) / tc.batch_size))
         c = cost(base, tc.selection, seq_len, num_labels)
-        costs, passes = _with_prefix(base, tc, c, seq_len, len(texts), seen)
+        costs, passes = _with_prefix(base, tc, c, seq_len, len(texts), seen if share_prefix else None)
         out.append(
             from_costs(
                 costs,
@@ -351,7 +357,7 @@ def _with_prefix(
     if start == t:
         return costs, []
     what = "frozen-prefix pass" if start == 1 else f"frozen-prefix pass chained from block {start}"
-    return costs, [OneOffPass(texts=n_train + tc.eval_n, blocks=t - start, what=what)]
+    return costs, [OneOffPass(texts=n_train + tc.eval_n, blocks=t - start, what=what, start=start)]
 
 
 def _autocast(device: str, amp: str | None):

@@ -18,9 +18,10 @@ cache (written atomically) and are read memory-mapped.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -108,8 +109,6 @@ def compute_prefix(
         blocks s..max(ts)-1 run (the model's own forward with blocks 1..s-1 stood in for, as in training), so a
         sweep climbing the layers runs each frozen block once per text, holding one layer's states at a time.
     """
-    import contextlib
-
     import torch
 
     from analysis.models.batching import pad_rows
@@ -140,14 +139,16 @@ def compute_prefix(
 
     if source is not None and not 2 <= source[0] < min(ts):
         raise ValueError(f"a chained pass starts below the blocks asked for, got {source[0]} for {ts}")
-    handles = [blocks[t - 2].register_forward_hook(grab(t)) for t in ts]
+    as_tuple = EXACT[encoder.config.model_type] if source is not None else False
     kept = list(blocks)
-    inject = _stand_in(blocks, source[0], EXACT[encoder.config.model_type]) if source is not None else None
+    handles = []
     was_training = encoder.training
-    encoder.eval()
     order = np.argsort(-lengths, kind="stable")  # similar lengths together: little padding
     amp = getattr(encoder, "variscope_autocast", None)
     try:
+        handles = [blocks[t - 2].register_forward_hook(grab(t)) for t in ts]
+        inject = _stand_in(blocks, source[0], as_tuple) if source is not None else None
+        encoder.eval()
         with torch.inference_mode(), _autocast(device, amp):
             for s in range(0, len(order), CAPTURE_BATCH):
                 rows = order[s : s + CAPTURE_BATCH]
@@ -173,8 +174,6 @@ def compute_prefix(
 
 
 def _autocast(device: str, amp: str | None):
-    import contextlib
-
     import torch
 
     if not amp:
@@ -285,7 +284,7 @@ def prepare(
         base = _key(model.encoder, ref, enc, device, rows)
         store = _DiskStore(cache, base)
         got, came = _states(model.encoder, enc, t, base, store, device, budget)
-        got.rows = i  # the same for every run that finds these states: their key holds the row selection
+        got = replace(got, rows=i)  # a run's view (its text ids); the memo keeps positions within the subset
         budget -= got.nbytes if got.where == "memory" else 0
         states.append(got)
         how.append(came)
@@ -305,8 +304,26 @@ def prepare(
 
 # States computed in this process, kept for the next run on the same texts and model (a sweep's seeds and
 # learning rates at one layer, a grid's k = 1..3): (base key, t) -> PrefixStates, least recently used first.
+# Kept only while a caller that runs many trainings says so (:func:`keep_states`: a sweep, a reproduction), so
+# a long-lived process (the app) holds no states between its runs.
 _MEMO: OrderedDict[tuple[str, int], PrefixStates] = OrderedDict()
 _MEMO_LOCK = threading.Lock()
+_KEEPERS = [0]
+
+
+@contextlib.contextmanager
+def keep_states():
+    """Within this block, runs of this process keep their prefix states for the next run (memo and chaining);
+    on leaving the outermost one, every kept state (and its hold on a disk entry) is let go."""
+    with _MEMO_LOCK:
+        _KEEPERS[0] += 1
+    try:
+        yield
+    finally:
+        with _MEMO_LOCK:
+            _KEEPERS[0] -= 1
+            if _KEEPERS[0] == 0:
+                _MEMO.clear()
 
 
 def _states(encoder, enc: dict, t: int, base: dict, store, device: str, budget: int) -> tuple[PrefixStates, str]:
@@ -336,6 +353,8 @@ def _remember(b: str, t: int, got: PrefixStates) -> None:
     if got.where == "memory" and got.nbytes > PREFIX_MEMORY_BYTES:
         return  # larger than the whole budget: keeping it would push out everything else
     with _MEMO_LOCK:
+        if not _KEEPERS[0]:
+            return
         _MEMO[(b, t)] = got
         _MEMO.move_to_end((b, t))
         while len(_MEMO) > MEMO_ENTRIES or (

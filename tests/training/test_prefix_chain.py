@@ -60,6 +60,14 @@ def test_the_memo_serves_a_second_run_and_chains_the_next_block(tmp_path, monkey
     base = {"what": "prefix", "model": "tiny", "ids": "x"}
     store = prefix._DiskStore(None, base)
     monkeypatch.setattr(store, "load", lambda t: None)  # no disk cache in this test
+    prefix._states(encoder, enc, 3, base, store, "cpu", 1 << 30)
+    assert not prefix._MEMO  # outside keep_states() a process keeps nothing between runs
+    with prefix.keep_states():
+        _memo_and_chain(prefix, encoder, enc, base, store)
+    assert not prefix._MEMO  # let go on leaving
+
+
+def _memo_and_chain(prefix, encoder, enc, base, store):
     first, how1 = prefix._states(encoder, enc, 3, base, store, "cpu", 1 << 30)
     calls = _calls(encoder)
     again, how2 = prefix._states(encoder, enc, 3, base, store, "cpu", 1 << 30)
@@ -71,7 +79,6 @@ def test_the_memo_serves_a_second_run_and_chains_the_next_block(tmp_path, monkey
     other = {**base, "ids": "y"}  # other texts never read these states
     _, how4 = prefix._states(encoder, enc, 4, other, store, "cpu", 1 << 30)
     assert how4 == "computed"
-    prefix.forget()
 
 
 def test_the_memo_keeps_within_its_memory_budget(monkeypatch):
@@ -79,6 +86,7 @@ def test_the_memo_keeps_within_its_memory_budget(monkeypatch):
 
     prefix.forget()
     monkeypatch.setattr(prefix, "PREFIX_MEMORY_BYTES", 3 * 400)
+    monkeypatch.setattr(prefix, "_KEEPERS", [1])
     for t in range(2, 7):
         prefix._remember("b", t, prefix.PrefixStates(np.zeros((100, 1), np.float32), np.array([0, 100])))
     assert sorted(t for _, t in prefix._MEMO) == [4, 5, 6]  # the least recently used went first
@@ -86,3 +94,31 @@ def test_the_memo_keeps_within_its_memory_budget(monkeypatch):
     assert sorted(t for _, t in prefix._MEMO) == [4, 5, 6]  # larger than the whole budget: not kept, nothing lost
     prefix.forget()
     assert not prefix._MEMO
+
+
+def test_a_process_holding_some_rows_chains_from_its_own_kept_states(tmp_path):
+    """Under torchrun a process computes only its rows; a higher block chains from them (positions, not run ids)."""
+    from types import SimpleNamespace
+
+    import transformers as tf
+
+    import analysis.training.prefix as prefix
+    from analysis.training import Selection, build_classifier
+    from analysis.training.data import RankRows
+
+    encoder, enc = _encoder_and_ids("bert", tmp_path / "b")
+    base = tf.AutoModel.from_pretrained(tmp_path / "b")
+    rows = RankRows(1, 2, np.array([1, 3, 4]), np.array([0, 2]), {"train": [2, 3], "eval": [3, 2]})
+    ref = SimpleNamespace(fingerprint="tiny-bert")
+    whole = prefix.compute_prefix(encoder, enc, [3, 4], device="cpu")
+    with prefix.keep_states():
+        for t in (3, 4):
+            model = build_classifier(base, Selection(t, (t,)), 2, "mean")
+            plan = SimpleNamespace(enc_tr=enc, enc_ev=enc)
+            rec = prefix.prepare(model, plan, ref, "cpu", on=True, cache=None, rows=rows)
+            assert rec["source"] == (["computed"] * 2 if t == 3 else ["chained from 3"] * 2)
+            got = plan.prefix_tr.batch([3, 1], 40)  # run ids, this process's texts
+            want = prefix.PrefixStates(whole[t].states, whole[t].offsets).batch([3, 1], 40)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+            with pytest.raises(RuntimeError, match="not among"):
+                plan.prefix_tr.batch([0], 40)
