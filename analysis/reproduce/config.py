@@ -83,3 +83,10 @@ def config_from_settings(settings: dict) -> ReproConfig:
 
     names = {f.name for f in fields(ReproConfig)}
     return ReproConfig(**{k: tup(v) for k, v in settings.items() if k in names})
+
+
+def part_pairs(part: dict) -> list[tuple[str, str]]:
+    """The (model, task) pairs a part's records cover: its "pairs", else those its settings plan for its models."""
+    if part.get("pairs") is not None:
+        return [(m, t) for m, t in part["pairs"]]
+    return [(m, t) for m, t in config_from_settings(part["settings"]).pairs() if m in part["models"]]

@@ -30,22 +30,26 @@ def recompute_flops(res: dict, *, log: Callable[[str], None] = print) -> list[di
     (old value or None, new value). Each record also gets ``seq_len`` (where missing) and ``cost_model``.
     A record whose sample does not have the size it stores is refused (one line): its run drew other texts.
     """
-    from analysis.reproduce.config import config_from_settings
+    from analysis.reproduce.config import ReproConfig, config_from_settings
     from analysis.reproduce.run import settings_for
 
     changes = []
     for model in dict.fromkeys(r["model"] for r in res.get("runs", [])):
-        repro = replace(config_from_settings(settings_for(res, model)), device="cpu")  # sizes only: no device needed
-        base, tok = _base(repro, model)
-        measured: dict[tuple, tuple[float, int]] = {}
         rows = [r for r in res["runs"] if r["model"] == model]
+
+        def config(task: str, model: str = model) -> ReproConfig:  # each task's settings: its part's
+            return replace(config_from_settings(settings_for(res, model, task)), device="cpu")  # sizes only
+
+        base, tok = _base(config(rows[0]["task"]), model)
+        measured: dict[tuple, tuple[float, int]] = {}
         log(f"{model}: {len(rows)} records")
         for r in rows:
             key = (r["task"], r["seed"])
             if key not in measured:
-                measured[key] = _sample_facts(repro, model, r, tok)
+                measured[key] = _sample_facts(config(r["task"]), model, r, tok)
             seq_len, num_labels = measured[key]
-            changes.append(_recost(r, base, seq_len if r.get("seq_len") is None else float(r["seq_len"]), num_labels))
+            seq_len = seq_len if r.get("seq_len") is None else float(r["seq_len"])
+            changes.append(_recost(r, base, seq_len, num_labels))
     return changes
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analysis.reproduce.config import GEMMA, ReproConfig, part_pairs
 from analysis.reproduce.robustness import SPEARMAN_MIN
 from analysis.reproduce.stats import MIN_TASKS
 from analysis.reproduce.tables import claim_lines, fmt, image, lr_text, robustness_lines
@@ -39,6 +40,7 @@ def report_markdown(res: dict, command: str | None = None, rel: str | Path | Non
     """The whole report as Markdown; ``rel`` is the plots' folder relative to the document (None: no images)."""
     rows = res.get("summary") or summarize(res)
     lines = setting_lines(res, command)
+    lines += missing_lines(res)
     lines += ["## Verdicts", "", verdicts_markdown(res), "", *rules_lines()]
     lines += curves_lines(res, rel)
     lines += cards_lines(res)
@@ -69,8 +71,43 @@ def setting_lines(res: dict, command: str | None = None) -> list[str]:
     return lines + [""]
 
 
+def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
+    """What ``preset``'s grid (the raw model's, by default) still lacks in ``res``: one line per task.
+
+    A task is missing when it has no training run; a present one lists the (strategy, k) with fewer
+    seeds than the preset's. Nothing when ``res`` holds no record of the preset's models, or none is missing.
+    """
+    lines = []
+    for model in preset.models:
+        runs = [r for r in res.get("runs", []) if r["model"] == model]
+        if not runs and not any(c["model"] == model for c in res.get("curves", [])):
+            continue
+        for task in preset.tasks:
+            mine = [r for r in runs if r["task"] == task]
+            if not mine:
+                lines.append(f"- {model} · {task}: not run yet.")
+                continue
+            want: list[tuple[str, int | None]] = [(s, k) for s in ("variability", "top") for k in preset.ks_for(model)]
+            want += [] if model in preset.skip_full else [("full", None)]
+            short = []
+            for s, k in want:
+                n = len({r["seed"] for r in mine if r["strategy"] == s and r["k"] == k})
+                if n < len(preset.seeds):
+                    short.append(f"{s}{'' if k is None else f' k = {k}'} ({n} of {len(preset.seeds)} seeds)")
+            if short:
+                lines.append(f"- {model} · {task}: missing " + ", ".join(short) + ".")
+    if not lines:
+        return []
+    head = (
+        "The raw model's grid (`python -m analysis reproduce --model gemma3-270m --tasks T`, run one task at a "
+        "time; each task's records replace only that task's) is not complete yet:"
+    )
+    return ["## Still to run", "", head, "", *lines, ""]
+
+
 def _part_lines(p: dict, command: str | None) -> list[str]:
     s = p["settings"]
+    tasks = list(dict.fromkeys(t for _, t in part_pairs(p)))  # what this part still holds after merges
     plan = "; ".join(
         f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}" for e in s.get("plan") or ()
     )
@@ -87,7 +124,7 @@ def _part_lines(p: dict, command: str | None) -> list[str]:
         f"### {', '.join(p['models'])}",
         "",
         *([f"Regenerate: `{cmd}`", ""] if cmd else []),
-        f"- Tasks: {', '.join(s['tasks'])} (offline, see README)." + (f" Plan: {plan}." if plan else ""),
+        f"- Tasks: {', '.join(tasks)} (offline, see README)." + (f" Plan: {plan}." if plan else ""),
         f"- ν curves: {s['analysis_n']} stratified training texts, pooling `{s['pooling']}`, max length "
         f"{s['max_length']}, {s['bootstrap']} bootstrap resamples; ℓ* = argmin of ν over layers 1..L.",
         f"- Training: {s['steps']} steps, batch {s['batch_size']}, linear decay with 6 % warm-up, AdamW; {lr}; "

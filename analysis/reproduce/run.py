@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from analysis.reproduce.config import GEMMA, QUICK, ReproConfig, config_from_settings
+from analysis.reproduce.config import GEMMA, QUICK, ReproConfig, config_from_settings, part_pairs
 from analysis.reproduce.robustness import robustness
 from analysis.reproduce.runs import REPRO_VERSION, acfg, selections, training_runs
 from analysis.reproduce.verdicts import cards_verdict, rank_p, summarize, verdicts
@@ -44,6 +44,7 @@ __all__ = [
     "finish",
     "merge",
     "migrate",
+    "part_pairs",
     "run",
 ]
 
@@ -102,7 +103,8 @@ def run(
 
 
 def _with_part(records: dict, settings: dict, seconds: float, *, done: bool) -> dict:
-    part = {"models": settings["models"], "settings": settings, "seconds": seconds, "complete": done}
+    pairs = [list(x) for x in config_from_settings(settings).pairs()]
+    part = {"models": settings["models"], "pairs": pairs, "settings": settings, "seconds": seconds, "complete": done}
     return finish({"version": RESULTS_VERSION, "parts": [part], **{k: list(v) for k, v in records.items()}})
 
 
@@ -163,23 +165,30 @@ def migrate(res: dict) -> dict:
 
 
 def merge(old: dict, new: dict) -> dict:
-    """``old``'s records of the models that ``new`` does not cover, then ``new``'s (parts likewise)."""
+    """``old``'s records of the (model, task) pairs that ``new`` does not cover, then ``new``'s.
+
+    Per pair, so a grid run one task at a time keeps the tasks it finished before; an old part
+    keeps the pairs that nothing replaced (its "pairs" says which), or goes when none are left.
+    """
     old, new = migrate(old), migrate(new)
-    ours = {m for p in new["parts"] for m in p["models"]}
+    ours = {pair for p in new["parts"] for pair in part_pairs(p)}
     parts = []
     for p in old["parts"]:
-        rest = [m for m in p["models"] if m not in ours]
+        rest = [pair for pair in part_pairs(p) if pair not in ours]
         if rest:
-            parts.append({**p, "models": rest})
+            models = list(dict.fromkeys(m for m, _ in rest))
+            parts.append({**p, "models": models, "pairs": [list(x) for x in rest]})
     out: dict = {"version": RESULTS_VERSION, "parts": parts + new["parts"]}
     for k in ("curves", "cards", "runs", "robustness", "lr_search"):
-        out[k] = [x for x in old.get(k, []) if x["model"] not in ours] + list(new.get(k, []))
+        out[k] = [x for x in old.get(k, []) if (x["model"], x["task"]) not in ours] + list(new.get(k, []))
     return finish(out)
 
 
-def settings_for(res: dict, model: str) -> dict:
-    """The settings of the part that holds ``model``'s records."""
-    return next(p["settings"] for p in migrate(res)["parts"] if model in p["models"])
+def settings_for(res: dict, model: str, task: str | None = None) -> dict:
+    """The settings of the part that holds ``model``'s records (on ``task``, when given)."""
+    return next(
+        p["settings"] for p in migrate(res)["parts"] if any(m == model and task in (None, t) for m, t in part_pairs(p))
+    )
 
 
 def _curve(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> dict:
@@ -250,8 +259,8 @@ def add_cards(
 
     cache = cache or DiskCache()
 
-    def config(model: str) -> ReproConfig:
-        repro = config_from_settings(settings_for(res, model))
+    def config(model: str, task: str) -> ReproConfig:
+        repro = config_from_settings(settings_for(res, model, task))
         return repro if device is None else replace(repro, device=device)
 
     have = {(c["model"], c["task"]): c for c in res.get("cards", []) if "not_computed" not in c}
@@ -263,7 +272,7 @@ def add_cards(
             log(f"[{model}/{task}] cards not computed: {model} is not installed")
             rec = {"model": model, "task": task, "not_computed": "model not installed"}
         elif rec is None:
-            rec = _cards(config(model), model, task, cache, log)
+            rec = _cards(config(model, task), model, task, cache, log)
             if rec["n"] != c["n"] or rec["recommended_layer"] != c["best_layer"]:
                 log(f"[{model}/{task}] warning: the cards' states differ from the curve's (n or ℓ*)")
         cards.append(rec)
@@ -295,7 +304,7 @@ def add_robustness(
         model, task = c["model"], c["task"]
         if models is not None and model not in models:
             continue
-        repro = config_from_settings(settings_for(res, model))
+        repro = config_from_settings(settings_for(res, model, task))
         new = robustness(repro, model, task, c, cache, log)
         rest = [x for x in res["robustness"] if (x["model"], x["task"]) != (model, task)]
         res = finish({**res, "robustness": rest + new})

@@ -3,11 +3,12 @@
 import json
 import math
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
-from analysis.reproduce.report import report_markdown
+from analysis.reproduce.config import part_pairs
+from analysis.reproduce.report import missing_lines, report_markdown
 from analysis.reproduce.run import ReproConfig, finish, merge, migrate, settings_for
 from analysis.reproduce.stats import claim_word, final_loss, paired
 from conftest import ROOT
@@ -156,9 +157,20 @@ def test_old_results_migrate_and_merge_keeps_the_other_models():
     both = merge(m, new)
     assert [p["models"] for p in both["parts"]] == [m["parts"][0]["models"], ["g"]]
     assert len(both["runs"]) == len(m["runs"]) + len(new["runs"])
-    again = merge(both, _gemma_like(("rotten_tomatoes",)))  # a rerun of "g" replaces its records
-    assert {r["task"] for r in again["runs"] if r["model"] == "g"} == {"rotten_tomatoes"}
-    assert len(again["parts"]) == 2
+    rt = _gemma_like(("rotten_tomatoes",))
+    rt["runs"] = [{**r, "metric_value": 0.5} for r in rt["runs"]]
+    again = merge(both, rt)  # a rerun of "g" on one task replaces that task's records only
+    mine = [r for r in again["runs"] if r["model"] == "g"]
+    assert {r["task"] for r in mine} == {"rotten_tomatoes", "bbc_news", "reuters_r8"}
+    assert len(mine) == len(new["runs"])
+    assert {r["metric_value"] for r in mine if r["task"] == "rotten_tomatoes"} == {0.5}
+    assert [len([c for c in again["curves"] if c["model"] == "g"]), len(again["parts"])] == [3, 3]
+    kept = again["parts"][1]  # the first "g" part keeps the tasks nothing replaced, and says which
+    assert kept["pairs"] == [["g", "bbc_news"], ["g", "reuters_r8"]]
+    assert settings_for(again, "g", "bbc_news") is kept["settings"]
+    assert part_pairs(again["parts"][2]) == [("g", "rotten_tomatoes")]
+    assert "- Tasks: bbc_news, reuters_r8 (offline" in report_markdown(again)
+    assert merge(again, rt)["parts"][1:] == again["parts"][1:]  # the same rerun again changes nothing
 
 
 _NUM = re.compile(r"(?<![\w.])[-+−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
@@ -256,3 +268,13 @@ def test_the_regenerate_command_leaves_out_the_note_and_cached_only():
     argv = ["--model", "gemma3-270m", "--note", "a reduced budget: 1 task", "--cached-only", "--steps", "100"]
     assert _command(argv) == "python -m analysis reproduce --model gemma3-270m --steps 100"
     assert _command(["--note=x", "--tasks", "a b"]) == "python -m analysis reproduce --tasks 'a b'"
+
+
+def test_the_doc_lists_what_the_raw_models_grid_still_lacks():
+    preset = ReproConfig(models=("g",), tasks=("rotten_tomatoes", "bbc_news", "reuters_r8"), ks=(1,), seeds=(0, 1, 2))
+    res = _gemma_like(("rotten_tomatoes", "reuters_r8"))
+    assert missing_lines(res, preset)[4:] == ["- g · bbc_news: not run yet.", ""]
+    res["runs"] = [r for r in res["runs"] if not (r["task"] == "reuters_r8" and r["strategy"] == "top" and r["seed"])]
+    assert missing_lines(res, preset)[5] == "- g · reuters_r8: missing top k = 1 (1 of 3 seeds)."
+    assert missing_lines(_gemma_like(), preset) == []
+    assert missing_lines(_gemma_like(), replace(preset, models=("other",))) == []  # no record of that model
