@@ -27,6 +27,10 @@ FAMILIES = ("encoder", "decoder", "other")
 BOOK_PATH = Path(__file__).resolve().parents[2] / "docs" / "selectors.json"
 #: the page's recommendation rule → the selector that is that rule
 RULE_SELECTOR = {"argmin": "nu_argmin", "plateau": "nu_plateau"}
+#: a reduced-precision sweep may stand for a model's cells once, on this task, it ranks the layers as float32 does:
+#: the Spearman of the two per-layer mean curves at least PRECISION_RHO and each oracle in the other's tied set
+PRECISION_TASK = "rotten_tomatoes"
+PRECISION_RHO = 0.8
 
 
 def model_family(model: str) -> str:
@@ -86,9 +90,79 @@ def merge(book: dict, record: dict) -> dict:
     return {**book, "sweeps": sorted([*kept, record], key=place)}
 
 
+def record_dtype(record: dict) -> str:
+    """The precision a record trained in (its settings say so only when it is not float32)."""
+    return str(record["settings"].get("dtype", "float32"))
+
+
+def counted(book: dict) -> list[dict]:
+    """The records the evidence counts: one per (model, task), the float32 one where there is one.
+
+    A record in another precision (a bfloat16 sweep) stands for its cell only where no float32 record
+    does; beside a float32 record it is a precision check (:func:`precision_checks`), counted once.
+    """
+    cells = {(r["model"], r["task"]) for r in book["sweeps"] if record_dtype(r) == "float32"}
+    out, seen = [], set()
+    for r in book["sweeps"]:
+        cell = (r["model"], r["task"])
+        if cell in seen or (cell in cells and record_dtype(r) != "float32"):
+            continue
+        seen.add(cell)
+        out.append(r)
+    return out
+
+
+def precision_checks(book: dict) -> list[dict]:
+    """A record in a reduced precision beside the float32 record of the same cell and otherwise same settings.
+
+    One row each: {model, task, dtype, spearman (of the two per-layer mean curves), oracle, oracle_float32,
+    in_tied (its oracle in float32's tied set), in_tied_float32 (float32's oracle in its tied set), nu_layer,
+    nu_layer_float32, matches}. ``matches``: the per-layer ranking agrees (Spearman ≥ :data:`PRECISION_RHO`)
+    and each oracle lies in the other's tied set.
+    """
+    from analysis.sweep.stats import spearman
+
+    out = []
+    for r in book["sweeps"]:
+        dtype = record_dtype(r)
+        if dtype == "float32":
+            continue
+        same = {k: v for k, v in r["settings"].items() if k != "dtype"}
+        ref = next(
+            (x for x in book["sweeps"] if (x["model"], x["task"], x["settings"]) == (r["model"], r["task"], same)), None
+        )
+        if ref is None or ref["layers"] != r["layers"]:
+            continue
+        rho = spearman(r["mean"], ref["mean"])
+        row = {
+            "model": r["model"],
+            "task": r["task"],
+            "dtype": dtype,
+            "spearman": rho,
+            "oracle": r["oracle_layer"],
+            "oracle_float32": ref["oracle_layer"],
+            "in_tied": r["oracle_layer"] in ref["tied_layers"],
+            "in_tied_float32": ref["oracle_layer"] in r["tied_layers"],
+            "nu_layer": (r["selectors"].get("nu_argmin") or {}).get("layer"),
+            "nu_layer_float32": (ref["selectors"].get("nu_argmin") or {}).get("layer"),
+        }
+        row["matches"] = bool(rho is not None and rho >= PRECISION_RHO and row["in_tied"] and row["in_tied_float32"])
+        out.append(row)
+    return out
+
+
+def precision_vetted(book: dict, model: str, dtype: str) -> bool:
+    """Whether ``model``'s ``dtype`` sweep on :data:`PRECISION_TASK` ranks the layers as its float32 sweep does."""
+    return any(
+        c["matches"]
+        for c in precision_checks(book)
+        if (c["model"], c["task"], c["dtype"]) == (model, PRECISION_TASK, dtype)
+    )
+
+
 def missing_cells(book: dict) -> list[tuple[str, str]]:
     """The planned (model, task) cells without a record of at least :data:`PLANNED_SEEDS` seeds."""
-    done = {(r["model"], r["task"]) for r in book["sweeps"] if len(r["seeds"]) >= PLANNED_SEEDS}
+    done = {(r["model"], r["task"]) for r in counted(book) if len(r["seeds"]) >= PLANNED_SEEDS}
     return [cell for cell in PLANNED if cell not in done]
 
 
@@ -100,7 +174,7 @@ def summary(book: dict) -> dict[str, list[dict]]:
     """
     out: dict[str, list[dict]] = {}
     for fam in FAMILIES:
-        records = [r for r in book["sweeps"] if model_family(r["model"]) == fam]
+        records = [r for r in counted(book) if model_family(r["model"]) == fam]
         names = list(dict.fromkeys(name for r in records for name in r["selectors"]))
         rows = []
         for name in names:
@@ -219,7 +293,7 @@ def representation_rows(record: dict) -> list[dict]:
 def representation_table(book: dict) -> list[dict]:
     """The records scored on more than one representation (pre-norm decoders): {model, task, rows} each."""
     out = []
-    for r in book["sweeps"]:
+    for r in counted(book):
         rows = representation_rows(r)
         if len(rows) > 1:
             out.append({"model": r["model"], "task": r["task"], "rows": rows})
@@ -230,7 +304,7 @@ def unscored_decoders(book: dict) -> list[tuple[str, str]]:
     """Decoder records with one representation only (made before the sweep scored both)."""
     return [
         (r["model"], r["task"])
-        for r in book["sweeps"]
+        for r in counted(book)
         if model_family(r["model"]) == "decoder" and len(representation_rows(r)) < 2
     ]
 

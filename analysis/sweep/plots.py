@@ -8,7 +8,9 @@ from pathlib import Path
 
 def plot_name(record: dict) -> str:
     """The file name of a record's plot: selectors-<model>-<task>.png with unsafe characters replaced."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"selectors-{record['model']}-{record['task']}") + ".png"
+    dtype = record["settings"].get("dtype")  # a reduced-precision record beside the float32 one gets its own file
+    name = f"selectors-{record['model']}-{record['task']}" + (f"-{dtype}" if dtype else "")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".png"
 
 
 def write_plots(book: dict, img: Path) -> None:

@@ -12,8 +12,14 @@ from analysis.selectors import SELECTORS
 from analysis.store.atomic import write_atomic
 from analysis.sweep.evidence import (
     PLANNED_SEEDS,
+    PRECISION_RHO,
+    PRECISION_TASK,
+    counted,
     missing_cells,
     model_family,
+    precision_checks,
+    precision_vetted,
+    record_dtype,
     representation_table,
     representation_verdict,
     summary,
@@ -64,6 +70,7 @@ def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
     ]
     lines += summary_lines(book)
     lines += representation_lines(book)
+    lines += precision_lines(book)
     lines += missing_lines(book)
     for r in book["sweeps"]:
         lines += record_lines(r, rel)
@@ -77,7 +84,7 @@ def summary_lines(book: dict) -> list[str]:
     if not table:
         return [*lines, "No finished sweep yet.", ""]
     for fam, rows in table.items():
-        models = sorted({r["model"] for r in book["sweeps"] if model_family(r["model"]) == fam})
+        models = sorted({r["model"] for r in counted(book) if model_family(r["model"]) == fam})
         lines += [f"### {fam.capitalize()}s ({', '.join(models)})", ""]
         lines += ["| selector | pairs | mean regret | worst regret | pick in tied set |", "|---|---|---|---|---|"]
         for x in rows:
@@ -123,6 +130,49 @@ def representation_lines(book: dict) -> list[str]:
     return lines
 
 
+def precision_lines(book: dict) -> list[str]:
+    """The reduced-precision checks (a bfloat16 sweep beside the float32 one of the same cell) and which cells
+    stand on a reduced-precision record; nothing when the book has no record in a reduced precision."""
+    checks = precision_checks(book)
+    reduced = [r for r in counted(book) if record_dtype(r) != "float32"]
+    if not checks and not reduced:
+        return []
+    lines = [
+        "## Reduced precision",
+        "",
+        f"A sweep in a reduced precision (`--dtype autocast-bfloat16`) may stand for a model's cells only once its "
+        f"{PRECISION_TASK} sweep ranks the layers as the float32 one does: Spearman of the two per-layer mean "
+        f"curves ≥ {PRECISION_RHO} and each oracle in the other's tied set. Summaries count the float32 record "
+        "of a cell where there is one.",
+        "",
+    ]
+    if checks:
+        lines += [
+            "| model · task | dtype | Spearman of means | oracle (float32) | each in the other's tied set | ν's pick "
+            "(float32) | ranking matches |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in checks:
+            rho = "–" if c["spearman"] is None else f"{c['spearman']:.2f}"
+            both = "yes" if c["in_tied"] and c["in_tied_float32"] else "no"
+            lines.append(
+                f"| {c['model']} · {c['task']} | {c['dtype']} | {rho} | {c['oracle']} ({c['oracle_float32']}) "
+                f"| {both} | {c['nu_layer']} ({c['nu_layer_float32']}) | {'yes' if c['matches'] else '**no**'} |"
+            )
+        lines.append("")
+    for r in reduced:
+        ok = precision_vetted(book, r["model"], record_dtype(r))
+        lines.append(
+            f"- {r['model']} · {r['task']} stands on a {record_dtype(r)} record: "
+            + (
+                "its model's ranking matched float32 above."
+                if ok
+                else f"**not vetted** (no matching {PRECISION_TASK} check)."
+            )
+        )
+    return [*lines, ""] if reduced else lines
+
+
 def missing_lines(book: dict) -> list[str]:
     missing = missing_cells(book)
     lines = ["## Planned cells still missing", ""]
@@ -156,7 +206,8 @@ def _representation_note(r: dict) -> list[str]:
 def record_lines(r: dict, rel: str | Path | None = None) -> list[str]:
     """One (model, task): settings, plot, the trained curve, the oracle and tied set, every selector."""
     i = r["layers"].index(r["oracle_layer"])
-    lines = [f"## {r['model']} · {r['task']} ({model_family(r['model'])})", "", _settings_line(r), ""]
+    dtype = "" if record_dtype(r) == "float32" else f", {record_dtype(r)}"
+    lines = [f"## {r['model']} · {r['task']} ({model_family(r['model'])}{dtype})", "", _settings_line(r), ""]
     if rel is not None:
         lines += [f"![{r['model']} {r['task']}]({rel}/{plot_name(r)})", ""]
     lines += [

@@ -267,7 +267,9 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
     ``selectors_by_representation`` holds every representation of ``inputs``, each shaped like ``selectors``.
     """
     from analysis.models.hidden_states import REPRESENTATIONS
+    from analysis.models.load import resolve_device, resolve_dtype
 
+    dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
     layers = list(sc.layers)
     mean = [float(np.mean(per_seed[l])) for l in layers]
     sd = [float(np.std(per_seed[l], ddof=1)) if len(per_seed[l]) > 1 else None for l in layers]
@@ -295,7 +297,14 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
         "selectors_by_representation": by_rep,
         "representation_default": cfg.representation,
         "representation_note": _representation_note(by_rep),
-        "settings": {**asdict(sc), "max_length": cfg.max_length, "n": cfg.sampling.n, "seed": cfg.sampling.seed},
+        "settings": {
+            **asdict(sc),
+            "max_length": cfg.max_length,
+            "n": cfg.sampling.n,
+            "seed": cfg.sampling.seed,
+            # only when not float32, so every float32 record keeps its settings (and its place in the book)
+            **({} if dtype == "float32" else {"dtype": dtype}),
+        },
     }
 
 

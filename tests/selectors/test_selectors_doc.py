@@ -216,3 +216,55 @@ def test_the_shipped_document_is_its_json_regenerated():
     assert compared > 0 or not book["sweeps"]
     check_representations_against_json(doc, book)
     assert all(f"{m} · {t}" in doc for m, t in missing_cells(book))
+
+
+def _in_precision(rec: dict, dtype: str, mean=None) -> dict:
+    """``rec`` as if trained in ``dtype`` (its settings say so), with other per-layer means when given."""
+    out = {**rec, "settings": {**rec["settings"], "dtype": dtype}}
+    if mean is not None:
+        out |= {"mean": mean, "oracle_layer": rec["layers"][int(np.argmax(mean))]}
+    return out
+
+
+def test_a_bfloat16_sweep_is_a_precision_check_beside_float32_and_stands_for_its_cell_alone(book):
+    from analysis.sweep.evidence import counted, precision_checks, precision_vetted, summary
+    from analysis.sweep.plots import plot_name
+
+    gemma = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    close = _in_precision(gemma, "autocast-bfloat16", [m + 0.001 * (i % 2) for i, m in enumerate(gemma["mean"])])
+    both = merge(book, close)
+    assert len(both["sweeps"]) == len(book["sweeps"]) + 1  # other settings: kept beside the float32 record
+    assert counted(both) == counted(book) and summary(both) == summary(book)  # the cell counts once, in float32
+    [check] = precision_checks(both)
+    assert check["spearman"] > 0.9 and check["matches"] and check["oracle_float32"] == gemma["oracle_layer"]
+    assert precision_vetted(both, "gemma3-270m", "autocast-bfloat16")
+    assert not precision_vetted(both, "smollm2-135m", "autocast-bfloat16")
+    assert plot_name(close) != plot_name(gemma)
+
+    flipped = _in_precision(gemma, "autocast-bfloat16", gemma["mean"][::-1])  # the ranking reversed
+    [bad] = precision_checks(merge(book, flipped))
+    assert bad["spearman"] < 0 and not bad["matches"]
+    assert not precision_vetted(merge(book, flipped), "gemma3-270m", "autocast-bfloat16")
+
+    # a cell with only a bfloat16 record counts that record; the doc says whether its model was vetted
+    smol = _in_precision(record("smollm2-135m", "bbc_news", 18, seed=5, final_norm=True), "autocast-bfloat16")
+    alone = merge(both, smol)
+    assert smol in counted(alone) and ("smollm2-135m", "bbc_news") not in missing_cells(alone)
+    sec = _sections(doc_markdown(alone))["Reduced precision"]
+    assert any(line.startswith("| gemma3-270m · rotten_tomatoes | autocast-bfloat16 |") and line.endswith("| yes |")
+               for line in sec)  # fmt: skip
+    assert "- smollm2-135m · bbc_news stands on a autocast-bfloat16 record: **not vetted**" in "\n".join(sec)
+    assert "Reduced precision" not in _sections(doc_markdown(book))
+
+
+def test_the_sweeps_settings_name_the_precision_only_when_it_is_not_float32():
+    from _sweep_records import make_record, sweep_config
+
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
+    from analysis.pipeline import AnalysisConfig
+
+    base = dict(model="minilm", task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=1200), device="cpu")
+    assert "dtype" not in make_record(AnalysisConfig(**base), sweep_config(6))["settings"]
+    assert "dtype" not in make_record(AnalysisConfig(**base, dtype="float32"), sweep_config(6))["settings"]
+    assert make_record(AnalysisConfig(**base, dtype="bfloat16"), sweep_config(6))["settings"]["dtype"] == "bfloat16"
