@@ -24,6 +24,7 @@ class ReproConfig:
     imbalances: tuple[int, ...] = (1, 3, 9)
     draws: int = 5  # claim 3: independent samples per fraction and imbalance (analysis.reproduce.robustness)
     device: str = "auto"
+    dtype: str = "auto"  # every ν curve and training run of the reproduction (auto: float32 on a CPU)
     plan: tuple[tuple, ...] | None = None  # (model, tasks[, ks]) entries; default models × tasks × ks
     skip_full: tuple[str, ...] = ()  # models without the (costly) full fine-tuning baseline
     lr_grid: tuple[float, ...] = ()  # learning rates tried per strategy on validation (empty: ``lr`` for all)

@@ -133,6 +133,11 @@ def _part_lines(p: dict, command: str | None) -> list[str]:
         "- Strategies: **variability** (classifier on ℓ*, layers above removed, the k layers ending at ℓ* tuned), "
         "**top** (classifier on the top layer, top k layers tuned), **full** (everything tuned).",
     ]
+    if s.get("dtype", "auto") not in ("auto", "float32"):
+        lines.append(
+            f"- Precision: `{s['dtype']}` for every curve and run of this part (opt-in; the other parts: float32 on "
+            "this CPU)."
+        )
     if s.get("skip_full"):
         lines.append(f"- Full fine-tuning was not run for {', '.join(s['skip_full'])} (cost).")
     if p.get("note"):

@@ -69,6 +69,7 @@ def acfg(repro: ReproConfig, model: str, task: str, n: int | None, seed: int, **
         pooling=repro.pooling,
         max_length=repro.max_length,
         device=repro.device,
+        dtype=repro.dtype,
     )
 
 

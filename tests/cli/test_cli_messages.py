@@ -96,7 +96,25 @@ def test_reproduce_plan_is_checked_at_parse_time(tmp_path, capsys, monkeypatch, 
     assert needle in _error_line(capsys)
     assert main(["reproduce", "--ks", "0,1", *out]) == 2
     assert "at least 1" in _error_line(capsys)
+    assert main(["reproduce", "--dtype", "float8", *out]) == 2
+    assert "unknown dtype 'float8'" in _error_line(capsys)
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.md").exists()
+
+
+def test_reproduce_dtype_reaches_every_curve_and_run_and_the_doc_says_so():
+    from dataclasses import asdict
+
+    from analysis.reproduce.config import ReproConfig
+    from analysis.reproduce.report import _part_lines
+    from analysis.reproduce.runs import acfg
+
+    rc = ReproConfig(dtype="bfloat16")
+    assert acfg(rc, "minilm", "rotten_tomatoes", 10, 0).dtype == "bfloat16"
+    assert acfg(ReproConfig(), "minilm", "rotten_tomatoes", 10, 0).dtype == "auto"  # the old cache keys
+    part = {"models": ["minilm"], "settings": {**asdict(rc), "models": ["minilm"], "tasks": ["rotten_tomatoes"]}}
+    assert any(line.startswith("- Precision: `bfloat16`") for line in _part_lines(part, None))
+    part["settings"]["dtype"] = "auto"
+    assert not any(line.startswith("- Precision") for line in _part_lines(part, None))
 
 
 @pytest.mark.parametrize(("rank", "printed"), [("0", 1), ("1", 0)])
