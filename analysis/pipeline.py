@@ -12,15 +12,15 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
 from analysis.data.sampling import SampleConfig
 from analysis.data.tasks import TaskConfig, TaskData, load_sample, task_fingerprint
 from analysis.errors import VariscopeError
-from analysis.models.hidden_states import POOLINGS, REPRESENTATIONS, extract_states
-from analysis.models.load import ModelRef, load_model, resolve_device, resolve_dtype, resolve_model
+from analysis.models.hidden_states import POOLINGS, REPRESENTATION_CHOICES, extract_states
+from analysis.models.load import ModelRef, has_final_norm, load_model, resolve_device, resolve_dtype, resolve_model
 from analysis.store.cache import DiskCache, make_key
 from analysis.variability import CurveResult, variability_curve
 
@@ -37,8 +37,9 @@ class AnalysisConfig:
     pooling: str = "mean"
     max_length: int = 128
     dtype: str = "auto"
-    # "raw" or "final-norm" (decoders: the states the truncated classifier sees); in the cache key only
-    # when not "raw", so every key made before it existed stays valid
+    # "raw" or "final-norm" (decoders: the states the truncated classifier sees), or "auto" (final-norm where the
+    # model has a final norm, raw elsewhere: :func:`concrete`); in the cache key, resolved, only when not "raw", so
+    # every key made before it existed stays valid
     representation: str = "raw"
     # how the states are computed, not what they are: left out of the cache key
     device: str = field(default="auto", metadata={"cache_key": False})
@@ -52,9 +53,9 @@ class AnalysisConfig:
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
             raise VariscopeError(f"unknown pooling '{self.pooling}'; use one of {', '.join(POOLINGS)}")
-        if self.representation not in REPRESENTATIONS:
+        if self.representation not in REPRESENTATION_CHOICES:
             raise VariscopeError(
-                f"unknown representation '{self.representation}'; use one of {', '.join(REPRESENTATIONS)}"
+                f"unknown representation '{self.representation}'; use one of {', '.join(REPRESENTATION_CHOICES)}"
             )
         if self.max_length is None or self.max_length < 1:
             raise VariscopeError(f"max length must be at least 1 token, got {self.max_length}")
@@ -120,6 +121,15 @@ def resolve_target(cfg: AnalysisConfig, cache_root=None) -> Target:
     return Target(ref, device, resolve_dtype(cfg.dtype, device))
 
 
+def concrete(cfg: AnalysisConfig, target: Target | None = None) -> AnalysisConfig:
+    """``cfg`` with representation "auto" resolved for its model: "final-norm" on a pre-norm decoder (what a
+    classifier truncated at ℓ pools), "raw" elsewhere. Read from the architecture alone (no weights loaded)."""
+    if cfg.representation != "auto":
+        return cfg
+    ref = (target or resolve_target(cfg)).ref
+    return replace(cfg, representation="final-norm" if has_final_norm(ref, cfg.trust_remote_code) else "raw")
+
+
 def cache_config(cfg: AnalysisConfig, target: Target, task_fp: str) -> dict:
     """The dict hashed into the states cache key, derived from the config dataclasses.
 
@@ -127,6 +137,7 @@ def cache_config(cfg: AnalysisConfig, target: Target, task_fp: str) -> dict:
     marked ``cache_key=False``; the model name becomes its weights' fingerprint,
     the task's name/file its data fingerprint and the dtype its resolved value.
     """
+    cfg = concrete(cfg, target)  # "auto" and what it resolves to are one entry
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
     if conf["representation"] == "raw":
         del conf["representation"]
@@ -192,6 +203,7 @@ def get_states(
     cache = cache or DiskCache()
     cfg.validate()
     target = resolve_target(cfg, cache.root)
+    cfg = concrete(cfg, target)
     key, conf = states_key(cfg, target, content)
     lock = cache.lock("states", key) if use_cache else _nolock()
     with lock:

@@ -14,7 +14,7 @@ BATCH_HELP = "texts per forward pass (default 32 on a CPU, 256 on a GPU)"
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """Model, task, sampling and extraction flags shared by curve, cards and train (defaults: settings.DEFAULTS)."""
-    from analysis.models.hidden_states import POOLINGS, REPRESENTATIONS
+    from analysis.models.hidden_states import POOLINGS, REPRESENTATION_CHOICES
 
     d = DEFAULTS
     g = p.add_argument_group("model and data")
@@ -50,7 +50,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--representation",
         default=d["representation"],
-        choices=REPRESENTATIONS,
+        choices=REPRESENTATION_CHOICES,
         help="decoders: final-norm pools every layer through the final norm, as the truncated classifier sees it",
     )
     e.add_argument("--batch-size", type=int, default=d["batch_size"], help=BATCH_HELP)

@@ -26,6 +26,9 @@ POOLINGS = ("mean", "mean_all", "first", "last")
 #: model's final norm, the representation a classifier on a pre-norm decoder truncated at ℓ pools (the top
 #: layer's hidden state already has it)
 REPRESENTATIONS = ("raw", "final-norm")
+#: what a user may ask for: one of REPRESENTATIONS, or "auto", what the classifier truncated at ℓ pools (final-norm
+#: on a pre-norm decoder, raw elsewhere), resolved per model by :func:`analysis.pipeline.concrete`
+REPRESENTATION_CHOICES = ("auto", *REPRESENTATIONS)
 
 
 def final_norm(model):

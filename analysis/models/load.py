@@ -18,6 +18,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from analysis.errors import VariscopeError
 from analysis.models.registry import REGISTRY, locate
@@ -247,6 +248,50 @@ def split_dtype(dtype: str) -> tuple[str, str | None]:
     return dtype, None
 
 
+def _read_config(ref: ModelRef, trust_remote_code: bool = False) -> tuple[Any, dict[str, object]]:
+    """(the model's transformers config, the keyword arguments every ``from_pretrained`` of it takes)."""
+    from transformers import AutoConfig
+
+    kwargs: dict[str, object] = {"trust_remote_code": bool(trust_remote_code)}
+    if ref.source == "hub":
+        kwargs["revision"] = ref.revision
+        if not hub_reachable():
+            kwargs["local_files_only"] = True
+    try:
+        return AutoConfig.from_pretrained(ref.location, **kwargs), kwargs
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise VariscopeError(
+                f"model '{ref.name}' needs its own code from the hub; "
+                f"opt in with --trust-remote-code only if you trust its authors"
+            ) from None
+        raise VariscopeError(
+            f"model '{ref.name}' has a config that transformers cannot read: {_first_line(e)}"
+        ) from None
+    except OSError as e:
+        raise _load_error(ref, e) from None
+
+
+@functools.lru_cache(maxsize=32)
+def has_final_norm(ref: ModelRef, trust_remote_code: bool = False) -> bool:
+    """Whether ``ref``'s model is a pre-norm decoder with a final norm (``model.norm``: Llama, Gemma, Mistral,
+    Qwen), the representation "final-norm" applies to. Read from the architecture built on the meta device
+    from its config: no weights are loaded, so a cache lookup can ask before the model is."""
+    import torch
+    from transformers import AutoModel
+
+    config, _ = _read_config(ref, trust_remote_code)
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(config, trust_remote_code=bool(trust_remote_code))
+    except Exception as e:
+        raise VariscopeError(
+            f"cannot tell whether '{ref.name}' has a final norm ({_first_line(e)}); "
+            "choose --representation raw or final-norm"
+        ) from None
+    return getattr(model, "norm", None) is not None
+
+
 def load_model(
     ref: ModelRef,
     *,
@@ -265,28 +310,11 @@ def load_model(
     """
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    kwargs: dict[str, object] = {"trust_remote_code": bool(trust_remote_code)}
-    if ref.source == "hub":
-        kwargs["revision"] = ref.revision
-        if not hub_reachable():
-            kwargs["local_files_only"] = True
-    try:
-        config = AutoConfig.from_pretrained(ref.location, **kwargs)
-    except ValueError as e:
-        if "trust_remote_code" in str(e):
-            raise VariscopeError(
-                f"model '{ref.name}' needs its own code from the hub; "
-                f"opt in with --trust-remote-code only if you trust its authors"
-            ) from None
-        raise VariscopeError(
-            f"model '{ref.name}' has a config that transformers cannot read: {_first_line(e)}"
-        ) from None
-    except OSError as e:
-        raise _load_error(ref, e) from None
+    config, kwargs = _read_config(ref, trust_remote_code)
     if (
         getattr(config, "is_encoder_decoder", False)
         or getattr(config, "vision_config", None) is not None

@@ -26,7 +26,7 @@ from analysis.data.streamed import open_sample
 from analysis.distributed import all_gather, all_reduce, collective
 from analysis.errors import VariscopeError
 from analysis.models.hidden_states import for_each_pooled
-from analysis.pipeline import AnalysisConfig, batch_for, load_for, resolve_target
+from analysis.pipeline import AnalysisConfig, batch_for, concrete, load_for, resolve_target
 from analysis.stream import memtrim
 from analysis.stream.stats import KeptRows, LayerStats, check_band_sample, merge_kept
 from analysis.stream.twopass import Projections, choose_mode, default_budget
@@ -115,6 +115,7 @@ def stream_stats(
     cfg.validate()
     choose_mode(mode, 1, 1, 2, None)  # an unknown mode is refused before any work
     target = resolve_target(cfg, cache_root)
+    cfg = concrete(cfg, target)
     source = open_sample(cfg, content)
     if world_size > len(source):
         raise VariscopeError(f"{world_size} processes for {len(source)} texts: every process needs at least one text")

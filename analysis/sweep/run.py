@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 
@@ -48,7 +48,12 @@ class SweepStopped(Exception):
 
 
 def run_key(tc: TrainConfig) -> str:
-    """The cache key of one run's result."""
+    """The cache key of one run's result.
+
+    Training never reads the representation (only the selectors' states do), so every representation
+    shares one key: the "raw" one every run was cached under before "auto" existed.
+    """
+    tc = replace(tc, analysis=replace(tc.analysis, representation="raw"))
     return make_key({"what": "sweep-run", "version": RUN_VERSION, **asdict(tc)})
 
 
@@ -133,6 +138,9 @@ def pending_runs(
 
 def record_key(cfg: AnalysisConfig, sc: SweepConfig) -> str:
     """The cache key of a whole sweep's record: every field of ``cfg`` that decides the states, and ``sc``."""
+    from analysis.pipeline import concrete
+
+    cfg = concrete(cfg)  # "auto" finds the record of what it resolves to
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
     conf.update(task=asdict(cfg.task), sampling=asdict(cfg.sampling))
     return make_key({"what": "sweep-record", "version": RUN_VERSION, "config": conf, "sweep": asdict(sc)})
@@ -176,7 +184,10 @@ def run_sweep(
     (:class:`SweepStopped`), keeping the finished runs cached. Returns the sweep's JSON record, cached whole
     when ``use_cache`` (:func:`cached_record`).
     """
+    from analysis.pipeline import concrete
+
     cache = cache or DiskCache()
+    cfg = concrete(cfg)  # "auto" named as what it is for this model, in the record and its key
     if should_stop is not None and should_stop():
         raise SweepStopped
     say(

@@ -28,8 +28,9 @@ def representations(cfg: AnalysisConfig, loader: Callable | None = None) -> tupl
     when the model has a final norm (a pre-norm decoder); an encoder has only "raw" (they are the same)."""
     from analysis.errors import VariscopeError
     from analysis.models.hidden_states import REPRESENTATIONS, final_norm
-    from analysis.pipeline import load_for, resolve_target
+    from analysis.pipeline import concrete, load_for, resolve_target
 
+    cfg = concrete(cfg)
     try:
         final_norm(load_for(cfg, resolve_target(cfg), loader)[0])
     except VariscopeError:  # no final norm: the raw states are what the classifier pools
@@ -67,7 +68,7 @@ def selector_inputs_by_representation(
     pooled from: it is computed once and shared.
     """
     reps = representations(cfg, loader)
-    first = selector_inputs(cfg, cache, use_cache, loader)
+    first = selector_inputs(replace(cfg, representation=reps[0]), cache, use_cache, loader)
     out: ByRepresentation = {reps[0]: first}
     for rep in reps[1:]:
         scores, nu = selector_inputs(replace(cfg, representation=rep), cache, use_cache, loader, grad=False)

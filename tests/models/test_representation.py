@@ -69,3 +69,28 @@ def test_the_raw_representation_keeps_the_states_cache_key_and_final_norm_change
     assert normed == {**raw, "representation": "final-norm"}
     with pytest.raises(VariscopeError, match="unknown representation"):
         AnalysisConfig(representation="normed").validate()
+
+
+def test_auto_is_final_norm_on_a_pre_norm_decoder_and_raw_on_an_encoder_with_one_cache_entry_each(tmp_path):
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
+    from analysis.models.load import has_final_norm
+    from analysis.pipeline import AnalysisConfig, cache_config, concrete, get_states, resolve_target
+    from analysis.store.cache import DiskCache
+
+    decoder = str(_tiny_decoder("gemma3", tmp_path / "g"))
+    assert has_final_norm(resolve_model(decoder)) and not has_final_norm(resolve_model("minilm"))
+    csv = tmp_path / "t.csv"
+    csv.write_text("text,label\n" + "".join(f"text number {i} about {'ab'[i % 2]},{'ab'[i % 2]}\n" for i in range(12)))
+    cache = DiskCache(tmp_path / "c")
+    for model, resolved in ((decoder, "final-norm"), ("minilm", "raw")):
+        cfg = AnalysisConfig(model=model, task=TaskConfig(data=str(csv)), sampling=SampleConfig(n=12), max_length=16,
+                             device="cpu", representation="auto")  # fmt: skip
+        assert concrete(cfg).representation == resolved
+        target = resolve_target(cfg)
+        assert cache_config(cfg, target, "t") == cache_config(concrete(cfg), target, "t")
+        first = get_states(cfg, cache=cache)
+        same = get_states(concrete(cfg), cache=cache)  # what "auto" resolved to: the same entry, from the cache
+        assert same.cache_hit and same.key == first.key
+        np.testing.assert_array_equal(same.states, first.states)
+    assert concrete(AnalysisConfig(representation="raw")) == AnalysisConfig(representation="raw")  # nothing resolved

@@ -47,3 +47,32 @@ def test_a_decoder_sweep_records_both_representations_and_an_encoder_one(kind, t
     again: list[str] = []
     run_sweep(cfg, sc, cache=cache, say=again.append, selector_table=table)  # resumed: nothing left to train
     assert "estimate: every run is in the cache" in again
+
+
+def test_auto_names_what_it_resolved_to_and_shares_the_trained_runs(tmp_path):
+    from dataclasses import replace
+
+    from analysis.sweep.run import cached_record, run_config, run_key
+
+    raw = AnalysisConfig(
+        model=str(tiny_model("llama", tmp_path / "llama")),
+        task=TaskConfig(data=str(write_three_class_csv(tmp_path / "three.csv"))),
+        sampling=SampleConfig(n=30),
+        max_length=32,
+        device="cpu",
+    )
+    auto = replace(raw, representation="auto")
+    sc = SweepConfig(layers=(2, 4), seeds=(0,), steps=2, batch_size=4, eval_n=12, lr_grid=(1e-3,))
+    assert run_key(run_config(raw, sc, 2, 0, 1e-3, False)) == run_key(run_config(auto, sc, 2, 0, 1e-3, False))
+    cache = DiskCache(tmp_path / "c")
+    run_sweep(raw, sc, cache=cache, say=lambda _: None)
+    lines: list[str] = []
+    table = lambda: selector_inputs_by_representation(auto, cache)  # noqa: E731
+    rec = run_sweep(auto, sc, cache=cache, say=lines.append, selector_table=table)
+    assert "estimate: every run is in the cache" in lines  # training does not depend on the representation
+    assert rec["representation_default"] == "final-norm"
+    assert set(rec["selectors_by_representation"]) == {"raw", "final-norm"}
+    assert rec["selectors"] == rec["selectors_by_representation"]["final-norm"]
+    found = cached_record(auto, sc, cache)  # the page asks with "auto": the record of what it resolves to
+    assert found is not None and found == cached_record(replace(raw, representation="final-norm"), sc, cache)
+    assert found["representation_default"] == "final-norm" and found["mean"] == rec["mean"]
