@@ -114,8 +114,7 @@ def stream_stats(
     """
     cfg.validate()
     choose_mode(mode, 1, 1, 2, None)  # an unknown mode is refused before any work
-    target = resolve_target(cfg, cache_root)
-    cfg = concrete(cfg, target)
+    cfg = concrete(cfg, target := resolve_target(cfg, cache_root))
     source = open_sample(cfg, content)
     if world_size > len(source):
         raise VariscopeError(f"{world_size} processes for {len(source)} texts: every process needs at least one text")
