@@ -121,12 +121,13 @@ def resolve_target(cfg: AnalysisConfig, cache_root=None) -> Target:
     return Target(ref, device, resolve_dtype(cfg.dtype, device))
 
 
-def concrete(cfg: AnalysisConfig, target: Target | None = None) -> AnalysisConfig:
+def concrete(cfg: AnalysisConfig, target: Target | None = None, cache_root=None) -> AnalysisConfig:
     """``cfg`` with representation "auto" resolved for its model: "final-norm" on a pre-norm decoder (what a
-    classifier truncated at ℓ pools), "raw" elsewhere. Read from the architecture alone (no weights loaded)."""
+    classifier truncated at ℓ pools), "raw" elsewhere. Read from the architecture alone (no weights loaded);
+    ``target`` (else resolved under ``cache_root``) says where the model is."""
     if cfg.representation != "auto":
         return cfg
-    ref = (target or resolve_target(cfg)).ref
+    ref = (target or resolve_target(cfg, cache_root)).ref
     return replace(cfg, representation="final-norm" if has_final_norm(ref, cfg.trust_remote_code) else "raw")
 
 

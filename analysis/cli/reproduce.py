@@ -220,17 +220,31 @@ def _config(a) -> ReproConfig:
         repro = replace(repro, plan=_plan(a.plan))
     elif not a.quick and not a.models and not a.tasks and "mpnet" in repro.models:
         repro = replace(repro, plan=(("minilm", repro.tasks), ("mpnet", ("rotten_tomatoes",))))
-    from analysis.models.load import resolve_device, resolve_dtype
-
-    resolve_dtype(a.dtype, resolve_device(a.device))  # an unknown or unsupported dtype: one line, before any work
     return replace(
         repro,
         device=a.device,
-        dtype=a.dtype,
+        dtype=_dtype(a.dtype, a.device),
         skip_full=tuple(x for x in a.skip_full.split(",") if x),
         prefix_cache=not a.no_prefix_cache,
         full_vocab=a.full_vocab,
     )
+
+
+def _dtype(dtype: str, device: str) -> str:
+    """``--dtype`` checked and named as resolved ("auto" kept, so its cache keys stay); one line where a training
+    run would not run in it: on a CPU, runs keep float32 weights (bfloat16 weights do not train well)."""
+    from analysis.models.load import AUTOCAST, resolve_device, resolve_dtype
+
+    if dtype == "auto":
+        return dtype
+    where = resolve_device(device)
+    resolved = resolve_dtype(dtype, where)
+    if where == "cpu" and resolved not in ("float32",) and not resolved.startswith(AUTOCAST):
+        raise VariscopeError(
+            f"--dtype {dtype}: on a CPU the training runs keep float32 weights; use autocast-bfloat16 "
+            "(float32 weights, bfloat16 compute) or float32"
+        )
+    return resolved
 
 
 def _plan(text: str) -> tuple:

@@ -38,7 +38,7 @@ def recompute_flops(res: dict, *, log: Callable[[str], None] = print) -> list[di
         rows = [r for r in res["runs"] if r["model"] == model]
 
         def config(task: str, model: str = model) -> ReproConfig:  # each task's settings: its part's
-            return replace(config_from_settings(settings_for(res, model, task)), device="cpu")  # sizes only
+            return replace(config_from_settings(settings_for(res, model, task)), device="cpu", dtype="float32")  # sizes
 
         base, tok = _base(config(rows[0]["task"]), model)
         measured: dict[tuple, tuple[float, int]] = {}

@@ -63,7 +63,7 @@ def setting_lines(res: dict, command: str | None = None) -> list[str]:
         "",
     ]
     for p in _parts(res):
-        lines += _part_lines(p, command if len(_parts(res)) == 1 else None)
+        lines += _part_lines(p, command if len(_parts(res)) == 1 else None, res)
     lines.append(
         f"Wall time of the invocations that wrote this file: {res.get('seconds', 0) / 60:.1f} min (runs found in "
         "the cache are not re-timed; each run's own training time is in the tables)."
@@ -87,6 +87,15 @@ def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
             if not mine:
                 lines.append(f"- {model} · {task}: not run yet.")
                 continue
+            ran = _settings_of(res, model, task)
+            other = [
+                f"{f} {ran[f]}, not {getattr(preset, f)}"
+                for f in PRESET_FIELDS
+                if ran.get(f, getattr(preset, f)) != getattr(preset, f)
+            ]
+            if other:
+                lines.append(f"- {model} · {task}: run with other settings than the grid's ({', '.join(other)}).")
+                continue
             want: list[tuple[str, int | None]] = [(s, k) for s in ("variability", "top") for k in preset.ks_for(model)]
             want += [] if model in preset.skip_full else [("full", None)]
             short = []
@@ -98,16 +107,30 @@ def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
                 lines.append(f"- {model} · {task}: missing " + ", ".join(short) + ".")
     if not lines:
         return []
+    names = ", ".join(preset.models)
     head = (
-        "The raw model's grid (`python -m analysis reproduce --model gemma3-270m --tasks T`, run one task at a "
+        f"The grid of {names} (`python -m analysis reproduce --model {names} --tasks T`, run one task at a "
         "time; each task's records replace only that task's) is not complete yet:"
     )
     return ["## Still to run", "", head, "", *lines, ""]
 
 
-def _part_lines(p: dict, command: str | None) -> list[str]:
+#: the settings a task's records must share with the grid's preset to count as its cell
+PRESET_FIELDS = ("steps", "n_train", "eval_n", "max_length", "batch_size")
+
+
+def _settings_of(res: dict, model: str, task: str) -> dict:
+    from analysis.reproduce.run import settings_for
+
+    try:
+        return settings_for(res, model, task)
+    except StopIteration:  # records without a part (hand-made): nothing to compare
+        return {}
+
+
+def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[str]:
     s = p["settings"]
-    tasks = list(dict.fromkeys(t for _, t in part_pairs(p)))  # what this part still holds after merges
+    tasks = list(dict.fromkeys(t for _, t in part_pairs(p, res)))  # what this part still holds after merges
     plan = "; ".join(
         f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}" for e in s.get("plan") or ()
     )
@@ -134,10 +157,7 @@ def _part_lines(p: dict, command: str | None) -> list[str]:
         "**top** (classifier on the top layer, top k layers tuned), **full** (everything tuned).",
     ]
     if s.get("dtype", "auto") not in ("auto", "float32"):
-        lines.append(
-            f"- Precision: `{s['dtype']}` for every curve and run of this part (opt-in; the other parts: float32 on "
-            "this CPU)."
-        )
+        lines.append(f"- Precision: `{s['dtype']}` for every curve and training run of this part (opt-in).")
     if s.get("skip_full"):
         lines.append(f"- Full fine-tuning was not run for {', '.join(s['skip_full'])} (cost).")
     if p.get("note"):

@@ -103,7 +103,9 @@ def run(
 
 
 def _with_part(records: dict, settings: dict, seconds: float, *, done: bool) -> dict:
-    pairs = [list(x) for x in config_from_settings(settings).pairs()]
+    # the pairs this part holds records of so far: a save after the first task must not take over (and so drop
+    # from an older file) the records of tasks it has not run yet
+    pairs = [[c["model"], c["task"]] for c in records["curves"]]
     part = {"models": settings["models"], "pairs": pairs, "settings": settings, "seconds": seconds, "complete": done}
     return finish({"version": RESULTS_VERSION, "parts": [part], **{k: list(v) for k, v in records.items()}})
 
@@ -171,10 +173,10 @@ def merge(old: dict, new: dict) -> dict:
     keeps the pairs that nothing replaced (its "pairs" says which), or goes when none are left.
     """
     old, new = migrate(old), migrate(new)
-    ours = {pair for p in new["parts"] for pair in part_pairs(p)}
+    ours = {pair for p in new["parts"] for pair in part_pairs(p, new)}
     parts = []
     for p in old["parts"]:
-        rest = [pair for pair in part_pairs(p) if pair not in ours]
+        rest = [pair for pair in part_pairs(p, old) if pair not in ours]
         if rest:
             models = list(dict.fromkeys(m for m, _ in rest))
             parts.append({**p, "models": models, "pairs": [list(x) for x in rest]})
@@ -186,8 +188,9 @@ def merge(old: dict, new: dict) -> dict:
 
 def settings_for(res: dict, model: str, task: str | None = None) -> dict:
     """The settings of the part that holds ``model``'s records (on ``task``, when given)."""
+    res = migrate(res)
     return next(
-        p["settings"] for p in migrate(res)["parts"] if any(m == model and task in (None, t) for m, t in part_pairs(p))
+        p["settings"] for p in res["parts"] if any(m == model and task in (None, t) for m, t in part_pairs(p, res))
     )
 
 

@@ -96,20 +96,19 @@ def record_dtype(record: dict) -> str:
 
 
 def counted(book: dict) -> list[dict]:
-    """The records the evidence counts: one per (model, task), the float32 one where there is one.
+    """The records the evidence counts: one per (model, task), in the book's order: the float32 one where
+    there is one, and among those the one of most seeds (the first of them on a tie).
 
     A record in another precision (a bfloat16 sweep) stands for its cell only where no float32 record
     does; beside a float32 record it is a precision check (:func:`precision_checks`), counted once.
     """
-    cells = {(r["model"], r["task"]) for r in book["sweeps"] if record_dtype(r) == "float32"}
-    out, seen = [], set()
+    best: dict[tuple[str, str], dict] = {}
     for r in book["sweeps"]:
         cell = (r["model"], r["task"])
-        if cell in seen or (cell in cells and record_dtype(r) != "float32"):
-            continue
-        seen.add(cell)
-        out.append(r)
-    return out
+        rank = lambda x: (record_dtype(x) == "float32", len(x["seeds"]))  # noqa: E731
+        if cell not in best or rank(r) > rank(best[cell]):
+            best[cell] = r
+    return [r for r in book["sweeps"] if best[(r["model"], r["task"])] is r]
 
 
 def precision_checks(book: dict) -> list[dict]:

@@ -51,7 +51,7 @@ def run_key(tc: TrainConfig) -> str:
     """The cache key of one run's result.
 
     Training never reads the representation (only the selectors' states do), so every representation
-    shares one key: the "raw" one every run was cached under before "auto" existed.
+    shares one key, the one "raw" always had: runs cached under "final-norm" before are trained again once.
     """
     tc = replace(tc, analysis=replace(tc.analysis, representation="raw"))
     return make_key({"what": "sweep-run", "version": RUN_VERSION, **asdict(tc)})
@@ -136,11 +136,11 @@ def pending_runs(
     return search, finals
 
 
-def record_key(cfg: AnalysisConfig, sc: SweepConfig) -> str:
+def record_key(cfg: AnalysisConfig, sc: SweepConfig, cache_root=None) -> str:
     """The cache key of a whole sweep's record: every field of ``cfg`` that decides the states, and ``sc``."""
     from analysis.pipeline import concrete
 
-    cfg = concrete(cfg)  # "auto" finds the record of what it resolves to
+    cfg = concrete(cfg, cache_root=cache_root)  # "auto" finds the record of what it resolves to
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
     conf.update(task=asdict(cfg.task), sampling=asdict(cfg.sampling))
     return make_key({"what": "sweep-record", "version": RUN_VERSION, "config": conf, "sweep": asdict(sc)})
@@ -148,12 +148,13 @@ def record_key(cfg: AnalysisConfig, sc: SweepConfig) -> str:
 
 def cached_record(cfg: AnalysisConfig, sc: SweepConfig, cache: DiskCache | None = None) -> dict | None:
     """The record of a finished sweep of ``cfg`` with ``sc`` from the cache (None: never finished)."""
-    hit = (cache or DiskCache()).load("sweeps", record_key(cfg, sc), version=RUN_VERSION)
+    cache = cache or DiskCache()
+    hit = cache.load("sweeps", record_key(cfg, sc, cache.root), version=RUN_VERSION)
     return None if hit is None else hit[1]["record"]
 
 
 def save_record(cfg: AnalysisConfig, sc: SweepConfig, record: dict, cache: DiskCache) -> None:
-    key = record_key(cfg, sc)
+    key = record_key(cfg, sc, cache.root)
     with cache.lock("sweeps", key):
         cache.save("sweeps", key, {}, blobs={"record": record}, version=RUN_VERSION, config={"model": cfg.model})
 
@@ -187,7 +188,7 @@ def run_sweep(
     from analysis.pipeline import concrete
 
     cache = cache or DiskCache()
-    cfg = concrete(cfg)  # "auto" named as what it is for this model, in the record and its key
+    cfg = concrete(cfg, cache_root=cache.root)  # "auto" named as what it is for this model, in the record and key
     if should_stop is not None and should_stop():
         raise SweepStopped
     say(
@@ -279,8 +280,11 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
     """
     from analysis.models.hidden_states import REPRESENTATIONS
     from analysis.models.load import resolve_device, resolve_dtype
+    from analysis.training.cost import load_dtype
 
-    dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    states_dtype = resolve_dtype(cfg.dtype, device)
+    dtype = load_dtype(device, states_dtype)  # what the runs trained in (on a CPU: float32 weights, maybe autocast)
     layers = list(sc.layers)
     mean = [float(np.mean(per_seed[l])) for l in layers]
     sd = [float(np.std(per_seed[l], ddof=1)) if len(per_seed[l]) > 1 else None for l in layers]
@@ -315,6 +319,7 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
             "seed": cfg.sampling.seed,
             # only when not float32, so every float32 record keeps its settings (and its place in the book)
             **({} if dtype == "float32" else {"dtype": dtype}),
+            **({} if states_dtype == dtype else {"states_dtype": states_dtype}),  # the selectors' states
         },
     }
 

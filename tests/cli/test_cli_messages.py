@@ -98,6 +98,8 @@ def test_reproduce_plan_is_checked_at_parse_time(tmp_path, capsys, monkeypatch, 
     assert "at least 1" in _error_line(capsys)
     assert main(["reproduce", "--dtype", "float8", *out]) == 2
     assert "unknown dtype 'float8'" in _error_line(capsys)
+    assert main(["reproduce", "--dtype", "bf16", "--device", "cpu", *out]) == 2  # runs would train in float32
+    assert "on a CPU the training runs keep float32 weights" in _error_line(capsys)
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.md").exists()
 
 

@@ -12,7 +12,7 @@ from analysis.reproduce.run import RESULTS_VERSION
 def _part(model):
     return {
         "version": RESULTS_VERSION,
-        "parts": [{"models": [model], "settings": {"lr": 1e-4, "models": [model], "tasks": ["t"]}}],
+        "parts": [{"models": [model], "settings": {"lr": 1e-4}}],
         "curves": [{"model": model, "task": "t", "layers": [0, 1, 2]}],
         "cards": [],
         "runs": [],

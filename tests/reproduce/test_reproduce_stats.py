@@ -278,3 +278,30 @@ def test_the_doc_lists_what_the_raw_models_grid_still_lacks():
     assert missing_lines(res, preset)[5] == "- g · reuters_r8: missing top k = 1 (1 of 3 seeds)."
     assert missing_lines(_gemma_like(), preset) == []
     assert missing_lines(_gemma_like(), replace(preset, models=("other",))) == []  # no record of that model
+
+
+def test_a_save_after_the_first_task_keeps_the_older_records_of_the_tasks_not_run_yet():
+    from analysis.reproduce.run import _with_part
+
+    old = _gemma_like(("rotten_tomatoes", "bbc_news"))
+    settings = old["parts"][0]["settings"]  # a rerun planned on both tasks, interrupted after the first
+    first = {k: [x for x in old[k] if x["task"] == "rotten_tomatoes"] for k in ("curves", "runs", "robustness")}
+    first |= {"cards": [], "lr_search": []}
+    first["runs"] = [{**r, "metric_value": 0.5} for r in first["runs"]]
+    part = _with_part(first, settings, 1.0, done=False)
+    assert part["parts"][0]["pairs"] == [["g", "rotten_tomatoes"]]
+    both = merge(old, part)
+    assert {r["task"] for r in both["runs"]} == {"rotten_tomatoes", "bbc_news"}
+    assert {r["metric_value"] for r in both["runs"] if r["task"] == "rotten_tomatoes"} == {0.5}
+    assert len([r for r in both["runs"] if r["task"] == "bbc_news"]) == len(
+        [r for r in old["runs"] if r["task"] == "bbc_news"]
+    )
+
+
+def test_a_part_without_pairs_or_planned_tasks_covers_the_pairs_of_its_models_curves():
+    res = _gemma_like(("rotten_tomatoes", "bbc_news"))
+    res["parts"][0]["settings"] = {"lr": 1e-4}  # an old part whose settings name neither models nor tasks
+    assert part_pairs(res["parts"][0], res) == [("g", "rotten_tomatoes"), ("g", "bbc_news")]
+    assert settings_for(res, "g", "bbc_news") == {"lr": 1e-4}
+    again = merge(res, _gemma_like(("rotten_tomatoes",)))
+    assert again["parts"][0]["pairs"] == [["g", "bbc_news"]] and len(again["parts"]) == 2

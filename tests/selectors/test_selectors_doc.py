@@ -267,4 +267,29 @@ def test_the_sweeps_settings_name_the_precision_only_when_it_is_not_float32():
     base = dict(model="minilm", task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=1200), device="cpu")
     assert "dtype" not in make_record(AnalysisConfig(**base), sweep_config(6))["settings"]
     assert "dtype" not in make_record(AnalysisConfig(**base, dtype="float32"), sweep_config(6))["settings"]
-    assert make_record(AnalysisConfig(**base, dtype="bfloat16"), sweep_config(6))["settings"]["dtype"] == "bfloat16"
+    # on a CPU, bfloat16 weights serve the selectors' states but the runs train in float32: the record says both
+    cpu_bf16 = make_record(AnalysisConfig(**base, dtype="bfloat16"), sweep_config(6))["settings"]
+    assert "dtype" not in cpu_bf16 and cpu_bf16["states_dtype"] == "bfloat16"
+
+
+def test_the_sweeps_settings_name_an_autocast_run(monkeypatch):
+    from _sweep_records import make_record, sweep_config
+
+    import analysis.models.load as load
+    from analysis.data.tasks import TaskConfig
+    from analysis.pipeline import AnalysisConfig
+
+    monkeypatch.setattr(load, "resolve_dtype", lambda dtype, device: "autocast-bfloat16")  # any CPU, bf16 or not
+    cfg = AnalysisConfig(model="minilm", task=TaskConfig("rotten_tomatoes"), device="cpu", dtype="autocast-bfloat16")
+    s = make_record(cfg, sweep_config(6))["settings"]
+    assert s["dtype"] == "autocast-bfloat16" and "states_dtype" not in s
+
+
+def test_a_cell_counts_its_float32_record_of_most_seeds(book):
+    from analysis.sweep.evidence import counted
+
+    one = record("minilm", "rotten_tomatoes", 6, seeds=(0,), seed=9)
+    short_first = {"sweeps": [one, *book["sweeps"]]}  # a 1-seed record before the 3-seed one of the same cell
+    cell = [r for r in counted(short_first) if (r["model"], r["task"]) == ("minilm", "rotten_tomatoes")]
+    assert len(cell) == 1 and len(cell[0]["seeds"]) == 3
+    assert ("minilm", "rotten_tomatoes") not in missing_cells(short_first)
