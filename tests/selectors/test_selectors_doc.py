@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 from _sweep_records import NEW_KEYS, old_format, record
 
-from analysis.sweep.evidence import PLANNED, evidence_line, merge, missing_cells, model_family, read_book
+from analysis.sweep.evidence import (
+    PLANNED,
+    counted,
+    evidence_line,
+    merge,
+    missing_cells,
+    model_family,
+    precision_checks,
+    read_book,
+    record_dtype,
+)
 from analysis.sweep.report import doc_markdown
 from conftest import ROOT
 
@@ -48,7 +58,7 @@ def check_doc_against_json(doc: str, book: dict) -> int:
     """
     sections, compared = _sections(doc), 0
     for fam in ("encoder", "decoder"):
-        records = [r for r in book["sweeps"] if model_family(r["model"]) == fam]
+        records = [r for r in counted(book) if model_family(r["model"]) == fam]
         heads = [h for h in sections if h.startswith(f"{fam.capitalize()}s (")]
         assert len(heads) == (1 if records else 0), heads
         if not records:
@@ -66,7 +76,8 @@ def check_doc_against_json(doc: str, book: dict) -> int:
         verdict = next(line for line in sections[heads[0]] if line.startswith("On the "))
         assert f"favours `{best}`" in verdict
     for r in book["sweeps"]:
-        lines = sections[f"{r['model']} · {r['task']} ({model_family(r['model'])})"]
+        dtype = "" if record_dtype(r) == "float32" else f", {record_dtype(r)}"
+        lines = sections[f"{r['model']} · {r['task']} ({model_family(r['model'])}{dtype})"]
         assert any(f"Oracle layer **{r['oracle_layer']}**" in line and str(r["tied_layers"]) in line for line in lines)
         picks = {m.group(1): m.groups() for line in lines if (m := PICK.match(line))}
         assert set(picks) == set(r["selectors"])
@@ -84,7 +95,7 @@ def check_representations_against_json(doc: str, book: dict) -> int:
     """The decoders' raw / final-norm table of ``doc`` against means recomputed here from ``book``; the verdict."""
     lines = _sections(doc)["Raw states or through the final norm (decoders)"]
     rows = [m.groups() for line in lines if (m := REP.match(line))]
-    both = [r for r in book["sweeps"] if "final-norm" in r.get("selectors_by_representation", {})]
+    both = [r for r in counted(book) if "final-norm" in r.get("selectors_by_representation", {})]
     assert len(rows) == 2 * len(both)
     compared, regrets = 0, {}
     for model, task, rep, nu_regret, nu_rho, mean_regret, mean_rho in rows:
@@ -216,6 +227,10 @@ def test_the_shipped_document_is_its_json_regenerated():
     assert compared > 0 or not book["sweeps"]
     check_representations_against_json(doc, book)
     assert all(f"{m} · {t}" in doc for m, t in missing_cells(book))
+    for c in precision_checks(book):  # the precision table's numbers are the records'
+        line = next(x for x in _sections(doc)["Reduced precision"] if x.startswith(f"| {c['model']} · {c['task']} |"))
+        assert f"| {c['spearman']:.2f} | {c['oracle']} ({c['oracle_float32']}) |" in line
+        assert line.endswith("| yes |" if c["matches"] else "| **no** |")
 
 
 def _in_precision(rec: dict, dtype: str, mean=None) -> dict:
