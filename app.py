@@ -29,6 +29,7 @@ with st.sidebar:
     st.markdown(
         f"**Model** `{ss['model']}`  \n**Task** `{task}`  \n**n** {ss['n'] or 'all'} · "
         f"**seed** {ss['seed']}  \n**Pooling** {ss['pooling']} · **max length** {ss['max_length']}  \n"
+        f"**States** {ss['representation']}  \n"
         f"**Selected layer** {layer}"
     )
 

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from analysis.pipeline import AnalysisConfig
 
 
-def curve_label(model: str, task_label: str, n: int, pooling: str) -> str:
-    """The legend label of a curve: ``model · task · n=… · pooling``."""
-    return f"{model} · {task_label} · n={n} · {pooling}"
+def curve_label(model: str, task_label: str, n: int, pooling: str, representation: str = "raw") -> str:
+    """The legend label of a curve: ``model · task · n=… · pooling`` (`` · final-norm`` for states through the
+    final norm, so two representations of one model can be overlaid and told apart)."""
+    return f"{model} · {task_label} · n={n} · {pooling}" + ("" if representation == "raw" else f" · {representation}")
 
 
 def fraction_size(n: int, n_classes: int, fraction: float) -> int:

@@ -13,7 +13,8 @@ from analysis.settings import DEFAULTS as SETTINGS
 
 #: Settings shared by all pages and mirrored in the URL.
 URL_KEYS = {"model": str, "task": str, "n": int, "seed": int, "pooling": str, "max_length": int, "layer": int}
-_SHARED = ("model", "n", "seed", "pooling", "max_length", "per_class", "device", "dtype", "text_col")
+URL_KEYS |= {"representation": str}
+_SHARED = ("model", "n", "seed", "pooling", "max_length", "per_class", "device", "dtype", "text_col", "representation")
 _SHARED += ("text_pair_col", "label_col", "split", "trust_remote_code", "hf_config", "bins")
 DEFAULTS = {
     **{k: SETTINGS[k] for k in _SHARED},

@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.data.tasks import GLUE, MAX_UPLOAD_BYTES, OFFLINE, TaskConfig, load_task, parse_table
 from analysis.errors import VariscopeError
-from analysis.models.hidden_states import POOLINGS
+from analysis.models.hidden_states import POOLINGS, REPRESENTATION_CHOICES
 from analysis.models.registry import registry_status
 from analysis.records import counts_text, registry_rows, task_summary
 from analysis.settings import DEFAULT_TASK, MAX_BOOTSTRAP, MAX_KEEP, MIN_KEEP, check_upload, stream_settings
@@ -205,6 +205,16 @@ bound(
     "bfloat16 compute, for curves and training, on CPUs with native bfloat16 (results then depend on the machine).",
 )
 bound(o8.number_input, "Bootstrap resamples (band)", "bootstrap", min_value=0, max_value=MAX_BOOTSTRAP, step=50)
+o9, _ = st.columns([1, 3])
+bound(
+    o9.selectbox,
+    "States (decoders)",
+    "representation",
+    options=REPRESENTATION_CHOICES,
+    help="raw: each layer's residual stream as the model returns it. final-norm: through the decoder's final norm, "
+    "what a classifier on the model truncated at that layer pools. auto: final-norm on a pre-norm decoder, raw "
+    "elsewhere. Encoders have no final norm: raw. docs/selectors.md says which agrees better with training.",
+)
 with st.expander("Large samples (streaming)"):
     st.caption(
         "Above this many texts the pages do not hold every text's states: ν is streamed, exact, from all of "

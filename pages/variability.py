@@ -5,6 +5,7 @@ from dataclasses import replace
 import streamlit as st
 
 from analysis.errors import VariscopeError
+from analysis.pipeline import concrete
 from analysis.recommend import RULES, recommend_layer
 from analysis.records import (
     curve_label,
@@ -77,7 +78,7 @@ if ss.get("_rule_seen") != (rule, tol):  # a new rule moves the selection to its
         ss["layer"] = best
     ss["_rule_seen"] = (rule, tol)
 
-label = curve_label(cfg.model, cfg.task.label(), N, cfg.pooling)
+label = curve_label(cfg.model, cfg.task.label(), N, cfg.pooling, concrete(cfg).representation)
 fig = curve_figure(curve, best, rule, ss["layer"], ss["comparisons"], label, log)
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="curve_chart")
 picked = [p for p in (event.selection.points if event and event.selection else []) if "x" in p]

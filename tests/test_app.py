@@ -332,3 +332,29 @@ def test_pages_say_what_they_load(make_app, monkeypatch):
     assert not at.exception and not at.error
     assert "Computing states for 60 texts of rotten_tomatoes with minilm…" in seen and "Loading minilm…" in seen
     assert seen.index("Loading minilm…") > seen.index("Computing states for 60 texts of rotten_tomatoes with minilm…")
+
+
+def test_the_states_choice_is_shared_in_the_url_and_names_the_curve(make_app, monkeypatch, tmp_path):
+    import json
+
+    from conftest import tiny_model
+
+    def legend(at):
+        data = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+        return [t.get("name", "") for t in data if t.get("mode") == "lines+markers"][-1]
+
+    monkeypatch.setenv("VARISCOPE_ALLOW_LOCAL_PATHS", "1")
+    decoder = str(tiny_model("llama", tmp_path / "llama"))
+    at = make_app(model=decoder, task="rotten_tomatoes", n="40", max_length="16", representation="auto")
+    at.switch_page("pages/variability.py").run()
+    assert not at.exception and not at.error
+    assert legend(at).endswith(" · final-norm")  # auto on a pre-norm decoder: through the final norm
+    assert any("**States** auto" in m.value for m in at.sidebar.markdown)
+    at.switch_page("pages/setup.py").run()
+    assert at.selectbox(key="w_representation").value == "auto"
+    enc = make_app(model="minilm", task="rotten_tomatoes", n="40", max_length="16", representation="auto")
+    enc.switch_page("pages/variability.py").run()
+    assert not enc.exception and not enc.error and not legend(enc).endswith("final-norm")  # an encoder: raw
+    bad = make_app(model="minilm", task="rotten_tomatoes", n="40", max_length="16", representation="final-norm")
+    bad.switch_page("pages/variability.py").run()
+    assert not bad.exception and any("needs a pre-norm decoder" in e.value for e in bad.error)
