@@ -23,17 +23,16 @@ from analysis.store.cache import DiskCache
 ByRepresentation = dict[str, tuple[dict, list[float]]]
 
 
-def representations(cfg: AnalysisConfig, loader: Callable | None = None) -> tuple[str, ...]:
+def representations(cfg: AnalysisConfig) -> tuple[str, ...]:
     """The representations of ``cfg``'s model worth scoring: ``cfg.representation`` first, then the other one
     when the model has a final norm (a pre-norm decoder); an encoder has only "raw" (they are the same)."""
-    from analysis.errors import VariscopeError
-    from analysis.models.hidden_states import REPRESENTATIONS, final_norm
-    from analysis.pipeline import concrete, load_for, resolve_target
+    from analysis.models.hidden_states import REPRESENTATIONS
+    from analysis.models.load import has_final_norm
+    from analysis.pipeline import concrete, resolve_target
 
-    cfg = concrete(cfg)
-    try:
-        final_norm(load_for(cfg, resolve_target(cfg), loader)[0])
-    except VariscopeError:  # no final norm: the raw states are what the classifier pools
+    target = resolve_target(cfg)
+    cfg = concrete(cfg, target)
+    if not has_final_norm(target.ref, cfg.trust_remote_code):  # the raw states are what the classifier pools
         return (cfg.representation,)
     return (cfg.representation, *(r for r in REPRESENTATIONS if r != cfg.representation))
 
@@ -67,7 +66,7 @@ def selector_inputs_by_representation(
     The relative gradient norm is a backward pass of the whole model, the same whatever the states are
     pooled from: it is computed once and shared.
     """
-    reps = representations(cfg, loader)
+    reps = representations(cfg)
     first = selector_inputs(replace(cfg, representation=reps[0]), cache, use_cache, loader)
     out: ByRepresentation = {reps[0]: first}
     for rep in reps[1:]:
