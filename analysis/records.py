@@ -181,12 +181,16 @@ def spans_decade(nu: list[float], factor: float = 10.0) -> bool:
 
 
 def config_fields(cfg: AnalysisConfig, n: int) -> dict:
-    """What a result was computed on: model, task, split, pooling, max length, sample size and seed."""
+    """What a result was computed on: model, task, split, pooling, representation (resolved), max length,
+    sample size and seed."""
+    from analysis.pipeline import concrete
+
     return {
         "model": cfg.model,
         "task": cfg.task.label(),
         "split": cfg.task.split,
         "pooling": cfg.pooling,
+        "representation": concrete(cfg).representation,  # "auto" said which states only with the model at hand
         "max_length": cfg.max_length,
         "n": int(n),
         "seed": cfg.sampling.seed,

@@ -43,8 +43,10 @@ DEFAULTS: dict[str, Any] = {
     "max_length": 128,
     "pooling": "mean",
     # the curve's (and the cards') representation, and the one a sweep's `selectors` use; "final-norm": decoder states
-    # through the final norm (hidden_states.py). A sweep scores both; docs/selectors.md says which agrees better
-    "representation": "raw",
+    # through the final norm (hidden_states.py), the states a head on a truncated decoder is trained on; "auto":
+    # final-norm where the model has a final norm, raw elsewhere. A sweep scores both; "auto" because trained truth
+    # agrees better with final-norm states on both decoders measured (docs/selectors.md)
+    "representation": "auto",
     "batch_size": None,  # 32 on a CPU, 256 on a GPU (pipeline.batch_for)
     "device": "auto",
     "dtype": "auto",

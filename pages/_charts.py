@@ -158,7 +158,8 @@ def toy_figure(toy: dict) -> go.Figure:
 
 def teaching_figure(records: list[dict]) -> go.Figure:
     """ν per layer of several models on one task, side by side (``curve --json`` records), ℓ* starred."""
-    fig = make_subplots(rows=1, cols=len(records), subplot_titles=[r["model"] for r in records])
+    titles = [r["model"] + (" · final-norm states" if r.get("representation") == "final-norm" else "") for r in records]
+    fig = make_subplots(rows=1, cols=len(records), subplot_titles=titles)
     for i, r in enumerate(records, start=1):
         best = r["recommended_layer"]
         fig.add_scatter(x=r["layers"], y=r["variability"], mode="lines+markers", name=r["model"], row=1, col=i)

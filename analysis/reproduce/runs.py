@@ -70,6 +70,7 @@ def acfg(repro: ReproConfig, model: str, task: str, n: int | None, seed: int, **
         max_length=repro.max_length,
         device=repro.device,
         dtype=repro.dtype,
+        representation="raw",  # the paper's states: the reproduction keeps them whatever the curve's default is
     )
 
 

@@ -86,6 +86,9 @@ def summary_lines(book: dict) -> list[str]:
     for fam, rows in table.items():
         models = sorted({r["model"] for r in counted(book) if model_family(r["model"]) == fam})
         lines += [f"### {fam.capitalize()}s ({', '.join(models)})", ""]
+        fam_records = [r for r in counted(book) if model_family(r["model"]) == fam]
+        reps = sorted({r.get("representation_default", "raw") for r in fam_records})
+        lines += [f"Selectors scored on the {' and '.join(reps)} states (each record's `representation_default`).", ""]
         lines += ["| selector | pairs | mean regret | worst regret | pick in tied set |", "|---|---|---|---|---|"]
         for x in rows:
             lines.append(

@@ -94,3 +94,28 @@ def test_auto_is_final_norm_on_a_pre_norm_decoder_and_raw_on_an_encoder_with_one
         assert same.cache_hit and same.key == first.key
         np.testing.assert_array_equal(same.states, first.states)
     assert concrete(AnalysisConfig(representation="raw")) == AnalysisConfig(representation="raw")  # nothing resolved
+
+
+def test_a_curve_record_names_the_states_auto_resolved_to_and_the_reproduction_keeps_the_raw_stream(tmp_path):
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.records import config_fields
+    from analysis.reproduce.config import ReproConfig
+    from analysis.reproduce.runs import acfg
+    from analysis.settings import DEFAULTS
+
+    decoder = str(_tiny_decoder("llama", tmp_path / "l"))
+    for model, resolved in ((decoder, "final-norm"), ("minilm", "raw")):
+        cfg = AnalysisConfig(model=model, task=TaskConfig("rotten_tomatoes"), sampling=SampleConfig(n=8),
+                             representation=DEFAULTS["representation"])  # fmt: skip
+        assert config_fields(cfg, 8)["representation"] == resolved
+    assert acfg(ReproConfig(), decoder, "rotten_tomatoes", 8, 0).representation == "raw"  # the paper's states
+
+
+def test_the_shipped_teaching_curves_are_on_the_default_states():
+    from analysis.records import teaching_curves
+
+    curves = {c["model"]: c for c in teaching_curves(Path(__file__).resolve().parents[2] / "docs" / "curves")}
+    assert curves["minilm"]["representation"] == "raw"
+    assert curves["gemma3-270m"]["representation"] == "final-norm"  # "auto" on a pre-norm decoder
