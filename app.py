@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages._state import init_state, sync_url
+from pages._state import init_state, states_label, sync_url
 
 st.set_page_config(page_title="Variscope", page_icon=":material/biotech:", layout="wide")
 init_state()
@@ -29,7 +29,7 @@ with st.sidebar:
     st.markdown(
         f"**Model** `{ss['model']}`  \n**Task** `{task}`  \n**n** {ss['n'] or 'all'} · "
         f"**seed** {ss['seed']}  \n**Pooling** {ss['pooling']} · **max length** {ss['max_length']}  \n"
-        f"**States** {ss['representation']}  \n"
+        f"**States** {states_label()}  \n"
         f"**Selected layer** {layer}"
     )
 

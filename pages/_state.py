@@ -153,3 +153,20 @@ def session_alive_probe():
     sid = get_script_run_ctx().session_id
     rt = Runtime.instance()
     return lambda: rt.is_active_session(sid)
+
+
+def states_label() -> str:
+    """The sidebar's States: the session's representation, with what "auto" resolves to for its model when the
+    model's config can be read (an unknown or unreachable model keeps plain "auto")."""
+    from analysis.errors import VariscopeError
+    from analysis.models.load import default_cache_dir
+    from analysis.models.registry import needs_preparation
+    from analysis.pipeline import concrete
+
+    rep = st.session_state["representation"]
+    if rep != "auto" or needs_preparation(st.session_state["model"], default_cache_dir()):
+        return rep  # an offline model not converted yet: the sidebar must not start a minutes-long conversion
+    try:
+        return f"auto → {concrete(analysis_config()).representation}"
+    except VariscopeError:
+        return rep

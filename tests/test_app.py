@@ -349,12 +349,13 @@ def test_the_states_choice_is_shared_in_the_url_and_names_the_curve(make_app, mo
     at.switch_page("pages/variability.py").run()
     assert not at.exception and not at.error
     assert legend(at).endswith(" · final-norm")  # auto on a pre-norm decoder: through the final norm
-    assert any("**States** auto" in m.value for m in at.sidebar.markdown)
+    assert any("**States** auto → final-norm" in m.value for m in at.sidebar.markdown)  # what auto resolved to
     at.switch_page("pages/setup.py").run()
     assert at.selectbox(key="w_representation").value == "auto"
     enc = make_app(model="minilm", task="rotten_tomatoes", n="40", max_length="16", representation="auto")
     enc.switch_page("pages/variability.py").run()
     assert not enc.exception and not enc.error and not legend(enc).endswith("final-norm")  # an encoder: raw
+    assert any("**States** auto → raw" in m.value for m in enc.sidebar.markdown)
     bad = make_app(model="minilm", task="rotten_tomatoes", n="40", max_length="16", representation="final-norm")
     bad.switch_page("pages/variability.py").run()
     assert not bad.exception and any("needs a pre-norm decoder" in e.value for e in bad.error)
