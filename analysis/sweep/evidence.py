@@ -159,6 +159,16 @@ def precision_vetted(book: dict, model: str, dtype: str) -> bool:
     )
 
 
+def lr_edges(record: dict) -> dict:
+    """How often the validation grid's chosen rate sat at an edge: {low, high, layers, grid}. A rate at the edge
+    may be short of the layer's best, which the fixed grid (the shipped shape) cannot tell; the doc says so."""
+    grid = sorted(record["settings"].get("lr_grid") or [])
+    lrs = record["lr"]
+    low = sum(1 for x in lrs if len(grid) > 1 and np.isclose(x, grid[0]))
+    high = sum(1 for x in lrs if len(grid) > 1 and np.isclose(x, grid[-1]))
+    return {"low": low, "high": high, "layers": len(lrs), "grid": grid}
+
+
 def missing_cells(book: dict) -> list[tuple[str, str]]:
     """The planned (model, task) cells without a record of at least :data:`PLANNED_SEEDS` seeds."""
     done = {(r["model"], r["task"]) for r in counted(book) if len(r["seeds"]) >= PLANNED_SEEDS}

@@ -15,6 +15,7 @@ from analysis.sweep.evidence import (
     PRECISION_RHO,
     PRECISION_TASK,
     counted,
+    lr_edges,
     missing_cells,
     model_family,
     precision_checks,
@@ -199,6 +200,21 @@ def _settings_line(r: dict) -> str:
     )
 
 
+def _lr_edge_note(r: dict) -> list[str]:
+    """Where the chosen learning rates sit at the grid's edges, when most layers' do (the grid is fixed)."""
+    e = lr_edges(r)
+    if not e["grid"] or max(e["low"], e["high"]) * 2 <= e["layers"]:
+        return []
+    low = e["low"] >= e["high"]
+    side, n, rate = ("lowest", e["low"], e["grid"][0]) if low else ("highest", e["high"], e["grid"][-1])
+    return [
+        f"The validation grid chose its {side} rate ({rate:g}) at {n} of {e['layers']} layers: their best rate may lie "
+        "beyond the grid, so their trained metric may be understated; the grid is the shipped shape's, the same at "
+        "every layer, which keeps the layers comparable.",
+        "",
+    ]
+
+
 def _representation_note(r: dict) -> list[str]:
     """Which states the record's selector table is scored on (nothing for a record older than the field)."""
     if "representation_default" not in r:
@@ -211,6 +227,7 @@ def record_lines(r: dict, rel: str | Path | None = None) -> list[str]:
     i = r["layers"].index(r["oracle_layer"])
     dtype = "" if record_dtype(r) == "float32" else f", {record_dtype(r)}"
     lines = [f"## {r['model']} · {r['task']} ({model_family(r['model'])}{dtype})", "", _settings_line(r), ""]
+    lines += _lr_edge_note(r)
     if rel is not None:
         lines += [f"![{r['model']} {r['task']}]({rel}/{plot_name(r)})", ""]
     lines += [

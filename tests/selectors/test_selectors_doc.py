@@ -308,3 +308,18 @@ def test_a_cell_counts_its_float32_record_of_most_seeds(book):
     cell = [r for r in counted(short_first) if (r["model"], r["task"]) == ("minilm", "rotten_tomatoes")]
     assert len(cell) == 1 and len(cell[0]["seeds"]) == 3
     assert ("minilm", "rotten_tomatoes") not in missing_cells(short_first)
+
+
+def test_the_document_flags_a_record_whose_learning_rates_sit_mostly_at_a_grid_edge(book):
+    from analysis.sweep.evidence import lr_edges
+
+    rec = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    grid = sorted(rec["settings"]["lr_grid"])
+    layers = len(rec["layers"])
+    rec["lr"] = [grid[0]] * (layers - 5) + [grid[-1]] * 5
+    assert lr_edges(rec) == {"low": layers - 5, "high": 5, "layers": layers, "grid": grid}
+    doc = doc_markdown(book)
+    assert f"chose its lowest rate ({grid[0]:g}) at {layers - 5} of {layers} layers" in doc
+    rec["lr"] = [grid[1]] * layers  # the middle of the grid everywhere: nothing to flag
+    assert lr_edges(rec)["low"] == lr_edges(rec)["high"] == 0
+    assert "chose its" not in doc_markdown(book).split(f"## gemma3-270m · {rec['task']}")[1].split("\n## ")[0]
