@@ -41,8 +41,13 @@ if len(curves) == 2:
     st.subheader("What it shows: where a model's classes are already separated")
     st.plotly_chart(teaching_figure(curves), width="stretch", key="home_teaching_curves")
     st.caption(
-        "A sentence-embedding model (left) separates best at its top layer; a raw language model (right) already "
-        "does at a middle layer, so the layers above it can be dropped. Same task, same texts."
+        "A sentence-embedding model (left) separates best at its top layer; a raw (only pretrained) language model "
+        "(right) already does at a middle layer, so the layers above it can be dropped. Same task, same texts."
+        + (
+            " The decoder's states are read through its final norm, as a classifier on the truncated model sees them."
+            if curves[1].get("representation") == "final-norm"
+            else ""
+        )
     )
 st.page_link("pages/learn.py", label="New to the idea? Start with Learn", icon=":material/school:")
 st.caption("Every view is a link: the URL carries model, task, n, seed, pooling, max length and layer.")

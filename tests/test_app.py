@@ -359,3 +359,14 @@ def test_the_states_choice_is_shared_in_the_url_and_names_the_curve(make_app, mo
     bad = make_app(model="minilm", task="rotten_tomatoes", n="40", max_length="16", representation="final-norm")
     bad.switch_page("pages/variability.py").run()
     assert not bad.exception and any("needs a pre-norm decoder" in e.value for e in bad.error)
+
+
+def test_home_names_the_decoders_states_from_the_shipped_curve(make_app):
+    import json
+
+    at = make_app()
+    at.run()
+    assert not at.exception and not at.error
+    titles = [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]]
+    assert titles == ["minilm", "gemma3-270m · final-norm states"]  # docs/curves/*.json, "auto" resolved
+    assert any("through its final norm" in c.value for c in at.caption)
