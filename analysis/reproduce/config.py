@@ -86,14 +86,22 @@ def config_from_settings(settings: dict) -> ReproConfig:
     return ReproConfig(**{k: tup(v) for k, v in settings.items() if k in names})
 
 
+def planned_pairs(part: dict) -> list[tuple[str, str]]:
+    """The (model, task) pairs the invocation that wrote ``part`` ran (from its settings), whatever later parts
+    have since taken over; empty for settings that do not name them."""
+    s = part.get("settings") or {}
+    if "tasks" in s and ("models" in s or s.get("plan")):
+        return [(m, t) for m, t in config_from_settings(s).pairs() if m in part["models"]]
+    return []
+
+
 def part_pairs(part: dict, res: dict | None = None) -> list[tuple[str, str]]:
     """The (model, task) pairs a part's records cover: its "pairs"; for a part written before parts had them, the
     pairs its settings planned for its models, or (settings without models and tasks) those of ``res``'s curves
     of its models."""
     if part.get("pairs") is not None:
         return [(m, t) for m, t in part["pairs"]]
-    s = part.get("settings") or {}
-    if "tasks" in s and ("models" in s or s.get("plan")):
-        return [(m, t) for m, t in config_from_settings(s).pairs() if m in part["models"]]
+    if planned := planned_pairs(part):
+        return planned
     curves = (res or {}).get("curves", [])
     return list(dict.fromkeys((c["model"], c["task"]) for c in curves if c["model"] in part["models"]))

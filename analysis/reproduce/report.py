@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.reproduce.config import GEMMA, ReproConfig, part_pairs
+from analysis.reproduce.config import GEMMA, ReproConfig, part_pairs, planned_pairs
 from analysis.reproduce.robustness import SPEARMAN_MIN
 from analysis.reproduce.stats import MIN_TASKS
 from analysis.reproduce.tables import claim_lines, fmt, image, lr_text, robustness_lines
@@ -130,9 +130,13 @@ def _settings_of(res: dict, model: str, task: str) -> dict:
 
 def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[str]:
     s = p["settings"]
-    tasks = list(dict.fromkeys(t for _, t in part_pairs(p, res)))  # what this part still holds after merges
+    held = part_pairs(p, res)  # what this part still holds after merges
+    tasks = list(dict.fromkeys(t for _, t in held))
+    gone = [pair for pair in planned_pairs(p) if pair not in held]  # taken over by a later part
     plan = "; ".join(
-        f"{e[0]} on {', '.join(e[1])} with k = {', '.join(map(str, e[2] or s['ks']))}" for e in s.get("plan") or ()
+        f"{e[0]} on {', '.join(t for t in e[1] if (e[0], t) in held)} with k = {', '.join(map(str, e[2] or s['ks']))}"
+        for e in s.get("plan") or ()
+        if any((e[0], t) in held for t in e[1])
     )
     if s.get("lr_grid"):
         lr = (
@@ -147,6 +151,7 @@ def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[s
         f"### {', '.join(p['models'])}",
         "",
         *([f"Regenerate: `{cmd}`", ""] if cmd else []),
+        *([f"That invocation also ran {', '.join(f'{m} · {t}' for m, t in gone)}; replaced since.", ""] * bool(gone)),
         f"- Tasks: {', '.join(tasks)} (offline, see README)." + (f" Plan: {plan}." if plan else ""),
         f"- ν curves: {s['analysis_n']} stratified training texts, pooling `{s['pooling']}`, max length "
         f"{s['max_length']}, {s['bootstrap']} bootstrap resamples; ℓ* = argmin of ν over layers 1..L.",
@@ -163,7 +168,8 @@ def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[s
     if p.get("note"):
         lines.append(f"- Note: {p['note']}")
     if p.get("seconds") is not None:
-        lines.append(f"- Wall time of the invocation that wrote this part: {p['seconds'] / 60:.1f} min.")
+        every = " (all its pairs, those replaced since included)" if gone else ""
+        lines.append(f"- Wall time of the invocation that wrote this part{every}: {p['seconds'] / 60:.1f} min.")
     if not p.get("complete", True):
         lines.append(
             "- **Incomplete**: runs of this part were missing when it was written (interrupted or still running); "

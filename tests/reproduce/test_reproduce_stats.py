@@ -169,7 +169,10 @@ def test_old_results_migrate_and_merge_keeps_the_other_models():
     assert kept["pairs"] == [["g", "bbc_news"], ["g", "reuters_r8"]]
     assert settings_for(again, "g", "bbc_news") is kept["settings"]
     assert part_pairs(again["parts"][2]) == [("g", "rotten_tomatoes")]
-    assert "- Tasks: bbc_news, reuters_r8 (offline" in report_markdown(again)
+    doc = report_markdown(again)
+    assert "- Tasks: bbc_news, reuters_r8 (offline" in doc
+    assert "That invocation also ran g · rotten_tomatoes; replaced since." in doc  # the trimmed part says so
+    assert "(all its pairs, those replaced since included)" in doc and doc.count("replaced since.") == 1
     assert merge(again, rt)["parts"][1:] == again["parts"][1:]  # the same rerun again changes nothing
 
 
