@@ -31,6 +31,8 @@ EXTRACTION_VERSION = 2  # 2: key derived from the config dataclasses
 class AnalysisConfig:
     """Everything that decides the pooled states (and how to compute them)."""
 
+    # the values of settings.DEFAULTS (settings builds this class, so it cannot be imported here; a test keeps the
+    # two equal): a library caller gets the states the CLI and the pages get
     model: str = "minilm"
     task: TaskConfig = field(default_factory=TaskConfig)
     sampling: SampleConfig = field(default_factory=SampleConfig)
@@ -40,7 +42,7 @@ class AnalysisConfig:
     # "raw" or "final-norm" (decoders: the states the truncated classifier sees), or "auto" (final-norm where the
     # model has a final norm, raw elsewhere: :func:`concrete`); in the cache key, resolved, only when not "raw", so
     # every key made before it existed stays valid
-    representation: str = "raw"
+    representation: str = "auto"
     # how the states are computed, not what they are: left out of the cache key
     device: str = field(default="auto", metadata={"cache_key": False})
     # None: BATCH_CPU texts per forward pass on a CPU, BATCH_GPU on a GPU (see batch_for)

@@ -185,12 +185,15 @@ def config_fields(cfg: AnalysisConfig, n: int) -> dict:
     sample size and seed."""
     from analysis.pipeline import concrete
 
+    # callers pass ``cfg`` resolved under their own cache (concrete(cfg, cache_root=...)); "auto" left here is
+    # resolved under the default cache, where an offline model may not be converted yet
+    rep = cfg.representation if cfg.representation != "auto" else concrete(cfg).representation
     return {
         "model": cfg.model,
         "task": cfg.task.label(),
         "split": cfg.task.split,
         "pooling": cfg.pooling,
-        "representation": concrete(cfg).representation,  # "auto" said which states only with the model at hand
+        "representation": rep,
         "max_length": cfg.max_length,
         "n": int(n),
         "seed": cfg.sampling.seed,

@@ -156,17 +156,27 @@ def session_alive_probe():
 
 
 def states_label() -> str:
-    """The sidebar's States: the session's representation, with what "auto" resolves to for its model when the
-    model's config can be read (an unknown or unreachable model keeps plain "auto")."""
-    from analysis.errors import VariscopeError
+    """The sidebar's States: the session's representation, with what "auto" resolves to for its model when that
+    is cheap to tell (a model whose config cannot be read, or that runs remote code, keeps plain "auto")."""
     from analysis.models.load import default_cache_dir
     from analysis.models.registry import needs_preparation
-    from analysis.pipeline import concrete
 
-    rep = st.session_state["representation"]
-    if rep != "auto" or needs_preparation(st.session_state["model"], default_cache_dir()):
-        return rep  # an offline model not converted yet: the sidebar must not start a minutes-long conversion
+    ss = st.session_state
+    rep = ss["representation"]
+    if rep != "auto" or ss.get("trust_remote_code") or needs_preparation(ss["model"], default_cache_dir()):
+        return rep  # never build remote code, nor start an offline model's minutes-long conversion, for a label
+    found = _auto_resolves_to(ss["model"], ss.get("revision"))
+    return rep if found is None else f"auto → {found}"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _auto_resolves_to(model: str, revision: str | None) -> str | None:
+    """What "auto" is for ``model`` (None: its config cannot be read here); cached, failures too, so a typo'd or
+    unreachable hub id costs one probe, not one per rerun."""
+    from analysis.errors import VariscopeError
+    from analysis.pipeline import AnalysisConfig, concrete
+
     try:
-        return f"auto → {concrete(analysis_config()).representation}"
+        return concrete(AnalysisConfig(model=model, revision=revision, representation="auto")).representation
     except VariscopeError:
-        return rep
+        return None

@@ -33,6 +33,7 @@ if (K := kept_fields(res).get("sample_size")) is not None:
 def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
     """The cards of the states under ``key`` (in-process cache; the disk cache sits below it)."""
     from analysis.cards.scores import CardsConfig
+    from analysis.pipeline import concrete
     from analysis.records import cards_record
     from analysis.stream.kept import cards_of
 
@@ -43,7 +44,7 @@ def cards_for(key: str, folds: int, k: int, _cfg, _res) -> dict:
 
     cards = cards_of(_cfg, CardsConfig(folds=folds, k=k), _res, progress=progress, loader=model_loader)
     bar.empty()
-    return cards_record(_cfg, cards, total_texts(_res), n_kept=kept_fields(_res).get("sample_size"))
+    return cards_record(concrete(_cfg), cards, total_texts(_res), n_kept=kept_fields(_res).get("sample_size"))
 
 
 c1, c2, _ = st.columns([1, 1, 3])

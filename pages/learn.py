@@ -75,10 +75,12 @@ if len(curves) == 2:
 else:
     st.info("The side-by-side example lives in docs/curves/; see the README to regenerate it.")
 st.markdown(
-    "**Decoders, precisely.** Hidden state 0 is the embedding output and the last one is after the final norm, "
-    "as Hugging Face returns them. Mean pooling drops padding on either side and the special tokens "
-    "(BOS/EOS, from the tokenizer's special-tokens mask); `last` pooling takes the last real token whether "
-    "padding is on the left or the right."
+    "**Decoders, precisely.** Hugging Face returns hidden state 0 as the embedding output, the last one after the "
+    "final norm and the ones between as the raw residual stream (States: raw). By default (States: auto) every "
+    "layer of a decoder with a final norm is read through it, as a classifier on the model truncated at that "
+    "layer sees it; the trained evidence of docs/selectors.md favours these states. Mean pooling drops padding "
+    "on either side and the special tokens (BOS/EOS, from the tokenizer's special-tokens mask); `last` pooling "
+    "takes the last real token whether padding is on the left or the right."
 )
 
 st.subheader("Do the paper's claims hold here?")

@@ -78,7 +78,8 @@ if ss.get("_rule_seen") != (rule, tol):  # a new rule moves the selection to its
         ss["layer"] = best
     ss["_rule_seen"] = (rule, tol)
 
-label = curve_label(cfg.model, cfg.task.label(), N, cfg.pooling, concrete(cfg).representation)
+cfg = concrete(cfg)  # "auto" resolved: the legend, the evidence line and the download name the states shown
+label = curve_label(cfg.model, cfg.task.label(), N, cfg.pooling, cfg.representation)
 fig = curve_figure(curve, best, rule, ss["layer"], ss["comparisons"], label, log)
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="curve_chart")
 picked = [p for p in (event.selection.points if event and event.selection else []) if "x" in p]
@@ -100,7 +101,7 @@ with s2:
     if (line := no_majority_line(share)) is not None:
         st.info(line, icon=":material/balance:")
     try:  # what the shipped sweeps (docs/selectors.json) say about this model family; silent without evidence
-        evidence = evidence_line(cfg.model, rule)
+        evidence = evidence_line(cfg.model, rule, representation=cfg.representation)
     except VariscopeError as e:
         evidence = None
         st.error(str(e))

@@ -46,7 +46,7 @@ def make_record(cfg: AnalysisConfig, sc: SweepConfig, seed: int = 0, final_norm:
 
 
 def record(model: str, task: str, n_layers: int, seeds=(0, 1, 2), seed: int = 0, final_norm: bool = False) -> dict:
-    cfg = AnalysisConfig(model=model, task=TaskConfig(task), sampling=SampleConfig(n=1200))
+    cfg = AnalysisConfig(model=model, task=TaskConfig(task), sampling=SampleConfig(n=1200), representation="raw")
     return make_record(cfg, sweep_config(n_layers, seeds), seed, final_norm)
 
 

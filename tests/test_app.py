@@ -370,3 +370,18 @@ def test_home_names_the_decoders_states_from_the_shipped_curve(make_app):
     titles = [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]]
     assert titles == ["minilm", "gemma3-270m · final-norm states"]  # docs/curves/*.json, "auto" resolved
     assert any("through its final norm" in c.value for c in at.caption)
+
+
+def test_the_sidebar_never_prepares_a_model_to_name_its_states(make_app, monkeypatch):
+    import analysis.models.registry as registry
+    import analysis.pipeline as pipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("the sidebar resolved the model")
+
+    monkeypatch.setattr(registry, "needs_preparation", lambda name, root: True)  # e.g. a GGUF model not converted
+    monkeypatch.setattr(pipeline, "concrete", refuse)
+    at = make_app(model="gemma3-270m", representation="auto")
+    at.run()
+    assert not at.exception
+    assert any("**States** auto  \n" in m.value for m in at.sidebar.markdown)

@@ -180,6 +180,18 @@ def test_no_argparse_default_repeats_a_setting_as_a_literal():
     assert not typed, typed
 
 
+def test_the_library_configs_default_to_the_settings():
+    """AnalysisConfig cannot import settings (settings builds it): its defaults are the same values, checked here."""
+    from dataclasses import MISSING, fields
+
+    from analysis.pipeline import AnalysisConfig
+    from analysis.settings import DEFAULTS
+
+    shared = {f.name: f.default for f in fields(AnalysisConfig) if f.name in DEFAULTS and f.default is not MISSING}
+    assert {"model", "pooling", "max_length", "dtype", "representation"} <= set(shared)
+    assert shared == {k: DEFAULTS[k] for k in shared}
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 

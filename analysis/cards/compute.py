@@ -70,7 +70,9 @@ def grad_norms(
     from analysis.training import build_classifier, select
 
     L = states.n_layers
-    clf = build_classifier(base_model, select("full", L, 1), len(states.label_names), cfg.pooling).to(device)
+    with torch.random.fork_rng(devices=[]):  # the head's initialisation seeded: the same norms on every call
+        torch.manual_seed(cards_cfg.seed)
+        clf = build_classifier(base_model, select("full", L, 1), len(states.label_names), cfg.pooling).to(device)
     clf.eval()  # no dropout: the same numbers every time
     rng = np.random.default_rng(cards_cfg.seed)
     idx = np.sort(rng.permutation(len(states.labels))[: cards_cfg.grad_batches * cards_cfg.grad_batch_size])

@@ -57,6 +57,7 @@ def _states(a, cfg, cache):
 
 def cmd_cards(a) -> int:
     from analysis.cards.scores import CardsConfig
+    from analysis.pipeline import concrete
     from analysis.records import cards_record
     from analysis.stream.kept import cards_of, kept_fields, total_texts
 
@@ -75,7 +76,7 @@ def cmd_cards(a) -> int:
         cfg, cards_cfg, states_res, cache=cache, use_cache=not a.no_cache, progress=tqdm_progress("cards", unit="layer")
     )
     n, k = total_texts(states_res), kept_fields(states_res).get("sample_size")
-    out = cards_record(cfg, cards, n, n_kept=k)
+    out = cards_record(concrete(cfg, cache_root=cache.root), cards, n, n_kept=k)  # "auto" resolved, as its states
     out.update(
         cache_hit=cards.cache_hit, states_cache_hit=states_res.cache_hit, seconds=round(time.perf_counter() - t0, 4)
     )

@@ -51,7 +51,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "--representation",
         default=d["representation"],
         choices=REPRESENTATION_CHOICES,
-        help="decoders: final-norm pools every layer through the final norm, as the truncated classifier sees it",
+        help="raw (the residual stream), final-norm (decoders: every layer through the final norm, as the truncated "
+        "classifier sees it) or auto (final-norm where the model has a final norm, raw elsewhere; the default)",
     )
     e.add_argument("--batch-size", type=int, default=d["batch_size"], help=BATCH_HELP)
     e.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N, mps")

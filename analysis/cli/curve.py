@@ -14,6 +14,7 @@ from analysis.store.jsonio import dumps, stamp
 
 
 def cmd_curve(a) -> int:
+    from analysis.pipeline import concrete
     from analysis.recommend import recommend_layer
     from analysis.records import curve_record, no_majority_line, share_line
 
@@ -29,7 +30,16 @@ def cmd_curve(a) -> int:
     band_note = extra.pop("band_note", None)
     best = recommend_layer(curve.variability, rule=o.rule, tolerance=o.tolerance)
     out = {
-        **curve_record(cfg, curve.to_dict(), n, best, o.rule, mode=extra["mode"], world_size=extra["world_size"]),
+        # "auto" resolved where this run found its model (prepared by now): the record names the states
+        **curve_record(
+            concrete(cfg, cache_root=cache.root),
+            curve.to_dict(),
+            n,
+            best,
+            o.rule,
+            mode=extra["mode"],
+            world_size=extra["world_size"],
+        ),
         "weighting": o.weighting,
         **extra,
         "seconds": {

@@ -176,6 +176,10 @@ def _train(a, cfg, train_set: TrainSettings) -> int:
         monitor = RunMonitor(log_path=a.log if rank == 0 else None)
         result, model = _run(train_cfg, monitor, bar=rank == 0)
         if rank == 0:
+            if strategy == "variability":  # "auto" resolves per model: the record says which states chose ℓ*
+                from analysis.pipeline import concrete
+
+                result.layer_chosen_on = concrete(cfg, cache_root=make_cache(a).root).representation
             _write(a, result, model)
         ok = True
     finally:
@@ -248,7 +252,9 @@ def _write(a, result, model) -> None:
     w = out["world_size"]
     on = f" on {w} processes (batch {out['batch_size']} = {w} × {out['batch_size'] // w})" if w > 1 else ""
     print(
-        f"{out['label']}: {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s)"
+        f"{out['label']}"
+        + (f" (ℓ* from ν on the {out['layer_chosen_on']} states)" if out.get("layer_chosen_on") else "")
+        + f": {out['steps']} steps in {out['train_seconds']:.1f}s ({out['steps_per_second']:.2f} steps/s)"
         f"{on}; held-out {ev} ({out['eval_examples']} texts); trainable {out['trainable_params']:,} of "
         f"{out['total_params']:,} params; FLOPs vs full {out['flops_vs_full']:.2f}"
         + (" (stopped)" if out["stopped"] else "")

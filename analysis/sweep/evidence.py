@@ -175,19 +175,28 @@ def missing_cells(book: dict) -> list[tuple[str, str]]:
     return [cell for cell in PLANNED if cell not in done]
 
 
-def summary(book: dict) -> dict[str, list[dict]]:
+def selectors_of(record: dict, representation: str | None = None) -> dict:
+    """A record's selector table on ``representation`` where it scored that one, else its default (``selectors``:
+    an encoder's only one, or a record made before the sweep scored both)."""
+    by_rep = record.get("selectors_by_representation") or {}
+    return by_rep.get(representation) or record["selectors"]
+
+
+def summary(book: dict, representation: str | None = None) -> dict[str, list[dict]]:
     """family → one row per selector: pairs, mean and worst regret, how often its pick is in the tied set.
 
     Rows are sorted by mean regret (then worst regret, then name); a selector without a regret in a
-    record (e.g. a score not computed) does not count for that record.
+    record (e.g. a score not computed) does not count for that record. ``representation`` (e.g. "raw"):
+    the decoder records' selectors on those states (:func:`selectors_of`); None: each record's default.
     """
     out: dict[str, list[dict]] = {}
     for fam in FAMILIES:
         records = [r for r in counted(book) if model_family(r["model"]) == fam]
-        names = list(dict.fromkeys(name for r in records for name in r["selectors"]))
+        tables = [selectors_of(r, representation) for r in records]
+        names = list(dict.fromkeys(name for t in tables for name in t))
         rows = []
         for name in names:
-            got = [r["selectors"][name] for r in records if (r["selectors"].get(name) or {}).get("regret") is not None]
+            got = [t[name] for t in tables if (t.get(name) or {}).get("regret") is not None]
             if not got:
                 continue
             regrets = [float(s["regret"]) for s in got]
@@ -229,14 +238,15 @@ def verdict(family: str, rows: list[dict]) -> str:
     )
 
 
-def better_than_rule(book: dict, model: str, rule: str) -> dict | None:
-    """For the Variability page: the favoured selector of ``model``'s family when it beats the page's ν rule.
+def better_than_rule(book: dict, model: str, rule: str, representation: str | None = None) -> dict | None:
+    """For the Variability page: the favoured selector of ``model``'s family when it beats the page's ν rule,
+    on the states the page shows (``representation``; None: each record's default).
 
     Returns {selector, family, pairs, mean_regret, rule_selector, rule_regret} or None (no evidence for
     that family, the rule's own selector not measured, or nothing with a lower mean regret).
     """
     fam = model_family(model)
-    rows = summary(book).get(fam)
+    rows = summary(book, representation).get(fam)
     own = RULE_SELECTOR.get(rule)
     mine = next((x for x in rows or [] if x["selector"] == own), None)
     if fam == "other" or not rows or mine is None or rows[0]["mean_regret"] >= mine["mean_regret"]:
@@ -252,17 +262,20 @@ def better_than_rule(book: dict, model: str, rule: str) -> dict | None:
     }
 
 
-def evidence_line(model: str, rule: str, book: dict | None = None) -> str | None:
-    """One line for beside ν's ℓ*: another selector did better for ``model``'s family (None: silent).
+def evidence_line(model: str, rule: str, book: dict | None = None, representation: str | None = None) -> str | None:
+    """One line for beside ν's ℓ*: another selector did better for ``model``'s family (None: silent), scored on
+    ``representation`` (the states the page shows; None: each record's default).
 
     ``book`` defaults to the shipped one (:func:`shipped_book`); silent without evidence for the family.
     """
     book = shipped_book() if book is None else book
-    ev = None if book is None else better_than_rule(book, model, rule)
+    ev = None if book is None else better_than_rule(book, model, rule, representation)
     if ev is None:
         return None
+    on = f", {representation} states" if representation and ev["family"] == "decoder" else ""
     return (
-        f"Trained evidence ({ev['pairs']} {ev['family']} sweep{'s' if ev['pairs'] != 1 else ''}, docs/selectors.md): "
+        f"Trained evidence ({ev['pairs']} {ev['family']} sweep{'s' if ev['pairs'] != 1 else ''}{on}, "
+        "docs/selectors.md): "
         f"`{ev['selector']}` has a lower mean regret than ν's {rule} rule ({ev['mean_regret']:.4f} vs "
         f"{ev['rule_regret']:.4f} of the held-out metric)."
     )

@@ -240,7 +240,7 @@ def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> Estimate | No
         from analysis.sweep.selectors import representations
         from analysis.sweep.timing import estimate_sweep
 
-        reps = len(representations(cfg))
+        reps = len(representations(cfg, cache.root))
         est = estimate_sweep(cfg, search, finals, representations=reps, loader=loader)
     else:
         est = estimate(search, finals)

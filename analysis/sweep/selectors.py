@@ -23,14 +23,15 @@ from analysis.store.cache import DiskCache
 ByRepresentation = dict[str, tuple[dict, list[float]]]
 
 
-def representations(cfg: AnalysisConfig) -> tuple[str, ...]:
+def representations(cfg: AnalysisConfig, cache_root=None) -> tuple[str, ...]:
     """The representations of ``cfg``'s model worth scoring: ``cfg.representation`` first, then the other one
-    when the model has a final norm (a pre-norm decoder); an encoder has only "raw" (they are the same)."""
+    when the model has a final norm (a pre-norm decoder); an encoder has only "raw" (they are the same).
+    ``cache_root``: where the model is found (an offline model is converted there)."""
     from analysis.models.hidden_states import REPRESENTATIONS
     from analysis.models.load import has_final_norm
     from analysis.pipeline import concrete, resolve_target
 
-    target = resolve_target(cfg)
+    target = resolve_target(cfg, cache_root)
     cfg = concrete(cfg, target)
     if not has_final_norm(target.ref, cfg.trust_remote_code):  # the raw states are what the classifier pools
         return (cfg.representation,)
@@ -66,7 +67,7 @@ def selector_inputs_by_representation(
     The relative gradient norm is a backward pass of the whole model, the same whatever the states are
     pooled from: it is computed once and shared.
     """
-    reps = representations(cfg)
+    reps = representations(cfg, cache.root)
     first = selector_inputs(replace(cfg, representation=reps[0]), cache, use_cache, loader)
     out: ByRepresentation = {reps[0]: first}
     for rep in reps[1:]:

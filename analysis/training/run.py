@@ -73,11 +73,13 @@ class RunResult:
     diverged: bool = False  # the loss became NaN or infinite; training stopped there
     diverged_at: int | None = None  # that step
     variability_before_after: dict | None = field(default=None)
+    layer_chosen_on: str | None = None  # the variability strategy: the states ν picked ℓ* on ("raw", "final-norm")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["variability_before_after"] is None:
-            del d["variability_before_after"]
+        for optional in ("variability_before_after", "layer_chosen_on"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
     @property
@@ -161,7 +163,7 @@ def train(
         )
         result.prefix_cache, result.vocab = prefix, vocab
         if cfg.remeasure and not stopped:
-            result.variability_before_after = _remeasure(base, model, tok, plan.eval_data, a, target.device)
+            result.variability_before_after = _remeasure(base, model, tok, plan.eval_data, a, target)
         if finalize:
             monitor.finish(result.to_dict(), result.stopped)
         return TrainOutput(result, model)
@@ -275,20 +277,24 @@ def _result(
     )
 
 
-def _remeasure(base, model, tok, data, a, device) -> dict:
-    """ν per layer (0..ℓ*) on the eval texts before and after training."""
+def _remeasure(base, model, tok, data, a, target) -> dict:
+    """ν per layer (0..ℓ*) on the eval texts before and after training, on the curve's states (``a``'s
+    representation resolved: through the final norm, the base model's before and the trained model's after)."""
     from analysis.models.hidden_states import extract_states
     from analysis.models.layers import layer_list
+    from analysis.pipeline import concrete
     from analysis.variability import variability_curve
+
+    representation, device = concrete(a, target).representation, target.device
 
     enc = model.encoder
     enc.eval()
     k = len(layer_list(enc)[1])
-    b = extract_states(base, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)[
-        : k + 1
-    ]
-    t = extract_states(enc, tok, data.texts, data.pairs, pooling=a.pooling, max_length=a.max_length, device=device)
+    kw = dict(pooling=a.pooling, max_length=a.max_length, device=device, representation=representation)
+    b = extract_states(base, tok, data.texts, data.pairs, **kw)[: k + 1]
+    t = extract_states(enc, tok, data.texts, data.pairs, **kw)
     return {
+        "representation": representation,
         "layers": list(range(k + 1)),
         "before": variability_curve(b, data.labels).variability,
         "after": variability_curve(t, data.labels).variability,

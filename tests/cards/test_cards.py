@@ -126,6 +126,23 @@ def test_compute_cards_caches_and_adds_costs(rng, minilm, cache):
     assert not other.cache_hit and [r["kind"] for r in cache.entries()] == ["cards", "cards"]
 
 
+def test_the_relative_gradient_norms_do_not_depend_on_the_random_state(rng, minilm):
+    import torch
+
+    from analysis.cards.compute import grad_norms
+    from analysis.pipeline import AnalysisConfig, StatesResult
+
+    states, y = _states(rng, n_layers=7, n=15, d=384, sep=(0.1, 0.2, 0.4, 0.8, 1.2, 1.6, 2.0))
+    st = StatesResult(states, y, ["a", "b", "c"], [f"text {i} about {c}" for i, c in enumerate(y)], None, "0" * 32,
+                      True, {}, {})  # fmt: skip
+    cc = CardsConfig(folds=2, grad=True, grad_batches=1, grad_batch_size=15)
+    torch.manual_seed(1)
+    first = grad_norms(minilm[0], minilm[1], st, AnalysisConfig(max_length=16), cc, "cpu")
+    torch.manual_seed(2)  # another state of the global generator: the head is seeded from the cards' seed
+    assert grad_norms(minilm[0], minilm[1], st, AnalysisConfig(max_length=16), cc, "cpu") == first
+    assert torch.initial_seed() == 2  # the caller's generator is left as it was
+
+
 # ------------------------------------------------------------------ CLI (model: minilm, tiny n)
 @pytest.fixture(scope="module")
 def labelled_csv(tmp_path_factory):

@@ -132,3 +132,23 @@ def test_cache_list_and_clear(tmp_path):
     assert any(l.startswith("states") and l.endswith(" MB") and "1 entries" in l for l in r.stdout.splitlines())
     r = run_cli("cache", "clear", cache_dir=tmp_path / "c")
     assert "deleted 1" in r.stdout
+
+
+def test_curve_finds_its_model_only_under_its_own_cache_and_names_the_states(tmp_path, monkeypatch):
+    import analysis.models.load as load
+    from analysis.cli import main
+
+    roots = []
+    real = load.locate
+
+    def spy(name, cache_dir, progress=None):
+        roots.append(str(cache_dir))
+        return real(name, cache_dir, progress)
+
+    monkeypatch.setattr(load, "locate", spy)
+    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "elsewhere"))
+    own, out = tmp_path / "own", tmp_path / "c.json"
+    args = ["curve", "--model", "minilm", "--n", "40", "--max-length", "16", "--device", "cpu", "--bootstrap", "0"]
+    assert main([*args, "--cache-dir", str(own), "--json", str(out)]) == 0
+    assert roots and set(roots) == {str(own)}  # "auto" resolved where the states were computed, nowhere else
+    assert json.loads(out.read_text())["representation"] == "raw"  # auto on an encoder

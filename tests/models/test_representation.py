@@ -63,7 +63,7 @@ def test_the_raw_representation_keeps_the_states_cache_key_and_final_norm_change
     from analysis.pipeline import AnalysisConfig, Target, cache_config
 
     target = Target(ModelRef("minilm", "registry", "x", "fp"), "cpu", "float32")
-    raw = cache_config(AnalysisConfig(), target, "task")
+    raw = cache_config(AnalysisConfig(representation="raw"), target, "task")
     assert "representation" not in raw  # keys made before the option existed stay valid
     normed = cache_config(AnalysisConfig(representation="final-norm"), target, "task")
     assert normed == {**raw, "representation": "final-norm"}

@@ -323,3 +323,22 @@ def test_the_document_flags_a_record_whose_learning_rates_sit_mostly_at_a_grid_e
     rec["lr"] = [grid[1]] * layers  # the middle of the grid everywhere: nothing to flag
     assert lr_edges(rec)["low"] == lr_edges(rec)["high"] == 0
     assert "chose its" not in doc_markdown(book).split(f"## gemma3-270m · {rec['task']}")[1].split("\n## ")[0]
+
+
+def test_the_evidence_line_reads_the_selectors_of_the_states_shown(book):
+    from analysis.sweep.evidence import better_than_rule
+
+    gemma = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    by_rep = gemma["selectors_by_representation"]
+    for rep in ("raw", "final-norm"):
+        ev = better_than_rule(book, "gemma3-270m", "argmin", rep)
+        own = by_rep[rep]["nu_argmin"]["regret"]
+        best = min(s["regret"] for s in by_rep[rep].values() if s["regret"] is not None)
+        if own <= best:  # ν is already the best on these states: nothing to say
+            assert ev is None and evidence_line("gemma3-270m", "argmin", book, rep) is None
+        else:
+            assert ev["rule_regret"] == own and ev["mean_regret"] == best
+            assert f"{rep} states" in evidence_line("gemma3-270m", "argmin", book, rep)
+    assert better_than_rule(book, "gemma3-270m", "argmin", "raw") != better_than_rule(
+        book, "gemma3-270m", "argmin", "final-norm"
+    )

@@ -24,6 +24,7 @@ def test_a_decoder_sweep_records_both_representations_and_an_encoder_one(kind, t
         sampling=SampleConfig(n=30),
         max_length=32,
         device="cpu",
+        representation="raw",  # the default ("auto") puts final-norm first on a decoder: tested below
     )
     sc = SweepConfig(layers=(2, 4), seeds=(0,), steps=2, batch_size=4, eval_n=12, lr_grid=(1e-3,))
     cache, lines = DiskCache(tmp_path / "c"), []

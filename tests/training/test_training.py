@@ -245,6 +245,8 @@ def test_result_json_keys_are_the_cli_keys():
     assert list(r.to_dict()) == keys
     r.variability_before_after = {"layers": [0]}
     assert list(r.to_dict()) == keys + ["variability_before_after"]
+    r.layer_chosen_on = "final-norm"
+    assert list(r.to_dict()) == keys + ["variability_before_after", "layer_chosen_on"]
 
 
 def test_baselines_come_from_one_place():
@@ -406,3 +408,20 @@ def test_abandoned_run_stops_itself():
     ).result
     assert r.stopped and r.steps <= 1 and m.snapshot()["status"] == "stopped"
     assert r.eval == {}  # nobody is watching: the partial model is not evaluated
+
+
+def test_a_decoders_variability_strategy_says_which_states_chose_its_layer(tmp_path, capsys):
+    from analysis.cli import main
+    from conftest import tiny_model
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"text {i} is {'ab'[i % 2]},{'ab'[i % 2]}\n" for i in range(60)))
+    argv = ["train", "--data", str(data), "--n", "40", "--eval-n", "10", "--max-length", "16", "--device", "cpu"]
+    argv += ["--model", str(tiny_model("llama", tmp_path / "llama")), "--strategy", "variability", "--k", "1"]
+    argv += ["--steps", "2", "--remeasure", "--cache-dir", str(tmp_path / "c")]
+    for rep, chosen in (("auto", "final-norm"), ("raw", "raw")):
+        out = tmp_path / f"{rep}.json"
+        assert main([*argv, "--representation", rep, "--json", str(out)]) == 0
+        d = json.loads(out.read_text())
+        assert d["layer_chosen_on"] == d["variability_before_after"]["representation"] == chosen
+        assert f"(ℓ* from ν on the {chosen} states)" in capsys.readouterr().out

@@ -221,7 +221,8 @@ def test_torchrun_full_and_variability_strategies(tmp_path, strategy):
     d = json.loads(out.read_text())
     assert d["world_size"] == 2 and d["steps"] == 2 and d["eval_examples"] == N_EVAL
     assert d["tune_embeddings"] == (strategy == "full") and d["strategy"] == strategy
-    assert ("variability_before_after" in d) == (strategy == "variability")
+    assert ("variability_before_after" in d) == ("layer_chosen_on" in d) == (strategy == "variability")
+    assert strategy == "full" or d["variability_before_after"]["representation"] == d["layer_chosen_on"]
     assert "unused parameters" not in r.stderr and _errors(r) == []
     _quiet(r)
 
