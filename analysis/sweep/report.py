@@ -215,6 +215,17 @@ def _lr_edge_note(r: dict) -> list[str]:
     ]
 
 
+def _all_tied_note(r: dict) -> list[str]:
+    """Every layer tied with the oracle: the sweep cannot tell its layers apart, so every pick counts as tied."""
+    if len(r["layers"]) < 2 or set(r["tied_layers"]) != set(r["layers"]):
+        return []
+    return [
+        f"Every layer is tied with the oracle: at {len(r['seeds'])} seed(s) and {r.get('n_eval', '')} held-out texts "
+        'this sweep cannot tell its layers apart, so here "in tied set" says nothing; regret and Spearman still do.',
+        "",
+    ]
+
+
 def _representation_note(r: dict) -> list[str]:
     """Which states the record's selector table is scored on (nothing for a record older than the field)."""
     if "representation_default" not in r:
@@ -234,6 +245,7 @@ def record_lines(r: dict, rel: str | Path | None = None) -> list[str]:
         f"Oracle layer **{r['oracle_layer']}** ({r['metric']} {f4(r['mean'][i])}); tied set "
         f"{r['tied_layers']} ({r.get('tied_rule', '')}).",
         "",
+        *_all_tied_note(r),
         *_representation_note(r),
         f"| layer | mean {r['metric']} | sd | per seed | lr | final loss |",
         "|---|---|---|---|---|---|",

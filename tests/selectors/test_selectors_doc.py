@@ -342,3 +342,11 @@ def test_the_evidence_line_reads_the_selectors_of_the_states_shown(book):
     assert better_than_rule(book, "gemma3-270m", "argmin", "raw") != better_than_rule(
         book, "gemma3-270m", "argmin", "final-norm"
     )
+
+
+def test_a_record_with_every_layer_tied_says_its_tied_set_tells_nothing(book):
+    rec = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    section = lambda: doc_markdown(book).split(f"## gemma3-270m · {rec['task']}")[1].split("\n## ")[0]  # noqa: E731
+    assert set(rec["tied_layers"]) != set(rec["layers"]) and "Every layer is tied" not in section()
+    rec["tied_layers"] = list(rec["layers"])
+    assert "Every layer is tied with the oracle: at 3 seed(s)" in section()
