@@ -96,7 +96,9 @@ def summary_lines(book: dict) -> list[str]:
                 f"| `{x['selector']}` | {x['pairs']} | {f4(x['mean_regret'])} | {f4(x['worst_regret'])} "
                 f"| {x['in_tied']} of {x['pairs']} |"
             )
-        lines += ["", verdict(fam, rows), ""]
+        all_tied = sum(set(r["tied_layers"]) == set(r["layers"]) for r in fam_records)
+        caveat = f" In {all_tied} of these pairs every layer is tied with the oracle (see each)." if all_tied else ""
+        lines += ["", verdict(fam, rows) + caveat, ""]
     return lines
 
 

@@ -348,5 +348,7 @@ def test_a_record_with_every_layer_tied_says_its_tied_set_tells_nothing(book):
     rec = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
     section = lambda: doc_markdown(book).split(f"## gemma3-270m · {rec['task']}")[1].split("\n## ")[0]  # noqa: E731
     assert set(rec["tied_layers"]) != set(rec["layers"]) and "Every layer is tied" not in section()
+    assert "every layer is tied with the oracle (see each)" not in doc_markdown(book)
     rec["tied_layers"] = list(rec["layers"])
     assert "Every layer is tied with the oracle: at 3 seed(s)" in section()
+    assert "In 1 of these pairs every layer is tied with the oracle (see each)." in doc_markdown(book)  # the summary
