@@ -58,7 +58,7 @@ def cmd_sweep(a) -> int:
     check_output(a.json, what="--json")
     cache = make_cache(a)
     prepare_model(cfg.model, cache)
-    L = int(describe(resolve_model(cfg.model, revision=cfg.revision))["layers"])
+    L = int(describe(resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache.root))["layers"])
     seeds = tuple(int(s) for s in _floats(a.seeds, "--seeds"))
     sweep_cfg = SweepConfig(
         layers=parse_layers(a.layers or f"1-{L}", L),

@@ -89,7 +89,7 @@ def resolve_selection(a, cfg, train_set: TrainSettings, cache=None) -> tuple[Sel
     if a.strategy:
         from analysis.models.load import describe, resolve_model
 
-        L = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
+        L = describe(resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache.root if cache else None))["layers"]
         curve = None
         if a.strategy == "variability":
             from analysis.pipeline import compute_curve
@@ -206,7 +206,7 @@ def _prepare(a, cfg, train_set: TrainSettings, world: int = 1) -> tuple[Selectio
     cache = make_cache(a)
     prepare_model(cfg.model, cache)
     sel, strategy = resolve_selection(a, cfg, train_set, cache)
-    n_layers = describe(resolve_model(cfg.model, revision=cfg.revision))["layers"]
+    n_layers = describe(resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache.root))["layers"]
     if n_layers:
         sel.check(int(n_layers))  # fail before any work
     if world > 1:

@@ -241,7 +241,7 @@ def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> Estimate | No
         from analysis.sweep.timing import estimate_sweep
 
         reps = len(representations(cfg, cache.root))
-        est = estimate_sweep(cfg, search, finals, representations=reps, loader=loader)
+        est = estimate_sweep(cfg, search, finals, representations=reps, loader=loader, cache_root=cache.root)
     else:
         est = estimate(search, finals)
     cached = f", the other {sc.runs - todo} in the cache" if todo < sc.runs else ""

@@ -29,9 +29,11 @@ def estimate_sweep(
     *,
     representations: int = 1,
     loader: Callable | None = None,
+    cache_root=None,
 ) -> Estimate | None:
     """The time of the ``search`` runs (validation split) and ``finals`` runs still to train, with the selectors'
     states of ``representations`` representations, before any starts (see the module doc); None: nothing to train.
+    ``cache_root``: where the model is found (an offline model is converted there).
     """
     from analysis.models.load import describe, resolve_model
     from analysis.training.data import split_train_eval, split_validation
@@ -41,7 +43,7 @@ def estimate_sweep(
     train, held = split_train_eval(cfg, (list(finals) or list(search))[0].eval_n)
     rest, val = split_validation(train)
     n_labels = len(train.label_names)
-    n_layers = int(describe(resolve_model(cfg.model, revision=cfg.revision))["layers"])
+    n_layers = int(describe(resolve_model(cfg.model, revision=cfg.revision, cache_dir=cache_root))["layers"])
     states = [OneOffPass(len(train) * representations, n_layers, "selector states")]
     parts = []
     if finals:
