@@ -169,7 +169,7 @@ def precision_lines(book: dict) -> list[str]:
     for r in reduced:
         ok = precision_vetted(book, r["model"], record_dtype(r))
         lines.append(
-            f"- {r['model']} · {r['task']} stands on a {record_dtype(r)} record: "
+            f"- {r['model']} · {r['task']} stands on its {record_dtype(r)} record: "
             + (
                 "its model's ranking matched float32 above."
                 if ok

@@ -268,7 +268,7 @@ def test_a_bfloat16_sweep_is_a_precision_check_beside_float32_and_stands_for_its
     sec = _sections(doc_markdown(alone))["Reduced precision"]
     assert any(line.startswith("| gemma3-270m · rotten_tomatoes | autocast-bfloat16 |") and line.endswith("| yes |")
                for line in sec)  # fmt: skip
-    assert "- smollm2-135m · bbc_news stands on a autocast-bfloat16 record: **not vetted**" in "\n".join(sec)
+    assert "- smollm2-135m · bbc_news stands on its autocast-bfloat16 record: **not vetted**" in "\n".join(sec)
     assert "Reduced precision" not in _sections(doc_markdown(book))
 
 
