@@ -29,6 +29,24 @@ def cache(tmp_path):
 
 
 @pytest.fixture
+def model_roots(tmp_path, monkeypatch):
+    """The cache folders offline models are looked up in, appended as they are; the default cache is pointed at
+    ``tmp_path / "elsewhere"``, which a run given its own cache must leave unused."""
+    import analysis.models.load as load
+
+    roots: list[str] = []
+    real = load.locate
+
+    def spy(name, cache_dir, progress=None):
+        roots.append(str(cache_dir))
+        return real(name, cache_dir, progress)
+
+    monkeypatch.setattr(load, "locate", spy)
+    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "elsewhere"))
+    return roots
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

@@ -149,9 +149,10 @@ def cmd_reproduce(a) -> int:
         return res
 
     log = lambda s: print(s, flush=True)  # noqa: E731
+    cache = make_cache(a)
     if not a.cached_only:
-        log(f"estimate: {plan_estimate(repro).text()}")
-    res = save(run(repro, cache=make_cache(a), log=log, save=save, cached_only=a.cached_only), plots=True)
+        log(f"estimate: {plan_estimate(repro, cache.root).text()}")
+    res = save(run(repro, cache=cache, log=log, save=save, cached_only=a.cached_only), plots=True)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
     print(f"total time: {(time.time() - started) / 60:.1f} min")

@@ -174,7 +174,7 @@ def _train(a, cfg, train_set: TrainSettings) -> int:
         if a.log and rank == 0:
             write_atomic(a.log, "")
         monitor = RunMonitor(log_path=a.log if rank == 0 else None)
-        result, model = _run(train_cfg, monitor, bar=rank == 0)
+        result, model = _run(train_cfg, monitor, bar=rank == 0, cache=make_cache(a))
         if rank == 0:
             if strategy == "variability":  # "auto" resolves per model: the record says which states chose ℓ*
                 from analysis.pipeline import concrete
@@ -216,8 +216,8 @@ def _prepare(a, cfg, train_set: TrainSettings, world: int = 1) -> tuple[Selectio
     return sel, strategy
 
 
-def _run(train_cfg, monitor: RunMonitor, *, bar: bool):
-    """``train(train_cfg, monitor)`` with its time estimate and a progress bar on stderr when ``bar``."""
+def _run(train_cfg, monitor: RunMonitor, *, bar: bool, cache=None):
+    """``train(train_cfg, monitor, cache=cache)`` with its time estimate and a progress bar on stderr when ``bar``."""
     from tqdm import tqdm
 
     b: dict = {}
@@ -237,7 +237,7 @@ def _run(train_cfg, monitor: RunMonitor, *, bar: bool):
         _Watch(daemon=True).start()
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if bar else None  # the estimate, before the first step
     try:
-        return train(train_cfg, monitor, progress=say)
+        return train(train_cfg, monitor, progress=say, cache=cache)
     finally:
         if "b" in b:
             b["b"].close()

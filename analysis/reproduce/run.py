@@ -78,7 +78,7 @@ def run(
     out: dict = {"curves": [], "cards": [], "runs": [], "robustness": [], "lr_search": []}
     missing = 0
     for model, task in repro.pairs():
-        n_layers = describe(resolve_model(model))["layers"]
+        n_layers = describe(resolve_model(model, cache_dir=cache.root))["layers"]
         curve = _curve(repro, model, task, cache)
         out["curves"].append(curve)
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")

@@ -150,7 +150,7 @@ def training_runs(
     return runs, search
 
 
-def plan_estimate(repro: ReproConfig) -> Estimate:
+def plan_estimate(repro: ReproConfig, cache_root=None) -> Estimate:
     """The time of ``repro``'s training runs and ν curves before any starts, by the one estimator
     (:func:`analysis.training.estimate.estimate_configs`, the cost model at each model's measured rate).
 
@@ -166,7 +166,7 @@ def plan_estimate(repro: ReproConfig) -> Estimate:
 
     parts = []
     for model, task in repro.pairs():
-        n_layers = int(describe(resolve_model(model))["layers"])
+        n_layers = int(describe(resolve_model(model, cache_dir=cache_root))["layers"])
         data = prepare_sample(acfg(repro, model, task, repro.n_train, repro.seeds[0]))
         n_val = max(len(data.label_names), int(round(len(data) * repro.val_fraction)))
         curves = repro.analysis_n * (
@@ -187,7 +187,11 @@ def plan_estimate(repro: ReproConfig) -> Estimate:
                 replace(train_cfg, eval_every=train_cfg.steps) for train_cfg in search + seeds
             ]  # one evaluation, at the end
         parts += estimate_configs(
-            jobs, data.texts, len(data.label_names), one_off=[OneOffPass(int(curves), n_layers, "ν curves")]
+            jobs,
+            data.texts,
+            len(data.label_names),
+            one_off=[OneOffPass(int(curves), n_layers, "ν curves")],
+            cache_root=cache_root,
         )
     rate = parts[0].how if len(repro.pairs()) == 1 or len({m for m, _ in repro.pairs()}) == 1 else "cost model"
     return combine(parts, f"{rate}; {len(parts)} training runs, the variability ones counted with every layer kept")
@@ -318,7 +322,7 @@ def cached_train(
     a = train_cfg.analysis
     conf = asdict(train_cfg)
     del conf["strategy"]
-    conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision).fingerprint
+    conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision, cache_dir=cache.root).fingerprint
     key = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
     hit = cache.load("runs", key, version=REPRO_VERSION)
     if hit is not None:
@@ -326,11 +330,11 @@ def cached_train(
     if cached_only:
         return None
     t = time.time()
-    r = train(train_cfg).result.to_dict()
+    r = train(train_cfg, cache=cache).result.to_dict()
     rec = {k: r[k] for k in RECORD_KEYS}
     rec["metric_value"] = r["eval"][r["metric"]]
     rec["final_loss"] = final_loss(r["history"])
-    rec["inference_flops_per_example"] = inference_flops(train_cfg, r["seq_len"], r["layers_kept"])
+    rec["inference_flops_per_example"] = inference_flops(train_cfg, r["seq_len"], r["layers_kept"], cache.root)
     rec["cost_model"] = COST_MODEL  # which cost model computed the FLOPs (older records have none: model 1)
     cache.save(
         "runs",
@@ -351,11 +355,12 @@ def cached_train(
     return rec
 
 
-def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int) -> float:
-    """Forward FLOPs per example of the kept blocks (the cost model's forward pass)."""
+def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int, cache_root=None) -> float:
+    """Forward FLOPs per example of the kept blocks (the cost model's forward pass); the model found under
+    ``cache_root``."""
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import block_forward_flops, load_dtype
 
-    target = resolve_target(train_cfg.analysis)
+    target = resolve_target(train_cfg.analysis, cache_root)
     base, _ = cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
     return float(sum(block_forward_flops(base, seq_len)[:kept]))

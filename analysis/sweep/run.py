@@ -85,7 +85,7 @@ def one_run(
         raise SweepStopped
     # the run's monitor counts as abandoned once the sweep is stopped: it stops within a step, skipping eval
     monitor = RunMonitor(alive=None if should_stop is None else lambda: not should_stop())
-    r = train(tc, monitor, loader=loader).result
+    r = train(tc, monitor, loader=loader, cache=cache).result
     if r.stopped:
         raise SweepStopped
     loss = r.history[-1]["loss"] if r.history else None

@@ -48,11 +48,19 @@ def estimate_sweep(
     parts = []
     if finals:
         configs = [replace(tc, eval_n=len(held)) for tc in finals]
-        parts += estimate_configs(configs, train.texts, n_labels, loader=loader, one_off=states, share_prefix=True)
+        parts += estimate_configs(
+            configs, train.texts, n_labels, loader=loader, one_off=states, share_prefix=True, cache_root=cache_root
+        )
     if search:
         configs = [replace(tc, eval_n=len(val)) for tc in search]
         parts += estimate_configs(
-            configs, rest.texts, n_labels, loader=loader, one_off=[] if finals else states, share_prefix=True
+            configs,
+            rest.texts,
+            n_labels,
+            loader=loader,
+            one_off=[] if finals else states,
+            share_prefix=True,
+            cache_root=cache_root,
         )
     runs = len(parts)
     return combine(parts, f"{parts[0].how}; {runs} run{'s' if runs != 1 else ''} to train")

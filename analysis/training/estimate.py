@@ -285,6 +285,7 @@ def estimate_configs(
     loader: Callable | None = None,
     one_off: Sequence[OneOffPass] = (),
     share_prefix: bool = False,
+    cache_root=None,
 ) -> list[Estimate]:
     """The cost-model estimate of each TrainConfig of ``configs`` before any of them starts (the Training page's
     runs, a reproduction's plan), at this model's measured forward rate.
@@ -297,7 +298,7 @@ def estimate_configs(
     at most 2000 of them, and the rate's batch). The model comes from ``loader(ref, device, dtype,
     trust_remote_code)`` (default: the in-process cache), loaded as :func:`~analysis.training.train`
     loads it. Nothing is copied or trained; the rate is measured once per model and device.
-    ``one_off`` passes are counted once, with the first config.
+    ``one_off`` passes are counted once, with the first config. ``cache_root``: where an offline model is found.
     """
     import numpy as np
 
@@ -308,7 +309,7 @@ def estimate_configs(
     if not configs:
         return []
     a = configs[0].analysis
-    target = resolve_target(a)
+    target = resolve_target(a, cache_root)
     base, tok = (loader or cached_model)(
         target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
     )

@@ -101,6 +101,7 @@ def train(
     loader: Callable | None = None,
     progress: Callable[[str], None] | None = None,
     finalize: bool = True,
+    cache=None,
 ) -> TrainOutput:
     """Train ``cfg``; live metrics go to ``monitor``. Returns ``TrainOutput(result, model)``.
 
@@ -109,15 +110,15 @@ def train(
     Stop (``monitor.request_stop()``) ends training within one step and an evaluation in
     flight within one batch; the partial model is then evaluated (status "stopping") unless
     ``monitor.request_skip()``. ``finalize=False`` leaves the final status to the caller
-    (``monitor.finish``), e.g. after an export that may still fail.
+    (``monitor.finish``), e.g. after an export that may still fail. ``cache`` (a DiskCache, else the default
+    one): where an offline model is found (converted there once) and where frozen-prefix states spill to disk.
     """
     import torch
     import transformers
 
     from analysis.distributed import rank, world_size
     from analysis.models.layers import layer_list
-    from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import cost, load_dtype
+    from analysis.training.cost import cost
     from analysis.training.estimate import estimate_run
     from analysis.training.model import build_classifier, freeze_unused
     from analysis.training.trainer import final_eval, fit, make_plan, make_trainer, probe_batch
@@ -127,16 +128,13 @@ def train(
     t_start = time.perf_counter()
     try:
         cfg.check()
-        target = resolve_target(a)
-        base, tok = (loader or cached_model)(
-            target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
-        )
+        target, base, tok = _load_base(a, loader, cache)
         n_layers = len(layer_list(base)[1])
         cfg.selection.check(n_layers)
         plan = make_plan(cfg, tok, world_size(), rank())
         transformers.set_seed(cfg.seed)
         model = build_classifier(base, cfg.selection, len(plan.train_data.label_names), a.pooling)
-        prefix, vocab = _wrap(cfg, model, plan, target, progress)
+        prefix, vocab = _wrap(cfg, model, plan, target, progress, cache)
         freeze_unused(model, probe_batch(plan, target.device))  # DDP: every trainable parameter is used
         costs = cost(base, cfg.selection, plan.seq_len, len(plan.train_data.label_names))
         _announce(cfg, estimate_run(model, plan, costs, target), monitor, progress, plan.max_steps)
@@ -184,14 +182,27 @@ def _announce(cfg: TrainConfig, est, monitor: RunMonitor, progress: Callable[[st
         progress(f"training {cfg.label()} for {steps} steps: {est.text()}")
 
 
-def _wrap(cfg: TrainConfig, model, plan: Plan, target, progress) -> tuple[dict, dict]:
+def _load_base(a, loader: Callable | None, cache) -> tuple:
+    """(target, base model, tokenizer) of the AnalysisConfig ``a``; an offline model is found under ``cache``'s
+    root (else the default cache)."""
+    from analysis.pipeline import cached_model, resolve_target
+    from analysis.training.cost import load_dtype
+
+    target = resolve_target(a, cache.root if cache is not None else None)
+    base, tok = (loader or cached_model)(
+        target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
+    )
+    return target, base, tok
+
+
+def _wrap(cfg: TrainConfig, model, plan: Plan, target, progress, cache=None) -> tuple[dict, dict]:
     """The frozen-prefix cache and the task-sized vocabulary put in place where they apply; their JSON records."""
     from analysis.training.estimate import warm_rate
     from analysis.training.prefix import prepare
     from analysis.training.vocab import compact
 
     warm_rate(model, plan, target)  # the forward rate on the real blocks, before the prefix's stand-ins
-    prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache, rows=plan.rows)
+    prefix = prepare(model, plan, target.ref, target.device, progress, on=cfg.prefix_cache, rows=plan.rows, cache=cache)
     return prefix, compact(model, plan, on=not cfg.full_vocab, progress=progress)
 
 

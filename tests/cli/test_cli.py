@@ -134,19 +134,10 @@ def test_cache_list_and_clear(tmp_path):
     assert "deleted 1" in r.stdout
 
 
-def test_curve_finds_its_model_only_under_its_own_cache_and_names_the_states(tmp_path, monkeypatch):
-    import analysis.models.load as load
+def test_curve_finds_its_model_only_under_its_own_cache_and_names_the_states(tmp_path, model_roots):
     from analysis.cli import main
 
-    roots = []
-    real = load.locate
-
-    def spy(name, cache_dir, progress=None):
-        roots.append(str(cache_dir))
-        return real(name, cache_dir, progress)
-
-    monkeypatch.setattr(load, "locate", spy)
-    monkeypatch.setenv("VARISCOPE_CACHE", str(tmp_path / "elsewhere"))
+    roots = model_roots
     own, out = tmp_path / "own", tmp_path / "c.json"
     args = ["curve", "--model", "minilm", "--n", "40", "--max-length", "16", "--device", "cpu", "--bootstrap", "0"]
     assert main([*args, "--cache-dir", str(own), "--json", str(out)]) == 0

@@ -32,7 +32,7 @@ def test_two_reproduce_runs_on_one_json_keep_both_records(tmp_path, monkeypatch)
 
     monkeypatch.setattr(cli, "run", fake_run)
     # the estimate loads each model to time it; this test is about the writers, not the models installed here
-    monkeypatch.setattr(cli, "plan_estimate", lambda rc: type("E", (), {"text": lambda self: "about 1 s"})())
+    monkeypatch.setattr(cli, "plan_estimate", lambda rc, root=None: type("E", (), {"text": lambda self: "about 1 s"})())
     monkeypatch.setattr(cli, "write_doc", lambda *a, **k: None)
     monkeypatch.setattr(cli, "registry_status", list, raising=False)
     out = tmp_path / "r.json"

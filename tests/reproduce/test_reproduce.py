@@ -12,7 +12,7 @@ SECTION = "## Does ν pick the layer a probe would pick?"
 
 
 @pytest.mark.slow
-def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers(tmp_path):
+def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers(tmp_path, model_roots):
     rc = ReproConfig(
         tasks=("bbc_news",),
         ks=(1,),
@@ -74,6 +74,7 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     # resuming: a second run trains nothing and gives the same records
     again = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None)
     assert [r["metric_value"] for r in again["runs"]] == [r["metric_value"] for r in res["runs"]]
+    assert set(model_roots) == {str(tmp_path / "c")} and not (tmp_path / "elsewhere").exists()  # only its own cache
 
 
 @pytest.mark.slow

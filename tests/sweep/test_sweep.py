@@ -41,7 +41,7 @@ def three_class_csv(tmp_path):
 
 
 @pytest.mark.slow  # trains a dozen tiny runs of MiniLM
-def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_class_csv, tmp_path, capsys):
+def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_class_csv, tmp_path, capsys, model_roots):
     from analysis.cli.main import main
 
     out, again = tmp_path / "sweep.json", tmp_path / "train.json"
@@ -67,6 +67,8 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     assert abs(run["eval"][d["metric"]] - d["per_seed"][i][0]) <= 1 / run["eval_examples"] + 1e-9
     assert main([*argv, "--json", str(out)]) == 0  # rerun: every run from the cache, the same numbers
     assert json.loads(out.read_text())["per_seed"] == d["per_seed"]
+    # the model, its prefix states and the run records live under --cache-dir; the default cache is never touched
+    assert set(model_roots) == {str(tmp_path / "c")} and not (tmp_path / "elsewhere").exists()
 
 
 def test_stop_ends_the_run_in_flight_caches_nothing_and_the_worker_says_stopped(tmp_path, monkeypatch):
@@ -90,7 +92,7 @@ def test_stop_ends_the_run_in_flight_caches_nothing_and_the_worker_says_stopped(
         calls[0] += 1
         return calls[0] > 1
 
-    def train_until_stopped(tc, monitor, loader=None):
+    def train_until_stopped(tc, monitor, loader=None, cache=None):
         seen["run_sees_stop"] = monitor.should_stop()  # the run's own monitor follows the sweep's Stop
         return SimpleNamespace(result=SimpleNamespace(stopped=True))
 
