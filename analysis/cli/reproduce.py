@@ -319,7 +319,7 @@ def recompute_flops(a) -> int:
 
     with path_lock(a.json):  # no other reproduce writes --json between the read and the write
         res = finish(migrate(_read(a.json)))
-        changes = recompute(res, log=lambda s: print(s, flush=True))
+        changes = recompute(res, log=lambda s: print(s, flush=True), cache_root=make_cache(a).root)
         res = finish(res)
         write_atomic(a.json, dumps(stamp(res), indent=1))
         write_doc(res, a.doc, a.img, None, plots=False)  # the plots show no FLOPs

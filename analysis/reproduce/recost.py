@@ -23,12 +23,13 @@ from analysis.training.cost import COST_MODEL
 FIELDS = ("flops_per_example", "flops_vs_full", "inference_flops_per_example")
 
 
-def recompute_flops(res: dict, *, log: Callable[[str], None] = print) -> list[dict]:
+def recompute_flops(res: dict, *, log: Callable[[str], None] = print, cache_root=None) -> list[dict]:
     """Rewrite the FLOPs of every record of ``res["runs"]`` in place under :data:`COST_MODEL`.
 
     Returns one change per record: its model, task, strategy, k, seed and, per field of :data:`FIELDS`,
     (old value or None, new value). Each record also gets ``seq_len`` (where missing) and ``cost_model``.
     A record whose sample does not have the size it stores is refused (one line): its run drew other texts.
+    ``cache_root``: where an offline model is found (else the default cache).
     """
     from analysis.reproduce.config import ReproConfig, config_from_settings
     from analysis.reproduce.run import settings_for
@@ -40,7 +41,7 @@ def recompute_flops(res: dict, *, log: Callable[[str], None] = print) -> list[di
         def config(task: str, model: str = model) -> ReproConfig:  # each task's settings: its part's
             return replace(config_from_settings(settings_for(res, model, task)), device="cpu", dtype="float32")  # sizes
 
-        base, tok = _base(config(rows[0]["task"]), model)
+        base, tok = _base(config(rows[0]["task"]), model, cache_root)
         measured: dict[tuple, tuple[float, int]] = {}
         log(f"{model}: {len(rows)} records")
         for r in rows:
@@ -53,13 +54,13 @@ def recompute_flops(res: dict, *, log: Callable[[str], None] = print) -> list[di
     return changes
 
 
-def _base(repro, model: str):
+def _base(repro, model: str, cache_root=None):
     """(model, tokenizer) of ``model`` loaded as a training run loads it (float32 on the CPU)."""
     from analysis.pipeline import cached_model, resolve_target
     from analysis.reproduce.runs import acfg
     from analysis.training.cost import load_dtype
 
-    target = resolve_target(acfg(repro, model, repro.tasks[0], repro.n_train, repro.seeds[0]))
+    target = resolve_target(acfg(repro, model, repro.tasks[0], repro.n_train, repro.seeds[0]), cache_root)
     return cached_model(target.ref, target.device, load_dtype(target.device, target.dtype))
 
 

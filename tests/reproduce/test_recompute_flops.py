@@ -49,7 +49,7 @@ def test_a_stored_row_with_wrong_flops_gets_the_cost_models_numbers(tmp_path):
     assert changes[0]["flops_vs_full"] == (0.9, want["flops_vs_full"])
 
 
-def test_the_cli_rewrites_a_wrong_committed_row_and_the_doc(tmp_path):
+def test_the_cli_rewrites_a_wrong_committed_row_and_the_doc(tmp_path, model_roots):
     from analysis.cli.main import main
     from analysis.reproduce.report import report_markdown
 
@@ -68,3 +68,4 @@ def test_the_cli_rewrites_a_wrong_committed_row_and_the_doc(tmp_path):
     assert again["flops_vs_full"] == right["flops_vs_full"] and again["flops_per_example"] == right["flops_per_example"]
     assert doc.read_text() == report_markdown(out, None, "i")
     assert not (tmp_path / "c" / "runs").exists()  # nothing trained
+    assert set(model_roots) == {str(tmp_path / "c")}  # the model is found under --cache-dir alone
