@@ -214,26 +214,88 @@ def summary(book: dict, representation: str | None = None) -> dict[str, list[dic
     return out
 
 
+def random_layer(records: list[dict]) -> dict | None:
+    """The baseline every selector must beat: a layer drawn uniformly at random from each record's layers.
+
+    {pairs, mean_regret (its expected regret, averaged over the records), worst_regret (the largest expected
+    regret of one record), in_tied (the expected number of records where it lands in the tied set)}; None
+    without records.
+    """
+    if not records:
+        return None
+    regrets = [float(np.max(r["mean"]) - np.mean(r["mean"])) for r in records]
+    return {
+        "pairs": len(records),
+        "mean_regret": float(np.mean(regrets)),
+        "worst_regret": float(max(regrets)),
+        "in_tied": float(sum(len(set(r["tied_layers"]) & set(r["layers"])) / len(r["layers"]) for r in records)),
+    }
+
+
+def noise_floor(records: list[dict]) -> float | None:
+    """The median over ``records`` of the tied set's floor (:func:`analysis.sweep.stats.sampling_floor` at the
+    oracle's mean): how far apart two layers' means may lie in one record for the held-out texts alone."""
+    from analysis.sweep.stats import sampling_floor
+
+    floors = [
+        sampling_floor(float(np.max(r["mean"])), int(r.get("n_eval") or r["settings"]["eval_n"])) for r in records
+    ]
+    return float(np.median(floors)) if floors else None
+
+
+def family_records(book: dict, family: str) -> list[dict]:
+    """The counted records (:func:`counted`) of one model family."""
+    return [r for r in counted(book) if model_family(r["model"]) == family]
+
+
 def favoured(rows: list[dict]) -> list[dict]:
     """The rows sharing the lowest mean regret (ties: every one of them)."""
     best = rows[0]["mean_regret"]
     return [x for x in rows if np.isclose(x["mean_regret"], best, rtol=0, atol=1e-12)]
 
 
-def verdict(family: str, rows: list[dict]) -> str:
-    """One plain sentence: which selector the evidence favours for ``family``, and where ν's pick lies."""
+def verdict(family: str, rows: list[dict], records: list[dict] | None = None) -> str:
+    """Plain sentences for ``family``: the lowest mean regret, what a random layer would score, whether the
+    evidence can tell the leading selectors apart, which do no better than chance, and where ν's pick lies.
+
+    ``records``: the family's counted records (:func:`family_records`), for the random-layer baseline and the
+    noise floor; without them only the first and last sentences are said.
+    """
     best = favoured(rows)
     names = " and ".join(f"`{x['selector']}`" for x in best)
     n = max(x["pairs"] for x in rows)
+    pairs = f"{n} (model, task) pair{'s' if n != 1 else ''}"
     text = (
-        f"On the {family} sweeps measured ({n} (model, task) pair{'s' if n != 1 else ''}), the evidence favours "
-        f"{names} (mean regret {best[0]['mean_regret']:.4f}, worst {best[0]['worst_regret']:.4f})"
+        f"On the {family} sweeps measured ({pairs}), the lowest mean regret is {names}'s "
+        f"({best[0]['mean_regret']:.4f}, worst {best[0]['worst_regret']:.4f})"
     )
+    chance = random_layer(records or [])
+    if chance is not None:
+        floor = noise_floor(records or [])
+        always = [x["selector"] for x in rows if x["pairs"] == n and x["in_tied"] == n]
+        text += (
+            f"; a layer drawn at random would have an expected regret of {chance['mean_regret']:.4f} and land in the "
+            f"tied set in {chance['in_tied']:.1f} of {n}."
+        )
+        regrets = [x["mean_regret"] for x in rows if x["selector"] in always]
+        spread = max(regrets) - min(regrets) if regrets else 0.0
+        if len(always) > 1 and floor is not None and spread < floor:
+            text += (
+                f" The {len(always)} selectors whose pick lies in the tied set in every pair ("
+                + ", ".join(f"`{a}`" for a in always)
+                + f") are not told apart by this evidence: their mean regrets differ by {spread:.4f}, "
+                f"less than one pair's sampling noise (about ±{floor:.3f})."
+            )
+        worse = [x["selector"] for x in rows if x["mean_regret"] >= chance["mean_regret"]]
+        if worse:
+            text += " No better than a random layer: " + ", ".join(f"`{w}`" for w in worse) + "."
+    else:
+        text += "."
     nu = next((x for x in rows if x["selector"] == "nu_argmin"), None)
     if nu is None:
-        return text + "; ν's argmin has no regret in these records."
+        return text + " ν's argmin has no regret in these records."
     return text + (
-        f"; ν's pick (`nu_argmin`, mean regret {nu['mean_regret']:.4f}) lies within the tied set in "
+        f" ν's pick (`nu_argmin`, mean regret {nu['mean_regret']:.4f}) lies within the tied set in "
         f"{nu['in_tied']} of {nu['pairs']} pair{'s' if nu['pairs'] != 1 else ''}."
     )
 
@@ -242,7 +304,8 @@ def better_than_rule(book: dict, model: str, rule: str, representation: str | No
     """For the Variability page: the favoured selector of ``model``'s family when it beats the page's ν rule,
     on the states the page shows (``representation``; None: each record's default).
 
-    Returns {selector, family, pairs, mean_regret, rule_selector, rule_regret} or None (no evidence for
+    Returns {selector, family, pairs, mean_regret, rule_selector, rule_regret, noise (one pair's sampling noise,
+    :func:`noise_floor`)} or None (no evidence for
     that family, the rule's own selector not measured, or nothing with a lower mean regret).
     """
     fam = model_family(model)
@@ -259,6 +322,7 @@ def better_than_rule(book: dict, model: str, rule: str, representation: str | No
         "mean_regret": top["mean_regret"],
         "rule_selector": own,
         "rule_regret": mine["mean_regret"],
+        "noise": noise_floor(family_records(book, fam)),
     }
 
 
@@ -277,7 +341,12 @@ def evidence_line(model: str, rule: str, book: dict | None = None, representatio
         f"Trained evidence ({ev['pairs']} {ev['family']} sweep{'s' if ev['pairs'] != 1 else ''}{on}, "
         "docs/selectors.md): "
         f"`{ev['selector']}` has a lower mean regret than ν's {rule} rule ({ev['mean_regret']:.4f} vs "
-        f"{ev['rule_regret']:.4f} of the held-out metric)."
+        f"{ev['rule_regret']:.4f} of the held-out metric)"
+        + (
+            f", a difference within one sweep's sampling noise (about ±{ev['noise']:.3f})."
+            if ev["noise"] is not None and ev["rule_regret"] - ev["mean_regret"] < ev["noise"]
+            else "."
+        )
     )
 
 

@@ -10,12 +10,22 @@ import numpy as np
 Z95 = 1.959963984540054
 
 
+def sampling_floor(p: float, n_eval: int) -> float:
+    """1.96 × the binomial SE of a difference of two accuracies near ``p`` on ``n_eval`` texts, √(2p(1−p)/n).
+
+    It treats the two accuracies as independent samples; both are measured on the same held-out texts, whose
+    paired error is usually smaller, so the floor is conservative (it widens tied sets, never narrows them).
+    """
+    p = float(np.clip(p, 0.0, 1.0))
+    return Z95 * math.sqrt(2 * p * (1 - p) / max(n_eval, 1))
+
+
 def tied_layers(per_seed: dict[int, list[float]], oracle: int, n_eval: int) -> tuple[list[int], str]:
     """Layers whose paired 95 % interval of (oracle − layer) over seeds includes 0, and how it was decided.
 
     per_seed : layer → metric per seed (same seeds, same order). The half-width is the larger of the
     t interval of the paired differences and a floor for the held-out sampling error, 1.96 × the
-    binomial SE of a difference of two accuracies on ``n_eval`` texts, √(2p(1−p)/n_eval).
+    binomial SE of a difference of two accuracies on ``n_eval`` texts (:func:`sampling_floor`).
     With one seed nothing can be tied: the set is the oracle alone.
     """
     from scipy.stats import t as student_t
@@ -24,8 +34,7 @@ def tied_layers(per_seed: dict[int, list[float]], oracle: int, n_eval: int) -> t
     if seeds < 2:
         return [oracle], "one seed: no interval, the tied set is the oracle alone"
     best = np.asarray(per_seed[oracle])
-    p = float(np.clip(best.mean(), 0.0, 1.0))
-    floor = Z95 * math.sqrt(2 * p * (1 - p) / max(n_eval, 1))
+    floor = sampling_floor(float(best.mean()), n_eval)
     tq = float(student_t.ppf(0.975, seeds - 1))
     tied = []
     for layer, vals in per_seed.items():

@@ -24,6 +24,7 @@ from conftest import ROOT
 REAL_JSON, REAL_DOC = ROOT / "docs" / "selectors.json", ROOT / "docs" / "selectors.md"
 ROW = re.compile(r"^\| `(\w+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) of (\d+) \|$")
 REP = re.compile(r"^\| (\S+) · (\S+) \| (raw|final-norm) \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$")
+RANDOM = re.compile(r"^\| \*a random layer \(expected\)\* \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) of (\d+) \|$")
 PICK = re.compile(r"^\| `(\w+)` \| (\S+) \| (\S+) \| (\S+) \| (yes|no|–) \| (\S+) \|$")
 
 
@@ -74,7 +75,18 @@ def check_doc_against_json(doc: str, book: dict) -> int:
             compared += 4
         best = min(rows, key=lambda x: float(x[2]))[0]
         verdict = next(line for line in sections[heads[0]] if line.startswith("On the "))
-        assert f"favours `{best}`" in verdict
+        assert f"the lowest mean regret is `{best}`'s" in verdict
+        # the baseline: a layer drawn uniformly, its expected regret and expected count of picks in the tied set
+        (chance,) = [m.groups() for line in sections[heads[0]] if (m := RANDOM.match(line))]
+        expected = [max(r["mean"]) - sum(r["mean"]) / len(r["mean"]) for r in records]
+        in_tied = sum(len(r["tied_layers"]) / len(r["layers"]) for r in records)
+        assert int(chance[0]) == int(chance[4]) == len(records)
+        assert float(chance[1]) == pytest.approx(np.mean(expected), abs=5e-5)
+        assert float(chance[2]) == pytest.approx(max(expected), abs=5e-5)
+        assert float(chance[3]) == pytest.approx(in_tied, abs=0.05)
+        worse = [name for name, _, mean, *_ in rows if float(mean) >= float(chance[1]) + 5e-5]
+        assert all(f"`{w}`" in verdict.split("No better than a random layer:")[1] for w in worse)
+        compared += 4
     for r in book["sweeps"]:
         dtype = "" if record_dtype(r) == "float32" else f", {record_dtype(r)}"
         lines = sections[f"{r['model']} · {r['task']} ({model_family(r['model'])}{dtype})"]
@@ -348,7 +360,58 @@ def test_a_record_with_every_layer_tied_says_its_tied_set_tells_nothing(book):
     rec = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
     section = lambda: doc_markdown(book).split(f"## gemma3-270m · {rec['task']}")[1].split("\n## ")[0]  # noqa: E731
     assert set(rec["tied_layers"]) != set(rec["layers"]) and "Every layer is tied" not in section()
-    assert "every layer is tied with the oracle (see each)" not in doc_markdown(book)
+    assert "every layer is tied with the oracle, so" not in doc_markdown(book)
     rec["tied_layers"] = list(rec["layers"])
     assert "Every layer is tied with the oracle: at 3 seed(s)" in section()
-    assert "In 1 of these pairs every layer is tied with the oracle (see each)." in doc_markdown(book)  # the summary
+    summary = "In 1 of these pairs every layer is tied with the oracle, so there no regret is significant either"
+    assert summary in doc_markdown(book)
+
+
+def test_the_verdict_says_what_chance_scores_and_which_selectors_the_evidence_cannot_tell_apart(book):
+    from analysis.sweep.evidence import family_records, random_layer, summary, verdict
+
+    rec = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    layers = rec["layers"]
+    rec["mean"] = [0.5 + 0.01 * i for i in range(len(layers))]  # the top layer best; the oracle follows
+    rec["oracle_layer"], rec["tied_layers"] = layers[-1], layers[-2:]
+    chance = random_layer([rec])
+    assert chance["mean_regret"] == pytest.approx(0.01 * (len(layers) - 1) / 2)
+    assert chance["in_tied"] == pytest.approx(2 / len(layers)) and chance["worst_regret"] == chance["mean_regret"]
+    rows = [
+        {"selector": "nu_argmin", "pairs": 1, "mean_regret": 0.0, "worst_regret": 0.0, "in_tied": 1},
+        {"selector": "knn", "pairs": 1, "mean_regret": 0.01, "worst_regret": 0.01, "in_tied": 1},
+        {"selector": "top", "pairs": 1, "mean_regret": 0.2, "worst_regret": 0.2, "in_tied": 0},
+    ]
+    text = verdict("decoder", rows, [rec])
+    assert (
+        "the lowest mean regret is `nu_argmin`'s" in text and f"expected regret of {chance['mean_regret']:.4f}" in text
+    )
+    assert "The 2 selectors whose pick lies in the tied set in every pair (`nu_argmin`, `knn`)" in text
+    assert "No better than a random layer: `top`." in text
+    rows[1]["mean_regret"] = 0.5  # now far apart: the sentence that they cannot be told apart goes
+    assert "not told apart" not in verdict("decoder", rows, [rec])
+    assert "random" not in verdict("decoder", rows)  # without records: no baseline to state
+    assert summary(book)["decoder"] and family_records(book, "decoder") == [rec]
+
+
+def test_the_evidence_line_says_when_the_better_selector_is_within_the_noise(book):
+    from analysis.sweep.evidence import better_than_rule
+
+    ev = better_than_rule(book, "gemma3-270m", "argmin")
+    assert ev is not None and ev["noise"] > 0
+    line = evidence_line("gemma3-270m", "argmin", book)
+    within = ev["rule_regret"] - ev["mean_regret"] < ev["noise"]
+    assert ("within one sweep's sampling noise" in line) == within
+    rec = next(r for r in book["sweeps"] if r["model"] == "gemma3-270m")
+    rec["selectors"]["nu_argmin"]["regret"] = ev["mean_regret"] + 2 * ev["noise"]  # ν far worse: no such caveat
+    assert "within" not in evidence_line("gemma3-270m", "argmin", book)
+
+
+def test_a_record_names_a_layer_that_shares_the_oracles_mean(book):
+    rec = next(r for r in book["sweeps"] if r["model"] == "minilm")
+    section = lambda: doc_markdown(book).split(f"## minilm · {rec['task']}")[1].split("\n## ")[0]  # noqa: E731
+    i = rec["layers"].index(rec["oracle_layer"])
+    other = next(x for x in rec["layers"] if x != rec["oracle_layer"])
+    assert "the same mean" not in section()
+    rec["mean"][rec["layers"].index(other)] = rec["mean"][i]
+    assert f"Layer {other} has the same mean." in section()
