@@ -67,8 +67,11 @@ def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
         "How sure these are: the interval's half-width is at least a floor for the held-out sampling error, 1.96 × "
         "√(2p(1−p)/n) on n held-out texts. It treats the two layers' accuracies as independent although both are "
         "measured on the same texts, so it is conservative: it widens tied sets (on macro-F1 tasks it is an "
-        "approximation). One held-out text in one of 3 seeds moves a mean by 1/(3n), about 0.0006 on 600 texts. "
-        "The rows *a random layer (expected)* give the baseline a selector must beat.",
+        "approximation). One held-out text in one of s seeds moves a mean by 1/(s·n): about "
+        f"{1 / (PLANNED_SEEDS * 600):.4f} in the shipped shape ({PLANNED_SEEDS} seeds, 600 texts). "
+        "Regrets are in each task's own metric (accuracy, or macro-F1 where classes are imbalanced) and the "
+        "summaries average them as they are. The rows *a random layer (expected)* give the baseline a selector "
+        "must beat.",
         "",
         "## Selectors",
         "",
