@@ -24,6 +24,9 @@ from analysis.training.estimate import Estimate
 from analysis.training.selection import Selection
 
 RUN_VERSION = 2  # 2: frozen blocks run in eval mode (no dropout), as training does since the prefix cache
+# A whole record's own version, apart from its runs': a record made before is summarised again from the cached
+# runs and selector inputs, never retrained. 2: each selector's per-layer scores (``scores``).
+RECORD_VERSION = 2
 Say = Callable[[str], None]
 
 
@@ -143,7 +146,8 @@ def record_key(cfg: AnalysisConfig, sc: SweepConfig, cache_root=None) -> str:
     cfg = concrete(cfg, cache_root=cache_root)  # "auto" finds the record of what it resolves to
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.metadata.get("cache_key", True)}
     conf.update(task=asdict(cfg.task), sampling=asdict(cfg.sampling))
-    return make_key({"what": "sweep-record", "version": RUN_VERSION, "config": conf, "sweep": asdict(sc)})
+    body = {"what": "sweep-record", "version": RUN_VERSION, "config": conf, "sweep": asdict(sc)}
+    return make_key({**body, "record": RECORD_VERSION})
 
 
 def cached_record(cfg: AnalysisConfig, sc: SweepConfig, cache: DiskCache | None = None) -> dict | None:
@@ -251,8 +255,12 @@ def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> Estimate | No
 
 
 def score_selectors(scores: dict, nu: list[float], layers: list[int], mean: list[float], tied: list[int]) -> dict:
-    """name → {layer, score, metric, regret, in_tied, spearman} of every selector of ``scores`` (name → (L+1,)
-    or None) and ν (L+1,), against the trained ``mean`` per layer of ``layers`` and the ``tied`` set."""
+    """name → {layer, score, metric, regret, in_tied, spearman, scores} of every selector of ``scores`` (name →
+    (L+1,) or None) and ν (L+1,), against the trained ``mean`` per layer of ``layers`` and the ``tied`` set.
+
+    ``scores``: the selector's score at each of ``layers`` (None for a selector without one, and at a layer
+    whose score is not finite), the numbers its Spearman is computed from.
+    """
     from analysis.selectors import pick
 
     by_layer = dict(zip(layers, mean, strict=True))
@@ -268,8 +276,13 @@ def score_selectors(scores: dict, nu: list[float], layers: list[int], mean: list
             "regret": None if at is None else best - at,
             "in_tied": None if layer is None else layer in tied,
             "spearman": spearman(None if score is None else [score[l] for l in layers], mean),
+            "scores": None if score is None else [_finite(score[l]) for l in layers],
         }
     return out
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, tuple[dict, list[float]]]) -> dict:

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 from _sweep_records import NEW_KEYS, old_format, record
+from scipy.stats import spearmanr
 
 from analysis.sweep.evidence import (
     PLANNED,
@@ -100,6 +101,11 @@ def check_doc_against_json(doc: str, book: dict) -> int:
             assert tied == ("–" if s["in_tied"] is None else "yes" if s["in_tied"] else "no")
             assert rho == "–" if s["spearman"] is None else float(rho) == pytest.approx(s["spearman"], abs=5e-3)
             compared += 4
+            if s.get("scores") is not None:  # a record that stores the per-layer scores: its Spearman from them
+                assert len(s["scores"]) == len(r["layers"])
+                kept = [(a, b) for a, b in zip(s["scores"], r["mean"], strict=True) if a is not None]
+                assert spearmanr(*zip(*kept, strict=True)).statistic == pytest.approx(s["spearman"])
+                compared += 1
     return compared
 
 

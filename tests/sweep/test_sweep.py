@@ -58,7 +58,8 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     for name in ("nu_argmin", "nu_plateau", "probe", "knn", "logme", "rgn", "cka_change", "top", "fisher_lda"):
         assert {"layer", "score", "regret", "spearman"} <= set(d["selectors"][name])
     assert d["selectors"]["top"]["layer"] == 6 and d["selectors"]["top"]["spearman"] is None
-    assert d["selectors"]["nu_plateau"]["spearman"] is None
+    assert d["selectors"]["nu_plateau"]["spearman"] is None and d["selectors"]["nu_plateau"]["scores"] is None
+    assert len(d["selectors"]["nu_argmin"]["scores"]) == 2  # per layer of the sweep, what its Spearman reads
     i = d["layers"].index(d["oracle_layer"])
     args = d["train_args"][i]
     assert args[args.index("--lr") + 1] == repr(d["lr"][i])
