@@ -199,11 +199,11 @@ def run_sweep(
         f"sweep: {len(sc.layers)} layers × ({len(sc.lr_grid)} learning rates + {len(sc.seeds)} seeds): "
         f"{sc.runs} runs, {sc.total_steps} training steps"
     )
-    est = _estimate(cfg, sc, cache, use_cache, say, estimate, loader)
+    est, to_train = _estimate(cfg, sc, cache, use_cache, say, estimate, loader)
     if est is not None and on_estimate is not None:
         on_estimate(est)
     per_step = est.seconds / est.steps if est is not None and est.steps else None
-    ticker = SweepProgress(sc.total_steps, say, progress, clock=clock, per_step=per_step)
+    ticker = SweepProgress(sc.total_steps, say, progress, clock=clock, per_step=per_step, to_train=to_train)
 
     def run(tc: TrainConfig, steps: int) -> dict:
         if use_cache and (hit := cached_run(tc, cache)) is not None:
@@ -233,13 +233,14 @@ def run_sweep(
     return record
 
 
-def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> Estimate | None:
-    """The estimate of the runs still to train, said in one line before the first run."""
+def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> tuple[Estimate | None, int]:
+    """(the estimate of the runs still to train, said in one line before the first run; their steps)."""
     search, finals = pending_runs(cfg, sc, cache, use_cache)
     todo = len(search) + len(finals)
+    steps = sum(tc.steps or 0 for tc in (*search, *finals))
     if not todo:
         say("estimate: every run is in the cache")
-        return None
+        return None, 0
     if estimate is None:
         from analysis.sweep.selectors import representations
         from analysis.sweep.timing import estimate_sweep
@@ -251,7 +252,7 @@ def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> Estimate | No
     cached = f", the other {sc.runs - todo} in the cache" if todo < sc.runs else ""
     how = "not known" if est is None else est.text()
     say(f"estimate for the {todo} run{'s' if todo != 1 else ''} to train{cached}: {how}")
-    return est
+    return est, steps
 
 
 def score_selectors(scores: dict, nu: list[float], layers: list[int], mean: list[float], tied: list[int]) -> dict:

@@ -83,7 +83,9 @@ class SweepProgress:
 
     ``say(line)`` gets one line per run; ``report(done, total, seconds, seconds left or None)`` the same
     numbers; ``clock`` gives seconds (injected by tests); ``per_step`` is the estimate's seconds per step,
-    the rate until a step has been trained.
+    the rate until a step has been trained. ``to_train``: the steps of the runs not in the cache when the sweep
+    began, the only ones the time left counts (cached runs still to be read take no time); None: every step
+    not done yet.
     """
 
     def __init__(
@@ -94,8 +96,10 @@ class SweepProgress:
         *,
         clock: Callable[[], float] = time.perf_counter,
         per_step: float | None = None,
+        to_train: int | None = None,
     ) -> None:
         self.total, self.say, self.report, self.clock, self.per_step = total, say, report, clock, per_step
+        self.to_train = to_train
         self.t0 = clock()
         self.done = self.trained = self.cached = 0
         self.trained_seconds = 0.0
@@ -109,7 +113,8 @@ class SweepProgress:
             self.trained += steps
             self.trained_seconds += seconds
         elapsed = self.clock() - self.t0
-        left = time_left(self.total - self.done, self.trained, self.trained_seconds, self.per_step)
+        steps_left = self.total - self.done if self.to_train is None else max(0, self.to_train - self.trained)
+        left = time_left(min(steps_left, self.total - self.done), self.trained, self.trained_seconds, self.per_step)
         if self.done >= self.total:
             when = "done"
         else:

@@ -118,7 +118,8 @@ def from_costs(
     every = eval_every or default_eval_every(steps)
     step_s = per_step if per_step is not None else costs["flops_per_example"] * batch_size / world_size / rate
     fwd = costs["block_forward_flops"]
-    eval_flops = sum(fwd[: costs["layers_kept"]]) + costs["head_forward_flops"]
+    # with the frozen-prefix cache the held-out texts' prefix was computed once too (a one-off pass)
+    eval_flops = sum(fwd[: costs["layers_kept"]]) + costs["head_forward_flops"] - costs.get("prefix_forward_flops", 0.0)
     parts = {"train": steps * step_s, "eval": evaluations(steps, every) * eval_n / world_size * eval_flops / rate}
     for p in one_off:
         parts[p.what] = parts.get(p.what, 0.0) + p.texts * sum(fwd[p.start - 1 : p.start - 1 + p.blocks]) / rate
@@ -261,8 +262,11 @@ def estimate_run(
     return from_costs(costs, per_step=probe(model, batch, amp=amp), how=f"probe of {PROBE_STEPS} steps", **common)
 
 
-def rate_for(base, tok, texts: Sequence[str], key: tuple, *, max_length: int, device: str) -> float:
-    """The forward rate of ``base`` under ``key``: measured on the first :data:`RATE_BATCH` of ``texts`` once."""
+def rate_for(
+    base, tok, texts: Sequence[str], key: tuple, *, max_length: int, device: str, amp: str | None = None
+) -> float:
+    """The forward rate of ``base`` under ``key``: measured on the first :data:`RATE_BATCH` of ``texts`` once,
+    under the autocast ``amp`` ("bfloat16", …) the runs train under."""
     import numpy as np
 
     from analysis.models.batching import pad_rows, tokenize
@@ -274,7 +278,7 @@ def rate_for(base, tok, texts: Sequence[str], key: tuple, *, max_length: int, de
         raise VariscopeError("no texts to measure the speed of this model on")
     enc = tokenize(tok, sample, None, max_length)
     tensors = pad_rows(enc, np.arange(len(sample)), tok.pad_token_id).tensors
-    return measure_rate(base, {k: v.to(device) for k, v in tensors.items()}, key)
+    return measure_rate(base, {k: v.to(device) for k, v in tensors.items()}, key, amp)
 
 
 def estimate_configs(
@@ -303,6 +307,7 @@ def estimate_configs(
     import numpy as np
 
     from analysis.models.batching import tokenize
+    from analysis.models.load import split_dtype
     from analysis.pipeline import cached_model, resolve_target
     from analysis.training.cost import cost, load_dtype
 
@@ -314,7 +319,8 @@ def estimate_configs(
         target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
     )
     seq_len = float(np.mean([len(x) for x in tokenize(tok, list(texts)[:2000], None, a.max_length)["input_ids"]]))
-    rate = rate_for(base, tok, texts, rate_key(target), max_length=a.max_length, device=target.device)
+    amp = split_dtype(target.dtype)[1]
+    rate = rate_for(base, tok, texts, rate_key(target), max_length=a.max_length, device=target.device, amp=amp)
     out: list[Estimate] = []
     seen: set[int] = set()  # prefix inputs this process will hold by then (the memo: analysis/training/prefix.py)
     for tc in configs:
@@ -351,7 +357,7 @@ def _with_prefix(
     if not tc.prefix_cache or t <= 1 or unsupported(base) is not None:
         return costs, []
     saved = sum(block_forward_flops(base, seq_len)[: t - 1])
-    costs = {**costs, "flops_per_example": costs["flops_per_example"] - saved}
+    costs = {**costs, "flops_per_example": costs["flops_per_example"] - saved, "prefix_forward_flops": saved}
     seen = set() if seen is None else seen
     start = max((s for s in seen if s <= t), default=1)
     seen.add(t)
@@ -362,12 +368,13 @@ def _with_prefix(
 
 
 def _autocast(device: str, amp: str | None):
-    """The autocast of a run whose weights and compute dtypes differ (CUDA with AMP), else nothing."""
-    if amp and device.startswith("cuda"):
-        import torch
+    """The autocast a run whose weights and compute dtypes differ trains under (CUDA with AMP; the CPU under
+    "autocast-bfloat16"), so a measured rate or probe runs as the run will; else nothing."""
+    if not amp:
+        return nullcontext()
+    import torch
 
-        return torch.autocast(device_type="cuda", dtype=getattr(torch, amp))
-    return nullcontext()
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=getattr(torch, amp))
 
 
 def _timed(fn: Callable[[], object], device: str) -> float:

@@ -21,12 +21,15 @@ def test_time_left_is_the_trained_rate_times_the_steps_left():
     assert time_left(0, trained_steps=0, trained_seconds=0.0) == 0.0
 
 
-def _sweep(tmp_path, monkeypatch, estimate):
-    """A 3-layer sweep whose layer 1 is cached; each trained run takes 10 s of an injected clock (no real training)."""
+def _sweep(tmp_path, monkeypatch, estimate, layers=(1, 2, 3), cached=(1,)):
+    """A sweep of ``layers`` whose ``cached`` layers are in the cache; each trained run takes 10 s of an injected
+    clock (no real training)."""
     cfg = AnalysisConfig(sampling=SampleConfig(n=20))
-    sc = SweepConfig(layers=(1, 2, 3), seeds=(0,), steps=10, lr_grid=(1e-3,))
+    sc = SweepConfig(layers=layers, seeds=(0,), steps=10, lr_grid=(1e-3,))
     cache, now, events = DiskCache(tmp_path), [0.0], []
-    cache.save("runs", run_key(run_config(cfg, sc, 1, 0, 1e-3, False)), {}, blobs={"run": RESULT}, version=RUN_VERSION)
+    for layer in cached:
+        key = run_key(run_config(cfg, sc, layer, 0, 1e-3, False))
+        cache.save("runs", key, {}, blobs={"run": RESULT}, version=RUN_VERSION)
 
     def fake_run(tc, cache, use_cache=True, **kw):
         events.append(f"train layer {tc.selection.classifier_layer}")
@@ -44,7 +47,7 @@ def _sweep(tmp_path, monkeypatch, estimate):
         sc,
         cache=cache,
         say=lambda line: events.append(line),
-        selector_table=lambda: {"raw": ({"top": None}, [1.0, 0.9, 0.8, 0.7])},
+        selector_table=lambda: {"raw": ({"top": None}, [1.0 - 0.1 * i for i in range(max(layers) + 1)])},
         estimate=estimator,
         clock=lambda: now[0],
     )
@@ -95,3 +98,15 @@ def test_pending_runs_look_up_a_layers_final_runs_once_its_learning_rate_search_
         (2, 1, 1e-3),
     ]
     assert len(search) + len(finals) < sc.runs and pending_runs(cfg, sc, cache, use_cache=False)[1][0].lr == 1e-3
+
+
+def test_cached_runs_still_to_be_read_add_no_time_left(tmp_path, monkeypatch):
+    est = Estimate(seconds=20.0, per_step=2.0, steps=10, parts={"train": 20.0}, method="cost model", how="test rate")
+    events = _sweep(tmp_path, monkeypatch, est, layers=(1, 2, 3, 4), cached=(1, 2, 3))
+    progress = [e for e in events if e.startswith("  ")]
+    # three cached layers first: only layer 4's 10 steps are left to train, at the estimate's 2 s a step
+    assert progress[0] == "  10/40 steps (10 from the cache), 0 s so far, about 20 s left"
+    assert progress[2] == "  30/40 steps (30 from the cache), 0 s so far, about 20 s left"
+    late = _sweep(tmp_path / "late", monkeypatch, est, layers=(1, 2, 3), cached=(2, 3))
+    # layer 1 trained in 10 s; the two cached layers after it take no time: nothing left to train
+    assert [e for e in late if e.startswith("  10/30")] == ["  10/30 steps, 10 s so far, about 0 s left"]

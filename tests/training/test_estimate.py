@@ -176,3 +176,29 @@ def test_runs_that_share_texts_count_the_prefix_once_and_chain_the_next_block(ti
     assert [(p.texts, p.blocks) for p in first] == [(60, 2)] and again == []
     assert [(p.blocks, p.what) for p in higher] == [(1, "frozen-prefix pass chained from block 3")]
     assert [p.blocks for p in _with_prefix(tiny, run(3), c, 16, 50)[1]] == [2]  # no shared process: the whole prefix
+
+
+def test_with_the_prefix_cache_an_evaluation_runs_only_the_blocks_above_the_prefix(tiny):
+    from types import SimpleNamespace
+
+    from analysis.training.estimate import _with_prefix
+
+    plain = cost(tiny, Selection(3, (3,)), seq_len=16, num_labels=2)
+    run = SimpleNamespace(prefix_cache=True, selection=Selection(3, (3,)), eval_n=50)
+    cached, _ = _with_prefix(tiny, run, plain, 16, 50)
+    kw = dict(steps=10, eval_every=5, batch_size=8, eval_n=50, rate=1e9)
+    fwd = plain["block_forward_flops"]
+    # the held-out texts' states entering block 3 come from the one-off pass: two evaluations of block 3 and the head
+    want = 2 * 50 * (fwd[2] + plain["head_forward_flops"]) / 1e9
+    assert from_costs(cached, **kw).parts["eval"] == pytest.approx(want)
+    assert from_costs(plain, **kw).parts["eval"] == pytest.approx(want + 2 * 50 * (fwd[0] + fwd[1]) / 1e9)
+
+
+def test_the_rate_and_the_probe_run_under_the_cpu_autocast_the_run_trains_under():
+    from analysis.training.estimate import _autocast
+
+    x = torch.ones(4, 4)
+    with _autocast("cpu", "bfloat16"):
+        assert (x @ x).dtype == torch.bfloat16  # "autocast-bfloat16" on the CPU: the matmuls run in bfloat16
+    with _autocast("cpu", None):
+        assert (x @ x).dtype == torch.float32
