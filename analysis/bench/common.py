@@ -26,6 +26,7 @@ SECTION_NAMES: tuple[str, ...] = (
     "encoder",
     "training_cache",
     "cpu_bf16",
+    "estimate",
 )
 #: The models the curve section adds on a full run, when they are installed.
 DEEPER_MODELS: tuple[str, ...] = ("mpnet", "gemma3-270m")

@@ -9,6 +9,8 @@ from pathlib import Path
 from analysis.bench.cpu_bf16 import headlines as bf16_headlines
 from analysis.bench.cpu_bf16 import report_lines as bf16_report_lines
 from analysis.bench.encoder import encoder_headlines, encoder_report_lines
+from analysis.bench.estimate_accuracy import headlines as estimate_headlines
+from analysis.bench.estimate_accuracy import report_lines as estimate_report_lines
 from analysis.bench.streaming import stream_headlines, stream_report_lines
 from analysis.bench.training_cache import headlines as cache_headlines
 from analysis.bench.training_cache import report_lines as cache_report_lines
@@ -191,8 +193,9 @@ def headline_lines(res: dict) -> list[str]:
     key("training: full step time ÷ selected step time (`train_speedup_vs_full`)", "train_speedup_vs_full", ".2f")
     key("training: full FLOPs ÷ selected FLOPs (`train_flop_speedup_vs_full`)", "train_flop_speedup_vs_full", ".2f")
     key("measured speed-up ÷ FLOP speed-up", "train_speedup_over_flop_ratio", ".2f", "≥ 0.8", lambda v: v >= 0.8)
-    # keys of analysis/bench/streaming.py, encoder.py, training_cache.py, cpu_bf16.py
-    for args in stream_headlines(res) + encoder_headlines(res) + cache_headlines(res) + bf16_headlines(res):
+    # keys of analysis/bench/streaming.py, encoder.py, training_cache.py, cpu_bf16.py, estimate_accuracy.py
+    sections = stream_headlines(res) + encoder_headlines(res) + cache_headlines(res) + bf16_headlines(res)
+    for args in sections + estimate_headlines(res):
         key(*args)
     return L
 
@@ -212,6 +215,7 @@ def section_lines(res: dict, rel: str) -> list[str]:
         + encoder_report_lines(res)
         + cache_report_lines(res)
         + bf16_report_lines(res)
+        + estimate_report_lines(res)
     )
 
 

@@ -30,6 +30,15 @@ def bench_training_cache(s: BenchSettings) -> dict:
     return training_cache(quick=s.quick, device=s.device, dtype=s.dtype, progress=lambda m: row("training_cache", m))
 
 
+def bench_estimate(s: BenchSettings) -> dict:
+    """The time estimate printed before a run against the run (its own model unless ``--model`` was given)."""
+    from analysis.bench.common import row
+    from analysis.bench.estimate_accuracy import estimate_accuracy
+
+    model = s.model if s.model_given else None
+    return estimate_accuracy(quick=s.quick, model=model, device=s.device, progress=lambda m: row("estimate", m))
+
+
 def bench_cpu_bf16(s: BenchSettings) -> dict:
     """bf16 autocast against float32 on the CPU (its own model unless ``--model`` was given; skipped off CPUs)."""
     from analysis.bench.common import row
@@ -54,6 +63,7 @@ SECTIONS: dict[str, Callable[[BenchSettings], dict]] = {
     "encoder": bench_encoder,  # texts/s of the curve on a random 12-layer d=768 BERT
     "training_cache": bench_training_cache,  # the frozen-prefix cache and the task-sized vocabulary
     "cpu_bf16": bench_cpu_bf16,  # bf16 autocast vs float32 on the CPU: curve and step speed-up, ν, ℓ*, metric
+    "estimate": bench_estimate,  # the time estimate before a run ÷ the run
 }
 assert tuple(SECTIONS) == SECTION_NAMES
 

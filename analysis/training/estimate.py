@@ -120,9 +120,11 @@ def from_costs(
     fwd = costs["block_forward_flops"]
     # with the frozen-prefix cache the held-out texts' prefix was computed once too (a one-off pass)
     eval_flops = sum(fwd[: costs["layers_kept"]]) + costs["head_forward_flops"] - costs.get("prefix_forward_flops", 0.0)
-    parts = {"train": steps * step_s, "eval": evaluations(steps, every) * eval_n / world_size * eval_flops / rate}
+    eval_s = evaluations(steps, every) * eval_n / world_size * eval_flops / rate
+    parts = {"train": steps * step_s, "eval": eval_s}
+    once = costs.get("pass_block_forward_flops") or fwd  # a one-off pass batches texts of like length: little padding
     for p in one_off:
-        parts[p.what] = parts.get(p.what, 0.0) + p.texts * sum(fwd[p.start - 1 : p.start - 1 + p.blocks]) / rate
+        parts[p.what] = parts.get(p.what, 0.0) + p.texts * sum(once[p.start - 1 : p.start - 1 + p.blocks]) / rate
     method = "cost model" if per_step is None else "probe"
     return Estimate(
         seconds=sum(parts.values()),
@@ -309,7 +311,7 @@ def estimate_configs(
     from analysis.models.batching import tokenize
     from analysis.models.load import split_dtype
     from analysis.pipeline import cached_model, resolve_target
-    from analysis.training.cost import cost, load_dtype
+    from analysis.training.cost import block_forward_flops, cost, load_dtype
 
     if not configs:
         return []
@@ -318,15 +320,18 @@ def estimate_configs(
     base, tok = (loader or cached_model)(
         target.ref, target.device, load_dtype(target.device, target.dtype), a.trust_remote_code
     )
-    seq_len = float(np.mean([len(x) for x in tokenize(tok, list(texts)[:2000], None, a.max_length)["input_ids"]]))
+    lengths = np.array([len(x) for x in tokenize(tok, list(texts)[:2000], None, a.max_length)["input_ids"]])
     amp = split_dtype(target.dtype)[1]
     rate = rate_for(base, tok, texts, rate_key(target), max_length=a.max_length, device=target.device, amp=amp)
+    how = f"cost model at {rate / 1e9:.3g} GFLOP/s measured here"
     out: list[Estimate] = []
     seen: set[int] = set()  # prefix inputs this process will hold by then (the memo: analysis/training/prefix.py)
     for tc in configs:
         steps = tc.steps or math.ceil(tc.epochs * math.ceil(len(texts) / tc.batch_size))
-        c = cost(base, tc.selection, seq_len, num_labels)
-        costs, passes = _with_prefix(base, tc, c, seq_len, len(texts), seen if share_prefix else None)
+        padded = padded_length(lengths, tc.batch_size)  # a training or held-out batch runs at its longest text
+        c = cost(base, tc.selection, padded, num_labels)
+        costs, passes = _with_prefix(base, tc, c, padded, len(texts), seen if share_prefix else None)
+        costs["pass_block_forward_flops"] = block_forward_flops(base, float(lengths.mean()))
         out.append(
             from_costs(
                 costs,
@@ -336,10 +341,23 @@ def estimate_configs(
                 eval_every=tc.eval_every,
                 rate=rate,
                 one_off=passes + ([] if out else list(one_off)),
-                how=f"cost model at {rate / 1e9:.3g} GFLOP/s measured here",
+                how=how,
             )
         )
     return out
+
+
+def padded_length(lengths, batch: int, draws: int = 256) -> float:
+    """The mean length of a batch of ``batch`` texts drawn at random from token ``lengths`` (n,): a batch is padded
+    to its longest text, so short texts of mixed length cost about twice their mean. Seeded: the same each time."""
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    if len(lengths) == 0:
+        return 0.0
+    b = min(max(1, batch), len(lengths))
+    rng = np.random.default_rng(0)
+    return float(np.mean([lengths[rng.choice(len(lengths), b, replace=False)].max() for _ in range(draws)]))
 
 
 def _with_prefix(

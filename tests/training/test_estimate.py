@@ -202,3 +202,13 @@ def test_the_rate_and_the_probe_run_under_the_cpu_autocast_the_run_trains_under(
         assert (x @ x).dtype == torch.bfloat16  # "autocast-bfloat16" on the CPU: the matmuls run in bfloat16
     with _autocast("cpu", None):
         assert (x @ x).dtype == torch.float32
+
+
+def test_a_batch_is_costed_at_its_longest_text():
+    from analysis.training.estimate import padded_length
+
+    mixed = [10] * 50 + [100] * 50
+    assert padded_length(mixed, 16) == pytest.approx(100, abs=0.5)  # a batch of 16 without a long text is rare
+    assert padded_length(mixed, 1) == pytest.approx(55, abs=8)  # one text a batch: the mean
+    assert padded_length([7, 7, 7], 16) == 7 and padded_length([], 16) == 0.0
+    assert padded_length(mixed, 4) == padded_length(mixed, 4)  # seeded
