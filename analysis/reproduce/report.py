@@ -172,8 +172,8 @@ def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[s
         lines.append(f"- Wall time of the invocation that wrote this part{every}: {p['seconds'] / 60:.1f} min.")
     if not p.get("complete", True):
         lines.append(
-            "- **Incomplete**: runs of this part were missing when it was written (interrupted or still running); "
-            "its tables hold the runs that had finished."
+            "- **Incomplete**: runs or claim 3's robustness curves of this part were missing when it was written "
+            "(interrupted, still running, or written from the cache alone); its tables hold what had finished."
         )
     return lines + [""]
 

@@ -63,7 +63,7 @@ def run(
     ``save(results)`` sees the results so far after the training runs of each (model, task) and
     after its robustness curves, so an interrupted run leaves what it finished. ``cached_only``:
     train nothing and keep the runs found in the cache (the curves and cards are still computed,
-    the robustness curves are not; the part is marked incomplete when runs are missing).
+    the robustness curves are not, so the part is marked incomplete: it replaces its pairs' claim-3 records).
     """
     from analysis.models.load import describe, resolve_model
     from analysis.training.prefix import keep_states
@@ -99,7 +99,7 @@ def run(
             save(_with_part(out, settings, time.time() - started, done=False))
     if missing:
         log(f"{missing} training runs are not in the cache (left out)")
-    return _with_part(out, settings, time.time() - started, done=not missing)
+    return _with_part(out, settings, time.time() - started, done=not missing and not cached_only)
 
 
 def _with_part(records: dict, settings: dict, seconds: float, *, done: bool) -> dict:

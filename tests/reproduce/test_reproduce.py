@@ -122,6 +122,9 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     part = run(replace(rc, seeds=(0, 1, 2)), cache=cache, log=lambda s: None, cached_only=True)
     assert part["runs"] == res["runs"] and part["lr_search"] == search
     assert part["parts"][0]["complete"] is False and part["robustness"] == []
+    # every run cached, but claim 3's curves not computed: still incomplete, since the part replaces its pair's
+    whole = run(rc, cache=cache, log=lambda s: None, cached_only=True)
+    assert whole["runs"] == res["runs"] and whole["parts"][0]["complete"] is False and not whole["robustness"]
 
 
 def _results(cards: list[dict] | None) -> dict:
