@@ -21,7 +21,7 @@ def write_plots(book: dict, img: Path) -> None:
     import matplotlib.pyplot as plt
 
     for r in book["sweeps"]:
-        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
         draw_record(ax, r)
         fig.tight_layout()
         fig.savefig(img / plot_name(r), dpi=110)
@@ -46,4 +46,27 @@ def draw_record(ax, r: dict) -> None:
     ax.set_ylabel(f"held-out {r['metric']}")
     if len(layers) <= 18:  # every layer labelled while the labels still fit
         ax.set_xticks(layers)
-    ax.legend(fontsize=7, loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    curve = _nu_curve(nu)
+    if curve is not None:  # ν itself beside the truth it is scored against (records with per-layer scores)
+        twin = ax.twinx()
+        on = r.get("representation_default", "raw")
+        (line,) = twin.plot(layers, curve, "s:", c="tab:red", ms=3, lw=1, label=f"ν, {on} states (right, log)")
+        from matplotlib.ticker import FuncFormatter
+
+        twin.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 6 rather than 2×10⁰
+        twin.yaxis.set_major_formatter(plain)
+        twin.yaxis.set_minor_formatter(plain)
+        twin.set_ylabel("ν (lower: classes more separated)", color="tab:red", fontsize=8)
+        twin.tick_params(axis="y", which="both", colors="tab:red", labelsize=7)
+        handles, labels = [*handles, line], [*labels, line.get_label()]
+    ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+
+
+def _nu_curve(nu: dict) -> list[float] | None:
+    """ν per layer of a record's ``nu_argmin`` scores (the score is −ν); None without every layer's."""
+    scores = nu.get("scores")
+    if not scores or any(s is None or -s <= 0 for s in scores):
+        return None
+    return [-s for s in scores]

@@ -421,3 +421,26 @@ def test_a_record_names_a_layer_that_shares_the_oracles_mean(book):
     assert "the same mean" not in section()
     rec["mean"][rec["layers"].index(other)] = rec["mean"][i]
     assert f"Layer {other} has the same mean." in section()
+
+
+def test_a_records_plot_draws_nu_beside_the_trained_curve_where_it_stores_the_scores(book):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.sweep.plots import draw_record
+
+    rec = next(r for r in book["sweeps"] if r["model"] == "minilm")
+    fig, ax = plt.subplots()
+    draw_record(ax, rec)
+    (twin,) = [a for a in fig.axes if a is not ax]
+    (line,) = twin.get_lines()
+    assert list(line.get_ydata()) == [-s for s in rec["selectors"]["nu_argmin"]["scores"]]
+    assert twin.get_yscale() == "log" and "ν" in line.get_label()
+    plt.close(fig)
+    rec["selectors"]["nu_argmin"].pop("scores")  # a record made before the scores were stored: no ν curve
+    fig, ax = plt.subplots()
+    draw_record(ax, rec)
+    assert fig.axes == [ax]
+    plt.close(fig)
