@@ -284,7 +284,12 @@ def verdict(family: str, rows: list[dict], records: list[dict] | None = None) ->
                 f" The {len(always)} selectors whose pick lies in the tied set in every pair ("
                 + ", ".join(f"`{a}`" for a in always)
                 + f") are not told apart by this evidence: their mean regrets differ by {spread:.4f}, "
-                f"less than one pair's sampling noise (about ±{floor:.3f})."
+                f"less than one pair's sampling noise (about ±{floor:.3f})"
+                + (
+                    "; it favours them as a group over a random layer, not one of them over the rest."
+                    if max(regrets) < chance["mean_regret"]
+                    else "."
+                )
             )
         worse = [x["selector"] for x in rows if x["mean_regret"] >= chance["mean_regret"]]
         if worse:

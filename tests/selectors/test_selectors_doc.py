@@ -393,6 +393,7 @@ def test_the_verdict_says_what_chance_scores_and_which_selectors_the_evidence_ca
         "the lowest mean regret is `nu_argmin`'s" in text and f"expected regret of {chance['mean_regret']:.4f}" in text
     )
     assert "The 2 selectors whose pick lies in the tied set in every pair (`nu_argmin`, `knn`)" in text
+    assert "favours them as a group over a random layer, not one of them over the rest" in text
     assert "No better than a random layer: `top`." in text
     rows[1]["mean_regret"] = 0.5  # now far apart: the sentence that they cannot be told apart goes
     assert "not told apart" not in verdict("decoder", rows, [rec])
