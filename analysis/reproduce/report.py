@@ -227,7 +227,8 @@ def rules_lines() -> list[str]:
         "holds on none or fails on at least half, else *mixed*.",
         "- *Spearman between −ν and the probe* (layer cards): the rankings *agree* only where the correlation is "
         "significant (two-sided p < 0.05, t approximation over the L + 1 layers); p is given.",
-        "- *Learning rates*: when the rate chosen on validation sits at an edge of its grid, the grid is extended "
+        "- *Learning rates*: the rates are compared on the validation split by the metric the task is scored on "
+        "(macro-F1 on reuters_r8). When the rate chosen sits at an edge of its grid, the grid is extended "
         "past that edge (same ratio, up to `lr_extend` rates) until the best rate is inside; extended rates are "
         "marked in the search table.",
         "",

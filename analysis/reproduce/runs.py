@@ -214,7 +214,8 @@ def choose_lr(
     When the best rate sits at an edge of the rates tried, one more rate past that edge (the
     grid's ratio there) is tried, up to ``repro.lr_extend`` times, so a chosen rate is inside the
     rates tried unless the extension ran out (the chosen record then says ``at_edge``).
-    None: ``cached_only`` and a run of the grid is not in the cache.
+    None: ``cached_only`` and a run of the grid is not in the cache. The rates are compared on the metric the task
+    is scored on (macro-F1 on reuters_r8), not the validation folder's default, accuracy.
     """
     if not repro.lr_grid:
         return repro.lr, []
@@ -224,8 +225,9 @@ def choose_lr(
     def trial(lr: float, extended: bool) -> bool:
         rec = _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached_only)
         if rec is not None:
+            metric, value = scored_on(task, rec)
             tried.append({"model": model, "task": task, "strategy": strategy, "k": k, "lr": lr, "seed": repro.lr_seed,
-                          "metric": rec["metric"], "val_metric": rec["metric_value"],
+                          "metric": metric, "val_metric": value,
                           "final_loss": rec.get("final_loss"), "steps": rec["steps"], "n_fit": n_fit,
                           "n_val": n_val, "extended": extended})  # fmt: skip
         return rec is not None
@@ -243,6 +245,16 @@ def choose_lr(
     best["at_edge"] = edge_step(sorted(r["lr"] for r in tried), best["lr"]) is not None
     log(f"  {strategy:<11} k={k}: learning rate {best['lr']:g} (validation {best['metric']} {best['val_metric']:.4f})")
     return best["lr"], tried
+
+
+def scored_on(task: str, rec: dict) -> tuple[str, float]:
+    """(metric, value) of a validation record on the metric ``task`` is scored on: the folder of the validation
+    split is a task of its own, whose primary metric is accuracy, while e.g. reuters_r8 is scored on macro-F1."""
+    from analysis.training.data import task_metrics
+
+    metric = task_metrics(task, 0)[0]
+    value = (rec.get("eval") or {}).get(metric)
+    return (metric, float(value)) if value is not None else (rec["metric"], rec["metric_value"])
 
 
 def edge_step(lrs: list[float], best: float) -> float | None:

@@ -222,3 +222,24 @@ def test_a_grid_trains_its_selections_lowest_tuned_block_first(monkeypatch):
     runs.training_runs(ReproConfig(seeds=(0,)), "minilm", "rotten_tomatoes", 7, nu, cache=None, log=print)
     ts = [lowest_trained(s) for s in seen]
     assert len(seen) == 7 and ts == sorted(ts) and ts[0] == 1 and ts[-1] == 7  # full first, top k = 1 last
+
+
+def test_the_learning_rate_is_chosen_on_the_metric_the_task_is_scored_on(monkeypatch):
+    from analysis.reproduce import runs
+    from analysis.reproduce.config import ReproConfig
+    from analysis.training import select
+
+    # the validation folder's runs report accuracy first; reuters_r8 is scored on macro-F1, which ranks them apart
+    evals = {1e-4: {"accuracy": 0.95, "macro_f1": 0.70}, 3e-4: {"accuracy": 0.93, "macro_f1": 0.80}}
+
+    def trial(rc, model, folder, n_val, sel, strategy, lr, cache, log, cached_only):
+        e = evals[lr]
+        return {"metric": "accuracy", "metric_value": e["accuracy"], "eval": e, "steps": 1, "final_loss": 0.1}
+
+    monkeypatch.setattr(runs, "validation_folder", lambda *a: ("f", 80, 20))
+    monkeypatch.setattr(runs, "_lr_trial", trial)
+    rc = ReproConfig(lr_grid=(1e-4, 3e-4), lr_extend=0)
+    lr, tried = runs.choose_lr(rc, "m", "reuters_r8", "top", 1, select("top", 6, 1), None, lambda s: None)
+    assert lr == 3e-4 and {r["metric"] for r in tried} == {"macro_f1"}
+    lr, tried = runs.choose_lr(rc, "m", "rotten_tomatoes", "top", 1, select("top", 6, 1), None, lambda s: None)
+    assert lr == 1e-4 and {r["metric"] for r in tried} == {"accuracy"}  # scored on accuracy: as before
