@@ -8,7 +8,7 @@ from analysis.data.sampling import SampleConfig
 from analysis.data.tasks import TaskConfig
 from analysis.pipeline import AnalysisConfig
 from analysis.sweep.config import SweepConfig
-from analysis.sweep.run import summarise, with_train_args
+from analysis.sweep.run import summarise
 
 
 def sweep_config(n_layers: int, seeds=(0, 1, 2), **kw) -> SweepConfig:
@@ -41,8 +41,7 @@ def make_record(cfg: AnalysisConfig, sc: SweepConfig, seed: int = 0, final_norm:
         normed = [float(1.0 + 0.05 * abs(l - peak)) for l in range(L + 1)]
         probe = [0.5] + [float(truth[l] + rng.normal(0, 0.02)) for l in range(1, L + 1)]
         inputs["final-norm"] = ({**scores, "nu_argmin": [-v for v in normed], "probe": probe}, normed)
-    rec = summarise(cfg, sc, per_seed, lrs, [0.3] * len(sc.layers), 600, "accuracy", inputs)
-    return with_train_args(rec, ["--model", cfg.model, "--task", cfg.task.label()], sc)
+    return summarise(cfg, sc, per_seed, lrs, [0.3] * len(sc.layers), 600, "accuracy", inputs)
 
 
 def record(model: str, task: str, n_layers: int, seeds=(0, 1, 2), seed: int = 0, final_norm: bool = False) -> dict:

@@ -10,35 +10,6 @@ from analysis.cli.common import add_data_args, config_from_args, make_cache
 from analysis.errors import VariscopeError
 from analysis.store.atomic import check_output, write_atomic
 
-#: the data flags a ``train`` command needs to see the same data (flag, attribute)
-DATA_FLAGS = (
-    ("--model", "model"),
-    ("--revision", "revision"),
-    ("--task", "task"),
-    ("--data", "data"),
-    ("--text-col", "text_col"),
-    ("--text-pair-col", "text_pair_col"),
-    ("--label-col", "label_col"),
-    ("--hf-config", "hf_config"),
-    ("--bins", "bins"),
-    ("--split", "split"),
-    ("--n", "n"),
-    ("--per-class", "per_class"),
-    ("--seed", "seed"),
-    ("--imbalance", "imbalance"),
-    ("--fraction", "fraction"),
-    ("--max-length", "max_length"),
-    ("--pooling", "pooling"),
-    ("--representation", "representation"),
-    ("--dtype", "dtype"),
-)
-
-
-def data_flags(a) -> list[str]:
-    """The data flags of ``a`` as strings (every one that is set), for ``train_args``."""
-    out = [x for flag, attr in DATA_FLAGS if getattr(a, attr, None) is not None for x in (flag, str(getattr(a, attr)))]
-    return out + (["--trust-remote-code"] if a.trust_remote_code else [])
-
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
     try:
@@ -51,7 +22,7 @@ def cmd_sweep(a) -> int:
     from analysis.cli.common import prepare_model
     from analysis.models.load import describe, resolve_model
     from analysis.sweep.config import SweepConfig, parse_layers
-    from analysis.sweep.run import run_sweep, with_train_args
+    from analysis.sweep.run import run_sweep
     from analysis.sweep.selectors import selector_inputs_by_representation
 
     cfg = config_from_args(a)
@@ -79,7 +50,6 @@ def cmd_sweep(a) -> int:
         use_cache=use,
         selector_table=lambda: selector_inputs_by_representation(cfg, cache, use),
     )
-    record = with_train_args(record, data_flags(a), sweep_cfg)
     print(f"oracle layer {record['oracle_layer']}, tied {record['tied_layers']} ({record['tied_rule']})")
     for name, s in record["selectors"].items():
         rho = "-" if s["spearman"] is None else f"{s['spearman']:.2f}"

@@ -233,12 +233,14 @@ def random_layer(records: list[dict]) -> dict | None:
 
 
 def noise_floor(records: list[dict]) -> float | None:
-    """The median over ``records`` of the tied set's floor (:func:`analysis.sweep.stats.sampling_floor` at the
-    oracle's mean): how far apart two layers' means may lie in one record for the held-out texts alone."""
-    from analysis.sweep.stats import sampling_floor
+    """The median over ``records`` of the tied set's least half-width (:func:`analysis.sweep.stats.interval_floor`
+    at the oracle's mean): how far apart two layers' means may lie in one record for the held-out texts alone."""
+    from analysis.sweep.stats import interval_floor
 
     floors = [
-        sampling_floor(float(np.max(r["mean"])), int(r.get("n_eval") or r["settings"]["eval_n"])) for r in records
+        interval_floor(float(np.max(r["mean"])), int(r.get("n_eval") or r["settings"]["eval_n"]), len(r["seeds"]))
+        for r in records
+        if len(r["seeds"]) > 1
     ]
     return float(np.median(floors)) if floors else None
 

@@ -64,8 +64,10 @@ def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
         "of the difference to the oracle includes 0. A selector's regret is the oracle's mean minus the mean at "
         "its pick; Spearman is the rank correlation of its per-layer score with the trained means.",
         "",
-        "How sure these are: the interval's half-width is at least a floor for the held-out sampling error, 1.96 × "
-        "√(2p(1−p)/n) on n held-out texts. It treats the two layers' accuracies as independent although both are "
+        "How sure these are: the interval follows the reproduction's rules (docs/reproduction.md, *Paired "
+        "intervals*): mean ± t₀.₉₇₅,ₛ₋₁ · se over s seeds, with the per-seed sd of the difference floored at the "
+        "binomial sd √(p(1−p)/n) of the metric on n held-out texts (p: the two layers' mean), so three seeds "
+        "sharing one difference cannot give a zero-width interval. The floor ignores that both layers are "
         "measured on the same texts, so it is conservative: it widens tied sets (on macro-F1 tasks it is an "
         "approximation). One held-out text in one of s seeds moves a mean by 1/(s·n): about "
         f"{1 / (PLANNED_SEEDS * 600):.4f} in the shipped shape ({PLANNED_SEEDS} seeds, 600 texts). "

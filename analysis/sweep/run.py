@@ -26,7 +26,7 @@ from analysis.training.selection import Selection
 RUN_VERSION = 2  # 2: frozen blocks run in eval mode (no dropout), as training does since the prefix cache
 # A whole record's own version, apart from its runs': a record made before is summarised again from the cached
 # runs and selector inputs, never retrained. 2: each selector's per-layer scores (``scores``).
-RECORD_VERSION = 2
+RECORD_VERSION = 3  # 3: the tied set by the reproduction's interval rules; train_args in every record
 Say = Callable[[str], None]
 
 
@@ -294,6 +294,7 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
     """
     from analysis.models.hidden_states import REPRESENTATIONS
     from analysis.models.load import resolve_device, resolve_dtype
+    from analysis.sweep.train_args import with_train_args
     from analysis.training.cost import load_dtype
 
     device = resolve_device(cfg.device)
@@ -307,7 +308,7 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
     by_rep = {
         rep: score_selectors(*inputs[rep], layers, mean, tied) for rep in (*REPRESENTATIONS, *inputs) if rep in inputs
     }
-    return {
+    record = {
         "model": cfg.model,
         "task": cfg.task.label(),
         "layers": layers,
@@ -336,6 +337,7 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
             **({} if states_dtype == dtype else {"states_dtype": states_dtype}),  # the selectors' states
         },
     }
+    return with_train_args(record, cfg, sc, device, states_dtype)
 
 
 def _representation_note(by_rep: dict) -> str:
@@ -347,30 +349,3 @@ def _representation_note(by_rep: dict) -> str:
         f"scored on one representation ({next(iter(by_rep))}): the model has no final norm, "
         "so its raw states are what the classifier pools"
     )
-
-
-def with_train_args(record: dict, data_flags: list[str], sc: SweepConfig) -> dict:
-    """``train_args`` per layer: the ``train`` arguments that repeat the layer's seed-0 run."""
-    args = []
-    for layer, lr in zip(record["layers"], record["lr"], strict=True):
-        tuned = ",".join(str(t) for t in range(max(1, layer - sc.k + 1), layer + 1))
-        args.append(
-            [
-                *data_flags,
-                "--classifier-layer",
-                str(layer),
-                "--tune-layers",
-                tuned,
-                "--steps",
-                str(sc.steps),
-                "--lr",
-                repr(lr),
-                "--train-batch",
-                str(sc.batch_size),
-                "--eval-n",
-                str(sc.eval_n),
-                "--train-seed",
-                "0",
-            ]
-        )
-    return {**record, "train_args": args}

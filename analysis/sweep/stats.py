@@ -7,42 +7,46 @@ import warnings
 
 import numpy as np
 
-Z95 = 1.959963984540054
+# the reproduction's interval rules, so a tied layer and a tied strategy mean the same thing
+from analysis.reproduce.stats import binomial_sd, paired, t_quantile
 
 
-def sampling_floor(p: float, n_eval: int) -> float:
-    """1.96 × the binomial SE of a difference of two accuracies near ``p`` on ``n_eval`` texts, √(2p(1−p)/n).
+def interval_floor(p: float, n_eval: int, seeds: int) -> float:
+    """The least half-width of a paired interval over ``seeds`` seeds of a metric near ``p`` on ``n_eval`` texts.
 
-    It treats the two accuracies as independent samples; both are measured on the same held-out texts, whose
-    paired error is usually smaller, so the floor is conservative (it widens tied sets, never narrows them).
+    The reproduction's rule (:func:`analysis.reproduce.stats.paired`): the per-seed sd is floored at the
+    binomial sd √(p(1−p)/m) of the metric on m held-out texts, so the half-width is at least
+    t₀.₉₇₅,ₙ₋₁ · √(p(1−p)/m) / √n. None of it is paired over texts, so it is conservative.
     """
-    p = float(np.clip(p, 0.0, 1.0))
-    return Z95 * math.sqrt(2 * p * (1 - p) / max(n_eval, 1))
+    if seeds < 2:
+        return 0.0
+    return t_quantile(seeds - 1) * binomial_sd(float(np.clip(p, 0.0, 1.0)), n_eval) / math.sqrt(seeds)
 
 
 def tied_layers(per_seed: dict[int, list[float]], oracle: int, n_eval: int) -> tuple[list[int], str]:
     """Layers whose paired 95 % interval of (oracle − layer) over seeds includes 0, and how it was decided.
 
-    per_seed : layer → metric per seed (same seeds, same order). The half-width is the larger of the
-    t interval of the paired differences and a floor for the held-out sampling error, 1.96 × the
-    binomial SE of a difference of two accuracies on ``n_eval`` texts (:func:`sampling_floor`).
-    With one seed nothing can be tied: the set is the oracle alone.
+    per_seed : layer → metric per seed (same seeds, same order). The interval is the reproduction's
+    (:func:`analysis.reproduce.stats.paired`): mean ± t·se, the per-seed sd floored at the binomial sd of
+    the metric on ``n_eval`` texts at the two layers' mean. With one seed nothing can be tied: the set is
+    the oracle alone.
     """
-    from scipy.stats import t as student_t
-
     seeds = len(per_seed[oracle])
     if seeds < 2:
         return [oracle], "one seed: no interval, the tied set is the oracle alone"
-    best = np.asarray(per_seed[oracle])
-    floor = sampling_floor(float(best.mean()), n_eval)
-    tq = float(student_t.ppf(0.975, seeds - 1))
+    best = dict(enumerate(per_seed[oracle]))
     tied = []
     for layer, vals in per_seed.items():
-        d = best - np.asarray(vals)
-        half = max(tq * float(d.std(ddof=1)) / math.sqrt(seeds), floor)
-        if layer == oracle or float(d.mean()) - half <= 0:
+        p = (np.mean(per_seed[oracle]) + np.mean(vals)) / 2
+        d = paired(best, dict(enumerate(vals)), sd_floor=binomial_sd(float(p), n_eval))
+        if layer == oracle or d["outcome"] != "better":
             tied.append(layer)
-    return sorted(tied), f"paired t interval over {seeds} seeds, floor ±{floor:.4f} (binomial SE on {n_eval} texts)"
+    floor = interval_floor(float(np.mean(per_seed[oracle])), n_eval, seeds)
+    how = (
+        f"paired t interval over {seeds} seeds, per-seed sd floored at the binomial sd on {n_eval} texts, "
+        f"least half-width ±{floor:.4f}"
+    )
+    return sorted(tied), how
 
 
 def spearman(score: list[float | None] | None, truth: list[float]) -> float | None:

@@ -5,6 +5,7 @@ import json
 import pytest
 from _sweep_records import write_three_class_csv
 
+from analysis.selectors.table import SELECTORS
 from analysis.sweep.config import SweepConfig, parse_layers
 from analysis.sweep.stats import spearman, tied_layers
 
@@ -17,6 +18,49 @@ def test_tied_set_uses_the_paired_interval_with_a_binomial_floor():
     assert tied == [1, 3] and "floor" in how  # layer 3 lies within the held-out sampling error
     one = tied_layers({1: [0.8], 2: [0.79]}, 1, 600)
     assert one == ([1], "one seed: no interval, the tied set is the oracle alone")
+
+
+def test_a_tied_layer_is_a_tie_by_the_reproductions_paired_rule():
+    from analysis.reproduce.stats import binomial_sd, paired
+
+    # the same difference at every seed: sd 0, so only the binomial floor keeps the interval from width 0
+    per_seed = {1: [0.80, 0.81, 0.79], 2: [0.78, 0.79, 0.77], 3: [0.74, 0.75, 0.73]}
+    tied, how = tied_layers(per_seed, 1, n_eval=600)
+    for layer in (2, 3):
+        p = (0.80 + sum(per_seed[layer]) / 3) / 2
+        d = paired(dict(enumerate(per_seed[1])), dict(enumerate(per_seed[layer])), binomial_sd(p, 600))
+        assert (layer in tied) == (d["outcome"] == "tie") and d["floored"]
+    assert tied == [1, 2] and "floored at the binomial sd on 600 texts" in how
+
+
+def test_train_args_parse_back_to_the_sweeps_config_with_device_and_dtype_resolved():
+    from dataclasses import replace
+
+    from analysis.cli import train
+    from analysis.cli.common import OneLineParser, config_from_args
+    from analysis.data.sampling import SampleConfig
+    from analysis.data.tasks import TaskConfig
+    from analysis.pipeline import AnalysisConfig
+    from analysis.sweep.train_args import with_train_args
+
+    task = TaskConfig(name=None, data="x.csv", text_col="body", text_pair_col="b", label_col="y", bins=3)
+    cfg = AnalysisConfig(
+        model="minilm",
+        task=task,
+        sampling=SampleConfig(n=None, per_class=40, seed=7, imbalance=(1.0, 2.5), fraction=0.5),
+        max_length=64,
+        pooling="first",
+        representation="raw",
+        trust_remote_code=True,
+    )
+    sc = SweepConfig(layers=(2, 3), k=2, seeds=(4, 5), steps=9, batch_size=8, eval_n=30)
+    rec = with_train_args({"layers": [2, 3], "lr": [1e-3, 3e-4]}, cfg, sc, "cpu", "autocast-bfloat16")
+    p = OneLineParser()
+    train.register(p.add_subparsers(dest="cmd"))
+    a = p.parse_args(["train", *rec["train_args"][1]])
+    assert config_from_args(a) == replace(cfg, device="cpu", dtype="autocast-bfloat16")
+    assert (a.classifier_layer, a.tune_layers, a.steps, a.lr, a.train_batch) == (3, "2,3", 9, 3e-4, 8)
+    assert (a.eval_n, a.train_seed) == (30, 4)  # the first seed's run, whose final loss the record keeps
 
 
 def test_spearman_skips_layers_without_a_score_and_is_none_when_undefined():
@@ -55,7 +99,8 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     assert DONE_KEYS | {"train_args"} <= set(d) and d["layers"] == [5, 6]
     assert len(d["lr"]) == len(d["train_args"]) == len(d["per_seed"]) == 2 and all(len(p) == 1 for p in d["per_seed"])
     assert d["tied_layers"] == [d["oracle_layer"]] and "one seed" in d["tied_rule"]
-    for name in ("nu_argmin", "nu_plateau", "probe", "knn", "logme", "rgn", "cka_change", "top", "fisher_lda"):
+    assert set(d["selectors"]) == set(SELECTORS)
+    for name in SELECTORS:
         assert {"layer", "score", "regret", "spearman"} <= set(d["selectors"][name])
     assert d["selectors"]["top"]["layer"] == 6 and d["selectors"]["top"]["spearman"] is None
     assert d["selectors"]["nu_plateau"]["spearman"] is None and d["selectors"]["nu_plateau"]["scores"] is None
@@ -63,6 +108,7 @@ def test_sweep_writes_the_record_and_train_args_repeat_the_oracle_run(three_clas
     i = d["layers"].index(d["oracle_layer"])
     args = d["train_args"][i]
     assert args[args.index("--lr") + 1] == repr(d["lr"][i])
+    assert args[args.index("--device") + 1] == "cpu" and args[args.index("--dtype") + 1] == "float32"
     assert main(["train", *args, "--cache-dir", str(tmp_path / "c"), "--json", str(again)]) == 0
     run = json.loads(again.read_text())
     assert abs(run["eval"][d["metric"]] - d["per_seed"][i][0]) <= 1 / run["eval_examples"] + 1e-9
