@@ -15,6 +15,7 @@ from analysis.selectors import SELECTORS
 from analysis.sweep.config import LR_GRID, LR_STEPS, SweepConfig
 from analysis.sweep.run import cached_record, record_key
 from analysis.training import RunMonitor
+from analysis.training.estimate import duration
 from pages._compute import model_loader
 from pages._state import session_alive_probe
 
@@ -79,6 +80,8 @@ def sweep_controls(cfg, sc: SweepConfig | None, record: dict | None) -> None:
     if ss.get("upload"):
         st.caption("Train every layer needs a named task or a file on the server: `python -m analysis sweep --data`.")
         return
+    if sc is not None and not running:
+        _estimate_caption(cfg, sc)
     if st.button("Train every layer", key="sweep_start", disabled=sc is None or running, icon=":material/layers:"):
         from analysis.sweep.worker import start_sweep_in_thread
 
@@ -90,6 +93,29 @@ def sweep_controls(cfg, sc: SweepConfig | None, record: dict | None) -> None:
         _live(running)
 
 
+def _estimate_caption(cfg, sc: SweepConfig) -> None:
+    """The sweep's estimated time before Start (the CLI's first line), measured once per settings and session."""
+    from analysis.sweep.run import estimate_pending
+
+    key = record_key(cfg, sc)
+    memo = st.session_state.setdefault("sweep_estimates", {})
+    if key not in memo:
+        try:
+            with st.spinner(f"Measuring how fast {cfg.model} trains on this machine…"):
+                memo[key] = estimate_pending(cfg, sc, loader=model_loader)
+        except VariscopeError as e:
+            st.error(str(e))
+            return
+    est, _, todo = memo[key]
+    if not todo:
+        text = "every run is in the cache: only the selectors are scored"
+    else:
+        cached = f" ({sc.runs - todo} already in the cache)" if todo < sc.runs else ""
+        how = "not known" if est is None else f"{est.text()}; training {duration(est.parts.get('train', 0.0))}"
+        text = f"{todo} run{'s' if todo != 1 else ''} to train{cached}: {how}"
+    st.caption(f":material/timer: Time for this sweep: {text}. The time left updates while it runs.")
+
+
 def _live(running: bool) -> None:
     @st.fragment(run_every=1.0 if running else None)
     def live() -> None:
@@ -99,12 +125,15 @@ def _live(running: bool) -> None:
         if running and not m.running:
             st.rerun(scope="app")  # done: the chart and the picks appear
         p = snap["progress"]
-        text = f"sweep — {snap['status']}: step {p['step']:,}/{p['max_steps']:,} · {p['elapsed']:.0f}s"
+        text = f"sweep — {snap['status']}: step {p['step']:,}/{p['max_steps']:,} · {duration(p['elapsed'])}"
         if p.get("eta") is not None and m.running:
-            text += f" · about {p['eta']:.0f}s left"
+            text += f" · about {duration(p['eta'])} left"
+        elif p.get("estimate") is not None and m.running:
+            text += f" · estimated {duration(p['estimate'])} in all"
         st.progress(min(p["step"] / p["max_steps"], 1.0) if p["max_steps"] else 0.0, text=text)
-        if snap["events"]:
-            st.caption(snap["events"][-1].get("line", ""))
+        lines = [e["line"] for e in snap["events"] if e.get("line")]
+        if lines:  # the newest said line (an estimate event carries numbers, not a line)
+            st.caption(lines[-1])
         if snap["status"] == "failed":
             st.error(f"failed: {snap['error']}")
         elif snap["status"] == "stopped":

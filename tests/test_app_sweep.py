@@ -61,6 +61,8 @@ def test_layers_page_without_a_sweep_offers_to_train_every_layer_with_its_count(
     sc = sweep_config(6)
     assert any(f"{sc.runs} training runs, {sc.total_steps:,} steps" in c.value for c in at.caption)
     assert "trained accuracy, mean (right axis)" not in _traces(at)
+    timer = [c.value for c in at.caption if "Time for this sweep" in c.value]  # before Start, as the CLI's first line
+    assert len(timer) == 1 and f"{sc.runs} runs to train: about " in timer[0] and "on this machine" in timer[0]
 
 
 @pytest.mark.parametrize("model_family_book", ["encoder", "decoder"])
@@ -93,6 +95,7 @@ def test_train_every_layer_runs_in_the_background_and_a_later_visit_finds_it(mak
     at.selectbox(key="sweep_lr").set_value(1e-3)
     at.run()
     assert any("6 training runs, 12 steps" in c.value for c in at.caption)
+    assert any("Time for this sweep: 6 runs to train: about" in c.value for c in at.caption)
     at.button(key="sweep_start").click().run()
     assert not at.exception
     monitor = at.session_state["sweep_job"]["monitor"]
@@ -102,6 +105,9 @@ def test_train_every_layer_runs_in_the_background_and_a_later_visit_finds_it(mak
     snap = monitor.snapshot()
     assert snap["status"] == "finished", snap["error"]
     assert snap["progress"]["step"] == snap["progress"]["max_steps"] == 12
+    assert snap["progress"]["estimate"] > 0 and any(
+        e.get("line", "").startswith("estimate for the 6 runs") for e in snap["events"]
+    )
     at.run()
     assert not at.exception and not at.error
     assert _values(_traces(at)["trained accuracy, mean (right axis)"]["y"]) == pytest.approx(snap["result"]["mean"])

@@ -30,6 +30,11 @@ RECORD_VERSION = 3  # 3: the tied set by the reproduction's interval rules; trai
 Say = Callable[[str], None]
 
 
+def plural(n: int, word: str) -> str:
+    """ "1 seed", "3 seeds"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def run_config(cfg: AnalysisConfig, sc: SweepConfig, layer: int, seed: int, lr: float, search: bool) -> TrainConfig:
     """The TrainConfig of one run: classifier on ``layer``, the k blocks ending there tuned."""
     tuned = tuple(range(max(1, layer - sc.k + 1), layer + 1))
@@ -195,10 +200,12 @@ def run_sweep(
     cfg = concrete(cfg, cache_root=cache.root)  # "auto" named as what it is for this model, in the record and key
     if should_stop is not None and should_stop():
         raise SweepStopped
-    say(
-        f"sweep: {len(sc.layers)} layers × ({len(sc.lr_grid)} learning rates + {len(sc.seeds)} seeds): "
-        f"{sc.runs} runs, {sc.total_steps} training steps"
+    per_layer = (
+        f"{plural(len(sc.lr_grid), 'learning rate')} + {plural(len(sc.seeds), 'seed')}"
+        if len(sc.lr_grid) > 1
+        else f"{plural(len(sc.seeds), 'seed')} at lr {sc.lr_grid[0]:g}"
     )
+    say(f"sweep: {len(sc.layers)} layers × ({per_layer}): {sc.runs} runs, {sc.total_steps} training steps")
     est, to_train = _estimate(cfg, sc, cache, use_cache, say, estimate, loader)
     if est is not None and on_estimate is not None:
         on_estimate(est)
@@ -235,12 +242,37 @@ def run_sweep(
 
 def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> tuple[Estimate | None, int]:
     """(the estimate of the runs still to train, said in one line before the first run; their steps)."""
+    est, steps, todo = estimate_pending(cfg, sc, cache, use_cache=use_cache, loader=loader, estimate=estimate)
+    if not todo:
+        say("estimate: every run is in the cache")
+        return None, 0
+    cached = f", the other {sc.runs - todo} in the cache" if todo < sc.runs else ""
+    how = "not known" if est is None else est.text()
+    say(f"estimate for the {todo} run{'s' if todo != 1 else ''} to train{cached}: {how}")
+    return est, steps
+
+
+def estimate_pending(
+    cfg: AnalysisConfig,
+    sc: SweepConfig,
+    cache: DiskCache | None = None,
+    *,
+    use_cache: bool = True,
+    loader: Callable | None = None,
+    estimate: Callable[[list[TrainConfig], list[TrainConfig]], Estimate | None] | None = None,
+) -> tuple[Estimate | None, int, int]:
+    """(the estimated time of the sweep's runs not in the cache, or None; their training steps; their number),
+    before anything trains: what the CLI prints first and the Layers page shows before Start.
+    ``estimate(search runs, final runs)`` replaces :func:`analysis.sweep.timing.estimate_sweep`."""
+    from analysis.pipeline import concrete
+
+    cache = cache or DiskCache()
+    cfg = concrete(cfg, cache_root=cache.root)
     search, finals = pending_runs(cfg, sc, cache, use_cache)
     todo = len(search) + len(finals)
     steps = sum(tc.steps or 0 for tc in (*search, *finals))
     if not todo:
-        say("estimate: every run is in the cache")
-        return None, 0
+        return None, 0, 0
     if estimate is None:
         from analysis.sweep.selectors import representations
         from analysis.sweep.timing import estimate_sweep
@@ -249,10 +281,7 @@ def _estimate(cfg, sc, cache, use_cache, say, estimate, loader) -> tuple[Estimat
         est = estimate_sweep(cfg, search, finals, representations=reps, loader=loader, cache_root=cache.root)
     else:
         est = estimate(search, finals)
-    cached = f", the other {sc.runs - todo} in the cache" if todo < sc.runs else ""
-    how = "not known" if est is None else est.text()
-    say(f"estimate for the {todo} run{'s' if todo != 1 else ''} to train{cached}: {how}")
-    return est, steps
+    return est, steps, todo
 
 
 def score_selectors(scores: dict, nu: list[float], layers: list[int], mean: list[float], tied: list[int]) -> dict:
