@@ -100,6 +100,19 @@ for start in range(0, L + 1, PER_ROW):
                 ss.pop("w_layer", None)
                 st.rerun()
 
+with st.expander("Every selector's score per layer", expanded=False):
+    from analysis.selectors import SELECTORS, per_layer_table
+
+    rows, picks = per_layer_table(cards)
+    st.caption(
+        "Each column is one layer selector's score (↓: it picks the lowest, ↑: the highest); each picks: "
+        + ", ".join(f"`{n}` **{l}**" for n, l in picks.items() if l is not None)
+        + ". What each scores, and its source: "
+        + "; ".join(f"`{n}`: {SELECTORS[n]}" for n in picks)
+        + ". How they fare against trained layers: docs/selectors.md."
+    )
+    st.dataframe(rows, hide_index=True, width="stretch", key="selector_table")
+
 st.download_button(
     "Download the cards (JSON)",
     dumps(stamp(cards, device=cards.get("device"), dtype=cards.get("dtype")), indent=2),

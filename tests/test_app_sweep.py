@@ -46,7 +46,7 @@ def test_layers_page_shows_the_trained_curve_of_a_cached_sweep_at_once(make_app,
     mean = traces["trained accuracy, mean (right axis)"]
     assert _values(mean["x"]) == rec["layers"] and _values(mean["y"]) == pytest.approx(rec["mean"])
     assert any(name.startswith(f"oracle layer {rec['oracle_layer']} (tied: ") for name in traces)
-    picks = at.dataframe[0].value  # the only table on the page
+    picks = next(d.value for d in at.dataframe if "selector" in d.value.columns)  # the picks, not the scores
     assert list(picks["selector"]) == list(rec["selectors"])
     nu = rec["selectors"]["nu_argmin"]
     assert picks.set_index("selector").loc["nu_argmin", "regret"] == pytest.approx(nu["regret"])
@@ -61,6 +61,9 @@ def test_layers_page_without_a_sweep_offers_to_train_every_layer_with_its_count(
     sc = sweep_config(6)
     assert any(f"{sc.runs} training runs, {sc.total_steps:,} steps" in c.value for c in at.caption)
     assert "trained accuracy, mean (right axis)" not in _traces(at)
+    (table,) = [d.value for d in at.dataframe]  # every selector's score per layer
+    assert list(table["layer"]) == list(range(7)) and {"ν ↓", "ν standardised ↓", "Fisher ↑", "LogME ↑"} <= set(table)
+    assert {"1−CKA ↑", "1−cos ↑", "probe ↑", "kNN ↑"} <= set(table)
     timer = [c.value for c in at.caption if "Time for this sweep" in c.value]  # before Start, as the CLI's first line
     assert len(timer) == 1 and f"{sc.runs} runs to train: about " in timer[0] and "on this machine" in timer[0]
 

@@ -12,6 +12,15 @@ from analysis.settings import check_bootstrap
 from analysis.store.atomic import check_output, write_atomic
 from analysis.store.jsonio import dumps, stamp
 
+#: the state selectors' column headers (scores: higher picks; the standardised ν is stored as −ν)
+SHORT = {
+    "nu_standardised": "-nu_std",
+    "fisher_lda": "fisher",
+    "logme": "logme",
+    "cka_change": "1-cka",
+    "cosine_change": "1-cos",
+}
+
 
 def print_table(cards) -> None:
     from analysis.cards.scores import agreement_words
@@ -21,11 +30,15 @@ def print_table(cards) -> None:
     cols += [("params", "params_kept", "{:>9.2e}"), ("FLOPs", "flops_per_example", "{:>9.2e}")]
     if cards.grad_norm is not None:
         cols.append(("RGN", "grad_norm", "{:>9.2e}"))
-    widths = [len(fmt.format(1.0)) for _, _, fmt in cols]
-    print(f"{'layer':>5}  " + "  ".join(f"{h:>{w}}" for (h, _, _), w in zip(cols, widths, strict=True)))
+    extra = {n: v for n, v in (cards.selectors or {}).items() if n in SHORT}  # the state selectors, a column each
+    widths = [len(fmt.format(1.0)) for _, _, fmt in cols] + [9] * len(extra)
+    heads = [h for h, _, _ in cols] + [SHORT[n] for n in extra]
+    print(f"{'layer':>5}  " + "  ".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
     best, probe_best = cards.recommended_layer, cards.probe_best_layer
     for i, layer in enumerate(cards.layers):
-        row = f"{layer:>5}  " + "  ".join(fmt.format(getattr(cards, attr)[i]) for _, attr, fmt in cols)
+        vals = [fmt.format(getattr(cards, attr)[i]) for _, attr, fmt in cols]
+        vals += [f"{'-':>9}" if v[i] is None else f"{v[i]:>9.3g}" for v in extra.values()]
+        row = f"{layer:>5}  " + "  ".join(vals)
         notes = (["recommended (argmin nu)"] if layer == best else []) + (["best probe"] if layer == probe_best else [])
         print(row + ("   <- " + ", ".join(notes) if notes else ""))
     print(agreement_words(cards.rank_agreement))

@@ -6,6 +6,14 @@ One idea per module: :mod:`~analysis.selectors.nu` (ν argmin, plateau, standard
 relative-gradient-norm scores are the layer cards' own columns. :mod:`~analysis.selectors.table` lists them all.
 """
 
-from analysis.selectors.table import SELECTORS, STATE_SELECTORS, pick, selector_scores, state_scores
+from analysis.selectors.table import (
+    HEADERS,
+    SELECTORS,
+    STATE_SELECTORS,
+    per_layer_table,
+    pick,
+    selector_scores,
+    state_scores,
+)
 
-__all__ = ["SELECTORS", "STATE_SELECTORS", "pick", "selector_scores", "state_scores"]
+__all__ = ["HEADERS", "SELECTORS", "STATE_SELECTORS", "per_layer_table", "pick", "selector_scores", "state_scores"]

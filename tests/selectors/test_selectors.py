@@ -97,3 +97,41 @@ def test_state_scores_give_every_state_selector_one_value_per_layer():
     assert set(out) <= set(SELECTORS) and all(len(v) == 3 for v in out.values())
     assert out["logme"][1] > out["logme"][0] and out["fisher_lda"][1] > out["fisher_lda"][0]
     assert out["cka_change"][2] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_per_layer_table_shows_nu_as_nu_every_computed_score_and_each_pick():
+    from analysis.selectors import HEADERS, per_layer_table
+
+    cards = {
+        "variability": [3.0, 2.0, 0.5, 1.0],
+        "probe_accuracy": [0.5, 0.9, 0.7, 0.6],
+        "knn_accuracy": [0.5, 0.6, 0.8, 0.7],
+        "grad_norm": None,  # not computed: no column, no pick
+        "selectors": {"logme": [None, -1.0, -0.5, -2.0], "nu_standardised": [-4.0, -3.0, -1.0, -0.2]},
+    }
+    rows, picks = per_layer_table(cards)
+    assert [r["layer"] for r in rows] == [0, 1, 2, 3]
+    assert [r[HEADERS["nu_argmin"]] for r in rows] == [3.0, 2.0, 0.5, 1.0]  # ν, not the −ν it is scored by
+    assert [r[HEADERS["nu_standardised"]] for r in rows] == [4.0, 3.0, 1.0, 0.2]
+    assert rows[0][HEADERS["logme"]] is None and HEADERS["rgn"] not in rows[0]
+    assert picks == {
+        "nu_argmin": 2, "nu_plateau": 2, "nu_standardised": 3, "fisher_lda": None, "probe": 1, "knn": 2,
+        "logme": 2, "rgn": None, "cka_change": None, "cosine_change": None, "top": 3,
+    }  # fmt: skip
+
+
+def test_cards_table_prints_a_column_per_state_selector(capsys):
+    from analysis.cards.scores import LayerCards
+    from analysis.cli.cards import print_table
+
+    n = 3
+    cards = LayerCards(
+        layers=list(range(n)), variability=[2.0, 1.0, 1.5], probe_accuracy=[0.5, 0.8, 0.7],
+        probe_macro_f1=[0.5, 0.8, 0.7], knn_accuracy=[0.5, 0.7, 0.8], params_kept=[1.0, 2.0, 3.0],
+        flops_per_example=[1.0, 2.0, 3.0], rank_agreement=0.5,
+        selectors={"fisher_lda": [1.0, 2.5, 3.0], "cka_change": [None, 0.25, 0.5]},
+    )  # fmt: skip
+    print_table(cards)
+    head, *rows = capsys.readouterr().out.splitlines()
+    assert head.split()[-2:] == ["fisher", "1-cka"]
+    assert rows[0].split()[-2:] == ["1", "-"] and rows[2].split()[7:9] == ["3", "0.5"]
