@@ -101,7 +101,10 @@ with s2:
     if (line := no_majority_line(share)) is not None:
         st.info(line, icon=":material/balance:")
     try:  # what the shipped sweeps (docs/selectors.json) say about this model family; silent without evidence
-        evidence = evidence_line(cfg.model, rule, representation=cfg.representation)
+        from analysis.pipeline import concrete
+
+        # "auto" named as what it is for this model (final-norm on a pre-norm decoder), as the records name it
+        evidence = evidence_line(cfg.model, rule, representation=concrete(cfg).representation)
     except VariscopeError as e:
         evidence = None
         st.error(str(e))

@@ -22,6 +22,7 @@ TASKS = ("rotten_tomatoes", "reuters_r8", "bbc_news")
 PLANNED: tuple[tuple[str, str], ...] = tuple((m, t) for m in ("gemma3-270m", "smollm2-135m", "minilm") for t in TASKS)
 PLANNED += (("mpnet", "rotten_tomatoes"),)
 PLANNED_SEEDS = 3
+PLANNED_N = 1200  # training texts of every planned record (the sweep's other settings are its defaults)
 FAMILIES = ("encoder", "decoder", "other")
 #: the shipped evidence the pages read (tests point it elsewhere)
 BOOK_PATH = Path(__file__).resolve().parents[2] / "docs" / "selectors.json"

@@ -11,6 +11,8 @@ from pathlib import Path
 from analysis.selectors import SELECTORS
 from analysis.store.atomic import write_atomic
 from analysis.sweep.evidence import (
+    PLANNED,
+    PLANNED_N,
     PLANNED_SEEDS,
     PRECISION_RHO,
     PRECISION_TASK,
@@ -49,6 +51,36 @@ def f4(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
+def shape_line() -> str:
+    """The one shape every planned record shares (the sweep's defaults, with ``--n`` :data:`PLANNED_N`)."""
+    from analysis.settings import DEFAULTS
+    from analysis.sweep.config import SweepConfig
+
+    sc = SweepConfig(layers=(1,))
+    return (
+        f"The planned shape, so records compare: {PLANNED_N:,} training and {sc.eval_n} held-out texts, max "
+        f"length {DEFAULTS['max_length']}, {sc.steps} steps of batch {sc.batch_size}, the learning rate per layer "
+        f"from {', '.join(f'{v:g}' for v in sc.lr_grid)} ({sc.lr_steps} steps each on a validation split of the "
+        f"training texts, seed 0), seeds {', '.join(map(str, sc.seeds))}: `python -m analysis sweep --model M "
+        f"--task T --n {PLANNED_N}`. Each record's settings below say its own."
+    )
+
+
+def model_lines(book: dict) -> list[str]:
+    """The models planned or swept, as the offline registry describes them (smollm2-135m is the instruction-tuned
+    model, not a base one: the table says so)."""
+    from analysis.models.registry import REGISTRY
+
+    names = dict.fromkeys([m for m, _ in PLANNED] + [r["model"] for r in book["sweeps"]])
+    rows = [
+        f"| `{m}` | {REGISTRY[m].family} | {REGISTRY[m].title} |"
+        if m in REGISTRY
+        else f"| `{m}` | – | not in the registry |"
+        for m in names
+    ]
+    return ["## Models", "", "| model | family | what it is |", "|---|---|---|", *rows, ""]
+
+
 def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
     """The whole document; ``rel`` is the plots' folder relative to the document (None: no images)."""
     lines = [
@@ -63,6 +95,8 @@ def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
         "the oracle is the layer of best mean held-out metric, the tied set the layers whose paired 95 % interval "
         "of the difference to the oracle includes 0. A selector's regret is the oracle's mean minus the mean at "
         "its pick; Spearman is the rank correlation of its per-layer score with the trained means.",
+        "",
+        shape_line(),
         "",
         "How sure these are: the interval follows the reproduction's rules (docs/reproduction.md, *Paired "
         "intervals*): mean ± t₀.₉₇₅,ₛ₋₁ · se over s seeds, with the per-seed sd of the difference floored at the "
@@ -81,6 +115,7 @@ def doc_markdown(book: dict, rel: str | Path | None = None) -> str:
         "|---|---|",
         *(f"| `{name}` | {what} |" for name, what in SELECTORS.items()),
         "",
+        *model_lines(book),
     ]
     lines += summary_lines(book)
     lines += representation_lines(book)
