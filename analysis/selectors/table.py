@@ -6,7 +6,8 @@ layer has no score. Selectors without a score (the top layer, ν's plateau rule)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ NEGATED = ("nu_argmin", "nu_standardised")
 def selector_scores(cards: LayerCards | dict) -> dict[str, list[float | None] | None]:
     """name → per-layer score (L+1,) from the cards (or their dict), None for the selectors without one (or not
     computed)."""
-    get = cards.get if isinstance(cards, dict) else lambda k: getattr(cards, k)
+    get: Callable[[str], Any] = cards.get if isinstance(cards, dict) else lambda k: getattr(cards, k)
     extra, grad = get("selectors") or {}, get("grad_norm")
     return {
         "nu_argmin": [-v for v in get("variability")],
@@ -88,7 +89,7 @@ def per_layer_table(cards: LayerCards | dict) -> tuple[list[dict], dict[str, int
     as ν rather than −ν; name → the layer it picks among 1..L). Selectors without a score, or not computed, have
     no column but keep their pick (top, plateau) or None."""
     scores = selector_scores(cards)
-    nu = [-v for v in scores["nu_argmin"] or []]
+    nu = [float(v) for v in (cards["variability"] if isinstance(cards, dict) else cards.variability)]
     layers = list(range(1, len(nu)))
     picks = {name: pick(name, score, nu, layers) for name, score in scores.items()}
     cols = {name: score for name, score in scores.items() if score is not None}
@@ -96,7 +97,7 @@ def per_layer_table(cards: LayerCards | dict) -> tuple[list[dict], dict[str, int
         {
             "layer": l,
             **{
-                HEADERS[name]: None if s[l] is None else (-s[l] if name in NEGATED else s[l])
+                HEADERS[name]: None if (v := s[l]) is None else (-v if name in NEGATED else v)
                 for name, s in cols.items()
             },
         }
