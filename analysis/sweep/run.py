@@ -233,6 +233,8 @@ def run_sweep(
             lrs.append(lr)
             losses.append(runs[0]["loss"])
             n_eval.append(runs[0]["n_eval"])
+    if selector_table is not None:  # minutes on a large model: say what runs after the last training step
+        say("trained every layer; scoring the selectors (pooled states, probes, LogME, one backward pass for RGN)")
     inputs = selector_table() if selector_table else {}
     record = summarise(cfg, sc, per_seed, lrs, losses, min(n_eval), runs[0]["metric"], inputs)
     if use_cache:
