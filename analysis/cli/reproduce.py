@@ -33,7 +33,7 @@ from analysis.reproduce.run import (
     revive,
     run,
 )
-from analysis.reproduce.runs import plan_estimate
+from analysis.reproduce.runs import plan_estimate, restore_runs
 from analysis.settings import DEFAULTS
 from analysis.store.atomic import check_output, path_lock, write_atomic
 from analysis.store.jsonio import dumps, stamp
@@ -150,6 +150,8 @@ def cmd_reproduce(a) -> int:
 
     log = lambda s: print(s, flush=True)  # noqa: E731
     cache = make_cache(a)
+    if not a.fresh and (prior := _existing(a.json)) is not None and (n := restore_runs(prior, cache)):
+        log(f"restored {n} finished run(s) from {a.json} into the cache: they are not trained again")
     if not a.cached_only:
         log(f"estimate: {plan_estimate(repro, cache.root).text()}")
     res = save(run(repro, cache=cache, log=log, save=save, cached_only=a.cached_only), plots=True)

@@ -77,11 +77,16 @@ def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
     A task is missing when it has no training run; a present one lists the (strategy, k) with fewer
     seeds than the preset's. Nothing when ``res`` holds no record of the preset's models, or none is missing.
     """
-    lines = []
+    lines, flags = [], {}
     for model in preset.models:
         runs = [r for r in res.get("runs", []) if r["model"] == model]
         if not runs and not any(c["model"] == model for c in res.get("curves", [])):
             continue
+        # the grid's precision is that of its first task run: a task in another one would not compare
+        ran_in = [_settings_of(res, model, t).get("dtype") for t in preset.tasks if any(r["task"] == t for r in runs)]
+        grid_dtype = next((d for d in ran_in if d), None)
+        if grid_dtype and grid_dtype != "auto":
+            flags[model] = f" --dtype {grid_dtype}"
         for task in preset.tasks:
             mine = [r for r in runs if r["task"] == task]
             if not mine:
@@ -93,6 +98,8 @@ def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
                 for f in PRESET_FIELDS
                 if ran.get(f, getattr(preset, f)) != getattr(preset, f)
             ]
+            if (ran.get("dtype") or "auto") != (grid_dtype or "auto"):
+                other.append(f"dtype {ran.get('dtype') or 'auto'}, not {grid_dtype or 'auto'} as the grid's first task")
             if other:
                 lines.append(f"- {model} · {task}: run with other settings than the grid's ({', '.join(other)}).")
                 continue
@@ -108,8 +115,9 @@ def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
     if not lines:
         return []
     names = ", ".join(preset.models)
+    extra = "".join(dict.fromkeys(flags.values()))
     head = (
-        f"The grid of {names} (`python -m analysis reproduce --model {names} --tasks T`, run one task at a "
+        f"The grid of {names} (`python -m analysis reproduce --model {names} --tasks T{extra}`, run one task at a "
         "time; each task's records replace only that task's) is not complete yet:"
     )
     return ["## Still to run", "", head, "", *lines, ""]
@@ -163,6 +171,19 @@ def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[s
     ]
     if s.get("dtype", "auto") not in ("auto", "float32"):
         lines.append(f"- Precision: `{s['dtype']}` for every curve and training run of this part (opt-in).")
+    if s.get("prefix_cache"):
+        lines.append(
+            "- Frozen-prefix cache: the frozen blocks below the lowest tuned one run once per text, before the "
+            "steps, not at every step (README, *Partial fine-tuning*, Frozen-prefix cache); a run's measured "
+            "training time counts the steps only, so it leaves that one pass out, while its FLOPs (cost model) "
+            "count every block at every step."
+        )
+    if s.get("full_vocab") is False:
+        lines.append(
+            "- Full fine-tuning trains the embedding rows of the task's own tokens only (each run's `vocab` says "
+            "how many); its trainable parameters are counted with the whole embedding matrix, as the cost "
+            "model's full model."
+        )
     if s.get("skip_full"):
         lines.append(f"- Full fine-tuning was not run for {', '.join(s['skip_full'])} (cost).")
     if p.get("note"):
@@ -218,8 +239,12 @@ def rules_lines() -> list[str]:
         "- *Claim 4*: a setting is *cheaper* when the variability run's training FLOPs (cost model) and measured "
         "training time are both below full fine-tuning's.",
         f"- *Claim 3* (independent draws, below): it holds on a task when the mean Spearman between each draw's "
-        f"curve and the reference curve, over the task's draws of fractions below 1 and of the imbalances, is at "
-        f"least {SPEARMAN_MIN:g} and ℓ* moved in at most a third of those draws.",
+        f"curve and the reference curve, over the task's draws of fractions below 1 and of the imbalances other "
+        f"than 1:1, is at least {SPEARMAN_MIN:g} and ℓ* moved in at most a third of those draws. Draws of the "
+        "reference's own size and balance (fraction 1, and 1:1, the same draw on a balanced two-class task) are "
+        "not counted: they show how far ℓ* moves with no scarcity or imbalance at all (where layers are nearly "
+        "tied in ν, often), and a failing task's line says how often it moved there. Imbalance draws exist for "
+        "two-class tasks only.",
         "- *Counting tasks.* k = 1, 2, 3 of a task share ℓ*, the texts and the full runs, so settings are not "
         "independent: a claim *holds* on a (model, task) when more than half of its testable k support it, *fails* "
         "when more than half contradict it, else it is *split*. A claim is *inconclusive* with fewer than "
@@ -319,7 +344,23 @@ def cards_lines(res: dict) -> list[str]:
                 f"| {c['model']} | {c['task']} | {', '.join(f'{x:.3f}' for x in c['probe_accuracy'])} | "
                 f"{', '.join(f'{x:.3f}' for x in c['knn_accuracy'])} |"
             )
+        lines += ["", convergence_line(done)]
     return lines
+
+
+def convergence_line(cards: list[dict]) -> str:
+    """Whether the probe's fits converged (the cards' ``probe_converged``, [layer][fold]); records written before
+    it was recorded are named as such."""
+    have = [c for c in cards if c.get("probe_converged")]
+    fits = [(c, sum(map(sum, c["probe_converged"])), sum(map(len, c["probe_converged"]))) for c in have]
+    said = "; ".join(f"{c['model']} · {c['task']}: {ok} of {n} fits converged" for c, ok, n in fits)
+    older = [f"{c['model']} · {c['task']}" for c in cards if not c.get("probe_converged")]
+    return (
+        "Probe convergence (every layer × fold): "
+        + (said or "not recorded")
+        + (f"; not recorded (cards written before convergence was): {', '.join(older)}" if older else "")
+        + "."
+    )
 
 
 def training_lines(res: dict, rows: list[dict], rel: str | Path | None = None) -> list[str]:

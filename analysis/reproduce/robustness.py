@@ -151,8 +151,14 @@ def spread(draws: list[dict]) -> dict:
     }
 
 
+def _baseline(x: dict) -> bool:
+    """Draws at the reference's own size and balance (fraction 1, imbalance 1:1, which is the same draw on a
+    balanced two-class task): they measure the reference's noise, not scarcity or imbalance."""
+    return (x["kind"], str(x["value"])) in (("fraction", "1.0"), ("imbalance", "1:1"))
+
+
 def _counted(x: dict) -> bool:
-    return x["kind"] == "imbalance" or x["value"] != 1.0
+    return not _baseline(x)
 
 
 def claim3_tasks(rob: list[dict]) -> list[dict]:
@@ -172,7 +178,9 @@ def claim3_tasks(rob: list[dict]) -> list[dict]:
             continue
         s = spread(draws)
         ok = s["spearman_mean"] >= SPEARMAN_MIN and s["moved"] <= len(draws) / 3
+        base = [d for x in xs if "draws" in x and _baseline(x) for d in x["draws"]]
         out.append({"model": model, "task": task, "draws": len(draws), "testable": 1, **s,
+                    "baseline_draws": len(base), "baseline_moved": sum(d["moved"] for d in base),
                     "word": task_word(int(ok), int(not ok), 1)})  # fmt: skip
     return out
 
@@ -186,6 +194,18 @@ def claim3_verdict(rob: list[dict], tasks: list[dict]) -> str:
     word = claim_word(hold, len(test) - hold, len(test))
     line = f"{word}: holds on {hold} of {len(test)} tasks (mean Spearman over the task's draws ≥ {SPEARMAN_MIN:g} "
     line += "and ℓ* moved in at most a third of them)"
+    fails = [t for t in test if t["word"] == "fails"]
+    if fails:
+        line += f", fails on {len(fails)}: " + ", ".join(
+            f"{t['model']}/{t['task']} (Spearman {t['spearman_mean']:.2f}, ℓ* moved in {t['moved']} of {t['draws']}"
+            + (
+                f"; in {t['baseline_moved']} of {t['baseline_draws']} same-size draws already"
+                if t.get("baseline_draws")
+                else ""
+            )
+            + ")"
+            for t in fails
+        )
     for kind, name in (("fraction", "scarcity"), ("imbalance", "imbalance")):
         draws = [d for x in rob if x["kind"] == kind and "draws" in x and _counted(x) for d in x["draws"]]
         if draws:

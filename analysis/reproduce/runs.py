@@ -229,7 +229,7 @@ def choose_lr(
             tried.append({"model": model, "task": task, "strategy": strategy, "k": k, "lr": lr, "seed": repro.lr_seed,
                           "metric": metric, "val_metric": value,
                           "final_loss": rec.get("final_loss"), "steps": rec["steps"], "n_fit": n_fit,
-                          "n_val": n_val, "extended": extended})  # fmt: skip
+                          "n_val": n_val, "extended": extended, "run_key": rec.get("run_key")})  # fmt: skip
         return rec is not None
 
     if not all(trial(lr, False) for lr in sorted(set(repro.lr_grid))):
@@ -326,7 +326,10 @@ def cached_train(
 
     The key is every field of the TrainConfig (and of its AnalysisConfig), with the
     model name replaced by its weights' fingerprint; the strategy is only a label
-    (a variability selection equal to the top-k one is the same run).
+    (a variability selection equal to the top-k one is the same run). A validation folder
+    inside the cache is named relative to the cache, so the key (``run_key`` of the record,
+    :func:`restore_runs`) is the same under any cache root; a record stored under the
+    absolute folder's key before is still found.
     """
     from analysis.models.load import resolve_model
     from analysis.training import train
@@ -335,10 +338,14 @@ def cached_train(
     conf = asdict(train_cfg)
     del conf["strategy"]
     conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision, cache_dir=cache.root).fingerprint
+    legacy = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
+    task = conf["analysis"]["task"]
+    if task["name"] and Path(task["name"]).is_relative_to(cache.root):
+        task["name"] = "<cache>/" + Path(task["name"]).relative_to(cache.root).as_posix()
     key = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
-    hit = cache.load("runs", key, version=REPRO_VERSION)
-    if hit is not None:
-        return hit[1]["record"]
+    for k in dict.fromkeys((key, legacy)):
+        if (hit := cache.load("runs", k, version=REPRO_VERSION)) is not None:
+            return {**hit[1]["record"], "run_key": key}
     if cached_only:
         return None
     t = time.time()
@@ -364,7 +371,31 @@ def cached_train(
         f"seed={train_cfg.seed}: {r['metric']} "
         f"{rec['metric_value']:.4f}, final loss {rec['final_loss']:.3f} in {time.time() - t:.0f}s"
     )
-    return rec
+    return {**rec, "run_key": key}
+
+
+#: what a results dict adds to a cached run: its place in the grid, not the run (the key leaves out the strategy)
+LABELS = ("task", "model", "strategy", "k", "seed", "identical_to_top", "run_key")
+
+
+def restore_runs(res: dict, cache: DiskCache) -> int:
+    """Put the runs of a results dict (docs/reproduction.json) that name their cache key (``run_key``) back into
+    ``cache`` where it lacks them, so a grid resumes from what the JSON holds even without the cache it was run
+    with. A final run comes back whole; a learning-rate trial as what the search reads (its metric on the
+    validation split, final loss, steps). Returns how many were restored; nothing is trained or overwritten."""
+    n = 0
+    for r in res.get("runs", []):
+        if r.get("run_key") and cache.load("runs", r["run_key"], version=REPRO_VERSION) is None:
+            rec = {k: v for k, v in r.items() if k not in LABELS}
+            cache.save("runs", r["run_key"], {}, blobs={"record": rec}, version=REPRO_VERSION, meta={"restored": True})
+            n += 1
+    for r in res.get("lr_search", []):
+        if r.get("run_key") and cache.load("runs", r["run_key"], version=REPRO_VERSION) is None:
+            rec = {"metric": r["metric"], "metric_value": r["val_metric"], "eval": {r["metric"]: r["val_metric"]},
+                   "final_loss": r.get("final_loss"), "steps": r["steps"]}  # fmt: skip
+            cache.save("runs", r["run_key"], {}, blobs={"record": rec}, version=REPRO_VERSION, meta={"restored": True})
+            n += 1
+    return n
 
 
 def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int, cache_root=None) -> float:

@@ -156,16 +156,18 @@ def robustness_lines(res: dict, rel: str | Path | None = None) -> list[str]:
     if tasks:
         lines += [
             "",
-            "Per task (the counted draws: fractions below 1 and the imbalances):",
+            "Per task (the counted draws: fractions below 1 and the imbalances other than 1:1; beside them, how "
+            "often ℓ* moved in the draws of the reference's own size and balance, which are not counted):",
             "",
-            "| model | task | draws | Spearman mean | min | ℓ* moved | task |",
-            "|---|---|---|---|---|---|---|",
+            "| model | task | draws | Spearman mean | min | ℓ* moved | ℓ* moved at the reference's size | task |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for t in tasks:
             if t["testable"]:
+                base = f"{t['baseline_moved']} of {t['baseline_draws']}" if t.get("baseline_draws") else "–"
                 lines.append(
                     f"| {t['model']} | {t['task']} | {t['draws']} | {t['spearman_mean']:.3f} | "
-                    f"{t['spearman_min']:.3f} | {t['moved']} | {t['word']} |"
+                    f"{t['spearman_min']:.3f} | {t['moved']} | {base} | {t['word']} |"
                 )
     if nested:
         lines += [

@@ -151,6 +151,15 @@ def test_claim_3_counts_tasks_and_leaves_out_fraction_one_and_nested_records():
     assert next(t for t in tasks if t["task"] == "c")["draws"] == 5  # fraction 1 is not counted
     line = claim3_verdict(rob, tasks)
     assert line.startswith("reproduced: holds on 2 of 3 tasks") and "m/d" in line
+    # the basis of a failure, beside how far ℓ* moves at the reference's own size (not counted)
+    assert "fails on 1: m/c (Spearman 0.50, ℓ* moved in 5 of 5; in 0 of 5 same-size draws already)" in line
+
+
+def test_claim_3_does_not_count_a_balanced_1_to_1_draw_it_is_the_reference_size_again():
+    rob = [_rob("a", "imbalance", "1:1", [0.2] * 5, [True] * 5), _rob("a", "imbalance", "1:9", [0.9] * 5, [False] * 5)]
+    (task,) = claim3_tasks(rob)
+    assert task["word"] == "holds" and task["draws"] == 5
+    assert (task["baseline_draws"], task["baseline_moved"]) == (5, 5)
 
 
 def test_the_learning_rate_grid_extends_past_the_edge_it_chose(monkeypatch):
@@ -243,3 +252,32 @@ def test_the_learning_rate_is_chosen_on_the_metric_the_task_is_scored_on(monkeyp
     assert lr == 3e-4 and {r["metric"] for r in tried} == {"macro_f1"}
     lr, tried = runs.choose_lr(rc, "m", "rotten_tomatoes", "top", 1, select("top", 6, 1), None, lambda s: None)
     assert lr == 1e-4 and {r["metric"] for r in tried} == {"accuracy"}  # scored on accuracy: as before
+
+
+def test_restored_runs_keep_the_run_and_drop_their_place_in_the_grid(tmp_path):
+    from analysis.reproduce.runs import REPRO_VERSION, restore_runs
+    from analysis.store.cache import DiskCache
+
+    run = {"task": "t", "model": "m", "strategy": "top", "k": 1, "seed": 0, "identical_to_top": False,
+           "metric": "accuracy", "metric_value": 0.8, "steps": 10, "lr": 1e-3, "run_key": "a" * 32}  # fmt: skip
+    trial = {"model": "m", "task": "t", "strategy": "top", "k": 1, "lr": 1e-3, "seed": 0, "metric": "macro_f1",
+             "val_metric": 0.7, "final_loss": 0.2, "steps": 5, "run_key": "b" * 32}  # fmt: skip
+    old = {**run, "run_key": None}  # a record from before run_key: nothing to restore it under
+    cache = DiskCache(tmp_path / "c")
+    assert restore_runs({"runs": [run, old], "lr_search": [trial]}, cache) == 2
+    rec = cache.load("runs", "a" * 32, version=REPRO_VERSION)[1]["record"]
+    assert rec == {"metric": "accuracy", "metric_value": 0.8, "steps": 10, "lr": 1e-3}  # the strategy is a label
+    got = cache.load("runs", "b" * 32, version=REPRO_VERSION)[1]["record"]
+    assert got["eval"] == {"macro_f1": 0.7} and got["final_loss"] == 0.2 and got["steps"] == 5
+    assert restore_runs({"runs": [{**run, "metric_value": 0.1}]}, cache) == 0  # what the cache has wins
+    assert cache.load("runs", "a" * 32, version=REPRO_VERSION)[1]["record"]["metric_value"] == 0.8
+
+
+def test_the_doc_says_how_many_probe_fits_converged_and_which_cards_never_recorded_it():
+    from analysis.reproduce.report import convergence_line
+
+    cards = [{"model": "g", "task": "t", "probe_converged": [[True, False], [True, True]]}, {"model": "m", "task": "t"}]
+    line = convergence_line(cards)
+    assert (
+        "g · t: 3 of 4 fits converged" in line and "not recorded (cards written before convergence was): m · t" in line
+    )
