@@ -87,6 +87,7 @@ def sweep_controls(cfg, sc: SweepConfig | None, record: dict | None) -> None:
 
         monitor = RunMonitor(alive=session_alive_probe())  # the sweep stops once this browser session is gone
         ss["sweep_job"] = {"key": record_key(cfg, sc), "monitor": monitor}
+        ss.get("sweep_estimates", {}).pop(record_key(cfg, sc), None)  # after a Stop, fewer runs are left to train
         start_sweep_in_thread(cfg, sc, monitor, loader=model_loader)
         st.rerun()
     if job:

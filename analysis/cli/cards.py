@@ -12,36 +12,31 @@ from analysis.settings import check_bootstrap
 from analysis.store.atomic import check_output, write_atomic
 from analysis.store.jsonio import dumps, stamp
 
-#: the state selectors' column headers (scores: higher picks; the standardised ν is stored as −ν)
-SHORT = {
-    "nu_standardised": "-nu_std",
-    "fisher_lda": "fisher",
-    "logme": "logme",
-    "cka_change": "1-cka",
-    "cosine_change": "1-cos",
-}
-
 
 def print_table(cards) -> None:
     from analysis.cards.scores import agreement_words
+    from analysis.selectors import HEADERS, STATE_SELECTORS, per_layer_table
 
     cols = [("nu", "variability", "{:>10.4g}"), ("probe", "probe_accuracy", "{:>7.3f}")]
     cols += [("F1", "probe_macro_f1", "{:>7.3f}"), ("kNN", "knn_accuracy", "{:>7.3f}")]
     cols += [("params", "params_kept", "{:>9.2e}"), ("FLOPs", "flops_per_example", "{:>9.2e}")]
     if cards.grad_norm is not None:
         cols.append(("RGN", "grad_norm", "{:>9.2e}"))
-    extra = {n: v for n, v in (cards.selectors or {}).items() if n in SHORT}  # the state selectors, a column each
-    widths = [len(fmt.format(1.0)) for _, _, fmt in cols] + [9] * len(extra)
-    heads = [h for h, _, _ in cols] + [SHORT[n] for n in extra]
+    # the state selectors, a column each, as the Layers page shows them (ν standardised as ν, not −ν)
+    table, picks = per_layer_table(cards)
+    extra = {HEADERS[n]: [r[HEADERS[n]] for r in table] for n in STATE_SELECTORS if HEADERS[n] in table[0]}
+    widths = [len(fmt.format(1.0)) for _, _, fmt in cols] + [max(9, len(h)) for h in extra]
+    heads = [h for h, _, _ in cols] + list(extra)
     print(f"{'layer':>5}  " + "  ".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
     best, probe_best = cards.recommended_layer, cards.probe_best_layer
     for i, layer in enumerate(cards.layers):
         vals = [fmt.format(getattr(cards, attr)[i]) for _, attr, fmt in cols]
-        vals += [f"{'-':>9}" if v[i] is None else f"{v[i]:>9.3g}" for v in extra.values()]
+        vals += [f"{'-' if v[i] is None else f'{v[i]:.3g}':>{max(9, len(h))}}" for h, v in extra.items()]
         row = f"{layer:>5}  " + "  ".join(vals)
         notes = (["recommended (argmin nu)"] if layer == best else []) + (["best probe"] if layer == probe_best else [])
         print(row + ("   <- " + ", ".join(notes) if notes else ""))
     print(agreement_words(cards.rank_agreement))
+    print("each selector picks: " + ", ".join(f"{n} {l}" for n, l in picks.items() if l is not None))
 
 
 def _states(a, cfg, cache):

@@ -154,7 +154,9 @@ def spread(draws: list[dict]) -> dict:
 def _baseline(x: dict) -> bool:
     """Draws at the reference's own size and balance (fraction 1, imbalance 1:1, which is the same draw on a
     balanced two-class task): they measure the reference's noise, not scarcity or imbalance."""
-    return (x["kind"], str(x["value"])) in (("fraction", "1.0"), ("imbalance", "1:1"))
+    if x["kind"] == "fraction":
+        return float(x["value"]) == 1.0
+    return x["kind"] == "imbalance" and str(x["value"]) == "1:1"
 
 
 def _counted(x: dict) -> bool:

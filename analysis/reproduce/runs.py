@@ -340,7 +340,7 @@ def cached_train(
     conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision, cache_dir=cache.root).fingerprint
     legacy = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
     task = conf["analysis"]["task"]
-    if task["name"] and Path(task["name"]).is_relative_to(cache.root):
+    if task["name"] and Path(task["name"]).is_relative_to(cache.root / "repro_val"):
         task["name"] = "<cache>/" + Path(task["name"]).relative_to(cache.root).as_posix()
     key = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
     for k in dict.fromkeys((key, legacy)):

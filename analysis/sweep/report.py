@@ -58,7 +58,8 @@ def shape_line() -> str:
 
     sc = SweepConfig(layers=(1,))
     return (
-        f"The planned shape, so records compare: {PLANNED_N:,} training and {sc.eval_n} held-out texts, max "
+        f"The planned shape, so records compare: {PLANNED_N:,} training and {sc.eval_n} held-out texts (or every "
+        "text of a smaller test split: each record's `n_eval`), max "
         f"length {DEFAULTS['max_length']}, {sc.steps} steps of batch {sc.batch_size}, the learning rate per layer "
         f"from {', '.join(f'{v:g}' for v in sc.lr_grid)} ({sc.lr_steps} steps each on a validation split of the "
         f"training texts, seed 0), seeds {', '.join(map(str, sc.seeds))}: `python -m analysis sweep --model M "

@@ -26,7 +26,7 @@ from analysis.training.selection import Selection
 RUN_VERSION = 2  # 2: frozen blocks run in eval mode (no dropout), as training does since the prefix cache
 # A whole record's own version, apart from its runs': a record made before is summarised again from the cached
 # runs and selector inputs, never retrained. 2: each selector's per-layer scores (``scores``).
-RECORD_VERSION = 3  # 3: the tied set by the reproduction's interval rules; train_args in every record
+RECORD_VERSION = 4  # 3: the tied set by the reproduction's interval rules; train_args in every record; 4: their wording
 Say = Callable[[str], None]
 
 

@@ -12,7 +12,7 @@ from analysis.reproduce.stats import binomial_sd, paired, t_quantile
 
 
 def interval_floor(p: float, n_eval: int, seeds: int) -> float:
-    """The least half-width of a paired interval over ``seeds`` seeds of a metric near ``p`` on ``n_eval`` texts.
+    """The floor's half-width of a paired interval over ``seeds`` seeds of a metric near ``p`` on ``n_eval`` texts.
 
     The reproduction's rule (:func:`analysis.reproduce.stats.paired`): the per-seed sd is floored at the
     binomial sd √(p(1−p)/m) of the metric on m held-out texts, so the half-width is at least
@@ -37,6 +37,8 @@ def tied_layers(per_seed: dict[int, list[float]], oracle: int, n_eval: int) -> t
     best = dict(enumerate(per_seed[oracle]))
     tied = []
     for layer, vals in per_seed.items():
+        if not np.isfinite(vals).all():  # a diverged run: no interval, and never tied with the best
+            continue
         p = (np.mean(per_seed[oracle]) + np.mean(vals)) / 2
         d = paired(best, dict(enumerate(vals)), sd_floor=binomial_sd(float(p), n_eval))
         if layer == oracle or d["outcome"] != "better":
@@ -44,7 +46,7 @@ def tied_layers(per_seed: dict[int, list[float]], oracle: int, n_eval: int) -> t
     floor = interval_floor(float(np.mean(per_seed[oracle])), n_eval, seeds)
     how = (
         f"paired t interval over {seeds} seeds, per-seed sd floored at the binomial sd on {n_eval} texts, "
-        f"least half-width ±{floor:.4f}"
+        f"floor ±{floor:.4f} at the oracle's mean"
     )
     return sorted(tied), how
 

@@ -12,7 +12,7 @@ from analysis.sweep.config import SweepConfig
 
 
 def _num(x: float) -> str:
-    return f"{x:g}"
+    return repr(float(x))  # every digit: it parses back to the same float
 
 
 def config_flags(cfg: AnalysisConfig, device: str, dtype: str) -> list[str]:
@@ -32,6 +32,8 @@ def config_flags(cfg: AnalysisConfig, device: str, dtype: str) -> list[str]:
         out += ["--fraction", _num(s.fraction)]
     out += ["--max-length", str(cfg.max_length), "--pooling", cfg.pooling, "--representation", cfg.representation]
     out += ["--device", device, "--dtype", dtype]
+    if cfg.batch_size is not None:
+        out += ["--batch-size", str(cfg.batch_size)]
     return out + (["--trust-remote-code"] if cfg.trust_remote_code else [])
 
 

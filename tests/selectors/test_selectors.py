@@ -133,5 +133,6 @@ def test_cards_table_prints_a_column_per_state_selector(capsys):
     )  # fmt: skip
     print_table(cards)
     head, *rows = capsys.readouterr().out.splitlines()
-    assert head.split()[-2:] == ["fisher", "1-cka"]
+    assert "Fisher ↑" in head and head.endswith("1−CKA ↑") and "ν standardised" not in head  # not computed here
+    assert rows[-1].startswith("each selector picks: nu_argmin 1,") and "fisher_lda 2" in rows[-1]
     assert rows[0].split()[-2:] == ["1", "-"] and rows[2].split()[7:9] == ["3", "0.5"]
