@@ -194,7 +194,11 @@ def plan_estimate(repro: ReproConfig, cache_root=None) -> Estimate:
             cache_root=cache_root,
         )
     rate = parts[0].how if len(repro.pairs()) == 1 or len({m for m, _ in repro.pairs()}) == 1 else "cost model"
-    return combine(parts, f"{rate}; {len(parts)} training runs, the variability ones counted with every layer kept")
+    return combine(
+        parts,
+        f"{rate}; {len(parts)} training runs, the variability ones counted with every layer kept and those already "
+        "in the cache counted too: an upper bound, less when the grid resumes",
+    )
 
 
 def choose_lr(
