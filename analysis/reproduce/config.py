@@ -27,6 +27,8 @@ class ReproConfig:
     dtype: str = "auto"  # every ν curve and training run of the reproduction (auto: float32 on a CPU)
     plan: tuple[tuple, ...] | None = None  # (model, tasks[, ks]) entries; default models × tasks × ks
     skip_full: tuple[str, ...] = ()  # models without the (costly) full fine-tuning baseline
+    # "Still to run" asks full fine-tuning on this many of the tasks (0: on every task); runs ignore it
+    full_min_tasks: int = 0
     lr_grid: tuple[float, ...] = ()  # learning rates tried per strategy on validation (empty: ``lr`` for all)
     lr_steps: int | None = None  # steps of each validation run (None: ``steps``)
     lr_seed: int = 0  # the training sample and seed of the validation runs
@@ -73,6 +75,7 @@ GEMMA = ReproConfig(
     max_length=128,
     analysis_n=1000,
     bootstrap=20,
+    full_min_tasks=2,
 )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.reproduce.config import GEMMA, ReproConfig, part_pairs, planned_pairs
+from analysis.reproduce.card_lines import cards_lines
+from analysis.reproduce.config import part_pairs, planned_pairs
+from analysis.reproduce.missing import missing_lines
 from analysis.reproduce.robustness import SPEARMAN_MIN
 from analysis.reproduce.stats import MIN_TASKS
 from analysis.reproduce.tables import claim_lines, fmt, image, lr_text, robustness_lines
-from analysis.reproduce.verdicts import MARGIN, rank_p, summarize
+from analysis.reproduce.verdicts import MARGIN, summarize
 
 
 def write_doc(res: dict, doc_path: str, img_dir: str, command: str | None = None, *, plots: bool = True) -> None:
@@ -69,71 +71,6 @@ def setting_lines(res: dict, command: str | None = None) -> list[str]:
         "the cache are not re-timed; each run's own training time is in the tables)."
     )
     return lines + [""]
-
-
-def missing_lines(res: dict, preset: ReproConfig = GEMMA) -> list[str]:
-    """What ``preset``'s grid (the raw model's, by default) still lacks in ``res``: one line per task.
-
-    A task is missing when it has no training run; a present one lists the (strategy, k) with fewer
-    seeds than the preset's. Nothing when ``res`` holds no record of the preset's models, or none is missing.
-    """
-    lines, flags = [], {}
-    for model in preset.models:
-        runs = [r for r in res.get("runs", []) if r["model"] == model]
-        if not runs and not any(c["model"] == model for c in res.get("curves", [])):
-            continue
-        # the grid's precision is that of its first task run: a task in another one would not compare
-        ran_in = [_settings_of(res, model, t).get("dtype") for t in preset.tasks if any(r["task"] == t for r in runs)]
-        grid_dtype = next((d for d in ran_in if d), None)
-        if grid_dtype and grid_dtype != "auto":
-            flags[model] = f" --dtype {grid_dtype}"
-        for task in preset.tasks:
-            mine = [r for r in runs if r["task"] == task]
-            if not mine:
-                lines.append(f"- {model} · {task}: not run yet.")
-                continue
-            ran = _settings_of(res, model, task)
-            other = [
-                f"{f} {ran[f]}, not {getattr(preset, f)}"
-                for f in PRESET_FIELDS
-                if ran.get(f, getattr(preset, f)) != getattr(preset, f)
-            ]
-            if (ran.get("dtype") or "auto") != (grid_dtype or "auto"):
-                other.append(f"dtype {ran.get('dtype') or 'auto'}, not {grid_dtype or 'auto'} as the grid's first task")
-            if other:
-                lines.append(f"- {model} · {task}: run with other settings than the grid's ({', '.join(other)}).")
-                continue
-            want: list[tuple[str, int | None]] = [(s, k) for s in ("variability", "top") for k in preset.ks_for(model)]
-            want += [] if model in preset.skip_full else [("full", None)]
-            short = []
-            for s, k in want:
-                n = len({r["seed"] for r in mine if r["strategy"] == s and r["k"] == k})
-                if n < len(preset.seeds):
-                    short.append(f"{s}{'' if k is None else f' k = {k}'} ({n} of {len(preset.seeds)} seeds)")
-            if short:
-                lines.append(f"- {model} · {task}: missing " + ", ".join(short) + ".")
-    if not lines:
-        return []
-    names = ", ".join(preset.models)
-    extra = "".join(dict.fromkeys(flags.values()))
-    head = (
-        f"The grid of {names} (`python -m analysis reproduce --model {names} --tasks T{extra}`, run one task at a "
-        "time; each task's records replace only that task's) is not complete yet:"
-    )
-    return ["## Still to run", "", head, "", *lines, ""]
-
-
-#: the settings a task's records must share with the grid's preset to count as its cell
-PRESET_FIELDS = ("steps", "n_train", "eval_n", "max_length", "batch_size")
-
-
-def _settings_of(res: dict, model: str, task: str) -> dict:
-    from analysis.reproduce.run import settings_for
-
-    try:
-        return settings_for(res, model, task)
-    except StopIteration:  # records without a part (hand-made): nothing to compare
-        return {}
 
 
 def _part_lines(p: dict, command: str | None, res: dict | None = None) -> list[str]:
@@ -276,91 +213,6 @@ def curves_lines(res: dict, rel: str | Path | None = None) -> list[str]:
             f"{c['best_layer']} | {top} | {'yes: claim 1 is void here' if c['best_layer'] == top else 'no'} |"
         )
     return lines
-
-
-def _rank_words(rho: float | None, p: float | None) -> str:
-    if rho is None or p is None:
-        return "rankings not comparable"
-    if p >= 0.05:
-        return f"no significant rank agreement (p = {p:.2f})"
-    return f"rankings {'agree' if rho > 0 else 'disagree'} (p = {p:.3f})"
-
-
-def _card_verdict(c: dict) -> str:
-    """The verdict of one "cards" record in words."""
-    if c["same_layer"]:
-        return f"yes: ℓ* is the probe's best layer; {_rank_words(c['rank_agreement'], _p(c))}"
-    acc = c["probe_accuracy"]
-    gap = c.get("probe_gain", acc[c["probe_best_layer"]] - acc[c["recommended_layer"]])
-    near = " (within 0.01)" if gap <= 0.01 else ""
-    rank = _rank_words(c["rank_agreement"], _p(c))
-    return f"no: the probe gains {gap:.3f} at layer {c['probe_best_layer']}{near}; {rank}"
-
-
-def _p(c: dict) -> float | None:
-    return c["rank_p"] if "rank_p" in c else rank_p(c)
-
-
-def cards_lines(res: dict) -> list[str]:
-    """The section "Does ν pick the layer a probe would pick?" from the "cards" records (none: no section)."""
-    cards = res.get("cards")
-    if not cards:
-        return []
-    done = [c for c in cards if "not_computed" not in c]
-    p = done[0]["probe"] if done else {"folds": 5, "k": 10}
-    lines = [
-        "",
-        "## Does ν pick the layer a probe would pick?",
-        "",
-        "The layer cards of each curve's texts (the same pooled states): on every layer, a linear probe "
-        f"(logistic regression on standardised states, mean held-out accuracy over {p['folds']} stratified folds) "
-        f"and a leave-one-out {p['k']}-nearest-neighbour vote (cosine). ℓ* = argmin of ν over layers 1..L; the "
-        "probe's best layer = argmax of its accuracy over layers 0..L. Spearman: rank correlation across layers "
-        "0..L between −ν and the probe accuracy, with its two-sided p (rankings agree only where p < 0.05).",
-        "",
-        "| model | task | n | ℓ* | probe's best layer | probe accuracy at ℓ* | at the probe's best | Spearman | p "
-        "| does ν pick the probe's layer? |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in cards:
-        if "not_computed" in c:
-            dash = " – |" * 7
-            lines.append(f"| {c['model']} | {c['task']} |{dash} not computed ({c['not_computed']}) |")
-            continue
-        acc, rho = c["probe_accuracy"], c["rank_agreement"]
-        lines.append(
-            f"| {c['model']} | {c['task']} | {c['n']} | {c['recommended_layer']} | {c['probe_best_layer']} | "
-            f"{acc[c['recommended_layer']]:.3f} | {acc[c['probe_best_layer']]:.3f} | "
-            f"{'–' if rho is None else f'{rho:.2f}'} | {fmt(_p(c), 3)} | {_card_verdict(c)} |"
-        )
-    if done:
-        lines += [
-            "",
-            "| model | task | probe accuracy per layer (0 = embeddings) | kNN accuracy per layer |",
-            "|---|---|---|---|",
-        ]
-        for c in done:
-            lines.append(
-                f"| {c['model']} | {c['task']} | {', '.join(f'{x:.3f}' for x in c['probe_accuracy'])} | "
-                f"{', '.join(f'{x:.3f}' for x in c['knn_accuracy'])} |"
-            )
-        lines += ["", convergence_line(done)]
-    return lines
-
-
-def convergence_line(cards: list[dict]) -> str:
-    """Whether the probe's fits converged (the cards' ``probe_converged``, [layer][fold]); records written before
-    it was recorded are named as such."""
-    have = [c for c in cards if c.get("probe_converged")]
-    fits = [(c, sum(map(sum, c["probe_converged"])), sum(map(len, c["probe_converged"]))) for c in have]
-    said = "; ".join(f"{c['model']} · {c['task']}: {ok} of {n} fits converged" for c, ok, n in fits)
-    older = [f"{c['model']} · {c['task']}" for c in cards if not c.get("probe_converged")]
-    return (
-        "Probe convergence (every layer × fold): "
-        + (said or "not recorded")
-        + (f"; not recorded (cards written before convergence was): {', '.join(older)}" if older else "")
-        + "."
-    )
 
 
 def training_lines(res: dict, rows: list[dict], rel: str | Path | None = None) -> list[str]:

@@ -274,7 +274,7 @@ def test_restored_runs_keep_the_run_and_drop_their_place_in_the_grid(tmp_path):
 
 
 def test_the_doc_says_how_many_probe_fits_converged_and_which_cards_never_recorded_it():
-    from analysis.reproduce.report import convergence_line
+    from analysis.reproduce.card_lines import convergence_line
 
     cards = [{"model": "g", "task": "t", "probe_converged": [[True, False], [True, True]]}, {"model": "m", "task": "t"}]
     line = convergence_line(cards)

@@ -8,7 +8,8 @@ from dataclasses import asdict, replace
 import pytest
 
 from analysis.reproduce.config import part_pairs
-from analysis.reproduce.report import missing_lines, report_markdown
+from analysis.reproduce.missing import missing_lines
+from analysis.reproduce.report import report_markdown
 from analysis.reproduce.run import ReproConfig, finish, merge, migrate, settings_for
 from analysis.reproduce.stats import claim_word, final_loss, paired
 from conftest import ROOT
@@ -281,6 +282,25 @@ def test_the_doc_lists_what_the_raw_models_grid_still_lacks():
     assert missing_lines(res, preset)[5] == "- g · reuters_r8: missing top k = 1 (1 of 3 seeds)."
     assert missing_lines(_gemma_like(), preset) == []
     assert missing_lines(_gemma_like(), replace(preset, models=("other",))) == []  # no record of that model
+
+
+def test_full_fine_tuning_asked_on_some_tasks_is_missing_only_while_fewer_tasks_have_it():
+    preset = ReproConfig(
+        models=("g",), tasks=("rotten_tomatoes", "bbc_news", "reuters_r8"), ks=(1,), seeds=(0, 1, 2), full_min_tasks=2
+    )
+    res = _gemma_like()
+    assert missing_lines(res, preset) == []  # full on every task: more than asked
+    res["runs"] = [r for r in res["runs"] if not (r["strategy"] == "full" and r["task"] != "rotten_tomatoes")]
+    lines = missing_lines(res, preset)
+    assert lines[4:] == [
+        "- g: full fine-tuning on 1 of the 2 tasks it is asked on (3 seeds each; `--skip-full g` leaves it out of a task).",
+        "",
+    ]  # and no task is listed for its own lack of full runs
+    assert missing_lines(res, replace(preset, full_min_tasks=0))[4:6] == [
+        "- g · bbc_news: missing full (0 of 3 seeds).",
+        "- g · reuters_r8: missing full (0 of 3 seeds).",
+    ]
+    assert missing_lines(res, replace(preset, full_min_tasks=1)) == []
 
 
 def test_a_save_after_the_first_task_keeps_the_older_records_of_the_tasks_not_run_yet():
