@@ -32,6 +32,7 @@ from analysis.reproduce.run import (
     migrate,
     revive,
     run,
+    with_records_of,
 )
 from analysis.reproduce.runs import plan_estimate, restore_runs
 from analysis.settings import DEFAULTS
@@ -335,30 +336,52 @@ def robustness_only(a) -> int:
     """``--robustness-only``: claim 3's independent draws for ``--json``'s curves (saved after each task)."""
     res = finish(migrate(_read(a.json)))
 
-    def save(r: dict) -> None:
-        write_atomic(a.json, json.dumps(r, indent=1))
-        write_doc(r, a.doc, a.img, None, plots=False)
+    def save(r: dict, done: list[tuple[str, str]], *, plots: bool = False) -> dict:
+        # another reproduce may have written --json since this one read it: keep its records, put in ours
+        with path_lock(a.json):
+            merged = with_records_of(finish(migrate(_read(a.json))), r, "robustness", done)
+            write_atomic(a.json, json.dumps(merged, indent=1))
+            write_doc(merged, a.doc, a.img, None, plots=plots)
+        return merged
 
     models = tuple(a.models.split(",")) if a.models else None
-    res = add_robustness(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save, models=models)
-    save(res)
-    write_doc(res, a.doc, a.img, None)
+    redone: list[tuple[str, str]] = []
+
+    def save_each(r: dict, done: list[tuple[str, str]]) -> None:
+        redone[:] = done
+        save(r, done)
+
+    res = add_robustness(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save_each, models=models)
+    res = save(res, redone, plots=True)
     print(f"claim3: {res['verdicts']['claim3']}")
     return 0
 
 
 def cards_only(a) -> int:
     """``--cards-only``: add the missing cards to ``--json`` (saved after each), then rewrite ``--doc`` (no plots)."""
-    res = _read(a.json)
-    res.setdefault("command", _previous_command(a.doc) or "python -m analysis reproduce " + " ".join(sys.argv[2:]))
-    res = finish(migrate(res))
 
-    def save(r: dict) -> None:
-        write_atomic(a.json, dumps(stamp(r), indent=1))
+    def read() -> dict:
+        res = _read(a.json)
+        res.setdefault("command", _previous_command(a.doc) or "python -m analysis reproduce " + " ".join(sys.argv[2:]))
+        return finish(migrate(res))
+
+    def save(r: dict) -> dict:
+        # another reproduce may have written --json since this one read it: keep its records, put in our cards
+        with path_lock(a.json):
+            merged = with_records_of(read(), r, "cards", [(c["model"], c["task"]) for c in r.get("cards", [])])
+            write_atomic(a.json, dumps(stamp(merged), indent=1))
+        return merged
 
     device = None if a.device == "auto" else a.device
-    add_cards(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save, device=device)
-    save(res)
+    res = read()
+    add_cards(
+        res,
+        cache=make_cache(a),
+        log=lambda s: print(s, flush=True),
+        save=lambda r: None if save(r) else None,
+        device=device,
+    )
+    res = save(res)
     write_doc(res, a.doc, a.img, None, plots=False)
     print(f"cards: {res['verdicts']['cards']}")
     return 0

@@ -46,6 +46,7 @@ __all__ = [
     "migrate",
     "part_pairs",
     "run",
+    "with_records_of",
 ]
 
 
@@ -247,7 +248,7 @@ def add_cards(
     *,
     cache: DiskCache | None = None,
     log: Callable[[str], None] = print,
-    save: Callable[[dict], None] | None = None,
+    save: Callable[[dict], object] | None = None,
     device: str | None = None,
 ) -> dict:
     """Add the missing "cards" records of ``res``'s curves (with its stored settings) and their verdict.
@@ -293,16 +294,17 @@ def add_robustness(
     *,
     cache: DiskCache | None = None,
     log: Callable[[str], None] = print,
-    save: Callable[[dict], None] | None = None,
+    save: Callable[[dict, list[tuple[str, str]]], None] | None = None,
     models: tuple[str, ...] | None = None,
 ) -> dict:
     """Replace the claim-3 records of ``res``'s curves (of ``models``; None: all) by independent draws.
 
-    Each model uses the settings of its part (trains nothing). ``save(res)`` sees the results
-    (verdicts recomputed) after each (model, task), so an interrupted run keeps what it did.
-    Returns the finished results dict.
+    Each model uses the settings of its part (trains nothing). ``save(res, done)`` sees the results
+    (verdicts recomputed) and the (model, task) pairs redone so far after each of them, so an
+    interrupted run keeps what it did. Returns the finished results dict.
     """
     cache = cache or DiskCache()
+    done: list[tuple[str, str]] = []
     for c in res["curves"]:
         model, task = c["model"], c["task"]
         if models is not None and model not in models:
@@ -312,6 +314,15 @@ def add_robustness(
         rest = [x for x in res["robustness"] if (x["model"], x["task"]) != (model, task)]
         res = finish({**res, "robustness": rest + new})
         log(f"[{model}/{task}] claim 3: " + ", ".join(f"{x['value']}: {x['spearman_mean']:.2f}" for x in new))
+        done.append((model, task))
         if save is not None:
-            save(res)
+            save(res, list(done))
     return res
+
+
+def with_records_of(now: dict, res: dict, kind: str, pairs: list[tuple[str, str]]) -> dict:
+    """``now`` (the file as it is now) with the ``kind`` records ("robustness", "cards") of ``pairs`` taken from
+    ``res``, verdicts recomputed: what another process wrote to the file meanwhile (its runs, its parts) is kept."""
+    mine = set(map(tuple, pairs))
+    keep = [x for x in now.get(kind, []) if (x["model"], x["task"]) not in mine]
+    return finish({**now, kind: keep + [x for x in res.get(kind, []) if (x["model"], x["task"]) in mine]})
