@@ -352,6 +352,10 @@ def cached_train(
             return {**hit[1]["record"], "run_key": key}
     if cached_only:
         return None
+    # a run can take many minutes on a CPU, and its result line comes only at its end: say what is running
+    tuned, lr, seed = len(train_cfg.selection.tuned_layers), train_cfg.lr, train_cfg.seed
+    what = f"  {train_cfg.strategy:<11} k={tuned} lr={lr:g} seed={seed}"
+    log(f"{what}: training {train_cfg.steps} steps, started {time.strftime('%H:%M')}")
     t = time.time()
     r = train(train_cfg, cache=cache).result.to_dict()
     rec = {k: r[k] for k in RECORD_KEYS}
@@ -371,9 +375,7 @@ def cached_train(
         },
     )
     log(
-        f"  {train_cfg.strategy:<11} k={len(train_cfg.selection.tuned_layers)} lr={train_cfg.lr:g} "
-        f"seed={train_cfg.seed}: {r['metric']} "
-        f"{rec['metric_value']:.4f}, final loss {rec['final_loss']:.3f} in {time.time() - t:.0f}s"
+        f"{what}: {r['metric']} {rec['metric_value']:.4f}, final loss {rec['final_loss']:.3f} in {time.time() - t:.0f}s"
     )
     return {**rec, "run_key": key}
 

@@ -100,8 +100,13 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
         lr_steps=2,
     )
     cache = DiskCache(tmp_path / "c")
-    res = run(rc, cache=cache, log=lambda s: None)
+    said: list[str] = []
+    res = run(rc, cache=cache, log=said.append)
     search = res["lr_search"]
+    # every trained run is said when it starts, and again with its result when it ends
+    starts = [i for i, x in enumerate(said) if ": training 2 steps, started " in x]
+    assert len(starts) == len({r["run_key"] for r in search + res["runs"]})  # a run shared by two strategies: once
+    assert all(said[i + 1].startswith(said[i].split(": training")[0] + ": accuracy ") for i in starts)
     assert search[0]["strategy"] == "variability" and {x["strategy"] for x in search} == {"variability", "top"}
     for strategy in ("variability", "top"):
         tried = [x for x in search if x["strategy"] == strategy]
