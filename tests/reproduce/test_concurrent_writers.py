@@ -2,8 +2,9 @@
 
 import json
 
-from analysis.reproduce.run import finish, with_records_of
 from test_reproduce_stats import _gemma_like, _run
+
+from analysis.reproduce.run import finish, with_records_of
 
 
 def _file(tmp_path) -> tuple:

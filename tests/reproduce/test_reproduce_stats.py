@@ -293,7 +293,8 @@ def test_full_fine_tuning_asked_on_some_tasks_is_missing_only_while_fewer_tasks_
     res["runs"] = [r for r in res["runs"] if not (r["strategy"] == "full" and r["task"] != "rotten_tomatoes")]
     lines = missing_lines(res, preset)
     assert lines[4:] == [
-        "- g: full fine-tuning on 1 of the 2 tasks it is asked on (3 seeds each; `--skip-full g` leaves it out of a task).",
+        "- g: full fine-tuning on 1 of the 2 tasks it is asked on "
+        "(3 seeds each; `--skip-full g` leaves it out of a task).",
         "",
     ]  # and no task is listed for its own lack of full runs
     assert missing_lines(res, replace(preset, full_min_tasks=0))[4:6] == [
