@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from analysis.reproduce.config import GEMMA, QUICK, ReproConfig, config_from_settings, part_pairs
+from analysis.reproduce.remaining import remaining, remaining_line
 from analysis.reproduce.robustness import robustness
 from analysis.reproduce.runs import REPRO_VERSION, acfg, selections, training_runs
 from analysis.reproduce.verdicts import cards_verdict, rank_p, summarize, verdicts
@@ -84,6 +85,9 @@ def run(
         out["curves"].append(curve)
         log(f"[{model}/{task}] ν curve over {curve['n']} texts: ℓ* = {curve['best_layer']} of {n_layers}")
         out["cards"].append(_cards(repro, model, task, cache, log))
+        if not cached_only:
+            rem = remaining(repro, model, task, n_layers, curve["variability"], cache)
+            log(remaining_line(rem, repro, model, task, cache))
         with keep_states():  # a (model, task)'s runs share their frozen-prefix passes (analysis/training/prefix.py)
             runs, search = training_runs(  # claims 1, 2, 4
                 repro, model, task, n_layers, curve["variability"], cache, log, cached_only=cached_only

@@ -105,7 +105,7 @@ def training_runs(
     ``cached_only``: train nothing; keep the records found in the cache (a strategy whose
     learning-rate search is not complete is left out).
     """
-    from analysis.training import TrainConfig, select
+    from analysis.training import select
     from analysis.training.model import lowest_trained
 
     runs, search = [], []
@@ -120,20 +120,9 @@ def training_runs(
         search += tried
         same = strategy == "variability" and k is not None and sel == select("top", n_layers, k)
         for seed in repro.seeds:
-            train_cfg = TrainConfig(
-                acfg(repro, model, task, repro.n_train, seed),
-                sel,
-                steps=repro.steps,
-                lr=lr,
-                batch_size=repro.batch_size,
-                eval_n=repro.eval_n,
-                eval_every=repro.steps,  # one evaluation, at the end
-                seed=seed,
-                strategy=strategy,
-                prefix_cache=repro.prefix_cache,
-                full_vocab=repro.full_vocab,
+            rec = cached_train(
+                final_config(repro, model, task, strategy, sel, lr, seed), cache, log, cached_only=cached_only
             )
-            rec = cached_train(train_cfg, cache, log, cached_only=cached_only)
             if rec is None:
                 continue
             runs.append(
@@ -150,14 +139,34 @@ def training_runs(
     return runs, search
 
 
+def final_config(repro: ReproConfig, model: str, task: str, strategy: str, sel: Selection, lr: float, seed: int):
+    """The TrainConfig of one final run of the grid (scored on the held-out test texts)."""
+    from analysis.training import TrainConfig
+
+    return TrainConfig(
+        acfg(repro, model, task, repro.n_train, seed),
+        sel,
+        steps=repro.steps,
+        lr=lr,
+        batch_size=repro.batch_size,
+        eval_n=repro.eval_n,
+        eval_every=repro.steps,  # one evaluation, at the end
+        seed=seed,
+        strategy=strategy,
+        prefix_cache=repro.prefix_cache,
+        full_vocab=repro.full_vocab,
+    )
+
+
 def plan_estimate(repro: ReproConfig, cache_root=None) -> Estimate:
     """The time of ``repro``'s training runs and ν curves before any starts, by the one estimator
     (:func:`analysis.training.estimate.estimate_configs`, the cost model at each model's measured rate).
 
     ℓ* is not known yet, so a variability run is counted as the top-k run of its k (every layer
-    kept: an upper bound); a learning-rate search's runs are counted on the whole training sample;
-    runs already in the cache are counted too. The ν curves (the full sample's and the robustness
-    samples') are forward passes through every layer.
+    kept: an upper bound); a learning-rate search's runs are counted on the whole training sample, and
+    the rates it may add past an edge of its grid are not; runs already in the cache are counted too
+    (once a task's ℓ* is known, :mod:`analysis.reproduce.remaining` says what is left of it exactly).
+    The ν curves (the full sample's and the robustness samples') are forward passes through every layer.
     """
     from analysis.models.load import describe, resolve_model
     from analysis.pipeline import prepare_sample
@@ -197,7 +206,7 @@ def plan_estimate(repro: ReproConfig, cache_root=None) -> Estimate:
     return combine(
         parts,
         f"{rate}; {len(parts)} training runs, the variability ones counted with every layer kept and those already "
-        "in the cache counted too: an upper bound, less when the grid resumes",
+        "in the cache counted too, rates past a grid's edge not: each task says its runs left once ℓ* is known",
     )
 
 
@@ -274,9 +283,15 @@ def edge_step(lrs: list[float], best: float) -> float | None:
 
 def _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached_only) -> dict | None:
     """One validation run of the learning-rate search (a cached training record; None: not cached and cached_only)."""
+    train_cfg = trial_config(repro, model, folder, n_val, sel, strategy, lr)
+    return cached_train(train_cfg, cache, log, cached_only=cached_only)
+
+
+def trial_config(repro: ReproConfig, model: str, folder, n_val: int, sel: Selection, strategy: str, lr: float):
+    """The TrainConfig of one validation run of the learning-rate search (fit and validation texts of ``folder``)."""
     from analysis.training import TrainConfig
 
-    train_cfg = TrainConfig(
+    return TrainConfig(
         acfg(repro, model, str(folder), None, repro.lr_seed),
         sel,
         steps=repro.lr_steps or repro.steps,
@@ -289,7 +304,6 @@ def _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached
         prefix_cache=repro.prefix_cache,
         full_vocab=repro.full_vocab,
     )
-    return cached_train(train_cfg, cache, log, cached_only=cached_only)
 
 
 def validation_folder(repro: ReproConfig, model: str, task: str, cache: DiskCache) -> tuple[Path, int, int]:
@@ -335,18 +349,10 @@ def cached_train(
     :func:`restore_runs`) is the same under any cache root; a record stored under the
     absolute folder's key before is still found.
     """
-    from analysis.models.load import resolve_model
     from analysis.training import train
 
     a = train_cfg.analysis
-    conf = asdict(train_cfg)
-    del conf["strategy"]
-    conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision, cache_dir=cache.root).fingerprint
-    legacy = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
-    task = conf["analysis"]["task"]
-    if task["name"] and Path(task["name"]).is_relative_to(cache.root / "repro_val"):
-        task["name"] = "<cache>/" + Path(task["name"]).relative_to(cache.root).as_posix()
-    key = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
+    key, legacy = run_keys(train_cfg, cache)
     for k in dict.fromkeys((key, legacy)):
         if (hit := cache.load("runs", k, version=REPRO_VERSION)) is not None:
             return {**hit[1]["record"], "run_key": key}
@@ -378,6 +384,28 @@ def cached_train(
         f"{what}: {r['metric']} {rec['metric_value']:.4f}, final loss {rec['final_loss']:.3f} in {time.time() - t:.0f}s"
     )
     return {**rec, "run_key": key}
+
+
+def run_keys(train_cfg: TrainConfig, cache: DiskCache) -> tuple[str, str]:
+    """(key, legacy key) of a run in the runs cache: every field of the TrainConfig (and of its AnalysisConfig),
+    the model name replaced by its weights' fingerprint, the strategy left out; the key names a validation folder
+    inside the cache relative to it, the legacy key (stores before run_key) by its absolute path."""
+    from analysis.models.load import resolve_model
+
+    a = train_cfg.analysis
+    conf = asdict(train_cfg)
+    del conf["strategy"]
+    conf["analysis"]["model"] = resolve_model(a.model, revision=a.revision, cache_dir=cache.root).fingerprint
+    legacy = make_key({"what": "run", "version": REPRO_VERSION, "config": conf})
+    task = conf["analysis"]["task"]
+    if task["name"] and Path(task["name"]).is_relative_to(cache.root / "repro_val"):
+        task["name"] = "<cache>/" + Path(task["name"]).relative_to(cache.root).as_posix()
+    return make_key({"what": "run", "version": REPRO_VERSION, "config": conf}), legacy
+
+
+def is_cached(train_cfg: TrainConfig, cache: DiskCache) -> bool:
+    """Whether the runs cache holds ``train_cfg``'s record (under its key or its legacy key)."""
+    return any(cache.load("runs", k, version=REPRO_VERSION) is not None for k in run_keys(train_cfg, cache))
 
 
 #: what a results dict adds to a cached run: its place in the grid, not the run (the key leaves out the strategy)

@@ -99,10 +99,23 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
         lr_grid=(1e-4, 1e-3),
         lr_steps=2,
     )
+    from analysis.reproduce.remaining import remaining
+    from analysis.reproduce.runs import run_keys
+
     cache = DiskCache(tmp_path / "c")
     said: list[str] = []
     res = run(rc, cache=cache, log=said.append)
     search = res["lr_search"]
+    # what is left to train, once ℓ* is known: before the grid, every run of it but the extensions not known yet
+    nu = res["curves"][0]["variability"]
+    empty = DiskCache(tmp_path / "empty")
+    before = remaining(rc, "minilm", "rotten_tomatoes", 6, nu, empty)
+    trials = {r["run_key"] for r in search if not r["extended"]}
+    assert {run_keys(c, empty)[0] for c in before.configs if c.eval_n == 8} == trials  # the validation runs
+    assert len(before.configs) == len(trials) + len({r["run_key"] for r in res["runs"]}) and before.cached == 0
+    assert before.open_searches == 2 and [x for x in said if "runs left (0 found in the cache)" in x]
+    after = remaining(rc, "minilm", "rotten_tomatoes", 6, nu, cache)
+    assert after.configs == () and after.open_searches == 0 and after.cached == len(search) + len(res["runs"])
     # every trained run is said when it starts, and again with its result when it ends
     starts = [i for i, x in enumerate(said) if ": training 2 steps, started " in x]
     assert len(starts) == len({r["run_key"] for r in search + res["runs"]})  # a run shared by two strategies: once
@@ -138,6 +151,11 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     assert restore_runs(res, fresh) == len(keys) and restore_runs(res, fresh) == 0
     back = run(rc, cache=fresh, log=lambda s: None, cached_only=True)
     assert back["runs"] == res["runs"] and back["lr_search"] == search
+    # a final run gone from the cache is the one run left
+    gone = res["runs"][-1]
+    cache.delete("runs", gone["run_key"])
+    (left,) = remaining(rc, "minilm", "rotten_tomatoes", 6, nu, cache).configs
+    assert run_keys(left, cache)[0] == gone["run_key"]
 
 
 def _results(cards: list[dict] | None) -> dict:

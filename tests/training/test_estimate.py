@@ -151,7 +151,7 @@ def test_a_reproduction_plan_is_estimated_by_the_same_estimator():
     rc = replace(QUICK, models=("minilm",), n_train=120, eval_n=40, analysis_n=100, device="cpu")
     est = plan_estimate(rc)  # full, then variability and top for k = 1, 2: five runs of one seed
     assert est.steps == 5 * rc.steps and "; 5 training runs" in est.how and est.method == "cost model"
-    assert "an upper bound, less when the grid resumes" in est.how  # cached runs are counted: said, not hidden
+    assert "in the cache counted too" in est.how and "runs left" in est.how  # cached runs are counted: said
     # the runs that tune blocks above the first read the frozen prefix once per text (the prefix cache is on)
     assert set(est.parts) == {"train", "eval", "ν curves", "frozen-prefix pass"} and est.text().startswith("about ")
     longer = plan_estimate(replace(rc, steps=2 * rc.steps))  # the rate is measured once: the same here
