@@ -302,14 +302,15 @@ def _read(path: str) -> dict:
 
 def relabel(a) -> int:
     """``--relabel``: the verdicts of ``--json`` recomputed from its records under the current rules; doc rewritten."""
-    res = _read(a.json)
-    command = res.get("command") or _previous_command(a.doc)
-    if command and "parts" not in res:
-        res["command"] = command
-    res = finish(migrate(res))
-    res.pop("command", None)
-    write_atomic(a.json, dumps(stamp(res), indent=1))
-    write_doc(res, a.doc, a.img, None)
+    with path_lock(a.json):  # no other reproduce writes --json between the read and the write
+        res = _read(a.json)
+        command = res.get("command") or _previous_command(a.doc)
+        if command and "parts" not in res:
+            res["command"] = command
+        res = finish(migrate(res))
+        res.pop("command", None)
+        write_atomic(a.json, dumps(stamp(res), indent=1))
+        write_doc(res, a.doc, a.img, None)
     for c in ("claim1", "claim2", "claim3", "claim4"):
         print(f"{c}: {res['verdicts'][c]}")
     return 0
@@ -339,9 +340,10 @@ def robustness_only(a) -> int:
     def save(r: dict, done: list[tuple[str, str]], *, plots: bool = False) -> dict:
         # another reproduce may have written --json since this one read it: keep its records, put in ours
         with path_lock(a.json):
-            merged = with_records_of(finish(migrate(_read(a.json))), r, "robustness", done)
-            write_atomic(a.json, json.dumps(merged, indent=1))
+            merged, stale = with_records_of(finish(migrate(_read(a.json))), r, "robustness", done)
+            write_atomic(a.json, dumps(stamp(merged), indent=1))
             write_doc(merged, a.doc, a.img, None, plots=plots)
+        _say_stale(stale, "claim-3 records")
         return merged
 
     models = tuple(a.models.split(",")) if a.models else None
@@ -357,6 +359,11 @@ def robustness_only(a) -> int:
     return 0
 
 
+def _say_stale(stale: list, what: str) -> None:
+    for model, task in stale:
+        print(f"[{model}/{task}] its ν curve was replaced in --json meanwhile: its {what} there are kept", flush=True)
+
+
 def cards_only(a) -> int:
     """``--cards-only``: add the missing cards to ``--json`` (saved after each), then rewrite ``--doc`` (no plots)."""
 
@@ -365,24 +372,24 @@ def cards_only(a) -> int:
         res.setdefault("command", _previous_command(a.doc) or "python -m analysis reproduce " + " ".join(sys.argv[2:]))
         return finish(migrate(res))
 
-    def save(r: dict) -> dict:
-        # another reproduce may have written --json since this one read it: keep its records, put in our cards
+    res = read()
+    before = {(c["model"], c["task"]): c for c in res.get("cards", [])}
+
+    def save(r: dict, *, doc: bool = False) -> dict:
+        # another reproduce may have written --json since this one read it: keep its records, put in the cards
+        # this one computed (not those it read, which the other may have replaced since)
+        new = [(c["model"], c["task"]) for c in r.get("cards", []) if before.get((c["model"], c["task"])) != c]
         with path_lock(a.json):
-            merged = with_records_of(read(), r, "cards", [(c["model"], c["task"]) for c in r.get("cards", [])])
+            merged, stale = with_records_of(read(), r, "cards", new)
             write_atomic(a.json, dumps(stamp(merged), indent=1))
+            if doc:
+                write_doc(merged, a.doc, a.img, None, plots=False)
+        _say_stale(stale, "cards")
         return merged
 
     device = None if a.device == "auto" else a.device
-    res = read()
-    add_cards(
-        res,
-        cache=make_cache(a),
-        log=lambda s: print(s, flush=True),
-        save=lambda r: None if save(r) else None,
-        device=device,
-    )
-    res = save(res)
-    write_doc(res, a.doc, a.img, None, plots=False)
+    add_cards(res, cache=make_cache(a), log=lambda s: print(s, flush=True), save=save, device=device)
+    res = save(res, doc=True)
     print(f"cards: {res['verdicts']['cards']}")
     return 0
 

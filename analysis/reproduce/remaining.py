@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from analysis.reproduce.config import ReproConfig
 from analysis.reproduce.runs import (
     choose_lr,
+    edge_step,
     final_config,
     is_cached,
+    run_keys,
     selections,
     trial_config,
     validation_folder,
@@ -39,38 +41,43 @@ class Remaining:
 
 def remaining(repro: ReproConfig, model: str, task: str, n_layers: int, nu: list[float], cache: DiskCache) -> Remaining:
     """The grid's runs of (model, task) not in ``cache``: each search's validation runs, then its final runs."""
-    from analysis.reproduce.runs import edge_step, run_keys
-
     todo: dict[str, object] = {}  # by run key: a variability selection equal to the top-k one is the same run
     cached = unknown = 0
-    quiet = lambda s: None  # noqa: E731
+    folder, _, n_val = validation_folder(repro, model, task, cache) if repro.lr_grid else (None, 0, 0)
     for strategy, k, sel in selections(repro, model, n_layers, nu):
         lr: float | None = repro.lr
         if repro.lr_grid:
-            folder, _, n_val = validation_folder(repro, model, task, cache)
             trials = [trial_config(repro, model, folder, n_val, sel, strategy, x) for x in sorted(set(repro.lr_grid))]
             missing = [c for c in trials if not is_cached(c, cache)]
+            cached += len(trials) - len(missing)
             lr = None
             if not missing:  # the grid is done: the cached search says its rate, or the extension it runs next
-                chosen = choose_lr(repro, model, task, strategy, k, sel, cache, quiet, cached_only=True)
-                assert chosen is not None  # every rate of the grid is cached
-                best, tried = chosen[0], sorted(r["lr"] for r in chosen[1])
-                nxt = edge_step(tried, best) if len(tried) - len(trials) < repro.lr_extend else None
-                if nxt is None:
-                    lr = best
-                else:
+                lr, nxt, extended = _next_of_search(repro, model, task, strategy, k, sel, cache, len(trials))
+                cached += extended
+                if nxt is not None:
                     missing.append(trial_config(repro, model, folder, n_val, sel, strategy, nxt))
-                cached += len(tried)
             unknown += lr is None
             for c in missing:
                 todo.setdefault(run_keys(c, cache)[0], c)
-        for seed in repro.seeds:  # a rate not chosen yet: costed at any rate (the rate does not change the time)
+        # a rate not chosen yet: its final runs are costed at the default rate (the rate does not change the time)
+        for seed in repro.seeds:
             c = final_config(repro, model, task, strategy, sel, repro.lr if lr is None else lr, seed)
             if lr is not None and is_cached(c, cache):
                 cached += 1
             else:
                 todo.setdefault(run_keys(c, cache)[0], c)
     return Remaining(tuple(todo.values()), cached, unknown)
+
+
+def _next_of_search(repro, model, task, strategy, k, sel, cache, n_grid) -> tuple[float | None, float | None, int]:
+    """(the chosen rate, None while the search goes on; the next rate it tries past an edge, None if none; its
+    extension runs found in the cache) of a search whose grid is all cached."""
+    chosen = choose_lr(repro, model, task, strategy, k, sel, cache, lambda s: None, cached_only=True)
+    if chosen is None:  # cannot happen with every rate of the grid cached; counted as a search still open
+        return None, None, 0
+    best, tried = chosen[0], sorted(r["lr"] for r in chosen[1])
+    nxt = edge_step(tried, best) if len(tried) - n_grid < repro.lr_extend else None
+    return (best if nxt is None else None), nxt, len(tried) - n_grid
 
 
 def remaining_line(rem: Remaining, repro: ReproConfig, model: str, task: str, cache: DiskCache) -> str:

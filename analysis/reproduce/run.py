@@ -324,9 +324,17 @@ def add_robustness(
     return res
 
 
-def with_records_of(now: dict, res: dict, kind: str, pairs: list[tuple[str, str]]) -> dict:
-    """``now`` (the file as it is now) with the ``kind`` records ("robustness", "cards") of ``pairs`` taken from
-    ``res``, verdicts recomputed: what another process wrote to the file meanwhile (its runs, its parts) is kept."""
-    mine = set(map(tuple, pairs))
+def with_records_of(now: dict, res: dict, kind: str, pairs: list[tuple[str, str]]) -> tuple[dict, list]:
+    """(``now``, the file as it is now, with the ``kind`` records ("robustness", "cards") of ``pairs`` taken from
+    ``res``, verdicts recomputed; the pairs left as they are in ``now``). What another process wrote to the file
+    meanwhile (its runs, its parts) is kept; so are its records of a pair whose ν curve it has since replaced (the
+    records of ``res`` belong to the older curve)."""
+
+    def curve(r: dict, pair: tuple) -> tuple | None:
+        c = next((c for c in r.get("curves", []) if (c["model"], c["task"]) == pair), None)
+        return None if c is None else (c.get("n"), c.get("best_layer"), c.get("variability"))
+
+    stale = [p for p in dict.fromkeys(map(tuple, pairs)) if curve(now, p) != curve(res, p)]
+    mine = set(map(tuple, pairs)) - set(stale)
     keep = [x for x in now.get(kind, []) if (x["model"], x["task"]) not in mine]
-    return finish({**now, kind: keep + [x for x in res.get(kind, []) if (x["model"], x["task"]) in mine]})
+    return finish({**now, kind: keep + [x for x in res.get(kind, []) if (x["model"], x["task"]) in mine]}), stale

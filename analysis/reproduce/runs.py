@@ -139,7 +139,9 @@ def training_runs(
     return runs, search
 
 
-def final_config(repro: ReproConfig, model: str, task: str, strategy: str, sel: Selection, lr: float, seed: int):
+def final_config(
+    repro: ReproConfig, model: str, task: str, strategy: str, sel: Selection, lr: float, seed: int
+) -> TrainConfig:
     """The TrainConfig of one final run of the grid (scored on the held-out test texts)."""
     from analysis.training import TrainConfig
 
@@ -287,7 +289,9 @@ def _lr_trial(repro, model, folder, n_val, sel, strategy, lr, cache, log, cached
     return cached_train(train_cfg, cache, log, cached_only=cached_only)
 
 
-def trial_config(repro: ReproConfig, model: str, folder, n_val: int, sel: Selection, strategy: str, lr: float):
+def trial_config(
+    repro: ReproConfig, model: str, folder, n_val: int, sel: Selection, strategy: str, lr: float
+) -> TrainConfig:
     """The TrainConfig of one validation run of the learning-rate search (fit and validation texts of ``folder``)."""
     from analysis.training import TrainConfig
 

@@ -156,6 +156,15 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     cache.delete("runs", gone["run_key"])
     (left,) = remaining(rc, "minilm", "rotten_tomatoes", 6, nu, cache).configs
     assert run_keys(left, cache)[0] == gone["run_key"]
+    # a search whose last rate past the grid's edge is gone: open again, that rate and its final runs left
+    assert any(r["extended"] for r in search)  # two rates: the best is always on an edge
+    ext = [r for r in search if r["extended"] and r["strategy"] == "top"][-1]
+    cache.delete("runs", ext["run_key"])
+    rem = remaining(rc, "minilm", "rotten_tomatoes", 6, nu, cache)
+    (trial,) = [c for c in rem.configs if c.eval_n == ext["n_val"]]
+    assert run_keys(trial, cache)[0] == ext["run_key"] and trial.lr == ext["lr"]
+    assert rem.open_searches == len({r["strategy"] for r in search if r["run_key"] == ext["run_key"]})
+    assert len(rem.configs) == 1 + len(rc.seeds)  # the variability and top runs are one model here (ℓ* = L)
 
 
 def _results(cards: list[dict] | None) -> dict:
