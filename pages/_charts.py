@@ -329,3 +329,37 @@ def layer_cards_figure(cards: dict, best: int, selected: int | None, sweep: dict
     right = "held-out accuracy" if sweep is None else f"held-out accuracy · trained {sweep['metric']}"
     fig.update_yaxes(title_text=right, tickformat=ACCURACY_TICKS, secondary_y=True)
     return fig
+
+
+def claims_figure(panels: list[tuple[str, list[dict], str, list[float]]]) -> go.Figure:
+    """Forest plots of the reproduction's claims: per panel (title, counted settings, the difference's field, the
+    reference lines), each setting's paired difference and 95 % interval, coloured by its outcome."""
+    from analysis.reproduce.plots import OUTCOME_COLOURS
+
+    colours = {k: v.removeprefix("tab:") for k, v in OUTCOME_COLOURS.items()}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.25)
+    for i, (_, rows, field, lines) in enumerate(panels, start=1):
+        for x in rows:
+            label = f"{x['model']} · {x['task']} · k={x['k']}"
+            fig.add_scatter(
+                x=[x[field]],
+                y=[label],
+                mode="markers",
+                marker=dict(size=10, color=colours.get(x["outcome"], "gray")),
+                error_x=dict(
+                    type="data", symmetric=False, array=[x["high"] - x[field]], arrayminus=[x[field] - x["low"]]
+                ),
+                name=x["outcome"],
+                showlegend=False,
+                hovertemplate=f"{label}<br>{x['outcome']}: %{{x:+.4f}} "
+                f"[{x['low']:+.4f}, {x['high']:+.4f}]<extra></extra>",
+                row=1,
+                col=i,
+            )
+        for v in lines:
+            fig.add_vline(x=v, line_dash="dash" if v else "solid", line_width=1, row=1, col=i)
+        fig.update_xaxes(title_text="paired difference, 95 % interval", row=1, col=i)
+        fig.update_yaxes(autorange="reversed", row=1, col=i)
+    n = max((len(p[1]) for p in panels), default=1)
+    fig.update_layout(height=120 + 32 * n, margin=dict(l=10, r=10, t=40, b=10))
+    return fig

@@ -6,10 +6,12 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.records import teaching_curves
+from analysis.reproduce.plots import claim_rows
 from analysis.reproduce.report import report_markdown, verdicts_markdown
 from analysis.reproduce.run import revive
+from analysis.reproduce.verdicts import MARGIN
 from analysis.toy import gaussian_classes
-from pages._charts import teaching_figure, toy_figure
+from pages._charts import claims_figure, teaching_figure, toy_figure
 from pages._state import ensure_app
 
 ensure_app()
@@ -88,12 +90,19 @@ doc = Path(__file__).resolve().parent.parent / "docs" / "reproduction.json"
 if doc.is_file():
     res = revive(json.loads(doc.read_text()))
     st.markdown(verdicts_markdown(res))
+    panels = [
+        ("variability − top-k (claim 1)", claim_rows(res, "claim1"), "mean", [0.0]),
+        (f"variability − full (claim 2, margin −{MARGIN:g})", claim_rows(res, "claim2"), "gap", [0.0, -MARGIN]),
+    ]
+    if any(p[1] for p in panels):
+        st.plotly_chart(claims_figure(panels), width="stretch")
     with st.expander("The whole report (docs/reproduction.md)"):
         st.markdown(report_markdown(res, "python -m analysis reproduce"))
     st.caption(
-        "Claims 1 and 2 compare strategies by the paired difference across seeds (95 % interval); where ℓ* is the "
-        "top layer claim 1 is void. Regenerate with `python -m analysis reproduce` (or `--quick`; "
-        "`--model gemma3-270m` for the raw language model)."
+        "Claims 1 and 2 compare strategies by the paired difference across seeds (95 % interval; green: for the "
+        "claim, red: against it, grey: neither); where ℓ* is the top layer claim 1 is void and left out. "
+        "Regenerate with `python -m analysis reproduce` (or `--quick`; `--model gemma3-270m` for the raw language "
+        "model)."
     )
 else:
     st.info("Run `python -m analysis reproduce --quick` to test the claims on the offline data.")

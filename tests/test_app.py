@@ -136,6 +136,25 @@ def test_learn_page_nu_follows_the_sliders(app):
     assert spread > 2 * far  # 2.5× the within-class spread at the same distance: ν rises
 
 
+def test_learn_page_draws_each_counted_setting_of_claims_1_and_2(app):
+    import json
+
+    from analysis.reproduce.plots import claim_rows
+    from analysis.reproduce.run import revive
+    from conftest import ROOT
+
+    res = revive(json.loads((ROOT / "docs" / "reproduction.json").read_text()))
+    app.switch_page("pages/learn.py").run()
+    assert not app.exception
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    (claims,) = [s for s in specs if "claim 1" in str(s["layout"].get("annotations", ""))]
+    points = [(t["y"][0], t["x"][0]) for t in claims["data"]]
+    want = [(f"{x['model']} · {x['task']} · k={x['k']}", x[f]) for c, f in (("claim1", "mean"), ("claim2", "gap"))
+            for x in claim_rows(res, c)]  # fmt: skip
+    assert want and [p[0] for p in points] == [w[0] for w in want]
+    assert [p[1] for p in points] == pytest.approx([w[1] for w in want])
+
+
 def _downloads(app, storages):
     """{file name: bytes} of the page's download buttons, read from the run's media storage."""
     out = {}

@@ -43,7 +43,17 @@ def report_markdown(res: dict, command: str | None = None, rel: str | Path | Non
     rows = res.get("summary") or summarize(res)
     lines = setting_lines(res, command)
     lines += missing_lines(res)
-    lines += ["## Verdicts", "", verdicts_markdown(res), "", *rules_lines()]
+    lines += ["## Verdicts", "", verdicts_markdown(res), ""]
+    if rel is not None:
+        lines += [
+            "![claims 1 and 2: each counted setting's paired difference](" + f"{rel}/repro_claims.png)",
+            "",
+            "Each counted setting of claims 1 and 2: the paired difference of the held-out metric over seeds and "
+            "its 95 % interval. Green: for the claim (better; a match within the margin), red: against it, grey: "
+            "neither (a tie; undecided). Settings not counted (void, ℓ* < k, no partner) are left out.",
+            "",
+        ]
+    lines += rules_lines()
     lines += curves_lines(res, rel)
     lines += cards_lines(res)
     lines += training_lines(res, rows, rel)

@@ -69,7 +69,7 @@ def test_tiny_reproduction_has_every_strategy_and_the_doc_shows_the_json_numbers
     for c in ("claim1", "claim2", "claim3", "claim4", "cards"):
         assert res["verdicts"][c] in text
     assert SECTION in text
-    for png in ("repro_curves.png", "repro_metric_vs_params.png", "repro_robustness.png"):
+    for png in ("repro_claims.png", "repro_curves.png", "repro_metric_vs_params.png", "repro_robustness.png"):
         assert (tmp_path / "docs" / "img" / png).stat().st_size > 1000
     # resuming: a second run trains nothing and gives the same records
     again = run(rc, cache=DiskCache(tmp_path / "c"), log=lambda s: None)
