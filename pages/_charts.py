@@ -337,7 +337,8 @@ def claims_figure(panels: list[tuple[str, list[dict], str, list[float]]]) -> go.
     from analysis.reproduce.plots import OUTCOME_COLOURS
 
     colours = {k: v.removeprefix("tab:") for k, v in OUTCOME_COLOURS.items()}
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.25)
+    titles = [title if rows else f"{title}: no counted setting" for title, rows, *_ in panels]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.25)
     for i, (_, rows, field, lines) in enumerate(panels, start=1):
         for x in rows:
             label = f"{x['model']} · {x['task']} · k={x['k']}"
@@ -357,7 +358,9 @@ def claims_figure(panels: list[tuple[str, list[dict], str, list[float]]]) -> go.
                 col=i,
             )
         for v in lines:
-            fig.add_vline(x=v, line_dash="dash" if v else "solid", line_width=1, row=1, col=i)
+            fig.add_vline(
+                x=v, line_dash="dash" if v else "solid", line_width=1, row=1, col=i, exclude_empty_subplots=False
+            )
         fig.update_xaxes(title_text="paired difference, 95 % interval", row=1, col=i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
     n = max((len(p[1]) for p in panels), default=1)

@@ -95,12 +95,13 @@ if doc.is_file():
         (f"variability − full (claim 2, margin −{MARGIN:g})", claim_rows(res, "claim2"), "gap", [0.0, -MARGIN]),
     ]
     if any(p[1] for p in panels):
-        st.plotly_chart(claims_figure(panels), width="stretch")
+        st.plotly_chart(claims_figure(panels), width="stretch", key="claims_chart")
     with st.expander("The whole report (docs/reproduction.md)"):
         st.markdown(report_markdown(res, "python -m analysis reproduce"))
     st.caption(
         "Claims 1 and 2 compare strategies by the paired difference across seeds (95 % interval; green: for the "
-        "claim, red: against it, grey: neither); where ℓ* is the top layer claim 1 is void and left out. "
+        "claim, red: against it, grey: neither); where ℓ* is the top layer claim 1 is void and claim 2 void for ν, "
+        "and both are left out. "
         "Regenerate with `python -m analysis reproduce` (or `--quick`; `--model gemma3-270m` for the raw language "
         "model)."
     )

@@ -153,6 +153,9 @@ def test_learn_page_draws_each_counted_setting_of_claims_1_and_2(app):
             for x in claim_rows(res, c)]  # fmt: skip
     assert want and [p[0] for p in points] == [w[0] for w in want]
     assert [p[1] for p in points] == pytest.approx([w[1] for w in want])
+    outcomes = [x["outcome"] for c in ("claim1", "claim2") for x in claim_rows(res, c)]
+    colour = {"better": "green", "match": "green", "worse": "red", "worse beyond the margin": "red"}
+    assert [t["marker"]["color"] for t in claims["data"]] == [colour.get(o, "gray") for o in outcomes]
 
 
 def _downloads(app, storages):

@@ -50,7 +50,8 @@ def report_markdown(res: dict, command: str | None = None, rel: str | Path | Non
             "",
             "Each counted setting of claims 1 and 2: the paired difference of the held-out metric over seeds and "
             "its 95 % interval. Green: for the claim (better; a match within the margin), red: against it, grey: "
-            "neither (a tie; undecided). Settings not counted (void, ℓ* < k, no partner) are left out.",
+            "neither (a tie; undecided). Settings the verdicts do not count (void, void for ν, ℓ* < k, no partner, "
+            "untested) are left out.",
             "",
         ]
     lines += rules_lines()

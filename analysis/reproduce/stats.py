@@ -37,6 +37,8 @@ def t_quantile(df: int) -> float:
 
 def binomial_sd(p: float, m: int) -> float:
     """The sampling sd √(p(1−p)/m) of a proportion ``p`` measured on ``m`` texts (0 for m < 1)."""
+    if math.isnan(p):  # a mean over a diverged run: a NaN floor would be silently ignored by max()
+        raise ValueError("binomial_sd of NaN: leave diverged runs out of the mean")
     if m < 1:
         return 0.0
     p = min(max(p, 0.0), 1.0)

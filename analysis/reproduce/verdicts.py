@@ -25,6 +25,7 @@ Pure functions of the results dict of :func:`analysis.reproduce.run.run` (its "r
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable
 
@@ -157,9 +158,9 @@ def _settings(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, int, list
 
 def _pair(var: list[dict], other: list[dict]) -> dict:
     """:func:`paired` of two strategies' runs, floored at the binomial sd of their mean metric on the held-out texts."""
-    vals = [r["metric_value"] for r in var + other]
+    vals = [r["metric_value"] for r in var + other if not math.isnan(r["metric_value"])]  # NaN: a run diverged
     m = min(int(r.get("n_eval") or 0) for r in var + other)
-    return paired(by_seed(var), by_seed(other), binomial_sd(statistics.mean(vals), m))
+    return paired(by_seed(var), by_seed(other), binomial_sd(statistics.mean(vals), m) if vals else 0.0)
 
 
 def _is_top(var: list[dict], tops: dict, model: str, task: str) -> bool:

@@ -22,3 +22,14 @@ def test_the_claims_plot_draws_the_counted_settings_only(tmp_path):
     text = report_markdown(res, "c", "img")
     assert "![claims 1 and 2: each counted setting's paired difference](img/repro_claims.png)" in text
     assert "repro_claims.png" not in report_markdown(res, "c")  # no images without a folder
+
+
+def test_every_counted_outcome_of_claims_1_and_2_has_its_colour():
+    from analysis.reproduce.plots import OUTCOME_COLOURS
+    from analysis.reproduce.verdicts import COUNTED
+
+    want = {"better": "tab:green", "match": "tab:green", "worse": "tab:red", "worse beyond the margin": "tab:red",
+            "tie": "tab:gray", "undecided": "tab:gray"}  # fmt: skip
+    assert set(COUNTED) | {"match", "undecided", "worse beyond the margin"} == set(want)
+    assert {w: OUTCOME_COLOURS.get(w, "tab:gray") for w in want} == want
+    assert claim_rows({}, "claim1") == [] and claim_rows({"verdicts": {}}, "claim2") == []

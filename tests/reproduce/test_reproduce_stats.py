@@ -136,6 +136,21 @@ def test_verdicts_on_a_model_whose_best_layer_is_below_the_top():
     assert _gemma_like(("rotten_tomatoes", "bbc_news"))["verdicts"]["claim1"].startswith("inconclusive")
 
 
+def test_a_diverged_seed_leaves_the_binomial_floor_in_place():
+    from analysis.reproduce.stats import binomial_sd
+
+    # seeds 0-2: variability exactly 0.1 above top (zero sd, so only the floor gives the interval a width);
+    # seed 3 diverged (NaN): it has no pair, and must not turn the floor into NaN, which max() would ignore
+    seeds = [(0.80, 0.70, 0.80), (0.80, 0.70, 0.80), (0.80, 0.70, 0.80), (float("nan"), 0.70, 0.80)]
+    (x, *_) = [d for d in _gemma_like(seeds=seeds)["verdicts"]["claim1_detail"] if d["task"] == "rotten_tomatoes"]
+    p = (3 * 0.80 + 4 * 0.70) / 7  # the two strategies' mean over their finite runs
+    assert x["n"] == 3 and x["floored"] and x["sd_floor"] == pytest.approx(binomial_sd(p, 600))
+    assert x["mean"] == pytest.approx(0.1) and x["low"] < 0.1 < x["high"] and x["outcome"] == "better"
+    assert x["high"] - x["low"] > 0.01  # the floor's width, not a zero-width interval
+    with pytest.raises(ValueError, match="NaN"):
+        binomial_sd(float("nan"), 600)
+
+
 def test_void_settings_do_not_count_for_claim_1():
     res = _gemma_like()
     for r in res["runs"]:
