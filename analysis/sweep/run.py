@@ -17,7 +17,7 @@ import numpy as np
 from analysis.pipeline import AnalysisConfig
 from analysis.store.cache import DiskCache, make_key
 from analysis.sweep.config import SweepConfig
-from analysis.sweep.stats import spearman, tied_layers
+from analysis.sweep.stats import oracle_layer, spearman, tied_layers
 from analysis.sweep.timing import SweepProgress
 from analysis.training.config import TrainConfig
 from analysis.training.estimate import Estimate
@@ -334,7 +334,7 @@ def summarise(cfg, sc, per_seed, lrs, losses, n_eval, metric, inputs: dict[str, 
     layers = list(sc.layers)
     mean = [float(np.mean(per_seed[l])) for l in layers]
     sd = [float(np.std(per_seed[l], ddof=1)) if len(per_seed[l]) > 1 else None for l in layers]
-    oracle = layers[int(np.argmax(mean))]
+    oracle = oracle_layer(layers, mean)
     tied, how = tied_layers(per_seed, oracle, n_eval)
     by_rep = {
         rep: score_selectors(*inputs[rep], layers, mean, tied) for rep in (*REPRESENTATIONS, *inputs) if rep in inputs

@@ -23,6 +23,15 @@ def interval_floor(p: float, n_eval: int, seeds: int) -> float:
     return t_quantile(seeds - 1) * binomial_sd(float(np.clip(p, 0.0, 1.0)), n_eval) / math.sqrt(seeds)
 
 
+def oracle_layer(layers: list[int], mean: list[float]) -> int:
+    """The layer with the best mean metric; a diverged layer (NaN mean) is never the oracle (np.argmax would pick
+    the first NaN). ValueError when every layer diverged."""
+    finite = [(m, layer) for layer, m in zip(layers, mean, strict=True) if math.isfinite(m)]
+    if not finite:
+        raise ValueError("every layer's runs diverged: no oracle layer")
+    return max(finite, key=lambda x: x[0])[1]  # the first of equal means, as np.argmax
+
+
 def tied_layers(per_seed: dict[int, list[float]], oracle: int, n_eval: int) -> tuple[list[int], str]:
     """Layers whose paired 95 % interval of (oracle − layer) over seeds includes 0, and how it was decided.
 

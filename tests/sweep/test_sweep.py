@@ -7,7 +7,7 @@ from _sweep_records import write_three_class_csv
 
 from analysis.selectors.table import SELECTORS
 from analysis.sweep.config import SweepConfig, parse_layers
-from analysis.sweep.stats import spearman, tied_layers
+from analysis.sweep.stats import oracle_layer, spearman, tied_layers
 
 DONE_KEYS = {"layers", "metric", "per_seed", "mean", "oracle_layer", "tied_layers", "selectors", "lr", "settings"}
 
@@ -18,6 +18,14 @@ def test_tied_set_uses_the_paired_interval_with_a_binomial_floor():
     assert tied == [1, 3] and "floor" in how  # layer 3 lies within the held-out sampling error
     one = tied_layers({1: [0.8], 2: [0.79]}, 1, 600)
     assert one == ([1], "one seed: no interval, the tied set is the oracle alone")
+
+
+def test_a_diverged_layer_is_never_the_oracle():
+    nan = float("nan")
+    assert oracle_layer([1, 2, 3], [0.7, nan, 0.8]) == 3  # np.argmax would pick the NaN
+    assert oracle_layer([1, 2, 3], [0.8, 0.6, 0.8]) == 1  # equal means: the lowest layer
+    with pytest.raises(ValueError, match="diverged"):
+        oracle_layer([1, 2], [nan, nan])
 
 
 def test_a_tied_layer_is_a_tie_by_the_reproductions_paired_rule():
