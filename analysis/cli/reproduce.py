@@ -21,6 +21,7 @@ from pathlib import Path
 from analysis.cli.common import make_cache
 from analysis.errors import VariscopeError
 from analysis.reproduce.report import write_doc
+from analysis.reproduce.restore import restore_runs
 from analysis.reproduce.run import (
     GEMMA,
     QUICK,
@@ -34,7 +35,7 @@ from analysis.reproduce.run import (
     run,
     with_records_of,
 )
-from analysis.reproduce.runs import plan_estimate, restore_runs
+from analysis.reproduce.runs import plan_estimate
 from analysis.settings import DEFAULTS
 from analysis.store.atomic import check_output, path_lock, write_atomic
 from analysis.store.jsonio import dumps, stamp

@@ -258,7 +258,8 @@ def choose_lr(
     for r in tried:
         r["chosen"] = r is best
     best["at_edge"] = edge_step(sorted(r["lr"] for r in tried), best["lr"]) is not None
-    log(f"  {strategy:<11} k={k}: learning rate {best['lr']:g} (validation {best['metric']} {best['val_metric']:.4f})")
+    said = f"  {strategy:<11} k={'all' if k is None else k}"  # full fine-tuning has no k: every layer
+    log(f"{said}: learning rate {best['lr']:g} (validation {best['metric']} {best['val_metric']:.4f})")
     return best["lr"], tried
 
 
@@ -350,7 +351,7 @@ def cached_train(
     model name replaced by its weights' fingerprint; the strategy is only a label
     (a variability selection equal to the top-k one is the same run). A validation folder
     inside the cache is named relative to the cache, so the key (``run_key`` of the record,
-    :func:`restore_runs`) is the same under any cache root; a record stored under the
+    :func:`analysis.reproduce.restore.restore_runs`) is the same under any cache root; a record stored under the
     absolute folder's key before is still found.
     """
     from analysis.training import train
@@ -363,7 +364,8 @@ def cached_train(
     if cached_only:
         return None
     # a run can take many minutes on a CPU, and its result line comes only at its end: say what is running
-    tuned, lr, seed = len(train_cfg.selection.tuned_layers), train_cfg.lr, train_cfg.seed
+    tuned = "all" if train_cfg.strategy == "full" else len(train_cfg.selection.tuned_layers)
+    lr, seed = train_cfg.lr, train_cfg.seed
     what = f"  {train_cfg.strategy:<11} k={tuned} lr={lr:g} seed={seed}"
     log(f"{what}: training {train_cfg.steps} steps, started {time.strftime('%H:%M')}")
     t = time.time()
@@ -410,30 +412,6 @@ def run_keys(train_cfg: TrainConfig, cache: DiskCache) -> tuple[str, str]:
 def is_cached(train_cfg: TrainConfig, cache: DiskCache) -> bool:
     """Whether the runs cache holds ``train_cfg``'s record (under its key or its legacy key)."""
     return any(cache.load("runs", k, version=REPRO_VERSION) is not None for k in run_keys(train_cfg, cache))
-
-
-#: what a results dict adds to a cached run: its place in the grid, not the run (the key leaves out the strategy)
-LABELS = ("task", "model", "strategy", "k", "seed", "identical_to_top", "run_key")
-
-
-def restore_runs(res: dict, cache: DiskCache) -> int:
-    """Put the runs of a results dict (docs/reproduction.json) that name their cache key (``run_key``) back into
-    ``cache`` where it lacks them, so a grid resumes from what the JSON holds even without the cache it was run
-    with. A final run comes back whole; a learning-rate trial as what the search reads (its metric on the
-    validation split, final loss, steps). Returns how many were restored; nothing is trained or overwritten."""
-    n = 0
-    for r in res.get("runs", []):
-        if r.get("run_key") and cache.load("runs", r["run_key"], version=REPRO_VERSION) is None:
-            rec = {k: v for k, v in r.items() if k not in LABELS}
-            cache.save("runs", r["run_key"], {}, blobs={"record": rec}, version=REPRO_VERSION, meta={"restored": True})
-            n += 1
-    for r in res.get("lr_search", []):
-        if r.get("run_key") and cache.load("runs", r["run_key"], version=REPRO_VERSION) is None:
-            rec = {"metric": r["metric"], "metric_value": r["val_metric"], "eval": {r["metric"]: r["val_metric"]},
-                   "final_loss": r.get("final_loss"), "steps": r["steps"]}  # fmt: skip
-            cache.save("runs", r["run_key"], {}, blobs={"record": rec}, version=REPRO_VERSION, meta={"restored": True})
-            n += 1
-    return n
 
 
 def inference_flops(train_cfg: TrainConfig, seq_len: float, kept: int, cache_root=None) -> float:

@@ -144,7 +144,7 @@ def test_the_learning_rate_is_chosen_on_a_validation_split_of_the_training_texts
     whole = run(rc, cache=cache, log=lambda s: None, cached_only=True)
     assert whole["runs"] == res["runs"] and whole["parts"][0]["complete"] is False and not whole["robustness"]
     # the results alone resume the grid: a cache that never saw it gets every run back from its run_key
-    from analysis.reproduce.runs import restore_runs
+    from analysis.reproduce.restore import restore_runs
 
     fresh = DiskCache(tmp_path / "fresh")
     keys = {r["run_key"] for r in res["runs"] + search}

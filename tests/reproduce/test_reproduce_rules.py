@@ -255,7 +255,8 @@ def test_the_learning_rate_is_chosen_on_the_metric_the_task_is_scored_on(monkeyp
 
 
 def test_restored_runs_keep_the_run_and_drop_their_place_in_the_grid(tmp_path):
-    from analysis.reproduce.runs import REPRO_VERSION, restore_runs
+    from analysis.reproduce.restore import restore_runs
+    from analysis.reproduce.runs import REPRO_VERSION
     from analysis.store.cache import DiskCache
 
     run = {"task": "t", "model": "m", "strategy": "top", "k": 1, "seed": 0, "identical_to_top": False,
