@@ -218,6 +218,16 @@ def test_other_sessions_are_served_while_one_computes(server, browser):
     assert still_computing, f"the long computation ended before the second session was served ({served_in:.1f}s)"
 
 
+def test_learn_page_draws_the_claims_chart(server, page):
+    page.goto(server + "/learn")
+    chart = page.locator(".js-plotly-plot", has_text="variability − top-k (claim 1)")
+    chart.wait_for(timeout=60_000)
+    assert chart.locator(".point").count() > 0  # a marker per counted setting, drawn in the browser
+    ARTIFACTS.mkdir(exist_ok=True)
+    chart.scroll_into_view_if_needed()
+    chart.screenshot(path=str(ARTIFACTS / "learn_claims.png"))
+
+
 def test_closing_the_tab_stops_the_run(server, browser):
     ctx = browser.new_context(viewport={"width": 1200, "height": 900})
     page = ctx.new_page()
